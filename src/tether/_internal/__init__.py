@@ -1,0 +1,1 @@
+"""Internal helpers (clock, ids). No stability promise: import them only inside Tether."""

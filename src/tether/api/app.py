@@ -1,0 +1,59 @@
+"""``create_app(settings)``: the one ASGI application of the Tether server.
+
+Example::
+
+    from tether.config import Settings
+    app = create_app(Settings.from_environ())
+    # uvicorn.run(app, host="127.0.0.1", port=8200)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from tether import __version__
+from tether._internal.clock import Clock
+from tether.api.errors import install_error_handlers
+from tether.api.middleware import BodyLimit
+from tether.api.routes import agents, audit, discovery, health, oauth, svid, tokens
+from tether.api.services import Services
+from tether.config import Settings
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    settings: Settings, *, clock: Clock | None = None, services: Services | None = None
+) -> FastAPI:
+    """Build the app. It opens its :class:`Services` on startup unless given ones (then the
+    caller owns and closes them)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if services is not None:
+            app.state.services = services
+            yield
+            return
+        opened = await Services.open(settings, clock=clock)
+        app.state.services = opened
+        try:
+            yield
+        finally:
+            await opened.close()
+
+    app = FastAPI(
+        title="Tether",
+        version=__version__,
+        summary="Runtime security control plane for AI agents",
+        lifespan=lifespan,
+    )
+    if services is not None:
+        app.state.services = services
+    install_error_handlers(app)
+    for module in (health, discovery, oauth, agents, tokens, svid, audit):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

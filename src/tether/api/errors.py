@@ -1,0 +1,115 @@
+"""The one map from Tether error codes to HTTP: status codes and bodies.
+
+Management endpoints answer ``{"error": {"code", "message", "details"}}``; OAuth endpoints
+(``/oauth2/...``) answer the RFC 6749 §5.2 body ``{"error", "error_description"}`` with
+``Cache-Control: no-store``. Request validation errors become ``400 invalid_input`` naming the
+field and the rule (not FastAPI's 422). Anything unexpected is a 500 without internals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tether import errors as e
+
+__all__ = ["error_response", "install_error_handlers", "status_for"]
+
+log = structlog.get_logger("tether.api")
+
+_STATUS: tuple[tuple[type[e.Error], int], ...] = (
+    (e.BodyTooLarge, 413),
+    (e.InvalidInput, 400),
+    (e.NotFound, 404),
+    (e.Conflict, 409),
+    (e.Unauthenticated, 401),
+    (e.TokenInvalid, 401),
+    (e.ReplayDetected, 401),
+    (e.Forbidden, 403),
+    (e.InvalidClient, 401),
+    (e.OAuthError, 400),
+    (e.StoreUnavailable, 503),
+)
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def status_for(error: e.Error) -> int:
+    for cls, status in _STATUS:
+        if isinstance(error, cls):
+            return status
+    return 500
+
+
+def _is_oauth(request: Request) -> bool:
+    return request.url.path.startswith("/oauth2/")
+
+
+def error_response(request: Request, error: e.Error) -> JSONResponse:
+    status = status_for(error)
+    headers: dict[str, str] = {}
+    if _is_oauth(request):
+        code = error.code if isinstance(error, e.OAuthError) else _oauth_code(error)
+        return JSONResponse(
+            {"error": code, "error_description": error.message},
+            status_code=status,
+            headers=_NO_STORE,
+        )
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="tether"'
+    body = {
+        "error": {"code": error.code, "message": error.message, "details": _safe(error.details)}
+    }
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _oauth_code(error: e.Error) -> str:
+    if isinstance(error, e.BodyTooLarge | e.InvalidInput):
+        return "invalid_request"
+    if isinstance(error, e.StoreUnavailable):
+        return "temporarily_unavailable"
+    return "server_error"
+
+
+def _safe(details: Mapping[str, object]) -> dict[str, object]:
+    return {k: v for k, v in details.items() if isinstance(v, str | int | float | bool | list)}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, e.Error)
+        return error_response(request, exc)
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        rule = str(first.get("msg", "invalid value"))
+        return error_response(
+            request,
+            e.InvalidInput(f"{where}: {rule}", details={"field": where, "rule": rule}),
+        )
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        codes = {404: e.NotFound, 405: e.InvalidInput, 401: e.Unauthenticated}
+        cls = codes.get(exc.status_code, e.InvalidInput)
+        response = error_response(request, cls(str(exc.detail)))
+        response.status_code = exc.status_code
+        return response
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled_error", path=request.url.path, error_type=type(exc).__name__)
+        body = {"error": {"code": "internal_error", "message": "internal error", "details": {}}}
+        if _is_oauth(request):
+            body = {"error": "server_error", "error_description": "internal error"}  # type: ignore[dict-item]
+        return JSONResponse(body, status_code=500)
+
+    app.add_exception_handler(e.Error, on_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)

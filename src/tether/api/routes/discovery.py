@@ -1,0 +1,75 @@
+"""Discovery: RFC 8414 authorization-server metadata, OpenID Connect Discovery 1.0, the JWKS
+(RFC 7517) and the SPIFFE trust bundle — everything a generic OAuth client or a SPIFFE library
+needs, and nothing that is not implemented."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from tether.api.deps import ServicesDep
+from tether.config import Settings
+from tether.crypto.jwk import AGENT_KEY_ALGORITHMS
+from tether.crypto.jwt import TOKEN_ALGORITHM
+
+router = APIRouter(tags=["discovery"])
+
+
+def metadata(settings: Settings) -> dict[str, Any]:
+    base = settings.issuer_url
+    return {
+        "issuer": base,
+        "token_endpoint": settings.token_endpoint,
+        "jwks_uri": f"{base}/.well-known/jwks.json",
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "tls_client_auth"],
+        "token_endpoint_auth_signing_alg_values_supported": sorted(AGENT_KEY_ALGORITHMS),
+        "tls_client_certificate_bound_access_tokens": True,
+        "response_types_supported": [],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [TOKEN_ALGORITHM],
+        "scopes_supported": [],
+        "spiffe_trust_domain": settings.trust_domain,
+        "spiffe_bundle_endpoint": f"{base}/v1/svid/bundle",
+        "service_documentation": f"{base}/docs",
+    }
+
+
+@router.get("/.well-known/oauth-authorization-server", summary="RFC 8414 metadata")
+async def oauth_metadata(services: ServicesDep) -> dict[str, Any]:
+    return metadata(services.settings)
+
+
+@router.get("/.well-known/openid-configuration", summary="OpenID Connect Discovery")
+async def openid_configuration(services: ServicesDep) -> dict[str, Any]:
+    return metadata(services.settings)
+
+
+@router.get("/.well-known/jwks.json", summary="Public keys that verify Tether's tokens")
+async def jwks(services: ServicesDep) -> Response:
+    return _json(services.keyring.jwks(now=services.clock.now()), max_age=300)
+
+
+@router.get("/v1/svid/bundle", summary="SPIFFE trust bundle (JWT and X.509 authorities)")
+async def spiffe_bundle(services: ServicesDep) -> Response:
+    return _json(services.keyring.spiffe_bundle(now=services.clock.now()), max_age=300)
+
+
+@router.get("/v1/svid/bundle.pem", summary="The X.509 CA certificate, PEM")
+async def bundle_pem(services: ServicesDep) -> Response:
+    return Response(
+        services.keyring.ca.bundle_pem(),
+        media_type="application/x-pem-file",
+        headers={"Cache-Control": "max-age=300"},
+    )
+
+
+def _json(body: dict[str, object], *, max_age: int) -> Response:
+    return Response(
+        json.dumps(body, separators=(",", ":")),
+        media_type="application/json",
+        headers={"Cache-Control": f"max-age={max_age}"},
+    )

@@ -1,0 +1,24 @@
+"""``/healthz`` (the process answers) and ``/readyz`` (the store answers)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from tether.api.deps import ServicesDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: the store and the key ring are usable")
+async def readyz(services: ServicesDep) -> JSONResponse:
+    try:
+        await services.store.list_stored_keys()
+    except Exception:  # noqa: BLE001 - any failure means not ready
+        return JSONResponse({"status": "unavailable", "store": "unreachable"}, status_code=503)
+    return JSONResponse({"status": "ready", "signing_kid": services.keyring.signer.kid})

@@ -1,0 +1,123 @@
+"""The composition root: build every service once from :class:`~tether.config.Settings`.
+
+``Services.open`` opens the store (running migrations), the key ring (creating keys on first
+start), makes sure a root token exists, and wires the domain services together. ``close`` gives
+everything back. The API and the benchmarks both start here, so they measure the same thing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+from tether._internal.clock import Clock, SystemClock
+from tether.audit.records import AuditRecord
+from tether.audit.sink import AuditSink, StoreAuditSink
+from tether.config import Settings
+from tether.crypto.kek import KeyEncryptionKey
+from tether.crypto.keyring import KeyRing
+from tether.identity.access import Actor
+from tether.identity.client_auth import ClientAuthenticator
+from tether.identity.operators import OperatorTokens
+from tether.identity.registry import Registry
+from tether.identity.svid import SvidIssuer
+from tether.store.interfaces import Store
+from tether.store.sql import open_sql_store
+
+__all__ = ["Services"]
+
+
+@dataclass(kw_only=True)
+class Services:
+    settings: Settings
+    clock: Clock
+    store: Store
+    audit: AuditSink
+    keyring: KeyRing
+    registry: Registry
+    operators: OperatorTokens
+    client_auth: ClientAuthenticator
+    svids: SvidIssuer
+    #: A root token generated on this start (shown once), else None.
+    new_root_token: str | None = None
+
+    @classmethod
+    async def open(cls, settings: Settings, *, clock: Clock | None = None) -> Services:
+        clock = clock or SystemClock()
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        store = await open_sql_store(settings.database_url)
+        try:
+            return await cls._wire(settings, clock, store)
+        except BaseException:
+            await store.close()
+            raise
+
+    @classmethod
+    async def _wire(cls, settings: Settings, clock: Clock, store: Store) -> Services:
+        audit = StoreAuditSink(store)
+        keyring = await KeyRing.open(
+            persistence=store,
+            kek=_kek(settings),
+            now=clock.now(),
+            trust_domain=settings.trust_domain,
+            signing_key_max_age=timedelta(days=settings.signing_key_max_age_days),
+            token_max_ttl=timedelta(seconds=settings.jwt_svid_ttl_seconds),
+        )
+        for change in keyring.changes:
+            await audit.append(
+                AuditRecord.new(
+                    type=f"keyring.key_{change.kind}",
+                    actor=Actor.system().label,
+                    subject=f"key:{change.kid}",
+                    time=clock.now(),
+                    details={"purpose": str(change.purpose), "kid": change.kid},
+                )
+            )
+        operators = OperatorTokens(
+            store=store, audit=audit, clock=clock, default_ttl=settings.operator_token_ttl_seconds
+        )
+        new_root = await operators.ensure_root(settings.root_token)
+        return cls(
+            settings=settings,
+            clock=clock,
+            store=store,
+            audit=audit,
+            keyring=keyring,
+            registry=Registry(
+                store=store, audit=audit, clock=clock, trust_domain=settings.trust_domain
+            ),
+            operators=operators,
+            client_auth=ClientAuthenticator(
+                store=store,
+                audit=audit,
+                clock=clock,
+                trust_domain=settings.trust_domain,
+                audiences=frozenset({settings.token_endpoint, settings.issuer_url}),
+                max_lifetime=settings.assertion_max_lifetime_seconds,
+                leeway=settings.clock_skew_seconds,
+            ),
+            svids=SvidIssuer(
+                keyring=keyring,
+                store=store,
+                audit=audit,
+                clock=clock,
+                issuer=settings.issuer_url,
+                trust_domain=settings.trust_domain,
+                audiences=settings.audiences,
+                jwt_ttl=settings.jwt_svid_ttl_seconds,
+                x509_ttl=settings.x509_svid_ttl_seconds,
+            ),
+            new_root_token=new_root,
+        )
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+def _kek(settings: Settings) -> KeyEncryptionKey:
+    if settings.kek_b64:
+        return KeyEncryptionKey.from_b64(settings.kek_b64)
+    path = settings.data_dir / "kek"
+    os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
+    return KeyEncryptionKey.load_or_create(path)

@@ -1,0 +1,90 @@
+"""Audit records: immutable, tagged by a stable ``type``, serialised as sorted compact JSON.
+
+Record types in use (tags are never reused for another meaning):
+
+* ``agent.registered``, ``agent.updated``, ``agent.state_changed``, ``agent.approved``
+* ``agent.key_added``, ``agent.key_removed``
+* ``client.authenticated``, ``client.authentication_failed``
+* ``svid.jwt_issued``, ``svid.x509_issued``
+* ``operator.token_created``, ``operator.denied``
+* ``keyring.key_created``, ``keyring.key_retired``
+
+``details`` hold facts, never secrets: tokens and assertions appear only as their ``jti`` or
+hash.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from types import MappingProxyType
+
+from tether._internal.ids import new_id
+
+__all__ = ["AuditReceipt", "AuditRecord", "Outcome"]
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditRecord:
+    id: str
+    type: str
+    time: datetime
+    actor: str
+    subject: str | None
+    outcome: Outcome
+    correlation_id: str | None = None
+    details: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        type: str,
+        actor: str,
+        subject: str | None,
+        time: datetime,
+        outcome: Outcome = Outcome.SUCCESS,
+        correlation_id: str | None = None,
+        details: Mapping[str, object] | None = None,
+    ) -> AuditRecord:
+        return cls(
+            id=new_id("rec"),
+            type=type,
+            time=time,
+            actor=actor,
+            subject=subject,
+            outcome=outcome,
+            correlation_id=correlation_id,
+            details=MappingProxyType(dict(details or {})),
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "time": self.time.isoformat(),
+            "actor": self.actor,
+            "subject": self.subject,
+            "outcome": str(self.outcome),
+            "correlation_id": self.correlation_id,
+            "details": dict(self.details),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditReceipt:
+    """What a sink hands back once a record is durable: its id and position in the log."""
+
+    record_id: str
+    sequence: int

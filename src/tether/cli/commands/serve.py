@@ -1,0 +1,135 @@
+"""``tether serve``: run the server (``--dev`` for a throwaway one, ``--tls`` for HTTPS + mTLS)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import shutil
+import ssl
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tether.config import Settings
+
+
+def serve(
+    dev: Annotated[
+        bool, typer.Option("--dev", help="Throwaway data dir; prints the address and root token")
+    ] = False,
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8200,
+    tls: Annotated[
+        bool, typer.Option("--tls", help="HTTPS with a certificate from Tether's CA; mTLS")
+    ] = False,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where state lives (default: TETHER_DATA_DIR)")
+    ] = None,
+) -> None:
+    """Start the Tether server."""
+    scheme = "https" if tls else "http"
+    shown_host = f"[{host}]" if ":" in host else host
+    overrides: dict[str, object] = {}
+    throwaway: Path | None = None
+    if dev:
+        throwaway = Path(tempfile.mkdtemp(prefix="tether-dev-"))
+        overrides["data_dir"] = throwaway
+        overrides["dev"] = True
+    elif data_dir is not None:
+        overrides["data_dir"] = data_dir
+    settings = Settings.from_environ(**overrides)
+    if settings.issuer == "http://127.0.0.1:8200" and (host, port, tls) != (
+        "127.0.0.1",
+        8200,
+        False,
+    ):
+        settings = settings.with_(issuer=f"{scheme}://{shown_host}:{port}")
+    try:
+        asyncio.run(_run(settings, host=host, port=port, tls=tls, throwaway=throwaway))
+    finally:
+        if throwaway is not None:
+            shutil.rmtree(throwaway, ignore_errors=True)
+
+
+async def _run(
+    settings: Settings, *, host: str, port: int, tls: bool, throwaway: Path | None
+) -> None:
+    import uvicorn
+
+    from tether.api.app import create_app
+    from tether.api.services import Services
+    from tether.api.tls import ClientCertH11Protocol
+
+    services = await Services.open(settings)
+    try:
+        config = uvicorn.Config(
+            create_app(settings, services=services),
+            host=host,
+            port=port,
+            log_level="warning",
+            server_header=False,
+        )
+        if tls:
+            cert, key, ca = _write_tls_files(services, settings, host)
+            config = uvicorn.Config(
+                create_app(settings, services=services),
+                host=host,
+                port=port,
+                log_level="warning",
+                server_header=False,
+                ssl_certfile=str(cert),
+                ssl_keyfile=str(key),
+                ssl_ca_certs=str(ca),
+                ssl_cert_reqs=ssl.CERT_OPTIONAL,
+                http=ClientCertH11Protocol,
+            )
+        _banner(settings, services.new_root_token, throwaway)
+        await uvicorn.Server(config).serve()
+    finally:
+        await services.close()
+
+
+def _write_tls_files(services: object, settings: Settings, host: str) -> tuple[Path, Path, Path]:
+    from tether.api.services import Services
+
+    assert isinstance(services, Services)
+    names, ips = ["localhost"], ["127.0.0.1", "::1"]
+    try:
+        ipaddress.ip_address(host)
+        ips.append(host)
+    except ValueError:
+        names.append(host)
+    cert_pem, key_pem = services.keyring.ca.issue_server_certificate(
+        dns_names=names,
+        ip_addresses=sorted(set(ips)),
+        ttl=timedelta(days=30),
+        now=services.clock.now(),
+    )
+    folder = settings.data_dir / "tls"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    cert, key, ca = folder / "server.pem", folder / "server.key", folder / "ca.pem"
+    cert.write_bytes(cert_pem)
+    key.touch(mode=0o600)
+    key.write_bytes(key_pem)
+    ca.write_bytes(services.keyring.ca.bundle_pem())
+    return cert, key, ca
+
+
+def _banner(settings: Settings, root_token: str | None, throwaway: Path | None) -> None:
+    lines = [f"Tether listening on {settings.issuer_url}"]
+    if throwaway is not None:
+        lines.append(f"  dev mode: throwaway data dir {throwaway} (deleted on exit)")
+    else:
+        lines.append(f"  data dir: {settings.data_dir}")
+    if settings.issuer_url.startswith("https://"):
+        lines.append(f"  CA bundle: {settings.data_dir / 'tls' / 'ca.pem'} (set TETHER_CACERT)")
+    lines.append(f"  export TETHER_ADDR={settings.issuer_url}")
+    if root_token is not None:
+        lines.append(f"  export TETHER_TOKEN={root_token}")
+        lines.append("  (the root token is shown only now: keep it safe)")
+    elif settings.root_token and throwaway is not None:
+        lines.append("  root token: the value of TETHER_ROOT_TOKEN")
+    print("\n".join(lines), flush=True)

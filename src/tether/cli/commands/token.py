@@ -1,0 +1,38 @@
+"""``tether token …``: operator tokens for people."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tether.cli.client import Api
+from tether.cli.options import OutputOpt
+from tether.cli.output import Output, show, show_rows
+from tether.config import ClientSettings
+
+app = typer.Typer(help="Operator tokens for the management API.", no_args_is_help=True)
+
+
+@app.command("create")
+def create(
+    role: Annotated[
+        str,
+        typer.Option(help="security-admin | platform-admin | developer | auditor | root"),
+    ],
+    name: Annotated[str, typer.Option("--name", help="Whose token it is (shown in audit)")],
+    output: OutputOpt = Output.TABLE,
+    ttl: Annotated[int | None, typer.Option(help="Lifetime in seconds")] = None,
+) -> None:
+    """Mint a token for a person (needs the root token). The token is shown once."""
+    body = {"role": role, "display_name": name, "ttl_seconds": ttl}
+    with Api(ClientSettings.from_environ()) as api:
+        show(api.call("POST", "/v1/tokens", json=body), output)
+
+
+@app.command("list")
+def list_tokens(output: OutputOpt = Output.TABLE) -> None:
+    """List operator tokens (never their secrets)."""
+    with Api(ClientSettings.from_environ()) as api:
+        rows = api.call("GET", "/v1/tokens")["tokens"]
+    show_rows(rows, ("id", "role", "display_name", "expires_at", "revoked_at"), output)

@@ -1,0 +1,30 @@
+"""The ``tether`` command. Reads ``TETHER_ADDR`` and ``TETHER_TOKEN`` like ``vault`` does;
+``--output json`` everywhere; exit codes in :mod:`tether.cli.exit_codes`.
+
+Example::
+
+    $ tether serve --dev &
+    $ export TETHER_ADDR=http://127.0.0.1:8200 TETHER_TOKEN=...
+    $ tether agent register faq-bot --owner alice --tool search_faq
+"""
+
+from __future__ import annotations
+
+import typer
+
+from tether.cli.commands import agent, serve, status, token
+
+app = typer.Typer(
+    name="tether",
+    help="Tether: the runtime security control plane for AI agents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(agent.app, name="agent")
+app.add_typer(token.app, name="token")
+app.command("serve")(serve.serve)
+app.command("status")(status.status)
+
+
+def main() -> None:
+    app()

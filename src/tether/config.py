@@ -1,0 +1,153 @@
+"""Configuration: frozen values, built once and passed in.
+
+This module is the only reader of ``os.environ`` in Tether. The server builds a
+:class:`Settings` once (``Settings.from_environ()``) and hands it to ``create_app``; the CLI
+builds a :class:`ClientSettings` for ``TETHER_ADDR`` and ``TETHER_TOKEN`` the way ``vault`` does.
+
+Example::
+
+    >>> from pathlib import Path
+    >>> s = Settings(data_dir=Path("/tmp/tether-doc"), issuer="http://127.0.0.1:8200")
+    >>> s.database_url
+    'sqlite+aiosqlite:////tmp/tether-doc/tether.db'
+    >>> s.jwt_svid_ttl_seconds
+    300
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tether.errors import ConfigError
+
+__all__ = ["ClientSettings", "Settings"]
+
+DEFAULT_ADDR = "http://127.0.0.1:8200"
+_TRUST_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,253}[a-z0-9])?$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the server needs, with bounded, safe defaults."""
+
+    data_dir: Path
+    issuer: str = DEFAULT_ADDR
+    database_url_override: str | None = None
+    trust_domain: str = "tether.local"
+    #: A base64url key-encryption key from the environment; else ``<data_dir>/kek`` (0600).
+    kek_b64: str | None = None
+    root_token: str | None = None
+    dev: bool = False
+    #: JWT-SVID lifetime (SPIRE's default is 5 minutes) and the longest an agent may ask for.
+    jwt_svid_ttl_seconds: int = 300
+    x509_svid_ttl_seconds: int = 3600
+    #: Audiences an agent may ask a JWT-SVID for, besides Tether itself (the issuer).
+    allowed_audiences: tuple[str, ...] = ()
+    #: A client assertion may live at most this long (``exp - now``) and be at most this old.
+    assertion_max_lifetime_seconds: int = 300
+    clock_skew_seconds: int = 30
+    max_body_bytes: int = 64 * 1024
+    #: Token-signing keys are rotated after this many days (old public keys stay published).
+    signing_key_max_age_days: int = 30
+    #: When a TLS-terminating proxy forwards the client certificate it verified, the header that
+    #: carries it (URL-encoded PEM, as nginx ``$ssl_client_escaped_cert``). Off unless set.
+    forwarded_client_cert_header: str | None = None
+    operator_token_ttl_seconds: int = 30 * 24 * 3600
+
+    def __post_init__(self) -> None:
+        if not _TRUST_DOMAIN.fullmatch(self.trust_domain):
+            raise ConfigError(
+                f"trust domain {self.trust_domain!r} is not a lowercase DNS-style name",
+                details={"setting": "trust_domain"},
+            )
+        if not (self.issuer.startswith(("http://", "https://")) and "#" not in self.issuer):
+            raise ConfigError("issuer must be an http(s) URL without a fragment")
+        if not 10 <= self.jwt_svid_ttl_seconds <= 24 * 3600:
+            raise ConfigError("jwt_svid_ttl_seconds must be between 10 s and 24 h")
+        if not 60 <= self.x509_svid_ttl_seconds <= 7 * 24 * 3600:
+            raise ConfigError("x509_svid_ttl_seconds must be between 60 s and 7 days")
+        if not 1024 <= self.max_body_bytes <= 16 * 1024 * 1024:
+            raise ConfigError("max_body_bytes must be between 1 KiB and 16 MiB")
+
+    @property
+    def database_url(self) -> str:
+        if self.database_url_override:
+            return self.database_url_override
+        return f"sqlite+aiosqlite:///{self.data_dir / 'tether.db'}"
+
+    @property
+    def issuer_url(self) -> str:
+        return self.issuer.rstrip("/")
+
+    @property
+    def token_endpoint(self) -> str:
+        return f"{self.issuer_url}/oauth2/token"
+
+    @property
+    def audiences(self) -> frozenset[str]:
+        """Every audience a JWT-SVID may name: Tether itself plus the configured ones."""
+        return frozenset((self.issuer_url, *self.allowed_audiences))
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_environ(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        **overrides: object,
+    ) -> Settings:
+        """Read ``TETHER_*`` variables; explicit ``overrides`` (from CLI flags) win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {
+            "data_dir": Path(env.get("TETHER_DATA_DIR", "./tether-data")),
+        }
+        simple = {
+            "TETHER_ISSUER": "issuer",
+            "TETHER_DATABASE_URL": "database_url_override",
+            "TETHER_TRUST_DOMAIN": "trust_domain",
+            "TETHER_KEK": "kek_b64",
+            "TETHER_ROOT_TOKEN": "root_token",
+            "TETHER_FORWARDED_CLIENT_CERT_HEADER": "forwarded_client_cert_header",
+        }
+        for var, name in simple.items():
+            if env.get(var):
+                values[name] = env[var]
+        if env.get("TETHER_ALLOWED_AUDIENCES"):
+            values["allowed_audiences"] = tuple(
+                a.strip() for a in env["TETHER_ALLOWED_AUDIENCES"].split(",") if a.strip()
+            )
+        for var, name in {
+            "TETHER_JWT_SVID_TTL": "jwt_svid_ttl_seconds",
+            "TETHER_X509_SVID_TTL": "x509_svid_ttl_seconds",
+        }.items():
+            if env.get(var):
+                try:
+                    values[name] = int(env[var])
+                except ValueError as exc:
+                    raise ConfigError(f"{var} must be a whole number of seconds") from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientSettings:
+    """What the CLI and SDK need to reach a server: ``TETHER_ADDR`` and ``TETHER_TOKEN``."""
+
+    addr: str = DEFAULT_ADDR
+    token: str | None = None
+    ca_cert: Path | None = None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> ClientSettings:
+        env = os.environ if environ is None else environ
+        ca = env.get("TETHER_CACERT")
+        return cls(
+            addr=env.get("TETHER_ADDR", DEFAULT_ADDR).rstrip("/"),
+            token=env.get("TETHER_TOKEN") or None,
+            ca_cert=Path(ca) if ca else None,
+        )

@@ -1,0 +1,250 @@
+"""One error root with stable machine codes.
+
+Every failure Tether reports is an :class:`Error` whose ``code`` never changes once released;
+the HTTP layer (``tether.api.errors``) is the only place that maps codes to status codes and
+OAuth error bodies, and the CLI maps them to exit codes. Messages never contain secrets or raw
+tokens.
+
+The hierarchy::
+
+    Error                               error
+    ├── InvalidInput                    invalid_input            400
+    │   ├── InvalidName                 invalid_name
+    │   ├── InvalidSpiffeId             invalid_spiffe_id
+    │   ├── InvalidDeclaration          invalid_declaration
+    │   ├── InvalidKey                  invalid_key
+    │   ├── InvalidCsr                  invalid_csr
+    │   └── BodyTooLarge                body_too_large           413
+    ├── NotFound                        not_found                404
+    │   ├── AgentNotFound               agent_not_found
+    │   ├── KeyNotFound                 key_not_found
+    │   └── OperatorTokenNotFound       operator_token_not_found
+    ├── Conflict                        conflict                 409
+    │   ├── AgentExists                 agent_exists
+    │   ├── KeyExists                   key_exists
+    │   ├── InvalidTransition           invalid_state_transition
+    │   └── VersionConflict             version_conflict
+    ├── Unauthenticated                 unauthenticated          401
+    ├── Forbidden                       forbidden                403
+    ├── OAuthError                      (RFC 6749 §5.2 codes)    400 / 401
+    │   ├── InvalidRequest              invalid_request
+    │   ├── InvalidClient               invalid_client           401
+    │   ├── InvalidGrant                invalid_grant
+    │   ├── UnauthorizedClient          unauthorized_client
+    │   ├── UnsupportedGrantType        unsupported_grant_type
+    │   ├── InvalidScope                invalid_scope
+    │   └── InvalidTarget               invalid_target (RFC 8707)
+    ├── TokenInvalid                    token_invalid            401
+    │   └── CertificateInvalid          certificate_invalid
+    ├── ReplayDetected                  replay_detected          401
+    ├── KeyringError                    keyring_error            500
+    ├── StoreUnavailable                store_unavailable        503
+    └── ConfigError                     config_invalid
+
+Example::
+
+    >>> from tether.errors import AgentExists
+    >>> err = AgentExists("an agent named 'faq-bot' already exists")
+    >>> err.code
+    'agent_exists'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import ClassVar
+
+__all__ = [
+    "AgentExists",
+    "AgentNotFound",
+    "BodyTooLarge",
+    "CertificateInvalid",
+    "ConfigError",
+    "Conflict",
+    "Error",
+    "Forbidden",
+    "InvalidClient",
+    "InvalidCsr",
+    "InvalidDeclaration",
+    "InvalidGrant",
+    "InvalidInput",
+    "InvalidKey",
+    "InvalidName",
+    "InvalidRequest",
+    "InvalidScope",
+    "InvalidSpiffeId",
+    "InvalidTarget",
+    "InvalidTransition",
+    "KeyExists",
+    "KeyNotFound",
+    "KeyringError",
+    "NotFound",
+    "OAuthError",
+    "OperatorTokenNotFound",
+    "ReplayDetected",
+    "StoreUnavailable",
+    "TokenInvalid",
+    "Unauthenticated",
+    "UnauthorizedClient",
+    "UnsupportedGrantType",
+    "VersionConflict",
+]
+
+_EMPTY: Mapping[str, object] = MappingProxyType({})
+
+
+class Error(Exception):
+    """The root of every error Tether raises on purpose.
+
+    ``code`` is stable and machine-readable; ``message`` is for people; ``details`` holds safe,
+    structured facts (never secrets) such as the rule that an input broke.
+    """
+
+    code: ClassVar[str] = "error"
+
+    def __init__(self, message: str, *, details: Mapping[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: Mapping[str, object] = MappingProxyType(dict(details)) if details else _EMPTY
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+
+class InvalidInput(Error):
+    code = "invalid_input"
+
+
+class InvalidName(InvalidInput):
+    code = "invalid_name"
+
+
+class InvalidSpiffeId(InvalidInput):
+    code = "invalid_spiffe_id"
+
+
+class InvalidDeclaration(InvalidInput):
+    code = "invalid_declaration"
+
+
+class InvalidKey(InvalidInput):
+    code = "invalid_key"
+
+
+class InvalidCsr(InvalidInput):
+    code = "invalid_csr"
+
+
+class BodyTooLarge(InvalidInput):
+    code = "body_too_large"
+
+
+class NotFound(Error):
+    code = "not_found"
+
+
+class AgentNotFound(NotFound):
+    code = "agent_not_found"
+
+
+class KeyNotFound(NotFound):
+    code = "key_not_found"
+
+
+class OperatorTokenNotFound(NotFound):
+    code = "operator_token_not_found"
+
+
+class Conflict(Error):
+    code = "conflict"
+
+
+class AgentExists(Conflict):
+    code = "agent_exists"
+
+
+class KeyExists(Conflict):
+    code = "key_exists"
+
+
+class InvalidTransition(Conflict):
+    code = "invalid_state_transition"
+
+
+class VersionConflict(Conflict):
+    code = "version_conflict"
+
+
+class Unauthenticated(Error):
+    code = "unauthenticated"
+
+
+class Forbidden(Error):
+    code = "forbidden"
+
+
+class OAuthError(Error):
+    """An error of the OAuth endpoints; ``code`` is the RFC 6749 §5.2 ``error`` value."""
+
+    code = "invalid_request"
+
+
+class InvalidRequest(OAuthError):
+    code = "invalid_request"
+
+
+class InvalidClient(OAuthError):
+    code = "invalid_client"
+
+
+class InvalidGrant(OAuthError):
+    code = "invalid_grant"
+
+
+class UnauthorizedClient(OAuthError):
+    code = "unauthorized_client"
+
+
+class UnsupportedGrantType(OAuthError):
+    code = "unsupported_grant_type"
+
+
+class InvalidScope(OAuthError):
+    code = "invalid_scope"
+
+
+class InvalidTarget(OAuthError):
+    code = "invalid_target"
+
+
+class TokenInvalid(Error):
+    """A token or signature failed verification (bad signature, algorithm, claims, expiry)."""
+
+    code = "token_invalid"
+
+
+class CertificateInvalid(TokenInvalid):
+    """A client or CSR certificate failed verification (chain, validity, SPIFFE ID)."""
+
+    code = "certificate_invalid"
+
+
+class ReplayDetected(Error):
+    """A single-use value (an assertion ``jti``) was presented a second time."""
+
+    code = "replay_detected"
+
+
+class KeyringError(Error):
+    """The key ring cannot be opened (wrong key-encryption key, corrupt key material)."""
+
+    code = "keyring_error"
+
+
+class StoreUnavailable(Error):
+    code = "store_unavailable"
+
+
+class ConfigError(Error):
+    code = "config_invalid"

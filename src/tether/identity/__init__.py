@@ -1,0 +1,1 @@
+"""Agent identity: the registry, instances, risk assessment, SVIDs and client authentication."""

@@ -1,0 +1,120 @@
+"""Who may do what on the management API: actors, roles and permissions.
+
+Checks live in the domain (not only in HTTP routes), so every way in — API, CLI, tests — is held
+to the same rules, and a missing check fails closed: a permission no role lists is denied.
+
+Example::
+
+    >>> from tether.identity.models import Role
+    >>> alice = Actor.operator(token_id="opt_1", name="alice", role=Role.DEVELOPER)
+    >>> allowed(alice, Permission.AGENT_REGISTER)
+    True
+    >>> allowed(alice, Permission.AGENT_APPROVE)
+    False
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from tether.errors import Forbidden
+from tether.identity.models import Role
+
+__all__ = ["Actor", "Permission", "allowed", "require"]
+
+
+class Permission(StrEnum):
+    AGENT_READ = "agent.read"
+    AGENT_REGISTER = "agent.register"
+    AGENT_UPDATE = "agent.update"
+    AGENT_SUSPEND = "agent.suspend"
+    AGENT_RESUME = "agent.resume"
+    AGENT_QUARANTINE = "agent.quarantine"
+    AGENT_RETIRE = "agent.retire"
+    AGENT_APPROVE = "agent.approve"
+    AGENT_KEYS = "agent.keys"
+    TOKEN_CREATE = "token.create"
+    TOKEN_READ = "token.read"
+    AUDIT_READ = "audit.read"
+
+
+_ALL_OPERATORS = frozenset(Role)
+_ADMINS = frozenset({Role.ROOT, Role.SECURITY_ADMIN, Role.PLATFORM_ADMIN})
+_SECURITY = frozenset({Role.ROOT, Role.SECURITY_ADMIN})
+
+#: Which roles hold a permission outright.
+_GRANTS: dict[Permission, frozenset[Role]] = {
+    Permission.AGENT_READ: _ALL_OPERATORS,
+    Permission.AGENT_REGISTER: _ADMINS | {Role.DEVELOPER},
+    Permission.AGENT_UPDATE: _ADMINS,
+    Permission.AGENT_SUSPEND: _ADMINS,
+    Permission.AGENT_RESUME: _ADMINS,
+    Permission.AGENT_QUARANTINE: _SECURITY,
+    Permission.AGENT_RETIRE: _SECURITY,
+    Permission.AGENT_APPROVE: _SECURITY,
+    Permission.AGENT_KEYS: _ADMINS,
+    Permission.TOKEN_CREATE: frozenset({Role.ROOT}),
+    Permission.TOKEN_READ: _SECURITY,
+    Permission.AUDIT_READ: _SECURITY | {Role.AUDITOR},
+}
+#: What a developer may also do, but only on agents they own.
+_OWNER_GRANTS = frozenset(
+    {
+        Permission.AGENT_UPDATE,
+        Permission.AGENT_SUSPEND,
+        Permission.AGENT_RETIRE,
+        Permission.AGENT_KEYS,
+    }
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Actor:
+    """Whoever asks: an operator (a person with a role), an agent instance, or the system."""
+
+    kind: str
+    id: str
+    name: str
+    role: Role | None = None
+
+    @classmethod
+    def operator(cls, *, token_id: str, name: str, role: Role) -> Actor:
+        return cls(kind="operator", id=token_id, name=name, role=role)
+
+    @classmethod
+    def agent(cls, *, spiffe_id: str) -> Actor:
+        return cls(kind="agent", id=spiffe_id, name=spiffe_id)
+
+    @classmethod
+    def system(cls, name: str = "tether") -> Actor:
+        return cls(kind="system", id=name, name=name)
+
+    @property
+    def label(self) -> str:
+        """How audit records name the actor."""
+        if self.kind == "operator":
+            return f"operator:{self.name}"
+        return f"{self.kind}:{self.id}" if self.kind != "agent" else self.id
+
+
+def allowed(actor: Actor, permission: Permission, *, owners: Iterable[str] = ()) -> bool:
+    if actor.kind == "system":
+        return True
+    if actor.role is None:
+        return False
+    if actor.role in _GRANTS.get(permission, frozenset()):
+        return True
+    return (
+        actor.role is Role.DEVELOPER and permission in _OWNER_GRANTS and actor.name in set(owners)
+    )
+
+
+def require(actor: Actor, permission: Permission, *, owners: Iterable[str] = ()) -> None:
+    if not allowed(actor, permission, owners=owners):
+        role = actor.role or actor.kind
+        raise Forbidden(
+            f"{role} may not {permission}",
+            details={"permission": str(permission), "role": str(role)},
+        )

@@ -1,0 +1,179 @@
+"""SVIDs: the short-lived identity documents Tether issues to agent instances.
+
+* JWT-SVID (SPIFFE JWT-SVID spec): ES256, ``sub`` = the instance's SPIFFE ID
+  ``spiffe://<td>/agent/<name>/i/<instance>``, ``aud`` from an allow-list (RFC 8707 ``resource``
+  or RFC 8693-style ``audience``; Tether itself by default), ``exp`` 5 minutes by default
+  (SPIRE's default), a fresh ``jti``. When the instance authenticated with an X.509-SVID the
+  token is certificate-bound (RFC 8705 §3: ``cnf`` ``x5t#S256``) and refused without it.
+* X.509-SVID (SPIFFE X.509-SVID spec): a CSR signed by Tether's CA, URI SAN = the instance's
+  SPIFFE ID, one hour by default, asked for by the instance with its JWT-SVID.
+
+Example::
+
+    issued = await issuer.issue_jwt_svid(client, audience=())  # IssuedToken(expires_in=300, …)
+    caller = await issuer.verify_agent_token(issued.token, certificate_thumbprint=None)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from tether._internal.clock import Clock
+from tether._internal.ids import new_id
+from tether.audit.records import AuditRecord
+from tether.audit.sink import AuditSink
+from tether.crypto.jwt import VerifiedClaims
+from tether.crypto.keyring import KeyRing
+from tether.errors import Error, InvalidTarget, Unauthenticated
+from tether.identity.client_auth import AuthenticatedClient
+from tether.identity.models import Agent
+from tether.identity.names import instance_spiffe_id, parse_agent_spiffe_id
+from tether.store.interfaces import AgentStore
+
+__all__ = ["AgentCaller", "IssuedToken", "SvidIssuer"]
+
+MAX_AUDIENCES = 5
+
+
+@dataclass(frozen=True, kw_only=True)
+class IssuedToken:
+    token: str
+    expires_in: int
+    jti: str
+    audience: tuple[str, ...]
+    token_type: str = "Bearer"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentCaller:
+    """An agent instance proven by a JWT-SVID Tether issued (and, if bound, its certificate)."""
+
+    agent: Agent
+    instance_id: str
+    spiffe_id: str
+    claims: VerifiedClaims
+
+
+class SvidIssuer:
+    def __init__(
+        self,
+        *,
+        keyring: KeyRing,
+        store: AgentStore,
+        audit: AuditSink,
+        clock: Clock,
+        issuer: str,
+        trust_domain: str,
+        audiences: frozenset[str],
+        jwt_ttl: int,
+        x509_ttl: int,
+    ) -> None:
+        self._keyring = keyring
+        self._store = store
+        self._audit = audit
+        self._clock = clock
+        self._issuer = issuer
+        self._trust_domain = trust_domain
+        self._audiences = audiences
+        self._jwt_ttl = jwt_ttl
+        self._x509_ttl = x509_ttl
+
+    def check_audience(self, requested: Sequence[str]) -> tuple[str, ...]:
+        """The audiences a token will carry; ``invalid_target`` for one not on the allow-list."""
+        wanted = tuple(dict.fromkeys(a for a in requested if a)) or (self._issuer,)
+        if len(wanted) > MAX_AUDIENCES:
+            raise InvalidTarget(f"at most {MAX_AUDIENCES} audiences")
+        refused = [a for a in wanted if a not in self._audiences]
+        if refused:
+            raise InvalidTarget("an audience is not on this server's allow-list")
+        return wanted
+
+    async def issue_jwt_svid(
+        self,
+        client: AuthenticatedClient,
+        *,
+        audience: Sequence[str],
+        correlation_id: str | None = None,
+    ) -> IssuedToken:
+        aud = self.check_audience(audience)
+        now = self._clock.timestamp()
+        jti = new_id("jti")
+        claims: dict[str, object] = {
+            "iss": self._issuer,
+            "sub": client.instance.spiffe_id,
+            "aud": list(aud) if len(aud) > 1 else aud[0],
+            "iat": now,
+            "nbf": now,
+            "exp": now + self._jwt_ttl,
+            "jti": jti,
+            "client_id": client.agent.spiffe_id,
+        }
+        if client.certificate_thumbprint:
+            claims["cnf"] = {"x5t#S256": client.certificate_thumbprint}
+        token = self._keyring.signer.sign_jwt(claims)
+        await self._audit.append(
+            AuditRecord.new(
+                type="svid.jwt_issued",
+                actor=client.instance.spiffe_id,
+                subject=client.instance.spiffe_id,
+                time=self._clock.now(),
+                correlation_id=correlation_id,
+                details={
+                    "agent_id": client.agent.id,
+                    "instance_id": client.instance.instance_id,
+                    "auth_method": client.method,
+                    "kid": client.kid,
+                    "jti": jti,
+                    "aud": list(aud),
+                    "exp": now + self._jwt_ttl,
+                    "risk_tier": str(client.agent.risk_tier),
+                    "cert_bound": bool(client.certificate_thumbprint),
+                },
+            )
+        )
+        return IssuedToken(token=token, expires_in=self._jwt_ttl, jti=jti, audience=aud)
+
+    async def verify_agent_token(
+        self, token: str, *, certificate_thumbprint: str | None
+    ) -> AgentCaller:
+        """A JWT-SVID Tether issued, meant for Tether itself, from an active agent; a
+        certificate-bound token only together with its certificate (RFC 8705 §3)."""
+        try:
+            claims = self._keyring.verify_issued(
+                token, audience=self._issuer, issuer=self._issuer, now=self._clock.timestamp()
+            )
+            ref = parse_agent_spiffe_id(claims.sub or "", trust_domain=self._trust_domain)
+        except Error as exc:
+            raise Unauthenticated("a valid agent token for this server is required") from exc
+        bound = claims.claims.get("cnf")
+        if bound is not None:
+            want = bound.get("x5t#S256") if isinstance(bound, dict) else None
+            if not want or want != certificate_thumbprint:
+                raise Unauthenticated("this token is bound to a client certificate")
+        agent = await self._store.get_agent(ref.name)
+        if agent is None or ref.instance_id is None or not agent.can_authenticate:
+            raise Unauthenticated("the agent is not active")
+        return AgentCaller(
+            agent=agent, instance_id=ref.instance_id, spiffe_id=claims.sub or "", claims=claims
+        )
+
+    async def issue_x509_svid(
+        self, caller: AgentCaller, csr_pem: bytes, *, correlation_id: str | None = None
+    ) -> bytes:
+        spiffe_id = instance_spiffe_id(self._trust_domain, caller.agent.name, caller.instance_id)
+        now = self._clock.now()
+        ttl = timedelta(seconds=self._x509_ttl)
+        cert = self._keyring.ca.sign_csr(csr_pem, spiffe_id=spiffe_id, ttl=ttl, now=now)
+        await self._audit.append(
+            AuditRecord.new(
+                type="svid.x509_issued",
+                actor=caller.spiffe_id,
+                subject=spiffe_id,
+                time=now,
+                correlation_id=correlation_id,
+                details={"agent_id": caller.agent.id, "ttl": self._x509_ttl},
+            )
+        )
+        return cert

@@ -1,0 +1,1 @@
+"""Persistence: ``interfaces`` (Protocols), ``memory`` (reference implementation), ``sql``."""

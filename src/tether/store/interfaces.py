@@ -1,0 +1,134 @@
+"""The store's interfaces: what the domain needs from persistence, and nothing more.
+
+Two implementations satisfy them: :mod:`tether.store.memory` (the reference, used by unit tests
+of the domain) and :mod:`tether.store.sql` (SQLAlchemy on SQLite or PostgreSQL). One test suite
+runs against all of them (``tests/integration/test_store_contract.py``).
+
+Conventions: every write is atomic; ``create_*`` raises the domain's ``*Exists`` error on a
+duplicate; ``update_agent`` is optimistic (``expected_version``) and raises
+``VersionConflict``; times are aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from tether.audit.records import AuditRecord
+from tether.crypto.stored import KeyPurpose, StoredKey
+from tether.identity.models import (
+    Agent,
+    AgentKey,
+    AgentState,
+    Instance,
+    OperatorToken,
+    RiskAssessment,
+)
+
+__all__ = [
+    "AgentStore",
+    "AuditStore",
+    "KeyRingStore",
+    "OperatorTokenStore",
+    "ReplayStore",
+    "Store",
+]
+
+
+class AgentStore(Protocol):
+    async def create_agent(self, agent: Agent, assessment: RiskAssessment) -> None:
+        """Insert a new agent with its first assessment; ``AgentExists`` on a taken name."""
+        ...
+
+    async def get_agent(self, name: str) -> Agent | None: ...
+
+    async def get_agent_by_id(self, agent_id: str) -> Agent | None: ...
+
+    async def list_agents(
+        self, *, state: AgentState | None = None, limit: int = 100, after: str | None = None
+    ) -> list[Agent]:
+        """Agents ordered by name; ``after`` is the last name of the previous page."""
+        ...
+
+    async def update_agent(
+        self, agent: Agent, *, expected_version: int, assessment: RiskAssessment | None = None
+    ) -> None:
+        """Replace the agent whose version is ``expected_version`` (``agent.version`` is the new
+        one); store ``assessment`` in the same transaction. ``VersionConflict`` otherwise."""
+        ...
+
+    async def list_assessments(self, agent_id: str) -> list[RiskAssessment]:
+        """Every assessment of the agent, oldest first."""
+        ...
+
+    async def add_key(self, key: AgentKey) -> None:
+        """``KeyExists`` if the agent already has a key with this kid (even a removed one)."""
+        ...
+
+    async def list_keys(
+        self, agent_id: str, *, include_removed: bool = False
+    ) -> list[AgentKey]: ...
+
+    async def remove_key(self, agent_id: str, kid: str, *, at: datetime) -> AgentKey:
+        """Mark the key removed; ``KeyNotFound`` if it is not an active key of the agent."""
+        ...
+
+    async def record_instance_seen(
+        self,
+        *,
+        agent_id: str,
+        instance_id: str,
+        spiffe_id: str,
+        kid: str | None,
+        auth_method: str,
+        at: datetime,
+    ) -> Instance: ...
+
+    async def list_instances(self, agent_id: str) -> list[Instance]: ...
+
+
+class ReplayStore(Protocol):
+    async def consume_once(self, key: str, *, expires_at: datetime) -> None:
+        """Record ``key`` as used; ``ReplayDetected`` if it was already recorded and has not
+        expired. Atomic across concurrent callers and replicas."""
+        ...
+
+    async def purge_replay_keys(self, *, before: datetime) -> int: ...
+
+
+class OperatorTokenStore(Protocol):
+    async def create_operator_token(self, token: OperatorToken) -> None: ...
+
+    async def get_operator_token(self, token_hash: str) -> OperatorToken | None: ...
+
+    async def list_operator_tokens(self) -> list[OperatorToken]: ...
+
+    async def revoke_operator_token(self, token_id: str, *, at: datetime) -> None:
+        """``OperatorTokenNotFound`` if there is no such token."""
+        ...
+
+
+class KeyRingStore(Protocol):
+    async def list_stored_keys(self, purpose: KeyPurpose | None = None) -> list[StoredKey]:
+        """Keys oldest first."""
+        ...
+
+    async def save_stored_key(self, key: StoredKey) -> None:
+        """Insert a new key or replace the one with the same kid."""
+        ...
+
+
+class AuditStore(Protocol):
+    async def append_audit(self, record: AuditRecord) -> int:
+        """Durably append; return the record's sequence number (1, 2, …)."""
+        ...
+
+    async def list_audit(
+        self, *, after_sequence: int = 0, limit: int = 100, type_prefix: str | None = None
+    ) -> list[tuple[int, AuditRecord]]: ...
+
+
+class Store(AgentStore, ReplayStore, OperatorTokenStore, KeyRingStore, AuditStore, Protocol):
+    """Everything together, as the server uses it."""
+
+    async def close(self) -> None: ...

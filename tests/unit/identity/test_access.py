@@ -1,0 +1,53 @@
+"""Roles and permissions: least privilege, owners, and fail-closed defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from tether.errors import Forbidden
+from tether.identity.access import Actor, Permission, allowed, require
+from tether.identity.models import Role
+
+
+def op(role: Role, name: str = "alice") -> Actor:
+    return Actor.operator(token_id="opt_x", name=name, role=role)
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_every_role_can_read_agents(role: Role) -> None:
+    assert allowed(op(role), Permission.AGENT_READ)
+
+
+@pytest.mark.parametrize(
+    ("role", "permission", "expected"),
+    [
+        (Role.AUDITOR, Permission.AGENT_REGISTER, False),
+        (Role.AUDITOR, Permission.AUDIT_READ, True),
+        (Role.DEVELOPER, Permission.AUDIT_READ, False),
+        (Role.DEVELOPER, Permission.AGENT_APPROVE, False),
+        (Role.PLATFORM_ADMIN, Permission.AGENT_APPROVE, False),
+        (Role.SECURITY_ADMIN, Permission.AGENT_APPROVE, True),
+        (Role.PLATFORM_ADMIN, Permission.AGENT_QUARANTINE, False),
+        (Role.SECURITY_ADMIN, Permission.TOKEN_CREATE, False),
+        (Role.ROOT, Permission.TOKEN_CREATE, True),
+    ],
+)
+def test_role_permission_table(role: Role, permission: Permission, expected: bool) -> None:
+    assert allowed(op(role), permission) is expected
+
+
+def test_developer_manages_only_agents_they_own() -> None:
+    alice = op(Role.DEVELOPER, "alice")
+    assert allowed(alice, Permission.AGENT_KEYS, owners=["alice", "bob"])
+    assert not allowed(alice, Permission.AGENT_KEYS, owners=["bob"])
+    assert not allowed(alice, Permission.AGENT_QUARANTINE, owners=["alice"])
+
+
+def test_an_agent_has_no_operator_permissions() -> None:
+    agent = Actor.agent(spiffe_id="spiffe://td/agent/a/i/1")
+    assert not any(allowed(agent, p) for p in Permission)
+
+
+def test_require_raises_forbidden_naming_the_permission() -> None:
+    with pytest.raises(Forbidden, match="auditor may not agent.register"):
+        require(op(Role.AUDITOR), Permission.AGENT_REGISTER)
