@@ -1,0 +1,298 @@
+"""JWTs: strict parsing, verification against an explicit algorithm allow-list, and minting.
+
+Parsing is ours and deliberately stricter than the JOSE libraries: compact serialisation only,
+at most 8 KiB, canonical base64url without padding, JSON objects without duplicate members
+(a duplicate ``alg`` or ``sub`` is how parser-differential attacks start), no ``crit`` (RFC 7515
+§4.1.11: we understand no extension, so we must refuse), no unencoded payloads. The signature
+check itself is joserfc's algorithm implementation, always called with the one algorithm the
+key is registered for, so ``none``, HS* and algorithm confusion cannot get through. Claim
+checks (``exp``, ``nbf``, ``iat``, ``aud``, ``iss``, maximum lifetime, required claims) follow
+RFC 7519 §4.1 and RFC 7523 §3 with a bounded leeway.
+
+Every refusal is :class:`~tether.errors.TokenInvalid` with ``details["reason"]`` naming the
+check that failed; callers decide how much of that a client may see.
+
+Example::
+
+    claims = verify_jwt(token, key=jwk.key, algorithms=("ES256",), now=now,
+                        audience={"https://tether/oauth2/token"}, require=("exp", "jti"))
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import warnings
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from joserfc import jwt as jose_jwt
+from joserfc.jwk import ECKey
+from joserfc.jws import JWSRegistry
+
+from tether.crypto.jwk import AGENT_KEY_ALGORITHMS, PublicJwk, VerifyingKey
+from tether.errors import TokenInvalid
+
+__all__ = [
+    "MAX_TOKEN_BYTES",
+    "TOKEN_ALGORITHM",
+    "Signer",
+    "UnverifiedJws",
+    "UnverifiedToken",
+    "VerifiedClaims",
+    "verify_jwt",
+    "verify_signature",
+]
+
+#: What Tether signs its own tokens with. SPIFFE JWT-SVIDs may not be EdDSA.
+TOKEN_ALGORITHM = "ES256"
+MAX_TOKEN_BYTES = 8192
+#: Everything any caller may ever ask to verify; per-call lists must be subsets of it.
+_VERIFIABLE = AGENT_KEY_ALGORITHMS | {TOKEN_ALGORITHM}
+_B64URL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _invalid(reason: str, message: str = "the token is not valid") -> TokenInvalid:
+    return TokenInvalid(message, details={"reason": reason})
+
+
+def _b64decode(part: str) -> bytes:
+    raw = part.encode("ascii")
+    if not _B64URL.issuperset(raw) or len(raw) % 4 == 1:
+        raise _invalid("malformed", "a token segment is not base64url")
+    try:
+        decoded = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise _invalid("malformed", "a token segment is not base64url") from exc
+    # Refuse non-canonical encodings (unused low bits set): one token, one byte string.
+    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != raw:
+        raise _invalid("malformed", "a token segment is not canonical base64url")
+    return decoded
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in result:
+            raise _invalid("duplicate_member", f"the member {name!r} appears twice")
+        result[name] = value
+    return result
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except TokenInvalid:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise _invalid("malformed", f"the {what} is not JSON") from exc
+    if not isinstance(value, dict):
+        raise _invalid("malformed", f"the {what} is not a JSON object")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class UnverifiedJws:
+    """A compact JWS split and checked for form only. Nothing in it is trusted yet."""
+
+    header: Mapping[str, Any]
+    payload: bytes
+    signing_input: bytes
+    signature: bytes
+
+    @classmethod
+    def parse(cls, token: object) -> UnverifiedJws:
+        if not isinstance(token, str) or not token:
+            raise _invalid("malformed", "a token is a non-empty string")
+        if len(token) > MAX_TOKEN_BYTES:
+            raise _invalid("too_large", f"a token is at most {MAX_TOKEN_BYTES} bytes")
+        if not token.isascii():
+            raise _invalid("malformed", "a token is ASCII")
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise _invalid("malformed", "a token has three dot-separated segments")
+        header = _json_object(_b64decode(parts[0]), "header")
+        alg = header.get("alg")
+        if not isinstance(alg, str):
+            raise _invalid("malformed", "the header names no algorithm")
+        if "crit" in header:
+            raise _invalid("crit_unsupported", "critical header extensions are not supported")
+        if header.get("b64") is not None:
+            raise _invalid("crit_unsupported", "unencoded payloads are not supported")
+        return cls(
+            header=MappingProxyType(header),
+            payload=_b64decode(parts[1]),
+            signing_input=f"{parts[0]}.{parts[1]}".encode("ascii"),
+            signature=_b64decode(parts[2]),
+        )
+
+    @property
+    def alg(self) -> str:
+        return str(self.header["alg"])
+
+
+@dataclass(frozen=True, slots=True)
+class UnverifiedToken(UnverifiedJws):
+    """A JWT: a JWS whose payload is a JSON object of claims. Not trusted until verified."""
+
+    claims: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def parse(cls, token: object) -> UnverifiedToken:
+        jws = UnverifiedJws.parse(token)
+        return cls(
+            header=jws.header,
+            payload=jws.payload,
+            signing_input=jws.signing_input,
+            signature=jws.signature,
+            claims=MappingProxyType(_json_object(jws.payload, "claims set")),
+        )
+
+
+def verify_signature(
+    jws: UnverifiedJws, *, key: PublicJwk | VerifyingKey, algorithms: Collection[str]
+) -> None:
+    """Check the signature with the header's algorithm, which must be in ``algorithms``."""
+    if isinstance(key, PublicJwk):
+        key = key.key
+    alg = jws.alg
+    if alg not in algorithms or alg not in _VERIFIABLE:
+        raise _invalid("alg_not_allowed", "the token's algorithm is not accepted")
+    model = JWSRegistry.algorithms[alg]
+    if model.key_type != key.key_type:
+        raise _invalid("alg_not_allowed", "the token's algorithm does not fit the key")
+    with warnings.catch_warnings():
+        # joserfc flags "EdDSA" as deprecated by RFC 9864; agents may still register it.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            valid = model.verify(jws.signing_input, jws.signature, key)
+        except ValueError:
+            valid = False
+    if not valid:
+        raise _invalid("bad_signature", "the token's signature does not verify")
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedClaims:
+    header: Mapping[str, Any]
+    claims: Mapping[str, Any]
+
+    def _str(self, name: str) -> str | None:
+        value = self.claims.get(name)
+        return value if isinstance(value, str) else None
+
+    @property
+    def sub(self) -> str | None:
+        return self._str("sub")
+
+    @property
+    def iss(self) -> str | None:
+        return self._str("iss")
+
+    @property
+    def jti(self) -> str | None:
+        return self._str("jti")
+
+    @property
+    def aud(self) -> tuple[str, ...]:
+        return _audiences(self.claims.get("aud"))
+
+    @property
+    def exp(self) -> int | None:
+        return _int_claim(self.claims.get("exp"))
+
+    @property
+    def iat(self) -> int | None:
+        return _int_claim(self.claims.get("iat"))
+
+
+def _int_claim(value: object) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _audiences(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    return ()
+
+
+def verify_jwt(
+    token: UnverifiedToken | str,
+    *,
+    key: PublicJwk | VerifyingKey,
+    algorithms: Collection[str],
+    now: int,
+    audience: str | Collection[str] | None,
+    issuer: str | None = None,
+    leeway: int = 30,
+    max_lifetime: int | None = None,
+    require: Collection[str] = ("exp",),
+) -> VerifiedClaims:
+    """Verify signature and claims; return the claims, or raise ``TokenInvalid``.
+
+    ``audience`` None means the caller checks the audience itself; otherwise ``aud`` must name
+    one of the given values. ``max_lifetime`` bounds ``exp`` from now (and from ``iat``), so an
+    assertion minted for next year is refused even though it has not expired.
+    """
+    parsed = token if isinstance(token, UnverifiedToken) else UnverifiedToken.parse(token)
+    verify_signature(parsed, key=key, algorithms=algorithms)
+    claims = parsed.claims
+    for name in require:
+        if name not in claims:
+            raise _invalid(f"missing_{name}", f"the token has no {name!r} claim")
+    _check_times(claims, now=now, leeway=leeway, max_lifetime=max_lifetime)
+    for name in ("iss", "sub", "jti"):
+        if name in claims and not isinstance(claims[name], str):
+            raise _invalid("malformed", f"the {name!r} claim is not a string")
+    if issuer is not None and claims.get("iss") != issuer:
+        raise _invalid("wrong_issuer", "the token was not issued by the expected issuer")
+    if audience is not None:
+        accepted = {audience} if isinstance(audience, str) else set(audience)
+        if not accepted.intersection(_audiences(claims.get("aud"))):
+            raise _invalid("wrong_audience", "the token is not meant for this audience")
+    return VerifiedClaims(header=parsed.header, claims=claims)
+
+
+def _check_times(
+    claims: Mapping[str, Any], *, now: int, leeway: int, max_lifetime: int | None
+) -> None:
+    for name in ("exp", "nbf", "iat"):
+        if name in claims and not _is_number(claims[name]):
+            raise _invalid("malformed", f"the {name!r} claim is not a number")
+    exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
+    if exp is not None and now > exp + leeway:
+        raise _invalid("expired", "the token has expired")
+    if nbf is not None and nbf > now + leeway:
+        raise _invalid("not_yet_valid", "the token is not valid yet")
+    if iat is not None and iat > now + leeway:
+        raise _invalid("issued_in_future", "the token was issued in the future")
+    if max_lifetime is not None and exp is not None:
+        start = max(now, iat) if iat is not None else now
+        if exp - start > max_lifetime + leeway:
+            raise _invalid("lifetime_too_long", "the token lives longer than allowed")
+
+
+class Signer:
+    """Signs Tether's own tokens with the current token-signing key (ES256)."""
+
+    __slots__ = ("_key", "alg", "kid")
+
+    def __init__(self, key: ECKey, *, kid: str, alg: str = TOKEN_ALGORITHM) -> None:
+        if alg != TOKEN_ALGORITHM:
+            raise ValueError("Tether signs its tokens with ES256 only")
+        self._key = key
+        self.kid = kid
+        self.alg = alg
+
+    def sign_jwt(self, claims: Mapping[str, Any], *, typ: str = "JWT") -> str:
+        header = {"alg": self.alg, "kid": self.kid, "typ": typ}
+        return jose_jwt.encode(header, dict(claims), self._key, algorithms=[self.alg])
