@@ -1,0 +1,331 @@
+"""``MemoryStore``: the reference implementation of :class:`tether.store.interfaces.Store`.
+
+Unit tests of the domain run against it, so it behaves like the SQL store in everything the
+contract says: the same errors (``AgentExists``, ``VersionConflict``, ``KeyExists``,
+``KeyNotFound``, ``ReplayDetected``, ``OperatorTokenNotFound``, ``AgentNotFound`` for a key or
+instance of an unknown agent), the same orders, and values that come back as the SQL store
+returns them (mappings read-only; audit details as they read after a JSON round trip), and a
+naive datetime is a ``ValueError`` before anything is written. One ``asyncio.Lock`` makes each
+operation atomic for concurrent coroutines. The contract suite
+(``tests/integration/test_store_contract.py``) runs it side by side with SQLite and PostgreSQL.
+
+Example::
+
+    >>> import asyncio
+    >>> store = MemoryStore()
+    >>> asyncio.run(store.list_agents())
+    []
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import fields, replace
+from datetime import UTC, datetime
+from types import MappingProxyType, TracebackType
+from typing import Any, TypeVar
+
+from tether._internal.clock import Clock, SystemClock
+from tether.audit.records import AuditRecord
+from tether.crypto.stored import KeyPurpose, StoredKey
+from tether.errors import (
+    AgentExists,
+    AgentNotFound,
+    Conflict,
+    KeyExists,
+    KeyNotFound,
+    OperatorTokenNotFound,
+    ReplayDetected,
+    VersionConflict,
+)
+from tether.identity.models import (
+    Agent,
+    AgentKey,
+    AgentState,
+    Instance,
+    OperatorToken,
+    RiskAssessment,
+)
+
+__all__ = ["MemoryStore"]
+
+_Value = TypeVar(
+    "_Value", Agent, AgentKey, AuditRecord, Instance, OperatorToken, RiskAssessment, StoredKey
+)
+
+
+def _as_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("naive datetime: the store takes aware UTC datetimes only")
+    return moment.astimezone(UTC)
+
+
+def _utc(value: _Value) -> _Value:
+    """``value`` with every datetime in UTC, as the SQL store gives them back."""
+    changes: dict[str, Any] = {
+        f.name: _as_utc(v)
+        for f in fields(value)
+        if isinstance(v := getattr(value, f.name), datetime)
+    }
+    return replace(value, **changes)
+
+
+def _json_round_trip(details: object) -> MappingProxyType[str, object]:
+    """Details as the SQL store gives them back: JSON types only, read-only."""
+    text = json.dumps(details, sort_keys=True, separators=(",", ":"), default=str)
+    return MappingProxyType(json.loads(text))
+
+
+class MemoryStore:
+    """Everything in dictionaries; ``clock`` decides when a replay key has expired."""
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        self._clock = clock or SystemClock()
+        self._lock = asyncio.Lock()
+        self._agents: dict[str, Agent] = {}
+        self._agent_ids_by_name: dict[str, str] = {}
+        self._assessments: dict[str, list[RiskAssessment]] = {}
+        self._assessment_ids: set[str] = set()
+        self._keys: dict[tuple[str, str], AgentKey] = {}
+        self._instances: dict[tuple[str, str], Instance] = {}
+        self._replay: dict[str, datetime] = {}
+        self._tokens: dict[str, OperatorToken] = {}
+        self._token_ids_by_hash: dict[str, str] = {}
+        self._stored_keys: dict[str, StoredKey] = {}
+        self._audit: list[AuditRecord] = []
+        self._audit_ids: set[str] = set()
+
+    async def close(self) -> None:
+        """Nothing to give back; present for the ``Store`` contract."""
+
+    async def __aenter__(self) -> MemoryStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- agents --------------------------------------------------------------------------
+
+    def _require_agent(self, agent_id: str) -> None:
+        if agent_id not in self._agents:
+            raise AgentNotFound("no agent with this id")
+
+    def _check_assessment(self, agent: Agent, assessment: RiskAssessment) -> None:
+        # As SQL's constraints do: a foreign key to agents, a unique id.
+        if assessment.agent_id != agent.id and assessment.agent_id not in self._agents:
+            raise AgentNotFound("the assessment names an unknown agent")
+        if assessment.id in self._assessment_ids:
+            raise AgentExists(f"an agent named {agent.name!r} already exists")
+
+    def _add_assessment(self, assessment: RiskAssessment) -> None:
+        """Store an assessment already checked and converted (``_utc``): this cannot fail."""
+        self._assessment_ids.add(assessment.id)
+        history = self._assessments.setdefault(assessment.agent_id, [])
+        history.append(assessment)
+        # Oldest first; the sort is stable, so insertion order breaks ties as SQL's seq does.
+        history.sort(key=lambda a: a.assessed_at)
+
+    async def create_agent(self, agent: Agent, assessment: RiskAssessment) -> None:
+        # Everything that can fail happens before the first write: all or nothing, as in SQL.
+        stored, first = _utc(agent), _utc(assessment)
+        async with self._lock:
+            if agent.name in self._agent_ids_by_name or agent.id in self._agents:
+                raise AgentExists(f"an agent named {agent.name!r} already exists")
+            self._check_assessment(agent, assessment)
+            self._agents[agent.id] = stored
+            self._agent_ids_by_name[agent.name] = agent.id
+            self._add_assessment(first)
+
+    async def get_agent(self, name: str) -> Agent | None:
+        async with self._lock:
+            agent_id = self._agent_ids_by_name.get(name)
+            return None if agent_id is None else self._agents[agent_id]
+
+    async def get_agent_by_id(self, agent_id: str) -> Agent | None:
+        async with self._lock:
+            return self._agents.get(agent_id)
+
+    async def list_agents(
+        self, *, state: AgentState | None = None, limit: int = 100, after: str | None = None
+    ) -> list[Agent]:
+        async with self._lock:
+            chosen = sorted(
+                (
+                    a
+                    for a in self._agents.values()
+                    if (state is None or a.state is state) and (after is None or a.name > after)
+                ),
+                key=lambda a: a.name,
+            )
+        return chosen[: max(0, limit)]
+
+    async def update_agent(
+        self, agent: Agent, *, expected_version: int, assessment: RiskAssessment | None = None
+    ) -> None:
+        stored = _utc(agent)
+        added = None if assessment is None else _utc(assessment)
+        async with self._lock:
+            current = self._agents.get(agent.id)
+            if current is None or current.version != expected_version:
+                raise VersionConflict(
+                    f"agent {agent.name!r} changed since version {expected_version}"
+                )
+            holder = self._agent_ids_by_name.get(agent.name)
+            if holder is not None and holder != agent.id:
+                raise AgentExists(f"an agent named {agent.name!r} already exists")
+            if assessment is not None:
+                self._check_assessment(agent, assessment)
+            del self._agent_ids_by_name[current.name]
+            self._agents[agent.id] = stored
+            self._agent_ids_by_name[agent.name] = agent.id
+            if added is not None:
+                self._add_assessment(added)
+
+    async def list_assessments(self, agent_id: str) -> list[RiskAssessment]:
+        async with self._lock:
+            return list(self._assessments.get(agent_id, ()))
+
+    # -- keys and instances --------------------------------------------------------------
+
+    async def add_key(self, key: AgentKey) -> None:
+        stored = _utc(replace(key, jwk=MappingProxyType(dict(key.jwk))))
+        async with self._lock:
+            self._require_agent(key.agent_id)
+            if (key.agent_id, key.kid) in self._keys:
+                raise KeyExists(f"the agent already has a key with kid {key.kid!r}")
+            self._keys[key.agent_id, key.kid] = stored
+
+    async def list_keys(self, agent_id: str, *, include_removed: bool = False) -> list[AgentKey]:
+        async with self._lock:
+            keys = [
+                k
+                for (owner, _), k in self._keys.items()
+                if owner == agent_id and (include_removed or k.active)
+            ]
+        return sorted(keys, key=lambda k: (k.created_at, k.kid))
+
+    async def remove_key(self, agent_id: str, kid: str, *, at: datetime) -> AgentKey:
+        removed_at = _as_utc(at)
+        async with self._lock:
+            key = self._keys.get((agent_id, kid))
+            if key is None or not key.active:
+                raise KeyNotFound(f"the agent has no active key with kid {kid!r}")
+            removed = self._keys[agent_id, kid] = replace(key, removed_at=removed_at)
+            return removed
+
+    async def record_instance_seen(
+        self,
+        *,
+        agent_id: str,
+        instance_id: str,
+        spiffe_id: str,
+        kid: str | None,
+        auth_method: str,
+        at: datetime,
+    ) -> Instance:
+        seen_at = _as_utc(at)
+        async with self._lock:
+            self._require_agent(agent_id)
+            known = self._instances.get((agent_id, instance_id))
+            instance = Instance(
+                agent_id=agent_id,
+                instance_id=instance_id,
+                spiffe_id=spiffe_id,
+                first_seen=seen_at if known is None else known.first_seen,
+                last_seen=seen_at,
+                last_kid=kid,
+                last_auth_method=auth_method,
+            )
+            self._instances[agent_id, instance_id] = instance
+            return instance
+
+    async def list_instances(self, agent_id: str) -> list[Instance]:
+        async with self._lock:
+            found = [i for (owner, _), i in self._instances.items() if owner == agent_id]
+        return sorted(found, key=lambda i: (i.first_seen, i.instance_id))
+
+    # -- replay --------------------------------------------------------------------------
+
+    async def consume_once(self, key: str, *, expires_at: datetime) -> None:
+        expires = _as_utc(expires_at)
+        async with self._lock:
+            recorded = self._replay.get(key)
+            if recorded is not None and recorded > self._clock.now():
+                raise ReplayDetected("this single-use value has been used already")
+            self._replay[key] = expires
+
+    async def purge_replay_keys(self, *, before: datetime) -> int:
+        cutoff = _as_utc(before)
+        async with self._lock:
+            expired = [k for k, expires in self._replay.items() if expires < cutoff]
+            for k in expired:
+                del self._replay[k]
+            return len(expired)
+
+    # -- operator tokens -----------------------------------------------------------------
+
+    async def create_operator_token(self, token: OperatorToken) -> None:
+        stored = _utc(token)
+        async with self._lock:
+            if token.id in self._tokens or token.token_hash in self._token_ids_by_hash:
+                raise Conflict("an operator token with this id or hash exists")
+            self._tokens[token.id] = stored
+            self._token_ids_by_hash[token.token_hash] = token.id
+
+    async def get_operator_token(self, token_hash: str) -> OperatorToken | None:
+        async with self._lock:
+            token_id = self._token_ids_by_hash.get(token_hash)
+            return None if token_id is None else self._tokens[token_id]
+
+    async def list_operator_tokens(self) -> list[OperatorToken]:
+        async with self._lock:
+            tokens = list(self._tokens.values())
+        return sorted(tokens, key=lambda t: (t.created_at, t.id))
+
+    async def revoke_operator_token(self, token_id: str, *, at: datetime) -> None:
+        revoked_at = _as_utc(at)
+        async with self._lock:
+            token = self._tokens.get(token_id)
+            if token is None:
+                raise OperatorTokenNotFound(f"no operator token with id {token_id!r}")
+            if token.revoked_at is None:  # a second revocation keeps the first time
+                self._tokens[token_id] = replace(token, revoked_at=revoked_at)
+
+    # -- key ring ------------------------------------------------------------------------
+
+    async def list_stored_keys(self, purpose: KeyPurpose | None = None) -> list[StoredKey]:
+        async with self._lock:
+            keys = [k for k in self._stored_keys.values() if purpose in (None, k.purpose)]
+        return sorted(keys, key=lambda k: (k.created_at, k.kid))
+
+    async def save_stored_key(self, key: StoredKey) -> None:
+        stored = _utc(key)
+        async with self._lock:
+            self._stored_keys[key.kid] = stored
+
+    # -- audit ---------------------------------------------------------------------------
+
+    async def append_audit(self, record: AuditRecord) -> int:
+        stored = _utc(replace(record, details=_json_round_trip(dict(record.details))))
+        async with self._lock:
+            if record.id in self._audit_ids:
+                raise Conflict(f"audit record {record.id!r} was appended already")
+            self._audit_ids.add(record.id)
+            self._audit.append(stored)
+            return len(self._audit)
+
+    async def list_audit(
+        self, *, after_sequence: int = 0, limit: int = 100, type_prefix: str | None = None
+    ) -> list[tuple[int, AuditRecord]]:
+        async with self._lock:
+            numbered = list(enumerate(self._audit, start=1))[max(0, after_sequence) :]
+        chosen = [
+            (seq, r) for seq, r in numbered if type_prefix is None or r.type.startswith(type_prefix)
+        ]
+        return chosen[: max(0, limit)]

@@ -1,0 +1,113 @@
+"""Engines for the two supported databases, set up for durability and for clear failures.
+
+* ``sqlite+aiosqlite:///path/tether.db`` — the embedded default. The data directory is created
+  if missing; every connection runs in WAL mode with ``synchronous=FULL`` (a committed audit
+  record survives a power cut), foreign keys on and a busy timeout, so concurrent writers wait
+  instead of failing. SQLAlchemy, not the driver, emits ``BEGIN``: the ``sqlite3`` driver's
+  legacy mode skips it before DDL, which would commit a migration one statement at a time
+  (SQLAlchemy's SQLite notes, "Enabling Non-Legacy SQLite Transactional Modes"). The execution
+  option :data:`SQLITE_BEGIN` picks the mode.
+* ``postgresql+psycopg://user:pw@host:port/db`` — production, shared by many replicas.
+
+Plain ``sqlite://`` and ``postgresql://`` URLs are given their async driver. A database that
+cannot be reached becomes :class:`~tether.errors.StoreUnavailable`, whose message shows the URL
+with its password hidden and never echoes the password.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from tether.errors import ConfigError, StoreUnavailable
+
+__all__ = ["BUSY_TIMEOUT_MS", "SQLITE_BEGIN", "create_engine", "parse_url", "unavailable"]
+
+#: How long a SQLite writer waits for another writer's lock before giving up.
+BUSY_TIMEOUT_MS = 10_000
+_CONNECT_TIMEOUT_S = 10
+_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
+#: The execution option that picks how a SQLite transaction begins: ``DEFERRED`` (default),
+#: ``IMMEDIATE`` (take the write lock first, as a migration does) or ``NONE`` (no ``BEGIN``:
+#: each statement commits by itself, for connections that run a single statement).
+SQLITE_BEGIN = "tether_sqlite_begin"
+_SQLITE_BEGIN_MODES = frozenset({"DEFERRED", "IMMEDIATE", "NONE"})
+_SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA foreign_keys=ON",
+    f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
+)
+
+
+def parse_url(url: str) -> URL:
+    """The URL with its async driver; ``ConfigError`` for anything but SQLite or PostgreSQL."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError("the database URL cannot be parsed") from None
+    backend = parsed.get_backend_name()
+    driver = _DRIVERS.get(backend)
+    if driver is None or parsed.drivername not in (backend, driver):
+        raise ConfigError(
+            f"unsupported database URL scheme {parsed.drivername!r}: "
+            "use sqlite+aiosqlite:///path or postgresql+psycopg://user:pw@host/db"
+        )
+    return parsed.set(drivername=driver)
+
+
+def create_engine(url: URL) -> AsyncEngine:
+    """An engine for ``url`` (from :func:`parse_url`); SQLite's directory is created first."""
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url)
+    connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": _CONNECT_TIMEOUT_S}
+    return create_async_engine(url, connect_args=connect_args)
+
+
+def _sqlite_engine(url: URL) -> AsyncEngine:
+    database = url.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        try:
+            Path(database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"cannot create the data directory of {database}: {exc.strerror}"
+            ) from None
+    engine = create_async_engine(url)
+    event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+    event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    dbapi_connection.isolation_level = None  # the driver no longer emits BEGIN; see below
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in _SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    mode = conn.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
+    if mode not in _SQLITE_BEGIN_MODES:
+        raise ValueError(f"unknown SQLite BEGIN mode {mode!r}")
+    if mode != "NONE":
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def unavailable(exc: Exception, url: URL) -> StoreUnavailable:
+    """A ``StoreUnavailable`` that names the database (password hidden) and the cause."""
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    if url.password:
+        reason = reason.replace(str(url.password), "***")
+    where = url.render_as_string(hide_password=True)
+    return StoreUnavailable(f"the database {where} is unavailable: {reason}")

@@ -1,0 +1,213 @@
+"""The relational schema: one table per stored concept, the same on SQLite and PostgreSQL.
+
+This metadata is the source of truth that the Alembic migrations must reproduce exactly (a test
+runs ``alembic.autogenerate.compare_metadata`` against a migrated database and expects no
+difference). Duplicate detection is left to primary keys and unique constraints, so it holds
+across concurrent callers and replicas.
+
+Two column types keep both backends identical:
+
+* :class:`UtcDateTime` — SQLite hands back naive datetimes; every value is stored as UTC and
+  comes back as an aware UTC datetime.
+* :class:`JsonText` — JSON as ``TEXT`` with sorted keys, so stored bytes are canonical and
+  never depend on a backend's JSON type.
+
+Agent names sort with the binary ``"C"`` collation on PostgreSQL, as they do on SQLite and in
+the memory store, so paging by name returns the same order everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "AGENT_NAME",
+    "VERSION_TABLE",
+    "JsonText",
+    "UtcDateTime",
+    "agent_instances",
+    "agent_keys",
+    "agents",
+    "audit_records",
+    "metadata",
+    "operator_tokens",
+    "replay_keys",
+    "risk_assessments",
+    "stored_keys",
+]
+
+#: Alembic's bookkeeping table, named so that it cannot collide in a shared database.
+VERSION_TABLE = "tether_alembic_version"
+
+#: The type of ``agents.name``: binary collation on PostgreSQL (SQLite compares bytes already).
+AGENT_NAME = sa.String(63).with_variant(sa.String(63, collation="C"), "postgresql")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An aware datetime stored in UTC; naive values are refused, results are always aware."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime: the store takes aware UTC datetimes only")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class JsonText(TypeDecorator[Any]):
+    """A JSON document kept as canonical ``TEXT`` (sorted keys, compact separators)."""
+
+    impl = sa.Text()
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+agents = sa.Table(
+    "agents",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", AGENT_NAME, nullable=False, unique=True),
+    sa.Column("spiffe_id", sa.Text(), nullable=False),
+    sa.Column("owners", JsonText(), nullable=False),
+    sa.Column("description", sa.Text(), nullable=False),
+    sa.Column("declarations", JsonText(), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("state_reason", sa.Text(), nullable=True),
+    sa.Column("risk_score", sa.Integer(), nullable=False),
+    sa.Column("risk_tier", sa.String(16), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Column("created_by", sa.Text(), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Index(None, "state", "name"),
+)
+
+risk_assessments = sa.Table(
+    "risk_assessments",
+    metadata,
+    # The surrogate key keeps insertion order among assessments made at the same instant.
+    sa.Column("seq", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("agent_id", sa.String(64), sa.ForeignKey("agents.id"), nullable=False),
+    sa.Column("score", sa.Integer(), nullable=False),
+    sa.Column("tier", sa.String(16), nullable=False),
+    sa.Column("factors", JsonText(), nullable=False),
+    sa.Column("model", sa.Text(), nullable=False),
+    sa.Column("assessed_at", UtcDateTime(), nullable=False),
+    sa.Column("assessed_by", sa.Text(), nullable=False),
+    sa.Column("declarations", JsonText(), nullable=False),
+    sa.Index(None, "agent_id", "assessed_at"),
+)
+
+agent_keys = sa.Table(
+    "agent_keys",
+    metadata,
+    sa.Column("agent_id", sa.String(64), sa.ForeignKey("agents.id"), primary_key=True),
+    sa.Column("kid", sa.String(255), primary_key=True),
+    sa.Column("jwk", JsonText(), nullable=False),
+    sa.Column("alg", sa.String(16), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("created_by", sa.Text(), nullable=False),
+    sa.Column("removed_at", UtcDateTime(), nullable=True),
+)
+
+agent_instances = sa.Table(
+    "agent_instances",
+    metadata,
+    sa.Column("agent_id", sa.String(64), sa.ForeignKey("agents.id"), primary_key=True),
+    sa.Column("instance_id", sa.String(64), primary_key=True),
+    sa.Column("spiffe_id", sa.Text(), nullable=False),
+    sa.Column("first_seen", UtcDateTime(), nullable=False),
+    sa.Column("last_seen", UtcDateTime(), nullable=False),
+    sa.Column("last_kid", sa.Text(), nullable=True),
+    sa.Column("last_auth_method", sa.String(64), nullable=False),
+)
+
+replay_keys = sa.Table(
+    "replay_keys",
+    metadata,
+    sa.Column("key", sa.Text(), primary_key=True),
+    sa.Column("expires_at", UtcDateTime(), nullable=False, index=True),
+)
+
+operator_tokens = sa.Table(
+    "operator_tokens",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("role", sa.String(32), nullable=False),
+    sa.Column("display_name", sa.Text(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("expires_at", UtcDateTime(), nullable=True),
+    sa.Column("created_by", sa.Text(), nullable=False),
+    sa.Column("revoked_at", UtcDateTime(), nullable=True),
+)
+
+stored_keys = sa.Table(
+    "stored_keys",
+    metadata,
+    sa.Column("kid", sa.String(255), primary_key=True),
+    sa.Column("purpose", sa.String(32), nullable=False),
+    sa.Column("alg", sa.String(16), nullable=False),
+    sa.Column("public_pem", sa.LargeBinary(), nullable=False),
+    sa.Column("sealed_private", sa.LargeBinary(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("certificate_pem", sa.LargeBinary(), nullable=True),
+    sa.Column("retired_at", UtcDateTime(), nullable=True),
+    sa.Column("publish_until", UtcDateTime(), nullable=True),
+)
+
+audit_records = sa.Table(
+    "audit_records",
+    metadata,
+    # BIGINT on PostgreSQL; on SQLite it must be INTEGER to alias the rowid, and AUTOINCREMENT
+    # guarantees a sequence number is never handed out twice.
+    sa.Column(
+        "sequence",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("type", sa.String(128), nullable=False),
+    sa.Column("time", UtcDateTime(), nullable=False),
+    sa.Column("actor", sa.Text(), nullable=False),
+    sa.Column("subject", sa.Text(), nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("correlation_id", sa.Text(), nullable=True),
+    sa.Column("details", JsonText(), nullable=False),
+    sqlite_autoincrement=True,
+)
