@@ -47,8 +47,9 @@ class Settings:
     x509_svid_ttl_seconds: int = 3600
     #: Audiences an agent may ask a JWT-SVID for, besides Tether itself (the issuer).
     allowed_audiences: tuple[str, ...] = ()
-    #: A client assertion may live at most this long (``exp - now``) and be at most this old.
-    assertion_max_lifetime_seconds: int = 300
+    #: A client assertion may live at most this long (``exp - now``). One hour, as Okta allows
+    #: and as generic clients (Authlib) sign by default; its ``jti`` is remembered that long.
+    assertion_max_lifetime_seconds: int = 3600
     clock_skew_seconds: int = 30
     max_body_bytes: int = 64 * 1024
     #: Token-signing keys are rotated after this many days (old public keys stay published).

@@ -9,10 +9,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 __all__ = ["BodyLimit"]
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """Refuse bodies over ``max_bytes``: by ``Content-Length`` at once, else while streaming."""
 
@@ -28,27 +24,32 @@ class BodyLimit:
             await self._refuse(scope, send)
             return
         seen = 0
-        started = False
+        started = refused = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            # Over the limit: answer 413 now and tell the app the client went away. Raising
+            # instead would reach the framework's body parser, which turns any error into 400.
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    refused = True
+                    if not started:
+                        await self._refuse(scope, send)
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                return  # the 413 is the answer; whatever the app says after it is dropped
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(scope, send)
+        await self.app(scope, limited_receive, guarded_send)
 
     def _declared_too_big(self, scope: Scope) -> bool:
         for name, value in scope.get("headers", ()):

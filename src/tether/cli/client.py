@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any, NoReturn
 
 import httpx
@@ -26,7 +27,9 @@ def fail(message: str, code: int) -> NoReturn:
 
 class Api:
     def __init__(self, settings: ClientSettings, *, timeout: float = 10.0) -> None:
-        verify: Any = str(settings.ca_cert) if settings.ca_cert else True
+        verify: Any = (
+            ssl.create_default_context(cafile=str(settings.ca_cert)) if settings.ca_cert else True
+        )
         headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
         self.settings = settings
         self._client = httpx.Client(

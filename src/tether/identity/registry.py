@@ -22,6 +22,7 @@ Example (with the in-memory store)::
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TypeVar
@@ -108,17 +109,17 @@ class Registry:
             state=state, limit=max(1, min(limit, 500)), after=after
         )
 
-    async def assessments(self, name: str, *, actor: Actor) -> list[RiskAssessment]:
+    async def assessments(self, name: str, *, actor: Actor) -> builtins.list[RiskAssessment]:
         agent = await self.get(name, actor=actor)
         return await self._store.list_assessments(agent.id)
 
-    async def instances(self, name: str, *, actor: Actor) -> list[Instance]:
+    async def instances(self, name: str, *, actor: Actor) -> builtins.list[Instance]:
         agent = await self.get(name, actor=actor)
         return await self._store.list_instances(agent.id)
 
     async def keys(
         self, name: str, *, actor: Actor, include_removed: bool = False
-    ) -> list[AgentKey]:
+    ) -> builtins.list[AgentKey]:
         agent = await self.get(name, actor=actor)
         return await self._store.list_keys(agent.id, include_removed=include_removed)
 

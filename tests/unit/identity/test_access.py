@@ -49,5 +49,5 @@ def test_an_agent_has_no_operator_permissions() -> None:
 
 
 def test_require_raises_forbidden_naming_the_permission() -> None:
-    with pytest.raises(Forbidden, match="auditor may not agent.register"):
+    with pytest.raises(Forbidden, match=r"auditor may not agent\.register"):
         require(op(Role.AUDITOR), Permission.AGENT_REGISTER)

@@ -63,7 +63,7 @@ def test_autonomous_agent_with_restricted_data_and_internet_is_critical() -> Non
         autonomy=Autonomy.AUTONOMOUS,
         may_call_agents=True,
     )
-    score, tier, factors = score_declarations(d)
+    _score, tier, factors = score_declarations(d)
     assert tier is RiskTier.CRITICAL
     codes = {f.code for f in factors}
     assert {"exfiltration_path", "privileged_tools", "calls_agents"} <= codes

@@ -80,23 +80,6 @@ async def approve(
     return agent_json(await services.registry.approve(name, actor=actor, reason=reason))
 
 
-@router.post("/{name}/{action}", summary="suspend | resume | quarantine | retire")
-async def change_state(
-    name: str,
-    action: str,
-    actor: OperatorDep,
-    services: ServicesDep,
-    body: StateChange | None = None,
-) -> Json:
-    target = _ACTIONS.get(action)
-    if target is None:
-        raise NotFound(f"no action {action!r}: use one of {', '.join(_ACTIONS)}")
-    agent = await services.registry.set_state(
-        name, target, actor=actor, reason=body.reason if body else None
-    )
-    return agent_json(agent)
-
-
 @router.get("/{name}/assessments", summary="Risk assessment history, oldest first")
 async def assessments(name: str, actor: OperatorDep, services: ServicesDep) -> Json:
     items = await services.registry.assessments(name, actor=actor)
@@ -125,3 +108,21 @@ async def add_key(name: str, body: KeyIn, actor: OperatorDep, services: Services
 @router.delete("/{name}/keys/{kid}", summary="Remove a key: assertions signed by it fail")
 async def remove_key(name: str, kid: str, actor: OperatorDep, services: ServicesDep) -> Json:
     return key_json(await services.registry.remove_key(name, kid, actor=actor))
+
+
+# Registered last: a path template this broad must not shadow /{name}/keys.
+@router.post("/{name}/{action}", summary="suspend | resume | quarantine | retire")
+async def change_state(
+    name: str,
+    action: str,
+    actor: OperatorDep,
+    services: ServicesDep,
+    body: StateChange | None = None,
+) -> Json:
+    target = _ACTIONS.get(action)
+    if target is None:
+        raise NotFound(f"no action {action!r}: use one of {', '.join(_ACTIONS)}")
+    agent = await services.registry.set_state(
+        name, target, actor=actor, reason=body.reason if body else None
+    )
+    return agent_json(agent)

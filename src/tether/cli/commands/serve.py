@@ -40,7 +40,7 @@ def serve(
         overrides["dev"] = True
     elif data_dir is not None:
         overrides["data_dir"] = data_dir
-    settings = Settings.from_environ(**overrides)
+    settings = Settings.from_environ(None, **overrides)
     if settings.issuer == "http://127.0.0.1:8200" and (host, port, tls) != (
         "127.0.0.1",
         8200,

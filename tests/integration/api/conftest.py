@@ -1,0 +1,76 @@
+"""The API over a real SQLite store in a temporary data directory, driven in-process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tether.api.app import create_app
+from tether.api.services import Services
+from tether.config import Settings
+from tether.crypto.assertion import AgentKeyPair, generate_agent_key
+
+ROOT = "tto_root-token-for-tests-0123456789"
+ISSUER = "http://testserver"
+TRUST_DOMAIN = "acme.org"
+
+
+@dataclass
+class RegisteredAgent:
+    name: str
+    spiffe_id: str
+    key: AgentKeyPair
+    kid: str
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        issuer=ISSUER,
+        trust_domain=TRUST_DOMAIN,
+        root_token=ROOT,
+        allowed_audiences=("https://api.acme.org",),
+    )
+
+
+@pytest.fixture
+async def services(settings: Settings) -> AsyncIterator[Services]:
+    opened = await Services.open(settings)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+async def client(settings: Settings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, services=services)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url=ISSUER, headers={"Authorization": f"Bearer {ROOT}"}
+    ) as c:
+        yield c
+
+
+AgentFactory = Callable[..., Awaitable[RegisteredAgent]]
+
+
+@pytest.fixture
+def make_agent(client: httpx.AsyncClient) -> AgentFactory:
+    async def make(name: str = "faq-bot", **declarations: object) -> RegisteredAgent:
+        body = {"name": name, "owners": ["alice"], "declarations": declarations}
+        created = await client.post("/v1/agents", json=body)
+        assert created.status_code == 201, created.text
+        key = generate_agent_key()
+        added = await client.post(f"/v1/agents/{name}/keys", json={"jwk": key.public_jwk})
+        assert added.status_code == 201, added.text
+        return RegisteredAgent(
+            name=name, spiffe_id=created.json()["spiffe_id"], key=key, kid=added.json()["kid"]
+        )
+
+    return make

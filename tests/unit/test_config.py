@@ -1,0 +1,62 @@
+"""Settings: built once from the environment, validated, with safe defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tether.config import ClientSettings, Settings
+from tether.errors import ConfigError
+
+
+def test_defaults_are_bounded_and_safe(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path)
+    assert s.jwt_svid_ttl_seconds == 300
+    assert s.x509_svid_ttl_seconds == 3600
+    assert s.database_url == f"sqlite+aiosqlite:///{tmp_path / 'tether.db'}"
+    assert s.audiences == frozenset({"http://127.0.0.1:8200"})
+    assert s.forwarded_client_cert_header is None
+
+
+def test_environment_is_read_once_and_overrides_win(tmp_path: Path) -> None:
+    env = {
+        "TETHER_DATA_DIR": str(tmp_path),
+        "TETHER_TRUST_DOMAIN": "acme.org",
+        "TETHER_ALLOWED_AUDIENCES": "https://a.example, https://b.example",
+        "TETHER_JWT_SVID_TTL": "120",
+        "TETHER_DATABASE_URL": "postgresql+psycopg://u@h/db",
+    }
+    s = Settings.from_environ(env, trust_domain="override.org")
+    assert s.trust_domain == "override.org"
+    assert s.jwt_svid_ttl_seconds == 120
+    assert s.database_url == "postgresql+psycopg://u@h/db"
+    assert s.audiences == {"http://127.0.0.1:8200", "https://a.example", "https://b.example"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"trust_domain": "ACME.org"}, "trust domain"),
+        ({"trust_domain": "acme.org\n"}, "trust domain"),
+        ({"issuer": "ftp://x"}, "issuer"),
+        ({"jwt_svid_ttl_seconds": 5}, "jwt_svid_ttl"),
+        ({"jwt_svid_ttl_seconds": 10**6}, "jwt_svid_ttl"),
+        ({"max_body_bytes": 10}, "max_body_bytes"),
+    ],
+)
+def test_invalid_settings_are_refused(
+    tmp_path: Path, changes: dict[str, object], fragment: str
+) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        Settings(data_dir=tmp_path, **changes)  # type: ignore[arg-type]
+
+
+def test_non_numeric_ttl_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="whole number"):
+        Settings.from_environ({"TETHER_DATA_DIR": str(tmp_path), "TETHER_JWT_SVID_TTL": "5m"})
+
+
+def test_client_settings_like_vault() -> None:
+    c = ClientSettings.from_environ({"TETHER_ADDR": "https://t.example/", "TETHER_TOKEN": "x"})
+    assert (c.addr, c.token, c.ca_cert) == ("https://t.example", "x", None)
