@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python scripts/dev_demo.py
+	$(BIN)/tether demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(SRC)

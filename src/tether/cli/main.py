@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import typer
 
-from tether.cli.commands import agent, serve, status, token
+from tether.cli.commands import agent, demo, serve, status, token
 
 app = typer.Typer(
     name="tether",
@@ -24,6 +24,7 @@ app.add_typer(agent.app, name="agent")
 app.add_typer(token.app, name="token")
 app.command("serve")(serve.serve)
 app.command("status")(status.status)
+app.command("demo")(demo.demo)
 
 
 def main() -> None:

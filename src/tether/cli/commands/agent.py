@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from tether.cli.client import Api, fail
+from tether.cli.commands import devtools
 from tether.cli.exit_codes import INVALID_INPUT
 from tether.cli.options import OutputOpt
 from tether.cli.output import Output, show, show_rows
@@ -17,6 +18,9 @@ from tether.config import ClientSettings
 app = typer.Typer(help="Register and manage agents.", no_args_is_help=True)
 key_app = typer.Typer(help="An agent's public keys.", no_args_is_help=True)
 app.add_typer(key_app, name="key")
+
+app.command("keygen")(devtools.keygen)
+app.command("token")(devtools.token)
 
 _COLUMNS = ("name", "state", "risk.tier", "risk.score", "spiffe_id", "owners")
 

@@ -1,0 +1,99 @@
+"""A real ``tether serve`` process on loopback, started per test."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = "tto_live-server-root-token-000000000"
+TD = "acme.org"
+
+
+@dataclass
+class Live:
+    addr: str
+    data_dir: Path
+    verify: Any
+
+    def ops(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.addr, headers={"Authorization": f"Bearer {ROOT}"}, verify=self.verify
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _start(tmp_path: Path, *extra: str) -> Iterator[Live]:
+    port = _free_port()
+    data_dir = tmp_path / "data"
+    tls = "--tls" in extra
+    env = {**os.environ, "TETHER_ROOT_TOKEN": ROOT, "TETHER_TRUST_DOMAIN": TD}
+    env.pop("TETHER_ISSUER", None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tether",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    addr = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    ca_file = data_dir / "tls" / "ca.pem"
+    verify: Any = True
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else "server exited"
+            try:
+                if tls:
+                    # The server writes its CA bundle on start; trust only that.
+                    verify = ssl.create_default_context(cafile=str(ca_file))
+                if httpx.get(f"{addr}/readyz", verify=verify, timeout=1).status_code == 200:
+                    break
+            except (httpx.TransportError, OSError, ssl.SSLError):
+                pass
+            assert time.monotonic() < deadline, "server not ready in 30 s"
+            time.sleep(0.1)
+        yield Live(addr=addr, data_dir=data_dir, verify=verify)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        finally:
+            if proc.stdout:
+                proc.stdout.close()
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Live]:
+    yield from _start(tmp_path)
+
+
+@pytest.fixture
+def live_tls(tmp_path: Path) -> Iterator[Live]:
+    yield from _start(tmp_path, "--tls")

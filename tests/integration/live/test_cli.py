@@ -1,0 +1,106 @@
+"""The ``tether`` command against a real server: the README's flow, JSON output, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tether.cli import exit_codes
+
+from .conftest import ROOT, Live
+
+
+def tether(
+    live: Live, *args: str, token: str | None = ROOT, addr: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TETHER_ADDR": addr or live.addr}
+    env.pop("TETHER_TOKEN", None)
+    if token:
+        env["TETHER_TOKEN"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "tether", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_readme_flow_register_key_token(live: Live, tmp_path: Path) -> None:
+    out = tether(
+        live,
+        "agent",
+        "register",
+        "faq-bot",
+        "--owner",
+        "alice",
+        "--tool",
+        "search_faq",
+        "--resource",
+        "postgres:faq",
+        "--data-class",
+        "public",
+        "-o",
+        "json",
+    )
+    assert out.returncode == 0, out.stderr
+    agent = json.loads(out.stdout)
+    assert agent["spiffe_id"] == "spiffe://acme.org/agent/faq-bot"
+    key_file = tmp_path / "faq-bot.pem"
+    keygen = tether(live, "agent", "keygen", str(key_file))
+    assert keygen.returncode == 0, keygen.stderr
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    jwk_file = tmp_path / "faq-bot.jwk.json"
+    jwk_file.write_text(keygen.stdout)
+    added = tether(live, "agent", "key", "add", "faq-bot", "--jwk", str(jwk_file), "-o", "json")
+    assert added.returncode == 0, added.stderr
+    token = tether(
+        live,
+        "agent",
+        "token",
+        "faq-bot",
+        "--key",
+        str(key_file),
+        "--instance",
+        "pod-1",
+        "-o",
+        "json",
+        token=None,
+    )
+    assert token.returncode == 0, token.stderr
+    assert json.loads(token.stdout)["token_type"] == "Bearer"
+    shown = json.loads(tether(live, "agent", "show", "faq-bot", "-o", "json").stdout)
+    assert [i["instance_id"] for i in shown["instances"]] == ["pod-1"]
+    assert shown["assessments"][0]["tier"] == "low"
+    listed = json.loads(tether(live, "agent", "list", "-o", "json").stdout)
+    assert [a["name"] for a in listed] == ["faq-bot"]
+    status = json.loads(tether(live, "status", "-o", "json").stdout)
+    assert (status["ready"], status["token_role"]) == (True, "root")
+
+
+def test_exit_codes_are_the_documented_ones(live: Live) -> None:
+    assert tether(live, "agent", "show", "ghost").returncode == exit_codes.NOT_FOUND
+    assert tether(live, "agent", "register", "x1", "--owner", "a").returncode == exit_codes.OK
+    dup = tether(live, "agent", "register", "x1", "--owner", "a")
+    assert dup.returncode == exit_codes.CONFLICT
+    assert "agent_exists" in dup.stderr
+    bad = tether(live, "agent", "register", "Bad_Name", "--owner", "a")
+    assert bad.returncode == exit_codes.INVALID_INPUT
+    assert "lowercase" in bad.stderr
+    assert tether(live, "agent", "list", token="tto_wrong").returncode == exit_codes.AUTH
+    down = tether(live, "agent", "list", addr="http://127.0.0.1:9")
+    assert down.returncode == exit_codes.UNAVAILABLE
+    assert tether(live, "agent", "frobnicate").returncode == exit_codes.USAGE
+
+
+def test_operator_token_for_a_person(live: Live) -> None:
+    created = tether(live, "token", "create", "--role", "auditor", "--name", "audrey", "-o", "json")
+    assert created.returncode == 0, created.stderr
+    secret = json.loads(created.stdout)["token"]
+    assert tether(live, "agent", "list", token=secret).returncode == 0
+    refused = tether(live, "agent", "register", "y1", "--owner", "a", token=secret)
+    assert refused.returncode == exit_codes.AUTH
