@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import shutil
+import signal
 import ssl
 import tempfile
 from datetime import timedelta
@@ -47,11 +48,19 @@ def serve(
         False,
     ):
         settings = settings.with_(issuer=f"{scheme}://{shown_host}:{port}")
+    # uvicorn stops gracefully on SIGTERM and then re-raises the signal; with the default
+    # handler that would kill the process before the store is closed and the dev directory
+    # removed. Turn it into a normal exit instead.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         asyncio.run(_run(settings, host=host, port=port, tls=tls, throwaway=throwaway))
     finally:
         if throwaway is not None:
             shutil.rmtree(throwaway, ignore_errors=True)
+
+
+def _exit_on_sigterm(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 async def _run(
