@@ -16,10 +16,12 @@ Example::
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 from tether.errors import ConfigError
@@ -57,6 +59,9 @@ class Settings:
     #: When a TLS-terminating proxy forwards the client certificate it verified, the header that
     #: carries it (URL-encoded PEM, as nginx ``$ssl_client_escaped_cert``). Off unless set.
     forwarded_client_cert_header: str | None = None
+    #: Peers whose forwarded client-certificate header is believed (CIDRs). A certificate is
+    #: public, so from anyone else the header would prove nothing: it is ignored.
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     operator_token_ttl_seconds: int = 30 * 24 * 3600
 
     def __post_init__(self) -> None:
@@ -73,12 +78,31 @@ class Settings:
             raise ConfigError("x509_svid_ttl_seconds must be between 60 s and 7 days")
         if not 1024 <= self.max_body_bytes <= 16 * 1024 * 1024:
             raise ConfigError("max_body_bytes must be between 1 KiB and 16 MiB")
+        _ = self.proxy_networks  # refuse a bad network list at start, not on first use
+
+    @cached_property
+    def proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        try:
+            return tuple(ipaddress.ip_network(p, strict=False) for p in self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(
+                "trusted_proxies must be IP networks such as 10.0.0.0/8",
+                details={"setting": "trusted_proxies"},
+            ) from exc
+
+    def is_trusted_proxy(self, host: str | None) -> bool:
+        """Whether ``host`` (a peer address) may forward a verified client certificate."""
+        try:
+            address = ipaddress.ip_address(host or "")
+        except ValueError:
+            return False
+        return any(address in network for network in self.proxy_networks)
 
     @property
     def database_url(self) -> str:
         if self.database_url_override:
             return self.database_url_override
-        return f"sqlite+aiosqlite:///{self.data_dir / 'tether.db'}"
+        return f"sqlite:///{self.data_dir / 'tether.db'}"
 
     @property
     def issuer_url(self) -> str:
@@ -118,6 +142,10 @@ class Settings:
         for var, name in simple.items():
             if env.get(var):
                 values[name] = env[var]
+        if env.get("TETHER_TRUSTED_PROXIES"):
+            values["trusted_proxies"] = tuple(
+                p.strip() for p in env["TETHER_TRUSTED_PROXIES"].split(",") if p.strip()
+            )
         if env.get("TETHER_ALLOWED_AUDIENCES"):
             values["allowed_audiences"] = tuple(
                 a.strip() for a in env["TETHER_ALLOWED_AUDIENCES"].split(",") if a.strip()

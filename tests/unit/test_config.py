@@ -14,9 +14,28 @@ def test_defaults_are_bounded_and_safe(tmp_path: Path) -> None:
     s = Settings(data_dir=tmp_path)
     assert s.jwt_svid_ttl_seconds == 300
     assert s.x509_svid_ttl_seconds == 3600
-    assert s.database_url == f"sqlite+aiosqlite:///{tmp_path / 'tether.db'}"
+    assert s.database_url == f"sqlite:///{tmp_path / 'tether.db'}"
     assert s.audiences == frozenset({"http://127.0.0.1:8200"})
     assert s.forwarded_client_cert_header is None
+    assert s.is_trusted_proxy("127.0.0.1")
+    assert not s.is_trusted_proxy("10.0.0.1")
+
+
+def test_forwarded_certificates_are_believed_only_from_trusted_proxies(tmp_path: Path) -> None:
+    s = Settings.from_environ(
+        {"TETHER_DATA_DIR": str(tmp_path), "TETHER_TRUSTED_PROXIES": "10.0.0.0/8, fd00::/8"}
+    )
+    assert s.is_trusted_proxy("10.1.2.3")
+    assert s.is_trusted_proxy("fd00::1")
+    assert not s.is_trusted_proxy("127.0.0.1")
+    assert not s.is_trusted_proxy("not-an-address")
+    assert not s.is_trusted_proxy(None)
+
+
+def test_bad_trusted_proxy_list_is_refused_at_start(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings(data_dir=tmp_path, trusted_proxies=("10.0.0.0/33",))
+    assert caught.value.details["setting"] == "trusted_proxies"
 
 
 def test_environment_is_read_once_and_overrides_win(tmp_path: Path) -> None:

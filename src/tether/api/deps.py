@@ -53,8 +53,10 @@ def client_certificate(request: Request, services: Services) -> VerifiedClientCe
     chain = tls.get("client_cert_chain") or []
     if chain:
         raw = chain[0].encode() if isinstance(chain[0], str) else chain[0]
-    header = services.settings.forwarded_client_cert_header
-    if raw is None and header and request.headers.get(header):
+    settings = services.settings
+    header = settings.forwarded_client_cert_header
+    peer = request.client.host if request.client else None
+    if raw is None and header and request.headers.get(header) and settings.is_trusted_proxy(peer):
         raw = unquote(request.headers[header]).encode()
     if raw is None:
         return None
