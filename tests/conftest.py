@@ -179,10 +179,13 @@ def pg_shared_url(pg_cluster: PgCluster) -> str:
     return pg_cluster.url(pg_cluster.create_database())
 
 
+def _truncate(conn: sa.Connection) -> None:
+    tables = ", ".join(conn.dialect.identifier_preparer.quote(t.name) for t in TABLES)
+    conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY"))
+
+
 async def _emptied(store: SqlStore) -> SqlStore:
-    tables = ", ".join(store.engine.dialect.identifier_preparer.quote(t.name) for t in TABLES)
-    async with store.engine.begin() as conn:
-        await conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY"))
+    await store.run_sync(_truncate, write=True)
     return store
 
 
@@ -204,7 +207,7 @@ async def store(
     if kind == "memory":
         opened = MemoryStore(clock=clock)
     elif kind == "sqlite":
-        opened = await open_sql_store(f"sqlite+aiosqlite:///{tmp_path}/tether.db", clock=clock)
+        opened = await open_sql_store(f"sqlite:///{tmp_path}/tether.db", clock=clock)
     else:
         url = request.getfixturevalue("pg_shared_url")
         opened = await _emptied(await open_sql_store(url, clock=clock))

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +24,7 @@ from sqlalchemy.engine import Connection, make_url
 
 from tether.audit.records import AuditRecord, Outcome
 from tether.errors import ConfigError, ReplayDetected, StoreUnavailable
-from tether.store.sql import SqlStore, open_sql_store
+from tether.store.sql import SqlStore, _codec, open_sql_store
 from tether.store.sql.migrate import alembic_config
 from tether.store.sql.tables import VERSION_TABLE, audit_records, metadata
 
@@ -47,7 +50,7 @@ def make_record(n: int = 1) -> AuditRecord:
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/tether.db"
+        return f"sqlite:///{tmp_path}/tether.db"
     url: str = request.getfixturevalue("pg_url")
     return url
 
@@ -73,9 +76,9 @@ def _versions(conn: Connection) -> list[str]:
 
 
 async def test_migrated_schema_matches_the_tables_metadata(sql_url: str) -> None:
-    async with await open_sql_store(sql_url) as store, store.engine.connect() as conn:
-        assert await conn.run_sync(_schema_diff) == []
-        assert await conn.run_sync(_table_names) == TABLE_NAMES | {VERSION_TABLE}
+    async with await open_sql_store(sql_url) as store:
+        assert await store.run_sync(_schema_diff) == []
+        assert await store.run_sync(_table_names) == TABLE_NAMES | {VERSION_TABLE}
 
 
 async def test_migration_is_idempotent(sql_url: str) -> None:
@@ -83,39 +86,36 @@ async def test_migration_is_idempotent(sql_url: str) -> None:
         await store.append_audit(make_record())
     async with await open_sql_store(sql_url) as store:
         assert [seq for seq, _ in await store.list_audit()] == [1]
-        async with store.engine.connect() as conn:
-            assert await conn.run_sync(_versions) == ["0001"]
+        assert await store.run_sync(_versions) == ["0001"]
 
 
 async def test_downgrade_to_base_removes_every_table(sql_url: str) -> None:
     async with await open_sql_store(sql_url) as store:
-        async with store.engine.begin() as conn:
-            await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "base"))
-        async with store.engine.connect() as conn:
-            assert await conn.run_sync(_table_names) <= {VERSION_TABLE}
+        await store.run_sync(lambda c: command.downgrade(alembic_config(c), "base"), write=True)
+        assert await store.run_sync(_table_names) <= {VERSION_TABLE}
 
 
 async def test_open_without_migrate_leaves_an_empty_database_alone(sql_url: str) -> None:
-    async with await open_sql_store(sql_url, migrate=False) as store, store.engine.connect() as c:
-        assert await c.run_sync(_table_names) == set()
+    async with await open_sql_store(sql_url, migrate=False) as store:
+        assert await store.run_sync(_table_names) == set()
 
 
 async def test_failed_migration_leaves_the_schema_as_it_was(sql_url: str) -> None:
     # The last table the migration creates is taken already, so its CREATE TABLE fails.
-    async with await open_sql_store(sql_url, migrate=False) as store, store.engine.begin() as c:
-        await c.exec_driver_sql("CREATE TABLE audit_records (sequence INTEGER PRIMARY KEY)")
+    create = "CREATE TABLE audit_records (sequence INTEGER PRIMARY KEY)"
+    async with await open_sql_store(sql_url, migrate=False) as store:
+        await store.run_sync(lambda c: c.exec_driver_sql(create).close(), write=True)
     with pytest.raises(StoreUnavailable, match="audit_records"):
         await open_sql_store(sql_url)
-    async with await open_sql_store(sql_url, migrate=False) as store, store.engine.connect() as c:
-        assert await c.run_sync(_table_names) == {audit_records.name}
+    async with await open_sql_store(sql_url, migrate=False) as store:
+        assert await store.run_sync(_table_names) == {audit_records.name}
 
 
 @pytest.mark.postgres
 async def test_replicas_migrating_together_do_not_race(pg_url: str) -> None:
     stores = await asyncio.gather(*(open_sql_store(pg_url) for _ in range(4)))
     try:
-        async with stores[0].engine.connect() as conn:
-            assert await conn.run_sync(_versions) == ["0001"]
+        assert await stores[0].run_sync(_versions) == ["0001"]
     finally:
         await asyncio.gather(*(s.close() for s in stores))
 
@@ -163,7 +163,7 @@ async def test_replicas_appending_together_number_the_audit_log_without_gaps(
 
 
 async def test_sqlite_store_keeps_its_data_across_restart(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/tether.db"
+    url = f"sqlite:///{tmp_path}/tether.db"
     async with await open_sql_store(url) as store:
         await store.append_audit(make_record(1))
         await store.consume_once("jti-1", expires_at=datetime.now(UTC) + timedelta(minutes=5))
@@ -176,27 +176,32 @@ async def test_sqlite_store_keeps_its_data_across_restart(tmp_path: Path) -> Non
 
 async def test_sqlite_data_directory_is_created(tmp_path: Path) -> None:
     database = tmp_path / "deep" / "data" / "tether.db"
-    async with await open_sql_store(f"sqlite+aiosqlite:///{database}"):
+    async with await open_sql_store(f"sqlite:///{database}"):
         assert database.exists()
 
 
-async def test_plain_sqlite_url_gets_the_async_driver(tmp_path: Path) -> None:
-    async with await open_sql_store(f"sqlite:///{tmp_path}/tether.db") as store:
-        assert store.engine.url.drivername == "sqlite+aiosqlite"
+@pytest.mark.parametrize("scheme", ["sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"])
+async def test_every_sqlite_url_runs_on_the_sync_pysqlite_driver(
+    tmp_path: Path, scheme: str
+) -> None:
+    async with await open_sql_store(f"{scheme}:///{tmp_path}/tether.db") as store:
+        assert store.url.drivername == "sqlite+pysqlite"
+        await store.append_audit(make_record())
+        assert [seq for seq, _ in await store.list_audit()] == [1]
+
+
+def _pragmas(conn: Connection) -> list[object]:
+    names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+    return [conn.exec_driver_sql(f"PRAGMA {name}").scalar() for name in names]
 
 
 async def test_sqlite_connections_are_durable_wal_with_foreign_keys(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/tether.db"
-    async with await open_sql_store(url) as store, store.engine.connect() as conn:
-        pragmas = [
-            (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
-            for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
-        ]
-    assert pragmas == ["wal", 2, 1, 10_000]
+    async with await open_sql_store(f"sqlite:///{tmp_path}/tether.db") as store:
+        assert await store.run_sync(_pragmas) == ["wal", 2, 1, 10_000]
 
 
 async def test_sql_store_reads_back_aware_utc_from_a_naive_backend(tmp_path: Path) -> None:
-    async with await open_sql_store(f"sqlite+aiosqlite:///{tmp_path}/tether.db") as store:
+    async with await open_sql_store(f"sqlite:///{tmp_path}/tether.db") as store:
         await store.append_audit(make_record())
         [(_, record)] = await store.list_audit()
     assert record.time.tzinfo is not None
@@ -252,18 +257,102 @@ async def test_unusable_sqlite_path_is_store_unavailable(tmp_path: Path) -> None
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(StoreUnavailable):
-        await open_sql_store(f"sqlite+aiosqlite:///{blocker}/sub/tether.db")
+        await open_sql_store(f"sqlite:///{blocker}/sub/tether.db")
 
 
 @pytest.mark.parametrize(
-    "url", ["mysql+aiomysql://u:p@h/db", "sqlite+pysqlite:///x.db", "not a url"]
+    "url",
+    [
+        "mysql+aiomysql://u:p@h/db",
+        "sqlite+pysqlcipher:///x.db",
+        "postgresql+asyncpg://u:p@h/db",
+        "not a url",
+    ],
 )
 async def test_unsupported_database_url_is_config_error(url: str) -> None:
     with pytest.raises(ConfigError):
         await open_sql_store(url)
 
 
-async def test_closed_store_is_closed_for_good(tmp_path: Path) -> None:
-    store: SqlStore = await open_sql_store(f"sqlite+aiosqlite:///{tmp_path}/tether.db")
+async def test_closed_store_is_closed_for_good(sql_url: str) -> None:
+    store: SqlStore = await open_sql_store(sql_url)
     await store.close()
     await store.close()  # closing twice is harmless
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await store.list_audit()
+
+
+# -- units of work on SQLite -------------------------------------------------------------------
+
+
+def _sqlite_workers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("tether-sqlite")]
+
+
+async def test_sqlite_units_run_on_one_worker_thread_released_on_close(tmp_path: Path) -> None:
+    before = _sqlite_workers()
+    store = await open_sql_store(f"sqlite:///{tmp_path}/tether.db")
+    await asyncio.gather(*(store.append_audit(make_record(n)) for n in range(1, 11)))
+    names = await asyncio.gather(
+        *(store.run_sync(lambda _: threading.current_thread().name) for _ in range(10))
+    )
+    assert len(set(names)) == 1
+    assert names[0].startswith("tether-sqlite")
+    assert len(_sqlite_workers()) == len(before) + 1
+    await store.close()
+    assert _sqlite_workers() == before
+
+
+def _slow_insert(started: threading.Event) -> Callable[[Connection], None]:
+    def unit(conn: Connection) -> None:
+        conn.execute(audit_records.insert().values(_codec.audit_values(make_record(1))))
+        started.set()
+        time.sleep(0.2)  # the awaiting coroutine is cancelled meanwhile
+
+    return unit
+
+
+async def test_cancelled_unit_runs_to_completion_and_leaves_no_transaction_open(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/tether.db"
+    async with await open_sql_store(url) as store, await open_sql_store(url) as replica:
+        started = threading.Event()
+        task = asyncio.create_task(store.run_sync(_slow_insert(started), write=True))
+        assert await asyncio.to_thread(started.wait, 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # Committed, and the write lock given back: another connection reads it and writes.
+        assert await replica.append_audit(make_record(2)) == 2
+        assert await store.append_audit(make_record(3)) == 3
+        assert [r.id for _, r in await replica.list_audit()] == ["rec_1", "rec_2", "rec_3"]
+
+
+def _break_connection(conn: Connection) -> None:
+    dbapi_connection = conn.connection.dbapi_connection
+    assert dbapi_connection is not None
+    dbapi_connection.close()
+    conn.exec_driver_sql("SELECT 1")
+
+
+async def test_broken_sqlite_connection_is_store_unavailable_then_replaced(
+    tmp_path: Path,
+) -> None:
+    async with await open_sql_store(f"sqlite:///{tmp_path}/tether.db") as store:
+        await store.append_audit(make_record(1))
+        with pytest.raises(StoreUnavailable, match="closed database"):
+            await store.run_sync(_break_connection)
+        assert await store.append_audit(make_record(2)) == 2
+
+
+async def test_failed_unit_rolls_back_everything_it_wrote(sql_url: str) -> None:
+    def unit(conn: Connection) -> None:
+        conn.execute(audit_records.insert().values(_codec.audit_values(make_record(1))))
+        raise RuntimeError("boom")
+
+    async with await open_sql_store(sql_url) as store:
+        with pytest.raises(RuntimeError, match="boom"):
+            await store.run_sync(unit, write=True)
+        assert await store.list_audit() == []
+        assert await store.append_audit(make_record(1)) == 1

@@ -12,11 +12,13 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from tether._internal.clock import FixedClock
 from tether.errors import (
     AgentExists,
     AgentNotFound,
     KeyExists,
     KeyNotFound,
+    ReplayDetected,
     VersionConflict,
 )
 from tether.identity.models import (
@@ -358,6 +360,134 @@ async def test_instances_are_listed_per_agent_first_seen_first(store: Store) -> 
 async def test_instance_of_unknown_agent_is_agent_not_found(store: Store) -> None:
     with pytest.raises(AgentNotFound):
         await seen(store, make_agent("ghost"), "pod-1", 1)
+
+
+async def test_agent_with_keys_omits_removed_keys(store: Store) -> None:
+    agent = await register(store)
+    newer, dropped = make_key(agent, "kid-b", created_at=at(20)), make_key(agent, "kid-c")
+    older = make_key(agent, "kid-a", created_at=at(10))
+    for key in (newer, dropped, older):
+        await store.add_key(key)
+    await store.remove_key(agent.id, "kid-c", at=at(30))
+    assert await store.get_agent_with_keys(agent.name) == (agent, [older, newer])
+
+
+async def test_agent_without_keys_comes_with_an_empty_list(store: Store) -> None:
+    agent = await register(store)
+    await register(store, "other")
+    await store.add_key(make_key(await register(store, "third")))
+    assert await store.get_agent_with_keys(agent.name) == (agent, [])
+
+
+async def test_unknown_agent_with_keys_is_none(store: Store) -> None:
+    await register(store)
+    assert await store.get_agent_with_keys("nobody") is None
+
+
+# -- authentication --------------------------------------------------------------------------
+
+
+async def authenticate(
+    store: Store,
+    agent: Agent,
+    replay_key: str | None,
+    seconds: float,
+    *,
+    instance_id: str = "pod-1",
+    expires_in: float = 300,
+) -> Instance:
+    moment = at(seconds)
+    return await store.record_authentication(
+        replay_key=replay_key,
+        replay_expires_at=None if replay_key is None else moment + timedelta(seconds=expires_in),
+        agent_id=agent.id,
+        instance_id=instance_id,
+        spiffe_id=f"{agent.spiffe_id}/i/{instance_id}",
+        kid="kid-1",
+        auth_method="private_key_jwt",
+        at=moment,
+    )
+
+
+async def test_authentication_without_replay_key_records_instance(store: Store) -> None:
+    agent = await register(store)
+    first = await authenticate(store, agent, None, 1)
+    again = await authenticate(store, agent, None, 5)
+    assert (first.first_seen, first.last_seen, first.last_kid) == (at(1), at(1), "kid-1")
+    assert (again.first_seen, again.last_seen) == (at(1), at(5))
+    assert await store.list_instances(agent.id) == [again]
+
+
+async def test_authentication_consumes_its_replay_key(store: Store, clock: FixedClock) -> None:
+    agent = await register(store)
+    await authenticate(store, agent, "jti-1", 1)
+    with pytest.raises(ReplayDetected):
+        await store.consume_once("jti-1", expires_at=clock.now() + timedelta(minutes=5))
+
+
+async def test_replayed_authentication_writes_nothing(store: Store, clock: FixedClock) -> None:
+    agent = await register(store)
+    await store.consume_once("jti-used", expires_at=clock.now() + timedelta(minutes=5))
+    with pytest.raises(ReplayDetected):
+        await authenticate(store, agent, "jti-used", 1)
+    assert await store.list_instances(agent.id) == []
+    first = await authenticate(store, agent, "jti-1", 2)
+    with pytest.raises(ReplayDetected):
+        await authenticate(store, agent, "jti-1", 9, instance_id="pod-2")
+    assert await store.list_instances(agent.id) == [first]  # neither updated nor added
+
+
+async def test_authentication_of_unknown_agent_consumes_no_replay_key(
+    store: Store, clock: FixedClock
+) -> None:
+    with pytest.raises(AgentNotFound):
+        await authenticate(store, make_agent("ghost"), "jti-1", 1)
+    await store.consume_once("jti-1", expires_at=clock.now() + timedelta(minutes=5))
+
+
+async def test_authentication_with_naive_datetime_is_value_error_and_writes_nothing(
+    store: Store, clock: FixedClock
+) -> None:
+    agent = await register(store)
+    with pytest.raises(ValueError, match="naive datetime"):
+        await store.record_authentication(
+            replay_key="jti-1",
+            replay_expires_at=clock.now().replace(tzinfo=None),
+            agent_id=agent.id,
+            instance_id="pod-1",
+            spiffe_id=agent.spiffe_id,
+            kid=None,
+            auth_method="tls_client_auth",
+            at=at(1),
+        )
+    assert await store.list_instances(agent.id) == []
+    await store.consume_once("jti-1", expires_at=clock.now() + timedelta(minutes=5))
+
+
+async def test_authentication_race_lets_exactly_one_through(store: Store) -> None:
+    agent = await register(store)
+
+    async def attempt(n: int) -> Instance | None:
+        try:
+            return await authenticate(store, agent, "jti-race", n, instance_id=f"pod-{n}")
+        except ReplayDetected:
+            return None
+
+    outcomes = await asyncio.gather(*(attempt(n) for n in range(20)))
+    winners = [i for i in outcomes if i is not None]
+    assert len(winners) == 1
+    assert outcomes.count(None) == 19
+    assert await store.list_instances(agent.id) == winners
+
+
+async def test_authentication_with_expired_replay_key_goes_through(
+    store: Store, clock: FixedClock
+) -> None:
+    agent = await register(store)
+    await store.consume_once("jti-1", expires_at=clock.now() + timedelta(seconds=30))
+    clock.advance(30)
+    instance = await authenticate(store, agent, "jti-1", 1)
+    assert await store.list_instances(agent.id) == [instance]
 
 
 # -- time ------------------------------------------------------------------------------------

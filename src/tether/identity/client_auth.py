@@ -42,6 +42,7 @@ __all__ = ["ASSERTION_TYPE", "AuthenticatedClient", "ClientAuthenticator"]
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _GENERIC = "client authentication failed"
+MAX_JTI_LENGTH = 256
 
 
 class ClientAuthStore(AgentStore, ReplayStore, Protocol):
@@ -101,10 +102,11 @@ class ClientAuthenticator:
                 client_id=client_id, assertion_type=assertion_type, assertion=assertion
             )
             checked_instance = _instance_or_refuse(instance_id, subject=agent.spiffe_id)
-            await self._consume(agent, jti, exp)
+            return await self._accept(
+                agent, checked_instance, method="private_key_jwt", kid=key.kid, jti=(jti, exp)
+            )
         except _Refused as refused:
             await self._refuse(refused, client_id, "private_key_jwt", correlation_id)
-        return await self._accept(agent, checked_instance, method="private_key_jwt", kid=key.kid)
 
     async def tls_client(
         self,
@@ -118,11 +120,11 @@ class ClientAuthenticator:
             agent, checked_instance = await self._certificate_owner(
                 certificate, client_id=client_id, instance_id=instance_id
             )
+            return await self._accept(
+                agent, checked_instance, method="tls_client_auth", thumbprint=certificate.thumbprint
+            )
         except _Refused as refused:
             await self._refuse(refused, client_id, "tls_client_auth", correlation_id)
-        return await self._accept(
-            agent, checked_instance, method="tls_client_auth", thumbprint=certificate.thumbprint
-        )
 
     async def _certificate_owner(
         self,
@@ -139,7 +141,7 @@ class ClientAuthenticator:
             raise _Refused("certificate_names_no_instance", subject=certificate.spiffe_id)
         if instance_id not in (None, ref.instance_id):
             raise _Refused("instance_id_mismatch", subject=certificate.spiffe_id)
-        agent = await self._active_agent(ref.name)
+        agent, _keys = await self._active_agent(ref.name)
         if client_id not in (None, agent.spiffe_id):
             raise _Refused("client_id_mismatch", subject=agent.spiffe_id)
         return agent, ref.instance_id
@@ -166,8 +168,8 @@ class ClientAuthenticator:
             raise _Refused("unknown_client", subject=iss[:200]) from exc
         if ref.instance_id is not None:
             raise _Refused("client_id_is_not_an_agent", subject=iss)
-        agent = await self._active_agent(ref.name)
-        key = await self._key_for(agent, unverified)
+        agent, keys = await self._active_agent(ref.name)
+        key = self._key_for(agent, keys, unverified)
         try:
             claims = verify_jwt(
                 unverified,
@@ -181,20 +183,22 @@ class ClientAuthenticator:
             )
         except TokenInvalid as exc:
             raise _Refused(str(exc.details.get("reason", "invalid")), subject=iss) from exc
-        assert claims.jti is not None  # required above
-        assert claims.exp is not None
+        if claims.jti is None or claims.exp is None:  # required above; kept for -O runs
+            raise _Refused("malformed_assertion", subject=iss)
+        if len(claims.jti) > MAX_JTI_LENGTH:
+            raise _Refused("jti_too_long", subject=iss)
         return agent, key, claims.jti, claims.exp
 
-    async def _active_agent(self, name: str) -> Agent:
-        agent = await self._store.get_agent(name)
-        if agent is None:
+    async def _active_agent(self, name: str) -> tuple[Agent, list[AgentKey]]:
+        found = await self._store.get_agent_with_keys(name)
+        if found is None:
             raise _Refused("unknown_client")
+        agent, keys = found
         if not agent.can_authenticate:
             raise _Refused(f"agent_{agent.state}", subject=agent.spiffe_id)
-        return agent
+        return agent, keys
 
-    async def _key_for(self, agent: Agent, token: UnverifiedToken) -> PublicJwk:
-        keys = await self._store.list_keys(agent.id)
+    def _key_for(self, agent: Agent, keys: list[AgentKey], token: UnverifiedToken) -> PublicJwk:
         kid = token.header.get("kid")
         if kid is not None:
             keys = [k for k in keys if k.kid == kid]
@@ -213,17 +217,6 @@ class ClientAuthenticator:
             parsed = self._parsed_keys[cache_key] = PublicJwk.parse(key.jwk)
         return parsed
 
-    async def _consume(self, agent: Agent, jti: str, exp: int) -> None:
-        if len(jti) > 256:
-            raise _Refused("jti_too_long", subject=agent.spiffe_id)
-        expires = self._clock.now() + timedelta(
-            seconds=max(0, exp - self._clock.timestamp()) + self._leeway
-        )
-        try:
-            await self._store.consume_once(f"assertion:{agent.id}:{jti}", expires_at=expires)
-        except ReplayDetected as exc:
-            raise _Refused("assertion_replayed", subject=agent.spiffe_id) from exc
-
     # -- outcomes ------------------------------------------------------------------------
 
     async def _accept(
@@ -234,16 +227,30 @@ class ClientAuthenticator:
         method: str,
         kid: str | None = None,
         thumbprint: str | None = None,
+        jti: tuple[str, int] | None = None,
     ) -> AuthenticatedClient:
+        """Record the authentication; an assertion's ``jti`` is consumed in the same write, so
+        a replay — even one racing on another replica — fails here and writes nothing."""
         now = self._clock.now()
-        instance = await self._store.record_instance_seen(
-            agent_id=agent.id,
-            instance_id=instance_id,
-            spiffe_id=instance_spiffe_id(self._trust_domain, agent.name, instance_id),
-            kid=kid or (f"x5t#S256:{thumbprint}" if thumbprint else None),
-            auth_method=method,
-            at=now,
-        )
+        replay_key = replay_expires = None
+        if jti is not None:
+            replay_key = f"assertion:{agent.id}:{jti[0]}"
+            # Remember the jti as long as the assertion could be accepted (its exp + leeway).
+            remaining = max(0, jti[1] - self._clock.timestamp()) + self._leeway
+            replay_expires = now + timedelta(seconds=remaining)
+        try:
+            instance = await self._store.record_authentication(
+                replay_key=replay_key,
+                replay_expires_at=replay_expires,
+                agent_id=agent.id,
+                instance_id=instance_id,
+                spiffe_id=instance_spiffe_id(self._trust_domain, agent.name, instance_id),
+                kid=kid or (f"x5t#S256:{thumbprint}" if thumbprint else None),
+                auth_method=method,
+                at=now,
+            )
+        except ReplayDetected as exc:
+            raise _Refused("assertion_replayed", subject=agent.spiffe_id) from exc
         return AuthenticatedClient(
             agent=agent,
             instance=instance,

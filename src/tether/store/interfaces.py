@@ -42,6 +42,11 @@ class AgentStore(Protocol):
 
     async def get_agent(self, name: str) -> Agent | None: ...
 
+    async def get_agent_with_keys(self, name: str) -> tuple[Agent, list[AgentKey]] | None:
+        """The agent and its active keys (oldest first), read together in one consistent read:
+        what client authentication needs, in one round trip to the store."""
+        ...
+
     async def get_agent_by_id(self, agent_id: str) -> Agent | None: ...
 
     async def list_agents(
@@ -83,6 +88,24 @@ class AgentStore(Protocol):
         auth_method: str,
         at: datetime,
     ) -> Instance: ...
+
+    async def record_authentication(
+        self,
+        *,
+        replay_key: str | None,
+        replay_expires_at: datetime | None,
+        agent_id: str,
+        instance_id: str,
+        spiffe_id: str,
+        kid: str | None,
+        auth_method: str,
+        at: datetime,
+    ) -> Instance:
+        """A successful client authentication, all or nothing: consume ``replay_key`` as
+        :meth:`ReplayStore.consume_once` does (when given) and record the instance as
+        :meth:`record_instance_seen` does. ``ReplayDetected`` and nothing written if the key
+        was used already; atomic across concurrent callers and replicas."""
+        ...
 
     async def list_instances(self, agent_id: str) -> list[Instance]: ...
 

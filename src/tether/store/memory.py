@@ -147,6 +147,13 @@ class MemoryStore:
             agent_id = self._agent_ids_by_name.get(name)
             return None if agent_id is None else self._agents[agent_id]
 
+    async def get_agent_with_keys(self, name: str) -> tuple[Agent, list[AgentKey]] | None:
+        async with self._lock:
+            agent_id = self._agent_ids_by_name.get(name)
+            if agent_id is None:
+                return None
+            return self._agents[agent_id], self._active_keys(agent_id)
+
     async def get_agent_by_id(self, agent_id: str) -> Agent | None:
         async with self._lock:
             return self._agents.get(agent_id)
@@ -201,14 +208,18 @@ class MemoryStore:
                 raise KeyExists(f"the agent already has a key with kid {key.kid!r}")
             self._keys[key.agent_id, key.kid] = stored
 
+    def _active_keys(self, agent_id: str, *, include_removed: bool = False) -> list[AgentKey]:
+        """The agent's keys, oldest first; call with the lock held."""
+        keys = [
+            k
+            for (owner, _), k in self._keys.items()
+            if owner == agent_id and (include_removed or k.active)
+        ]
+        return sorted(keys, key=lambda k: (k.created_at, k.kid))
+
     async def list_keys(self, agent_id: str, *, include_removed: bool = False) -> list[AgentKey]:
         async with self._lock:
-            keys = [
-                k
-                for (owner, _), k in self._keys.items()
-                if owner == agent_id and (include_removed or k.active)
-            ]
-        return sorted(keys, key=lambda k: (k.created_at, k.kid))
+            return self._active_keys(agent_id, include_removed=include_removed)
 
     async def remove_key(self, agent_id: str, kid: str, *, at: datetime) -> AgentKey:
         removed_at = _as_utc(at)
@@ -232,18 +243,70 @@ class MemoryStore:
         seen_at = _as_utc(at)
         async with self._lock:
             self._require_agent(agent_id)
-            known = self._instances.get((agent_id, instance_id))
-            instance = Instance(
+            return self._see_instance(
                 agent_id=agent_id,
                 instance_id=instance_id,
                 spiffe_id=spiffe_id,
-                first_seen=seen_at if known is None else known.first_seen,
-                last_seen=seen_at,
-                last_kid=kid,
-                last_auth_method=auth_method,
+                kid=kid,
+                auth_method=auth_method,
+                seen_at=seen_at,
             )
-            self._instances[agent_id, instance_id] = instance
-            return instance
+
+    async def record_authentication(
+        self,
+        *,
+        replay_key: str | None,
+        replay_expires_at: datetime | None,
+        agent_id: str,
+        instance_id: str,
+        spiffe_id: str,
+        kid: str | None,
+        auth_method: str,
+        at: datetime,
+    ) -> Instance:
+        seen_at = _as_utc(at)
+        if replay_key is not None and replay_expires_at is None:
+            raise ValueError("a replay key needs the time it expires")
+        expires = None if replay_expires_at is None else _as_utc(replay_expires_at)
+        async with self._lock:
+            # Everything that can fail first (the replay, as SQL's first statement), then write.
+            if replay_key is not None:
+                self._check_unused(replay_key)
+            self._require_agent(agent_id)
+            if replay_key is not None and expires is not None:
+                self._replay[replay_key] = expires
+            return self._see_instance(
+                agent_id=agent_id,
+                instance_id=instance_id,
+                spiffe_id=spiffe_id,
+                kid=kid,
+                auth_method=auth_method,
+                seen_at=seen_at,
+            )
+
+    def _see_instance(
+        self,
+        *,
+        agent_id: str,
+        instance_id: str,
+        spiffe_id: str,
+        kid: str | None,
+        auth_method: str,
+        seen_at: datetime,
+    ) -> Instance:
+        """Upsert an instance of an agent known to exist; call with the lock held."""
+        known = self._instances.get((agent_id, instance_id))
+        instance = Instance(
+            agent_id=agent_id,
+            instance_id=instance_id,
+            spiffe_id=spiffe_id,
+            first_seen=seen_at if known is None else known.first_seen,
+            last_seen=seen_at,
+            last_kid=kid,
+            last_auth_method=auth_method,
+        )
+        self._instances[agent_id, instance_id] = instance
+        return instance
 
     async def list_instances(self, agent_id: str) -> list[Instance]:
         async with self._lock:
@@ -255,10 +318,14 @@ class MemoryStore:
     async def consume_once(self, key: str, *, expires_at: datetime) -> None:
         expires = _as_utc(expires_at)
         async with self._lock:
-            recorded = self._replay.get(key)
-            if recorded is not None and recorded > self._clock.now():
-                raise ReplayDetected("this single-use value has been used already")
+            self._check_unused(key)
             self._replay[key] = expires
+
+    def _check_unused(self, key: str) -> None:
+        """``ReplayDetected`` if ``key`` is recorded and unexpired; call with the lock held."""
+        recorded = self._replay.get(key)
+        if recorded is not None and recorded > self._clock.now():
+            raise ReplayDetected("this single-use value has been used already")
 
     async def purge_replay_keys(self, *, before: datetime) -> int:
         cutoff = _as_utc(before)

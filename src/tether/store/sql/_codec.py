@@ -143,15 +143,16 @@ def key_values(key: AgentKey) -> dict[str, Any]:
     }
 
 
-def key_from_row(row: RowMapping) -> AgentKey:
+def key_from_row(row: RowMapping, *, prefix: str = "") -> AgentKey:
+    """The key in ``row``, whose key columns may carry a ``prefix`` (when joined to agents)."""
     return AgentKey(
-        agent_id=row["agent_id"],
-        kid=row["kid"],
-        jwk=MappingProxyType(row["jwk"]),
-        alg=row["alg"],
-        created_at=row["created_at"],
-        created_by=row["created_by"],
-        removed_at=row["removed_at"],
+        agent_id=row[f"{prefix}agent_id"],
+        kid=row[f"{prefix}kid"],
+        jwk=MappingProxyType(row[f"{prefix}jwk"]),
+        alg=row[f"{prefix}alg"],
+        created_at=row[f"{prefix}created_at"],
+        created_by=row[f"{prefix}created_by"],
+        removed_at=row[f"{prefix}removed_at"],
     )
 
 

@@ -1,17 +1,25 @@
 """Engines for the two supported databases, set up for durability and for clear failures.
 
-* ``sqlite+aiosqlite:///path/tether.db`` — the embedded default. The data directory is created
-  if missing; every connection runs in WAL mode with ``synchronous=FULL`` (a committed audit
-  record survives a power cut), foreign keys on and a busy timeout, so concurrent writers wait
-  instead of failing. SQLAlchemy, not the driver, emits ``BEGIN``: the ``sqlite3`` driver's
-  legacy mode skips it before DDL, which would commit a migration one statement at a time
-  (SQLAlchemy's SQLite notes, "Enabling Non-Legacy SQLite Transactional Modes"). The execution
-  option :data:`SQLITE_BEGIN` picks the mode.
-* ``postgresql+psycopg://user:pw@host:port/db`` — production, shared by many replicas.
+* ``sqlite:///path/tether.db`` — the embedded default, on SQLAlchemy's *synchronous* pysqlite
+  engine (``sqlite+pysqlite://`` and the older ``sqlite+aiosqlite://`` name the same thing).
+  The store drives it from one worker thread of its own, one hop per unit of work
+  (:mod:`tether.store.sql._units` says why). The data directory is created if missing; every
+  connection runs in WAL mode with ``synchronous=FULL`` (a committed audit record survives a
+  power cut), foreign keys on and a busy timeout, so concurrent writers wait instead of failing.
+  SQLAlchemy, not the driver, emits ``BEGIN``: the ``sqlite3`` driver's legacy mode skips it
+  before DDL, which would commit a migration one statement at a time (SQLAlchemy's SQLite notes,
+  "Enabling Non-Legacy SQLite Transactional Modes"). The execution option :data:`SQLITE_BEGIN`
+  picks the mode.
+* ``postgresql+psycopg://user:pw@host:port/db`` — production, shared by many replicas, on the
+  asyncio engine (a plain ``postgresql://`` URL gets the psycopg driver).
 
-Plain ``sqlite://`` and ``postgresql://`` URLs are given their async driver. A database that
-cannot be reached becomes :class:`~tether.errors.StoreUnavailable`, whose message shows the URL
-with its password hidden and never echoes the password.
+A database that cannot be reached becomes :class:`~tether.errors.StoreUnavailable`, whose
+message shows the URL with its password hidden and never echoes the password.
+
+Example::
+
+    >>> parse_url("sqlite+aiosqlite:///tether.db").drivername
+    'sqlite+pysqlite'
 """
 
 from __future__ import annotations
@@ -19,23 +27,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from tether.errors import ConfigError, StoreUnavailable
 
-__all__ = ["BUSY_TIMEOUT_MS", "SQLITE_BEGIN", "create_engine", "parse_url", "unavailable"]
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "SQLITE_BEGIN",
+    "parse_url",
+    "postgres_engine",
+    "sqlite_engine",
+    "unavailable",
+]
 
 #: How long a SQLite writer waits for another writer's lock before giving up.
 BUSY_TIMEOUT_MS = 10_000
 _CONNECT_TIMEOUT_S = 10
-_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
+#: The driver each backend runs on, and the driver names accepted for it in a URL.
+_DRIVERS = {
+    "sqlite": ("sqlite+pysqlite", frozenset({"sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"})),
+    "postgresql": ("postgresql+psycopg", frozenset({"postgresql", "postgresql+psycopg"})),
+}
 #: The execution option that picks how a SQLite transaction begins: ``DEFERRED`` (default),
-#: ``IMMEDIATE`` (take the write lock first, as a migration does) or ``NONE`` (no ``BEGIN``:
-#: each statement commits by itself, for connections that run a single statement).
+#: ``IMMEDIATE`` (take the write lock first, as a write or a migration does) or ``NONE`` (no
+#: ``BEGIN``: each statement commits by itself).
 SQLITE_BEGIN = "tether_sqlite_begin"
 _SQLITE_BEGIN_MODES = frozenset({"DEFERRED", "IMMEDIATE", "NONE"})
 _SQLITE_PRAGMAS = (
@@ -47,30 +66,22 @@ _SQLITE_PRAGMAS = (
 
 
 def parse_url(url: str) -> URL:
-    """The URL with its async driver; ``ConfigError`` for anything but SQLite or PostgreSQL."""
+    """The URL with the driver Tether runs it on; ``ConfigError`` for any other database."""
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise ConfigError("the database URL cannot be parsed") from None
-    backend = parsed.get_backend_name()
-    driver = _DRIVERS.get(backend)
-    if driver is None or parsed.drivername not in (backend, driver):
+    driver, accepted = _DRIVERS.get(parsed.get_backend_name(), ("", frozenset[str]()))
+    if parsed.drivername not in accepted:
         raise ConfigError(
             f"unsupported database URL scheme {parsed.drivername!r}: "
-            "use sqlite+aiosqlite:///path or postgresql+psycopg://user:pw@host/db"
+            "use sqlite:///path or postgresql+psycopg://user:pw@host/db"
         )
     return parsed.set(drivername=driver)
 
 
-def create_engine(url: URL) -> AsyncEngine:
-    """An engine for ``url`` (from :func:`parse_url`); SQLite's directory is created first."""
-    if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(url)
-    connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": _CONNECT_TIMEOUT_S}
-    return create_async_engine(url, connect_args=connect_args)
-
-
-def _sqlite_engine(url: URL) -> AsyncEngine:
+def sqlite_engine(url: URL) -> Engine:
+    """A synchronous engine for ``url`` (from :func:`parse_url`); its directory is created."""
     database = url.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
         try:
@@ -79,10 +90,16 @@ def _sqlite_engine(url: URL) -> AsyncEngine:
             raise StoreUnavailable(
                 f"cannot create the data directory of {database}: {exc.strerror}"
             ) from None
-    engine = create_async_engine(url)
-    event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
-    event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+    engine = create_engine(url)
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_on_begin)
     return engine
+
+
+def postgres_engine(url: URL) -> AsyncEngine:
+    """An asyncio engine for ``url`` (from :func:`parse_url`), with a connect timeout."""
+    connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": _CONNECT_TIMEOUT_S}
+    return create_async_engine(url, connect_args=connect_args)
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

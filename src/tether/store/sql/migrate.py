@@ -1,10 +1,11 @@
 """Schema migrations, applied from the installed package with Alembic.
 
 The scripts live in ``tether/store/sql/migrations`` (package data), so an installed Tether
-upgrades its own database on start without an ``alembic.ini`` or a checkout. The upgrade runs
-in one transaction, DDL included, so a failed upgrade leaves the schema as it was. Upgraders
-that start together go one after the other instead of racing on ``CREATE TABLE``: on
-PostgreSQL behind a transaction-scoped advisory lock, on SQLite behind ``BEGIN IMMEDIATE``.
+upgrades its own database on start without an ``alembic.ini`` or a checkout. The upgrade is one
+unit of work of the store, in one transaction, DDL included, so a failed upgrade leaves the
+schema as it was. Upgraders that start together go one after the other instead of racing on
+``CREATE TABLE``: on PostgreSQL behind a transaction-scoped advisory lock, on SQLite behind
+``BEGIN IMMEDIATE``.
 
 A new revision is written by hand or generated against a migrated database::
 
@@ -15,13 +16,15 @@ A new revision is written by hand or generated against a migrated database::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tether.store.sql.engine import SQLITE_BEGIN
+if TYPE_CHECKING:
+    from tether.store.sql.store import SqlStore
 
 __all__ = ["HEAD", "SCRIPT_LOCATION", "alembic_config", "upgrade"]
 
@@ -45,10 +48,6 @@ def _upgrade(connection: Connection) -> None:
     command.upgrade(alembic_config(connection), HEAD)
 
 
-async def upgrade(engine: AsyncEngine) -> None:
+async def upgrade(store: SqlStore) -> None:
     """Bring the database up to the newest revision (a no-op when it is there already)."""
-    async with engine.connect() as connection:
-        if connection.dialect.name == "sqlite":
-            await connection.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
-        async with connection.begin():
-            await connection.run_sync(_upgrade)
+    await store.run_sync(_upgrade, write=True)

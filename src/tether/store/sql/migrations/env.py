@@ -1,9 +1,9 @@
 """Alembic environment for Tether's schema, run from the package by ``open_sql_store``.
 
 The store hands Alembic a live synchronous connection (``config.attributes["connection"]``,
-from ``AsyncConnection.run_sync``), already inside the transaction that holds the migration
-lock, so a schema upgrade commits all together or not at all. Offline mode (``--sql``) renders
-the SQL for a database administrator from ``sqlalchemy.url``.
+from one of the store's units of work, ``SqlStore.run_sync``), already inside the transaction
+that holds the migration lock, so a schema upgrade commits all together or not at all.
+Offline mode (``--sql``) renders the SQL for a database administrator from ``sqlalchemy.url``.
 """
 
 from __future__ import annotations
