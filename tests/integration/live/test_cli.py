@@ -146,3 +146,21 @@ def _wait_ready(addr: str, deadline: float) -> None:
             pass
         assert time.monotonic() < deadline, "not ready in time"
         time.sleep(0.1)
+
+
+def test_demo_plays_every_step_and_exits_zero(tmp_path: Path) -> None:
+    # What `make demo` runs, on the embedded defaults, from a directory of its own.
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", "demo"],
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for step in ("registered agent faq-bot", "got a JWT-SVID", "replayed assertion is refused"):
+        assert step in done.stdout
+    assert "demo passed" in done.stdout
+    assert list(tmp_path.glob("tether-dev-*")) == [], "the throwaway server cleaned up"

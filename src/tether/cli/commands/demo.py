@@ -43,7 +43,8 @@ def demo(
     cmd = [sys.executable, "-m", "tether", "serve", "--dev", "--port", str(port)]
     console.rule("[bold]Tether demo")
     console.print(f"starting [cyan]tether serve --dev[/] on {addr}")
-    server = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)  # noqa: S603
+    # The server's banner repeats what the demo prints; its errors still reach stderr.
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, text=True)  # noqa: S603
     try:
         _wait_ready(addr, server)
         _play(addr, root)
