@@ -137,6 +137,13 @@ def _instance_values(
     }
 
 
+def _agent_write_refused(exc: IntegrityError, agent: Agent) -> AgentNotFound | AgentExists:
+    """The domain error for an agent row (and its assessment) the constraints refused."""
+    if _violation(exc) == "foreign_key":
+        return AgentNotFound("the assessment names an unknown agent")
+    return AgentExists(f"an agent named {agent.name!r} already exists")
+
+
 class SqlStore:
     """The store on SQLite or PostgreSQL; open it with :func:`tether.store.sql.open_sql_store`."""
 
@@ -235,9 +242,7 @@ class SqlStore:
                 conn.execute(agents.insert(), agent_row)
                 conn.execute(risk_assessments.insert(), assessment_row)
             except IntegrityError as exc:
-                if _violation(exc) == "foreign_key":
-                    raise AgentNotFound("the assessment names an unknown agent") from None
-                raise AgentExists(f"an agent named {agent.name!r} already exists") from None
+                raise _agent_write_refused(exc, agent) from None
 
         await self._run(unit, write=True)
 
@@ -293,9 +298,7 @@ class SqlStore:
                 if assessment_row is not None:
                     conn.execute(risk_assessments.insert(), assessment_row)
             except IntegrityError as exc:
-                if _violation(exc) == "foreign_key":
-                    raise AgentNotFound("the assessment names an unknown agent") from None
-                raise AgentExists(f"an agent named {agent.name!r} already exists") from None
+                raise _agent_write_refused(exc, agent) from None
 
         await self._run(unit, write=True)
 
