@@ -63,6 +63,9 @@ class Settings:
     #: public, so from anyone else the header would prove nothing: it is ignored.
     trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     operator_token_ttl_seconds: int = 30 * 24 * 3600
+    #: How often the server rotates due keys, learns other replicas' keys and purges expired
+    #: single-use values.
+    maintenance_interval_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         if not _TRUST_DOMAIN.fullmatch(self.trust_domain):
@@ -78,6 +81,8 @@ class Settings:
             raise ConfigError("x509_svid_ttl_seconds must be between 60 s and 7 days")
         if not 1024 <= self.max_body_bytes <= 16 * 1024 * 1024:
             raise ConfigError("max_body_bytes must be between 1 KiB and 16 MiB")
+        if not 0.05 <= self.maintenance_interval_seconds <= 3600:
+            raise ConfigError("maintenance_interval_seconds must be between 0.05 s and 1 h")
         _ = self.proxy_networks  # refuse a bad network list at start, not on first use
 
     @cached_property

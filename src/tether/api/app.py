@@ -9,8 +9,9 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
@@ -29,20 +30,21 @@ def create_app(
     settings: Settings, *, clock: Clock | None = None, services: Services | None = None
 ) -> FastAPI:
     """Build the app. It opens its :class:`Services` on startup unless given ones (then the
-    caller owns and closes them)."""
+    caller owns and closes them), and runs their maintenance while it serves."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if services is not None:
-            app.state.services = services
-            yield
-            return
-        opened = await Services.open(settings, clock=clock)
+        opened = services or await Services.open(settings, clock=clock)
         app.state.services = opened
+        upkeep = asyncio.create_task(opened.run_maintenance(), name="tether-maintenance")
         try:
             yield
         finally:
-            await opened.close()
+            upkeep.cancel()
+            with suppress(asyncio.CancelledError):
+                await upkeep
+            if services is None:
+                await opened.close()
 
     app = FastAPI(
         title="Tether",

@@ -7,16 +7,21 @@ everything back. The API and the benchmarks both start here, so they measure the
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+
+import structlog
 
 from tether._internal.clock import Clock, SystemClock
 from tether.audit.records import AuditRecord
 from tether.audit.sink import AuditSink, StoreAuditSink
 from tether.config import Settings
 from tether.crypto.kek import KeyEncryptionKey
-from tether.crypto.keyring import KeyRing
+from tether.crypto.keyring import KeyRing, KeyRingChange
+from tether.errors import Error
 from tether.identity.access import Actor
 from tether.identity.client_auth import ClientAuthenticator
 from tether.identity.operators import OperatorTokens
@@ -26,6 +31,8 @@ from tether.store.interfaces import Store
 from tether.store.sql import open_sql_store
 
 __all__ = ["Services"]
+
+log = structlog.get_logger("tether.maintenance")
 
 
 @dataclass(kw_only=True)
@@ -64,16 +71,7 @@ class Services:
             signing_key_max_age=timedelta(days=settings.signing_key_max_age_days),
             token_max_ttl=timedelta(seconds=settings.jwt_svid_ttl_seconds),
         )
-        for change in keyring.changes:
-            await audit.append(
-                AuditRecord.new(
-                    type=f"keyring.key_{change.kind}",
-                    actor=Actor.system().label,
-                    subject=f"key:{change.kid}",
-                    time=clock.now(),
-                    details={"purpose": str(change.purpose), "kid": change.kid},
-                )
-            )
+        await _audit_key_changes(audit, clock, keyring.changes)
         operators = OperatorTokens(
             store=store, audit=audit, clock=clock, default_ttl=settings.operator_token_ttl_seconds
         )
@@ -111,8 +109,40 @@ class Services:
             new_root_token=new_root,
         )
 
+    async def maintain(self) -> None:
+        """One round of upkeep: rotate keys past their age (and learn of rotations other
+        replicas made), and forget single-use values that have expired."""
+        now = self.clock.now()
+        await _audit_key_changes(self.audit, self.clock, await self.keyring.refresh(now=now))
+        await self.store.purge_replay_keys(before=now)
+
+    async def run_maintenance(self) -> None:
+        """:meth:`maintain` every ``maintenance_interval_seconds`` until cancelled. A failed
+        round (the store is down) is logged and tried again next time."""
+        while True:
+            await asyncio.sleep(self.settings.maintenance_interval_seconds)
+            try:
+                await self.maintain()
+            except Error as exc:
+                log.warning("maintenance_failed", code=exc.code, error=exc.message)
+
     async def close(self) -> None:
         await self.store.close()
+
+
+async def _audit_key_changes(
+    audit: AuditSink, clock: Clock, changes: Sequence[KeyRingChange]
+) -> None:
+    for change in changes:
+        await audit.append(
+            AuditRecord.new(
+                type=f"keyring.key_{change.kind}",
+                actor=Actor.system().label,
+                subject=f"key:{change.kid}",
+                time=clock.now(),
+                details={"purpose": str(change.purpose), "kid": change.kid},
+            )
+        )
 
 
 def _kek(settings: Settings) -> KeyEncryptionKey:

@@ -62,6 +62,8 @@ CA_LIFETIME = timedelta(days=365)
 CA_ROTATE_AFTER = timedelta(days=182)
 #: Margin added to the token TTL before a retired key leaves the JWKS (clock skew, caches).
 PUBLISH_MARGIN = timedelta(minutes=10)
+#: An unknown key id makes the ring read its keys again at most this often.
+RELOAD_INTERVAL = timedelta(seconds=10)
 #: What SPIFFE bundle consumers should wait before fetching the bundle again (seconds).
 SPIFFE_REFRESH_HINT = 300
 
@@ -169,22 +171,33 @@ def _published(key: StoredKey, now: datetime) -> bool:
 
 
 class KeyRing:
+    signer: Signer
+    audit_signer: AuditSigner
+    ca: CertificateAuthority
+
     def __init__(
         self,
         *,
         persistence: KeyRingPersistence,
         kek: KeyEncryptionKey,
-        keys: Sequence[StoredKey],
         trust_domain: str,
+        signing_key_max_age: timedelta,
         token_max_ttl: timedelta,
-        changes: Sequence[KeyRingChange] = (),
     ) -> None:
+        """An empty ring; :meth:`open` is how one is made."""
         self._persistence = persistence
         self._kek = kek
         self._trust_domain = trust_domain
         self._token_max_ttl = token_max_ttl
-        self.changes = tuple(changes)
-        self._load(keys)
+        self._max_age = {
+            KeyPurpose.TOKEN_SIGNING: signing_key_max_age,
+            KeyPurpose.AUDIT_CHECKPOINT: None,
+            KeyPurpose.X509_CA: CA_ROTATE_AFTER,
+        }
+        self._keys: tuple[StoredKey, ...] = ()
+        self._loaded_at: datetime | None = None
+        #: What the last :meth:`open` or :meth:`refresh` created or retired.
+        self.changes: tuple[KeyRingChange, ...] = ()
 
     @classmethod
     async def open(
@@ -198,39 +211,44 @@ class KeyRing:
         token_max_ttl: timedelta,
     ) -> KeyRing:
         """Load the keys, creating the first ones or rotating the ones past their age."""
-        keys = await persistence.list_stored_keys()
+        ring = cls(
+            persistence=persistence,
+            kek=kek,
+            trust_domain=trust_domain,
+            signing_key_max_age=signing_key_max_age,
+            token_max_ttl=token_max_ttl,
+        )
+        await ring.refresh(now=now)
+        return ring
+
+    async def refresh(self, *, now: datetime, rotate: bool = True) -> tuple[KeyRingChange, ...]:
+        """Read the keys again (another replica may have rotated), rotate what is past its
+        age (unless ``rotate`` is false), and sign with the newest. Run at start and then
+        periodically."""
+        keys = await self._persistence.list_stored_keys()
         changes: list[KeyRingChange] = []
-        max_age = {
-            KeyPurpose.TOKEN_SIGNING: signing_key_max_age,
-            KeyPurpose.AUDIT_CHECKPOINT: None,
-            KeyPurpose.X509_CA: CA_ROTATE_AFTER,
-        }
-        for purpose, limit in max_age.items():
+        for purpose, limit in self._max_age.items() if rotate else ():
             live = [k for k in keys if k.purpose is purpose and k.retired_at is None]
             if live and (limit is None or now - live[-1].created_at < limit):
                 continue
-            new, retired = await cls._replace(
-                persistence=persistence,
-                kek=kek,
+            new, retired = await self._replace(
+                persistence=self._persistence,
+                kek=self._kek,
                 purpose=purpose,
                 live=live,
                 now=now,
-                trust_domain=trust_domain,
-                token_max_ttl=token_max_ttl,
+                trust_domain=self._trust_domain,
+                token_max_ttl=self._token_max_ttl,
             )
             changes += [KeyRingChange("created", purpose, new.kid)]
             changes += [KeyRingChange("retired", purpose, k.kid) for k in retired]
             gone = {k.kid for k in retired}
             keys = [k for k in keys if k.kid not in gone] + retired + [new]
         keys.sort(key=lambda k: k.created_at)
-        return cls(
-            persistence=persistence,
-            kek=kek,
-            keys=keys,
-            trust_domain=trust_domain,
-            token_max_ttl=token_max_ttl,
-            changes=changes,
-        )
+        self._load(keys)
+        self._loaded_at = now
+        self.changes = tuple(changes)
+        return self.changes
 
     @staticmethod
     async def _replace(
@@ -357,6 +375,24 @@ class KeyRing:
             max_lifetime=int(self._token_max_ttl.total_seconds()),
             require=("exp", "iat", "iss", "sub", "aud", "jti"),
         )
+
+    async def verify_issued_reloading(
+        self, token: str, *, audience: str, issuer: str, now: int, leeway: int = 30
+    ) -> VerifiedClaims:
+        """:meth:`verify_issued`, but a key id this process does not know makes it read the
+        keys again first — another replica may have rotated — at most every 10 seconds, so
+        made-up key ids cannot turn every request into a database read."""
+        try:
+            return self.verify_issued(
+                token, audience=audience, issuer=issuer, now=now, leeway=leeway
+            )
+        except TokenInvalid as exc:
+            moment = datetime.fromtimestamp(now, tz=UTC)
+            recent = self._loaded_at is not None and moment - self._loaded_at < RELOAD_INTERVAL
+            if exc.details.get("reason") != "unknown_kid" or recent:
+                raise
+        await self.refresh(now=moment, rotate=False)
+        return self.verify_issued(token, audience=audience, issuer=issuer, now=now, leeway=leeway)
 
     # -- rotation ------------------------------------------------------------------------
 

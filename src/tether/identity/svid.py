@@ -141,7 +141,7 @@ class SvidIssuer:
         """A JWT-SVID Tether issued, meant for Tether itself, from an active agent; a
         certificate-bound token only together with its certificate (RFC 8705 §3)."""
         try:
-            claims = self._keyring.verify_issued(
+            claims = await self._keyring.verify_issued_reloading(
                 token, audience=self._issuer, issuer=self._issuer, now=self._clock.timestamp()
             )
             ref = parse_agent_spiffe_id(claims.sub or "", trust_domain=self._trust_domain)

@@ -11,7 +11,7 @@ from cryptography import x509
 
 from tether.crypto.kek import KeyEncryptionKey
 from tether.crypto.keyring import PUBLISH_MARGIN, KeyRing
-from tether.crypto.stored import KeyPurpose
+from tether.crypto.stored import KeyPurpose, StoredKey
 from tether.errors import KeyringError, TokenInvalid
 
 from .conftest import MAX_AGE, T0, TOKEN_TTL, TRUST_DOMAIN, ListPersistence, open_ring
@@ -168,3 +168,52 @@ async def test_audit_signer_signature_verifies_and_detects_change(ring: KeyRing)
     assert ring.audit_signer.verify(b"checkpoint", signature)
     assert not ring.audit_signer.verify(b"checkpoinT", signature)
     assert len(ring.audit_signer.public_raw()) == 32
+
+
+class CountingPersistence(ListPersistence):
+    reads: int = 0
+
+    async def list_stored_keys(self, purpose: KeyPurpose | None = None) -> list[StoredKey]:
+        self.reads += 1
+        return await super().list_stored_keys(purpose)
+
+
+async def test_refresh_rotates_a_due_key_while_running(
+    ring: KeyRing, persistence: ListPersistence
+) -> None:
+    old = ring.signer.kid
+    assert await ring.refresh(now=T0 + timedelta(days=1)) == ()
+    assert ring.signer.kid == old, "not due yet"
+    changes = await ring.refresh(now=T0 + MAX_AGE)
+    assert {(c.kind, c.kid) for c in changes} >= {("retired", old)}
+    assert ring.signer.kid != old
+    assert [k["kid"] for k in ring.jwks(now=T0 + MAX_AGE)["keys"]] == [ring.signer.kid, old]
+
+
+async def test_replica_learns_the_key_another_replica_rotated_to(kek: KeyEncryptionKey) -> None:
+    shared = CountingPersistence()
+    replica_a = await open_ring(shared, kek)
+    replica_b = await open_ring(shared, kek)
+    await replica_a.rotate_signing_key(now=T0)
+    token = replica_a.signer.sign_jwt(_claims(_ts()))
+    with pytest.raises(TokenInvalid):
+        replica_b.verify_issued(token, audience=ISSUER, issuer=ISSUER, now=_ts())
+    later = _ts(timedelta(seconds=11))
+    claims = await replica_b.verify_issued_reloading(
+        token, audience=ISSUER, issuer=ISSUER, now=later
+    )
+    assert claims.sub is not None
+
+
+async def test_made_up_key_ids_cannot_force_a_read_per_request(kek: KeyEncryptionKey) -> None:
+    persistence = CountingPersistence()
+    ring = await open_ring(persistence, kek)
+    other = await open_ring(ListPersistence(), KeyEncryptionKey.generate())
+    reads = persistence.reads
+    for second in range(20):
+        token = other.signer.sign_jwt(_claims(_ts()))
+        with pytest.raises(TokenInvalid):
+            await ring.verify_issued_reloading(
+                token, audience=ISSUER, issuer=ISSUER, now=_ts(timedelta(seconds=second))
+            )
+    assert persistence.reads - reads <= 2, "at most one read per 10 seconds"
