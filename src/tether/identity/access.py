@@ -37,6 +37,7 @@ class Permission(StrEnum):
     AGENT_KEYS = "agent.keys"
     TOKEN_CREATE = "token.create"
     TOKEN_READ = "token.read"
+    TOKEN_REVOKE = "token.revoke"
     AUDIT_READ = "audit.read"
 
 
@@ -57,6 +58,7 @@ _GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.AGENT_KEYS: _ADMINS,
     Permission.TOKEN_CREATE: frozenset({Role.ROOT}),
     Permission.TOKEN_READ: _SECURITY,
+    Permission.TOKEN_REVOKE: _SECURITY,
     Permission.AUDIT_READ: _SECURITY | {Role.AUDITOR},
 }
 #: What a developer may also do, but only on agents they own.

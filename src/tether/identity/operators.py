@@ -1,8 +1,11 @@
 """Operator tokens: bearer tokens for people on the management API, as Vault's tokens are.
 
 A token is ``tto_`` followed by 256 random bits; only its SHA-256 is stored, so a copy of the
-database does not hand out access. The root token (``TETHER_ROOT_TOKEN`` or one generated on
-first start and printed once) can mint tokens for people with one role each.
+database does not hand out access. There is one root token: ``TETHER_ROOT_TOKEN``, or one
+generated on first start and printed once. When ``TETHER_ROOT_TOKEN`` changes, every other root
+token is revoked, so an old value stops working. The root token mints tokens for people, one
+role each (never another root token); a security admin or root revokes them, and anyone may
+give up their own.
 
 Example::
 
@@ -14,13 +17,14 @@ Example::
 from __future__ import annotations
 
 import hmac
+from dataclasses import replace
 from datetime import timedelta
 
 from tether._internal.clock import Clock
 from tether._internal.ids import new_id, new_secret, sha256_hex
 from tether.audit.records import AuditRecord
 from tether.audit.sink import AuditSink
-from tether.errors import InvalidInput, Unauthenticated
+from tether.errors import InvalidInput, OperatorTokenNotFound, Unauthenticated
 from tether.identity.access import Actor, Permission, require
 from tether.identity.models import OperatorToken, Role
 from tether.identity.names import check_owner
@@ -48,8 +52,14 @@ class OperatorTokens:
         if root_token is not None:
             if len(root_token) < 16 or len(root_token) > _MAX_TOKEN_LENGTH:
                 raise InvalidInput("the root token must be 16 to 128 characters long")
-            if await self._store.get_operator_token(sha256_hex(root_token)) is None:
-                await self._save(root_token, role=Role.ROOT, name="root", actor=Actor.system())
+            kept = await self._store.get_operator_token(sha256_hex(root_token))
+            if kept is None or kept.revoked_at is not None:
+                kept = await self._save(
+                    root_token, role=Role.ROOT, name="root", actor=Actor.system()
+                )
+            for token in existing:
+                if token.role is Role.ROOT and token.revoked_at is None and token.id != kept.id:
+                    await self._revoke(token, actor=Actor.system(), reason="root token replaced")
             return None
         if any(t.role is Role.ROOT and t.revoked_at is None for t in existing):
             return None
@@ -73,6 +83,8 @@ class OperatorTokens:
         self, *, actor: Actor, role: Role, display_name: str, ttl_seconds: int | None = None
     ) -> tuple[OperatorToken, str]:
         require(actor, Permission.TOKEN_CREATE)
+        if role is Role.ROOT:
+            raise InvalidInput("there is one root token; mint a token with a role instead")
         check_owner(display_name)
         ttl = self._default_ttl if ttl_seconds is None else ttl_seconds
         if not 60 <= ttl <= 366 * 24 * 3600:
@@ -80,6 +92,37 @@ class OperatorTokens:
         secret = TOKEN_PREFIX + new_secret(32)
         token = await self._save(secret, role=role, name=display_name, actor=actor, ttl=ttl)
         return token, secret
+
+    async def revoke(self, token_id: str, *, actor: Actor) -> OperatorToken:
+        """Revoke a token at once. Root and security admins revoke any (only root revokes
+        root); anyone may give up their own."""
+        found = [t for t in await self._store.list_operator_tokens() if t.id == token_id]
+        if not found:
+            raise OperatorTokenNotFound(f"no operator token with id {token_id!r}")
+        token = found[0]
+        if actor.id != token.id:
+            require(actor, Permission.TOKEN_REVOKE)
+            if token.role is Role.ROOT:
+                require(actor, Permission.TOKEN_CREATE)
+        if token.revoked_at is not None:
+            return token
+        return await self._revoke(token, actor=actor, reason=None)
+
+    async def _revoke(
+        self, token: OperatorToken, *, actor: Actor, reason: str | None
+    ) -> OperatorToken:
+        now = self._clock.now()
+        await self._audit.append(
+            AuditRecord.new(
+                type="operator.token_revoked",
+                actor=actor.label,
+                subject=f"operator:{token.display_name}",
+                time=now,
+                details={"token_id": token.id, "role": str(token.role), "reason": reason},
+            )
+        )
+        await self._store.revoke_operator_token(token.id, at=now)
+        return replace(token, revoked_at=now)
 
     async def list(self, *, actor: Actor) -> list[OperatorToken]:
         require(actor, Permission.TOKEN_READ)

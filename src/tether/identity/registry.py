@@ -226,6 +226,10 @@ class Registry:
             )
         if agent.state is AgentState.QUARANTINED and target is AgentState.ACTIVE:
             require(actor, Permission.AGENT_QUARANTINE)  # only security lifts a quarantine
+        if target is AgentState.ACTIVE and agent.risk_tier is RiskTier.CRITICAL:
+            # A critical agent runs only with security's approval, however it got stopped
+            # (its declarations may have risen to critical while it was suspended).
+            require(actor, Permission.AGENT_APPROVE)
         return await self._transition(agent, target, actor=actor, reason=reason)
 
     async def approve(self, name: str, *, actor: Actor, reason: str | None = None) -> Agent:

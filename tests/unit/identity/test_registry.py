@@ -205,6 +205,20 @@ async def test_only_security_lifts_a_quarantine(registry: Registry, actor: Actor
         await registry.set_state("faq-bot", AgentState.ACTIVE, actor=actor(Role.PLATFORM_ADMIN))
 
 
+async def test_suspended_agent_raised_to_critical_cannot_be_resumed_past_review(
+    registry: Registry, actor: ActorFactory
+) -> None:
+    platform = actor(Role.PLATFORM_ADMIN, "pat")
+    await register(registry, platform)
+    await registry.set_state("faq-bot", AgentState.SUSPENDED, actor=platform)
+    updated = await registry.update("faq-bot", actor=platform, declarations=CRITICAL)
+    assert updated.risk_tier is RiskTier.CRITICAL
+    with pytest.raises(Forbidden):
+        await registry.set_state("faq-bot", AgentState.ACTIVE, actor=platform)
+    resumed = await registry.set_state("faq-bot", AgentState.ACTIVE, actor=actor())
+    assert resumed.state is AgentState.ACTIVE, "a security admin may resume it"
+
+
 async def test_retired_agent_cannot_be_changed(registry: Registry, actor: ActorFactory) -> None:
     await register(registry, actor())
     await registry.set_state("faq-bot", AgentState.RETIRED, actor=actor())

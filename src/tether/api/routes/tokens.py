@@ -25,6 +25,11 @@ async def list_tokens(actor: OperatorDep, services: ServicesDep) -> dict[str, An
     return {"tokens": [token_json(t) for t in await services.operators.list(actor=actor)]}
 
 
+@router.delete("/{token_id}", summary="Revoke an operator token at once")
+async def revoke(token_id: str, actor: OperatorDep, services: ServicesDep) -> dict[str, Any]:
+    return token_json(await services.operators.revoke(token_id, actor=actor))
+
+
 @router.get("/self", summary="Who am I: the calling token's role and name")
 async def lookup_self(actor: OperatorDep) -> dict[str, Any]:
     return {"id": actor.id, "display_name": actor.name, "role": str(actor.role)}

@@ -30,6 +30,16 @@ def create(
         show(api.call("POST", "/v1/tokens", json=body), output)
 
 
+@app.command("revoke")
+def revoke(
+    token_id: Annotated[str, typer.Argument(help="The token's id (opt_…), from 'token list'")],
+    output: OutputOpt = Output.TABLE,
+) -> None:
+    """Revoke an operator token at once (root or a security admin; anyone for their own)."""
+    with Api(ClientSettings.from_environ()) as api:
+        show(api.call("DELETE", f"/v1/tokens/{token_id}"), output)
+
+
 @app.command("list")
 def list_tokens(output: OutputOpt = Output.TABLE) -> None:
     """List operator tokens (never their secrets)."""
