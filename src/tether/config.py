@@ -60,8 +60,9 @@ class Settings:
     #: carries it (URL-encoded PEM, as nginx ``$ssl_client_escaped_cert``). Off unless set.
     forwarded_client_cert_header: str | None = None
     #: Peers whose forwarded client-certificate header is believed (CIDRs). A certificate is
-    #: public, so from anyone else the header would prove nothing: it is ignored.
-    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    #: public, so from anyone else the header would prove nothing: it is ignored. Required
+    #: (no default) when the header is set.
+    trusted_proxies: tuple[str, ...] = ()
     operator_token_ttl_seconds: int = 30 * 24 * 3600
     #: How often the server rotates due keys, learns other replicas' keys and purges expired
     #: single-use values.
@@ -84,6 +85,12 @@ class Settings:
         if not 0.05 <= self.maintenance_interval_seconds <= 3600:
             raise ConfigError("maintenance_interval_seconds must be between 0.05 s and 1 h")
         _ = self.proxy_networks  # refuse a bad network list at start, not on first use
+        if self.forwarded_client_cert_header and not self.trusted_proxies:
+            raise ConfigError(
+                "a forwarded client-certificate header needs TETHER_TRUSTED_PROXIES: "
+                "the addresses of the proxies that verify client certificates",
+                details={"setting": "trusted_proxies"},
+            )
 
     @cached_property
     def proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

@@ -17,8 +17,7 @@ def test_defaults_are_bounded_and_safe(tmp_path: Path) -> None:
     assert s.database_url == f"sqlite:///{tmp_path / 'tether.db'}"
     assert s.audiences == frozenset({"http://127.0.0.1:8200"})
     assert s.forwarded_client_cert_header is None
-    assert s.is_trusted_proxy("127.0.0.1")
-    assert not s.is_trusted_proxy("10.0.0.1")
+    assert not s.is_trusted_proxy("127.0.0.1"), "no proxy is trusted unless configured"
 
 
 def test_forwarded_certificates_are_believed_only_from_trusted_proxies(tmp_path: Path) -> None:
@@ -30,6 +29,12 @@ def test_forwarded_certificates_are_believed_only_from_trusted_proxies(tmp_path:
     assert not s.is_trusted_proxy("127.0.0.1")
     assert not s.is_trusted_proxy("not-an-address")
     assert not s.is_trusted_proxy(None)
+
+
+def test_forwarded_certificate_header_without_trusted_proxies_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings(data_dir=tmp_path, forwarded_client_cert_header="x-ssl-client-cert")
+    assert caught.value.details["setting"] == "trusted_proxies"
 
 
 def test_bad_trusted_proxy_list_is_refused_at_start(tmp_path: Path) -> None:

@@ -50,6 +50,10 @@ def _is_oauth(request: Request) -> bool:
 
 
 def error_response(request: Request, error: e.Error) -> JSONResponse:
+    if isinstance(error, e.StoreUnavailable):
+        # The detail names the database and the driver's words: for the log, not the caller.
+        log.warning("store_unavailable", path=request.url.path, detail=error.message)
+        error = e.StoreUnavailable("the service is temporarily unavailable; try again shortly")
     status = status_for(error)
     headers: dict[str, str] = {}
     if _is_oauth(request):

@@ -53,7 +53,7 @@ class Services:
     async def open(cls, settings: Settings, *, clock: Clock | None = None) -> Services:
         clock = clock or SystemClock()
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        store = await open_sql_store(settings.database_url)
+        store = await open_sql_store(settings.database_url, clock=clock)
         try:
             return await cls._wire(settings, clock, store)
         except BaseException:

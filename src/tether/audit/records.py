@@ -4,10 +4,14 @@ Record types in use (tags are never reused for another meaning):
 
 * ``agent.registered``, ``agent.updated``, ``agent.state_changed``, ``agent.approved``
 * ``agent.key_added``, ``agent.key_removed``
-* ``client.authenticated``, ``client.authentication_failed``
+* ``client.authentication_failed`` (a success is the ``svid.jwt_issued`` that follows it)
 * ``svid.jwt_issued``, ``svid.x509_issued``
-* ``operator.token_created``, ``operator.denied``
+* ``operator.token_created``, ``operator.token_revoked``
 * ``keyring.key_created``, ``keyring.key_retired``
+
+A change that was recorded but then failed to apply is followed by a record of the same type
+with outcome ``failure``. Refused operator requests (403) are not state changes and are not
+recorded here yet; the decision log of the checkpoint will hold them.
 
 ``details`` hold facts, never secrets: tokens and assertions appear only as their ``jti`` or
 hash.

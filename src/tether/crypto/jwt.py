@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import warnings
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -82,9 +83,26 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _no_constant(name: str) -> float:
+    raise _invalid("malformed", f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise _invalid("malformed", "a number in the token is out of range")
+    return number
+
+
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        # RFC 8259 JSON only: no NaN or Infinity (they pass every comparison), no overflow.
+        value = json.loads(
+            raw.decode("utf-8"),
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constant,
+            parse_float=_finite,
+        )
     except TokenInvalid:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

@@ -20,7 +20,7 @@ is done by :mod:`tether.crypto.jwt`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime
 from typing import NoReturn, Protocol
 
 from tether._internal.clock import Clock
@@ -217,6 +217,23 @@ class ClientAuthenticator:
             parsed = self._parsed_keys[cache_key] = PublicJwk.parse(key.jwk)
         return parsed
 
+    async def refusal(
+        self,
+        reason: str,
+        *,
+        method: str,
+        client_id: str | None,
+        message: str = _GENERIC,
+        correlation_id: str | None = None,
+    ) -> InvalidClient:
+        """Audit a failed authentication found before this class is reached (a shared secret,
+        no credentials, a client certificate that does not verify); the caller raises the
+        ``invalid_client`` error returned. ``message`` must say nothing about any agent."""
+        try:
+            await self._refuse(_Refused(reason), client_id, method, correlation_id, message=message)
+        except InvalidClient as error:
+            return error
+
     # -- outcomes ------------------------------------------------------------------------
 
     async def _accept(
@@ -235,9 +252,9 @@ class ClientAuthenticator:
         replay_key = replay_expires = None
         if jti is not None:
             replay_key = f"assertion:{agent.id}:{jti[0]}"
-            # Remember the jti as long as the assertion could be accepted (its exp + leeway).
-            remaining = max(0, jti[1] - self._clock.timestamp()) + self._leeway
-            replay_expires = now + timedelta(seconds=remaining)
+            # Remember the jti while the assertion could be accepted: up to exp + leeway, which
+            # is checked in whole seconds, so one second more.
+            replay_expires = datetime.fromtimestamp(jti[1] + self._leeway + 1, tz=UTC)
         try:
             instance = await self._store.record_authentication(
                 replay_key=replay_key,
@@ -260,20 +277,31 @@ class ClientAuthenticator:
         )
 
     async def _refuse(
-        self, refused: _Refused, client_id: str | None, method: str, correlation_id: str | None
+        self,
+        refused: _Refused,
+        client_id: str | None,
+        method: str,
+        correlation_id: str | None,
+        *,
+        message: str = _GENERIC,
     ) -> NoReturn:
+        # The caller proved nothing: the record names it "unauthenticated" and keeps what it
+        # claimed to be as a detail, so no one can write records in another's name.
+        details: dict[str, object] = {"method": method, "reason": refused.reason}
+        if client_id:
+            details["claimed_client_id"] = client_id[:200]
         await self._audit.append(
             AuditRecord.new(
                 type="client.authentication_failed",
-                actor=refused.subject or (client_id or "unknown")[:200],
+                actor="unauthenticated",
                 subject=refused.subject,
                 time=self._clock.now(),
                 outcome=Outcome.FAILURE,
                 correlation_id=correlation_id,
-                details={"method": method, "reason": refused.reason},
+                details=details,
             )
         )
-        raise InvalidClient(_GENERIC)
+        raise InvalidClient(message)
 
 
 def _instance_or_refuse(instance_id: str | None, *, subject: str) -> str:

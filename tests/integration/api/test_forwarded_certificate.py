@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -39,7 +40,7 @@ def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
         trust_domain=TRUST_DOMAIN,
         root_token=ROOT,
         forwarded_client_cert_header=None if request.param == "unset" else HEADER,
-        trusted_proxies=proxies,
+        trusted_proxies=() if request.param == "unset" else proxies,
     )
 
 
@@ -108,3 +109,36 @@ async def test_forwarded_certificate_header_from_anyone_else_is_ignored(
     )
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_client"
+
+
+async def test_forwarded_certificate_from_another_ca_is_invalid_client_and_audited(
+    client: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    await make_agent()
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rogue")])
+    now = dt.datetime.now(dt.UTC)
+    rogue = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(f"spiffe://{TRUST_DOMAIN}/agent/faq-bot/i/pod-1")]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    pem = rogue.public_bytes(serialization.Encoding.PEM).decode()
+    response = await client.post(
+        "/oauth2/token", data={"grant_type": "client_credentials"}, headers={HEADER: quote(pem)}
+    )
+    assert (response.status_code, response.json()["error"]) == (401, "invalid_client")
+    audit = await client.get("/v1/audit", params={"type_prefix": "client."})
+    reasons = [r["details"]["reason"] for r in audit.json()["records"]]
+    assert reasons == ["certificate_untrusted"]

@@ -18,7 +18,7 @@ from tether.crypto.assertion import generate_agent_key, sign_client_assertion
 from tether.identity.client_auth import ASSERTION_TYPE
 
 from .conftest import ISSUER, TRUST_DOMAIN, AgentFactory, RegisteredAgent
-from .forge import DELETE, b64url, claims_for, forge
+from .forge import DELETE, b64url, claims_for, es256_sign, forge
 
 TOKEN_ENDPOINT = f"{ISSUER}/oauth2/token"
 
@@ -128,6 +128,15 @@ def _tampered(agent: RegisteredAgent) -> str:
     return f"{head}.{body}.{sig}"
 
 
+def _duplicate_sub(agent: RegisteredAgent) -> str:
+    # Two "sub" members: parsers disagree on which wins, so the token is refused outright.
+    claims = json.dumps(claims_for(agent.spiffe_id, TOKEN_ENDPOINT))
+    doubled = claims[:-1] + ', "sub": "spiffe://acme.org/agent/admin"}'
+    head = b64url(json.dumps({"alg": "ES256", "typ": "JWT"}).encode())
+    signing_input = f"{head}.{b64url(doubled.encode())}"
+    return f"{signing_input}.{b64url(es256_sign(agent.key.private_pem, signing_input.encode()))}"
+
+
 NOW = int(time.time())
 ATTACKS: dict[str, Callable[[RegisteredAgent], str]] = {
     "alg_none": _alg_none,
@@ -153,6 +162,9 @@ ATTACKS: dict[str, Callable[[RegisteredAgent], str]] = {
     ),
     "garbage": lambda agent: "not.a.jwt",
     "crit_header": _header({"alg": "ES256", "crit": ["exp"], "exp": 1}),
+    "exp_not_a_number": _claims(exp=float("nan")),
+    "exp_infinite": _claims(exp=float("inf")),
+    "duplicate_sub_member": _duplicate_sub,
 }
 
 
@@ -170,7 +182,36 @@ async def test_bad_assertion_is_invalid_client_and_audited(
     audit = (await client.get("/v1/audit", params={"type_prefix": "client."})).json()["records"]
     assert [r["type"] for r in audit] == ["client.authentication_failed"]
     assert audit[0]["details"]["reason"]
+    assert audit[0]["actor"] == "unauthenticated", "a failed caller cannot name the record's actor"
     assert assertion not in json.dumps(audit), "the assertion itself is never logged"
+
+
+@pytest.mark.parametrize(
+    ("extra", "headers", "reason"),
+    [
+        (
+            {"client_id": "spiffe://acme.org/agent/faq-bot", "client_secret": "s3cret"},
+            {},
+            "no_credentials",
+        ),
+        ({}, {"Authorization": "Basic ZmFxLWJvdDpzM2NyZXQ="}, "client_secret_refused"),
+    ],
+    ids=["shared_secret_in_the_body", "shared_secret_in_basic_auth"],
+)
+async def test_shared_secrets_and_missing_credentials_are_invalid_client_and_audited(
+    client: httpx.AsyncClient,
+    make_agent: AgentFactory,
+    extra: dict[str, str],
+    headers: dict[str, str],
+    reason: str,
+) -> None:
+    await make_agent()
+    data = {"grant_type": "client_credentials", "instance_id": "pod-1", **extra}
+    response = await client.post("/oauth2/token", data=data, headers=headers)
+    assert (response.status_code, response.json()["error"]) == (401, "invalid_client")
+    audit = (await client.get("/v1/audit", params={"type_prefix": "client."})).json()["records"]
+    assert [r["details"]["reason"] for r in audit] == [reason]
+    assert "s3cret" not in json.dumps(audit)
 
 
 @pytest.mark.parametrize("state", ["suspend", "quarantine", "retire"])

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from tether.api.deps import ServicesDep, client_certificate
 from tether.errors import (
-    InvalidClient,
+    CertificateInvalid,
     InvalidRequest,
     InvalidScope,
     UnsupportedGrantType,
@@ -55,7 +55,12 @@ async def token(request: Request, services: ServicesDep) -> JSONResponse:
     if params.get("scope", "").strip():
         raise InvalidScope("no scopes are defined for client credentials")
     if request.headers.get("authorization", "").lower().startswith("basic "):
-        raise InvalidClient("shared secrets are not accepted: use private_key_jwt or mTLS")
+        raise await services.client_auth.refusal(
+            "client_secret_refused",
+            method="client_secret_basic",
+            client_id=params.get("client_id"),
+            message="shared secrets are not accepted: use private_key_jwt or mTLS",
+        )
     audience = services.svids.check_audience(multi.get("resource", []) + multi.get("audience", []))
     client = await _authenticate(request, services, params)
     issued = await services.svids.issue_jwt_svid(client, audience=audience)
@@ -79,11 +84,23 @@ async def _authenticate(
             assertion=params.get("client_assertion"),
             instance_id=params.get("instance_id"),
         )
-    cert = client_certificate(request, services)
+    try:
+        cert = client_certificate(request, services)
+    except CertificateInvalid as exc:
+        raise await services.client_auth.refusal(
+            f"certificate_{exc.details.get('reason', 'invalid')}",
+            method="tls_client_auth",
+            client_id=params.get("client_id"),
+        ) from exc
     if cert is not None:
         return await services.client_auth.tls_client(
             certificate=cert,
             client_id=params.get("client_id"),
             instance_id=params.get("instance_id"),
         )
-    raise InvalidClient("authenticate with private_key_jwt or an X.509-SVID client certificate")
+    raise await services.client_auth.refusal(
+        "no_credentials",
+        method="none",
+        client_id=params.get("client_id"),
+        message="authenticate with private_key_jwt or an X.509-SVID client certificate",
+    )

@@ -80,6 +80,9 @@ async def _run(
             port=port,
             log_level="warning",
             server_header=False,
+            # The peer address must be the TCP peer: it decides whose forwarded client
+            # certificate is believed (TETHER_TRUSTED_PROXIES).
+            proxy_headers=False,
         )
         if tls:
             cert, key, ca = _write_tls_files(services, settings, host)
@@ -89,6 +92,7 @@ async def _run(
                 port=port,
                 log_level="warning",
                 server_header=False,
+                proxy_headers=False,
                 ssl_certfile=str(cert),
                 ssl_keyfile=str(key),
                 ssl_ca_certs=str(ca),
