@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
 
 from tether._internal.clock import FixedClock
 from tether.api.app import create_app
 from tether.api.services import Services
+from tether.cli.commands.serve import renew_tls
 from tether.config import Settings
 
 from .conftest import ISSUER, ROOT, TRUST_DOMAIN
@@ -77,3 +80,21 @@ async def test_the_app_runs_maintenance_while_it_serves(
             await asyncio.sleep(0.05)
     assert upkept.keyring.signer.kid != old
     assert [k["kid"] for k in jwks["keys"]][1] == old
+
+
+async def test_tls_renewal_serves_a_fresh_certificate_from_the_rotated_ca(
+    upkept: Services, clock: FixedClock
+) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    renew_tls(context, upkept, upkept.settings, "127.0.0.1")
+    server_pem = upkept.settings.data_dir / "tls" / "server.pem"
+    first = x509.load_pem_x509_certificate(server_pem.read_bytes())
+    clock.advance(timedelta(days=200).total_seconds())  # past the CA's half-life
+    await upkept.maintain()
+    renew_tls(context, upkept, upkept.settings, "127.0.0.1")
+    second = x509.load_pem_x509_certificate(server_pem.read_bytes())
+    assert second.issuer == first.issuer  # same CA name, new CA key
+    assert second.not_valid_after_utc > first.not_valid_after_utc
+    new_ca = upkept.keyring.ca.certificate
+    second.verify_directly_issued_by(new_ca)
+    assert context.cert_store_stats()["x509_ca"] == 2, "old and new CA both trusted"

@@ -10,7 +10,7 @@ import ssl
 import tempfile
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -59,6 +59,11 @@ def serve(
             shutil.rmtree(throwaway, ignore_errors=True)
 
 
+#: The server certificate lives 30 days and is replaced every day.
+TLS_CERT_LIFETIME = timedelta(days=30)
+TLS_RENEW_EVERY = timedelta(days=1)
+
+
 def _exit_on_sigterm(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
@@ -73,7 +78,18 @@ async def _run(
     from tether.api.tls import ClientCertH11Protocol
 
     services = await Services.open(settings)
+    renewal: asyncio.Task[None] | None = None
     try:
+        options: dict[str, Any] = {}
+        if tls:
+            cert, key, ca = _write_tls_files(services, settings, host)
+            options = {
+                "ssl_certfile": str(cert),
+                "ssl_keyfile": str(key),
+                "ssl_ca_certs": str(ca),
+                "ssl_cert_reqs": ssl.CERT_OPTIONAL,
+                "http": ClientCertH11Protocol,
+            }
         config = uvicorn.Config(
             create_app(settings, services=services),
             host=host,
@@ -83,26 +99,33 @@ async def _run(
             # The peer address must be the TCP peer: it decides whose forwarded client
             # certificate is believed (TETHER_TRUSTED_PROXIES).
             proxy_headers=False,
+            **options,
         )
         if tls:
-            cert, key, ca = _write_tls_files(services, settings, host)
-            config = uvicorn.Config(
-                create_app(settings, services=services),
-                host=host,
-                port=port,
-                log_level="warning",
-                server_header=False,
-                proxy_headers=False,
-                ssl_certfile=str(cert),
-                ssl_keyfile=str(key),
-                ssl_ca_certs=str(ca),
-                ssl_cert_reqs=ssl.CERT_OPTIONAL,
-                http=ClientCertH11Protocol,
-            )
+            renewal = asyncio.create_task(_keep_tls_fresh(config, services, settings, host))
         _banner(settings, services.new_root_token, throwaway)
         await uvicorn.Server(config).serve()
     finally:
+        if renewal is not None:
+            renewal.cancel()
         await services.close()
+
+
+async def _keep_tls_fresh(config: Any, services: object, settings: Settings, host: str) -> None:
+    """Once a day: a new server certificate, and the current CA bundle for client certificates
+    (the CA rotates at half-life), loaded into the running server's TLS context."""
+    while True:
+        await asyncio.sleep(TLS_RENEW_EVERY.total_seconds())
+        if config.ssl is not None:
+            renew_tls(config.ssl, services, settings, host)
+
+
+def renew_tls(context: ssl.SSLContext, services: object, settings: Settings, host: str) -> None:
+    """Issue a fresh server certificate and trust the current CA bundle, in place: new
+    connections use them, open ones are not disturbed."""
+    cert, key, ca = _write_tls_files(services, settings, host)
+    context.load_cert_chain(cert, key)
+    context.load_verify_locations(cafile=str(ca))
 
 
 def _write_tls_files(services: object, settings: Settings, host: str) -> tuple[Path, Path, Path]:
@@ -118,7 +141,7 @@ def _write_tls_files(services: object, settings: Settings, host: str) -> tuple[P
     cert_pem, key_pem = services.keyring.ca.issue_server_certificate(
         dns_names=names,
         ip_addresses=sorted(set(ips)),
-        ttl=timedelta(days=30),
+        ttl=TLS_CERT_LIFETIME,
         now=services.clock.now(),
     )
     folder = settings.data_dir / "tls"
