@@ -7,9 +7,9 @@ builds a :class:`ClientSettings` for ``TETHER_ADDR`` and ``TETHER_TOKEN`` the wa
 Example::
 
     >>> from pathlib import Path
-    >>> s = Settings(data_dir=Path("/tmp/tether-doc"), issuer="http://127.0.0.1:8200")
+    >>> s = Settings(data_dir=Path("/var/lib/tether"), issuer="http://127.0.0.1:8200")
     >>> s.database_url
-    'sqlite+aiosqlite:////tmp/tether-doc/tether.db'
+    'sqlite:////var/lib/tether/tether.db'
     >>> s.jwt_svid_ttl_seconds
     300
 """
