@@ -14,11 +14,13 @@ The hierarchy::
     │   ├── InvalidDeclaration          invalid_declaration
     │   ├── InvalidKey                  invalid_key
     │   ├── InvalidCsr                  invalid_csr
+    │   ├── InvalidPolicySet            invalid_policy_set
     │   └── BodyTooLarge                body_too_large           413
     ├── NotFound                        not_found                404
     │   ├── AgentNotFound               agent_not_found
     │   ├── KeyNotFound                 key_not_found
-    │   └── OperatorTokenNotFound       operator_token_not_found
+    │   ├── OperatorTokenNotFound       operator_token_not_found
+    │   └── PolicySetNotFound           policy_set_not_found
     ├── Conflict                        conflict                 409
     │   ├── AgentExists                 agent_exists
     │   ├── KeyExists                   key_exists
@@ -71,6 +73,7 @@ __all__ = [
     "InvalidInput",
     "InvalidKey",
     "InvalidName",
+    "InvalidPolicySet",
     "InvalidRequest",
     "InvalidScope",
     "InvalidSpiffeId",
@@ -82,6 +85,7 @@ __all__ = [
     "NotFound",
     "OAuthError",
     "OperatorTokenNotFound",
+    "PolicySetNotFound",
     "ReplayDetected",
     "StoreUnavailable",
     "TokenInvalid",
@@ -136,6 +140,13 @@ class InvalidCsr(InvalidInput):
     code = "invalid_csr"
 
 
+class InvalidPolicySet(InvalidInput):
+    """A policy set that does not parse or does not validate against the schema; ``details``
+    holds ``errors`` (one line each)."""
+
+    code = "invalid_policy_set"
+
+
 class BodyTooLarge(InvalidInput):
     code = "body_too_large"
 
@@ -154,6 +165,10 @@ class KeyNotFound(NotFound):
 
 class OperatorTokenNotFound(NotFound):
     code = "operator_token_not_found"
+
+
+class PolicySetNotFound(NotFound):
+    code = "policy_set_not_found"
 
 
 class Conflict(Error):

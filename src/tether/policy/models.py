@@ -1,0 +1,101 @@
+"""What the rule engine takes and gives: requests, decisions, policy-set versions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+__all__ = [
+    "Decision",
+    "DecisionRequest",
+    "Effect",
+    "Entity",
+    "EntityRef",
+    "PolicySetVersion",
+]
+
+
+class Effect(StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+    APPROVAL_REQUIRED = "approval_required"
+
+
+@dataclass(frozen=True, slots=True)
+class EntityRef:
+    """A Cedar entity UID: ``Tether::Agent::"faq-bot"`` is ``EntityRef("Agent", "faq-bot")``.
+    ``type`` is given without the ``Tether::`` namespace."""
+
+    type: str
+    id: str
+
+
+def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Entity:
+    """An entity with the attributes policies read (see ``tether.cedarschema``) and its parents
+    (a ``Tool`` is in its ``McpServer``, a ``Table`` in its ``Database``). An attribute that is
+    itself an entity is given as an :class:`EntityRef`."""
+
+    ref: EntityRef
+    attrs: Mapping[str, Any] = field(default_factory=lambda: _frozen(None))
+    parents: tuple[EntityRef, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecisionRequest:
+    """Can ``principal`` do ``action`` on ``resource``, in this ``context``?
+
+    ``action`` is the bare action name (``call_tool``). ``context`` follows the schema's
+    ``Context`` type; entity-valued entries (``user``) are :class:`EntityRef`. ``entities``
+    are the other entities policies may read (the user, a resource's parents)."""
+
+    principal: Entity
+    action: str
+    resource: Entity
+    context: Mapping[str, Any]
+    entities: tuple[Entity, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    """The engine's answer. Anything but ``allow`` means the call does not run.
+
+    ``policy_ids`` are the ``@id`` annotations of the determining policies; ``reasons`` say
+    why in words (errors and refusals included, never secrets); ``obligations`` are what an
+    allow is conditional on (``approval``).
+    """
+
+    effect: Effect
+    policy_ids: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+    obligations: tuple[str, ...] = ()
+    policy_version: int | None = None
+    details: Mapping[str, Any] = field(default_factory=lambda: _frozen(None))
+
+    @property
+    def allowed(self) -> bool:
+        return self.effect is Effect.ALLOW
+
+    @classmethod
+    def deny(cls, reason: str, *, policy_version: int | None = None) -> Decision:
+        return cls(effect=Effect.DENY, reasons=(reason,), policy_version=policy_version)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicySetVersion:
+    """One stored version of the operators' policy set (the shipped defaults are not in it)."""
+
+    version: int
+    text: str
+    sha256: str
+    created_at: datetime
+    created_by: str
+    comment: str | None = None

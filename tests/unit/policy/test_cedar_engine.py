@@ -1,0 +1,257 @@
+"""The rule engine on the real Cedar binding: deny by default, fail closed, obligations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tether.errors import InvalidPolicySet
+from tether.policy._cedar import CedarEngine, CedarPolicies
+from tether.policy.engine import PolicyEngine
+from tether.policy.models import DecisionRequest, Effect, Entity, EntityRef
+
+NOW = 1_800_000_000
+
+OPERATORS = """
+@id("faq-bot-searches-the-faq")
+permit (
+  principal == Tether::Agent::"faq-bot",
+  action == Tether::Action::"call_tool",
+  resource == Tether::Tool::"search_faq"
+);
+
+@id("bank-bot-transfers-with-approval")
+@obligation("approval")
+permit (
+  principal == Tether::Agent::"bank-bot",
+  action == Tether::Action::"call_tool",
+  resource == Tether::Tool::"transfer"
+)
+when { context has user };
+
+@id("no-restricted-tools-for-low-trust")
+@reason("restricted tools need a reviewed agent")
+forbid (principal, action == Tether::Action::"call_tool", resource)
+when { resource.data_class == "restricted" && principal.risk_tier == "critical" };
+"""
+
+
+@pytest.fixture(scope="module")
+def engine() -> CedarEngine:
+    return CedarEngine()
+
+
+@pytest.fixture(scope="module")
+def compiled(engine: CedarEngine) -> CedarPolicies:
+    return engine.compile(OPERATORS, version=7)
+
+
+def agent(name: str = "faq-bot", **attrs: Any) -> Entity:
+    base: dict[str, Any] = {
+        "name": name,
+        "state": "active",
+        "risk_tier": "low",
+        "risk_score": 10,
+        "owners": {"alice"},
+        "tools": {"search_faq"},
+        "resources": set(),
+        "data_classes": {"public"},
+        "external_connections": "none",
+        "autonomy": "supervised",
+        "may_call_agents": False,
+    }
+    return Entity(ref=EntityRef("Agent", name), attrs=base | attrs)
+
+
+def tool(name: str = "search_faq", data_class: str = "public") -> Entity:
+    return Entity(
+        ref=EntityRef("Tool", name),
+        attrs={"name": name, "data_class": data_class, "state_changing": False},
+        parents=(EntityRef("McpServer", "kb"),),
+    )
+
+
+AGENT_REF = EntityRef("Agent", "faq-bot")
+KB = Entity(ref=EntityRef("McpServer", "kb"), attrs={"name": "kb"})
+ALICE = Entity(ref=EntityRef("User", "alice"), attrs={"name": "alice", "groups": set()})
+
+
+def context(**extra: Any) -> dict[str, Any]:
+    base = {"now": NOW, "instance": "pod-1", "scopes": set(), "act_chain": set(), "act_depth": 0}
+    return base | extra
+
+
+def request(
+    principal: Entity | None = None,
+    resource: Entity | None = None,
+    action: str = "call_tool",
+    entities: tuple[Entity, ...] = (KB,),
+    **ctx: Any,
+) -> DecisionRequest:
+    return DecisionRequest(
+        principal=principal or agent(),
+        action=action,
+        resource=resource or tool(),
+        context=context(**ctx),
+        entities=entities,
+    )
+
+
+def test_cedar_engine_fulfils_the_engine_contract(engine: CedarEngine) -> None:
+    contract: PolicyEngine = engine
+    assert contract.check(OPERATORS) == []
+
+
+def test_a_permit_allows_and_names_its_policy(engine: CedarEngine, compiled: CedarPolicies) -> None:
+    decision = engine.decide(compiled, request())
+    assert decision.effect is Effect.ALLOW
+    assert decision.policy_ids == ("faq-bot-searches-the-faq",)
+    assert decision.policy_version == 7
+
+
+def test_what_no_policy_permits_is_denied(engine: CedarEngine, compiled: CedarPolicies) -> None:
+    decision = engine.decide(compiled, request(resource=tool("delete_everything")))
+    assert decision.effect is Effect.DENY
+    assert decision.reasons == ("no policy permits this",)
+
+
+@pytest.mark.parametrize("state", ["suspended", "quarantined", "retired", "pending_review"])
+def test_inactive_agent_is_forbidden_whatever_operators_permit(
+    engine: CedarEngine, compiled: CedarPolicies, state: str
+) -> None:
+    decision = engine.decide(compiled, request(principal=agent(state=state)))
+    assert decision.effect is Effect.DENY
+    assert decision.policy_ids == ("tether.forbid-inactive-agent",)
+
+
+def test_expired_grant_is_forbidden(engine: CedarEngine, compiled: CedarPolicies) -> None:
+    expired = request(grant_id="g1", grant_expires_at=NOW - 1)
+    assert engine.decide(compiled, expired).policy_ids == ("tether.forbid-expired-grant",)
+    live = request(grant_id="g1", grant_expires_at=NOW + 60)
+    assert engine.decide(compiled, live).effect is Effect.ALLOW
+
+
+def test_forbid_wins_over_permit_and_gives_its_reason(
+    engine: CedarEngine, compiled: CedarPolicies
+) -> None:
+    risky = agent(risk_tier="critical")
+    restricted = tool(data_class="restricted")
+    decision = engine.decide(compiled, request(principal=risky, resource=restricted))
+    assert decision.effect is Effect.DENY
+    assert decision.policy_ids == ("no-restricted-tools-for-low-trust",)
+    assert decision.reasons == ("restricted tools need a reviewed agent",)
+
+
+def _bank(**ctx: Any) -> DecisionRequest:
+    return request(
+        principal=agent("bank-bot"),
+        resource=tool("transfer"),
+        entities=(KB, ALICE),
+        user=EntityRef("User", "alice"),
+        **ctx,
+    )
+
+
+def test_permit_with_approval_obligation_asks_for_approval(
+    engine: CedarEngine, compiled: CedarPolicies
+) -> None:
+    decision = engine.decide(compiled, _bank(call_digest="d1"))
+    assert decision.effect is Effect.APPROVAL_REQUIRED
+    assert decision.obligations == ("approval",)
+
+
+def test_approval_bound_to_this_call_allows(engine: CedarEngine, compiled: CedarPolicies) -> None:
+    approval = {"id": "apr_1", "approver": "alice", "call_digest": "d1"}
+    decision = engine.decide(compiled, _bank(call_digest="d1", approval=approval))
+    assert decision.effect is Effect.ALLOW
+    assert decision.policy_ids == ("bank-bot-transfers-with-approval",)
+
+
+def test_approval_for_another_call_does_not_allow(
+    engine: CedarEngine, compiled: CedarPolicies
+) -> None:
+    # The amount was changed after the approval: the digest no longer matches.
+    approval = {"id": "apr_1", "approver": "alice", "call_digest": "d1"}
+    decision = engine.decide(compiled, _bank(call_digest="d2", approval=approval))
+    assert decision.effect is Effect.APPROVAL_REQUIRED
+
+
+@pytest.mark.parametrize(
+    ("mutate", "why"),
+    [
+        (lambda r: DecisionRequest(**{**r.__dict__, "action": "launch_missiles"}), "action"),
+        (
+            lambda r: DecisionRequest(
+                **{**r.__dict__, "resource": Entity(ref=EntityRef("Spaceship", "x"))}
+            ),
+            "entity type",
+        ),
+        (lambda r: DecisionRequest(**{**r.__dict__, "context": {"now": "noon"}}), "context"),
+        (
+            lambda r: DecisionRequest(**{**r.__dict__, "principal": Entity(ref=AGENT_REF)}),
+            "missing attributes",
+        ),
+    ],
+    ids=["unknown_action", "unknown_entity_type", "context_of_wrong_type", "missing_attributes"],
+)
+def test_requests_that_do_not_fit_the_schema_are_denied_with_a_reason(
+    engine: CedarEngine, compiled: CedarPolicies, mutate: Any, why: str
+) -> None:
+    decision = engine.decide(compiled, mutate(request()))
+    assert decision.effect is Effect.DENY, why
+    assert decision.reasons
+    assert decision.policy_ids == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("permit (principal, action, resource", "parse error"),
+        ("permit (principal, action, resource);", "@id"),
+        (
+            '@id("a") permit (principal, action, resource);'
+            '@id("a") forbid (principal, action, resource);',
+            "twice",
+        ),
+        ('@id("tether.mine") permit (principal, action, resource);', "reserved"),
+        ('@id("tether.forbid-inactive-agent") permit (principal, action, resource);', "reserved"),
+        ('@id("x") @obligation("coffee") permit (principal, action, resource);', "obligation"),
+        ('@id("x") @obligation("approval") forbid (principal, action, resource);', "only a permit"),
+        (
+            '@id("x") permit (principal, action == Tether::Action::"fly", resource);',
+            "unrecognized action",
+        ),
+        (
+            '@id("x") permit (principal, action, resource) when { principal.riks == "low" };',
+            "riks",
+        ),
+        ('@id("t") permit (principal == ?principal, action, resource);', "template"),
+    ],
+    ids=[
+        "syntax_error",
+        "missing_id",
+        "duplicate_id",
+        "reserved_prefix",
+        "shadowing_a_default",
+        "unknown_obligation",
+        "obligation_on_forbid",
+        "unknown_action",
+        "misspelt_attribute",
+        "template",
+    ],
+)
+def test_invalid_policy_set_is_refused_with_every_error(
+    engine: CedarEngine, text: str, fragment: str
+) -> None:
+    with pytest.raises(InvalidPolicySet) as caught:
+        engine.compile(text, version=1)
+    errors = caught.value.details["errors"]
+    assert isinstance(errors, list)
+    assert any(fragment in e for e in errors), errors
+
+
+def test_empty_operator_set_keeps_only_the_defaults(engine: CedarEngine) -> None:
+    defaults_only = engine.compile("", version=None)
+    assert all(i.startswith("tether.") for i in defaults_only.policy_ids)
+    assert engine.decide(defaults_only, request()).effect is Effect.DENY
