@@ -24,12 +24,14 @@ from tether.identity.models import (
     OperatorToken,
     RiskAssessment,
 )
+from tether.policy.models import PolicySetVersion
 
 __all__ = [
     "AgentStore",
     "AuditStore",
     "KeyRingStore",
     "OperatorTokenStore",
+    "PolicyStore",
     "ReplayStore",
     "Store",
 ]
@@ -151,7 +153,55 @@ class AuditStore(Protocol):
     ) -> list[tuple[int, AuditRecord]]: ...
 
 
-class Store(AgentStore, ReplayStore, OperatorTokenStore, KeyRingStore, AuditStore, Protocol):
+class PolicyStore(Protocol):
+    """Versioned policy sets and which one is active. Versions are numbered 1, 2, … with no
+    gaps, in the order they were added, across replicas."""
+
+    async def add_policy_set(
+        self,
+        *,
+        text: str,
+        sha256: str,
+        created_at: datetime,
+        created_by: str,
+        comment: str | None,
+        activate: bool,
+        expected_active: int | None,
+    ) -> PolicySetVersion:
+        """Store a new version (the next number). With ``activate``, make it the active one in
+        the same transaction — but only if the active version is still ``expected_active``
+        (``None``: no version is active yet), else ``VersionConflict`` and nothing written."""
+        ...
+
+    async def activate_policy_set(
+        self, version: int, *, expected_active: int | None, at: datetime
+    ) -> None:
+        """Make ``version`` the active one if the active version is still ``expected_active``;
+        ``PolicySetNotFound`` for an unknown version, ``VersionConflict`` if it moved."""
+        ...
+
+    async def get_policy_set(self, version: int) -> PolicySetVersion | None: ...
+
+    async def active_policy_set(self) -> PolicySetVersion | None:
+        """The active version, or ``None`` before the first one is applied."""
+        ...
+
+    async def list_policy_sets(
+        self, *, limit: int = 100, before: int | None = None
+    ) -> list[PolicySetVersion]:
+        """Newest first; ``before`` is the lowest version of the previous page."""
+        ...
+
+
+class Store(
+    AgentStore,
+    ReplayStore,
+    OperatorTokenStore,
+    KeyRingStore,
+    AuditStore,
+    PolicyStore,
+    Protocol,
+):
     """Everything together, as the server uses it."""
 
     async def close(self) -> None: ...

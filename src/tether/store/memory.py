@@ -2,11 +2,11 @@
 
 Unit tests of the domain run against it, so it behaves like the SQL store in everything the
 contract says: the same errors (``AgentExists``, ``VersionConflict``, ``KeyExists``,
-``KeyNotFound``, ``ReplayDetected``, ``OperatorTokenNotFound``, ``AgentNotFound`` for a key or
-instance of an unknown agent), the same orders, and values that come back as the SQL store
-returns them (mappings read-only; audit details as they read after a JSON round trip), and a
-naive datetime is a ``ValueError`` before anything is written. One ``asyncio.Lock`` makes each
-operation atomic for concurrent coroutines. The contract suite
+``KeyNotFound``, ``ReplayDetected``, ``OperatorTokenNotFound``, ``PolicySetNotFound``,
+``AgentNotFound`` for a key or instance of an unknown agent), the same orders, and values that
+come back as the SQL store returns them (mappings read-only; audit details as they read after a
+JSON round trip), and a naive datetime is a ``ValueError`` before anything is written. One
+``asyncio.Lock`` makes each operation atomic for concurrent coroutines. The contract suite
 (``tests/integration/test_store_contract.py``) runs it side by side with SQLite and PostgreSQL.
 
 Example::
@@ -36,6 +36,7 @@ from tether.errors import (
     KeyExists,
     KeyNotFound,
     OperatorTokenNotFound,
+    PolicySetNotFound,
     ReplayDetected,
     VersionConflict,
 )
@@ -47,12 +48,15 @@ from tether.identity.models import (
     OperatorToken,
     RiskAssessment,
 )
+from tether.policy.models import PolicySetVersion
 
 __all__ = ["MemoryStore"]
 
 _Value = TypeVar(
     "_Value", Agent, AgentKey, AuditRecord, Instance, OperatorToken, RiskAssessment, StoredKey
 )
+#: The most policy sets one page lists, as in the SQL store.
+_MAX_POLICY_PAGE = 500
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -69,6 +73,10 @@ def _utc(value: _Value) -> _Value:
         if isinstance(v := getattr(value, f.name), datetime)
     }
     return replace(value, **changes)
+
+
+def _version_name(version: int | None) -> str:
+    return "none" if version is None else f"version {version}"
 
 
 def _json_round_trip(details: object) -> MappingProxyType[str, object]:
@@ -95,6 +103,8 @@ class MemoryStore:
         self._stored_keys: dict[str, StoredKey] = {}
         self._audit: list[AuditRecord] = []
         self._audit_ids: set[str] = set()
+        self._policy_sets: list[PolicySetVersion] = []  # version n at index n - 1
+        self._active_policy: int | None = None
 
     async def close(self) -> None:
         """Nothing to give back; present for the ``Store`` contract."""
@@ -396,3 +406,72 @@ class MemoryStore:
             (seq, r) for seq, r in numbered if type_prefix is None or r.type.startswith(type_prefix)
         ]
         return chosen[: max(0, limit)]
+
+    # -- policy sets ---------------------------------------------------------------------
+
+    def _check_active(self, expected: int | None) -> None:
+        """``VersionConflict`` unless ``expected`` is the active version; call with the lock."""
+        if self._active_policy != expected:
+            raise VersionConflict(
+                f"the active policy set is {_version_name(self._active_policy)}, "
+                f"not {_version_name(expected)} as expected"
+            )
+
+    def _policy_set(self, version: int) -> PolicySetVersion | None:
+        """The stored ``version``, if any; call with the lock held."""
+        return self._policy_sets[version - 1] if 1 <= version <= len(self._policy_sets) else None
+
+    async def add_policy_set(
+        self,
+        *,
+        text: str,
+        sha256: str,
+        created_at: datetime,
+        created_by: str,
+        comment: str | None,
+        activate: bool,
+        expected_active: int | None,
+    ) -> PolicySetVersion:
+        created = _as_utc(created_at)
+        async with self._lock:
+            if activate:
+                self._check_active(expected_active)
+            added = PolicySetVersion(
+                version=len(self._policy_sets) + 1,
+                text=text,
+                sha256=sha256,
+                created_at=created,
+                created_by=created_by,
+                comment=comment,
+            )
+            self._policy_sets.append(added)
+            if activate:
+                self._active_policy = added.version
+            return added
+
+    async def activate_policy_set(
+        self, version: int, *, expected_active: int | None, at: datetime
+    ) -> None:
+        _as_utc(at)  # refused like the SQL store's updated_at column; otherwise not kept
+        async with self._lock:
+            if self._policy_set(version) is None:
+                raise PolicySetNotFound(f"no policy set with version {version}")
+            self._check_active(expected_active)
+            self._active_policy = version
+
+    async def get_policy_set(self, version: int) -> PolicySetVersion | None:
+        async with self._lock:
+            return self._policy_set(version)
+
+    async def active_policy_set(self) -> PolicySetVersion | None:
+        async with self._lock:
+            active = self._active_policy
+            return None if active is None else self._policy_sets[active - 1]
+
+    async def list_policy_sets(
+        self, *, limit: int = 100, before: int | None = None
+    ) -> list[PolicySetVersion]:
+        async with self._lock:
+            newest_first = self._policy_sets[::-1]
+        chosen = [p for p in newest_first if before is None or p.version < before]
+        return chosen[: min(max(1, limit), _MAX_POLICY_PAGE)]

@@ -30,6 +30,7 @@ from tether.identity.models import (
     RiskTier,
     Role,
 )
+from tether.policy.models import PolicySetVersion
 
 __all__ = [
     "agent_from_row",
@@ -44,6 +45,7 @@ __all__ = [
     "key_values",
     "operator_token_from_row",
     "operator_token_values",
+    "policy_set_from_row",
     "stored_key_from_row",
     "stored_key_values",
 ]
@@ -249,4 +251,15 @@ def audit_from_row(row: RowMapping) -> AuditRecord:
         outcome=Outcome(row["outcome"]),
         correlation_id=row["correlation_id"],
         details=MappingProxyType(row["details"]),
+    )
+
+
+def policy_set_from_row(row: RowMapping) -> PolicySetVersion:
+    return PolicySetVersion(
+        version=row["version"],
+        text=row["text"],
+        sha256=row["sha256"],
+        created_at=row["created_at"],
+        created_by=row["created_by"],
+        comment=row["comment"],
     )

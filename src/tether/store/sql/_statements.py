@@ -3,7 +3,8 @@
 Building a SQLAlchemy statement costs more than running it: 50–230 µs for an upsert, against
 about 30 µs to execute a cached one on SQLite. So the statements of the token path are built
 once per dialect with their values left as parameters, and each call only binds them
-(``conn.execute(statement, {...})``). The rest are built per call in ``store.py``.
+(``conn.execute(statement, {...})``). The policy-set statements live here too, shared by
+``_policies.py`` and ``store.py``. The rest are built per call in ``store.py``.
 
 Single use is ``INSERT … ON CONFLICT DO UPDATE … WHERE expired … RETURNING``: a row comes back
 only when the key was free or expired, atomically, on both databases.
@@ -22,17 +23,25 @@ from tether.store.sql.tables import (
     agent_keys,
     agents,
     audit_records,
+    policy_sets,
+    policy_state,
     replay_keys,
 )
 
 __all__ = [
+    "ACTIVE_POLICY_SET",
+    "ACTIVE_POLICY_VERSION",
+    "ADD_POLICY_SET",
     "AGENT_BY_ID",
     "AGENT_BY_NAME",
     "AGENT_WITH_KEYS",
     "KEY_PREFIX",
+    "POLICY_SET",
+    "POLICY_STATE_ID",
     "append_audit",
     "consume",
     "see_instance",
+    "set_active_policy",
     "upsert",
 ]
 
@@ -110,3 +119,33 @@ def append_audit(*, postgres: bool) -> sa.Insert:
         last = sa.select(sa.func.coalesce(sa.func.max(audit_records.c.sequence), 0))
         insert = insert.values(sequence=last.scalar_subquery() + 1)
     return insert.returning(audit_records.c.sequence)
+
+
+#: The id of the one row of ``policy_state``.
+POLICY_STATE_ID = 1
+#: Parameter ``version``.
+POLICY_SET = sa.select(policy_sets).where(policy_sets.c.version == sa.bindparam("version"))
+#: The active version's number; no row before the first activation.
+ACTIVE_POLICY_VERSION = sa.select(policy_state.c.active_version).where(
+    policy_state.c.id == POLICY_STATE_ID
+)
+#: The active version, in one statement.
+ACTIVE_POLICY_SET = (
+    sa.select(policy_sets)
+    .join(policy_state, policy_state.c.active_version == policy_sets.c.version)
+    .where(policy_state.c.id == POLICY_STATE_ID)
+)
+#: Parameters: every column of ``policy_sets`` but ``version``, which is ``max + 1`` (the
+#: caller holds the write lock, see ``_policies.py``); returns the row.
+_LAST_POLICY_VERSION = sa.select(sa.func.coalesce(sa.func.max(policy_sets.c.version), 0))
+ADD_POLICY_SET = (
+    policy_sets.insert()
+    .values(version=_LAST_POLICY_VERSION.scalar_subquery() + 1)
+    .returning(*policy_sets.c)
+)
+
+
+@functools.cache
+def set_active_policy(*, postgres: bool) -> sa.Insert:
+    """Parameters ``id`` (:data:`POLICY_STATE_ID`), ``active_version`` and ``updated_at``."""
+    return upsert(policy_state, postgres=postgres, keys=["id"])

@@ -23,6 +23,8 @@ Audit sequence numbers have no gaps and become visible in order, so a reader tha
 writer. PostgreSQL's sequences give neither (a refused insert burns a number; a later number can
 commit first), so there an append takes a transaction-scoped advisory lock and numbers the
 record ``max + 1``: appends from every replica go one at a time, each in a few round trips.
+Policy-set versions are numbered the same way, and the active version is moved by
+compare-and-set under the same kind of lock (:mod:`._policies`).
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ from tether.identity.models import (
     OperatorToken,
     RiskAssessment,
 )
+from tether.policy.models import PolicySetVersion
 from tether.store.sql import _codec as codec
+from tether.store.sql import _policies as policies
 from tether.store.sql import _statements as statements
 from tether.store.sql._units import open_units
 from tether.store.sql.engine import unavailable
@@ -76,6 +80,7 @@ from tether.store.sql.tables import (
     agents,
     audit_records,
     operator_tokens,
+    policy_sets,
     replay_keys,
     risk_assessments,
     stored_keys,
@@ -87,6 +92,8 @@ _T = TypeVar("_T")
 _Violation = Literal["unique", "foreign_key"]
 #: An arbitrary constant naming the audit log's append lock among PostgreSQL advisory locks.
 _PG_AUDIT_LOCK_KEY = 0x7E7E_0002
+#: The most policy sets one page lists.
+_MAX_POLICY_PAGE = 500
 
 
 def _violation(exc: IntegrityError) -> _Violation:
@@ -513,3 +520,53 @@ class SqlStore:
             prefix = sa.func.substr(audit_records.c.type, 1, len(type_prefix))
             query = query.where(prefix == type_prefix)
         return await self._all(query, lambda row: (row["sequence"], codec.audit_from_row(row)))
+
+    # -- policy sets ---------------------------------------------------------------------
+
+    async def add_policy_set(
+        self,
+        *,
+        text: str,
+        sha256: str,
+        created_at: datetime,
+        created_by: str,
+        comment: str | None,
+        activate: bool,
+        expected_active: int | None,
+    ) -> PolicySetVersion:
+        unit = policies.add_unit(
+            text=text,
+            sha256=sha256,
+            created_at=created_at,
+            created_by=created_by,
+            comment=comment,
+            activate=activate,
+            expected_active=expected_active,
+        )
+        return await self._run(unit, write=True)
+
+    async def activate_policy_set(
+        self, version: int, *, expected_active: int | None, at: datetime
+    ) -> None:
+        unit = policies.activate_unit(version, expected_active=expected_active, at=at)
+        await self._run(unit, write=True)
+
+    async def get_policy_set(self, version: int) -> PolicySetVersion | None:
+        return await self._first(
+            statements.POLICY_SET, codec.policy_set_from_row, {"version": version}
+        )
+
+    async def active_policy_set(self) -> PolicySetVersion | None:
+        return await self._first(statements.ACTIVE_POLICY_SET, codec.policy_set_from_row)
+
+    async def list_policy_sets(
+        self, *, limit: int = 100, before: int | None = None
+    ) -> list[PolicySetVersion]:
+        query = (
+            sa.select(policy_sets)
+            .order_by(policy_sets.c.version.desc())
+            .limit(min(max(1, limit), _MAX_POLICY_PAGE))
+        )
+        if before is not None:
+            query = query.where(policy_sets.c.version < before)
+        return await self._all(query, codec.policy_set_from_row)

@@ -34,9 +34,12 @@ __all__ = [
     "agent_instances",
     "agent_keys",
     "agents",
+    "as_utc",
     "audit_records",
     "metadata",
     "operator_tokens",
+    "policy_sets",
+    "policy_state",
     "replay_keys",
     "risk_assessments",
     "stored_keys",
@@ -49,6 +52,13 @@ VERSION_TABLE = "tether_alembic_version"
 AGENT_NAME = sa.String(63).with_variant(sa.String(63, collation="C"), "postgresql")
 
 
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; ``ValueError`` if it is naive (what every datetime column refuses)."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("naive datetime: the store takes aware UTC datetimes only")
+    return moment.astimezone(UTC)
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """An aware datetime stored in UTC; naive values are refused, results are always aware."""
 
@@ -56,11 +66,7 @@ class UtcDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError("naive datetime: the store takes aware UTC datetimes only")
-        return value.astimezone(UTC)
+        return None if value is None else as_utc(value)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -210,4 +216,26 @@ audit_records = sa.Table(
     sa.Column("correlation_id", sa.Text(), nullable=True),
     sa.Column("details", JsonText(), nullable=False),
     sqlite_autoincrement=True,
+)
+
+policy_sets = sa.Table(
+    "policy_sets",
+    metadata,
+    # Numbered max + 1 by the store, under its write lock: no gaps, never reused.
+    sa.Column("version", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("text", sa.Text(), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("created_by", sa.Text(), nullable=False),
+    sa.Column("comment", sa.Text(), nullable=True),
+)
+
+policy_state = sa.Table(
+    "policy_state",
+    metadata,
+    # One row (id 1), written when a version is first activated.
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("active_version", sa.Integer(), sa.ForeignKey("policy_sets.version"), nullable=True),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.CheckConstraint("id = 1", name="single_row"),
 )
