@@ -39,6 +39,8 @@ class Permission(StrEnum):
     TOKEN_READ = "token.read"
     TOKEN_REVOKE = "token.revoke"
     AUDIT_READ = "audit.read"
+    POLICY_READ = "policy.read"
+    POLICY_APPLY = "policy.apply"
 
 
 _ALL_OPERATORS = frozenset(Role)
@@ -60,6 +62,8 @@ _GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.TOKEN_READ: _SECURITY,
     Permission.TOKEN_REVOKE: _SECURITY,
     Permission.AUDIT_READ: _SECURITY | {Role.AUDITOR},
+    Permission.POLICY_READ: _ALL_OPERATORS,
+    Permission.POLICY_APPLY: _SECURITY,
 }
 #: What a developer may also do, but only on agents they own.
 _OWNER_GRANTS = frozenset(

@@ -1,0 +1,168 @@
+"""Policy sets over time: validate, apply, roll back, compare — and the one set in force.
+
+The operators' policy set is versioned in the store. A set is checked against the schema before
+it can become active; a set that does not check is refused and the active one stays. The
+compiled set in force lives in memory and is replaced in one assignment, so a decision sees
+either the old set or the new one, never half of one. Replicas pick up a version another
+replica applied on :meth:`PolicySets.refresh` (the server's maintenance round).
+
+Example::
+
+    sets = await PolicySets.open(store=store, engine=CedarEngine(), audit=sink, clock=clock)
+    version = await sets.apply(text, actor=security_admin, comment="faq-bot may search")
+    decision = engine.decide(sets.current, request)
+"""
+
+from __future__ import annotations
+
+import builtins
+import difflib
+import hashlib
+
+from tether._internal.clock import Clock
+from tether.audit.records import AuditRecord
+from tether.audit.sink import AuditSink
+from tether.errors import InvalidInput, PolicySetNotFound
+from tether.identity.access import Actor, Permission, require
+from tether.policy.engine import CompiledPolicies, PolicyEngine
+from tether.policy.models import PolicySetVersion
+from tether.store.interfaces import PolicyStore
+
+__all__ = ["MAX_COMMENT", "PolicySets"]
+
+MAX_COMMENT = 500
+
+
+class PolicySets:
+    def __init__(
+        self, *, store: PolicyStore, engine: PolicyEngine, audit: AuditSink, clock: Clock
+    ) -> None:
+        self._store = store
+        self._engine = engine
+        self._audit = audit
+        self._clock = clock
+        self._current: CompiledPolicies = engine.compile("", version=None)
+
+    @classmethod
+    async def open(
+        cls, *, store: PolicyStore, engine: PolicyEngine, audit: AuditSink, clock: Clock
+    ) -> PolicySets:
+        sets = cls(store=store, engine=engine, audit=audit, clock=clock)
+        await sets.refresh()
+        return sets
+
+    @property
+    def current(self) -> CompiledPolicies:
+        """The compiled policies in force (the shipped defaults plus the active version)."""
+        return self._current
+
+    async def refresh(self) -> bool:
+        """Load the active version if it is not the one in force; True if it changed."""
+        active = await self._store.active_policy_set()
+        version = active.version if active else None
+        if version == self._current.version:
+            return False
+        # A stored version was valid when applied; if a newer schema refuses it, this raises
+        # and the set in force stays — a decision never runs on a half-understood set.
+        self._current = self._engine.compile(active.text if active else "", version=version)
+        return True
+
+    def check(self, text: str, *, actor: Actor) -> list[str]:
+        require(actor, Permission.POLICY_READ)
+        return self._engine.check(text)
+
+    async def apply(
+        self, text: str, *, actor: Actor, comment: str | None = None
+    ) -> PolicySetVersion:
+        """Store ``text`` as the next version and put it in force; ``InvalidPolicySet`` (and
+        nothing stored) if it does not check."""
+        require(actor, Permission.POLICY_APPLY)
+        if comment is not None and len(comment) > MAX_COMMENT:
+            raise InvalidInput(f"a comment is at most {MAX_COMMENT} characters")
+        compiled = self._engine.compile(text, version=None)  # raises before anything is stored
+        active = await self._store.active_policy_set()
+        expected = active.version if active else None
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        now = self._clock.now()
+        await self._audit.append(
+            AuditRecord.new(
+                type="policy.applied",
+                actor=actor.label,
+                subject="policy-set",
+                time=now,
+                details={
+                    "sha256": digest,
+                    "previous_version": expected,
+                    "policy_ids": list(compiled.policy_ids),
+                    "comment": comment,
+                },
+            )
+        )
+        stored = await self._store.add_policy_set(
+            text=text,
+            sha256=digest,
+            created_at=now,
+            created_by=actor.label,
+            comment=comment,
+            activate=True,
+            expected_active=expected,
+        )
+        self._current = self._engine.compile(text, version=stored.version)
+        return stored
+
+    async def rollback(self, version: int, *, actor: Actor) -> PolicySetVersion:
+        """Put an earlier version back in force (it is checked again first)."""
+        require(actor, Permission.POLICY_APPLY)
+        target = await self._version(version)
+        compiled = self._engine.compile(target.text, version=target.version)
+        active = await self._store.active_policy_set()
+        expected = active.version if active else None
+        now = self._clock.now()
+        await self._audit.append(
+            AuditRecord.new(
+                type="policy.rolled_back",
+                actor=actor.label,
+                subject="policy-set",
+                time=now,
+                details={"version": version, "previous_version": expected},
+            )
+        )
+        await self._store.activate_policy_set(version, expected_active=expected, at=now)
+        self._current = compiled
+        return target
+
+    async def show(self, version: int | None, *, actor: Actor) -> PolicySetVersion | None:
+        """A version, or the active one (``None`` before any was applied)."""
+        require(actor, Permission.POLICY_READ)
+        if version is None:
+            return await self._store.active_policy_set()
+        return await self._version(version)
+
+    async def list(
+        self, *, actor: Actor, limit: int = 100, before: int | None = None
+    ) -> builtins.list[PolicySetVersion]:
+        require(actor, Permission.POLICY_READ)
+        return await self._store.list_policy_sets(limit=limit, before=before)
+
+    async def diff(self, old: int, new: int | None, *, actor: Actor) -> str:
+        """A unified diff from version ``old`` to ``new`` (default: the active one)."""
+        require(actor, Permission.POLICY_READ)
+        before = await self._version(old)
+        after = (
+            await self._version(new) if new is not None else await self._store.active_policy_set()
+        )
+        if after is None:
+            raise PolicySetNotFound("no policy set is active")
+        lines = difflib.unified_diff(
+            before.text.splitlines(keepends=True),
+            after.text.splitlines(keepends=True),
+            fromfile=f"v{before.version}",
+            tofile=f"v{after.version}",
+        )
+        return "".join(lines)
+
+    async def _version(self, version: int) -> PolicySetVersion:
+        found = await self._store.get_policy_set(version)
+        if found is None:
+            raise PolicySetNotFound(f"no policy set version {version}")
+        return found
