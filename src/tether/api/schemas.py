@@ -20,6 +20,7 @@ from tether.identity.models import (
     RiskAssessment,
     Role,
 )
+from tether.policy.models import PolicySetVersion
 
 __all__ = [
     "AgentIn",
@@ -27,12 +28,15 @@ __all__ = [
     "CsrIn",
     "DeclarationsIn",
     "KeyIn",
+    "PolicyIn",
+    "PolicyText",
     "StateChange",
     "TokenCreate",
     "agent_json",
     "assessment_json",
     "instance_json",
     "key_json",
+    "policy_json",
     "token_json",
 ]
 
@@ -158,3 +162,25 @@ def token_json(t: OperatorToken) -> dict[str, object]:
 
 def state_filter(value: str | None) -> AgentState | None:
     return AgentState(value) if value else None
+
+
+class PolicyText(_Strict):
+    text: str = Field(max_length=1024 * 1024, description="Cedar policies, each with an @id")
+
+
+class PolicyIn(PolicyText):
+    comment: str | None = Field(default=None, max_length=500)
+
+
+def policy_json(v: PolicySetVersion, *, active: int | None, text: bool = True) -> dict[str, object]:
+    body: dict[str, object] = {
+        "version": v.version,
+        "active": v.version == active,
+        "sha256": v.sha256,
+        "created_at": v.created_at.isoformat(),
+        "created_by": v.created_by,
+        "comment": v.comment,
+    }
+    if text:
+        body["text"] = v.text
+    return body

@@ -27,6 +27,8 @@ from tether.identity.client_auth import ClientAuthenticator
 from tether.identity.operators import OperatorTokens
 from tether.identity.registry import Registry
 from tether.identity.svid import SvidIssuer
+from tether.policy._cedar import CedarEngine
+from tether.policy.service import PolicySets
 from tether.store.interfaces import Store
 from tether.store.sql import open_sql_store
 
@@ -46,6 +48,7 @@ class Services:
     operators: OperatorTokens
     client_auth: ClientAuthenticator
     svids: SvidIssuer
+    policies: PolicySets
     #: A root token generated on this start (shown once), else None.
     new_root_token: str | None = None
 
@@ -76,6 +79,9 @@ class Services:
             store=store, audit=audit, clock=clock, default_ttl=settings.operator_token_ttl_seconds
         )
         new_root = await operators.ensure_root(settings.root_token)
+        policies = await PolicySets.open(
+            store=store, engine=CedarEngine(), audit=audit, clock=clock
+        )
         return cls(
             settings=settings,
             clock=clock,
@@ -106,14 +112,17 @@ class Services:
                 jwt_ttl=settings.jwt_svid_ttl_seconds,
                 x509_ttl=settings.x509_svid_ttl_seconds,
             ),
+            policies=policies,
             new_root_token=new_root,
         )
 
     async def maintain(self) -> None:
         """One round of upkeep: rotate keys past their age (and learn of rotations other
-        replicas made), and forget single-use values that have expired."""
+        replicas made), put in force a policy version another replica applied, and forget
+        single-use values that have expired."""
         now = self.clock.now()
         await _audit_key_changes(self.audit, self.clock, await self.keyring.refresh(now=now))
+        await self.policies.refresh()
         await self.store.purge_replay_keys(before=now)
 
     async def run_maintenance(self) -> None:

@@ -51,6 +51,16 @@ class Api:
             self._raise(response)
         return response.json()
 
+    def raw(self, method: str, path: str, **kwargs: Any) -> str:
+        """The response body as text (for plain-text endpoints)."""
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            fail(f"cannot reach {self.settings.addr}: {type(exc).__name__}", exit_codes.UNAVAILABLE)
+        if not response.is_success:
+            self._raise(response)
+        return response.text
+
     def _raise(self, response: httpx.Response) -> NoReturn:
         code = exit_codes.BY_STATUS.get(response.status_code, exit_codes.ERROR)
         try:

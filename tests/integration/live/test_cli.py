@@ -164,3 +164,37 @@ def test_demo_plays_every_step_and_exits_zero(tmp_path: Path) -> None:
         assert step in done.stdout
     assert "demo passed" in done.stdout
     assert list(tmp_path.glob("tether-dev-*")) == [], "the throwaway server cleaned up"
+
+
+def test_policy_commands_check_apply_and_roll_back(live: Live, tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "10-faq.cedar").write_text(
+        '@id("faq-bot-searches")\n'
+        'permit (principal == Tether::Agent::"faq-bot", action == Tether::Action::"call_tool", '
+        "resource);\n"
+    )
+    bad = tmp_path / "bad.cedar"
+    bad.write_text('@id("x") permit (principal, action == Tether::Action::"fly", resource);\n')
+    refused = tether(live, "policy", "validate", str(bad))
+    assert refused.returncode == exit_codes.INVALID_INPUT
+    assert "fly" in refused.stdout
+    assert tether(live, "policy", "validate", str(policies)).returncode == 0
+    applied = tether(live, "policy", "apply", str(policies), "--comment", "first", "-o", "json")
+    assert applied.returncode == 0, applied.stderr
+    assert json.loads(applied.stdout)["version"] == 1
+    (policies / "20-more.cedar").write_text(
+        '@id("faq-bot-queries")\n'
+        'permit (principal == Tether::Agent::"faq-bot", action == Tether::Action::"query", '
+        "resource);\n"
+    )
+    assert tether(live, "policy", "apply", str(policies)).returncode == 0
+    diff = tether(live, "policy", "diff", "1", "2")
+    assert '+@id("faq-bot-queries")' in diff.stdout
+    assert tether(live, "policy", "rollback", "1").returncode == 0
+    shown = tether(live, "policy", "show", "-o", "json")
+    assert json.loads(shown.stdout)["version"] == 1
+    listed = json.loads(tether(live, "policy", "list", "-o", "json").stdout)
+    assert [(v["version"], v["active"]) for v in listed] == [(2, False), (1, True)]
+    invalid_apply = tether(live, "policy", "apply", str(bad))
+    assert invalid_apply.returncode == exit_codes.INVALID_INPUT

@@ -1,0 +1,80 @@
+"""``/v1/policies``: the operators' Cedar policy set — check, apply, list, show, diff, roll back."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
+
+from tether.api.deps import OperatorDep, ServicesDep
+from tether.api.schemas import PolicyIn, PolicyText, policy_json
+from tether.errors import PolicySetNotFound
+from tether.identity.access import Permission, require
+from tether.policy._cedar import schema_text
+
+router = APIRouter(prefix="/v1/policies", tags=["policies"])
+
+
+@router.post("/check", summary="Check a policy set against the schema without applying it")
+async def check(body: PolicyText, actor: OperatorDep, services: ServicesDep) -> dict[str, Any]:
+    errors = services.policies.check(body.text, actor=actor)
+    return {"valid": not errors, "errors": errors}
+
+
+@router.post("", status_code=201, summary="Apply a policy set: the next version, in force at once")
+async def apply(body: PolicyIn, actor: OperatorDep, services: ServicesDep) -> dict[str, Any]:
+    stored = await services.policies.apply(body.text, actor=actor, comment=body.comment)
+    return policy_json(stored, active=stored.version)
+
+
+@router.get("", summary="Policy set versions, newest first; page with `before`")
+async def list_versions(
+    actor: OperatorDep,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    before: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    versions = await services.policies.list(actor=actor, limit=limit, before=before)
+    active = services.policies.current.version
+    return {
+        "active": active,
+        "versions": [policy_json(v, active=active, text=False) for v in versions],
+    }
+
+
+@router.get("/schema", summary="The Cedar schema policies are checked against")
+async def schema(actor: OperatorDep) -> PlainTextResponse:
+    require(actor, Permission.POLICY_READ)
+    return PlainTextResponse(schema_text())
+
+
+@router.get("/diff", summary="Unified diff between two versions (default: to the active one)")
+async def diff(
+    actor: OperatorDep,
+    services: ServicesDep,
+    old: Annotated[int, Query(alias="from", ge=1)],
+    new: Annotated[int | None, Query(alias="to", ge=1)] = None,
+) -> dict[str, Any]:
+    return {"diff": await services.policies.diff(old, new, actor=actor)}
+
+
+@router.get("/active", summary="The version in force, with its text")
+async def active(actor: OperatorDep, services: ServicesDep) -> dict[str, Any]:
+    found = await services.policies.show(None, actor=actor)
+    if found is None:
+        raise PolicySetNotFound("no policy set has been applied: only the shipped defaults apply")
+    return policy_json(found, active=services.policies.current.version)
+
+
+@router.get("/{version}", summary="One version, with its text")
+async def show(version: int, actor: OperatorDep, services: ServicesDep) -> dict[str, Any]:
+    found = await services.policies.show(version, actor=actor)
+    assert found is not None  # show(version) raises PolicySetNotFound instead
+    return policy_json(found, active=services.policies.current.version)
+
+
+@router.post("/{version}/activate", summary="Put an earlier version back in force (roll back)")
+async def activate(version: int, actor: OperatorDep, services: ServicesDep) -> dict[str, Any]:
+    found = await services.policies.rollback(version, actor=actor)
+    return policy_json(found, active=found.version)

@@ -1,0 +1,133 @@
+"""``tether policy …``: the operators' Cedar policy set from the command line.
+
+``PATH`` is a ``.cedar`` file or a directory of them (read in name order, joined).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tether.cli.client import Api, fail
+from tether.cli.exit_codes import INVALID_INPUT
+from tether.cli.options import OutputOpt
+from tether.cli.output import Output, console, show, show_rows
+from tether.config import ClientSettings
+
+app = typer.Typer(
+    help="Cedar policies: check, apply, list, show, diff, roll back.", no_args_is_help=True
+)
+
+PathArg = Annotated[Path, typer.Argument(help="A .cedar file, or a directory of them")]
+
+
+def _api() -> Api:
+    return Api(ClientSettings.from_environ())
+
+
+def read_policies(path: Path) -> str:
+    """The policy text at ``path``: one file, or every ``*.cedar`` file of a directory."""
+    if path.is_dir():
+        files = sorted(path.glob("*.cedar"))
+        if not files:
+            fail(f"no .cedar files in {path}", INVALID_INPUT)
+        return "\n".join(f"// {f.name}\n{f.read_text(encoding='utf-8')}" for f in files)
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}", INVALID_INPUT)
+
+
+def _text_or_json(data: dict[str, Any], output: Output) -> None:
+    if output is Output.JSON:
+        show(data, output)
+        return
+    meta = {k: v for k, v in data.items() if k != "text"}
+    show(meta, output)
+    if "text" in data:
+        console.print(data["text"], markup=False, highlight=False)
+
+
+@app.command()
+def validate(path: PathArg, output: OutputOpt = Output.TABLE) -> None:
+    """Check policies against the server's schema without applying them (exit 3 if invalid)."""
+    with _api() as api:
+        result = api.call("POST", "/v1/policies/check", json={"text": read_policies(path)})
+    if output is Output.JSON:
+        show(result, output)
+    elif result["valid"]:
+        console.print("[green]valid[/]")
+    else:
+        for error in result["errors"]:
+            console.print(f"✗ {error}", markup=False, highlight=False)
+    if not result["valid"]:
+        raise typer.Exit(INVALID_INPUT)
+
+
+@app.command()
+def apply(
+    path: PathArg,
+    output: OutputOpt = Output.TABLE,
+    comment: Annotated[str | None, typer.Option(help="Why (kept with the version)")] = None,
+) -> None:
+    """Apply policies: they become the next version and are in force at once."""
+    body = {"text": read_policies(path), "comment": comment}
+    with _api() as api:
+        stored = api.call("POST", "/v1/policies", json=body)
+    show({k: v for k, v in stored.items() if k != "text"}, output)
+
+
+@app.command("list")
+def list_versions(output: OutputOpt = Output.TABLE) -> None:
+    """Policy set versions, newest first."""
+    with _api() as api:
+        rows = api.call("GET", "/v1/policies")["versions"]
+    show_rows(rows, ("version", "active", "created_at", "created_by", "comment"), output)
+
+
+@app.command("show")
+def show_version(
+    version: Annotated[int | None, typer.Argument(help="Default: the active version")] = None,
+    output: OutputOpt = Output.TABLE,
+) -> None:
+    """One version with its text."""
+    with _api() as api:
+        data = api.call("GET", f"/v1/policies/{version if version else 'active'}")
+    _text_or_json(data, output)
+
+
+@app.command()
+def diff(
+    old: Annotated[int, typer.Argument(help="From this version")],
+    new: Annotated[int | None, typer.Argument(help="To this version (default: active)")] = None,
+    output: OutputOpt = Output.TABLE,
+) -> None:
+    """What changed between two versions (unified diff)."""
+    params = {"from": old} | ({"to": new} if new else {})
+    with _api() as api:
+        data = api.call("GET", "/v1/policies/diff", params=params)
+    if output is Output.JSON:
+        show(data, output)
+    else:
+        console.print(data["diff"] or "(no difference)", markup=False, highlight=False)
+
+
+@app.command()
+def rollback(
+    version: Annotated[int, typer.Argument(help="The version to put back in force")],
+    output: OutputOpt = Output.TABLE,
+) -> None:
+    """Put an earlier version back in force (checked against today's schema first)."""
+    with _api() as api:
+        data = api.call("POST", f"/v1/policies/{version}/activate")
+    show({k: v for k, v in data.items() if k != "text"}, output)
+
+
+@app.command()
+def schema() -> None:
+    """Print the Cedar schema policies are checked against."""
+    with _api() as api:
+        response = api.raw("GET", "/v1/policies/schema")
+    console.print(response, markup=False, highlight=False)
