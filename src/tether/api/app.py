@@ -19,7 +19,17 @@ from tether import __version__
 from tether._internal.clock import Clock
 from tether.api.errors import install_error_handlers
 from tether.api.middleware import BodyLimit
-from tether.api.routes import agents, audit, discovery, health, oauth, policies, svid, tokens
+from tether.api.routes import (
+    agents,
+    audit,
+    authzen,
+    discovery,
+    health,
+    oauth,
+    policies,
+    svid,
+    tokens,
+)
 from tether.api.services import Services
 from tether.config import Settings
 
@@ -55,7 +65,8 @@ def create_app(
     if services is not None:
         app.state.services = services
     install_error_handlers(app)
-    for module in (health, discovery, oauth, agents, tokens, svid, audit, policies):
+    routers = (health, discovery, oauth, agents, tokens, svid, audit, policies, authzen)
+    for module in routers:
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -18,6 +18,7 @@ import structlog
 from tether._internal.clock import Clock, SystemClock
 from tether.audit.records import AuditRecord
 from tether.audit.sink import AuditSink, StoreAuditSink
+from tether.checkpoint import Checkpoint
 from tether.config import Settings
 from tether.crypto.kek import KeyEncryptionKey
 from tether.crypto.keyring import KeyRing, KeyRingChange
@@ -49,6 +50,7 @@ class Services:
     client_auth: ClientAuthenticator
     svids: SvidIssuer
     policies: PolicySets
+    checkpoint: Checkpoint
     #: A root token generated on this start (shown once), else None.
     new_root_token: str | None = None
 
@@ -79,8 +81,18 @@ class Services:
             store=store, audit=audit, clock=clock, default_ttl=settings.operator_token_ttl_seconds
         )
         new_root = await operators.ensure_root(settings.root_token)
-        policies = await PolicySets.open(
-            store=store, engine=CedarEngine(), audit=audit, clock=clock
+        engine = CedarEngine()
+        policies = await PolicySets.open(store=store, engine=engine, audit=audit, clock=clock)
+        svids = SvidIssuer(
+            keyring=keyring,
+            store=store,
+            audit=audit,
+            clock=clock,
+            issuer=settings.issuer_url,
+            trust_domain=settings.trust_domain,
+            audiences=settings.audiences,
+            jwt_ttl=settings.jwt_svid_ttl_seconds,
+            x509_ttl=settings.x509_svid_ttl_seconds,
         )
         return cls(
             settings=settings,
@@ -101,18 +113,11 @@ class Services:
                 max_lifetime=settings.assertion_max_lifetime_seconds,
                 leeway=settings.clock_skew_seconds,
             ),
-            svids=SvidIssuer(
-                keyring=keyring,
-                store=store,
-                audit=audit,
-                clock=clock,
-                issuer=settings.issuer_url,
-                trust_domain=settings.trust_domain,
-                audiences=settings.audiences,
-                jwt_ttl=settings.jwt_svid_ttl_seconds,
-                x509_ttl=settings.x509_svid_ttl_seconds,
-            ),
+            svids=svids,
             policies=policies,
+            checkpoint=Checkpoint(
+                svids=svids, policies=policies, engine=engine, audit=audit, clock=clock
+            ),
             new_root_token=new_root,
         )
 

@@ -41,6 +41,7 @@ class Permission(StrEnum):
     AUDIT_READ = "audit.read"
     POLICY_READ = "policy.read"
     POLICY_APPLY = "policy.apply"
+    DECISION_EVALUATE = "decision.evaluate"
 
 
 _ALL_OPERATORS = frozenset(Role)
@@ -64,6 +65,8 @@ _GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.AUDIT_READ: _SECURITY | {Role.AUDITOR},
     Permission.POLICY_READ: _ALL_OPERATORS,
     Permission.POLICY_APPLY: _SECURITY,
+    #: Enforcement points asking on an agent's behalf (the agent may always ask for itself).
+    Permission.DECISION_EVALUATE: _ADMINS,
 }
 #: What a developer may also do, but only on agents they own.
 _OWNER_GRANTS = frozenset(

@@ -1,0 +1,194 @@
+"""OpenID AuthZEN Authorization API 1.0: ``POST /access/v1/evaluation`` and ``/evaluations``.
+
+Every evaluation goes through the checkpoint, like every other enforcement point. Who asks:
+
+* an **agent** for itself: ``Authorization: Bearer <its JWT-SVID>`` (the subject may be left
+  out; if given, it must name the same agent or instance);
+* an **enforcement point** for an agent: an operator token with ``decision.evaluate`` as the
+  bearer, and the agent's JWT-SVID in ``subject.properties.token``.
+
+The subject's identity is never taken on the caller's word: the token is verified. The action's
+``properties.arguments`` are the call's arguments (the approval digest covers them). ``explain``
+(``?explain=true``) adds the determining policies and reasons to each answer's ``context``.
+An evaluation whose record cannot be written is refused with HTTP 503.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from tether.api.deps import ServicesDep, bearer_token, client_certificate
+from tether.api.services import Services
+from tether.checkpoint import CheckRequest, Verdict, parse_entity
+from tether.errors import InvalidInput
+from tether.identity.access import Permission, require
+from tether.identity.operators import TOKEN_PREFIX
+
+router = APIRouter(tags=["decisions"])
+
+MAX_EVALUATIONS = 100
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SubjectIn(_Open):
+    type: str = Field(max_length=64)
+    id: str = Field(max_length=512)
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class ActionIn(_Open):
+    name: str = Field(max_length=64)
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class ResourceIn(_Open):
+    type: str = Field(max_length=64)
+    id: str = Field(max_length=512)
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvaluationIn(_Open):
+    subject: SubjectIn | None = None
+    action: ActionIn
+    resource: ResourceIn
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class PartialEvaluation(_Open):
+    subject: SubjectIn | None = None
+    action: ActionIn | None = None
+    resource: ResourceIn | None = None
+    context: dict[str, Any] | None = None
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    evaluations_semantic: Literal["execute_all", "deny_on_first_deny", "permit_on_first_permit"] = (
+        "execute_all"
+    )
+
+
+class EvaluationsIn(_Open):
+    subject: SubjectIn | None = None
+    action: ActionIn | None = None
+    resource: ResourceIn | None = None
+    context: dict[str, Any] = Field(default_factory=dict)
+    evaluations: list[PartialEvaluation] = Field(default_factory=list, max_length=MAX_EVALUATIONS)
+    options: Options = Field(default_factory=Options)
+
+
+Explain = Annotated[bool, Query(description="Add determining policies and reasons")]
+
+
+@router.get("/.well-known/authzen-configuration", summary="AuthZEN PDP metadata")
+async def configuration(services: ServicesDep) -> dict[str, str]:
+    base = services.settings.issuer_url
+    return {
+        "policy_decision_point": base,
+        "access_evaluation_endpoint": f"{base}/access/v1/evaluation",
+        "access_evaluations_endpoint": f"{base}/access/v1/evaluations",
+    }
+
+
+@router.post("/access/v1/evaluation", summary="One decision (AuthZEN)")
+async def evaluation(
+    body: EvaluationIn, request: Request, services: ServicesDep, explain: Explain = False
+) -> JSONResponse:
+    verdict = await _evaluate(services, request, body)
+    answer = _answer(verdict, explain=explain)
+    return JSONResponse(answer, status_code=503 if verdict.audit_failed else 200)
+
+
+@router.post("/access/v1/evaluations", summary="Several decisions, one request (AuthZEN)")
+async def evaluations(
+    body: EvaluationsIn, request: Request, services: ServicesDep, explain: Explain = False
+) -> JSONResponse:
+    items = body.evaluations or [PartialEvaluation()]
+    semantic = body.options.evaluations_semantic
+    answers: list[dict[str, Any]] = []
+    failed = False
+    for item in items:
+        merged = _merge(body, item)
+        verdict = await _evaluate(services, request, merged)
+        failed = failed or verdict.audit_failed
+        answers.append(_answer(verdict, explain=explain))
+        if (semantic == "deny_on_first_deny" and not verdict.allowed) or (
+            semantic == "permit_on_first_permit" and verdict.allowed
+        ):
+            break
+    return JSONResponse({"evaluations": answers}, status_code=503 if failed else 200)
+
+
+def _merge(batch: EvaluationsIn, item: PartialEvaluation) -> EvaluationIn:
+    action = item.action or batch.action
+    resource = item.resource or batch.resource
+    if action is None or resource is None:
+        raise InvalidInput(
+            "each evaluation needs an action and a resource (its own or the batch's)"
+        )
+    context = batch.context | (item.context or {})
+    return EvaluationIn(
+        subject=item.subject or batch.subject, action=action, resource=resource, context=context
+    )
+
+
+async def _evaluate(services: Services, request: Request, body: EvaluationIn) -> Verdict:
+    presented = bearer_token(request)
+    subject = body.subject
+    if presented.startswith(TOKEN_PREFIX):
+        # An enforcement point asking on an agent's behalf: it must be allowed to, and it
+        # hands over the agent's own token.
+        actor = await services.operators.authenticate(presented)
+        require(actor, Permission.DECISION_EVALUATE)
+        token = subject.properties.get("token") if subject else None
+        if not isinstance(token, str) or not token:
+            raise InvalidInput("subject.properties.token must carry the agent's JWT-SVID")
+        certificate = None
+    else:
+        token = presented
+        cert = client_certificate(request, services)
+        certificate = cert.thumbprint if cert else None
+    arguments = body.action.properties.get("arguments")
+    resource = parse_entity(body.resource.model_dump(), what="resource")
+    entities = tuple(
+        parse_entity(e, what="context.entities[]")
+        for e in body.context.get("entities", [])
+        if isinstance(e, dict)
+    )
+    context = {k: v for k, v in body.context.items() if k != "entities"}
+    return await services.checkpoint.check(
+        CheckRequest(
+            token=token,
+            action=body.action.name,
+            resource=resource,
+            enforcement_point="authzen",
+            certificate_thumbprint=certificate,
+            arguments=arguments,
+            entities=entities,
+            context=context,
+            correlation_id=request.headers.get("x-request-id"),
+            subject=subject.id if subject else None,
+        )
+    )
+
+
+def _answer(verdict: Verdict, *, explain: bool) -> dict[str, Any]:
+    decision = verdict.decision
+    context: dict[str, Any] = {"id": verdict.decision_id, "effect": str(decision.effect)}
+    if decision.effect.value == "approval_required":
+        context["call_digest"] = verdict.call_digest
+        context["obligations"] = list(decision.obligations)
+    if verdict.audit_failed:
+        context["reason"] = "audit_unavailable"
+    if explain:
+        context["policy_ids"] = list(decision.policy_ids)
+        context["reasons"] = list(decision.reasons)
+        context["policy_version"] = decision.policy_version
+    return {"decision": verdict.allowed, "context": context}

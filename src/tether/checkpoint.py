@@ -1,0 +1,260 @@
+"""The checkpoint: the one decision pipeline every enforcement point calls.
+
+An MCP tool call, an HTTP request behind Envoy, an SDK-guarded function and an AuthZEN
+evaluation all come here, so they are checked, audited and (later) monitored the same way:
+
+1. **authenticate** the presented token: a JWT-SVID Tether issued (ES256 only, ``exp``/``nbf``
+   with a 30 s leeway, ``aud`` = Tether, issuer, certificate binding) from an active agent;
+2. **refuse at once** what no policy may allow: an inactive agent (also a shipped ``forbid``),
+   a delegation chain deeper than allowed;
+3. **decide** with the policy set in force (:class:`~tether.policy.service.PolicySets`);
+4. on ``approval_required``, answer with what the caller needs to start an approval: the
+   obligations and the digest of this exact call;
+5. **append the decision record durably before answering** — allow or not. If the record
+   cannot be written within ``audit_timeout`` seconds the answer is deny
+   (``audit_unavailable``): no audit, no access.
+
+Example::
+
+    verdict = await checkpoint.check(CheckRequest(token=svid, action="call_tool",
+                                                  resource=tool_entity, arguments={"q": "hours"},
+                                                  enforcement_point="authzen"))
+    verdict.decision.effect   # Effect.ALLOW / DENY / APPROVAL_REQUIRED
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from tether._internal.canonical import call_digest
+from tether._internal.clock import Clock
+from tether._internal.ids import new_id
+from tether.audit.records import AuditRecord, Outcome
+from tether.audit.sink import AuditSink
+from tether.errors import Error, InvalidInput
+from tether.identity.models import Agent
+from tether.identity.svid import AgentCaller, SvidIssuer
+from tether.policy.engine import PolicyEngine
+from tether.policy.models import Decision, DecisionRequest, Effect, Entity, EntityRef
+from tether.policy.service import PolicySets
+
+__all__ = ["CheckRequest", "Checkpoint", "Verdict", "agent_entity", "parse_entity"]
+
+#: Delegation deeper than this is refused before any policy runs.
+MAX_ACT_DEPTH = 4
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckRequest:
+    """What an enforcement point asks: may the bearer of ``token`` do ``action`` on
+    ``resource`` (with ``arguments``)? ``entities`` are the resource's parents and other
+    entities policies may read; ``context`` adds to the delegation context (never overrides
+    what the token proves)."""
+
+    token: str
+    action: str
+    resource: Entity
+    enforcement_point: str
+    certificate_thumbprint: str | None = None
+    arguments: Any = None
+    entities: tuple[Entity, ...] = ()
+    context: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    correlation_id: str | None = None
+    #: Who the enforcement point says is asking (an agent name or SPIFFE ID); must match the
+    #: token, or the answer is deny.
+    subject: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verdict:
+    decision_id: str
+    decision: Decision
+    call_digest: str
+    caller: AgentCaller | None = None
+    #: Set when the decision could not be recorded (the caller should answer 503).
+    audit_failed: bool = False
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision.allowed and not self.audit_failed
+
+
+def agent_entity(agent: Agent) -> Entity:
+    """The ``Tether::Agent`` entity policies see, from the registry's record."""
+    d = agent.declarations
+    return Entity(
+        ref=EntityRef("Agent", agent.name),
+        attrs={
+            "name": agent.name,
+            "state": str(agent.state),
+            "risk_tier": str(agent.risk_tier),
+            "risk_score": agent.risk_score,
+            "owners": set(agent.owners),
+            "tools": set(d.tools),
+            "resources": set(d.resources),
+            "data_classes": {str(c) for c in d.data_classes},
+            "external_connections": str(d.external_connections),
+            "autonomy": str(d.autonomy),
+            "may_call_agents": d.may_call_agents,
+        },
+    )
+
+
+#: Context keys only the checkpoint sets, from what it verified.
+_PROVEN = frozenset(
+    {"now", "instance", "user", "grant_id", "grant_expires_at", "scopes", "act_chain", "act_depth"}
+)
+
+
+class Checkpoint:
+    def __init__(
+        self,
+        *,
+        svids: SvidIssuer,
+        policies: PolicySets,
+        engine: PolicyEngine,
+        audit: AuditSink,
+        clock: Clock,
+        audit_timeout: float = 2.0,
+    ) -> None:
+        self._svids = svids
+        self._policies = policies
+        self._engine = engine
+        self._audit = audit
+        self._clock = clock
+        self._audit_timeout = audit_timeout
+
+    async def check(self, request: CheckRequest) -> Verdict:
+        decision_id = new_id("dec")
+        digest = call_digest(request.action, _uid(request.resource.ref), request.arguments)
+        caller: AgentCaller | None = None
+        try:
+            caller = await self._svids.verify_agent_token(
+                request.token, certificate_thumbprint=request.certificate_thumbprint
+            )
+        except Error as exc:
+            decision = Decision.deny(f"unauthenticated: {exc.message}")
+        else:
+            decision = self._decide(caller, request, digest)
+        if decision.effect is Effect.APPROVAL_REQUIRED:
+            decision = Decision(
+                effect=decision.effect,
+                policy_ids=decision.policy_ids,
+                reasons=decision.reasons,
+                obligations=decision.obligations,
+                policy_version=decision.policy_version,
+                details={"call_digest": digest},
+            )
+        recorded = await self._record(decision_id, request, caller, decision, digest)
+        if not recorded:
+            decision = Decision.deny("audit_unavailable: the decision could not be recorded")
+        return Verdict(
+            decision_id=decision_id,
+            decision=decision,
+            call_digest=digest,
+            caller=caller,
+            audit_failed=not recorded,
+        )
+
+    def _decide(self, caller: AgentCaller, request: CheckRequest, digest: str) -> Decision:
+        compiled = self._policies.current
+        named = {caller.spiffe_id, caller.agent.spiffe_id, caller.agent.name}
+        if request.subject is not None and request.subject not in named:
+            return Decision.deny(
+                "the subject does not match the presented token", policy_version=compiled.version
+            )
+        if not caller.agent.can_authenticate:
+            return Decision.deny(f"agent is {caller.agent.state}", policy_version=compiled.version)
+        context = self._context(caller, request, digest)
+        depth = context["act_depth"]
+        if not isinstance(depth, int) or depth > MAX_ACT_DEPTH:
+            return Decision.deny(
+                f"delegation chain deeper than {MAX_ACT_DEPTH}", policy_version=compiled.version
+            )
+        return self._engine.decide(
+            compiled,
+            DecisionRequest(
+                principal=agent_entity(caller.agent),
+                action=request.action,
+                resource=request.resource,
+                context=context,
+                entities=request.entities,
+            ),
+        )
+
+    def _context(self, caller: AgentCaller, request: CheckRequest, digest: str) -> dict[str, Any]:
+        supplied = {k: v for k, v in request.context.items() if k not in _PROVEN}
+        claims = caller.claims.claims
+        scope = claims.get("scope")
+        return supplied | {
+            "now": self._clock.timestamp(),
+            "instance": caller.instance_id,
+            "scopes": set(scope.split()) if isinstance(scope, str) else set(),
+            "act_chain": set(),
+            "act_depth": 0,
+            "call_digest": digest,
+        }
+
+    async def _record(
+        self,
+        decision_id: str,
+        request: CheckRequest,
+        caller: AgentCaller | None,
+        decision: Decision,
+        digest: str,
+    ) -> bool:
+        agent = caller.agent if caller else None
+        record = AuditRecord.new(
+            type="decision",
+            actor=caller.spiffe_id if caller else "unauthenticated",
+            subject=_uid(request.resource.ref),
+            time=self._clock.now(),
+            outcome=Outcome.SUCCESS if decision.allowed else Outcome.FAILURE,
+            correlation_id=request.correlation_id,
+            details={
+                "decision_id": decision_id,
+                "enforcement_point": request.enforcement_point,
+                "agent": agent.name if agent else None,
+                "instance": caller.instance_id if caller else None,
+                "risk_tier": str(agent.risk_tier) if agent else None,
+                "action": request.action,
+                "resource": _uid(request.resource.ref),
+                "effect": str(decision.effect),
+                "policy_ids": list(decision.policy_ids),
+                "policy_version": decision.policy_version,
+                "reasons": list(decision.reasons)[:5],
+                "obligations": list(decision.obligations),
+                "call_digest": digest,
+            },
+        )
+        try:
+            await asyncio.wait_for(self._audit.append(record), timeout=self._audit_timeout)
+        except (Error, TimeoutError, OSError):
+            return False
+        return True
+
+
+def _uid(ref: EntityRef) -> str:
+    return f'{ref.type}::"{ref.id}"'
+
+
+def parse_entity(value: Mapping[str, Any], *, what: str) -> Entity:
+    """An entity from the wire shape ``{"type", "id", "properties"?}`` (AuthZEN's), with
+    ``properties.parents`` as a list of ``{"type", "id"}``."""
+    kind, ident = value.get("type"), value.get("id")
+    if not isinstance(kind, str) or not isinstance(ident, str) or not kind or not ident:
+        raise InvalidInput(f"{what} needs a string type and id")
+    properties = dict(value.get("properties") or {})
+    parents = properties.pop("parents", [])
+    if not isinstance(parents, list):
+        raise InvalidInput(f"{what}.properties.parents is a list of {{type, id}}")
+    refs = []
+    for parent in parents:
+        if not isinstance(parent, Mapping):
+            raise InvalidInput(f"{what}.properties.parents is a list of {{type, id}}")
+        refs.append(EntityRef(str(parent.get("type", "")), str(parent.get("id", ""))))
+    return Entity(ref=EntityRef(kind, ident), attrs=properties, parents=tuple(refs))

@@ -1,0 +1,284 @@
+"""The checkpoint behind the AuthZEN API: real tokens, real policies, real audit records."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tether.api.services import Services
+from tether.audit.records import AuditReceipt, AuditRecord
+from tether.checkpoint import Checkpoint
+from tether.crypto.assertion import sign_client_assertion
+from tether.errors import StoreUnavailable
+from tether.identity.client_auth import ASSERTION_TYPE
+
+from .conftest import ISSUER, AgentFactory, RegisteredAgent
+from .test_management_api import as_, operator_token
+
+POLICIES = """
+@id("faq-bot-searches")
+permit (
+  principal == Tether::Agent::"faq-bot",
+  action == Tether::Action::"call_tool",
+  resource == Tether::Tool::"search_faq"
+);
+
+@id("faq-bot-transfers-with-approval")
+@obligation("approval")
+permit (
+  principal == Tether::Agent::"faq-bot",
+  action == Tether::Action::"call_tool",
+  resource == Tether::Tool::"transfer"
+);
+"""
+
+
+def tool(name: str) -> dict[str, Any]:
+    return {
+        "type": "Tool",
+        "id": name,
+        "properties": {
+            "name": name,
+            "data_class": "public",
+            "state_changing": name != "search_faq",
+        },
+    }
+
+
+async def svid(client: httpx.AsyncClient, agent: RegisteredAgent) -> str:
+    assertion = sign_client_assertion(
+        agent.key.private_pem,
+        client_id=agent.spiffe_id,
+        audience=f"{ISSUER}/oauth2/token",
+        now=int(time.time()),
+    )
+    issued = await client.post(
+        "/oauth2/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": assertion,
+            "instance_id": "pod-1",
+        },
+    )
+    assert issued.status_code == 200, issued.text
+    token: str = issued.json()["access_token"]
+    return token
+
+
+@pytest.fixture
+async def agent_token(client: httpx.AsyncClient, make_agent: AgentFactory) -> str:
+    agent = await make_agent(tools=["search_faq", "transfer"])
+    applied = await client.post("/v1/policies", json={"text": POLICIES})
+    assert applied.status_code == 201, applied.text
+    return await svid(client, agent)
+
+
+def evaluation(name: str = "search_faq", **extra: Any) -> dict[str, Any]:
+    return {"action": {"name": "call_tool"}, "resource": tool(name), **extra}
+
+
+async def decisions(client: httpx.AsyncClient) -> list[dict[str, Any]]:
+    records = await client.get("/v1/audit", params={"type_prefix": "decision", "limit": 1000})
+    return [r["details"] for r in records.json()["records"]]
+
+
+async def test_permitted_call_is_true_and_recorded(
+    client: httpx.AsyncClient, agent_token: str
+) -> None:
+    answer = await client.post(
+        "/access/v1/evaluation",
+        json=evaluation(),
+        headers=as_(agent_token),
+        params={"explain": True},
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["decision"] is True
+    assert body["context"]["policy_ids"] == ["faq-bot-searches"]
+    [record] = await decisions(client)
+    assert record["decision_id"] == body["context"]["id"]
+    assert (record["agent"], record["instance"], record["effect"]) == ("faq-bot", "pod-1", "allow")
+    assert record["policy_version"] == 1
+
+
+async def test_what_no_policy_permits_is_false(client: httpx.AsyncClient, agent_token: str) -> None:
+    answer = await client.post(
+        "/access/v1/evaluation", json=evaluation("drop_tables"), headers=as_(agent_token)
+    )
+    assert answer.json()["decision"] is False
+    assert (await decisions(client))[0]["effect"] == "deny"
+
+
+async def test_approval_obligation_answers_with_the_call_digest(
+    client: httpx.AsyncClient, agent_token: str
+) -> None:
+    ask = evaluation("transfer")
+    ask["action"]["properties"] = {"arguments": {"amount": 100, "to": "bob"}}
+    first = (await client.post("/access/v1/evaluation", json=ask, headers=as_(agent_token))).json()
+    assert first["decision"] is False
+    assert first["context"]["effect"] == "approval_required"
+    assert first["context"]["obligations"] == ["approval"]
+    ask["action"]["properties"]["arguments"]["amount"] = 10_000
+    second = (await client.post("/access/v1/evaluation", json=ask, headers=as_(agent_token))).json()
+    assert second["context"]["call_digest"] != first["context"]["call_digest"], (
+        "a changed amount is a different call"
+    )
+
+
+async def test_forged_token_is_denied_and_recorded(
+    client: httpx.AsyncClient, agent_token: str
+) -> None:
+    forged = agent_token[:-4] + ("AAAA" if not agent_token.endswith("AAAA") else "BBBB")
+    answer = await client.post("/access/v1/evaluation", json=evaluation(), headers=as_(forged))
+    assert answer.json()["decision"] is False
+    [record] = await decisions(client)
+    assert record["effect"] == "deny"
+    assert record["agent"] is None
+
+
+async def test_suspended_agent_is_refused_with_a_live_token(
+    client: httpx.AsyncClient, agent_token: str
+) -> None:
+    assert (await client.post("/v1/agents/faq-bot/suspend")).status_code == 200
+    answer = await client.post("/access/v1/evaluation", json=evaluation(), headers=as_(agent_token))
+    assert answer.json()["decision"] is False
+
+
+async def test_subject_that_is_not_the_token_is_denied(
+    client: httpx.AsyncClient, agent_token: str
+) -> None:
+    impersonating = evaluation(subject={"type": "agent", "id": "bank-bot"})
+    answer = await client.post(
+        "/access/v1/evaluation", json=impersonating, headers=as_(agent_token)
+    )
+    assert answer.json()["decision"] is False
+    assert "subject" in (await decisions(client))[0]["reasons"][0]
+
+
+async def test_enforcement_point_asks_for_an_agent_with_its_own_token(
+    client: httpx.AsyncClient, agent_token: str
+) -> None:
+    gateway = await operator_token(client, "platform-admin", "gateway")
+    on_behalf = evaluation(
+        subject={"type": "agent", "id": "faq-bot", "properties": {"token": agent_token}}
+    )
+    answer = await client.post("/access/v1/evaluation", json=on_behalf, headers=as_(gateway))
+    assert answer.json()["decision"] is True
+    developer = await operator_token(client, "developer", "dev")
+    refused = await client.post("/access/v1/evaluation", json=on_behalf, headers=as_(developer))
+    assert refused.status_code == 403
+    no_token = evaluation(subject={"type": "agent", "id": "faq-bot"})
+    assert (
+        await client.post("/access/v1/evaluation", json=no_token, headers=as_(gateway))
+    ).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("semantic", "answered"),
+    [("execute_all", 3), ("deny_on_first_deny", 2), ("permit_on_first_permit", 1)],
+)
+async def test_batch_semantics(
+    client: httpx.AsyncClient, agent_token: str, semantic: str, answered: int
+) -> None:
+    batch = {
+        "action": {"name": "call_tool"},
+        "evaluations": [
+            {"resource": tool("search_faq")},
+            {"resource": tool("drop_tables")},
+            {"resource": tool("search_faq")},
+        ],
+        "options": {"evaluations_semantic": semantic},
+    }
+    answer = await client.post("/access/v1/evaluations", json=batch, headers=as_(agent_token))
+    assert answer.status_code == 200, answer.text
+    results = [e["decision"] for e in answer.json()["evaluations"]]
+    assert results == [True, False, True][:answered]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"resource": tool("search_faq")},
+        {"action": {"name": "call_tool"}, "resource": {"type": "Tool"}},
+        {"action": {"name": "call_tool"}, "resource": tool("x"), "surprise": 1},
+    ],
+    ids=["missing_action", "resource_without_id", "unknown_member"],
+)
+async def test_malformed_request_is_400(
+    client: httpx.AsyncClient, agent_token: str, body: dict[str, Any]
+) -> None:
+    answer = await client.post("/access/v1/evaluation", json=body, headers=as_(agent_token))
+    assert (answer.status_code, answer.json()["error"]["code"]) == (400, "invalid_input")
+
+
+async def test_unknown_entity_type_is_deny_with_a_reason(
+    client: httpx.AsyncClient, agent_token: str
+) -> None:
+    body = {"action": {"name": "call_tool"}, "resource": {"type": "Spaceship", "id": "x"}}
+    answer = await client.post(
+        "/access/v1/evaluation", json=body, headers=as_(agent_token), params={"explain": True}
+    )
+    assert answer.json()["decision"] is False
+    assert answer.json()["context"]["reasons"]
+
+
+class FlakySink:
+    """The real sink, with a switch that makes appends fail or hang (fault injection)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.mode = "ok"
+
+    async def append(self, record: AuditRecord) -> AuditReceipt:
+        if self.mode == "fail":
+            raise StoreUnavailable("the audit store is down")
+        if self.mode == "hang":
+            await asyncio.sleep(3600)
+        receipt: AuditReceipt = await self.inner.append(record)
+        return receipt
+
+
+async def test_no_audit_no_access_and_service_resumes(
+    client: httpx.AsyncClient, services: Services, agent_token: str
+) -> None:
+    sink = FlakySink(services.audit)
+    services.checkpoint = Checkpoint(
+        svids=services.svids,
+        policies=services.policies,
+        engine=services.checkpoint._engine,
+        audit=sink,
+        clock=services.clock,
+        audit_timeout=0.2,
+    )
+    for mode in ("fail", "hang"):
+        sink.mode = mode
+        started = time.monotonic()
+        refused = await client.post(
+            "/access/v1/evaluation", json=evaluation(), headers=as_(agent_token)
+        )
+        assert time.monotonic() - started < 2
+        assert refused.status_code == 503
+        assert refused.json() == {
+            "decision": False,
+            "context": {
+                "id": refused.json()["context"]["id"],
+                "effect": "deny",
+                "reason": "audit_unavailable",
+            },
+        }
+    sink.mode = "ok"
+    resumed = await client.post(
+        "/access/v1/evaluation", json=evaluation(), headers=as_(agent_token)
+    )
+    assert (resumed.status_code, resumed.json()["decision"]) == (200, True)
+
+
+async def test_authzen_configuration_names_the_endpoints(client: httpx.AsyncClient) -> None:
+    config = (await client.get("/.well-known/authzen-configuration")).json()
+    assert config["access_evaluation_endpoint"] == f"{ISSUER}/access/v1/evaluation"
+    assert config["access_evaluations_endpoint"] == f"{ISSUER}/access/v1/evaluations"
