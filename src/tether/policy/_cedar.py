@@ -35,7 +35,15 @@ from tether.policy.engine import (
 )
 from tether.policy.models import Decision, DecisionRequest, Effect, Entity, EntityRef
 
-__all__ = ["NAMESPACE", "CedarEngine", "CedarPolicies", "default_policies", "schema_text"]
+__all__ = [
+    "NAMESPACE",
+    "CedarEngine",
+    "CedarOutcome",
+    "CedarPolicies",
+    "conformance_evaluate",
+    "default_policies",
+    "schema_text",
+]
 
 NAMESPACE = "Tether"
 MAX_POLICY_SET_BYTES = 1024 * 1024
@@ -208,9 +216,9 @@ class CedarEngine:
             "resource": _uid(request.resource.ref),
             "context": {k: _value(v) for k, v in request.context.items()},
         }
-        result = cedarpy.is_authorized(cedar_request, compiled.policy_set, entities, self._schema)
-        errors = [str(e) for e in result.diagnostics.errors]
-        if result.decision == cedarpy.Decision.NoDecision or errors:
+        outcome = _authorize(cedar_request, compiled.policy_set, entities, self._schema)
+        errors = list(outcome.errors)
+        if outcome.decision == "no_decision" or errors:
             # NoDecision: the request does not fit the schema. Errors: Cedar skipped a policy
             # that failed to evaluate, perhaps a forbid. Either way, fail closed.
             return Decision(
@@ -218,9 +226,9 @@ class CedarEngine:
                 reasons=tuple(errors) or ("the engine reached no decision",),
                 policy_version=version,
             )
-        determining = [compiled.infos[p] for p in result.diagnostics.reasons if p in compiled.infos]
+        determining = [compiled.infos[p] for p in outcome.reasons if p in compiled.infos]
         ids = tuple(info.id for info in determining)
-        if result.decision != cedarpy.Decision.Allow:
+        if outcome.decision != "allow":
             reasons = tuple(info.reason or f"forbidden by {info.id}" for info in determining)
             return Decision(
                 effect=Effect.DENY,
@@ -240,6 +248,61 @@ class CedarEngine:
         return Decision(
             effect=Effect.ALLOW, policy_ids=ids, obligations=obligations, policy_version=version
         )
+
+
+@dataclass(frozen=True, slots=True)
+class CedarOutcome:
+    """Cedar's own answer, before Tether's rules: ``allow``, ``deny`` or ``no_decision``, the
+    positional ids of the determining policies, and the evaluation errors."""
+
+    decision: str
+    reasons: tuple[str, ...]
+    errors: tuple[str, ...]
+
+
+_DECISIONS = {
+    cedarpy.Decision.Allow: "allow",
+    cedarpy.Decision.Deny: "deny",
+    cedarpy.Decision.NoDecision: "no_decision",
+}
+
+
+def _authorize(
+    request: Mapping[str, Any],
+    policy_set: cedarpy.PolicySet,
+    entities: cedarpy.Entities,
+    schema: cedarpy.Schema | None,
+) -> CedarOutcome:
+    """The one call into the binding; :meth:`CedarEngine.decide` and the conformance seam
+    both go through it."""
+    result = cedarpy.is_authorized(dict(request), policy_set, entities, schema)
+    return CedarOutcome(
+        decision=_DECISIONS[result.decision],
+        reasons=tuple(result.diagnostics.reasons),
+        errors=tuple(str(e) for e in result.diagnostics.errors),
+    )
+
+
+def conformance_evaluate(
+    *,
+    policies: str,
+    schema: str | None,
+    entities: list[dict[str, Any]],
+    request: Mapping[str, Any],
+) -> tuple[CedarOutcome, Decision]:
+    """**Test-only seam** for external Cedar corpora: evaluate arbitrary (policies, schema,
+    entities, request) through the same binding call the engine uses, outside Tether's schema
+    and ``@id`` rules. Returns Cedar's own outcome and the :class:`Decision` Tether derives
+    from it (allow only when Cedar allows with no errors). Not for production use."""
+    schema_handle = cedarpy.Schema.from_str(schema) if schema else None
+    entities_handle = cedarpy.Entities.from_json_str(json.dumps(entities), schema=schema_handle)
+    outcome = _authorize(
+        request, cedarpy.PolicySet.from_str(policies), entities_handle, schema_handle
+    )
+    if outcome.decision == "allow" and not outcome.errors:
+        return outcome, Decision(effect=Effect.ALLOW, policy_ids=outcome.reasons)
+    reasons = outcome.errors or ("no policy permits this",)
+    return outcome, Decision(effect=Effect.DENY, policy_ids=outcome.reasons, reasons=reasons)
 
 
 def _approved(context: Mapping[str, Any]) -> bool:
