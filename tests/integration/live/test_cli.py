@@ -198,3 +198,44 @@ def test_policy_commands_check_apply_and_roll_back(live: Live, tmp_path: Path) -
     assert [(v["version"], v["active"]) for v in listed] == [(2, False), (1, True)]
     invalid_apply = tether(live, "policy", "apply", str(bad))
     assert invalid_apply.returncode == exit_codes.INVALID_INPUT
+
+
+def test_policy_test_runs_cases_offline_and_fails_on_a_wrong_expectation(tmp_path: Path) -> None:
+    policies = tmp_path / "policies.cedar"
+    policies.write_text(
+        '@id("faq-bot-searches")\n'
+        'permit (principal == Tether::Agent::"faq-bot", action == Tether::Action::"call_tool", '
+        'resource == Tether::Tool::"search_faq");\n'
+    )
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    case = (
+        "[[case]]\n"
+        'name = "faq-bot searches"\n'
+        'agent = { name = "faq-bot" }\n'
+        'action = "call_tool"\n'
+        'expect = "{expect}"\n'
+        "[case.resource]\n"
+        'type = "Tool"\n'
+        'id = "search_faq"\n'
+        'properties = { name = "search_faq", data_class = "public", state_changing = false }\n'
+    )
+    (tests / "faq.toml").write_text(case.replace("{expect}", "allow"))
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tether", "policy", "test", str(policies), str(tests)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "TETHER_ADDR": "http://127.0.0.1:9"},  # no server is needed
+        )
+
+    passed = run()
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "1 passed, 0 failed" in passed.stdout
+    (tests / "faq.toml").write_text(case.replace("{expect}", "deny"))
+    failed = run()
+    assert failed.returncode == exit_codes.INVALID_INPUT
+    assert "0 passed, 1 failed" in failed.stdout

@@ -131,3 +131,48 @@ def schema() -> None:
     with _api() as api:
         response = api.raw("GET", "/v1/policies/schema")
     console.print(response, markup=False, highlight=False)
+
+
+@app.command("test")
+def run_policy_tests(
+    policies: PathArg,
+    tests: Annotated[Path, typer.Argument(help="A .toml test file, or a directory of them")],
+    output: OutputOpt = Output.TABLE,
+) -> None:
+    """Run declarative policy tests locally, with the shipped schema and defaults (exit 3 on a
+    failing case). Needs the server extras (the Cedar engine)."""
+    from tether.errors import Error
+
+    try:
+        from tether.policy._cedar import CedarEngine
+    except ImportError:  # pragma: no cover - only without the server extras
+        fail("the Cedar engine is not installed: pip install 'tether[server]'", INVALID_INPUT)
+    from tether.policy.testing import load_cases, run_cases
+
+    files = sorted(tests.glob("*.toml")) if tests.is_dir() else [tests]
+    engine = CedarEngine()
+    try:
+        compiled = engine.compile(read_policies(policies), version=None)
+        cases = [c for f in files for c in load_cases(f.read_text("utf-8"), source=f.name)]
+    except Error as exc:
+        errors = exc.details.get("errors")
+        detail = "\n".join(errors) if isinstance(errors, list) else ""
+        fail(f"{exc.message}\n{detail}".strip(), INVALID_INPUT)
+    results = run_cases(engine, compiled, cases)
+    rows = [
+        {
+            "case": r.case.name,
+            "passed": r.passed,
+            "expected": str(r.case.expect),
+            "got": str(r.decision.effect),
+            "policies": ", ".join(r.decision.policy_ids),
+            "reasons": "; ".join(r.decision.reasons),
+        }
+        for r in results
+    ]
+    show_rows(rows, ("case", "passed", "expected", "got", "policies"), output)
+    failed = [r for r in results if not r.passed]
+    if output is Output.TABLE:
+        console.print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if failed:
+        raise typer.Exit(INVALID_INPUT)
