@@ -132,6 +132,7 @@ class Checkpoint:
         decision_id = new_id("dec")
         digest = call_digest(request.action, _uid(request.resource.ref), request.arguments)
         caller: AgentCaller | None = None
+        evaluated: DecisionRequest | None = None
         try:
             caller = await self._svids.verify_agent_token(
                 request.token, certificate_thumbprint=request.certificate_thumbprint
@@ -139,7 +140,7 @@ class Checkpoint:
         except Error as exc:
             decision = Decision.deny(f"unauthenticated: {exc.message}")
         else:
-            decision = self._decide(caller, request, digest)
+            decision, evaluated = self._decide(caller, request, digest)
         if decision.effect is Effect.APPROVAL_REQUIRED:
             decision = Decision(
                 effect=decision.effect,
@@ -149,7 +150,7 @@ class Checkpoint:
                 policy_version=decision.policy_version,
                 details={"call_digest": digest},
             )
-        recorded = await self._record(decision_id, request, caller, decision, digest)
+        recorded = await self._record(decision_id, request, caller, decision, digest, evaluated)
         if not recorded:
             decision = Decision.deny("audit_unavailable: the decision could not be recorded")
         return Verdict(
@@ -160,31 +161,31 @@ class Checkpoint:
             audit_failed=not recorded,
         )
 
-    def _decide(self, caller: AgentCaller, request: CheckRequest, digest: str) -> Decision:
+    def _decide(
+        self, caller: AgentCaller, request: CheckRequest, digest: str
+    ) -> tuple[Decision, DecisionRequest | None]:
+        """The decision, and the request the engine evaluated (None when refused before)."""
         compiled = self._policies.current
         named = {caller.spiffe_id, caller.agent.spiffe_id, caller.agent.name}
         if request.subject is not None and request.subject not in named:
-            return Decision.deny(
-                "the subject does not match the presented token", policy_version=compiled.version
-            )
+            refused = "the subject does not match the presented token"
+            return Decision.deny(refused, policy_version=compiled.version), None
         if not caller.agent.can_authenticate:
-            return Decision.deny(f"agent is {caller.agent.state}", policy_version=compiled.version)
+            refused = f"agent is {caller.agent.state}"
+            return Decision.deny(refused, policy_version=compiled.version), None
         context = self._context(caller, request, digest)
         depth = context["act_depth"]
         if not isinstance(depth, int) or depth > MAX_ACT_DEPTH:
-            return Decision.deny(
-                f"delegation chain deeper than {MAX_ACT_DEPTH}", policy_version=compiled.version
-            )
-        return self._engine.decide(
-            compiled,
-            DecisionRequest(
-                principal=agent_entity(caller.agent),
-                action=request.action,
-                resource=request.resource,
-                context=context,
-                entities=request.entities,
-            ),
+            refused = f"delegation chain deeper than {MAX_ACT_DEPTH}"
+            return Decision.deny(refused, policy_version=compiled.version), None
+        evaluated = DecisionRequest(
+            principal=agent_entity(caller.agent),
+            action=request.action,
+            resource=request.resource,
+            context=context,
+            entities=request.entities,
         )
+        return self._engine.decide(compiled, evaluated), evaluated
 
     def _context(self, caller: AgentCaller, request: CheckRequest, digest: str) -> dict[str, Any]:
         supplied = {k: v for k, v in request.context.items() if k not in _PROVEN}
@@ -199,13 +200,14 @@ class Checkpoint:
             "call_digest": digest,
         }
 
-    async def _record(
+    async def _record(  # noqa: PLR0917 - private, called once
         self,
         decision_id: str,
         request: CheckRequest,
         caller: AgentCaller | None,
         decision: Decision,
         digest: str,
+        evaluated: DecisionRequest | None,
     ) -> bool:
         agent = caller.agent if caller else None
         record = AuditRecord.new(
@@ -229,6 +231,8 @@ class Checkpoint:
                 "reasons": list(decision.reasons)[:5],
                 "obligations": list(decision.obligations),
                 "call_digest": digest,
+                # What the engine saw, so a proposed policy set can be replayed against it.
+                "request": evaluated.to_json() if evaluated else None,
             },
         )
         try:

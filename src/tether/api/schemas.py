@@ -30,6 +30,7 @@ __all__ = [
     "KeyIn",
     "PolicyIn",
     "PolicyText",
+    "ReplayIn",
     "StateChange",
     "TokenCreate",
     "agent_json",
@@ -166,6 +167,10 @@ def state_filter(value: str | None) -> AgentState | None:
 
 class PolicyText(_Strict):
     text: str = Field(max_length=1024 * 1024, description="Cedar policies, each with an @id")
+
+
+class ReplayIn(PolicyText):
+    since_seconds: int = Field(default=7 * 24 * 3600, ge=60, le=90 * 24 * 3600)
 
 
 class PolicyIn(PolicyText):

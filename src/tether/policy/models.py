@@ -63,6 +63,67 @@ class DecisionRequest:
     context: Mapping[str, Any]
     entities: tuple[Entity, ...] = ()
 
+    def to_json(self) -> dict[str, Any]:
+        """A JSON form that :meth:`from_json` turns back into an equal request (sets become
+        sorted lists, which Cedar reads as sets): decision records keep it for replay."""
+        return {
+            "principal": _entity_to_json(self.principal),
+            "action": self.action,
+            "resource": _entity_to_json(self.resource),
+            "context": _encode(self.context),
+            "entities": [_entity_to_json(e) for e in self.entities],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DecisionRequest:
+        return cls(
+            principal=_entity_from_json(data["principal"]),
+            action=str(data["action"]),
+            resource=_entity_from_json(data["resource"]),
+            context=_decode(data.get("context", {})),
+            entities=tuple(_entity_from_json(e) for e in data.get("entities", [])),
+        )
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, EntityRef):
+        return {"__entity": {"type": value.type, "id": value.id}}
+    if isinstance(value, Mapping):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, set | frozenset):
+        return sorted((_encode(v) for v in value), key=repr)
+    if isinstance(value, list | tuple):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        if set(value) == {"__entity"}:
+            ref = value["__entity"]
+            return EntityRef(str(ref["type"]), str(ref["id"]))
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def _entity_to_json(entity: Entity) -> dict[str, Any]:
+    return {
+        "type": entity.ref.type,
+        "id": entity.ref.id,
+        "attrs": _encode(entity.attrs),
+        "parents": [{"type": p.type, "id": p.id} for p in entity.parents],
+    }
+
+
+def _entity_from_json(data: Mapping[str, Any]) -> Entity:
+    return Entity(
+        ref=EntityRef(str(data["type"]), str(data["id"])),
+        attrs=_decode(data.get("attrs", {})),
+        parents=tuple(EntityRef(str(p["type"]), str(p["id"])) for p in data.get("parents", [])),
+    )
+
 
 @dataclass(frozen=True, kw_only=True)
 class Decision:

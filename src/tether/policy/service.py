@@ -18,6 +18,9 @@ from __future__ import annotations
 import builtins
 import difflib
 import hashlib
+from collections.abc import AsyncIterable
+from dataclasses import dataclass, field
+from typing import Any
 
 from tether._internal.clock import Clock
 from tether.audit.records import AuditRecord
@@ -25,12 +28,38 @@ from tether.audit.sink import AuditSink
 from tether.errors import InvalidInput, PolicySetNotFound
 from tether.identity.access import Actor, Permission, require
 from tether.policy.engine import CompiledPolicies, PolicyEngine
-from tether.policy.models import PolicySetVersion
+from tether.policy.models import DecisionRequest, PolicySetVersion
 from tether.store.interfaces import PolicyStore
 
-__all__ = ["MAX_COMMENT", "PolicySets"]
+__all__ = ["MAX_COMMENT", "Flip", "PolicySets", "ReplayReport"]
 
 MAX_COMMENT = 500
+
+
+@dataclass(frozen=True, kw_only=True)
+class Flip:
+    """A recorded decision the proposed set would answer differently."""
+
+    decision_id: str
+    time: str
+    agent: str | None
+    action: str | None
+    resource: str | None
+    before: str
+    after: str
+    before_policies: tuple[str, ...]
+    after_policies: tuple[str, ...]
+
+
+@dataclass(kw_only=True)
+class ReplayReport:
+    evaluated: int = 0
+    #: Decisions that cannot be replayed: refused before any policy ran (no token, wrong
+    #: subject, inactive agent), or recorded before requests were kept.
+    skipped: int = 0
+    flips: list[Flip] = field(default_factory=list)
+    #: More flips than reported (only the first ``max_flips`` are listed).
+    truncated: bool = False
 
 
 class PolicySets:
@@ -160,6 +189,50 @@ class PolicySets:
             tofile=f"v{after.version}",
         )
         return "".join(lines)
+
+    async def replay(
+        self,
+        text: str,
+        *,
+        actor: Actor,
+        decisions: AsyncIterable[Any],
+        max_flips: int = 1000,
+    ) -> ReplayReport:
+        """What if ``text`` had been in force? Re-evaluate recorded decisions (audit records
+        of type ``decision``, with the request the engine saw and its ``now``) against it and
+        list every one that would flip. Nothing is applied."""
+        require(actor, Permission.POLICY_READ)
+        require(actor, Permission.AUDIT_READ)
+        proposed = self._engine.compile(text, version=None)
+        report = ReplayReport()
+        async for record in decisions:
+            details = record.details
+            request = details.get("request")
+            if record.type != "decision" or not isinstance(request, dict):
+                report.skipped += 1
+                continue
+            after = self._engine.decide(proposed, DecisionRequest.from_json(request))
+            report.evaluated += 1
+            before = str(details.get("effect"))
+            if str(after.effect) == before:
+                continue
+            if len(report.flips) >= max_flips:
+                report.truncated = True
+                continue
+            report.flips.append(
+                Flip(
+                    decision_id=str(details.get("decision_id")),
+                    time=record.time.isoformat(),
+                    agent=details.get("agent"),
+                    action=details.get("action"),
+                    resource=details.get("resource"),
+                    before=before,
+                    after=str(after.effect),
+                    before_policies=tuple(details.get("policy_ids") or ()),
+                    after_policies=after.policy_ids,
+                )
+            )
+        return report
 
     async def _version(self, version: int) -> PolicySetVersion:
         found = await self._store.get_policy_set(version)

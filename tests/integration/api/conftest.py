@@ -74,3 +74,14 @@ def make_agent(client: httpx.AsyncClient) -> AgentFactory:
         )
 
     return make
+
+
+@pytest.fixture
+async def agent_token(client: httpx.AsyncClient, make_agent: AgentFactory) -> str:
+    """faq-bot registered with a key, the decision tests' policies applied, and its JWT-SVID."""
+    from .decisions import POLICIES, svid  # noqa: PLC0415 - avoids a circular import
+
+    agent = await make_agent(tools=["search_faq", "transfer"])
+    applied = await client.post("/v1/policies", json={"text": POLICIES})
+    assert applied.status_code == 201, applied.text
+    return await svid(client, agent)

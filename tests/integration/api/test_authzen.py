@@ -12,74 +12,11 @@ import pytest
 from tether.api.services import Services
 from tether.audit.records import AuditReceipt, AuditRecord
 from tether.checkpoint import Checkpoint
-from tether.crypto.assertion import sign_client_assertion
 from tether.errors import StoreUnavailable
-from tether.identity.client_auth import ASSERTION_TYPE
 
-from .conftest import ISSUER, AgentFactory, RegisteredAgent
+from .conftest import ISSUER
+from .decisions import evaluation, tool
 from .test_management_api import as_, operator_token
-
-POLICIES = """
-@id("faq-bot-searches")
-permit (
-  principal == Tether::Agent::"faq-bot",
-  action == Tether::Action::"call_tool",
-  resource == Tether::Tool::"search_faq"
-);
-
-@id("faq-bot-transfers-with-approval")
-@obligation("approval")
-permit (
-  principal == Tether::Agent::"faq-bot",
-  action == Tether::Action::"call_tool",
-  resource == Tether::Tool::"transfer"
-);
-"""
-
-
-def tool(name: str) -> dict[str, Any]:
-    return {
-        "type": "Tool",
-        "id": name,
-        "properties": {
-            "name": name,
-            "data_class": "public",
-            "state_changing": name != "search_faq",
-        },
-    }
-
-
-async def svid(client: httpx.AsyncClient, agent: RegisteredAgent) -> str:
-    assertion = sign_client_assertion(
-        agent.key.private_pem,
-        client_id=agent.spiffe_id,
-        audience=f"{ISSUER}/oauth2/token",
-        now=int(time.time()),
-    )
-    issued = await client.post(
-        "/oauth2/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": assertion,
-            "instance_id": "pod-1",
-        },
-    )
-    assert issued.status_code == 200, issued.text
-    token: str = issued.json()["access_token"]
-    return token
-
-
-@pytest.fixture
-async def agent_token(client: httpx.AsyncClient, make_agent: AgentFactory) -> str:
-    agent = await make_agent(tools=["search_faq", "transfer"])
-    applied = await client.post("/v1/policies", json={"text": POLICIES})
-    assert applied.status_code == 201, applied.text
-    return await svid(client, agent)
-
-
-def evaluation(name: str = "search_faq", **extra: Any) -> dict[str, Any]:
-    return {"action": {"name": "call_tool"}, "resource": tool(name), **extra}
 
 
 async def decisions(client: httpx.AsyncClient) -> list[dict[str, Any]]:

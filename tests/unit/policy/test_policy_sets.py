@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tether._internal.clock import FixedClock
@@ -10,6 +12,7 @@ from tether.errors import Forbidden, InvalidPolicySet, PolicySetNotFound, Versio
 from tether.identity.access import Actor
 from tether.identity.models import Role
 from tether.policy._cedar import CedarEngine
+from tether.policy.models import DecisionRequest, Effect, Entity, EntityRef
 from tether.policy.service import PolicySets
 from tether.store.memory import MemoryStore
 
@@ -127,3 +130,60 @@ async def test_concurrent_apply_on_a_stale_replica_is_a_conflict(
     assert stored.version == 3
     with pytest.raises(VersionConflict):
         await store.activate_policy_set(1, expected_active=2, at=FixedClock().now())
+
+
+PERMIT_QUERY = """
+@id("faq-bot-queries")
+permit (principal == Tether::Agent::"faq-bot", action == Tether::Action::"query", resource);
+"""
+FORBID_QUERY = (
+    PERMIT_QUERY
+    + """
+@id("no-queries-today")
+forbid (principal, action == Tether::Action::"query", resource);
+"""
+)
+
+
+async def test_reloads_under_load_never_decide_on_half_a_set(
+    sets: PolicySets, engine: CedarEngine
+) -> None:
+    principal = Entity(
+        ref=EntityRef("Agent", "faq-bot"),
+        attrs={
+            "name": "faq-bot",
+            "state": "active",
+            "risk_tier": "low",
+            "risk_score": 0,
+            "owners": set(),
+            "tools": set(),
+            "resources": set(),
+            "data_classes": set(),
+            "external_connections": "none",
+            "autonomy": "supervised",
+            "may_call_agents": False,
+        },
+    )
+    table = Entity(ref=EntityRef("Database", "faq"), attrs={"name": "faq", "data_class": "public"})
+    context = {"now": 0, "instance": "i", "scopes": set(), "act_chain": set(), "act_depth": 0}
+    request = DecisionRequest(principal=principal, action="query", resource=table, context=context)
+    expected: dict[int, Effect] = {}
+    seen: list[tuple[int | None, Effect]] = []
+
+    async def applier() -> None:
+        for i in range(10):
+            text = PERMIT_QUERY if i % 2 == 0 else FORBID_QUERY
+            stored = await sets.apply(text, actor=SECURITY)
+            expected[stored.version] = Effect.ALLOW if i % 2 == 0 else Effect.DENY
+            await asyncio.sleep(0)
+
+    async def decider() -> None:
+        for _ in range(200):
+            decision = engine.decide(sets.current, request)
+            seen.append((decision.policy_version, decision.effect))
+            await asyncio.sleep(0)
+
+    await asyncio.gather(applier(), decider(), decider())
+    assert len(seen) == 400
+    for version, effect in seen:
+        assert effect is (Effect.DENY if version is None else expected[version]), version

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
 from tether.api.deps import OperatorDep, ServicesDep
-from tether.api.schemas import PolicyIn, PolicyText, policy_json
+from tether.api.schemas import PolicyIn, PolicyText, ReplayIn, policy_json
+from tether.api.services import Services
+from tether.audit.records import AuditRecord
 from tether.errors import PolicySetNotFound
 from tether.identity.access import Permission, require
 from tether.policy._cedar import schema_text
 
 router = APIRouter(prefix="/v1/policies", tags=["policies"])
+
+#: A replay reads at most this many decision records.
+MAX_REPLAYED = 100_000
 
 
 @router.post("/check", summary="Check a policy set against the schema without applying it")
@@ -78,3 +86,33 @@ async def show(version: int, actor: OperatorDep, services: ServicesDep) -> dict[
 async def activate(version: int, actor: OperatorDep, services: ServicesDep) -> dict[str, Any]:
     found = await services.policies.rollback(version, actor=actor)
     return policy_json(found, active=found.version)
+
+
+@router.post("/replay", summary="What if: recorded decisions that a proposed set would flip")
+async def replay(body: ReplayIn, actor: OperatorDep, services: ServicesDep) -> dict[str, Any]:
+    since = services.clock.now() - timedelta(seconds=body.since_seconds)
+    report = await services.policies.replay(
+        body.text, actor=actor, decisions=_decisions_since(services, since)
+    )
+    return {
+        "since": since.isoformat(),
+        "evaluated": report.evaluated,
+        "skipped": report.skipped,
+        "truncated": report.truncated,
+        "flips": [asdict(f) for f in report.flips],
+    }
+
+
+async def _decisions_since(services: Services, since: datetime) -> AsyncIterator[AuditRecord]:
+    after, seen = 0, 0
+    while seen < MAX_REPLAYED:
+        page = await services.store.list_audit(
+            after_sequence=after, limit=1000, type_prefix="decision"
+        )
+        if not page:
+            return
+        for sequence, record in page:
+            after = sequence
+            if record.time >= since:
+                seen += 1
+                yield record

@@ -176,3 +176,40 @@ def run_policy_tests(
         console.print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     if failed:
         raise typer.Exit(INVALID_INPUT)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """``90s``, ``30m``, ``24h``, ``7d`` → seconds."""
+    unit = text[-1:].lower()
+    if unit not in _UNITS or not text[:-1].isdigit():
+        fail(f"not a duration: {text!r} (use 90s, 30m, 24h or 7d)", INVALID_INPUT)
+    return int(text[:-1]) * _UNITS[unit]
+
+
+@app.command()
+def replay(
+    path: PathArg,
+    since: Annotated[str, typer.Option(help="How far back: 30m, 24h, 7d (at most 90d)")] = "7d",
+    output: OutputOpt = Output.TABLE,
+) -> None:
+    """What if these policies had been in force? List every recorded decision they would flip,
+    before anyone applies them (needs policy and audit read rights)."""
+    body = {"text": read_policies(path), "since_seconds": parse_duration(since)}
+    with _api() as api:
+        report = api.call("POST", "/v1/policies/replay", json=body, timeout=120)
+    if output is Output.JSON:
+        show(report, output)
+        return
+    show_rows(
+        report["flips"],
+        ("time", "agent", "action", "resource", "before", "after", "after_policies"),
+        output,
+    )
+    console.print(
+        f"{len(report['flips'])} would flip of {report['evaluated']} decisions since "
+        f"{report['since']} ({report['skipped']} not replayable)"
+        + (" — list truncated" if report["truncated"] else "")
+    )
