@@ -25,6 +25,7 @@ from tether.crypto.keyring import KeyRing, KeyRingChange
 from tether.errors import Error
 from tether.identity.access import Actor
 from tether.identity.client_auth import ClientAuthenticator
+from tether.identity.directory import AgentDirectory
 from tether.identity.operators import OperatorTokens
 from tether.identity.registry import Registry
 from tether.identity.svid import SvidIssuer
@@ -81,6 +82,7 @@ class Services:
             store=store, audit=audit, clock=clock, default_ttl=settings.operator_token_ttl_seconds
         )
         new_root = await operators.ensure_root(settings.root_token)
+        directory = AgentDirectory(store)
         engine = CedarEngine()
         policies = await PolicySets.open(store=store, engine=engine, audit=audit, clock=clock)
         svids = SvidIssuer(
@@ -93,6 +95,7 @@ class Services:
             audiences=settings.audiences,
             jwt_ttl=settings.jwt_svid_ttl_seconds,
             x509_ttl=settings.x509_svid_ttl_seconds,
+            directory=directory,
         )
         return cls(
             settings=settings,
@@ -101,7 +104,11 @@ class Services:
             audit=audit,
             keyring=keyring,
             registry=Registry(
-                store=store, audit=audit, clock=clock, trust_domain=settings.trust_domain
+                store=store,
+                audit=audit,
+                clock=clock,
+                trust_domain=settings.trust_domain,
+                directory=directory,
             ),
             operators=operators,
             client_auth=ClientAuthenticator(

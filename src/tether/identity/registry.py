@@ -45,6 +45,7 @@ from tether.errors import (
 from tether.identity import risk
 from tether.identity.access import Actor, Permission, require
 from tether.identity.declarations import check_declarations
+from tether.identity.directory import AgentDirectory
 from tether.identity.models import (
     Agent,
     AgentKey,
@@ -83,12 +84,20 @@ _TRANSITIONS: dict[AgentState, tuple[frozenset[AgentState], Permission]] = {
 
 class Registry:
     def __init__(
-        self, *, store: AgentStore, audit: AuditSink, clock: Clock, trust_domain: str
+        self,
+        *,
+        store: AgentStore,
+        audit: AuditSink,
+        clock: Clock,
+        trust_domain: str,
+        directory: AgentDirectory | None = None,
     ) -> None:
         self._store = store
         self._audit = audit
         self._clock = clock
         self._trust_domain = trust_domain
+        #: Told of every change, so the hot path never decides on a stale state here.
+        self._directory = directory
 
     # -- reading -------------------------------------------------------------------------
 
@@ -345,6 +354,11 @@ class Registry:
             )
             await self._audit.append(failure)
             raise
+        finally:
+            # Applied or not, the hot path re-reads this agent on its next decision. Agent
+            # records name the agent by SPIFFE ID: spiffe://<td>/agent/<name>.
+            if self._directory is not None and record.subject:
+                self._directory.invalidate(record.subject.rsplit("/", 1)[-1])
 
 
 def _owners(owners: Sequence[str]) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ from tether.crypto.jwt import VerifiedClaims
 from tether.crypto.keyring import KeyRing
 from tether.errors import Error, InvalidTarget, Unauthenticated
 from tether.identity.client_auth import AuthenticatedClient
+from tether.identity.directory import AgentDirectory
 from tether.identity.models import Agent
 from tether.identity.names import instance_spiffe_id, parse_agent_spiffe_id
 from tether.store.interfaces import AgentStore
@@ -35,6 +36,7 @@ from tether.store.interfaces import AgentStore
 __all__ = ["AgentCaller", "IssuedToken", "SvidIssuer"]
 
 MAX_AUDIENCES = 5
+MAX_VERIFIED_CACHE = 10_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +71,7 @@ class SvidIssuer:
         audiences: frozenset[str],
         jwt_ttl: int,
         x509_ttl: int,
+        directory: AgentDirectory | None = None,
     ) -> None:
         self._keyring = keyring
         self._store = store
@@ -79,6 +82,9 @@ class SvidIssuer:
         self._audiences = audiences
         self._jwt_ttl = jwt_ttl
         self._x509_ttl = x509_ttl
+        self._directory = directory
+        #: Tokens already verified, until they expire: a cache hit skips the signature check.
+        self._verified: dict[str, VerifiedClaims] = {}
 
     def check_audience(self, requested: Sequence[str]) -> tuple[str, ...]:
         """The audiences a token will carry; ``invalid_target`` for one not on the allow-list."""
@@ -141,9 +147,7 @@ class SvidIssuer:
         """A JWT-SVID Tether issued, meant for Tether itself, from an active agent; a
         certificate-bound token only together with its certificate (RFC 8705 §3)."""
         try:
-            claims = await self._keyring.verify_issued_reloading(
-                token, audience=self._issuer, issuer=self._issuer, now=self._clock.timestamp()
-            )
+            claims = await self._verify(token)
             ref = parse_agent_spiffe_id(claims.sub or "", trust_domain=self._trust_domain)
         except Error as exc:
             raise Unauthenticated("a valid agent token for this server is required") from exc
@@ -152,12 +156,28 @@ class SvidIssuer:
             want = bound.get("x5t#S256") if isinstance(bound, dict) else None
             if not want or want != certificate_thumbprint:
                 raise Unauthenticated("this token is bound to a client certificate")
-        agent = await self._store.get_agent(ref.name)
+        if self._directory is not None:
+            agent = await self._directory.get(ref.name)
+        else:
+            agent = await self._store.get_agent(ref.name)
         if agent is None or ref.instance_id is None or not agent.can_authenticate:
             raise Unauthenticated("the agent is not active")
         return AgentCaller(
             agent=agent, instance_id=ref.instance_id, spiffe_id=claims.sub or "", claims=claims
         )
+
+    async def _verify(self, token: str) -> VerifiedClaims:
+        now = self._clock.timestamp()
+        cached = self._verified.get(token)
+        if cached is not None and cached.exp is not None and now <= cached.exp:
+            return cached
+        claims = await self._keyring.verify_issued_reloading(
+            token, audience=self._issuer, issuer=self._issuer, now=now
+        )
+        if len(self._verified) >= MAX_VERIFIED_CACHE:
+            self._verified.clear()
+        self._verified[token] = claims
+        return claims
 
     async def issue_x509_svid(
         self, caller: AgentCaller, csr_pem: bytes, *, correlation_id: str | None = None

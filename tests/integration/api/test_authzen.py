@@ -219,3 +219,13 @@ async def test_authzen_configuration_names_the_endpoints(client: httpx.AsyncClie
     config = (await client.get("/.well-known/authzen-configuration")).json()
     assert config["access_evaluation_endpoint"] == f"{ISSUER}/access/v1/evaluation"
     assert config["access_evaluations_endpoint"] == f"{ISSUER}/access/v1/evaluations"
+
+
+async def test_quarantine_takes_effect_on_the_very_next_decision(
+    client: httpx.AsyncClient, agent_token: str
+) -> None:
+    first = await client.post("/access/v1/evaluation", json=evaluation(), headers=as_(agent_token))
+    assert first.json()["decision"] is True
+    assert (await client.post("/v1/agents/faq-bot/quarantine")).status_code == 200
+    second = await client.post("/access/v1/evaluation", json=evaluation(), headers=as_(agent_token))
+    assert second.json()["decision"] is False

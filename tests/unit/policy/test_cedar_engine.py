@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -255,3 +256,47 @@ def test_empty_operator_set_keeps_only_the_defaults(engine: CedarEngine) -> None
     defaults_only = engine.compile("", version=None)
     assert all(i.startswith("tether.") for i in defaults_only.policy_ids)
     assert engine.decide(defaults_only, request()).effect is Effect.DENY
+
+
+SLICED = """
+@id("a1-search") permit (principal == Tether::Agent::"a1", action == Tether::Action::"call_tool", resource == Tether::Tool::"search_faq");
+@id("a2-any-tool") permit (principal == Tether::Agent::"a2", action == Tether::Action::"call_tool", resource);
+@id("a3-not-search") forbid (principal == Tether::Agent::"a3", action, resource == Tether::Tool::"search_faq");
+@id("everyone-search") permit (principal, action == Tether::Action::"call_tool", resource == Tether::Tool::"search_faq") when { principal.risk_tier == "low" };
+@id("agents-list") permit (principal is Tether::Agent, action == Tether::Action::"list_tools", resource);
+@id("no-high-risk-writes") forbid (principal, action, resource) when { resource has state_changing && resource.state_changing && principal.risk_tier == "high" };
+"""  # noqa: E501 - one policy per line reads best here
+
+
+WRITE_TOOL = Entity(
+    ref=EntityRef("Tool", "transfer"),
+    attrs={"name": "transfer", "data_class": "confidential", "state_changing": True},
+    parents=(EntityRef("McpServer", "kb"),),
+)
+
+
+@pytest.mark.parametrize("name", ["a1", "a2", "a3", "a4"])
+@pytest.mark.parametrize("tier", ["low", "high"])
+def test_per_agent_slices_decide_exactly_as_the_whole_set(
+    engine: CedarEngine, name: str, tier: str
+) -> None:
+    sliced = engine.compile(SLICED, version=3)
+    whole = replace(sliced, policies_json={}, _slices={})
+    cases = [
+        ("call_tool", tool("search_faq")),
+        ("call_tool", WRITE_TOOL),
+        ("list_tools", KB),
+    ]
+    for action, resource in cases:
+        req = request(principal=agent(name, risk_tier=tier), resource=resource, action=action)
+        if resource is KB:
+            req = replace(req, entities=())
+        a, b = engine.decide(sliced, req), engine.decide(whole, req)
+        assert (a.effect, sorted(a.policy_ids)) == (b.effect, sorted(b.policy_ids)), (
+            name,
+            tier,
+            action,
+        )
+    assert len(sliced.for_principal(EntityRef("Agent", name)).__str__()) <= len(
+        str(whole.policy_set)
+    )
