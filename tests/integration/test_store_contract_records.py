@@ -260,3 +260,20 @@ async def test_record_times_come_back_aware_utc_and_equal(store: Store) -> None:
     for value in (got.created_at, got.expires_at, key.created_at, record.time):
         assert value.utcoffset() == timedelta(0)
     assert (got.created_at, key.created_at, record.time) == (moment, moment, moment)
+
+
+async def test_a_batch_of_audit_records_is_numbered_in_order(store: Store) -> None:
+    first = await store.append_audit(make_record(n=100))
+    batch = [make_record(n=i) for i in range(1, 6)]
+    assert await store.append_audit_many(batch) == list(range(first + 1, first + 6))
+    listed = await store.list_audit(after_sequence=first, limit=10)
+    assert [r.id for _, r in listed] == [r.id for r in batch]
+    assert await store.append_audit_many([]) == []
+
+
+async def test_a_refused_batch_writes_none_of_its_records(store: Store) -> None:
+    kept = make_record(n=100)
+    await store.append_audit(kept)
+    with pytest.raises(Conflict):
+        await store.append_audit_many([make_record(n=1), kept, make_record(n=2)])
+    assert [r.id for _, r in await store.list_audit(limit=10)] == [kept.id]

@@ -8,6 +8,8 @@ implementation below without changing callers.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from typing import Protocol
 
 from tether.audit.records import AuditReceipt, AuditRecord
@@ -26,13 +28,68 @@ class AuditAppendStore(Protocol):
         """Durably append ``record``; return its sequence number."""
         ...
 
+    async def append_audit_many(self, records: Sequence[AuditRecord]) -> list[int]:
+        """Durably append ``records`` in one commit; all or none."""
+        ...
+
+
+#: At most this many records share one commit.
+MAX_BATCH = 512
+
 
 class StoreAuditSink:
-    """A plain durable append into the store's audit table."""
+    """A durable append into the store's audit table, with group commit.
+
+    Records that arrive while a commit is in progress wait and are written together in the
+    next one: under load, one fsync makes many records durable; alone, a record is written at
+    once. Every caller still returns only after its own record is durable. If a batch is
+    refused, its records are retried one by one, so one bad record fails only its own caller.
+    """
 
     def __init__(self, store: AuditAppendStore) -> None:
         self._store = store
+        self._pending: list[tuple[AuditRecord, asyncio.Future[int]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def append(self, record: AuditRecord) -> AuditReceipt:
-        sequence = await self._store.append_audit(record)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((record, future))
+        if self._writer is None or self._writer.done():
+            # A task of its own: a caller that gives up (is cancelled) cannot stop the writes
+            # that other callers are waiting for.
+            self._writer = asyncio.create_task(self._drain(), name="tether-audit-writer")
+        sequence = await future
         return AuditReceipt(record_id=record.id, sequence=sequence)
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            await self._write(batch)
+
+    async def _write(self, batch: list[tuple[AuditRecord, asyncio.Future[int]]]) -> None:
+        try:
+            if len(batch) == 1:
+                sequences = [await self._store.append_audit(batch[0][0])]
+            else:
+                sequences = await self._store.append_audit_many([r for r, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - handed to every waiter, or retried
+            if len(batch) == 1:
+                _settle(batch[0][1], exc)
+                return
+            for record, future in batch:
+                try:
+                    _settle(future, await self._store.append_audit(record))
+                except Exception as one:  # noqa: BLE001 - handed to its waiter
+                    _settle(future, one)
+            return
+        for (_, future), sequence in zip(batch, sequences, strict=True):
+            _settle(future, sequence)
+
+
+def _settle(future: asyncio.Future[int], outcome: int | BaseException) -> None:
+    if future.done():  # its caller gave up; the record is written all the same
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

@@ -11,6 +11,7 @@ duplicate; ``update_agent`` is optimistic (``expected_version``) and raises
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -144,6 +145,11 @@ class KeyRingStore(Protocol):
 
 
 class AuditStore(Protocol):
+    async def append_audit_many(self, records: Sequence[AuditRecord]) -> list[int]:
+        """Append ``records`` in order, all in one transaction (one durable commit), and
+        return their sequence numbers; if one is refused, none is written."""
+        ...
+
     async def append_audit(self, record: AuditRecord) -> int:
         """Durably append; return the record's sequence number (1, 2, …)."""
         ...

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from dataclasses import fields, replace
 from datetime import UTC, datetime
 from types import MappingProxyType, TracebackType
@@ -387,6 +388,17 @@ class MemoryStore:
             self._stored_keys[key.kid] = stored
 
     # -- audit ---------------------------------------------------------------------------
+
+    async def append_audit_many(self, records: Sequence[AuditRecord]) -> list[int]:
+        stored = [_utc(replace(r, details=_json_round_trip(dict(r.details)))) for r in records]
+        async with self._lock:
+            ids = [r.id for r in records]
+            if len(set(ids)) != len(ids) or self._audit_ids.intersection(ids):
+                raise Conflict("an audit record of the batch was appended already")
+            self._audit_ids.update(ids)
+            first = len(self._audit) + 1
+            self._audit.extend(stored)
+            return list(range(first, first + len(stored)))
 
     async def append_audit(self, record: AuditRecord) -> int:
         stored = _utc(replace(record, details=_json_round_trip(dict(record.details))))

@@ -29,7 +29,7 @@ compare-and-set under the same kind of lock (:mod:`._policies`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -488,6 +488,24 @@ class SqlStore:
         )
 
     # -- audit ---------------------------------------------------------------------------
+
+    async def append_audit_many(self, records: Sequence[AuditRecord]) -> list[int]:
+        rows = [codec.audit_values(r) for r in records]
+        postgres = self._postgres
+        insert = statements.append_audit(postgres=postgres)
+
+        def unit(conn: Connection) -> list[int]:
+            if postgres:
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_AUDIT_LOCK_KEY)))
+            try:
+                return [int(conn.execute(insert, row).scalar_one()) for row in rows]
+            except IntegrityError as exc:
+                _violation(exc)
+                raise Conflict("an audit record of the batch was appended already") from None
+
+        if not rows:
+            return []
+        return await self._run(unit, write=True, one_statement=False)
 
     async def append_audit(self, record: AuditRecord) -> int:
         values = codec.audit_values(record)
