@@ -26,16 +26,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from tether._internal.canonical import call_digest
+from tether._internal.canonical import call_digest, canonical_json
 from tether._internal.clock import Clock
 from tether._internal.ids import new_id
 from tether.audit.records import AuditRecord, Outcome
 from tether.audit.sink import AuditSink
 from tether.errors import Error, InvalidInput
+from tether.identity.directory import AgentDirectory
 from tether.identity.models import Agent
 from tether.identity.svid import AgentCaller, SvidIssuer
 from tether.policy.engine import PolicyEngine
@@ -104,9 +105,28 @@ def agent_entity(agent: Agent) -> Entity:
     )
 
 
-#: Context keys only the checkpoint sets, from what it verified.
+#: Context keys only the checkpoint sets, from what it verified; a caller's values for them are
+#: dropped. ``approval`` above all: an approval exists only as a server-side record (the CIBA
+#: flow), so until one is looked up here, a call under an approval obligation stays
+#: ``approval_required`` whatever the caller claims. ``session`` and ``purpose`` come from
+#: grants, which do not exist yet.
 _PROVEN = frozenset(
-    {"now", "instance", "user", "grant_id", "grant_expires_at", "scopes", "act_chain", "act_depth"}
+    {
+        "now",
+        "instance",
+        "user",
+        "grant_id",
+        "grant_expires_at",
+        "scopes",
+        "act_chain",
+        "act_depth",
+        "approval",
+        "call_digest",
+        "arguments",
+        "session",
+        "purpose",
+        "purpose_code",
+    }
 )
 
 
@@ -119,8 +139,10 @@ class Checkpoint:
         engine: PolicyEngine,
         audit: AuditSink,
         clock: Clock,
+        directory: AgentDirectory | None = None,
         audit_timeout: float = 2.0,
     ) -> None:
+        self._directory = directory
         self._svids = svids
         self._policies = policies
         self._engine = engine
@@ -140,7 +162,13 @@ class Checkpoint:
         except Error as exc:
             decision = Decision.deny(f"unauthenticated: {exc.message}")
         else:
-            decision, evaluated = self._decide(caller, request, digest)
+            try:
+                request = await self._known_agents(request)
+                decision, evaluated = self._decide(caller, request, digest)
+            except Error as exc:
+                decision = Decision.deny(exc.message)
+            except Exception as exc:  # noqa: BLE001 - an engine fault is a recorded deny
+                decision = Decision.deny(f"engine error: {type(exc).__name__}")
         if decision.effect is Effect.APPROVAL_REQUIRED:
             decision = Decision(
                 effect=decision.effect,
@@ -187,11 +215,29 @@ class Checkpoint:
         )
         return self._engine.decide(compiled, evaluated), evaluated
 
+    async def _known_agents(self, request: CheckRequest) -> CheckRequest:
+        """Agents are described by the registry, never by the caller: an ``Agent`` resource
+        (``invoke_agent``) is replaced by the registry's record; other ``Agent`` entities are
+        refused."""
+        if any(e.ref.type == "Agent" for e in request.entities):
+            raise InvalidInput("agents are described by the registry, not in the request")
+        if request.resource.ref.type != "Agent":
+            return request
+        if self._directory is None:
+            raise InvalidInput("agent resources need the registry")
+        target = await self._directory.get(request.resource.ref.id)
+        if target is None:
+            raise InvalidInput(f"no agent named {request.resource.ref.id!r}")
+        return replace(request, resource=agent_entity(target))
+
     def _context(self, caller: AgentCaller, request: CheckRequest, digest: str) -> dict[str, Any]:
         supplied = {k: v for k, v in request.context.items() if k not in _PROVEN}
         claims = caller.claims.claims
         scope = claims.get("scope")
-        return supplied | {
+        arguments = (
+            canonical_json(request.arguments).decode() if request.arguments is not None else None
+        )
+        proven: dict[str, Any] = {
             "now": self._clock.timestamp(),
             "instance": caller.instance_id,
             "scopes": set(scope.split()) if isinstance(scope, str) else set(),
@@ -199,6 +245,9 @@ class Checkpoint:
             "act_depth": 0,
             "call_digest": digest,
         }
+        if arguments is not None:
+            proven["arguments"] = arguments
+        return supplied | proven
 
     async def _record(  # noqa: PLR0917 - private, called once
         self,

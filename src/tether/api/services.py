@@ -123,7 +123,12 @@ class Services:
             svids=svids,
             policies=policies,
             checkpoint=Checkpoint(
-                svids=svids, policies=policies, engine=engine, audit=audit, clock=clock
+                svids=svids,
+                policies=policies,
+                engine=engine,
+                audit=audit,
+                clock=clock,
+                directory=directory,
             ),
             new_root_token=new_root,
         )

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from tether.audit.records import AuditReceipt, AuditRecord
+from tether.errors import Conflict
 
 __all__ = ["AuditAppendStore", "AuditSink", "StoreAuditSink"]
 
@@ -62,9 +63,25 @@ class StoreAuditSink:
         return AuditReceipt(record_id=record.id, sequence=sequence)
 
     async def _drain(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            await self._write(batch)
+        batch: list[tuple[AuditRecord, asyncio.Future[int]]] = []
+        try:
+            while self._pending:
+                # A caller that gave up (timed out, was cancelled) answered without its
+                # record; writing it now would claim an outcome that did not happen.
+                live = [(r, f) for r, f in self._pending if not f.done()]
+                batch, self._pending = live[:MAX_BATCH], live[MAX_BATCH:]
+                if batch:
+                    await self._write(batch)
+                batch = []
+        except BaseException as exc:
+            # Whatever stopped the writer, nobody may wait forever: every waiting caller gets
+            # the error (its own ``append`` raises it, so nothing goes unreported).
+            failure = exc if isinstance(exc, Exception) else RuntimeError("audit writer stopped")
+            for _, future in [*batch, *self._pending]:
+                _settle(future, failure)
+            self._pending = []
+            if not isinstance(exc, Exception):
+                raise  # cancellation and interpreter exit go on
 
     async def _write(self, batch: list[tuple[AuditRecord, asyncio.Future[int]]]) -> None:
         try:
@@ -73,15 +90,20 @@ class StoreAuditSink:
             else:
                 sequences = await self._store.append_audit_many([r for r, _ in batch])
         except Exception as exc:  # noqa: BLE001 - handed to every waiter, or retried
-            if len(batch) == 1:
-                _settle(batch[0][1], exc)
+            if len(batch) == 1 or not isinstance(exc, Conflict):
+                # The store is down (or worse): every record of the batch fails alike.
+                for _, future in batch:
+                    _settle(future, exc)
                 return
+            # One record was refused: find it, and write the others.
             for record, future in batch:
                 try:
                     _settle(future, await self._store.append_audit(record))
                 except Exception as one:  # noqa: BLE001 - handed to its waiter
                     _settle(future, one)
             return
+        if len(sequences) != len(batch):
+            raise RuntimeError("the store numbered a different count of records than it was given")
         for (_, future), sequence in zip(batch, sequences, strict=True):
             _settle(future, sequence)
 

@@ -38,17 +38,22 @@ class AgentDirectory:
         self._max = max_entries
         self._monotonic = monotonic
         self._entries: dict[str, tuple[Agent | None, float]] = {}
+        #: Bumped by every invalidation: a read that started before one is not kept.
+        self._generation = 0
 
     async def get(self, name: str) -> Agent | None:
         now = self._monotonic()
         entry = self._entries.get(name)
         if entry is not None and now - entry[1] < self._ttl:
             return entry[0]
+        generation = self._generation
         agent = await self._store.get_agent(name)
-        if len(self._entries) >= self._max:
-            self._entries.clear()
-        self._entries[name] = (agent, now)
+        if generation == self._generation:
+            if len(self._entries) >= self._max:
+                self._entries.clear()
+            self._entries[name] = (agent, now)
         return agent
 
     def invalidate(self, name: str) -> None:
+        self._generation += 1
         self._entries.pop(name, None)

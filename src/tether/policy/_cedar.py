@@ -47,6 +47,8 @@ __all__ = [
 
 NAMESPACE = "Tether"
 MAX_POLICY_SET_BYTES = 1024 * 1024
+#: A misspelt annotation (``@obligations``) would silently drop an obligation: refused.
+KNOWN_ANNOTATIONS = frozenset({"id", "reason", "obligation"})
 
 
 def schema_text() -> str:
@@ -207,11 +209,7 @@ class CedarEngine:
                 problems.append(
                     f"policy id {policy_id!r}: ids starting with 'tether.' are reserved"
                 )
-            obligation = annotations.get("obligation")
-            if obligation is not None and obligation not in OBLIGATIONS:
-                problems.append(f"policy {policy_id!r}: unknown obligation {obligation!r}")
-            if obligation is not None and policy.get("effect") != "permit":
-                problems.append(f"policy {policy_id!r}: only a permit can carry an obligation")
+            problems += _annotation_problems(policy_id, policy, annotations)
         if problems:
             return problems
         result = cedarpy.validate_policies(text, self._schema)
@@ -353,6 +351,24 @@ def conformance_evaluate(
         return outcome, Decision(effect=Effect.ALLOW, policy_ids=outcome.reasons)
     reasons = outcome.errors or ("no policy permits this",)
     return outcome, Decision(effect=Effect.DENY, policy_ids=outcome.reasons, reasons=reasons)
+
+
+def _annotation_problems(
+    policy_id: str, policy: Mapping[str, Any], annotations: Mapping[str, Any]
+) -> list[str]:
+    problems = []
+    unknown = sorted(set(annotations) - KNOWN_ANNOTATIONS)
+    if unknown:
+        problems.append(
+            f"policy {policy_id!r}: unknown annotation {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(KNOWN_ANNOTATIONS))})"
+        )
+    obligation = annotations.get("obligation")
+    if obligation is not None and obligation not in OBLIGATIONS:
+        problems.append(f"policy {policy_id!r}: unknown obligation {obligation!r}")
+    if obligation is not None and policy.get("effect") != "permit":
+        problems.append(f"policy {policy_id!r}: only a permit can carry an obligation")
+    return problems
 
 
 def _single_agent(scope: Mapping[str, Any]) -> str | None:

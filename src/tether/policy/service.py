@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import difflib
 import hashlib
@@ -71,6 +72,9 @@ class PolicySets:
         self._audit = audit
         self._clock = clock
         self._current: CompiledPolicies = engine.compile("", version=None)
+        # One change at a time: a refresh that read the store before an apply finished must
+        # not put the older version back after it.
+        self._changing = asyncio.Lock()
 
     @classmethod
     async def open(
@@ -87,6 +91,10 @@ class PolicySets:
 
     async def refresh(self) -> bool:
         """Load the active version if it is not the one in force; True if it changed."""
+        async with self._changing:
+            return await self._refresh()
+
+    async def _refresh(self) -> bool:
         active = await self._store.active_policy_set()
         version = active.version if active else None
         if version == self._current.version:
@@ -106,59 +114,61 @@ class PolicySets:
         """Store ``text`` as the next version and put it in force; ``InvalidPolicySet`` (and
         nothing stored) if it does not check."""
         require(actor, Permission.POLICY_APPLY)
-        if comment is not None and len(comment) > MAX_COMMENT:
-            raise InvalidInput(f"a comment is at most {MAX_COMMENT} characters")
-        compiled = self._engine.compile(text, version=None)  # raises before anything is stored
-        active = await self._store.active_policy_set()
-        expected = active.version if active else None
-        digest = hashlib.sha256(text.encode()).hexdigest()
-        now = self._clock.now()
-        await self._audit.append(
-            AuditRecord.new(
-                type="policy.applied",
-                actor=actor.label,
-                subject="policy-set",
-                time=now,
-                details={
-                    "sha256": digest,
-                    "previous_version": expected,
-                    "policy_ids": list(compiled.policy_ids),
-                    "comment": comment,
-                },
+        async with self._changing:
+            if comment is not None and len(comment) > MAX_COMMENT:
+                raise InvalidInput(f"a comment is at most {MAX_COMMENT} characters")
+            compiled = self._engine.compile(text, version=None)  # raises before anything is stored
+            active = await self._store.active_policy_set()
+            expected = active.version if active else None
+            digest = hashlib.sha256(text.encode()).hexdigest()
+            now = self._clock.now()
+            await self._audit.append(
+                AuditRecord.new(
+                    type="policy.applied",
+                    actor=actor.label,
+                    subject="policy-set",
+                    time=now,
+                    details={
+                        "sha256": digest,
+                        "previous_version": expected,
+                        "policy_ids": list(compiled.policy_ids),
+                        "comment": comment,
+                    },
+                )
             )
-        )
-        stored = await self._store.add_policy_set(
-            text=text,
-            sha256=digest,
-            created_at=now,
-            created_by=actor.label,
-            comment=comment,
-            activate=True,
-            expected_active=expected,
-        )
-        self._current = self._engine.compile(text, version=stored.version)
-        return stored
+            stored = await self._store.add_policy_set(
+                text=text,
+                sha256=digest,
+                created_at=now,
+                created_by=actor.label,
+                comment=comment,
+                activate=True,
+                expected_active=expected,
+            )
+            self._current = self._engine.compile(text, version=stored.version)
+            return stored
 
     async def rollback(self, version: int, *, actor: Actor) -> PolicySetVersion:
         """Put an earlier version back in force (it is checked again first)."""
         require(actor, Permission.POLICY_APPLY)
-        target = await self._version(version)
-        compiled = self._engine.compile(target.text, version=target.version)
-        active = await self._store.active_policy_set()
-        expected = active.version if active else None
-        now = self._clock.now()
-        await self._audit.append(
-            AuditRecord.new(
-                type="policy.rolled_back",
-                actor=actor.label,
-                subject="policy-set",
-                time=now,
-                details={"version": version, "previous_version": expected},
+        async with self._changing:
+            target = await self._version(version)
+            compiled = self._engine.compile(target.text, version=target.version)
+            active = await self._store.active_policy_set()
+            expected = active.version if active else None
+            now = self._clock.now()
+            await self._audit.append(
+                AuditRecord.new(
+                    type="policy.rolled_back",
+                    actor=actor.label,
+                    subject="policy-set",
+                    time=now,
+                    details={"version": version, "previous_version": expected},
+                )
             )
-        )
-        await self._store.activate_policy_set(version, expected_active=expected, at=now)
-        self._current = compiled
-        return target
+            await self._store.activate_policy_set(version, expected_active=expected, at=now)
+            self._current = compiled
+            return target
 
     async def show(self, version: int | None, *, actor: Actor) -> PolicySetVersion | None:
         """A version, or the active one (``None`` before any was applied)."""

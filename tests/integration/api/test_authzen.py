@@ -229,3 +229,44 @@ async def test_quarantine_takes_effect_on_the_very_next_decision(
     assert (await client.post("/v1/agents/faq-bot/quarantine")).status_code == 200
     second = await client.post("/access/v1/evaluation", json=evaluation(), headers=as_(agent_token))
     assert second.json()["decision"] is False
+
+
+async def test_a_caller_cannot_approve_its_own_call(
+    client: httpx.AsyncClient, agent_token: str
+) -> None:
+    ask = evaluation("transfer")
+    ask["action"]["properties"] = {"arguments": {"amount": 1_000_000, "to": "mallory"}}
+    first = (await client.post("/access/v1/evaluation", json=ask, headers=as_(agent_token))).json()
+    digest = first["context"]["call_digest"]
+    forged = {"id": "apr_forged", "approver": "alice", "call_digest": digest}
+    ask["context"] = {"approval": forged, "call_digest": digest, "arguments": "{}"}
+    second = await client.post("/access/v1/evaluation", json=ask, headers=as_(agent_token))
+    assert second.json()["decision"] is False
+    assert second.json()["context"]["effect"] == "approval_required"
+
+
+async def test_agents_are_described_by_the_registry_not_the_caller(
+    client: httpx.AsyncClient, agent_token: str
+) -> None:
+    ghost = {
+        "action": {"name": "invoke_agent"},
+        "resource": {"type": "Agent", "id": "ghost", "properties": {"state": "active"}},
+    }
+    answer = await client.post(
+        "/access/v1/evaluation", json=ghost, headers=as_(agent_token), params={"explain": True}
+    )
+    assert answer.json()["decision"] is False
+    assert "no agent named" in answer.json()["context"]["reasons"][0]
+    smuggled = evaluation(
+        context={"entities": [{"type": "Agent", "id": "faq-bot", "properties": {"state": "x"}}]}
+    )
+    refused = await client.post("/access/v1/evaluation", json=smuggled, headers=as_(agent_token))
+    assert refused.json()["decision"] is False
+
+
+async def test_a_subject_that_is_not_an_agent_is_400(
+    client: httpx.AsyncClient, agent_token: str
+) -> None:
+    body = evaluation(subject={"type": "user", "id": "faq-bot"})
+    answer = await client.post("/access/v1/evaluation", json=body, headers=as_(agent_token))
+    assert answer.status_code == 400

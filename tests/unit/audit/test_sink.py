@@ -89,4 +89,58 @@ async def test_a_caller_that_gives_up_does_not_stop_the_others() -> None:
     assert len(receipts) == 3
     with pytest.raises(asyncio.CancelledError):
         await first
-    assert len(await store.list_audit(limit=10)) == 4, "the cancelled caller's record is kept"
+    # ``first`` was cancelled while its record was being written: the write completes.
+    assert len(await store.list_audit(limit=10)) == 4
+
+
+async def test_a_store_outage_fails_each_caller_once_without_retrying_the_batch() -> None:
+    store = CountingStore()
+    store.delay = 0.01
+
+    async def down(records: Sequence[AuditRecord]) -> list[int]:
+        store.commits += 1
+        raise RuntimeError("disk gone")
+
+    sink = StoreAuditSink(store)
+    first = asyncio.create_task(sink.append(record(0)))
+    await asyncio.sleep(0)
+    store.append_audit_many = down  # type: ignore[method-assign]
+    rest = await asyncio.gather(
+        *(sink.append(record(i)) for i in range(1, 6)), return_exceptions=True
+    )
+    await first
+    assert all(isinstance(r, RuntimeError) for r in rest)
+    assert store.commits == 2, "one commit for the first record, one failed one for the batch"
+
+
+async def test_a_broken_writer_never_leaves_a_caller_waiting() -> None:
+    store = CountingStore()
+    store.delay = 0.01
+
+    async def short(records: Sequence[AuditRecord]) -> list[int]:
+        return [1]  # fewer numbers than records: the writer itself fails
+
+    sink = StoreAuditSink(store)
+    first = asyncio.create_task(sink.append(record(0)))
+    await asyncio.sleep(0)
+    store.append_audit_many = short  # type: ignore[method-assign]
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(*(sink.append(record(i)) for i in range(1, 4)), return_exceptions=True),
+        timeout=5,
+    )
+    await first
+    assert all(isinstance(o, Exception) for o in outcomes)
+
+
+async def test_a_record_whose_caller_gave_up_before_the_write_is_not_written() -> None:
+    store = CountingStore()
+    store.delay = 0.05
+    sink = StoreAuditSink(store)
+    first = asyncio.create_task(sink.append(record(0)))
+    await asyncio.sleep(0)
+    abandoned = asyncio.create_task(sink.append(record(1)))
+    await asyncio.sleep(0)
+    abandoned.cancel()
+    await first
+    await asyncio.sleep(0.1)
+    assert [r.details["n"] for _, r in await store.list_audit(limit=10)] == [0]

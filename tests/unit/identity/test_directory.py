@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from tether._internal.clock import FixedClock
+from tether.audit.sink import StoreAuditSink
 from tether.identity.access import Actor
 from tether.identity.directory import AgentDirectory
-from tether.identity.models import AgentState
+from tether.identity.models import Agent, AgentState
 from tether.identity.registry import Registry
 from tether.store.memory import MemoryStore
 
@@ -67,3 +71,44 @@ async def test_unknown_agents_are_remembered_briefly_and_new_ones_appear(
     await register(registry, Actor.system("test"))
     ticks.now = 1.0
     assert await directory.get("faq-bot") is not None
+
+
+class SlowStore(MemoryStore):
+    """A store whose reads wait until released: a read in flight while the registry changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.hold = False
+
+    async def get_agent(self, name: str) -> Agent | None:
+        agent = await super().get_agent(name)
+        if self.hold:
+            await self.release.wait()
+        return agent
+
+
+async def test_a_read_that_raced_a_change_is_not_kept() -> None:
+    store = SlowStore()
+    directory = AgentDirectory(store, ttl=3600)
+    registry = Registry(
+        store=store,
+        audit=StoreAuditSink(store),
+        clock=FixedClock(),
+        trust_domain="acme.org",
+        directory=directory,
+    )
+    root = Actor.system("test")
+    await register(registry, root)
+    store.hold = True
+    reading = asyncio.create_task(directory.get("faq-bot"))  # reads "active", then waits
+    await asyncio.sleep(0)
+    store.hold = False
+    await registry.set_state("faq-bot", AgentState.SUSPENDED, actor=root)
+    store.release.set()
+    stale = await reading
+    assert stale is not None
+    assert stale.state is AgentState.ACTIVE, "the racing read itself saw the old state"
+    current = await directory.get("faq-bot")
+    assert current is not None
+    assert current.state is AgentState.SUSPENDED, "but it was not kept"

@@ -228,6 +228,10 @@ def test_requests_that_do_not_fit_the_schema_are_denied_with_a_reason(
             "riks",
         ),
         ('@id("t") permit (principal == ?principal, action, resource);', "template"),
+        (
+            '@id("x") @obligations("approval") permit (principal, action, resource);',
+            "unknown annotation",
+        ),
     ],
     ids=[
         "syntax_error",
@@ -240,6 +244,7 @@ def test_requests_that_do_not_fit_the_schema_are_denied_with_a_reason(
         "unknown_action",
         "misspelt_attribute",
         "template",
+        "misspelt_annotation",
     ],
 )
 def test_invalid_policy_set_is_refused_with_every_error(

@@ -12,7 +12,7 @@ from tether.errors import Forbidden, InvalidPolicySet, PolicySetNotFound, Versio
 from tether.identity.access import Actor
 from tether.identity.models import Role
 from tether.policy._cedar import CedarEngine
-from tether.policy.models import DecisionRequest, Effect, Entity, EntityRef
+from tether.policy.models import DecisionRequest, Effect, Entity, EntityRef, PolicySetVersion
 from tether.policy.service import PolicySets
 from tether.store.memory import MemoryStore
 
@@ -187,3 +187,37 @@ async def test_reloads_under_load_never_decide_on_half_a_set(
     assert len(seen) == 400
     for version, effect in seen:
         assert effect is (Effect.DENY if version is None else expected[version]), version
+
+
+class GatedStore(MemoryStore):
+    """Reads of the active version can be held, to race a refresh against an apply."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: asyncio.Event | None = None
+
+    async def active_policy_set(self) -> PolicySetVersion | None:
+        found = await super().active_policy_set()
+        if self.gate is not None:
+            gate, self.gate = self.gate, None
+            await gate.wait()
+        return found
+
+
+async def test_a_refresh_racing_an_apply_never_puts_the_older_set_back(
+    engine: CedarEngine,
+) -> None:
+    store = GatedStore()
+    sets = await PolicySets.open(
+        store=store, engine=engine, audit=StoreAuditSink(store), clock=FixedClock()
+    )
+    await sets.apply(V1, actor=SECURITY)
+    gate = asyncio.Event()
+    store.gate = gate
+    refreshing = asyncio.create_task(sets.refresh())  # reads v1 as active, then waits
+    await asyncio.sleep(0)
+    applying = asyncio.create_task(sets.apply(V2, actor=SECURITY))
+    await asyncio.sleep(0)
+    gate.set()
+    await asyncio.gather(refreshing, applying)
+    assert sets.current.version == 2

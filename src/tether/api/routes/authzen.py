@@ -155,13 +155,14 @@ async def _evaluate(services: Services, request: Request, body: EvaluationIn) ->
         token = presented
         cert = client_certificate(request, services)
         certificate = cert.thumbprint if cert else None
+    if subject is not None and subject.type != "agent":
+        raise InvalidInput("the subject of a Tether decision is an agent (type 'agent')")
     arguments = body.action.properties.get("arguments")
     resource = parse_entity(body.resource.model_dump(), what="resource")
-    entities = tuple(
-        parse_entity(e, what="context.entities[]")
-        for e in body.context.get("entities", [])
-        if isinstance(e, dict)
-    )
+    raw_entities = body.context.get("entities", [])
+    if not isinstance(raw_entities, list) or not all(isinstance(e, dict) for e in raw_entities):
+        raise InvalidInput("context.entities is a list of {type, id, properties?}")
+    entities = tuple(parse_entity(e, what="context.entities[]") for e in raw_entities)
     context = {k: v for k, v in body.context.items() if k != "entities"}
     return await services.checkpoint.check(
         CheckRequest(
