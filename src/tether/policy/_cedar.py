@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
@@ -99,6 +99,9 @@ class CedarPolicies:
     def policy_ids(self) -> tuple[str, ...]:
         return tuple(info.id for info in self.infos.values())
 
+    def with_version(self, version: int | None) -> CedarPolicies:
+        return replace(self, version=version)
+
     def for_principal(self, ref: EntityRef) -> cedarpy.PolicySet:
         """The policies that can apply to ``ref`` (the whole set for anything but an agent)."""
         if ref.type != "Agent" or not self.policies_json:
@@ -145,7 +148,7 @@ class CedarEngine:
         self._schema_text = schema if schema is not None else schema_text()
         self._schema = cedarpy.Schema.from_str(self._schema_text)
         self._defaults = defaults if defaults is not None else default_policies()
-        problems = self._problems(self._defaults, reserved_ok=True)
+        problems, self._default_ids = self._problems(self._defaults, reserved_ok=True)
         if problems:
             raise InvalidPolicySet("the shipped policies are invalid", details={"errors": problems})
 
@@ -154,11 +157,10 @@ class CedarEngine:
     def check(self, text: str) -> list[str]:
         if len(text.encode()) > MAX_POLICY_SET_BYTES:
             return [f"a policy set is at most {MAX_POLICY_SET_BYTES} bytes"]
-        own = self._problems(text, reserved_ok=False)
+        own, ids = self._problems(text, reserved_ok=False)
         if own:
             return own
-        default_ids = set(self._annotations(self._defaults))
-        clashes = sorted(default_ids & set(self._annotations(text)))
+        clashes = sorted(self._default_ids & ids)
         return [f"policy id {i!r} is already used by a shipped policy" for i in clashes]
 
     def compile(self, text: str, *, version: int | None) -> CedarPolicies:
@@ -181,19 +183,20 @@ class CedarEngine:
         return CedarPolicies(
             version=version,
             policy_set=cedarpy.PolicySet.from_str(combined),
-            infos=self._infos(combined),
+            infos=_infos(policies),
             policies_json=policies,
             by_agent={agent: tuple(ids) for agent, ids in by_agent.items()},
             shared=tuple(shared),
         )
 
-    def _problems(self, text: str, *, reserved_ok: bool) -> list[str]:
+    def _problems(self, text: str, *, reserved_ok: bool) -> tuple[list[str], set[str]]:
+        """Everything wrong with ``text``, and the policy ids it declares."""
         try:
             parsed = json.loads(cedarpy.policies_to_json_str(text))
         except ValueError as exc:
-            return [f"parse error: {str(exc).strip()}"]
+            return [f"parse error: {str(exc).strip()}"], set()
         if parsed.get("templates"):
-            return ["templates are not supported in a policy set yet"]
+            return ["templates are not supported in a policy set yet"], set()
         problems: list[str] = []
         seen: set[str] = set()
         for position, policy in parsed.get("staticPolicies", {}).items():
@@ -211,33 +214,9 @@ class CedarEngine:
                 )
             problems += _annotation_problems(policy_id, policy, annotations)
         if problems:
-            return problems
+            return problems, seen
         result = cedarpy.validate_policies(text, self._schema)
-        return [] if result.validation_passed else [str(e) for e in result.errors]
-
-    @staticmethod
-    def _annotations(text: str) -> dict[str, Mapping[str, str]]:
-        parsed = json.loads(cedarpy.policies_to_json_str(text))
-        by_id = {}
-        for policy in parsed.get("staticPolicies", {}).values():
-            annotations = policy.get("annotations") or {}
-            by_id[annotations.get("id", "")] = annotations
-        return by_id
-
-    @staticmethod
-    def _infos(text: str) -> dict[str, _PolicyInfo]:
-        parsed = json.loads(cedarpy.policies_to_json_str(text))
-        infos = {}
-        for position, policy in parsed.get("staticPolicies", {}).items():
-            annotations = policy.get("annotations") or {}
-            obligation = annotations.get("obligation")
-            infos[position] = _PolicyInfo(
-                id=annotations["id"],
-                effect=policy["effect"],
-                obligations=(obligation,) if obligation else (),
-                reason=annotations.get("reason"),
-            )
-        return infos
+        return ([] if result.validation_passed else [str(e) for e in result.errors]), seen
 
     # -- deciding ------------------------------------------------------------------------
 
@@ -351,6 +330,21 @@ def conformance_evaluate(
         return outcome, Decision(effect=Effect.ALLOW, policy_ids=outcome.reasons)
     reasons = outcome.errors or ("no policy permits this",)
     return outcome, Decision(effect=Effect.DENY, policy_ids=outcome.reasons, reasons=reasons)
+
+
+def _infos(policies: Mapping[str, Any]) -> dict[str, _PolicyInfo]:
+    """What each policy's annotations say, by Cedar's positional id."""
+    infos = {}
+    for position, policy in policies.items():
+        annotations = policy.get("annotations") or {}
+        obligation = annotations.get("obligation")
+        infos[position] = _PolicyInfo(
+            id=annotations["id"],
+            effect=policy["effect"],
+            obligations=(obligation,) if obligation else (),
+            reason=annotations.get("reason"),
+        )
+    return infos
 
 
 def _annotation_problems(

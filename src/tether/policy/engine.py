@@ -40,6 +40,10 @@ class CompiledPolicies(Protocol):
         """Every policy's ``@id``, defaults first."""
         ...
 
+    def with_version(self, version: int | None) -> CompiledPolicies:
+        """The same compiled policies, labelled with the version they were stored as."""
+        ...
+
 
 class PolicyEngine(Protocol):
     def check(self, text: str) -> list[str]:

@@ -145,7 +145,7 @@ class PolicySets:
                 activate=True,
                 expected_active=expected,
             )
-            self._current = self._engine.compile(text, version=stored.version)
+            self._current = compiled.with_version(stored.version)
             return stored
 
     async def rollback(self, version: int, *, actor: Actor) -> PolicySetVersion:
