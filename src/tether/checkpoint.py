@@ -43,7 +43,7 @@ from tether.policy.engine import PolicyEngine
 from tether.policy.models import Decision, DecisionRequest, Effect, Entity, EntityRef
 from tether.policy.service import PolicySets
 
-__all__ = ["CheckRequest", "Checkpoint", "Verdict", "agent_entity", "parse_entity"]
+__all__ = ["CheckRequest", "Checkpoint", "Verdict", "agent_entity"]
 
 #: Delegation deeper than this is refused before any policy runs.
 MAX_ACT_DEPTH = 4
@@ -170,14 +170,7 @@ class Checkpoint:
             except Exception as exc:  # noqa: BLE001 - an engine fault is a recorded deny
                 decision = Decision.deny(f"engine error: {type(exc).__name__}")
         if decision.effect is Effect.APPROVAL_REQUIRED:
-            decision = Decision(
-                effect=decision.effect,
-                policy_ids=decision.policy_ids,
-                reasons=decision.reasons,
-                obligations=decision.obligations,
-                policy_version=decision.policy_version,
-                details={"call_digest": digest},
-            )
+            decision = replace(decision, details=MappingProxyType({"call_digest": digest}))
         recorded = await self._record(decision_id, request, caller, decision, digest, evaluated)
         if not recorded:
             decision = Decision.deny("audit_unavailable: the decision could not be recorded")
@@ -293,21 +286,3 @@ class Checkpoint:
 
 def _uid(ref: EntityRef) -> str:
     return f'{ref.type}::"{ref.id}"'
-
-
-def parse_entity(value: Mapping[str, Any], *, what: str) -> Entity:
-    """An entity from the wire shape ``{"type", "id", "properties"?}`` (AuthZEN's), with
-    ``properties.parents`` as a list of ``{"type", "id"}``."""
-    kind, ident = value.get("type"), value.get("id")
-    if not isinstance(kind, str) or not isinstance(ident, str) or not kind or not ident:
-        raise InvalidInput(f"{what} needs a string type and id")
-    properties = dict(value.get("properties") or {})
-    parents = properties.pop("parents", [])
-    if not isinstance(parents, list):
-        raise InvalidInput(f"{what}.properties.parents is a list of {{type, id}}")
-    refs = []
-    for parent in parents:
-        if not isinstance(parent, Mapping):
-            raise InvalidInput(f"{what}.properties.parents is a list of {{type, id}}")
-        refs.append(EntityRef(str(parent.get("type", "")), str(parent.get("id", ""))))
-    return Entity(ref=EntityRef(kind, ident), attrs=properties, parents=tuple(refs))

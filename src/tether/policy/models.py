@@ -9,6 +9,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from tether.errors import InvalidInput
+
 __all__ = [
     "Decision",
     "DecisionRequest",
@@ -16,6 +18,7 @@ __all__ = [
     "Entity",
     "EntityRef",
     "PolicySetVersion",
+    "parse_entity",
 ]
 
 
@@ -47,6 +50,23 @@ class Entity:
     ref: EntityRef
     attrs: Mapping[str, Any] = field(default_factory=lambda: _frozen(None))
     parents: tuple[EntityRef, ...] = ()
+
+
+def parse_entity(value: Mapping[str, Any], *, what: str) -> Entity:
+    """An entity from its wire shape ``{"type", "id", "properties"?, "parents"?}``; parents
+    (a list of ``{"type", "id"}``) may also sit in ``properties.parents``, as AuthZEN
+    callers put them. ``InvalidInput`` naming ``what`` for anything else."""
+    kind, ident = value.get("type"), value.get("id")
+    if not isinstance(kind, str) or not isinstance(ident, str) or not kind or not ident:
+        raise InvalidInput(f"{what} needs a string type and id")
+    properties = dict(value.get("properties") or {})
+    parents = [*value.get("parents", []), *properties.pop("parents", [])]
+    refs = []
+    for parent in parents:
+        if not isinstance(parent, Mapping):
+            raise InvalidInput(f"{what}: parents is a list of {{type, id}}")
+        refs.append(EntityRef(str(parent.get("type", "")), str(parent.get("id", ""))))
+    return Entity(ref=EntityRef(kind, ident), attrs=properties, parents=tuple(refs))
 
 
 @dataclass(frozen=True, kw_only=True)

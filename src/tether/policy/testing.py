@@ -31,12 +31,19 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tether.errors import InvalidInput
 from tether.policy.engine import CompiledPolicies, PolicyEngine
-from tether.policy.models import Decision, DecisionRequest, Effect, Entity, EntityRef
+from tether.policy.models import (
+    Decision,
+    DecisionRequest,
+    Effect,
+    Entity,
+    EntityRef,
+    parse_entity,
+)
 
 __all__ = ["AGENT", "CONTEXT", "CaseResult", "PolicyCase", "load_cases", "run_cases"]
 
@@ -90,18 +97,10 @@ def _setify(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _entity(raw: Any, where: str) -> Entity:
-    if not isinstance(raw, Mapping) or not isinstance(raw.get("type"), str):
+    if not isinstance(raw, Mapping):
         raise InvalidInput(f"{where}: an entity is {{ type, id, properties?, parents? }}")
-    parents = tuple(
-        EntityRef(str(p["type"]), str(p["id"]))
-        for p in raw.get("parents", [])
-        if isinstance(p, Mapping)
-    )
-    return Entity(
-        ref=EntityRef(raw["type"], str(raw.get("id", ""))),
-        attrs=_setify(raw.get("properties", {})),
-        parents=parents,
-    )
+    entity = parse_entity(raw, what=where)
+    return replace(entity, attrs=_setify(entity.attrs))
 
 
 def _case(raw: Mapping[str, Any], where: str) -> PolicyCase:

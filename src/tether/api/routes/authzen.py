@@ -23,10 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tether.api.deps import ServicesDep, bearer_token, client_certificate
 from tether.api.services import Services
-from tether.checkpoint import CheckRequest, Verdict, parse_entity
+from tether.checkpoint import CheckRequest, Verdict
 from tether.errors import InvalidInput
 from tether.identity.access import Permission, require
 from tether.identity.operators import TOKEN_PREFIX
+from tether.policy.models import parse_entity
 
 router = APIRouter(tags=["decisions"])
 
