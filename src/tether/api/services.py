@@ -69,15 +69,7 @@ class Services:
     @classmethod
     async def _wire(cls, settings: Settings, clock: Clock, store: Store) -> Services:
         audit = StoreAuditSink(store)
-        keyring = await KeyRing.open(
-            persistence=store,
-            kek=_kek(settings),
-            now=clock.now(),
-            trust_domain=settings.trust_domain,
-            signing_key_max_age=timedelta(days=settings.signing_key_max_age_days),
-            token_max_ttl=timedelta(seconds=settings.jwt_svid_ttl_seconds),
-        )
-        await _audit_key_changes(audit, clock, keyring.changes)
+        keyring = await _keyring(settings, clock, store, audit)
         operators = OperatorTokens(
             store=store, audit=audit, clock=clock, default_ttl=settings.operator_token_ttl_seconds
         )
@@ -85,18 +77,7 @@ class Services:
         directory = AgentDirectory(store)
         engine = CedarEngine()
         policies = await PolicySets.open(store=store, engine=engine, audit=audit, clock=clock)
-        svids = SvidIssuer(
-            keyring=keyring,
-            store=store,
-            audit=audit,
-            clock=clock,
-            issuer=settings.issuer_url,
-            trust_domain=settings.trust_domain,
-            audiences=settings.audiences,
-            jwt_ttl=settings.jwt_svid_ttl_seconds,
-            x509_ttl=settings.x509_svid_ttl_seconds,
-            directory=directory,
-        )
+        svids = _svids(settings, clock, store, audit, keyring, directory)
         return cls(
             settings=settings,
             clock=clock,
@@ -154,6 +135,42 @@ class Services:
 
     async def close(self) -> None:
         await self.store.close()
+
+
+async def _keyring(settings: Settings, clock: Clock, store: Store, audit: AuditSink) -> KeyRing:
+    """The key ring, its first keys created or due keys rotated, every change audited."""
+    keyring = await KeyRing.open(
+        persistence=store,
+        kek=_kek(settings),
+        now=clock.now(),
+        trust_domain=settings.trust_domain,
+        signing_key_max_age=timedelta(days=settings.signing_key_max_age_days),
+        token_max_ttl=timedelta(seconds=settings.jwt_svid_ttl_seconds),
+    )
+    await _audit_key_changes(audit, clock, keyring.changes)
+    return keyring
+
+
+def _svids(  # noqa: PLR0917 - private, called once
+    settings: Settings,
+    clock: Clock,
+    store: Store,
+    audit: AuditSink,
+    keyring: KeyRing,
+    directory: AgentDirectory,
+) -> SvidIssuer:
+    return SvidIssuer(
+        keyring=keyring,
+        store=store,
+        audit=audit,
+        clock=clock,
+        issuer=settings.issuer_url,
+        trust_domain=settings.trust_domain,
+        audiences=settings.audiences,
+        jwt_ttl=settings.jwt_svid_ttl_seconds,
+        x509_ttl=settings.x509_svid_ttl_seconds,
+        directory=directory,
+    )
 
 
 async def _audit_key_changes(

@@ -43,23 +43,21 @@ class Api:
         self._client.close()
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._client.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            fail(f"cannot reach {self.settings.addr}: {type(exc).__name__}", exit_codes.UNAVAILABLE)
-        if not response.is_success:
-            self._raise(response)
-        return response.json()
+        """The JSON answer; any failure becomes the documented exit code."""
+        return self._send(method, path, **kwargs).json()
 
     def raw(self, method: str, path: str, **kwargs: Any) -> str:
         """The response body as text (for plain-text endpoints)."""
+        return self._send(method, path, **kwargs).text
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._client.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             fail(f"cannot reach {self.settings.addr}: {type(exc).__name__}", exit_codes.UNAVAILABLE)
         if not response.is_success:
             self._raise(response)
-        return response.text
+        return response
 
     def _raise(self, response: httpx.Response) -> NoReturn:
         code = exit_codes.BY_STATUS.get(response.status_code, exit_codes.ERROR)

@@ -175,7 +175,9 @@ class Registry:
             created_by=actor.label,
         )
         record = self._record("agent.registered", actor, agent, _agent_facts(agent, assessment))
-        await self._audited(record, lambda: self._store.create_agent(agent, assessment))
+        await self._audited(
+            record, lambda: self._store.create_agent(agent, assessment), agent=agent.name
+        )
         return agent
 
     async def update(
@@ -216,6 +218,7 @@ class Registry:
             lambda: self._store.update_agent(
                 updated, expected_version=agent.version, assessment=assessment
             ),
+            agent=agent.name,
         )
         return updated
 
@@ -315,7 +318,9 @@ class Registry:
         facts = {"from": str(agent.state), "to": str(target), "reason": updated.state_reason}
         record = self._record(tag, actor, updated, facts)
         await self._audited(
-            record, lambda: self._store.update_agent(updated, expected_version=agent.version)
+            record,
+            lambda: self._store.update_agent(updated, expected_version=agent.version),
+            agent=agent.name,
         )
         return updated
 
@@ -338,7 +343,11 @@ class Registry:
             details=details,
         )
 
-    async def _audited(self, record: AuditRecord, apply: Callable[[], Awaitable[T]]) -> T:
+    async def _audited(
+        self, record: AuditRecord, apply: Callable[[], Awaitable[T]], *, agent: str | None = None
+    ) -> T:
+        """Record, then apply; a failure to apply is recorded too. ``agent`` names an agent
+        whose record the change touches, for the directory to forget."""
         await self._audit.append(record)
         try:
             return await apply()
@@ -355,10 +364,9 @@ class Registry:
             await self._audit.append(failure)
             raise
         finally:
-            # Applied or not, the hot path re-reads this agent on its next decision. Agent
-            # records name the agent by SPIFFE ID: spiffe://<td>/agent/<name>.
-            if self._directory is not None and record.subject:
-                self._directory.invalidate(record.subject.rsplit("/", 1)[-1])
+            # Applied or not, the hot path re-reads this agent on its next decision.
+            if self._directory is not None and agent is not None:
+                self._directory.invalidate(agent)
 
 
 def _owners(owners: Sequence[str]) -> tuple[str, ...]:

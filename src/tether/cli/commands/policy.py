@@ -40,12 +40,16 @@ def read_policies(path: Path) -> str:
         fail(f"cannot read {path}: {exc.strerror}", INVALID_INPUT)
 
 
+def _without_text(data: dict[str, Any]) -> dict[str, Any]:
+    """A version's facts without its (long) text, for a table."""
+    return {k: v for k, v in data.items() if k != "text"}
+
+
 def _text_or_json(data: dict[str, Any], output: Output) -> None:
     if output is Output.JSON:
         show(data, output)
         return
-    meta = {k: v for k, v in data.items() if k != "text"}
-    show(meta, output)
+    show(_without_text(data), output)
     if "text" in data:
         console.print(data["text"], markup=False, highlight=False)
 
@@ -76,7 +80,7 @@ def apply(
     body = {"text": read_policies(path), "comment": comment}
     with _api() as api:
         stored = api.call("POST", "/v1/policies", json=body)
-    show({k: v for k, v in stored.items() if k != "text"}, output)
+    show(_without_text(stored), output)
 
 
 @app.command("list")
@@ -122,7 +126,7 @@ def rollback(
     """Put an earlier version back in force (checked against today's schema first)."""
     with _api() as api:
         data = api.call("POST", f"/v1/policies/{version}/activate")
-    show({k: v for k, v in data.items() if k != "text"}, output)
+    show(_without_text(data), output)
 
 
 @app.command()
