@@ -15,6 +15,7 @@ An evaluation whose record cannot be written is refused with HTTP 503.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -27,7 +28,7 @@ from tether.checkpoint import CheckRequest, Verdict
 from tether.errors import InvalidInput
 from tether.identity.access import Permission, require
 from tether.identity.operators import TOKEN_PREFIX
-from tether.policy.models import parse_entity
+from tether.policy.models import Effect, parse_entity
 
 router = APIRouter(tags=["decisions"])
 
@@ -102,7 +103,7 @@ async def configuration(services: ServicesDep) -> dict[str, str]:
 async def evaluation(
     body: EvaluationIn, request: Request, services: ServicesDep, explain: Explain = False
 ) -> JSONResponse:
-    verdict = await _evaluate(services, request, body)
+    verdict = await _evaluate(services, request, body, await _asker(services, request))
     answer = _answer(verdict, explain=explain)
     return JSONResponse(answer, status_code=503 if verdict.audit_failed else 200)
 
@@ -115,9 +116,10 @@ async def evaluations(
     semantic = body.options.evaluations_semantic
     answers: list[dict[str, Any]] = []
     failed = False
+    asker = await _asker(services, request)  # once per request, not per evaluation
     for item in items:
         merged = _merge(body, item)
-        verdict = await _evaluate(services, request, merged)
+        verdict = await _evaluate(services, request, merged, asker)
         failed = failed or verdict.audit_failed
         answers.append(_answer(verdict, explain=explain))
         if (semantic == "deny_on_first_deny" and not verdict.allowed) or (
@@ -140,22 +142,35 @@ def _merge(batch: EvaluationsIn, item: PartialEvaluation) -> EvaluationIn:
     )
 
 
-async def _evaluate(services: Services, request: Request, body: EvaluationIn) -> Verdict:
+@dataclass(frozen=True)
+class _Asker:
+    """Who sent the HTTP request: the agent itself (its token and certificate), or an
+    enforcement point allowed to ask on agents' behalf (``token`` None)."""
+
+    token: str | None
+    certificate: str | None
+
+
+async def _asker(services: Services, request: Request) -> _Asker:
     presented = bearer_token(request)
-    subject = body.subject
     if presented.startswith(TOKEN_PREFIX):
-        # An enforcement point asking on an agent's behalf: it must be allowed to, and it
-        # hands over the agent's own token.
         actor = await services.operators.authenticate(presented)
         require(actor, Permission.DECISION_EVALUATE)
+        return _Asker(token=None, certificate=None)
+    cert = client_certificate(request, services)
+    return _Asker(token=presented, certificate=cert.thumbprint if cert else None)
+
+
+async def _evaluate(
+    services: Services, request: Request, body: EvaluationIn, asker: _Asker
+) -> Verdict:
+    subject = body.subject
+    token = asker.token
+    if token is None:
+        # An enforcement point hands over the agent's own token with the subject.
         token = subject.properties.get("token") if subject else None
         if not isinstance(token, str) or not token:
             raise InvalidInput("subject.properties.token must carry the agent's JWT-SVID")
-        certificate = None
-    else:
-        token = presented
-        cert = client_certificate(request, services)
-        certificate = cert.thumbprint if cert else None
     if subject is not None and subject.type != "agent":
         raise InvalidInput("the subject of a Tether decision is an agent (type 'agent')")
     arguments = body.action.properties.get("arguments")
@@ -171,7 +186,7 @@ async def _evaluate(services: Services, request: Request, body: EvaluationIn) ->
             action=body.action.name,
             resource=resource,
             enforcement_point="authzen",
-            certificate_thumbprint=certificate,
+            certificate_thumbprint=asker.certificate,
             arguments=arguments,
             entities=entities,
             context=context,
@@ -184,7 +199,7 @@ async def _evaluate(services: Services, request: Request, body: EvaluationIn) ->
 def _answer(verdict: Verdict, *, explain: bool) -> dict[str, Any]:
     decision = verdict.decision
     context: dict[str, Any] = {"id": verdict.decision_id, "effect": str(decision.effect)}
-    if decision.effect.value == "approval_required":
+    if decision.effect is Effect.APPROVAL_REQUIRED:
         context["call_digest"] = verdict.call_digest
         context["obligations"] = list(decision.obligations)
     if verdict.audit_failed:
