@@ -1,11 +1,23 @@
-"""The AuthZEN endpoint over HTTP on loopback: decisions per second and latency at 16 connections.
+"""The AuthZEN endpoint over HTTP on loopback: decisions per second and latency at 16 connections,
+against the Cerbos PDP's AuthZEN endpoint in the same run, on an equivalent policy.
 
-Starts a real ``tether serve`` (uvicorn, SQLite, one worker) on 127.0.0.1, registers an agent
-with a key and a policy, gets the agent's JWT-SVID, then drives ``POST /access/v1/evaluation``
-from a separate process with 16 connections for a fixed time (closed loop: each connection
-sends its next request when the answer arrives). Every answer must be an allow; each decision
-is recorded durably before it is answered. The issue's aim: >= 1,500 decisions/s with
-p99 <= 25 ms. Bounded: it stops by itself after ``SECONDS``.
+* Tether: starts a real ``tether serve`` (uvicorn, SQLite, one worker) on 127.0.0.1, registers
+  an agent with a key and a policy, gets the agent's JWT-SVID, then drives
+  ``POST /access/v1/evaluation`` with ``wrk`` (2 threads, 16 connections, a fixed time; closed
+  loop: each connection sends its next request when the answer arrives). Each request verifies
+  the token, reads the agent, decides and records the decision durably before answering.
+* Cerbos PDP 0.55.0 (the static binary of the npm package ``@cerbos/cerbos-linux-x64``, installed
+  into ``.bench-peers/`` by ``make bench``): started next, on 127.0.0.1 only (HTTP, gRPC and debug
+  listeners), telemetry and audit off, disk store in a temporary directory holding one resource
+  policy equivalent to Tether's (agent ``faq-bot`` may ``call_tool`` on the tools of MCP server
+  ``kb``; any agent that is not active is denied, as Tether's shipped policy says). The same wrk
+  load drives its ``/access/v1/evaluation``; Cerbos takes the subject from the request body.
+
+Before timing, each server must allow the request and deny others (Tether: another tool;
+Cerbos: another agent, an agent that is not active, a tool of another server). Every timed
+answer must be ``{"decision":true}`` with status 200: anything else counts as an error. The
+servers run one after the other, each sharing the 2 cores with wrk. The issue's aim for Tether:
+>= 1,500 decisions/s with p99 <= 25 ms. Bounded: each load stops by itself after ``SECONDS``.
 
 Run: ``make bench`` or ``.venv/bin/python bench/bench_authzen_http.py [SECONDS]``.
 """
@@ -15,11 +27,14 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +43,14 @@ import httpx
 from tether.crypto.assertion import generate_agent_key, sign_client_assertion
 
 ROOT = "tto_" + "d" * 32
+THREADS = 2
 CONNECTIONS = 16
 POLICY = """
 @id("faq-bot-searches")
 permit (principal == Tether::Agent::"faq-bot", action == Tether::Action::"call_tool",
         resource == Tether::Tool::"search_faq");
 """
-BODY = {
+BODY: dict[str, Any] = {
     "action": {"name": "call_tool", "properties": {"arguments": {"q": "opening hours"}}},
     "resource": {
         "type": "Tool",
@@ -43,12 +59,126 @@ BODY = {
     },
 }
 
+CERBOS_VERSION = "0.55.0"
+CERBOS_PACKAGE = "@cerbos/cerbos-linux-x64"
+PEERS = Path(__file__).resolve().parent.parent / ".bench-peers"
+CERBOS_DIR = PEERS / "node_modules" / CERBOS_PACKAGE
+#: Tether's policy and the part of its shipped policies that bears on this request, in Cerbos
+#: terms: AuthZEN's ``subject.type`` is the Cerbos role, its properties the principal's
+#: attributes; the tool's MCP server is an attribute (Cerbos has no entity hierarchy).
+CERBOS_POLICY = """\
+apiVersion: api.cerbos.dev/v1
+resourcePolicy:
+  version: default
+  resource: Tool
+  rules:
+    - name: faq-bot-searches
+      actions: ["call_tool"]
+      effect: EFFECT_ALLOW
+      roles: ["agent"]
+      condition:
+        match:
+          all:
+            of:
+              - expr: request.principal.id == "faq-bot"
+              - expr: request.resource.attr.server == "kb"
+    - name: forbid-inactive-agent
+      actions: ["*"]
+      effect: EFFECT_DENY
+      roles: ["*"]
+      condition:
+        match:
+          expr: request.principal.attr.state != "active"
+"""
+CERBOS_CONFIG = """\
+server:
+  httpListenAddr: "127.0.0.1:{http}"
+  grpcListenAddr: "127.0.0.1:{grpc}"
+storage:
+  driver: disk
+  disk:
+    directory: "{policies}"
+    watchForChanges: false
+telemetry:
+  disabled: true
+audit:
+  enabled: false
+"""
+
+
+def _cerbos_body(
+    agent: str = "faq-bot", state: str = "active", server: str = "kb"
+) -> dict[str, Any]:
+    """Tether's request with what Cerbos must be told: the subject and the tool's server."""
+    resource = {**BODY["resource"]}
+    resource["properties"] = {**resource["properties"], "server": server}
+    subject = {
+        "type": "agent",
+        "id": agent,
+        "properties": {"name": agent, "state": state, "risk_tier": "low"},
+    }
+    return {"subject": subject, "action": BODY["action"], "resource": resource}
+
 
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def _cerbos_binary() -> Path:
+    """The Cerbos binary in ``.bench-peers/``; exits saying how to install it when missing."""
+    binary = CERBOS_DIR / "cerbos-linux-x64"
+    try:
+        version = json.loads((CERBOS_DIR / "package.json").read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        version = None
+    if version != CERBOS_VERSION or not os.access(binary, os.X_OK):
+        raise SystemExit(
+            f"the Cerbos PDP {CERBOS_VERSION} is not installed in {PEERS}: run `make bench`, or\n"
+            f"  npm install --prefix .bench-peers {CERBOS_PACKAGE}@{CERBOS_VERSION}"
+        )
+    return binary
+
+
+def _wait_ready(url: str, server: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if server.poll() is not None:
+            raise SystemExit(f"{what} exited with status {server.returncode} before it was ready")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what} did not start within 30 s")
+        time.sleep(0.2)
+
+
+@contextmanager
+def _running(
+    argv: list[str], *, env: Mapping[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process with its output in ``log``, stopped on the way out whatever happened;
+    if something went wrong, the end of its log is shown."""
+    with log.open("wb") as out:
+        server = subprocess.Popen(argv, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
+        failed = True
+        try:
+            yield server
+            failed = False
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+            if failed:
+                tail = log.read_text(errors="replace").splitlines()[-20:]
+                print(f"-- the end of {argv[0]}'s output:", *tail, sep="\n", file=sys.stderr)
 
 
 def _prepare(addr: str) -> str:
@@ -77,7 +207,7 @@ def _prepare(addr: str) -> str:
 _LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer %s"
+%s
 wrk.body = '%s'
 local errors = 0
 response = function(status, headers, body)
@@ -92,24 +222,37 @@ end
 """
 
 
-def _load(addr: str, token: str, seconds: float) -> dict[str, Any]:
-    """Drive the endpoint with wrk (a C load generator: a Python one saturates at a few hundred
+def _wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("wrk is not installed: run `make bench`, or apt-get install -y wrk")
+    return wrk
+
+
+def _load(
+    url: str, body: Mapping[str, Any], headers: Mapping[str, str], seconds: float
+) -> dict[str, Any]:
+    """Drive ``url`` with wrk (a C load generator: a Python one saturates at a few hundred
     requests per second here and would measure itself). Errors count non-200 answers and any
     answer that is not an allow."""
+    text = json.dumps(body, separators=(",", ":"))
+    if "'" in text or "\\" in text:
+        raise ValueError("the body goes into a Lua string as it is")
+    lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(_LUA % (token, json.dumps(BODY, separators=(",", ":"))))
+        script.write(_LUA % (lines, text))
     try:
         out = subprocess.run(
             [
-                "wrk",
-                "-t2",
+                _wrk(),
+                f"-t{THREADS}",
                 f"-c{CONNECTIONS}",
                 f"-d{int(seconds)}s",
                 "--timeout",
                 "5s",
                 "-s",
                 script.name,
-                f"{addr}/access/v1/evaluation",
+                url,
             ],
             capture_output=True,
             text=True,
@@ -130,51 +273,85 @@ def _load(addr: str, token: str, seconds: float) -> dict[str, Any]:
     }
 
 
+def _decision(url: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> bool:
+    answer = httpx.post(url, json=body, headers=dict(headers), timeout=10)
+    answer.raise_for_status()
+    return bool(answer.json()["decision"])
+
+
+def tether(seconds: float, tmp: Path) -> dict[str, Any]:
+    port = _port()
+    addr = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "tether", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--data-dir", str(tmp / "d")]
+    env = {**os.environ, "TETHER_ROOT_TOKEN": ROOT}
+    with _running(argv, env=env, log=tmp / "tether.log") as server:
+        _wait_ready(f"{addr}/readyz", server, "tether serve")
+        token = _prepare(addr)
+        url = f"{addr}/access/v1/evaluation"
+        headers = {"Authorization": f"Bearer {token}"}
+        other = {**BODY, "resource": {"type": "Tool", "id": "delete_faq"}}
+        if not _decision(url, BODY, headers) or _decision(url, other, headers):
+            raise SystemExit("Tether did not allow search_faq and deny another tool")
+        return _load(url, BODY, headers, seconds)
+
+
+def cerbos(binary: Path, seconds: float, tmp: Path) -> dict[str, Any]:
+    policies = tmp / "cerbos-policies"
+    policies.mkdir()
+    (policies / "tool.yaml").write_text(CERBOS_POLICY)
+    http, grpc, debug = _port(), _port(), _port()
+    config = tmp / "cerbos.yaml"
+    config.write_text(CERBOS_CONFIG.format(http=http, grpc=grpc, policies=policies))
+    argv = [str(binary), "server", f"--config={config}", "--log-level=warn"]
+    argv.append(f"--debug-listen-addr=127.0.0.1:{debug}")  # ":6666", all interfaces, by default
+    env = {**os.environ, "CERBOS_NO_TELEMETRY": "1"}
+    addr = f"http://127.0.0.1:{http}"
+    with _running(argv, env=env, log=tmp / "cerbos.log") as server:
+        _wait_ready(f"{addr}/_cerbos/health", server, "the Cerbos PDP")
+        url = f"{addr}/access/v1/evaluation"
+        denied = [_cerbos_body("other"), _cerbos_body(state="suspended"), _cerbos_body(server="x")]
+        if not _decision(url, _cerbos_body(), {}) or any(_decision(url, b, {}) for b in denied):
+            raise SystemExit("Cerbos did not allow faq-bot's call and deny the others")
+        return _load(url, _cerbos_body(), {}, seconds)
+
+
+def _show(title: str, result: Mapping[str, Any], aims: bool = False) -> None:
+    print(title)
+    print(f"  decisions      {result['count']:8d}   errors {result['errors']}")
+    print(f"  rate           {result['rate']:8.0f} /s" + ("   (aim >= 1,500/s)" if aims else ""))
+    print(f"  latency p50    {result['p50']:8.1f} ms")
+    print(f"  latency p99    {result['p99']:8.1f} ms" + ("   (aim <= 25 ms)" if aims else ""))
+
+
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 10.0
+    _wrk()
+    binary = _cerbos_binary()
     print(
         f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()},"
         f" {platform.system()} {platform.release()}"
     )
-    port = _port()
-    addr = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "TETHER_ROOT_TOKEN": ROOT}
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tether",
-                "serve",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(Path(tmp) / "d"),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{addr}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("the server did not start")
-                time.sleep(0.2)
-            token = _prepare(addr)
-            result = _load(addr, token, seconds)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-    print(f"AuthZEN evaluation over HTTP, {CONNECTIONS} connections, {seconds:.0f} s, loopback")
-    print(f"  decisions      {result['count']:8d}   errors {result['errors']}")
-    print(f"  rate           {result['rate']:8.0f} /s   (aim >= 1,500/s)")
-    print(f"  latency p50    {result['p50']:8.1f} ms")
-    print(f"  latency p99    {result['p99']:8.1f} ms   (aim <= 25 ms)")
+        ours = tether(seconds, Path(tmp))
+        theirs = cerbos(binary, seconds, Path(tmp))
+    load = f"wrk -t{THREADS} -c{CONNECTIONS} -d{seconds:.0f}s"
+    _show(
+        f"AuthZEN evaluation over HTTP, {CONNECTIONS} connections, {seconds:.0f} s, loopback",
+        ours,
+        aims=True,
+    )
+    _show(
+        f"Cerbos PDP {CERBOS_VERSION}, same endpoint and load ({load}), equivalent policy", theirs
+    )
+    faster = "Tether/Cerbos; {} 1: Tether is faster"
+    print("Tether vs Cerbos")
+    print(f"  rate ratio     {ours['rate'] / theirs['rate']:8.2f}x   ({faster.format('>')})")
+    print(f"  p50 ratio      {ours['p50'] / theirs['p50']:8.2f}x   ({faster.format('<')})")
+    print(f"  p99 ratio      {ours['p99'] / theirs['p99']:8.2f}x   ({faster.format('<')})")
+    print("  wrk and the server under load share the machine's 2 cores (one server at a time).")
+    print("  Tether verifies the agent's JWT-SVID and records each decision durably; Cerbos")
+    print("  takes the subject from the request body and its audit log is off.")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The checkpoint (verify + decide + durable audit) per decision, in process, against the floor
-of the same steps with the bare libraries in the same run; and how the decision cost grows
-with the number of policies.
+of the same steps with the bare libraries in the same run; how the decision cost grows with the
+number of policies; and the decision step against a peer engine, OPA's Rego (regopy), on an
+equivalent policy.
 
 * Tether: ``Checkpoint.check`` on the embedded SQLite store — verify the agent's JWT-SVID, read
   the agent, build the request, decide with the policy set in force, append the decision record
@@ -9,9 +10,16 @@ with the number of policies.
   entities built per call, as any checkpoint must), ``sqlite3`` appends the same JSON record and
   commits (WAL, ``synchronous=FULL``).
 * Policy scaling: one decision with 10 and with 1,000 policies in force (aim: ≤ 2×).
+* Peers: the decision alone (faq-bot calls a tool of MCP server ``kb``; the shipped policies
+  apply), with a fresh input per call, by Tether's ``CedarEngine.decide`` on a
+  ``DecisionRequest``, by bare ``cedarpy`` with parsed handles, and by ``regopy`` 1.5.2 (the
+  ``bench`` extra) on the same policy in Rego through a pre-built bundle entrypoint. All three
+  must allow that call and deny another agent, a tool outside ``kb`` and a suspended agent
+  before anything is timed. Reported: µs per decision and the ratios to regopy.
 
-The issue's aims: checkpoint ≤ 1.25× the floor's time per decision. Rounds alternate so both
-see the same disk. Run: ``make bench`` or ``.venv/bin/python bench/bench_checkpoint.py [N]``.
+The issue's aims: checkpoint ≤ 1.25× the floor's time per decision. Rounds alternate so all
+see the same disk and the same machine load. Run: ``make bench`` or
+``.venv/bin/python bench/bench_checkpoint.py [N]`` (N decisions per measured path; 1,000).
 """
 
 from __future__ import annotations
@@ -32,6 +40,13 @@ import cedarpy
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
+try:  # the `bench` extra (`make bench` installs it); no type stubs
+    import regopy  # type: ignore[import-untyped, import-not-found, unused-ignore]
+except ImportError:
+    raise SystemExit(
+        "regopy is not installed: run `make bench`, or .venv/bin/pip install -e '.[bench]'"
+    ) from None
+
 from tether.api.services import Services
 from tether.checkpoint import CheckRequest, agent_entity
 from tether.config import Settings
@@ -39,7 +54,14 @@ from tether.crypto.assertion import generate_agent_key, sign_client_assertion
 from tether.identity.access import Actor
 from tether.identity.client_auth import ASSERTION_TYPE
 from tether.identity.models import Declarations
-from tether.policy._cedar import CedarEngine, _entity_json, default_policies, schema_text
+from tether.policy._cedar import (
+    CedarEngine,
+    _entity_json,
+    _uid,
+    _value,
+    default_policies,
+    schema_text,
+)
 from tether.policy.models import DecisionRequest, Entity, EntityRef
 
 ISSUER = "http://127.0.0.1:8200"
@@ -54,6 +76,42 @@ POLICY = """
 @id("faq-bot-searches")
 permit (principal == Tether::Agent::"faq-bot", action == Tether::Action::"call_tool",
         resource in Tether::McpServer::"kb");
+"""
+
+
+#: POLICY and the shipped policies (defaults.cedar) in Rego: a permit that no forbid overrides.
+#: Cedar's ``resource in McpServer::"kb"`` is the tool itself or one of its parents (the
+#: bench's tools have one level of parents).
+REGO_POLICY = """
+package tether
+
+default allow := false
+
+allow if {
+	permit
+	not forbid
+}
+
+kb := {"type": "Tether::McpServer", "id": "kb"}
+
+permit if {
+	input.principal.uid == {"type": "Tether::Agent", "id": "faq-bot"}
+	input.action == "call_tool"
+	in_kb
+}
+
+in_kb if input.resource.uid == kb
+
+in_kb if input.resource.parents[_] == kb
+
+forbid if input.principal.attrs.state != "active"
+
+forbid if input.context.grant_expires_at <= input.context.now
+
+forbid if {
+	input.action == "invoke_agent"
+	not input.principal.attrs.may_call_agents
+}
 """
 
 
@@ -192,14 +250,16 @@ class Floor:
         return (time.perf_counter() - start) / n * 1e6
 
 
-def scaling(n: int) -> tuple[float, float]:
-    engine = CedarEngine()
-    request = DecisionRequest(
+def decision_request(
+    agent: str = "faq-bot", *, state: str = "active", resource: Entity = TOOL
+) -> DecisionRequest:
+    """What the checkpoint hands the engine for ``agent`` calling ``resource``."""
+    return DecisionRequest(
         principal=Entity(
-            ref=EntityRef("Agent", "faq-bot"),
+            ref=EntityRef("Agent", agent),
             attrs={
-                "name": "faq-bot",
-                "state": "active",
+                "name": agent,
+                "state": state,
                 "risk_tier": "low",
                 "risk_score": 10,
                 "owners": set(),
@@ -212,10 +272,15 @@ def scaling(n: int) -> tuple[float, float]:
             },
         ),
         action="call_tool",
-        resource=TOOL,
+        resource=resource,
         context={"now": 0, "instance": "i", "scopes": set(), "act_chain": set(), "act_depth": 0},
         entities=(KB,),
     )
+
+
+def scaling(n: int) -> tuple[float, float]:
+    engine = CedarEngine()
+    request = decision_request()
     costs = []
     for size in (10, 1000):
         compiled = engine.compile(many_policies(size - 1), version=None)
@@ -224,6 +289,110 @@ def scaling(n: int) -> tuple[float, float]:
             assert engine.decide(compiled, request).allowed
         costs.append((time.perf_counter() - start) / n * 1e6)
     return costs[0], costs[1]
+
+
+class Peers:
+    """One decision in process, three ways, each with a fresh input per call (as a PDP gets):
+
+    * Tether's decision step: ``CedarEngine.decide`` on a ``DecisionRequest`` (entities to
+      JSON, Cedar, then the ``Decision`` with its determining policies);
+    * cedarpy bare: the request's JSON parsed into ``Entities`` and ``is_authorized`` with parsed
+      policy and schema handles;
+    * regopy: the same JSON as the Rego input (an ``Input`` built per call) and a pre-built
+      bundle entrypoint (``build`` once, ``query_bundle_entrypoint`` per call).
+
+    regopy aborts the process if ``Output.expressions()`` is called on an undefined result, and
+    its ``Node`` objects dangle once their ``Output`` is gone: the answer is read from the
+    ``Output``'s parsed results (plain Python values), never through a ``Node``.
+    """
+
+    ENTRYPOINT = "tether/allow"
+
+    def __init__(self) -> None:
+        self.engine = CedarEngine()
+        self.compiled = self.engine.compile(POLICY, version=None)
+        self.schema = cedarpy.Schema.from_str(schema_text())
+        self.policies = cedarpy.PolicySet.from_str(default_policies() + POLICY)
+        self.rego = regopy.Interpreter()
+        self.rego.add_module("tether.rego", REGO_POLICY)
+        self.bundle = self.rego.build("x = data.tether.allow", [self.ENTRYPOINT])
+        if not self.bundle.ok():
+            raise SystemExit(f"the Rego policy did not build: {self.bundle.node()}")
+
+    @staticmethod
+    def documents(request: DecisionRequest) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The request as JSON: the entities, and principal, action, resource and context."""
+        entities = [
+            _entity_json(e) for e in (request.principal, request.resource, *request.entities)
+        ]
+        query = {
+            "principal": entities[0],
+            "action": request.action,
+            "resource": entities[1],
+            "context": {k: _value(v) for k, v in request.context.items()},
+        }
+        return entities, query
+
+    def by_tether(self, request: DecisionRequest, n: int) -> tuple[bool, float]:
+        start = time.perf_counter()
+        for _ in range(n):
+            allowed = self.engine.decide(self.compiled, request).allowed
+        return allowed, (time.perf_counter() - start) / n * 1e6
+
+    def by_cedarpy(self, request: DecisionRequest, n: int) -> tuple[bool, float]:
+        entities_json, query = self.documents(request)
+        start = time.perf_counter()
+        for _ in range(n):
+            entities = cedarpy.Entities.from_json_str(json.dumps(entities_json), schema=self.schema)
+            cedar_request = {
+                "principal": _uid(request.principal.ref),
+                "action": {"type": "Tether::Action", "id": query["action"]},
+                "resource": _uid(request.resource.ref),
+                "context": query["context"],
+            }
+            result = cedarpy.is_authorized(cedar_request, self.policies, entities, self.schema)
+            allowed = result.decision == cedarpy.Decision.Allow and not result.diagnostics.errors
+        return allowed, (time.perf_counter() - start) / n * 1e6
+
+    def by_regopy(self, request: DecisionRequest, n: int) -> tuple[bool, float]:
+        _, query = self.documents(request)
+        start = time.perf_counter()
+        for _ in range(n):
+            self.rego.set_input(regopy.Input(query))
+            output = self.rego.query_bundle_entrypoint(self.bundle, self.ENTRYPOINT)
+            # ``[[true]]`` for an allow, ``[[false]]`` for a deny, ``[[]]`` if undefined.
+            allowed = output.ok() and [r.expressions for r in output.results] == [[True]]
+        return allowed, (time.perf_counter() - start) / n * 1e6
+
+    def check(self) -> None:
+        """All three allow faq-bot's call and deny the others before anything is timed."""
+        elsewhere = Entity(ref=EntityRef("Tool", "drop_tables"), attrs=TOOL.attrs)
+        cases = {
+            "faq-bot calls search_faq": (decision_request(), True),
+            "another agent": (decision_request("other-bot"), False),
+            "a tool outside kb": (decision_request(resource=elsewhere), False),
+            "a suspended faq-bot": (decision_request(state="suspended"), False),
+        }
+        for what, (request, expected) in cases.items():
+            answers = [
+                way(request, 1)[0] for way in (self.by_tether, self.by_cedarpy, self.by_regopy)
+            ]
+            if answers != [expected] * 3:
+                raise SystemExit(f"{what}: tether, cedarpy, regopy said {answers}, not {expected}")
+
+    def measure(self, n: int) -> dict[str, list[float]]:
+        self.check()
+        request = decision_request()
+        ways = {"tether": self.by_tether, "cedarpy": self.by_cedarpy, "regopy": self.by_regopy}
+        for way in ways.values():
+            way(request, 20)
+        costs: dict[str, list[float]] = {name: [] for name in ways}
+        for _ in range(ROUNDS):
+            for name, way in ways.items():
+                allowed, cost = way(request, n // ROUNDS)
+                assert allowed
+                costs[name].append(cost)
+        return costs
 
 
 async def measure(n: int, tmp: Path) -> tuple[list[float], list[float], list[float]]:
@@ -269,6 +438,27 @@ def main() -> None:
     print(f"  10 policies                          {small:7.0f} us")
     print(f"  1,000 policies                       {large:7.0f} us")
     print(f"  ratio                                {large / small:7.2f}x   (aim <= 2x)")
+    costs = Peers().measure(n)
+    print(
+        f"peers, one decision in process, fresh input each call, {n} in {ROUNDS} alternating"
+        " rounds (medians)"
+    )
+    print(
+        f"  tether CedarEngine.decide            {statistics.median(costs['tether']):7.0f} us each"
+    )
+    print(
+        f"  cedarpy bare (parsed handles)        {statistics.median(costs['cedarpy']):7.0f} us each"
+    )
+    print(
+        f"  regopy {regopy.__version__} (bundle entrypoint)     "
+        f"{statistics.median(costs['regopy']):7.0f} us each"
+    )
+    for name, label in (("tether", "tether decision"), ("cedarpy", "cedarpy bare")):
+        ratios = sorted(a / b for a, b in zip(costs[name], costs["regopy"], strict=True))
+        print(
+            f"  ratio {label + ' / regopy':<31}{statistics.median(ratios):7.2f}x   "
+            f"(rounds {ratios[0]:.2f}-{ratios[-1]:.2f}; < 1: faster than regopy)"
+        )
 
 
 if __name__ == "__main__":
