@@ -12,7 +12,9 @@ evaluation all come here, so they are checked, audited and (later) monitored the
    obligations and the digest of this exact call;
 5. **append the decision record durably before answering** — allow or not. If the record
    cannot be written within ``audit_timeout`` seconds the answer is deny
-   (``audit_unavailable``): no audit, no access.
+   (``audit_unavailable``): no audit, no access;
+6. **publish** a ``decision`` event for monitoring (:mod:`tether.monitor.events`: bounded,
+   never waits — a lagging monitor loses events, it never slows a decision).
 
 Example::
 
@@ -39,6 +41,7 @@ from tether.errors import Error, InvalidInput
 from tether.identity.directory import AgentDirectory
 from tether.identity.models import Agent
 from tether.identity.svid import AgentCaller, SvidIssuer
+from tether.monitor.events import Event, EventStream
 from tether.policy.engine import PolicyEngine
 from tether.policy.models import Decision, DecisionRequest, Effect, Entity, EntityRef
 from tether.policy.service import PolicySets
@@ -140,9 +143,11 @@ class Checkpoint:
         audit: AuditSink,
         clock: Clock,
         directory: AgentDirectory | None = None,
+        events: EventStream | None = None,
         audit_timeout: float = 2.0,
     ) -> None:
         self._directory = directory
+        self._events = events
         self._svids = svids
         self._policies = policies
         self._engine = engine
@@ -171,9 +176,13 @@ class Checkpoint:
                 decision = Decision.deny(f"engine error: {type(exc).__name__}")
         if decision.effect is Effect.APPROVAL_REQUIRED:
             decision = replace(decision, details=MappingProxyType({"call_digest": digest}))
-        recorded = await self._record(decision_id, request, caller, decision, digest, evaluated)
+        details = self._details(decision_id, request, caller, decision, digest)
+        recorded = await self._record(request, caller, decision, details, evaluated)
         if not recorded:
             decision = Decision.deny("audit_unavailable: the decision could not be recorded")
+        if self._events is not None:
+            data = details | {"effect": str(decision.effect), "audit_failed": not recorded}
+            self._events.publish(Event(type="decision", time=self._clock.timestamp(), data=data))
         return Verdict(
             decision_id=decision_id,
             decision=decision,
@@ -242,16 +251,44 @@ class Checkpoint:
             proven["arguments"] = arguments
         return supplied | proven
 
-    async def _record(  # noqa: PLR0917 - private, called once
-        self,
+    @staticmethod
+    def _details(
         decision_id: str,
         request: CheckRequest,
         caller: AgentCaller | None,
         decision: Decision,
         digest: str,
+    ) -> dict[str, Any]:
+        """What the decision record and the monitoring event both say about a decision."""
+        agent = caller.agent if caller else None
+        return {
+            "decision_id": decision_id,
+            "correlation_id": request.correlation_id,
+            "enforcement_point": request.enforcement_point,
+            "agent": agent.name if agent else None,
+            "instance": caller.instance_id if caller else None,
+            "risk_tier": str(agent.risk_tier) if agent else None,
+            "action": request.action,
+            "resource": _uid(request.resource.ref),
+            "effect": str(decision.effect),
+            "policy_ids": list(decision.policy_ids),
+            "policy_version": decision.policy_version,
+            "reasons": list(decision.reasons)[:5],
+            "obligations": list(decision.obligations),
+            "call_digest": digest,
+        }
+
+    async def _record(
+        self,
+        request: CheckRequest,
+        caller: AgentCaller | None,
+        decision: Decision,
+        details: dict[str, Any],
         evaluated: DecisionRequest | None,
     ) -> bool:
-        agent = caller.agent if caller else None
+        recorded = {k: v for k, v in details.items() if k != "correlation_id"}
+        # What the engine saw, so a proposed policy set can be replayed against it.
+        recorded["request"] = evaluated.to_json() if evaluated else None
         record = AuditRecord.new(
             type="decision",
             actor=caller.spiffe_id if caller else "unauthenticated",
@@ -259,23 +296,7 @@ class Checkpoint:
             time=self._clock.now(),
             outcome=Outcome.SUCCESS if decision.allowed else Outcome.FAILURE,
             correlation_id=request.correlation_id,
-            details={
-                "decision_id": decision_id,
-                "enforcement_point": request.enforcement_point,
-                "agent": agent.name if agent else None,
-                "instance": caller.instance_id if caller else None,
-                "risk_tier": str(agent.risk_tier) if agent else None,
-                "action": request.action,
-                "resource": _uid(request.resource.ref),
-                "effect": str(decision.effect),
-                "policy_ids": list(decision.policy_ids),
-                "policy_version": decision.policy_version,
-                "reasons": list(decision.reasons)[:5],
-                "obligations": list(decision.obligations),
-                "call_digest": digest,
-                # What the engine saw, so a proposed policy set can be replayed against it.
-                "request": evaluated.to_json() if evaluated else None,
-            },
+            details=recorded,
         )
         try:
             await asyncio.wait_for(self._audit.append(record), timeout=self._audit_timeout)

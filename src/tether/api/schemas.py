@@ -20,6 +20,7 @@ from tether.identity.models import (
     RiskAssessment,
     Role,
 )
+from tether.identity.revocations import Revocation
 from tether.policy.models import PolicySetVersion
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "PolicyIn",
     "PolicyText",
     "ReplayIn",
+    "RevocationIn",
     "StateChange",
     "TokenCreate",
     "agent_json",
@@ -38,6 +40,7 @@ __all__ = [
     "instance_json",
     "key_json",
     "policy_json",
+    "revocation_json",
     "token_json",
 ]
 
@@ -90,6 +93,18 @@ class TokenCreate(_Strict):
     role: Role
     display_name: str = Field(min_length=1, max_length=254)
     ttl_seconds: int | None = Field(default=None, ge=60, le=366 * 24 * 3600)
+
+
+class RevocationIn(_Strict):
+    """Exactly one of: ``jti``; ``agent``; ``agent`` and ``instance`` (checked by the domain,
+    so the CLI and every other way in are held to the same rule)."""
+
+    jti: str | None = Field(default=None, max_length=128, description="One token's jti")
+    agent: str | None = Field(default=None, max_length=63, description="Every token of it")
+    instance: str | None = Field(
+        default=None, max_length=64, description="With agent: every token of this instance"
+    )
+    reason: str | None = Field(default=None, max_length=500)
 
 
 class CsrIn(_Strict):
@@ -158,6 +173,18 @@ def token_json(t: OperatorToken) -> dict[str, object]:
         "expires_at": t.expires_at.isoformat() if t.expires_at else None,
         "created_by": t.created_by,
         "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None,
+    }
+
+
+def revocation_json(r: Revocation) -> dict[str, object]:
+    return {
+        "id": r.id,
+        "kind": str(r.kind),
+        "target": r.target,
+        "revoked_at": r.revoked_at.isoformat(),
+        "until": r.until.isoformat(),
+        "actor": r.actor,
+        "reason": r.reason,
     }
 
 

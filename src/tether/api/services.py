@@ -1,15 +1,17 @@
 """The composition root: build every service once from :class:`~tether.config.Settings`.
 
 ``Services.open`` opens the store (running migrations), the key ring (creating keys on first
-start), makes sure a root token exists, and wires the domain services together. ``close`` gives
-everything back. The API and the benchmarks both start here, so they measure the same thing.
+start), makes sure a root token exists, loads the revoked agent tokens, and wires the domain
+services together. ``close`` gives everything back. The API and the benchmarks both start here,
+so they measure the same thing. While the app serves, :meth:`Services.run_maintenance` runs the
+upkeep rounds and re-reads the revocation list every ``revocation_refresh_seconds``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -28,7 +30,9 @@ from tether.identity.client_auth import ClientAuthenticator
 from tether.identity.directory import AgentDirectory
 from tether.identity.operators import OperatorTokens
 from tether.identity.registry import Registry
-from tether.identity.svid import SvidIssuer
+from tether.identity.revocations import RevocationList
+from tether.identity.svid import VERIFY_LEEWAY, SvidIssuer
+from tether.monitor.events import EventStream
 from tether.policy._cedar import CedarEngine
 from tether.policy.service import PolicySets
 from tether.store.interfaces import Store
@@ -50,8 +54,11 @@ class Services:
     operators: OperatorTokens
     client_auth: ClientAuthenticator
     svids: SvidIssuer
+    revocations: RevocationList
     policies: PolicySets
     checkpoint: Checkpoint
+    #: Decisions (and, later, changes) for monitoring: subscribe to read them.
+    events: EventStream
     #: A root token generated on this start (shown once), else None.
     new_root_token: str | None = None
 
@@ -77,7 +84,14 @@ class Services:
         directory = AgentDirectory(store)
         engine = CedarEngine()
         policies = await PolicySets.open(store=store, engine=engine, audit=audit, clock=clock)
-        svids = _svids(settings, clock, store, audit, keyring, directory)
+        revocations = await RevocationList.load(
+            store,
+            clock=clock,
+            max_token_lifetime=settings.jwt_svid_ttl_seconds,
+            leeway=VERIFY_LEEWAY,
+        )
+        svids = _svids(settings, clock, store, audit, keyring, directory, revocations)
+        events = EventStream()
         return cls(
             settings=settings,
             clock=clock,
@@ -90,6 +104,7 @@ class Services:
                 clock=clock,
                 trust_domain=settings.trust_domain,
                 directory=directory,
+                revocations=revocations,
             ),
             operators=operators,
             client_auth=ClientAuthenticator(
@@ -102,6 +117,7 @@ class Services:
                 leeway=settings.clock_skew_seconds,
             ),
             svids=svids,
+            revocations=revocations,
             policies=policies,
             checkpoint=Checkpoint(
                 svids=svids,
@@ -110,31 +126,52 @@ class Services:
                 audit=audit,
                 clock=clock,
                 directory=directory,
+                events=events,
             ),
+            events=events,
             new_root_token=new_root,
         )
 
     async def maintain(self) -> None:
         """One round of upkeep: rotate keys past their age (and learn of rotations other
         replicas made), put in force a policy version another replica applied, and forget
-        single-use values that have expired."""
+        single-use values and token revocations that have expired."""
         now = self.clock.now()
         await _audit_key_changes(self.audit, self.clock, await self.keyring.refresh(now=now))
         await self.policies.refresh()
         await self.store.purge_replay_keys(before=now)
+        await self.revocations.purge()
 
     async def run_maintenance(self) -> None:
-        """:meth:`maintain` every ``maintenance_interval_seconds`` until cancelled. A failed
-        round (the store is down) is logged and tried again next time."""
-        while True:
-            await asyncio.sleep(self.settings.maintenance_interval_seconds)
-            try:
-                await self.maintain()
-            except Error as exc:
-                log.warning("maintenance_failed", code=exc.code, error=exc.message)
+        """Until cancelled: :meth:`maintain` every ``maintenance_interval_seconds``, and
+        re-read the revocation list every ``revocation_refresh_seconds`` (revocations made on
+        other replicas). A failed round (the store is down) is logged and tried again next
+        time; a failed refresh keeps the list as it was."""
+        settings = self.settings
+        async with asyncio.TaskGroup() as upkeep:
+            upkeep.create_task(
+                _every(settings.maintenance_interval_seconds, self.maintain, "maintenance_failed")
+            )
+            upkeep.create_task(
+                _every(
+                    settings.revocation_refresh_seconds,
+                    self.revocations.refresh,
+                    "revocation_refresh_failed",
+                )
+            )
 
     async def close(self) -> None:
         await self.store.close()
+
+
+async def _every(seconds: float, work: Callable[[], Awaitable[None]], event: str) -> None:
+    """Run ``work`` every ``seconds`` until cancelled; log a round that fails and go on."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await work()
+        except Error as exc:
+            log.warning(event, code=exc.code, error=exc.message)
 
 
 async def _keyring(settings: Settings, clock: Clock, store: Store, audit: AuditSink) -> KeyRing:
@@ -158,6 +195,7 @@ def _svids(  # noqa: PLR0917 - private, called once
     audit: AuditSink,
     keyring: KeyRing,
     directory: AgentDirectory,
+    revocations: RevocationList,
 ) -> SvidIssuer:
     return SvidIssuer(
         keyring=keyring,
@@ -169,6 +207,7 @@ def _svids(  # noqa: PLR0917 - private, called once
         audiences=settings.audiences,
         jwt_ttl=settings.jwt_svid_ttl_seconds,
         x509_ttl=settings.x509_svid_ttl_seconds,
+        revocations=revocations,
         directory=directory,
     )
 

@@ -6,6 +6,9 @@ Record types in use (tags are never reused for another meaning):
 * ``agent.key_added``, ``agent.key_removed``
 * ``client.authentication_failed`` (a success is the ``svid.jwt_issued`` that follows it)
 * ``svid.jwt_issued``, ``svid.x509_issued``
+* ``svid.revoked`` (details: ``revocation_id``, ``kind`` — ``jti`` | ``agent`` | ``instance`` —,
+  ``target``, ``reason``, ``until``); an agent stopped by ``agent.state_changed`` or
+  ``agent.updated`` has its tokens revoked in the same change (details ``tokens_revoked``)
 * ``operator.token_created``, ``operator.token_revoked``
 * ``keyring.key_created``, ``keyring.key_retired``
 

@@ -42,6 +42,7 @@ class Permission(StrEnum):
     POLICY_READ = "policy.read"
     POLICY_APPLY = "policy.apply"
     DECISION_EVALUATE = "decision.evaluate"
+    SVID_REVOKE = "svid.revoke"
 
 
 _ALL_OPERATORS = frozenset(Role)
@@ -66,7 +67,9 @@ _GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.POLICY_READ: _ALL_OPERATORS,
     Permission.POLICY_APPLY: _SECURITY,
     #: Enforcement points asking on an agent's behalf (the agent may always ask for itself).
-    Permission.DECISION_EVALUATE: _ADMINS,
+    Permission.DECISION_EVALUATE: _ADMINS | {Role.ENFORCEMENT_POINT},
+    #: Revoke agent tokens (JWT-SVIDs) before they expire.
+    Permission.SVID_REVOKE: _ADMINS,
 }
 #: What a developer may also do, but only on agents they own.
 _OWNER_GRANTS = frozenset(
@@ -75,6 +78,7 @@ _OWNER_GRANTS = frozenset(
         Permission.AGENT_SUSPEND,
         Permission.AGENT_RETIRE,
         Permission.AGENT_KEYS,
+        Permission.SVID_REVOKE,
     }
 )
 

@@ -63,13 +63,17 @@ class RiskTier(StrEnum):
 
 
 class Role(StrEnum):
-    """Roles of people (operators) on the management API."""
+    """Roles of operators on the management API: people, and the enforcement points that ask
+    for decisions."""
 
     ROOT = "root"
     SECURITY_ADMIN = "security-admin"
     PLATFORM_ADMIN = "platform-admin"
     DEVELOPER = "developer"
     AUDITOR = "auditor"
+    #: A gateway or proxy (Envoy, an MCP gateway) asking for decisions on agents' behalf;
+    #: it may evaluate decisions and read agents and policies, nothing else.
+    ENFORCEMENT_POINT = "enforcement-point"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,6 +12,10 @@ Lifecycle (``AgentState``)::
 A change is recorded in the audit log *before* it is applied (fail closed: if the record cannot
 be made durable, nothing changes); if applying then fails, a failure record follows.
 
+An agent that stops (suspended, quarantined, retired, or sent back to review) has every token
+issued to it so far revoked in the same store transaction
+(:mod:`tether.identity.revocations`), so resuming it later does not bring old tokens back.
+
 Example (with the in-memory store)::
 
     registry = Registry(store=MemoryStore(), audit=sink, clock=SystemClock(),
@@ -57,6 +61,7 @@ from tether.identity.models import (
     Role,
 )
 from tether.identity.names import agent_spiffe_id, check_agent_name, check_owner
+from tether.identity.revocations import Revocation, RevocationKind, RevocationList
 from tether.store.interfaces import AgentStore
 
 __all__ = ["MAX_KEYS_PER_AGENT", "Registry"]
@@ -91,6 +96,7 @@ class Registry:
         clock: Clock,
         trust_domain: str,
         directory: AgentDirectory | None = None,
+        revocations: RevocationList | None = None,
     ) -> None:
         self._store = store
         self._audit = audit
@@ -98,6 +104,8 @@ class Registry:
         self._trust_domain = trust_domain
         #: Told of every change, so the hot path never decides on a stale state here.
         self._directory = directory
+        #: Where an agent's tokens are revoked when it stops.
+        self._revocations = revocations
 
     # -- reading -------------------------------------------------------------------------
 
@@ -211,13 +219,12 @@ class Registry:
                 changes["state"] = AgentState.PENDING_REVIEW
                 changes["state_reason"] = "risk rose to critical: waiting for security review"
         updated = self._next(agent, **changes)
+        stop = self._stop_entry(agent, updated, actor)
         facts = _agent_facts(updated, assessment) | {"changed": sorted(changes)}
-        record = self._record("agent.updated", actor, updated, facts)
+        record = self._record("agent.updated", actor, updated, _with_stop(facts, stop))
         await self._audited(
             record,
-            lambda: self._store.update_agent(
-                updated, expected_version=agent.version, assessment=assessment
-            ),
+            lambda: self._save(agent, updated, assessment=assessment, stop=stop),
             agent=agent.name,
         )
         return updated
@@ -315,14 +322,39 @@ class Registry:
         tag: str = "agent.state_changed",
     ) -> Agent:
         updated = self._next(agent, state=target, state_reason=_reason(reason))
+        stop = self._stop_entry(agent, updated, actor)
         facts = {"from": str(agent.state), "to": str(target), "reason": updated.state_reason}
-        record = self._record(tag, actor, updated, facts)
-        await self._audited(
-            record,
-            lambda: self._store.update_agent(updated, expected_version=agent.version),
-            agent=agent.name,
-        )
+        record = self._record(tag, actor, updated, _with_stop(facts, stop))
+        await self._audited(record, lambda: self._save(agent, updated, stop=stop), agent=agent.name)
         return updated
+
+    def _stop_entry(self, agent: Agent, updated: Agent, actor: Actor) -> Revocation | None:
+        """The revocation of the agent's tokens so far, when this change stops it."""
+        if self._revocations is None or updated.state is agent.state or updated.can_authenticate:
+            return None
+        said = f"agent {updated.state}"
+        return self._revocations.entry(
+            kind=RevocationKind.AGENT,
+            target=agent.name,
+            actor=actor.label,
+            reason=f"{said}: {updated.state_reason}" if updated.state_reason else said,
+        )
+
+    async def _save(
+        self,
+        agent: Agent,
+        updated: Agent,
+        *,
+        assessment: RiskAssessment | None = None,
+        stop: Revocation | None = None,
+    ) -> None:
+        """Store the change (and the revocation, in the same transaction), then put the
+        revocation in force on this replica."""
+        await self._store.update_agent(
+            updated, expected_version=agent.version, assessment=assessment, revocation=stop
+        )
+        if stop is not None and self._revocations is not None:
+            self._revocations.add(stop)
 
     def _next(self, agent: Agent, **changes: object) -> Agent:
         return replace(
@@ -399,6 +431,13 @@ def _reason(text: str | None) -> str | None:
 def _refuse_if_retired(agent: Agent) -> None:
     if agent.state is AgentState.RETIRED:
         raise InvalidTransition(f"agent {agent.name!r} is retired; it cannot change")
+
+
+def _with_stop(facts: Mapping[str, object], stop: Revocation | None) -> dict[str, object]:
+    """``facts``, naming the revocation of the agent's tokens when the change makes one."""
+    if stop is None:
+        return dict(facts)
+    return {**facts, "tokens_revoked": {"revocation_id": stop.id, "until": stop.until.isoformat()}}
 
 
 def _agent_facts(agent: Agent, assessment: RiskAssessment | None) -> dict[str, object]:

@@ -8,35 +8,48 @@
 * X.509-SVID (SPIFFE X.509-SVID spec): a CSR signed by Tether's CA, URI SAN = the instance's
   SPIFFE ID, one hour by default, asked for by the instance with its JWT-SVID.
 
+A JWT-SVID can be revoked before it expires — one token by ``jti``, or every token of an agent
+or instance issued so far (:mod:`tether.identity.revocations`); :meth:`SvidIssuer.revoke`
+records it and :meth:`SvidIssuer.verify_agent_token` refuses a revoked token from then on.
+
 Example::
 
     issued = await issuer.issue_jwt_svid(client, audience=())  # IssuedToken(expires_in=300, …)
     caller = await issuer.verify_agent_token(issued.token, certificate_thumbprint=None)
+    await issuer.revoke(actor=sam, jti=issued.jti, reason="leaked in a log")
+    await issuer.verify_agent_token(issued.token, certificate_thumbprint=None)  # Unauthenticated
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from tether._internal.clock import Clock
 from tether._internal.ids import new_id
-from tether.audit.records import AuditRecord
+from tether.audit.records import AuditRecord, Outcome
 from tether.audit.sink import AuditSink
 from tether.crypto.jwt import VerifiedClaims
 from tether.crypto.keyring import KeyRing
-from tether.errors import Error, InvalidTarget, Unauthenticated
+from tether.errors import AgentNotFound, Error, InvalidInput, InvalidTarget, Unauthenticated
+from tether.identity.access import Actor, Permission, require
 from tether.identity.client_auth import AuthenticatedClient
 from tether.identity.directory import AgentDirectory
 from tether.identity.models import Agent
-from tether.identity.names import instance_spiffe_id, parse_agent_spiffe_id
+from tether.identity.names import check_agent_name, instance_spiffe_id, parse_agent_spiffe_id
+from tether.identity.revocations import Revocation, RevocationKind, RevocationList
 from tether.store.interfaces import AgentStore
 
-__all__ = ["AgentCaller", "IssuedToken", "SvidIssuer"]
+__all__ = ["VERIFY_LEEWAY", "AgentCaller", "IssuedToken", "SvidIssuer"]
 
 MAX_AUDIENCES = 5
 MAX_VERIFIED_CACHE = 10_000
+#: Seconds of clock skew allowed when verifying a JWT-SVID (``exp``, ``nbf``, ``iat``).
+VERIFY_LEEWAY = 30
+MAX_REASON = 500
+_JTI = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +84,7 @@ class SvidIssuer:
         audiences: frozenset[str],
         jwt_ttl: int,
         x509_ttl: int,
+        revocations: RevocationList,
         directory: AgentDirectory | None = None,
     ) -> None:
         self._keyring = keyring
@@ -83,6 +97,7 @@ class SvidIssuer:
         self._jwt_ttl = jwt_ttl
         self._x509_ttl = x509_ttl
         self._directory = directory
+        self._revocations = revocations
         #: Tokens already verified, until they expire: a cache hit skips the signature check.
         self._verified: dict[str, VerifiedClaims] = {}
 
@@ -151,6 +166,15 @@ class SvidIssuer:
             ref = parse_agent_spiffe_id(claims.sub or "", trust_domain=self._trust_domain)
         except Error as exc:
             raise Unauthenticated("a valid agent token for this server is required") from exc
+        # After the cache: a token verified before its revocation is refused all the same.
+        revoked = self._revocations.is_revoked(
+            jti=claims.jti,
+            agent=ref.name,
+            instance=claims.sub if ref.instance_id is not None else None,
+            issued_at=claims.iat,
+        )
+        if revoked is not None:
+            raise Unauthenticated("the token is revoked", details={"reason": revoked})
         bound = claims.claims.get("cnf")
         if bound is not None:
             want = bound.get("x5t#S256") if isinstance(bound, dict) else None
@@ -172,7 +196,7 @@ class SvidIssuer:
         if cached is not None and cached.exp is not None and now <= cached.exp:
             return cached
         claims = await self._keyring.verify_issued_reloading(
-            token, audience=self._issuer, issuer=self._issuer, now=now
+            token, audience=self._issuer, issuer=self._issuer, now=now, leeway=VERIFY_LEEWAY
         )
         if len(self._verified) >= MAX_VERIFIED_CACHE:
             self._verified.clear()
@@ -197,3 +221,104 @@ class SvidIssuer:
             )
         )
         return cert
+
+    # -- revocation ----------------------------------------------------------------------
+
+    async def revoke(
+        self,
+        *,
+        actor: Actor,
+        jti: str | None = None,
+        agent: str | None = None,
+        instance: str | None = None,
+        reason: str | None = None,
+        correlation_id: str | None = None,
+    ) -> Revocation:
+        """Revoke one token (``jti``: admins), or every token so far of an ``agent`` or of one
+        ``instance`` of it (admins, and a developer for an agent they own). The
+        ``svid.revoked`` record and the entry are made durable before the entry is in force
+        here; other replicas read it within ``revocation_refresh_seconds``."""
+        kind, target, subject = await self._target(actor, jti=jti, agent=agent, instance=instance)
+        entry = self._revocations.entry(
+            kind=kind, target=target, actor=actor.label, reason=_reason(reason)
+        )
+        record = AuditRecord.new(
+            type="svid.revoked",
+            actor=actor.label,
+            subject=subject,
+            time=entry.revoked_at,
+            correlation_id=correlation_id,
+            details={
+                "revocation_id": entry.id,
+                "kind": str(kind),
+                "target": target,
+                "reason": entry.reason,
+                "until": entry.until.isoformat(),
+            },
+        )
+        await self._audit.append(record)
+        try:
+            await self._revocations.record(entry)
+        except Error as exc:
+            await self._audit.append(_failed(record, exc, at=self._clock.now()))
+            raise
+        return entry
+
+    async def revocations(self, *, actor: Actor) -> list[Revocation]:
+        """The revocations in force, as the store holds them (oldest first)."""
+        require(actor, Permission.AGENT_READ)
+        await self._revocations.refresh()
+        return self._revocations.live()
+
+    async def _target(
+        self, actor: Actor, *, jti: str | None, agent: str | None, instance: str | None
+    ) -> tuple[RevocationKind, str, str]:
+        """What to revoke (kind, target, audit subject), once ``actor`` may revoke it."""
+        if (jti is None) == (agent is None) or (instance is not None and agent is None):
+            raise InvalidInput(
+                "name exactly one of: a jti, an agent, or an agent and one of its instances",
+                details={"rule": "jti | agent | agent + instance"},
+            )
+        if jti is not None:
+            if not _JTI.fullmatch(jti):
+                raise InvalidInput(
+                    "a jti is 1 to 128 URL-safe characters", details={"field": "jti"}
+                )
+            require(actor, Permission.SVID_REVOKE)  # a jti alone names no owner
+            return RevocationKind.JTI, jti, f"jti:{jti}"
+        assert agent is not None  # narrowed above
+        found = await self._agent(agent)
+        require(actor, Permission.SVID_REVOKE, owners=found.owners)
+        if instance is None:
+            return RevocationKind.AGENT, found.name, found.spiffe_id
+        spiffe_id = instance_spiffe_id(self._trust_domain, found.name, instance)
+        return RevocationKind.INSTANCE, spiffe_id, spiffe_id
+
+    async def _agent(self, name: str) -> Agent:
+        found = await self._store.get_agent(check_agent_name(name))
+        if found is None:
+            raise AgentNotFound(f"no agent named {name!r}", details={"name": name})
+        return found
+
+
+def _reason(text: str | None) -> str | None:
+    if text is None:
+        return None
+    if len(text) > MAX_REASON:
+        raise InvalidInput(
+            f"a reason is at most {MAX_REASON} characters", details={"field": "reason"}
+        )
+    return text.strip() or None
+
+
+def _failed(record: AuditRecord, exc: Error, *, at: datetime) -> AuditRecord:
+    """The record that says the change ``record`` announced did not happen."""
+    return AuditRecord.new(
+        type=record.type,
+        actor=record.actor,
+        subject=record.subject,
+        time=at,
+        outcome=Outcome.FAILURE,
+        correlation_id=record.id,
+        details={"error": exc.code},
+    )

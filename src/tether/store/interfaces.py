@@ -25,6 +25,7 @@ from tether.identity.models import (
     OperatorToken,
     RiskAssessment,
 )
+from tether.identity.revocations import Revocation
 from tether.policy.models import PolicySetVersion
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "OperatorTokenStore",
     "PolicyStore",
     "ReplayStore",
+    "RevocationStore",
     "Store",
 ]
 
@@ -59,10 +61,17 @@ class AgentStore(Protocol):
         ...
 
     async def update_agent(
-        self, agent: Agent, *, expected_version: int, assessment: RiskAssessment | None = None
+        self,
+        agent: Agent,
+        *,
+        expected_version: int,
+        assessment: RiskAssessment | None = None,
+        revocation: Revocation | None = None,
     ) -> None:
         """Replace the agent whose version is ``expected_version`` (``agent.version`` is the new
-        one); store ``assessment`` in the same transaction. ``VersionConflict`` otherwise."""
+        one); store ``assessment`` and ``revocation`` (an agent's tokens revoked as it stops) in
+        the same transaction. ``VersionConflict`` otherwise; ``Conflict`` for a revocation id
+        already stored; either way nothing is written."""
         ...
 
     async def list_assessments(self, agent_id: str) -> list[RiskAssessment]:
@@ -120,6 +129,25 @@ class ReplayStore(Protocol):
         ...
 
     async def purge_replay_keys(self, *, before: datetime) -> int: ...
+
+
+class RevocationStore(Protocol):
+    """Revoked JWT-SVIDs (:mod:`tether.identity.revocations`): a handful of entries, each kept
+    until every token it covers has expired."""
+
+    async def add_revocation(self, revocation: Revocation) -> None:
+        """Durably store an entry; ``Conflict`` if one with its id exists."""
+        ...
+
+    async def list_revocations(self, *, now: datetime) -> list[Revocation]:
+        """The live entries (``until`` after ``now``), oldest first (by ``revoked_at``, then
+        id)."""
+        ...
+
+    async def purge_revocations(self, *, before: datetime) -> int:
+        """Delete the entries no longer live at ``before`` (``until`` at or before it); how
+        many."""
+        ...
 
 
 class OperatorTokenStore(Protocol):
@@ -202,6 +230,7 @@ class PolicyStore(Protocol):
 class Store(
     AgentStore,
     ReplayStore,
+    RevocationStore,
     OperatorTokenStore,
     KeyRingStore,
     AuditStore,

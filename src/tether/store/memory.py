@@ -3,7 +3,8 @@
 Unit tests of the domain run against it, so it behaves like the SQL store in everything the
 contract says: the same errors (``AgentExists``, ``VersionConflict``, ``KeyExists``,
 ``KeyNotFound``, ``ReplayDetected``, ``OperatorTokenNotFound``, ``PolicySetNotFound``,
-``AgentNotFound`` for a key or instance of an unknown agent), the same orders, and values that
+``Conflict`` for a taken revocation id, ``AgentNotFound`` for a key or instance of an unknown
+agent), the same orders, and values that
 come back as the SQL store returns them (mappings read-only; audit details as they read after a
 JSON round trip), and a naive datetime is a ``ValueError`` before anything is written. One
 ``asyncio.Lock`` makes each operation atomic for concurrent coroutines. The contract suite
@@ -49,12 +50,21 @@ from tether.identity.models import (
     OperatorToken,
     RiskAssessment,
 )
+from tether.identity.revocations import Revocation
 from tether.policy.models import PolicySetVersion
 
 __all__ = ["MemoryStore"]
 
 _Value = TypeVar(
-    "_Value", Agent, AgentKey, AuditRecord, Instance, OperatorToken, RiskAssessment, StoredKey
+    "_Value",
+    Agent,
+    AgentKey,
+    AuditRecord,
+    Instance,
+    OperatorToken,
+    Revocation,
+    RiskAssessment,
+    StoredKey,
 )
 #: The most policy sets one page lists, as in the SQL store.
 _MAX_POLICY_PAGE = 500
@@ -106,6 +116,7 @@ class MemoryStore:
         self._audit_ids: set[str] = set()
         self._policy_sets: list[PolicySetVersion] = []  # version n at index n - 1
         self._active_policy: int | None = None
+        self._revocations: dict[str, Revocation] = {}
 
     async def close(self) -> None:
         """Nothing to give back; present for the ``Store`` contract."""
@@ -184,10 +195,16 @@ class MemoryStore:
         return chosen[: max(0, limit)]
 
     async def update_agent(
-        self, agent: Agent, *, expected_version: int, assessment: RiskAssessment | None = None
+        self,
+        agent: Agent,
+        *,
+        expected_version: int,
+        assessment: RiskAssessment | None = None,
+        revocation: Revocation | None = None,
     ) -> None:
         stored = _utc(agent)
         added = None if assessment is None else _utc(assessment)
+        revoked = None if revocation is None else _utc(revocation)
         async with self._lock:
             current = self._agents.get(agent.id)
             if current is None or current.version != expected_version:
@@ -199,11 +216,15 @@ class MemoryStore:
                 raise AgentExists(f"an agent named {agent.name!r} already exists")
             if assessment is not None:
                 self._check_assessment(agent, assessment)
+            if revoked is not None:
+                self._check_new_revocation(revoked)
             del self._agent_ids_by_name[current.name]
             self._agents[agent.id] = stored
             self._agent_ids_by_name[agent.name] = agent.id
             if added is not None:
                 self._add_assessment(added)
+            if revoked is not None:
+                self._revocations[revoked.id] = revoked
 
     async def list_assessments(self, agent_id: str) -> list[RiskAssessment]:
         async with self._lock:
@@ -344,6 +365,33 @@ class MemoryStore:
             expired = [k for k, expires in self._replay.items() if expires < cutoff]
             for k in expired:
                 del self._replay[k]
+            return len(expired)
+
+    # -- token revocations ---------------------------------------------------------------
+
+    def _check_new_revocation(self, revocation: Revocation) -> None:
+        """``Conflict`` if the id is taken, as SQL's primary key; call with the lock held."""
+        if revocation.id in self._revocations:
+            raise Conflict(f"revocation {revocation.id!r} exists already")
+
+    async def add_revocation(self, revocation: Revocation) -> None:
+        stored = _utc(revocation)
+        async with self._lock:
+            self._check_new_revocation(stored)
+            self._revocations[stored.id] = stored
+
+    async def list_revocations(self, *, now: datetime) -> list[Revocation]:
+        moment = _as_utc(now)
+        async with self._lock:
+            live = [r for r in self._revocations.values() if r.until > moment]
+        return sorted(live, key=lambda r: (r.revoked_at, r.id))
+
+    async def purge_revocations(self, *, before: datetime) -> int:
+        cutoff = _as_utc(before)
+        async with self._lock:
+            expired = [i for i, r in self._revocations.items() if r.until <= cutoff]
+            for revocation_id in expired:
+                del self._revocations[revocation_id]
             return len(expired)
 
     # -- operator tokens -----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Operator tokens: revoked at once, by whom, and one root token."""
+"""Operator tokens: revoked at once, by whom, one root token, and the enforcement-point role."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from tether.api.services import Services
 from tether.config import Settings
 
 from .conftest import ISSUER, ROOT
+from .decisions import evaluation
 from .test_management_api import as_, operator_token
 
 
@@ -82,3 +83,29 @@ async def test_changing_the_root_token_revokes_the_old_one(tmp_path: Path) -> No
             assert (await client.get("/v1/tokens/self", headers=as_(second))).status_code == 200
     finally:
         await services.close()
+
+
+async def test_enforcement_point_token_evaluates_for_agents_and_does_nothing_else(
+    client: httpx.AsyncClient, agent_token: str
+) -> None:
+    minted = await client.post(
+        "/v1/tokens", json={"role": "enforcement-point", "display_name": "envoy-gateway"}
+    )
+    assert minted.status_code == 201, minted.text
+    assert minted.json()["role"] == "enforcement-point"
+    gateway = minted.json()["token"]
+    on_behalf = evaluation(
+        subject={"type": "agent", "id": "faq-bot", "properties": {"token": agent_token}}
+    )
+    answer = await client.post("/access/v1/evaluation", json=on_behalf, headers=as_(gateway))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["decision"] is True
+    register = {"name": "rogue-bot", "owners": ["envoy-gateway"]}
+    assert (await client.post("/v1/agents", json=register, headers=as_(gateway))).status_code == 403
+    assert (await client.get("/v1/audit", headers=as_(gateway))).status_code == 403
+    revoke = await client.post(
+        "/v1/svid/revocations", json={"agent": "faq-bot"}, headers=as_(gateway)
+    )
+    assert revoke.status_code == 403
+    mint = {"role": "developer", "display_name": "x"}
+    assert (await client.post("/v1/tokens", json=mint, headers=as_(gateway))).status_code == 403

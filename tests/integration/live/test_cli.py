@@ -239,3 +239,28 @@ def test_policy_test_runs_cases_offline_and_fails_on_a_wrong_expectation(tmp_pat
     failed = run()
     assert failed.returncode == exit_codes.INVALID_INPUT
     assert "0 passed, 1 failed" in failed.stdout
+
+
+def test_agent_revoke_tokens_and_an_enforcement_point_token(live: Live) -> None:
+    assert tether(live, "agent", "register", "faq-bot", "--owner", "alice").returncode == 0
+    agent = tether(live, "agent", "revoke-tokens", "faq-bot", "--reason", "rotate", "-o", "json")
+    assert agent.returncode == 0, agent.stderr
+    entry = json.loads(agent.stdout)
+    assert (entry["kind"], entry["target"], entry["reason"]) == ("agent", "faq-bot", "rotate")
+    pod = tether(live, "agent", "revoke-tokens", "faq-bot", "--instance", "pod-1", "-o", "json")
+    assert json.loads(pod.stdout)["target"] == "spiffe://acme.org/agent/faq-bot/i/pod-1"
+    one = json.loads(
+        tether(live, "agent", "revoke-tokens", "--jti", "jti_abc", "-o", "json").stdout
+    )
+    assert (one["kind"], one["target"]) == ("jti", "jti_abc")
+    assert tether(live, "agent", "revoke-tokens").returncode == exit_codes.INVALID_INPUT
+    both = tether(live, "agent", "revoke-tokens", "faq-bot", "--jti", "jti_abc")
+    assert both.returncode == exit_codes.INVALID_INPUT
+    assert tether(live, "agent", "revoke-tokens", "ghost").returncode == exit_codes.NOT_FOUND
+    gateway = tether(
+        live, "token", "create", "--role", "enforcement-point", "--name", "envoy", "-o", "json"
+    )
+    assert gateway.returncode == 0, gateway.stderr
+    secret = json.loads(gateway.stdout)["token"]
+    refused = tether(live, "agent", "revoke-tokens", "faq-bot", token=secret)
+    assert refused.returncode == exit_codes.AUTH

@@ -30,6 +30,12 @@ def test_every_role_can_read_agents(role: Role) -> None:
         (Role.PLATFORM_ADMIN, Permission.AGENT_QUARANTINE, False),
         (Role.SECURITY_ADMIN, Permission.TOKEN_CREATE, False),
         (Role.ROOT, Permission.TOKEN_CREATE, True),
+        (Role.SECURITY_ADMIN, Permission.SVID_REVOKE, True),
+        (Role.PLATFORM_ADMIN, Permission.SVID_REVOKE, True),
+        (Role.AUDITOR, Permission.SVID_REVOKE, False),
+        (Role.DEVELOPER, Permission.SVID_REVOKE, False),
+        (Role.PLATFORM_ADMIN, Permission.DECISION_EVALUATE, True),
+        (Role.DEVELOPER, Permission.DECISION_EVALUATE, False),
     ],
 )
 def test_role_permission_table(role: Role, permission: Permission, expected: bool) -> None:
@@ -41,6 +47,18 @@ def test_developer_manages_only_agents_they_own() -> None:
     assert allowed(alice, Permission.AGENT_KEYS, owners=["alice", "bob"])
     assert not allowed(alice, Permission.AGENT_KEYS, owners=["bob"])
     assert not allowed(alice, Permission.AGENT_QUARANTINE, owners=["alice"])
+
+
+def test_developer_revokes_tokens_only_of_agents_they_own() -> None:
+    alice = op(Role.DEVELOPER, "alice")
+    assert allowed(alice, Permission.SVID_REVOKE, owners=["alice"])
+    assert not allowed(alice, Permission.SVID_REVOKE, owners=["bob"])
+
+
+def test_enforcement_point_only_evaluates_decisions_and_reads_agents_and_policies() -> None:
+    gateway = op(Role.ENFORCEMENT_POINT, "envoy")
+    held = {p for p in Permission if allowed(gateway, p, owners=["envoy"])}
+    assert held == {Permission.DECISION_EVALUATE, Permission.AGENT_READ, Permission.POLICY_READ}
 
 
 def test_an_agent_has_no_operator_permissions() -> None:

@@ -1,4 +1,6 @@
-"""``/v1/tokens``: operator tokens for people (minted with the root token)."""
+"""``/v1/tokens``: operator tokens for people and enforcement points (minted with the root
+token; ``role`` is any role but ``root``, e.g. ``enforcement-point`` for a gateway that asks
+for decisions on agents' behalf)."""
 
 from __future__ import annotations
 

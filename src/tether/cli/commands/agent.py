@@ -1,4 +1,8 @@
-"""``tether agent …``: the registry from the command line."""
+"""``tether agent …``: the registry from the command line.
+
+``tether agent revoke-tokens NAME [--instance ID]`` revokes every JWT-SVID the agent (or one
+instance of it) holds now; ``tether agent revoke-tokens --jti JTI`` revokes one token.
+"""
 
 from __future__ import annotations
 
@@ -159,6 +163,37 @@ _state_command("resume", "Resume a suspended (or, for security admins, quarantin
 _state_command("quarantine", "Quarantine an agent: it can no longer authenticate.")
 _state_command("retire", "Retire an agent for good.")
 _state_command("approve", "Approve an agent waiting for security review.")
+
+
+@app.command("revoke-tokens")
+def revoke_tokens(
+    name: Annotated[
+        str | None, typer.Argument(help="The agent whose tokens to revoke (leave out with --jti)")
+    ] = None,
+    output: OutputOpt = Output.TABLE,
+    instance: Annotated[
+        str | None, typer.Option(help="Only the tokens of this instance of the agent")
+    ] = None,
+    jti: Annotated[
+        str | None, typer.Option(help="Only the one token with this jti (security admins)")
+    ] = None,
+    reason: Annotated[str | None, typer.Option(help="Why (kept in the audit log)")] = None,
+) -> None:
+    """Revoke JWT-SVIDs before they expire: decisions refuse them at once. Tokens issued
+    afterwards work (unless the agent is stopped)."""
+    body: dict[str, Any]
+    if jti is not None:
+        if name is not None or instance is not None:
+            fail("--jti names one token of any agent: leave out NAME and --instance", INVALID_INPUT)
+        body = {"jti": jti}
+    elif name is not None:
+        body = {"agent": name} | ({"instance": instance} if instance else {})
+    else:
+        fail("name the agent (NAME) or one token (--jti)", INVALID_INPUT)
+    if reason:
+        body["reason"] = reason
+    with _api() as api:
+        show(api.call("POST", "/v1/svid/revocations", json=body), output)
 
 
 @key_app.command("add")

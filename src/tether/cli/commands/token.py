@@ -1,4 +1,10 @@
-"""``tether token …``: operator tokens for people."""
+"""``tether token …``: operator tokens for people and for enforcement points.
+
+An enforcement point (a gateway asking for decisions on agents' behalf) gets a token of its
+own role, which may evaluate decisions and nothing else::
+
+    tether token create --role enforcement-point --name envoy-gateway
+"""
 
 from __future__ import annotations
 
@@ -18,13 +24,16 @@ app = typer.Typer(help="Operator tokens for the management API.", no_args_is_hel
 def create(
     role: Annotated[
         str,
-        typer.Option(help="security-admin | platform-admin | developer | auditor | root"),
+        typer.Option(
+            help="security-admin | platform-admin | developer | auditor | enforcement-point"
+        ),
     ],
     name: Annotated[str, typer.Option("--name", help="Whose token it is (shown in audit)")],
     output: OutputOpt = Output.TABLE,
     ttl: Annotated[int | None, typer.Option(help="Lifetime in seconds")] = None,
 ) -> None:
-    """Mint a token for a person (needs the root token). The token is shown once."""
+    """Mint a token for a person or an enforcement point (needs the root token). The token is
+    shown once."""
     body = {"role": role, "display_name": name, "ttl_seconds": ttl}
     with Api(ClientSettings.from_environ()) as api:
         show(api.call("POST", "/v1/tokens", json=body), output)

@@ -30,6 +30,7 @@ from tether.identity.models import (
     RiskTier,
     Role,
 )
+from tether.identity.revocations import Revocation, RevocationKind
 from tether.policy.models import PolicySetVersion
 
 __all__ = [
@@ -46,6 +47,8 @@ __all__ = [
     "operator_token_from_row",
     "operator_token_values",
     "policy_set_from_row",
+    "revocation_from_row",
+    "revocation_values",
     "stored_key_from_row",
     "stored_key_values",
 ]
@@ -262,4 +265,28 @@ def policy_set_from_row(row: RowMapping) -> PolicySetVersion:
         created_at=row["created_at"],
         created_by=row["created_by"],
         comment=row["comment"],
+    )
+
+
+def revocation_values(revocation: Revocation) -> dict[str, Any]:
+    return {
+        "id": revocation.id,
+        "kind": str(revocation.kind),
+        "target": revocation.target,
+        "revoked_at": revocation.revoked_at,
+        "until": revocation.until,
+        "actor": revocation.actor,
+        "reason": revocation.reason,
+    }
+
+
+def revocation_from_row(row: RowMapping) -> Revocation:
+    return Revocation(
+        id=row["id"],
+        kind=RevocationKind(row["kind"]),
+        target=row["target"],
+        revoked_at=row["revoked_at"],
+        until=row["until"],
+        actor=row["actor"],
+        reason=row["reason"],
     )

@@ -26,6 +26,7 @@ from tether.store.sql.tables import (
     policy_sets,
     policy_state,
     replay_keys,
+    svid_revocations,
 )
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "AGENT_BY_NAME",
     "AGENT_WITH_KEYS",
     "KEY_PREFIX",
+    "LIVE_REVOCATIONS",
     "POLICY_SET",
     "POLICY_STATE_ID",
     "append_audit",
@@ -65,6 +67,14 @@ AGENT_WITH_KEYS = (
     )
     .where(agents.c.name == sa.bindparam("name"))
     .order_by(agent_keys.c.created_at, agent_keys.c.kid)
+)
+
+#: Parameter ``now``: the live token revocations, oldest first. Read every second by every
+#: replica (the revocation list's refresh), so built once.
+LIVE_REVOCATIONS = (
+    sa.select(svid_revocations)
+    .where(svid_revocations.c.until > sa.bindparam("now", type_=UtcDateTime()))
+    .order_by(svid_revocations.c.revoked_at, svid_revocations.c.id)
 )
 
 

@@ -67,6 +67,7 @@ from tether.identity.models import (
     OperatorToken,
     RiskAssessment,
 )
+from tether.identity.revocations import Revocation
 from tether.policy.models import PolicySetVersion
 from tether.store.sql import _codec as codec
 from tether.store.sql import _policies as policies
@@ -84,6 +85,7 @@ from tether.store.sql.tables import (
     replay_keys,
     risk_assessments,
     stored_keys,
+    svid_revocations,
 )
 
 __all__ = ["SqlStore"]
@@ -142,6 +144,14 @@ def _instance_values(
         "last_kid": kid,
         "last_auth_method": auth_method,
     }
+
+
+def _insert_revocation(conn: Connection, values: Mapping[str, Any]) -> None:
+    try:
+        conn.execute(svid_revocations.insert(), values)
+    except IntegrityError as exc:
+        _violation(exc)
+        raise Conflict(f"revocation {values['id']!r} exists already") from None
 
 
 def _agent_write_refused(exc: IntegrityError, agent: Agent) -> AgentNotFound | AgentExists:
@@ -215,9 +225,14 @@ class SqlStore:
                 raise exc.orig from None
             raise
 
-    async def _all(self, query: sa.Select[Any], convert: Callable[[sa.RowMapping], _T]) -> list[_T]:
+    async def _all(
+        self,
+        query: sa.Select[Any],
+        convert: Callable[[sa.RowMapping], _T],
+        params: Mapping[str, Any] | None = None,
+    ) -> list[_T]:
         def unit(conn: Connection) -> list[_T]:
-            return [convert(row) for row in conn.execute(query).mappings()]
+            return [convert(row) for row in conn.execute(query, params).mappings()]
 
         return await self._run(unit, write=False, one_statement=True)
 
@@ -285,7 +300,12 @@ class SqlStore:
         return await self._all(query, codec.agent_from_row)
 
     async def update_agent(
-        self, agent: Agent, *, expected_version: int, assessment: RiskAssessment | None = None
+        self,
+        agent: Agent,
+        *,
+        expected_version: int,
+        assessment: RiskAssessment | None = None,
+        revocation: Revocation | None = None,
     ) -> None:
         values = codec.agent_values(agent)
         del values["id"]
@@ -295,6 +315,7 @@ class SqlStore:
             .values(values)
         )
         assessment_row = None if assessment is None else codec.assessment_values(assessment)
+        revocation_row = None if revocation is None else codec.revocation_values(revocation)
 
         def unit(conn: Connection) -> None:
             try:
@@ -306,6 +327,8 @@ class SqlStore:
                     conn.execute(risk_assessments.insert(), assessment_row)
             except IntegrityError as exc:
                 raise _agent_write_refused(exc, agent) from None
+            if revocation_row is not None:
+                _insert_revocation(conn, revocation_row)
 
         await self._run(unit, write=True)
 
@@ -434,6 +457,21 @@ class SqlStore:
 
     async def purge_replay_keys(self, *, before: datetime) -> int:
         return await self._rowcount(replay_keys.delete().where(replay_keys.c.expires_at < before))
+
+    # -- token revocations ---------------------------------------------------------------
+
+    async def add_revocation(self, revocation: Revocation) -> None:
+        values = codec.revocation_values(revocation)
+        await self._run(
+            lambda conn: _insert_revocation(conn, values), write=True, one_statement=True
+        )
+
+    async def list_revocations(self, *, now: datetime) -> list[Revocation]:
+        return await self._all(statements.LIVE_REVOCATIONS, codec.revocation_from_row, {"now": now})
+
+    async def purge_revocations(self, *, before: datetime) -> int:
+        expired = svid_revocations.c.until <= sa.bindparam("before", before, type_=UtcDateTime())
+        return await self._rowcount(svid_revocations.delete().where(expired))
 
     # -- operator tokens -----------------------------------------------------------------
 

@@ -43,6 +43,7 @@ __all__ = [
     "replay_keys",
     "risk_assessments",
     "stored_keys",
+    "svid_revocations",
 ]
 
 #: Alembic's bookkeeping table, named so that it cannot collide in a shared database.
@@ -238,4 +239,18 @@ policy_state = sa.Table(
     sa.Column("active_version", sa.Integer(), sa.ForeignKey("policy_sets.version"), nullable=True),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
     sa.CheckConstraint("id = 1", name="single_row"),
+)
+
+svid_revocations = sa.Table(
+    "svid_revocations",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    # A jti, an agent's name or an instance's SPIFFE ID.
+    sa.Column("target", sa.Text(), nullable=False),
+    sa.Column("revoked_at", UtcDateTime(), nullable=False),
+    # When every token the entry covers has expired: read as "live while until > now".
+    sa.Column("until", UtcDateTime(), nullable=False, index=True),
+    sa.Column("actor", sa.Text(), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=True),
 )
