@@ -65,7 +65,8 @@ def create_app(
     if services is not None:
         app.state.services = services
     install_error_handlers(app)
-    routers = (health, discovery, oauth, agents, tokens, svid, audit, policies, authzen)
+    # The decision endpoints first: they are the hot path, and routes are matched in order.
+    routers = (authzen, health, discovery, oauth, agents, tokens, svid, audit, policies)
     for module in routers:
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

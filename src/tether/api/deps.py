@@ -23,7 +23,8 @@ __all__ = [
 ]
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: a plain function dependency would cost a worker-thread hop on every request.
     services: Services = request.app.state.services
     return services
 

@@ -8,7 +8,8 @@ field and the rule (not FastAPI's 422). Anything unexpected is a 500 without int
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
@@ -18,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tether import errors as e
 
-__all__ = ["error_response", "install_error_handlers", "status_for"]
+__all__ = ["error_response", "install_error_handlers", "invalid_input", "status_for"]
 
 log = structlog.get_logger("tether.api")
 
@@ -83,6 +84,16 @@ def _safe(details: Mapping[str, object]) -> dict[str, object]:
     return {k: v for k, v in details.items() if isinstance(v, str | int | float | bool | list)}
 
 
+def invalid_input(problems: Sequence[Any]) -> e.InvalidInput:
+    """``invalid_input`` naming the first field that failed validation and the rule it broke
+    (from pydantic's ``errors()``), for FastAPI's body checks and the routes that parse
+    their own bodies alike."""
+    first = problems[0] if problems else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    rule = str(first.get("msg", "invalid value"))
+    return e.InvalidInput(f"{where}: {rule}", details={"field": where, "rule": rule})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, e.Error)
@@ -90,13 +101,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
-        rule = str(first.get("msg", "invalid value"))
-        return error_response(
-            request,
-            e.InvalidInput(f"{where}: {rule}", details={"field": where, "rule": rule}),
-        )
+        return error_response(request, invalid_input(exc.errors()))
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

@@ -71,6 +71,8 @@ class _PolicyInfo:
 
 #: Slices kept per compiled set (one per agent that asked); beyond this they are rebuilt.
 MAX_SLICES = 10_000
+#: Parsed entity graphs kept by :meth:`CedarEngine._entities` (cleared when full).
+MAX_PARSED_ENTITIES = 4_096
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,7 @@ class CedarEngine:
         self._schema_text = schema if schema is not None else schema_text()
         self._schema = cedarpy.Schema.from_str(self._schema_text)
         self._defaults = defaults if defaults is not None else default_policies()
+        self._parsed: dict[str, cedarpy.Entities] = {}
         problems, self._default_ids = self._problems(self._defaults, reserved_ok=True)
         if problems:
             raise InvalidPolicySet("the shipped policies are invalid", details={"errors": problems})
@@ -220,19 +223,30 @@ class CedarEngine:
 
     # -- deciding ------------------------------------------------------------------------
 
+    def _entities(self, document: str) -> cedarpy.Entities:
+        """The parsed, schema-checked entity graph for ``document``. The same agent calling
+        the same tool sends the same graph again and again, so parsed graphs are kept, keyed
+        by their exact JSON text (a hit is the same input, so the same graph)."""
+        found = self._parsed.get(document)
+        if found is None:
+            if len(self._parsed) >= MAX_PARSED_ENTITIES:
+                self._parsed.clear()
+            found = cedarpy.Entities.from_json_str(document, schema=self._schema)
+            self._parsed[document] = found
+        return found
+
     def decide(self, compiled: CompiledPolicies, request: DecisionRequest) -> Decision:
         if not isinstance(compiled, CedarPolicies):
             raise TypeError("compile the policies with this engine first")
         version = compiled.version
         try:
-            entities = cedarpy.Entities.from_json_str(
+            entities = self._entities(
                 json.dumps(
                     [
                         _entity_json(e)
                         for e in (request.principal, request.resource, *request.entities)
                     ]
-                ),
-                schema=self._schema,
+                )
             )
         except ValueError as exc:
             return Decision.deny(f"entities do not fit the schema: {exc}", policy_version=version)

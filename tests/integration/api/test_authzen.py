@@ -153,6 +153,42 @@ async def test_malformed_request_is_400(
     assert (answer.status_code, answer.json()["error"]["code"]) == (400, "invalid_input")
 
 
+@pytest.mark.parametrize(
+    ("path", "content", "field"),
+    [
+        ("/access/v1/evaluation", b"{not json", "body"),
+        ("/access/v1/evaluation", b'{"action": {"name": "call_tool"}}', "resource"),
+        ("/access/v1/evaluations", b'{"evaluations": [{"action": {"name": 7}}]}', "evaluations"),
+        ("/access/v1/evaluations", b'{"options": {"evaluations_semantic": "maybe"}}', "options"),
+    ],
+    ids=["not_json", "missing_resource", "batch_item_wrong_type", "unknown_semantic"],
+)
+async def test_malformed_body_names_the_field_and_is_400(
+    client: httpx.AsyncClient, agent_token: str, path: str, content: bytes, field: str
+) -> None:
+    answer = await client.post(
+        path,
+        content=content,
+        headers=as_(agent_token) | {"content-type": "application/json"},
+    )
+    error = answer.json()["error"]
+    assert (answer.status_code, error["code"]) == (400, "invalid_input")
+    assert error["details"]["field"].startswith(field)
+
+
+async def test_openapi_publishes_the_decision_request_bodies(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    for path, required in (
+        ("/access/v1/evaluation", ["action", "resource"]),
+        ("/access/v1/evaluations", []),
+    ):
+        body = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert sorted(body.get("required", [])) == required
+        assert {"subject", "action", "resource", "context"} <= set(body["properties"])
+        assert any(p["name"] == "explain" for p in paths[path]["post"]["parameters"])
+        assert "$ref" not in str(body)  # self-contained: nothing that does not resolve
+
+
 async def test_unknown_entity_type_is_deny_with_a_reason(
     client: httpx.AsyncClient, agent_token: str
 ) -> None:
@@ -270,3 +306,62 @@ async def test_a_subject_that_is_not_an_agent_is_400(
     body = evaluation(subject={"type": "user", "id": "faq-bot"})
     answer = await client.post("/access/v1/evaluation", json=body, headers=as_(agent_token))
     assert answer.status_code == 400
+
+
+async def test_every_decision_is_published_for_monitoring_with_its_record_id(
+    client: httpx.AsyncClient, services: Services, agent_token: str
+) -> None:
+    feed = services.events.subscribe(capacity=10)
+    allowed = await client.post(
+        "/access/v1/evaluation", json=evaluation(), headers=as_(agent_token)
+    )
+    denied = await client.post(
+        "/access/v1/evaluation", json=evaluation("drop_tables"), headers=as_(agent_token)
+    )
+    events = feed.drain()
+    assert [(e.type, e.data["decision_id"], e.data["effect"]) for e in events] == [
+        ("decision", allowed.json()["context"]["id"], "allow"),
+        ("decision", denied.json()["context"]["id"], "deny"),
+    ]
+    recorded = {d["decision_id"]: d for d in await decisions(client)}
+    for event in events:  # the event says what the durable record says
+        record = recorded[str(event.data["decision_id"])]
+        for key in ("agent", "instance", "action", "resource", "policy_ids", "call_digest"):
+            assert event.data[key] == record[key], key
+        assert event.data["audit_failed"] is False
+    feed.close()
+
+
+async def test_a_decision_that_could_not_be_recorded_is_still_published_as_deny(
+    client: httpx.AsyncClient, services: Services, agent_token: str
+) -> None:
+    sink = FlakySink(services.audit)
+    sink.mode = "fail"
+    services.checkpoint = Checkpoint(
+        svids=services.svids,
+        policies=services.policies,
+        engine=services.checkpoint._engine,
+        audit=sink,
+        clock=services.clock,
+        events=services.events,
+    )
+    feed = services.events.subscribe(capacity=10)
+    refused = await client.post(
+        "/access/v1/evaluation", json=evaluation(), headers=as_(agent_token)
+    )
+    assert refused.status_code == 503
+    [event] = feed.drain()
+    assert (event.data["effect"], event.data["audit_failed"]) == ("deny", True)
+
+
+async def test_a_full_monitor_queue_never_blocks_or_changes_a_decision(
+    client: httpx.AsyncClient, services: Services, agent_token: str
+) -> None:
+    feed = services.events.subscribe(capacity=1)
+    answers = [
+        await client.post("/access/v1/evaluation", json=evaluation(), headers=as_(agent_token))
+        for _ in range(3)
+    ]
+    assert [a.json()["decision"] for a in answers] == [True, True, True]
+    assert (len(feed.drain()), feed.dropped) == (1, 2)
+    assert services.events.dropped == 2

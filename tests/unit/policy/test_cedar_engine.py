@@ -117,6 +117,27 @@ def test_what_no_policy_permits_is_denied(engine: CedarEngine, compiled: CedarPo
     assert decision.reasons == ("no policy permits this",)
 
 
+def test_a_kept_entity_graph_never_answers_for_a_changed_agent(
+    compiled: CedarPolicies,
+) -> None:
+    """Parsed entity graphs are reused, keyed by their exact text: the same agent after a
+    suspension is a different graph, decided afresh each time, in any order."""
+    engine = CedarEngine()  # its own cache of parsed graphs
+    active, suspended = request(), request(principal=agent(state="suspended"))
+    effects = [engine.decide(compiled, r).effect for r in (active, suspended, active, suspended)]
+    assert effects == [Effect.ALLOW, Effect.DENY, Effect.ALLOW, Effect.DENY]
+
+
+def test_a_full_cache_of_entity_graphs_starts_over_and_still_decides(
+    compiled: CedarPolicies, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tether.policy._cedar.MAX_PARSED_ENTITIES", 2)
+    engine = CedarEngine()
+    tiers = ("low", "medium", "high", "low")
+    decisions = [engine.decide(compiled, request(agent(risk_tier=t))) for t in tiers]
+    assert [d.effect for d in decisions] == [Effect.ALLOW] * 4
+
+
 @pytest.mark.parametrize("state", ["suspended", "quarantined", "retired", "pending_review"])
 def test_inactive_agent_is_forbidden_whatever_operators_permit(
     engine: CedarEngine, compiled: CedarPolicies, state: str

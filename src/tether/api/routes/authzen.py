@@ -16,13 +16,14 @@ An evaluation whose record cannot be written is refused with HTTP 503.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tether.api.deps import ServicesDep, bearer_token, client_certificate
+from tether.api.errors import invalid_input
 from tether.api.services import Services
 from tether.checkpoint import CheckRequest, Verdict
 from tether.errors import InvalidInput
@@ -99,19 +100,67 @@ async def configuration(services: ServicesDep) -> dict[str, str]:
     }
 
 
-@router.post("/access/v1/evaluation", summary="One decision (AuthZEN)")
-async def evaluation(
-    body: EvaluationIn, request: Request, services: ServicesDep, explain: Explain = False
-) -> JSONResponse:
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` describing ``model`` as the request body, self-contained: pydantic's
+    ``$defs`` references would not resolve inside the OpenAPI document, so they are inlined
+    (the AuthZEN models do not nest recursively)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    content = {"application/json": {"schema": inline(schema)}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+_Body = TypeVar("_Body", bound=BaseModel)
+
+
+async def _parse(request: Request, model: type[_Body]) -> _Body:
+    """The body, validated by ``model``. The decision endpoints parse their own bodies (and
+    take no injected dependencies): FastAPI's per-request machinery cost more than the
+    decision itself on this hot path. The schema is still published through
+    ``openapi_extra``."""
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise invalid_input(exc.errors()) from None
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+@router.post(
+    "/access/v1/evaluation",
+    summary="One decision (AuthZEN)",
+    openapi_extra=_body_schema(EvaluationIn),
+)
+async def evaluation(request: Request, explain: Explain = False) -> JSONResponse:
+    body = await _parse(request, EvaluationIn)
+    services = _services(request)
     verdict = await _evaluate(services, request, body, await _asker(services, request))
     answer = _answer(verdict, explain=explain)
     return JSONResponse(answer, status_code=503 if verdict.audit_failed else 200)
 
 
-@router.post("/access/v1/evaluations", summary="Several decisions, one request (AuthZEN)")
-async def evaluations(
-    body: EvaluationsIn, request: Request, services: ServicesDep, explain: Explain = False
-) -> JSONResponse:
+@router.post(
+    "/access/v1/evaluations",
+    summary="Several decisions, one request (AuthZEN)",
+    openapi_extra=_body_schema(EvaluationsIn),
+)
+async def evaluations(request: Request, explain: Explain = False) -> JSONResponse:
+    body = await _parse(request, EvaluationsIn)
+    services = _services(request)
     items = body.evaluations or [PartialEvaluation()]
     semantic = body.options.evaluations_semantic
     answers: list[dict[str, Any]] = []

@@ -8,6 +8,7 @@ import shutil
 import signal
 import ssl
 import tempfile
+from collections.abc import Coroutine
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -53,7 +54,7 @@ def serve(
     # removed. Turn it into a normal exit instead.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        asyncio.run(_run(settings, host=host, port=port, tls=tls, throwaway=throwaway))
+        _event_loop_run(_run(settings, host=host, port=port, tls=tls, throwaway=throwaway))
     finally:
         if throwaway is not None:
             shutil.rmtree(throwaway, ignore_errors=True)
@@ -62,6 +63,17 @@ def serve(
 #: The server certificate lives 30 days and is replaced every day.
 TLS_CERT_LIFETIME = timedelta(days=30)
 TLS_RENEW_EVERY = timedelta(days=1)
+
+
+def _event_loop_run(main: Coroutine[Any, Any, None]) -> None:
+    """Run the server on uvloop where it is installed (it comes with ``uvicorn[standard]``;
+    its event loop costs less per request than asyncio's own), else on asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def _exit_on_sigterm(_signum: int, _frame: object) -> None:

@@ -131,6 +131,12 @@ def append_audit(*, postgres: bool) -> sa.Insert:
     return insert.returning(audit_records.c.sequence)
 
 
+#: The last sequence number of the audit log (0 when empty); read under the write lock.
+LAST_AUDIT_SEQUENCE = sa.select(sa.func.coalesce(sa.func.max(audit_records.c.sequence), 0))
+#: Parameters: the record's columns and its ``sequence`` (numbered by the caller, under the
+#: write lock, from :data:`LAST_AUDIT_SEQUENCE`); run with many rows at once.
+APPEND_AUDIT_NUMBERED = audit_records.insert()
+
 #: The id of the one row of ``policy_state``.
 POLICY_STATE_ID = 1
 #: Parameter ``version``.
