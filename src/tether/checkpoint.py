@@ -50,6 +50,8 @@ __all__ = ["CheckRequest", "Checkpoint", "Verdict", "agent_entity"]
 
 #: Delegation deeper than this is refused before any policy runs.
 MAX_ACT_DEPTH = 4
+#: Agents whose policy entity is kept (beyond this the cache starts over).
+MAX_PRINCIPALS = 10_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,23 +90,26 @@ class Verdict:
 
 
 def agent_entity(agent: Agent) -> Entity:
-    """The ``Tether::Agent`` entity policies see, from the registry's record."""
+    """The ``Tether::Agent`` entity policies see, from the registry's record (immutable all
+    the way down: the checkpoint and the engine keep what they derive from it)."""
     d = agent.declarations
     return Entity(
         ref=EntityRef("Agent", agent.name),
-        attrs={
-            "name": agent.name,
-            "state": str(agent.state),
-            "risk_tier": str(agent.risk_tier),
-            "risk_score": agent.risk_score,
-            "owners": set(agent.owners),
-            "tools": set(d.tools),
-            "resources": set(d.resources),
-            "data_classes": {str(c) for c in d.data_classes},
-            "external_connections": str(d.external_connections),
-            "autonomy": str(d.autonomy),
-            "may_call_agents": d.may_call_agents,
-        },
+        attrs=MappingProxyType(
+            {
+                "name": agent.name,
+                "state": str(agent.state),
+                "risk_tier": str(agent.risk_tier),
+                "risk_score": agent.risk_score,
+                "owners": frozenset(agent.owners),
+                "tools": frozenset(d.tools),
+                "resources": frozenset(d.resources),
+                "data_classes": frozenset(str(c) for c in d.data_classes),
+                "external_connections": str(d.external_connections),
+                "autonomy": str(d.autonomy),
+                "may_call_agents": d.may_call_agents,
+            }
+        ),
     )
 
 
@@ -148,6 +153,7 @@ class Checkpoint:
     ) -> None:
         self._directory = directory
         self._events = events
+        self._principals: dict[str, tuple[Agent, Entity]] = {}
         self._svids = svids
         self._policies = policies
         self._engine = engine
@@ -209,13 +215,26 @@ class Checkpoint:
             refused = f"delegation chain deeper than {MAX_ACT_DEPTH}"
             return Decision.deny(refused, policy_version=compiled.version), None
         evaluated = DecisionRequest(
-            principal=agent_entity(caller.agent),
+            principal=self._principal(caller.agent),
             action=request.action,
             resource=request.resource,
             context=context,
             entities=request.entities,
         )
         return self._engine.decide(compiled, evaluated), evaluated
+
+    def _principal(self, agent: Agent) -> Entity:
+        """The agent's entity, built once per registry record: the directory hands out the
+        same (immutable) record until the agent changes, so the same entity object is reused
+        and the engine can reuse what it derived from it."""
+        kept = self._principals.get(agent.name)
+        if kept is not None and kept[0] is agent:
+            return kept[1]
+        if len(self._principals) >= MAX_PRINCIPALS:
+            self._principals.clear()
+        entity = agent_entity(agent)
+        self._principals[agent.name] = (agent, entity)
+        return entity
 
     async def _known_agents(self, request: CheckRequest) -> CheckRequest:
         """Agents are described by the registry, never by the caller: an ``Agent`` resource

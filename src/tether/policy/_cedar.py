@@ -151,6 +151,7 @@ class CedarEngine:
         self._schema = cedarpy.Schema.from_str(self._schema_text)
         self._defaults = defaults if defaults is not None else default_policies()
         self._parsed: dict[str, cedarpy.Entities] = {}
+        self._principals: dict[str, tuple[Entity, dict[str, Any]]] = {}
         problems, self._default_ids = self._problems(self._defaults, reserved_ok=True)
         if problems:
             raise InvalidPolicySet("the shipped policies are invalid", details={"errors": problems})
@@ -223,6 +224,19 @@ class CedarEngine:
 
     # -- deciding ------------------------------------------------------------------------
 
+    def _principal_json(self, principal: Entity) -> dict[str, Any]:
+        """The principal's Cedar JSON, kept per entity *object*: the checkpoint hands the same
+        object for an agent until its registry record changes. Entities are immutable values;
+        the kept object stays referenced, so its identity cannot be reused by another."""
+        kept = self._principals.get(principal.ref.id)
+        if kept is not None and kept[0] is principal:
+            return kept[1]
+        if len(self._principals) >= MAX_PARSED_ENTITIES:
+            self._principals.clear()
+        document = _entity_json(principal)
+        self._principals[principal.ref.id] = (principal, document)
+        return document
+
     def _entities(self, document: str) -> cedarpy.Entities:
         """The parsed, schema-checked entity graph for ``document``. The same agent calling
         the same tool sends the same graph again and again, so parsed graphs are kept, keyed
@@ -240,12 +254,10 @@ class CedarEngine:
             raise TypeError("compile the policies with this engine first")
         version = compiled.version
         try:
+            principal = self._principal_json(request.principal)
             entities = self._entities(
                 json.dumps(
-                    [
-                        _entity_json(e)
-                        for e in (request.principal, request.resource, *request.entities)
-                    ]
+                    [principal, *(_entity_json(e) for e in (request.resource, *request.entities))]
                 )
             )
         except ValueError as exc:

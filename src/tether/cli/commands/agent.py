@@ -175,7 +175,8 @@ def revoke_tokens(
         str | None, typer.Option(help="Only the tokens of this instance of the agent")
     ] = None,
     jti: Annotated[
-        str | None, typer.Option(help="Only the one token with this jti (security admins)")
+        str | None,
+        typer.Option(help="Only the one token with this jti (admins only: a jti names no owner)"),
     ] = None,
     reason: Annotated[str | None, typer.Option(help="Why (kept in the audit log)")] = None,
 ) -> None:
