@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from tether import __version__
 from tether._internal.clock import Clock
 from tether.api.errors import install_error_handlers
+from tether.api.fastpath import DecisionFastPath
 from tether.api.middleware import BodyLimit
 from tether.api.routes import (
     agents,
@@ -69,5 +70,8 @@ def create_app(
     routers = (authzen, health, discovery, oauth, agents, tokens, svid, audit, policies)
     for module in routers:
         app.include_router(module.router)
+    # Added first, so inside the body cap: the decision endpoints without the per-request
+    # machinery (see tether.api.fastpath).
+    app.add_middleware(DecisionFastPath, routes=authzen.HOT_PATHS, owner=app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

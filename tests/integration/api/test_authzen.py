@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tether.api.app import create_app
 from tether.api.services import Services
 from tether.audit.records import AuditReceipt, AuditRecord
 from tether.checkpoint import Checkpoint
@@ -365,3 +366,68 @@ async def test_a_full_monitor_queue_never_blocks_or_changes_a_decision(
     assert [a.json()["decision"] for a in answers] == [True, True, True]
     assert (len(feed.drain()), feed.dropped) == (1, 2)
     assert services.events.dropped == 2
+
+
+@pytest.mark.parametrize(
+    ("flag", "explained"), [("yes", True), ("TRUE", True), ("1", True), ("off", False)]
+)
+async def test_explain_takes_the_usual_boolean_spellings(
+    client: httpx.AsyncClient, agent_token: str, flag: str, explained: bool
+) -> None:
+    answer = await client.post(
+        "/access/v1/evaluation",
+        json=evaluation(),
+        headers=as_(agent_token),
+        params={"explain": flag},
+    )
+    assert ("policy_ids" in answer.json()["context"]) is explained
+
+
+async def test_explain_that_is_not_a_boolean_is_400(
+    client: httpx.AsyncClient, agent_token: str
+) -> None:
+    for path, body in (("/access/v1/evaluation", evaluation()), ("/access/v1/evaluations", {})):
+        answer = await client.post(
+            path, json=body, headers=as_(agent_token), params={"explain": "maybe"}
+        )
+        assert (answer.status_code, answer.json()["error"]["details"]["field"]) == (
+            400,
+            "explain",
+        )
+
+
+async def test_other_methods_on_the_decision_paths_are_405(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/access/v1/evaluation")).status_code == 405
+    assert (await client.put("/access/v1/evaluations", json={})).status_code == 405
+
+
+async def test_decision_body_over_the_cap_is_413_before_any_parsing(
+    client: httpx.AsyncClient, services: Services, agent_token: str
+) -> None:
+    huge = b'{"pad": "' + b"x" * (services.settings.max_body_bytes + 1) + b'"}'
+    answer = await client.post(
+        "/access/v1/evaluation",
+        content=huge,
+        headers=as_(agent_token) | {"content-type": "application/json"},
+    )
+    assert (answer.status_code, answer.json()["error"]["code"]) == (413, "body_too_large")
+
+
+async def test_an_unexpected_fault_on_the_decision_path_is_a_500_without_internals(
+    services: Services, agent_token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(_request: object) -> object:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(services.checkpoint, "check", broken)
+    app = create_app(services.settings, services=services)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url=ISSUER) as client:
+        answer = await client.post(
+            "/access/v1/evaluation", json=evaluation(), headers=as_(agent_token)
+        )
+    assert answer.status_code == 500
+    assert answer.json() == {
+        "error": {"code": "internal_error", "message": "internal error", "details": {}}
+    }
+    assert "secret" not in answer.text

@@ -16,9 +16,9 @@ An evaluation whose record cannot be written is refused with HTTP 503.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -87,9 +87,6 @@ class EvaluationsIn(_Open):
     options: Options = Field(default_factory=Options)
 
 
-Explain = Annotated[bool, Query(description="Add determining policies and reasons")]
-
-
 @router.get("/.well-known/authzen-configuration", summary="AuthZEN PDP metadata")
 async def configuration(services: ServicesDep) -> dict[str, str]:
     base = services.settings.issuer_url
@@ -118,16 +115,41 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
         return node
 
     content = {"application/json": {"schema": inline(schema)}}
-    return {"requestBody": {"required": True, "content": content}}
+    return {
+        "requestBody": {"required": True, "content": content},
+        "parameters": [
+            {
+                "name": "explain",
+                "in": "query",
+                "required": False,
+                "description": "Add determining policies and reasons",
+                "schema": {"type": "boolean", "default": False},
+            }
+        ],
+    }
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _explain(request: Request) -> bool:
+    """``?explain=`` as a boolean (the spellings FastAPI accepts for a query flag)."""
+    value = request.query_params.get("explain")
+    if value is None or value.lower() in _FALSE:
+        return False
+    if value.lower() in _TRUE:
+        return True
+    raise InvalidInput("explain: a boolean (true or false)", details={"field": "explain"})
 
 
 _Body = TypeVar("_Body", bound=BaseModel)
 
 
 async def _parse(request: Request, model: type[_Body]) -> _Body:
-    """The body, validated by ``model``. The decision endpoints parse their own bodies (and
-    take no injected dependencies): FastAPI's per-request machinery cost more than the
-    decision itself on this hot path. The schema is still published through
+    """The body, validated by ``model``. The decision endpoints parse their own bodies and
+    query and take no injected dependencies, so that :mod:`tether.api.fastpath` can call
+    them without FastAPI's per-request machinery; the schema is still published through
     ``openapi_extra``."""
     try:
         return model.model_validate_json(await request.body())
@@ -145,8 +167,9 @@ def _services(request: Request) -> Services:
     summary="One decision (AuthZEN)",
     openapi_extra=_body_schema(EvaluationIn),
 )
-async def evaluation(request: Request, explain: Explain = False) -> JSONResponse:
+async def evaluation(request: Request) -> JSONResponse:
     body = await _parse(request, EvaluationIn)
+    explain = _explain(request)
     services = _services(request)
     verdict = await _evaluate(services, request, body, await _asker(services, request))
     answer = _answer(verdict, explain=explain)
@@ -158,8 +181,9 @@ async def evaluation(request: Request, explain: Explain = False) -> JSONResponse
     summary="Several decisions, one request (AuthZEN)",
     openapi_extra=_body_schema(EvaluationsIn),
 )
-async def evaluations(request: Request, explain: Explain = False) -> JSONResponse:
+async def evaluations(request: Request) -> JSONResponse:
     body = await _parse(request, EvaluationsIn)
+    explain = _explain(request)
     services = _services(request)
     items = body.evaluations or [PartialEvaluation()]
     semantic = body.options.evaluations_semantic
@@ -258,3 +282,10 @@ def _answer(verdict: Verdict, *, explain: bool) -> dict[str, Any]:
         context["reasons"] = list(decision.reasons)
         context["policy_version"] = decision.policy_version
     return {"decision": verdict.allowed, "context": context}
+
+
+#: The decision endpoints by path, for :mod:`tether.api.fastpath` (POST only).
+HOT_PATHS = {
+    "/access/v1/evaluation": evaluation,
+    "/access/v1/evaluations": evaluations,
+}
