@@ -67,9 +67,10 @@ class Settings:
     #: How often the server rotates due keys, learns other replicas' keys and purges expired
     #: single-use values.
     maintenance_interval_seconds: float = 60.0
-    #: How often the server re-reads the revoked agent tokens, so a revocation made on another
-    #: replica is in force here within about this long (as the agent directory's 1 s).
-    revocation_refresh_seconds: float = 1.0
+    #: How often the server re-reads the hot-path state other replicas change (revoked agent
+    #: tokens, the active policy version), so a change made on another replica is in force
+    #: here within about this long (as the agent directory's 1 s).
+    hot_state_refresh_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         if not _TRUST_DOMAIN.fullmatch(self.trust_domain):
@@ -87,8 +88,8 @@ class Settings:
             raise ConfigError("max_body_bytes must be between 1 KiB and 16 MiB")
         if not 0.05 <= self.maintenance_interval_seconds <= 3600:
             raise ConfigError("maintenance_interval_seconds must be between 0.05 s and 1 h")
-        if not 0.05 <= self.revocation_refresh_seconds <= 60:
-            raise ConfigError("revocation_refresh_seconds must be between 0.05 s and 60 s")
+        if not 0.05 <= self.hot_state_refresh_seconds <= 60:
+            raise ConfigError("hot_state_refresh_seconds must be between 0.05 s and 60 s")
         _ = self.proxy_networks  # refuse a bad network list at start, not on first use
         if self.forwarded_client_cert_header and not self.trusted_proxies:
             raise ConfigError(

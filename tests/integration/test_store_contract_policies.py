@@ -122,6 +122,19 @@ async def test_no_version_is_active_before_the_first_activation(store: Store) ->
     assert await store.active_policy_set() is None
 
 
+async def test_active_version_alone_follows_every_activation_on_every_replica(
+    store: Store, replica: Store
+) -> None:
+    assert await replica.active_policy_version() is None
+    await add(store, 1)
+    await add(store, 2)
+    assert await replica.active_policy_version() is None  # added, not active
+    for version, expected in ((2, None), (1, 2)):
+        await store.activate_policy_set(version, expected_active=expected, at=at(version))
+        assert await replica.active_policy_version() == version
+        assert await active_version(replica) == version
+
+
 async def test_activation_is_compare_and_set(store: Store) -> None:
     one, two = await add(store, 1), await add(store, 2)
     await store.activate_policy_set(1, expected_active=None, at=at(10))

@@ -4,7 +4,8 @@
 start), makes sure a root token exists, loads the revoked agent tokens, and wires the domain
 services together. ``close`` gives everything back. The API and the benchmarks both start here,
 so they measure the same thing. While the app serves, :meth:`Services.run_maintenance` runs the
-upkeep rounds and re-reads the revocation list every ``revocation_refresh_seconds``.
+upkeep rounds and, every ``hot_state_refresh_seconds``, learns what other replicas changed in
+the hot-path state: revoked agent tokens and the active policy version.
 """
 
 from __future__ import annotations
@@ -143,10 +144,10 @@ class Services:
         await self.revocations.purge()
 
     async def run_maintenance(self) -> None:
-        """Until cancelled: :meth:`maintain` every ``maintenance_interval_seconds``, and
-        re-read the revocation list every ``revocation_refresh_seconds`` (revocations made on
-        other replicas). A failed round (the store is down) is logged and tried again next
-        time; a failed refresh keeps the list as it was."""
+        """Until cancelled: :meth:`maintain` every ``maintenance_interval_seconds``, and every
+        ``hot_state_refresh_seconds`` re-read the revocation list and the active policy
+        version (what other replicas changed). A failed round (the store is down) is logged
+        and tried again next time; a failed refresh keeps what is in force."""
         settings = self.settings
         async with asyncio.TaskGroup() as upkeep:
             upkeep.create_task(
@@ -154,11 +155,21 @@ class Services:
             )
             upkeep.create_task(
                 _every(
-                    settings.revocation_refresh_seconds,
+                    settings.hot_state_refresh_seconds,
                     self.revocations.refresh,
                     "revocation_refresh_failed",
                 )
             )
+            upkeep.create_task(
+                _every(
+                    settings.hot_state_refresh_seconds,
+                    self._refresh_policies,
+                    "policy_refresh_failed",
+                )
+            )
+
+    async def _refresh_policies(self) -> None:
+        await self.policies.refresh()
 
     async def close(self) -> None:
         await self.store.close()

@@ -237,7 +237,7 @@ class SvidIssuer:
         """Revoke one token (``jti``: admins), or every token so far of an ``agent`` or of one
         ``instance`` of it (admins, and a developer for an agent they own). The
         ``svid.revoked`` record and the entry are made durable before the entry is in force
-        here; other replicas read it within ``revocation_refresh_seconds``."""
+        here; other replicas read it within ``hot_state_refresh_seconds``."""
         kind, target, subject = await self._target(actor, jti=jti, agent=agent, instance=instance)
         entry = self._revocations.entry(
             kind=kind, target=target, actor=actor.label, reason=_reason(reason)

@@ -90,7 +90,11 @@ class PolicySets:
         return self._current
 
     async def refresh(self) -> bool:
-        """Load the active version if it is not the one in force; True if it changed."""
+        """Load the active version if it is not the one in force; True if it changed. Asks
+        only for the active version's number first (cheap enough for every second), and
+        reads and compiles the set only when it moved."""
+        if await self._store.active_policy_version() == self._current.version:
+            return False
         async with self._changing:
             return await self._refresh()
 

@@ -220,6 +220,10 @@ class PolicyStore(Protocol):
         """The active version, or ``None`` before the first one is applied."""
         ...
 
+    async def active_policy_version(self) -> int | None:
+        """Only the active version's number (replicas ask every second whether it moved)."""
+        ...
+
     async def list_policy_sets(
         self, *, limit: int = 100, before: int | None = None
     ) -> list[PolicySetVersion]:

@@ -528,6 +528,10 @@ class MemoryStore:
             active = self._active_policy
             return None if active is None else self._policy_sets[active - 1]
 
+    async def active_policy_version(self) -> int | None:
+        async with self._lock:
+            return self._active_policy
+
     async def list_policy_sets(
         self, *, limit: int = 100, before: int | None = None
     ) -> list[PolicySetVersion]:

@@ -189,9 +189,9 @@ async def test_revocation_needs_an_operator_token(
 
 @pytest.fixture
 async def replica(settings: Settings, services: Services) -> AsyncIterator[Services]:
-    """A second server on the same database, refreshing its revocation list every 50 ms."""
+    """A second server on the same database, refreshing its hot-path state every 50 ms."""
     del services  # opened first: it created the database and the keys
-    other = await Services.open(settings.with_(revocation_refresh_seconds=0.05))
+    other = await Services.open(settings.with_(hot_state_refresh_seconds=0.05))
     upkeep = asyncio.create_task(other.run_maintenance())
     try:
         yield other
@@ -221,6 +221,21 @@ async def test_other_replica_refuses_a_revoked_token_within_a_refresh(
         assert time.monotonic() < deadline, "the replica did not learn of the revocation"
         await asyncio.sleep(0.02)
     assert refused == "the token is revoked"
+
+
+async def test_other_replica_decides_with_a_policy_set_applied_here_within_a_refresh(
+    client: httpx.AsyncClient, replica: Services
+) -> None:
+    before = replica.policies.current.version
+    text = '@id("new-rule")\npermit (principal, action == Tether::Action::"read", resource);'
+    applied = await client.post("/v1/policies", json={"text": text})
+    assert applied.status_code == 201, applied.text
+    deadline = time.monotonic() + 2
+    while replica.policies.current.version == before:
+        assert time.monotonic() < deadline, "the replica did not learn of the new policy set"
+        await asyncio.sleep(0.02)
+    assert replica.policies.current.version == applied.json()["version"]
+    assert "new-rule" in replica.policies.current.policy_ids
 
 
 async def test_failed_refresh_is_logged_and_keeps_the_last_list(

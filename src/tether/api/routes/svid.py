@@ -4,7 +4,7 @@
 * ``POST /v1/svid/revocations``: an operator revokes one token (``{"jti": …}``), every token of
   an agent so far (``{"agent": name}``) or of one instance (``{"agent": name, "instance": id}``),
   with an optional ``reason``; 201 with the entry. Decisions refuse those tokens at once on this
-  replica and within ``revocation_refresh_seconds`` on the others.
+  replica and within ``hot_state_refresh_seconds`` on the others.
 * ``GET /v1/svid/revocations``: the entries in force (each until its tokens have expired).
 """
 

@@ -623,6 +623,11 @@ class SqlStore:
     async def active_policy_set(self) -> PolicySetVersion | None:
         return await self._first(statements.ACTIVE_POLICY_SET, codec.policy_set_from_row)
 
+    async def active_policy_version(self) -> int | None:
+        return await self._first(
+            statements.ACTIVE_POLICY_VERSION, lambda row: int(row["active_version"])
+        )
+
     async def list_policy_sets(
         self, *, limit: int = 100, before: int | None = None
     ) -> list[PolicySetVersion]:
