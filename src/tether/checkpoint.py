@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from tether._internal.canonical import call_digest, canonical_json
+from tether._internal.canonical import call_digest_of, canonical_json
 from tether._internal.clock import Clock
 from tether._internal.ids import new_id
 from tether.audit.records import AuditRecord, Outcome
@@ -163,7 +163,9 @@ class Checkpoint:
 
     async def check(self, request: CheckRequest) -> Verdict:
         decision_id = new_id("dec")
-        digest = call_digest(request.action, _uid(request.resource.ref), request.arguments)
+        # The arguments in canonical form: what the digest covers and what policies read.
+        arguments = canonical_json(request.arguments)
+        digest = call_digest_of(request.action, _uid(request.resource.ref), arguments)
         caller: AgentCaller | None = None
         evaluated: DecisionRequest | None = None
         try:
@@ -175,7 +177,7 @@ class Checkpoint:
         else:
             try:
                 request = await self._known_agents(request)
-                decision, evaluated = self._decide(caller, request, digest)
+                decision, evaluated = self._decide(caller, request, digest, arguments)
             except Error as exc:
                 decision = Decision.deny(exc.message)
             except Exception as exc:  # noqa: BLE001 - an engine fault is a recorded deny
@@ -198,7 +200,7 @@ class Checkpoint:
         )
 
     def _decide(
-        self, caller: AgentCaller, request: CheckRequest, digest: str
+        self, caller: AgentCaller, request: CheckRequest, digest: str, arguments: bytes
     ) -> tuple[Decision, DecisionRequest | None]:
         """The decision, and the request the engine evaluated (None when refused before)."""
         compiled = self._policies.current
@@ -209,7 +211,7 @@ class Checkpoint:
         if not caller.agent.can_authenticate:
             refused = f"agent is {caller.agent.state}"
             return Decision.deny(refused, policy_version=compiled.version), None
-        context = self._context(caller, request, digest)
+        context = self._context(caller, request, digest, arguments)
         depth = context["act_depth"]
         if not isinstance(depth, int) or depth > MAX_ACT_DEPTH:
             refused = f"delegation chain deeper than {MAX_ACT_DEPTH}"
@@ -251,13 +253,12 @@ class Checkpoint:
             raise InvalidInput(f"no agent named {request.resource.ref.id!r}")
         return replace(request, resource=agent_entity(target))
 
-    def _context(self, caller: AgentCaller, request: CheckRequest, digest: str) -> dict[str, Any]:
+    def _context(
+        self, caller: AgentCaller, request: CheckRequest, digest: str, arguments: bytes
+    ) -> dict[str, Any]:
         supplied = {k: v for k, v in request.context.items() if k not in _PROVEN}
         claims = caller.claims.claims
         scope = claims.get("scope")
-        arguments = (
-            canonical_json(request.arguments).decode() if request.arguments is not None else None
-        )
         proven: dict[str, Any] = {
             "now": self._clock.timestamp(),
             "instance": caller.instance_id,
@@ -266,8 +267,8 @@ class Checkpoint:
             "act_depth": 0,
             "call_digest": digest,
         }
-        if arguments is not None:
-            proven["arguments"] = arguments
+        if request.arguments is not None:
+            proven["arguments"] = arguments.decode()
         return supplied | proven
 
     @staticmethod
@@ -318,7 +319,9 @@ class Checkpoint:
             details=recorded,
         )
         try:
-            await asyncio.wait_for(self._audit.append(record), timeout=self._audit_timeout)
+            # asyncio.timeout, not wait_for: no extra task (and loop turn) per decision.
+            async with asyncio.timeout(self._audit_timeout):
+                await self._audit.append(record)
         except (Error, TimeoutError, OSError):
             return False
         return True

@@ -13,7 +13,7 @@ import rfc8785
 
 from tether.errors import InvalidInput
 
-__all__ = ["call_digest", "canonical_json"]
+__all__ = ["call_digest", "call_digest_of", "canonical_json"]
 
 
 def canonical_json(value: Any) -> bytes:
@@ -27,5 +27,22 @@ def canonical_json(value: Any) -> bytes:
 def call_digest(action: str, resource: str, arguments: Any) -> str:
     """``sha256:`` + hex of the canonical ``{"action", "arguments", "resource"}`` object: what an
     approval is bound to, so a changed argument is a different call."""
-    body = canonical_json({"action": action, "resource": resource, "arguments": arguments})
+    return call_digest_of(action, resource, canonical_json(arguments))
+
+
+def call_digest_of(action: str, resource: str, canonical_arguments: bytes) -> str:
+    """:func:`call_digest` for arguments already in canonical form (the checkpoint needs that
+    form anyway, so they are serialised once). The object is assembled around them with its
+    keys in RFC 8785 order, so the bytes are the whole object's canonical form."""
+    body = b"".join(
+        (
+            b'{"action":',
+            canonical_json(action),
+            b',"arguments":',
+            canonical_arguments,
+            b',"resource":',
+            canonical_json(resource),
+            b"}",
+        )
+    )
     return "sha256:" + hashlib.sha256(body).hexdigest()

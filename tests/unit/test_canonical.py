@@ -1,0 +1,53 @@
+"""The call digest: SHA-256 over the RFC 8785 form of ``{action, arguments, resource}``."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+import rfc8785
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tether._internal.canonical import call_digest, call_digest_of, canonical_json
+from tether.errors import InvalidInput
+
+# JSON values RFC 8785 can carry exactly: integers within 2^53, finite floats, any text.
+_SAFE_INT = st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | _SAFE_INT
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _whole(action: str, resource: str, arguments: Any) -> str:
+    body = rfc8785.dumps({"resource": resource, "arguments": arguments, "action": action})
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+@given(action=st.text(), resource=st.text(), arguments=_JSON)
+def test_digest_assembled_around_canonical_arguments_is_the_whole_objects(
+    action: str, resource: str, arguments: Any
+) -> None:
+    expected = _whole(action, resource, arguments)
+    assert call_digest(action, resource, arguments) == expected
+    assert call_digest_of(action, resource, canonical_json(arguments)) == expected
+
+
+def test_a_changed_argument_is_a_different_call() -> None:
+    one = call_digest("call_tool", 'Tool::"transfer"', {"amount": 100, "to": "bob"})
+    other = call_digest("call_tool", 'Tool::"transfer"', {"amount": 1000, "to": "bob"})
+    same = call_digest("call_tool", 'Tool::"transfer"', {"to": "bob", "amount": 100})
+    assert one != other
+    assert one == same  # key order is not a difference
+
+
+def test_values_json_cannot_carry_exactly_are_refused() -> None:
+    with pytest.raises(InvalidInput, match="not canonical JSON"):
+        canonical_json({"amount": float("nan")})
