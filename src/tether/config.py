@@ -71,6 +71,10 @@ class Settings:
     #: tokens, the active policy version), so a change made on another replica is in force
     #: here within about this long (as the agent directory's 1 s).
     hot_state_refresh_seconds: float = 1.0
+    #: How long the hot path trusts an agent it read (state, declarations) before reading it
+    #: again; a change made on this replica (or announced by another, on PostgreSQL) is seen
+    #: at once regardless.
+    agent_cache_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         if not _TRUST_DOMAIN.fullmatch(self.trust_domain):
@@ -90,6 +94,8 @@ class Settings:
             raise ConfigError("maintenance_interval_seconds must be between 0.05 s and 1 h")
         if not 0.05 <= self.hot_state_refresh_seconds <= 60:
             raise ConfigError("hot_state_refresh_seconds must be between 0.05 s and 60 s")
+        if not 0.05 <= self.agent_cache_seconds <= 60:
+            raise ConfigError("agent_cache_seconds must be between 0.05 s and 60 s")
         _ = self.proxy_networks  # refuse a bad network list at start, not on first use
         if self.forwarded_client_cert_header and not self.trusted_proxies:
             raise ConfigError(

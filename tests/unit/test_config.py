@@ -84,3 +84,17 @@ def test_non_numeric_ttl_is_a_config_error(tmp_path: Path) -> None:
 def test_client_settings_like_vault() -> None:
     c = ClientSettings.from_environ({"TETHER_ADDR": "https://t.example/", "TETHER_TOKEN": "x"})
     assert (c.addr, c.token, c.ca_cert) == ("https://t.example", "x", None)
+
+
+def test_hot_path_state_is_refreshed_every_second_by_default(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    assert (settings.hot_state_refresh_seconds, settings.agent_cache_seconds) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("setting", ["hot_state_refresh_seconds", "agent_cache_seconds"])
+@pytest.mark.parametrize("seconds", [0.0, 0.01, 61.0])
+def test_hot_path_refresh_out_of_bounds_is_refused(
+    tmp_path: Path, setting: str, seconds: float
+) -> None:
+    with pytest.raises(ConfigError, match=setting):
+        Settings(data_dir=tmp_path, **{setting: seconds})  # type: ignore[arg-type]

@@ -37,7 +37,8 @@ from tether.monitor.events import EventStream
 from tether.policy._cedar import CedarEngine
 from tether.policy.service import PolicySets
 from tether.store.interfaces import Store
-from tether.store.sql import open_sql_store
+from tether.store.sql import SqlStore, open_sql_store
+from tether.store.sql.changes import ALL, POLICIES, REVOCATIONS, ChangeListener, topics
 
 __all__ = ["Services"]
 
@@ -60,6 +61,8 @@ class Services:
     checkpoint: Checkpoint
     #: Decisions (and, later, changes) for monitoring: subscribe to read them.
     events: EventStream
+    #: Agents as the hot path reads them (see :mod:`tether.identity.directory`).
+    directory: AgentDirectory
     #: A root token generated on this start (shown once), else None.
     new_root_token: str | None = None
 
@@ -82,7 +85,7 @@ class Services:
             store=store, audit=audit, clock=clock, default_ttl=settings.operator_token_ttl_seconds
         )
         new_root = await operators.ensure_root(settings.root_token)
-        directory = AgentDirectory(store)
+        directory = AgentDirectory(store, ttl=settings.agent_cache_seconds)
         engine = CedarEngine()
         policies = await PolicySets.open(store=store, engine=engine, audit=audit, clock=clock)
         revocations = await RevocationList.load(
@@ -130,6 +133,7 @@ class Services:
                 events=events,
             ),
             events=events,
+            directory=directory,
             new_root_token=new_root,
         )
 
@@ -167,9 +171,28 @@ class Services:
                     "policy_refresh_failed",
                 )
             )
+            if isinstance(self.store, SqlStore) and self.store.url.get_backend_name() == (
+                "postgresql"
+            ):
+                # Other replicas' changes at once, not at the next refresh.
+                upkeep.create_task(ChangeListener(self.store.url).run(self.apply_change))
 
     async def _refresh_policies(self) -> None:
         await self.policies.refresh()
+
+    async def apply_change(self, payload: str) -> None:
+        """Refresh what a change note from another replica names (:mod:`~tether.store.sql.
+        changes`): the revocation list, the policy set, agents; everything for ``*``."""
+        plain, agents = topics(payload)
+        every = ALL in plain
+        if every or REVOCATIONS in plain:
+            await self.revocations.refresh()
+        if every or POLICIES in plain:
+            await self.policies.refresh()
+        if every:
+            self.directory.invalidate_all()
+        for name in agents:
+            self.directory.invalidate(name)
 
     async def close(self) -> None:
         await self.store.close()

@@ -57,3 +57,8 @@ class AgentDirectory:
     def invalidate(self, name: str) -> None:
         self._generation += 1
         self._entries.pop(name, None)
+
+    def invalidate_all(self) -> None:
+        """Forget every agent (changes may have been missed: read them afresh)."""
+        self._generation += 1
+        self._entries.clear()

@@ -72,6 +72,7 @@ from tether.policy.models import PolicySetVersion
 from tether.store.sql import _codec as codec
 from tether.store.sql import _policies as policies
 from tether.store.sql import _statements as statements
+from tether.store.sql import changes
 from tether.store.sql._units import open_units
 from tether.store.sql.engine import unavailable
 from tether.store.sql.tables import (
@@ -206,8 +207,17 @@ class SqlStore:
     # -- plumbing ------------------------------------------------------------------------
 
     async def _run(
-        self, unit: Callable[[Connection], _T], *, write: bool, one_statement: bool = False
+        self,
+        unit: Callable[[Connection], _T],
+        *,
+        write: bool,
+        one_statement: bool = False,
+        notify: str | None = None,
     ) -> _T:
+        """Run ``unit``. With ``notify`` (on PostgreSQL), the unit also sends that change
+        note to the other replicas, in its transaction: sent on commit, and only then."""
+        if notify is not None and self._postgres:
+            unit, one_statement = changes.notifying(unit, notify), False
         if self._closed:
             where = self._url.render_as_string(hide_password=True)
             raise StoreUnavailable(f"the store for {where} is closed")
@@ -330,7 +340,10 @@ class SqlStore:
             if revocation_row is not None:
                 _insert_revocation(conn, revocation_row)
 
-        await self._run(unit, write=True)
+        topic = changes.agent_topic(agent.name)
+        if revocation is not None:
+            topic = changes.both(topic, changes.REVOCATIONS)
+        await self._run(unit, write=True, notify=topic)
 
     async def list_assessments(self, agent_id: str) -> list[RiskAssessment]:
         query = (
@@ -463,7 +476,10 @@ class SqlStore:
     async def add_revocation(self, revocation: Revocation) -> None:
         values = codec.revocation_values(revocation)
         await self._run(
-            lambda conn: _insert_revocation(conn, values), write=True, one_statement=True
+            lambda conn: _insert_revocation(conn, values),
+            write=True,
+            one_statement=True,
+            notify=changes.REVOCATIONS,
         )
 
     async def list_revocations(self, *, now: datetime) -> list[Revocation]:
@@ -607,13 +623,13 @@ class SqlStore:
             activate=activate,
             expected_active=expected_active,
         )
-        return await self._run(unit, write=True)
+        return await self._run(unit, write=True, notify=changes.POLICIES if activate else None)
 
     async def activate_policy_set(
         self, version: int, *, expected_active: int | None, at: datetime
     ) -> None:
         unit = policies.activate_unit(version, expected_active=expected_active, at=at)
-        await self._run(unit, write=True)
+        await self._run(unit, write=True, notify=changes.POLICIES)
 
     async def get_policy_set(self, version: int) -> PolicySetVersion | None:
         return await self._first(

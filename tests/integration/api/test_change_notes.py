@@ -1,0 +1,160 @@
+"""Replicas on one PostgreSQL database tell each other what changed (LISTEN/NOTIFY).
+
+The periodic refreshes are set to a minute here, so a change seen within seconds on the other
+replica arrived by note, not by poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from tether.api.services import Services
+from tether.config import Settings
+from tether.errors import Unauthenticated
+from tether.identity.models import AgentState
+from tether.store.sql.changes import ALL, agent_topic, both, topics
+
+from ...conftest import PgCluster
+from .conftest import ISSUER, ROOT, TRUST_DOMAIN
+
+SLOW = 60.0  # the periodic refreshes: slower than any test waits
+
+
+@pytest.fixture
+def settings(tmp_path: Path, pg_url: str) -> Settings:
+    """Both replicas: one PostgreSQL database, the same data directory (KEK)."""
+    return Settings(
+        data_dir=tmp_path / "data",
+        issuer=ISSUER,
+        trust_domain=TRUST_DOMAIN,
+        root_token=ROOT,
+        allowed_audiences=("https://api.acme.org",),
+        database_url_override=pg_url,
+        hot_state_refresh_seconds=SLOW,
+        agent_cache_seconds=SLOW,
+        maintenance_interval_seconds=3600,
+    )
+
+
+@pytest.fixture
+async def replica(settings: Settings, services: Services) -> AsyncIterator[Services]:
+    """A second server on the same database, listening for change notes."""
+    del services  # opened first: it created the schema and the keys
+    other = await Services.open(settings)
+    upkeep = asyncio.create_task(other.run_maintenance())
+    try:
+        yield other
+    finally:
+        upkeep.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await upkeep
+        await other.close()
+
+
+async def eventually(condition: Callable[[], object], what: str, seconds: float = 5) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.02)
+
+
+async def refused(services: Services, token: str) -> bool:
+    try:
+        await services.svids.verify_agent_token(token, certificate_thumbprint=None)
+    except Unauthenticated:
+        return True
+    return False
+
+
+async def test_a_revocation_reaches_the_other_replica_by_note(
+    client: httpx.AsyncClient, agent_token: str, replica: Services
+) -> None:
+    assert not await refused(replica, agent_token)
+    revoked = await client.post("/v1/svid/revocations", json={"agent": "faq-bot"})
+    assert revoked.status_code == 201
+    deadline = time.monotonic() + 5
+    while not await refused(replica, agent_token):
+        assert time.monotonic() < deadline, "no note reached the replica"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_policy_set_applied_here_is_in_force_there_by_note(
+    client: httpx.AsyncClient, agent_token: str, replica: Services
+) -> None:
+    del agent_token  # applied the decision tests' policies (a note the replica heard)
+    text = '@id("by-note")\npermit (principal, action == Tether::Action::"read", resource);'
+    applied = await client.post("/v1/policies", json={"text": text})
+    assert applied.status_code == 201
+    await eventually(
+        lambda: replica.policies.current.version == applied.json()["version"],
+        "the replica did not hear of the new policy set",
+    )
+
+
+async def test_an_agent_suspended_here_is_read_afresh_there_by_note(
+    client: httpx.AsyncClient, agent_token: str, replica: Services
+) -> None:
+    del agent_token
+    seen = await replica.directory.get("faq-bot")  # now kept for a minute
+    assert seen is not None
+    assert seen.state is AgentState.ACTIVE
+    suspended = await client.post("/v1/agents/faq-bot/suspend", json={"reason": "test"})
+    assert suspended.status_code == 200, suspended.text
+
+    async def state() -> AgentState:
+        agent = await replica.directory.get("faq-bot")
+        assert agent is not None
+        return agent.state
+
+    deadline = time.monotonic() + 5
+    while await state() is not AgentState.SUSPENDED:
+        assert time.monotonic() < deadline, "the replica kept the active agent"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_listener_cut_off_reconnects_and_catches_up(
+    client: httpx.AsyncClient, agent_token: str, replica: Services, pg_cluster: PgCluster
+) -> None:
+    assert not await refused(replica, agent_token)
+    await asyncio.sleep(0.3)  # the listener is connected
+    with pg_cluster.admin() as admin:
+        cut = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE query LIKE 'LISTEN tether_changes%'"
+        ).fetchone()
+    assert cut is not None
+    assert isinstance(cut[0], int)
+    assert cut[0] >= 1
+    revoked = await client.post("/v1/svid/revocations", json={"agent": "faq-bot"})
+    assert revoked.status_code == 201
+    deadline = time.monotonic() + 10
+    while not await refused(replica, agent_token):
+        assert time.monotonic() < deadline, "the replica never caught up after reconnecting"
+        await asyncio.sleep(0.05)
+
+
+def test_payload_names_plain_topics_and_agents() -> None:
+    payload = both(agent_topic("faq-bot"), "revocations")
+    assert topics(payload) == (["revocations"], ["faq-bot"])
+    assert topics(ALL) == (["*"], [])
+
+
+async def test_pg_notify_is_sent_only_on_commit(pg_url: str) -> None:
+    """What the writers rely on: a note from a rolled-back transaction never arrives."""
+    pg_url = pg_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as listener:
+        await listener.execute("LISTEN tether_changes")
+        async with await psycopg.AsyncConnection.connect(pg_url) as writer:
+            await writer.execute("SELECT pg_notify('tether_changes', 'rolled-back')")
+            await writer.rollback()
+            await writer.execute("SELECT pg_notify('tether_changes', 'committed')")
+            await writer.commit()
+        got = [n.payload async for n in listener.notifies(timeout=2, stop_after=1)]
+    assert got == ["committed"]
