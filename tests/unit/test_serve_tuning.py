@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import gc
+import sys
 
-from tether.cli.commands.serve import GC_THRESHOLDS, _tune_garbage_collector
+from tether.cli.commands.serve import GC_THRESHOLDS, SWITCH_INTERVAL, _tune_process
 
 
-def test_serving_process_hides_startup_objects_from_the_collector_and_collects_rarely() -> None:
-    before = gc.get_threshold()
+def test_serving_process_collects_rarely_and_hands_the_gil_over_sooner() -> None:
+    before, interval = gc.get_threshold(), sys.getswitchinterval()
     survivor = [object() for _ in range(100)]  # built "at start-up"
     try:
-        _tune_garbage_collector()
+        _tune_process()
         assert gc.get_freeze_count() >= len(survivor)
         assert gc.get_threshold() == GC_THRESHOLDS
         assert GC_THRESHOLDS[0] > before[0]  # young collections less often than the default
+        assert sys.getswitchinterval() == SWITCH_INTERVAL < interval
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+        sys.setswitchinterval(interval)

@@ -8,6 +8,7 @@ import ipaddress
 import shutil
 import signal
 import ssl
+import sys
 import tempfile
 from collections.abc import Coroutine
 from datetime import timedelta
@@ -80,17 +81,26 @@ def _event_loop_run(main: Coroutine[Any, Any, None]) -> None:
 #: Allocations between young-generation collections (CPython's default is 700), and how many
 #: of those before each older generation is looked at (defaults 10 and 10).
 GC_THRESHOLDS = (50_000, 20, 100)
+#: How long a thread may hold the GIL while another waits for it (CPython's default: 5 ms).
+SWITCH_INTERVAL = 0.001
 
 
-def _tune_garbage_collector() -> None:
-    """Make the collector's pauses rare and short on a serving process. Everything built at
-    start-up (modules, the app, compiled policies, keys) lives as long as the process, so it
-    is moved out of the collector's sight (``gc.freeze``), and young collections run less
-    often. Measured on the AuthZEN endpoint at 16 connections: p99 from about 100 ms (full
-    collections stopping the event loop) to about 21 ms, throughput unchanged or better."""
+def _tune_process() -> None:
+    """Tune the serving process for short, steady latency.
+
+    * The collector's pauses, rare and short: everything built at start-up (modules, the
+      app, compiled policies, keys) lives as long as the process, so it is moved out of the
+      collector's sight (``gc.freeze``), and young collections run less often. Measured on
+      the AuthZEN endpoint at 16 connections: p99 from about 100 ms (full collections
+      stopping the event loop) to about 21 ms.
+    * The GIL handed over sooner: the audit writer thread, back from its ``fsync``, waits for
+      the event loop to let go of the GIL before it can finish the commit that 16 decisions
+      wait for. With 1 ms instead of 5 ms: about 6% more decisions per second, lower p99.
+    """
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 def _exit_on_sigterm(_signum: int, _frame: object) -> None:
@@ -107,7 +117,7 @@ async def _run(
     from tether.api.tls import ClientCertH11Protocol
 
     services = await Services.open(settings)
-    _tune_garbage_collector()
+    _tune_process()
     renewal: asyncio.Task[None] | None = None
     try:
         options: dict[str, Any] = {}
