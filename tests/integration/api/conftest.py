@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +57,20 @@ async def client(settings: Settings, services: Services) -> AsyncIterator[httpx.
         transport=transport, base_url=ISSUER, headers={"Authorization": f"Bearer {ROOT}"}
     ) as c:
         yield c
+
+
+@asynccontextmanager
+async def running_replica(settings: Settings) -> AsyncIterator[Services]:
+    """Another server on the same database as ``settings``, its upkeep running."""
+    other = await Services.open(settings)
+    upkeep = asyncio.create_task(other.run_maintenance())
+    try:
+        yield other
+    finally:
+        upkeep.cancel()
+        with suppress(asyncio.CancelledError):
+            await upkeep
+        await other.close()
 
 
 AgentFactory = Callable[..., Awaitable[RegisteredAgent]]

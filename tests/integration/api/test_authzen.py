@@ -217,9 +217,8 @@ class FlakySink:
         return receipt
 
 
-async def test_no_audit_no_access_and_service_resumes(
-    client: httpx.AsyncClient, services: Services, agent_token: str
-) -> None:
+def on_flaky_sink(services: Services, *, audit_timeout: float = 2.0) -> FlakySink:
+    """Put the services' checkpoint on a :class:`FlakySink` over the real one."""
     sink = FlakySink(services.audit)
     services.checkpoint = Checkpoint(
         svids=services.svids,
@@ -227,8 +226,17 @@ async def test_no_audit_no_access_and_service_resumes(
         engine=services.checkpoint._engine,
         audit=sink,
         clock=services.clock,
-        audit_timeout=0.2,
+        directory=services.directory,
+        events=services.events,
+        audit_timeout=audit_timeout,
     )
+    return sink
+
+
+async def test_no_audit_no_access_and_service_resumes(
+    client: httpx.AsyncClient, services: Services, agent_token: str
+) -> None:
+    sink = on_flaky_sink(services, audit_timeout=0.2)
     for mode in ("fail", "hang"):
         sink.mode = mode
         started = time.monotonic()
@@ -336,16 +344,7 @@ async def test_every_decision_is_published_for_monitoring_with_its_record_id(
 async def test_a_decision_that_could_not_be_recorded_is_still_published_as_deny(
     client: httpx.AsyncClient, services: Services, agent_token: str
 ) -> None:
-    sink = FlakySink(services.audit)
-    sink.mode = "fail"
-    services.checkpoint = Checkpoint(
-        svids=services.svids,
-        policies=services.policies,
-        engine=services.checkpoint._engine,
-        audit=sink,
-        clock=services.clock,
-        events=services.events,
-    )
+    on_flaky_sink(services).mode = "fail"
     feed = services.events.subscribe(capacity=10)
     refused = await client.post(
         "/access/v1/evaluation", json=evaluation(), headers=as_(agent_token)

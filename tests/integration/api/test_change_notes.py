@@ -22,7 +22,7 @@ from tether.identity.models import AgentState
 from tether.store.sql.changes import ALL, agent_topic, both, topics
 
 from ...conftest import PgCluster
-from .conftest import ISSUER, ROOT, TRUST_DOMAIN
+from .conftest import ISSUER, ROOT, TRUST_DOMAIN, running_replica
 
 SLOW = 60.0  # the periodic refreshes: slower than any test waits
 
@@ -47,15 +47,8 @@ def settings(tmp_path: Path, pg_url: str) -> Settings:
 async def replica(settings: Settings, services: Services) -> AsyncIterator[Services]:
     """A second server on the same database, listening for change notes."""
     del services  # opened first: it created the schema and the keys
-    other = await Services.open(settings)
-    upkeep = asyncio.create_task(other.run_maintenance())
-    try:
+    async with running_replica(settings) as other:
         yield other
-    finally:
-        upkeep.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await upkeep
-        await other.close()
 
 
 async def eventually(condition: Callable[[], object], what: str, seconds: float = 5) -> None:
@@ -73,16 +66,20 @@ async def refused(services: Services, token: str) -> bool:
     return False
 
 
+async def until_refused(services: Services, token: str, what: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not await refused(services, token):
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.02)
+
+
 async def test_a_revocation_reaches_the_other_replica_by_note(
     client: httpx.AsyncClient, agent_token: str, replica: Services
 ) -> None:
     assert not await refused(replica, agent_token)
     revoked = await client.post("/v1/svid/revocations", json={"agent": "faq-bot"})
     assert revoked.status_code == 201
-    deadline = time.monotonic() + 5
-    while not await refused(replica, agent_token):
-        assert time.monotonic() < deadline, "no note reached the replica"
-        await asyncio.sleep(0.02)
+    await until_refused(replica, agent_token, "no note reached the replica", 5)
 
 
 async def test_a_policy_set_applied_here_is_in_force_there_by_note(
@@ -134,10 +131,7 @@ async def test_a_listener_cut_off_reconnects_and_catches_up(
     assert cut[0] >= 1
     revoked = await client.post("/v1/svid/revocations", json={"agent": "faq-bot"})
     assert revoked.status_code == 201
-    deadline = time.monotonic() + 10
-    while not await refused(replica, agent_token):
-        assert time.monotonic() < deadline, "the replica never caught up after reconnecting"
-        await asyncio.sleep(0.05)
+    await until_refused(replica, agent_token, "the replica never caught up after reconnecting", 10)
 
 
 def test_payload_names_plain_topics_and_agents() -> None:

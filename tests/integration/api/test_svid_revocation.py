@@ -23,7 +23,7 @@ from tether.identity.access import Actor
 from tether.identity.models import Declarations
 from tether.identity.revocations import Revocation
 
-from .conftest import AgentFactory, RegisteredAgent
+from .conftest import AgentFactory, RegisteredAgent, running_replica
 from .decisions import evaluation, svid
 from .test_management_api import as_, operator_token
 
@@ -191,15 +191,8 @@ async def test_revocation_needs_an_operator_token(
 async def replica(settings: Settings, services: Services) -> AsyncIterator[Services]:
     """A second server on the same database, refreshing its hot-path state every 50 ms."""
     del services  # opened first: it created the database and the keys
-    other = await Services.open(settings.with_(hot_state_refresh_seconds=0.05))
-    upkeep = asyncio.create_task(other.run_maintenance())
-    try:
+    async with running_replica(settings.with_(hot_state_refresh_seconds=0.05)) as other:
         yield other
-    finally:
-        upkeep.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await upkeep
-        await other.close()
 
 
 async def refusal(services: Services, token: str) -> str | None:
