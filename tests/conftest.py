@@ -215,3 +215,17 @@ async def store(
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture
+async def replica(store: Store) -> AsyncIterator[Store]:
+    """Another replica on the store's database (SQL), or the store itself (memory)."""
+    if not isinstance(store, SqlStore):
+        yield store
+        return
+    url = store.url.render_as_string(hide_password=False)
+    other = await open_sql_store(url, migrate=False)
+    try:
+        yield other
+    finally:
+        await other.close()

@@ -190,7 +190,15 @@ class Checkpoint:
             decision = Decision.deny("audit_unavailable: the decision could not be recorded")
         if self._events is not None:
             data = details | {"effect": str(decision.effect), "audit_failed": not recorded}
-            self._events.publish(Event(type="decision", time=self._clock.timestamp(), data=data))
+            # Shared by every subscriber: immutable all the way down.
+            frozen = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+            self._events.publish(
+                Event(
+                    type="decision",
+                    time=self._clock.now().timestamp(),
+                    data=MappingProxyType(frozen),
+                )
+            )
         return Verdict(
             decision_id=decision_id,
             decision=decision,
@@ -227,8 +235,9 @@ class Checkpoint:
 
     def _principal(self, agent: Agent) -> Entity:
         """The agent's entity, built once per registry record: the directory hands out the
-        same (immutable) record until the agent changes, so the same entity object is reused
-        and the engine can reuse what it derived from it."""
+        same (immutable) record until it reads the agent again (at once after a change on
+        this replica or a change note, else after ``agent_cache_seconds``), so the same
+        entity object is reused and the engine can reuse what it derived from it."""
         kept = self._principals.get(agent.name)
         if kept is not None and kept[0] is agent:
             return kept[1]

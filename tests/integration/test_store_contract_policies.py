@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -18,7 +17,6 @@ import pytest
 from tether.errors import PolicySetNotFound, VersionConflict
 from tether.policy.models import PolicySetVersion
 from tether.store.interfaces import Store
-from tether.store.sql import SqlStore, open_sql_store
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -59,20 +57,6 @@ async def versions(store: Store) -> list[int]:
 async def active_version(store: Store) -> int | None:
     active = await store.active_policy_set()
     return None if active is None else active.version
-
-
-@pytest.fixture
-async def replica(store: Store) -> AsyncIterator[Store]:
-    """Another replica on the store's database (SQL), or the store itself (memory)."""
-    if not isinstance(store, SqlStore):
-        yield store
-        return
-    url = store.url.render_as_string(hide_password=False)
-    other = await open_sql_store(url, migrate=False)
-    try:
-        yield other
-    finally:
-        await other.close()
 
 
 # -- numbering -------------------------------------------------------------------------------

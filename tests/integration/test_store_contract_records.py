@@ -271,6 +271,28 @@ async def test_a_batch_of_audit_records_is_numbered_in_order(store: Store) -> No
     assert await store.append_audit_many([]) == []
 
 
+async def test_batches_and_single_appends_on_two_replicas_leave_no_gap_and_no_twin(
+    store: Store, replica: Store
+) -> None:
+    """Group commits on two replicas at once: each batch is numbered last + 1 onwards under
+    the write lock, so the numbers interleave without a gap or a number given twice."""
+    batches = [[make_record(n=100 * k + i) for i in range(5)] for k in range(8)]
+
+    async def write(k: int, batch: list[AuditRecord]) -> list[int]:
+        target = store if k % 2 else replica
+        if k % 3 == 0:
+            return [await target.append_audit(r) for r in batch]
+        return await target.append_audit_many(batch)
+
+    results = await asyncio.gather(*(write(k, b) for k, b in enumerate(batches)))
+    numbers = sorted(n for numbered in results for n in numbered)
+    assert numbers == list(range(numbers[0], numbers[0] + 40))
+    for numbered in results:  # a batch's records are numbered in its order
+        assert numbered == sorted(numbered)
+    listed = await store.list_audit(limit=100)
+    assert [seq for seq, _ in listed] == numbers
+
+
 async def test_a_refused_batch_writes_none_of_its_records(store: Store) -> None:
     kept = make_record(n=100)
     await store.append_audit(kept)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -53,4 +53,8 @@ class DecisionFastPath:
             response = await endpoint(request)
         except Error as exc:
             response = error_response(request, exc)
+        except ClientDisconnect:
+            # The client went away mid-body, or the body cap answered 413 and cut it off:
+            # nothing left to answer, and nothing unexpected to log.
+            return
         await response(scope, receive, send)

@@ -199,13 +199,18 @@ class Services:
 
 
 async def _every(seconds: float, work: Callable[[], Awaitable[None]], event: str) -> None:
-    """Run ``work`` every ``seconds`` until cancelled; log a round that fails and go on."""
+    """Run ``work`` every ``seconds`` until cancelled. A round that fails is logged and the
+    next one runs: whatever went wrong (the store is down, a row this version cannot read),
+    the loop never ends by itself — the others beside it would be cancelled with it, and the
+    replica would go on deciding with frozen revocations and policies."""
     while True:
         await asyncio.sleep(seconds)
         try:
             await work()
         except Error as exc:
             log.warning(event, code=exc.code, error=exc.message)
+        except Exception as exc:  # logged with its traceback; the loop goes on
+            log.exception(event, code="internal_error", error=type(exc).__name__)
 
 
 async def _keyring(settings: Settings, clock: Clock, store: Store, audit: AuditSink) -> KeyRing:

@@ -5,16 +5,21 @@ checkpoint consults on every decision (RFC 7009 §2.2: a revoked token is refuse
 SPIFFE JWT-SVID §4: validators may refuse a token for reasons of their own). An entry revokes:
 
 * ``jti``: that one token;
-* ``agent``: every token of the agent (any instance) *issued at or before* the revocation;
-* ``instance``: every token of that instance (its SPIFFE ID) issued at or before it.
+* ``agent``: every token of the agent (any instance) issued before the revocation;
+* ``instance``: every token of that instance (its SPIFFE ID) issued before it.
 
-Tokens issued afterwards work again, so an agent resumed after a suspension gets fresh tokens
-while its old ones stay dead. ``iat`` has whole seconds, so a token issued in the same second
-as the revocation counts as issued before it (refused: the safe side).
+"Before" has a margin, :data:`ISSUANCE_MARGIN` (30 s): a token counts as issued before the
+revocation if its ``iat`` is at most that long after ``revoked_at``. A token can be in the
+middle of being issued while a suspension is written (its request read the agent as active a
+moment earlier), and replicas' clocks differ by a little; without the margin such a token
+would outlive the revocation and, after a resume, work again. Tokens issued later than that
+work again, so an agent resumed after a suspension gets fresh tokens while its old ones stay
+dead (for the margin's 30 s after a revocation, new tokens of that agent are refused too).
 
 An entry is needed only while a token it covers could still be accepted: until ``revoked_at``
-plus the longest JWT-SVID lifetime plus the verification leeway (its ``until``). So the set is
-small — entries of the last few minutes — and each replica holds all of it in memory:
+plus the margin, the longest JWT-SVID lifetime, the verification leeway and a second for
+``iat``'s rounding (its ``until``). So the set is small — entries of the last few minutes —
+and each replica holds all of it in memory:
 :class:`RevocationList` answers :meth:`~RevocationList.is_revoked` with dictionary lookups,
 learns of its own revocations at once and of other replicas' on :meth:`~RevocationList.refresh`.
 A refresh only ever adds what the store holds to what is known; it never drops a live entry,
@@ -37,7 +42,7 @@ Example::
     ...                        issued_at=issued_before)
     'agent revocation: key leaked'
     >>> revocations.is_revoked(jti="jti_2", agent="faq-bot", instance=None,
-    ...                        issued_at=issued_before + 61) is None
+    ...                        issued_at=issued_before + 60 + ISSUANCE_MARGIN + 1) is None
     True
 """
 
@@ -54,7 +59,11 @@ from tether._internal.ids import new_id
 if TYPE_CHECKING:  # the store's interfaces name this module's values
     from tether.store.interfaces import RevocationStore
 
-__all__ = ["Revocation", "RevocationKind", "RevocationList"]
+__all__ = ["ISSUANCE_MARGIN", "Revocation", "RevocationKind", "RevocationList"]
+
+#: Tokens of a revoked agent or instance issued up to this long (seconds) after the revocation
+#: are revoked too: see the module docstring.
+ISSUANCE_MARGIN = 30
 
 
 class RevocationKind(StrEnum):
@@ -77,9 +86,10 @@ class Revocation:
     reason: str | None = None
 
     def covers(self, issued_at: int | None) -> bool:
-        """Whether a token of this agent or instance issued at ``issued_at`` is revoked; a
-        token without ``iat`` is (fail closed)."""
-        return issued_at is None or issued_at <= self.revoked_at.timestamp()
+        """Whether a token of this agent or instance issued at ``issued_at`` is revoked (up to
+        :data:`ISSUANCE_MARGIN` after the revocation); a token without ``iat`` is (fail
+        closed)."""
+        return issued_at is None or issued_at <= self.revoked_at.timestamp() + ISSUANCE_MARGIN
 
     @property
     def description(self) -> str:
@@ -100,7 +110,10 @@ class RevocationList:
     ) -> None:
         self._store = store
         self._clock = clock
-        self._keep = timedelta(seconds=max_token_lifetime + leeway)
+        # The last token an entry covers is issued ISSUANCE_MARGIN after it, lives
+        # max_token_lifetime, is accepted ``leeway`` longer, and ``iat``/``exp`` are whole
+        # seconds: keep the entry until then, and a second more.
+        self._keep = timedelta(seconds=ISSUANCE_MARGIN + max_token_lifetime + leeway + 1)
         self._entries: dict[str, Revocation] = {}
         self._jti: dict[str, Revocation] = {}
         self._agents: dict[str, Revocation] = {}

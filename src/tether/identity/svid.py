@@ -174,7 +174,9 @@ class SvidIssuer:
             issued_at=claims.iat,
         )
         if revoked is not None:
-            raise Unauthenticated("the token is revoked", details={"reason": revoked})
+            # Not the operator's reason: whoever holds a revoked token may be the one it was
+            # revoked against.
+            raise Unauthenticated("the token is revoked")
         bound = claims.claims.get("cnf")
         if bound is not None:
             want = bound.get("x5t#S256") if isinstance(bound, dict) else None

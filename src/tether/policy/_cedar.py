@@ -73,6 +73,8 @@ class _PolicyInfo:
 MAX_SLICES = 10_000
 #: Parsed entity graphs kept by :meth:`CedarEngine._entities` (cleared when full).
 MAX_PARSED_ENTITIES = 4_096
+#: Only entity graphs up to this many characters of JSON are kept (so at most ~32 MiB of keys).
+MAX_CACHED_ENTITY_TEXT = 8_192
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,10 @@ class CedarEngine:
         """The parsed, schema-checked entity graph for ``document``. The same agent calling
         the same tool sends the same graph again and again, so parsed graphs are kept, keyed
         by their exact JSON text (a hit is the same input, so the same graph)."""
+        if len(document) > MAX_CACHED_ENTITY_TEXT:
+            # Large graphs are parsed each time: a caller must not be able to fill memory
+            # with thousands of big, unique documents.
+            return cedarpy.Entities.from_json_str(document, schema=self._schema)
         found = self._parsed.get(document)
         if found is None:
             if len(self._parsed) >= MAX_PARSED_ENTITIES:

@@ -26,7 +26,7 @@ from typing import Any
 from tether._internal.clock import Clock
 from tether.audit.records import AuditRecord
 from tether.audit.sink import AuditSink
-from tether.errors import InvalidInput, PolicySetNotFound
+from tether.errors import InvalidInput, InvalidPolicySet, PolicySetNotFound
 from tether.identity.access import Actor, Permission, require
 from tether.policy.engine import CompiledPolicies, PolicyEngine
 from tether.policy.models import DecisionRequest, PolicySetVersion
@@ -75,6 +75,8 @@ class PolicySets:
         # One change at a time: a refresh that read the store before an apply finished must
         # not put the older version back after it.
         self._changing = asyncio.Lock()
+        #: A stored version this engine refused to compile (not tried again).
+        self._refused: int | None = None
 
     @classmethod
     async def open(
@@ -93,7 +95,8 @@ class PolicySets:
         """Load the active version if it is not the one in force; True if it changed. Asks
         only for the active version's number first (cheap enough for every second), and
         reads and compiles the set only when it moved."""
-        if await self._store.active_policy_version() == self._current.version:
+        version = await self._store.active_policy_version()
+        if version in (self._current.version, self._refused):
             return False
         async with self._changing:
             return await self._refresh()
@@ -104,8 +107,13 @@ class PolicySets:
         if version == self._current.version:
             return False
         # A stored version was valid when applied; if a newer schema refuses it, this raises
-        # and the set in force stays — a decision never runs on a half-understood set.
-        self._current = self._engine.compile(active.text if active else "", version=version)
+        # and the set in force stays — a decision never runs on a half-understood set. The
+        # refused version is remembered, so it is not read and compiled again every second.
+        try:
+            self._current = self._engine.compile(active.text if active else "", version=version)
+        except InvalidPolicySet:
+            self._refused = version
+            raise
         return True
 
     def check(self, text: str, *, actor: Actor) -> list[str]:

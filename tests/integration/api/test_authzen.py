@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from tether.api.app import create_app
 from tether.api.services import Services
@@ -16,7 +19,7 @@ from tether.checkpoint import Checkpoint
 from tether.errors import StoreUnavailable
 
 from .conftest import ISSUER
-from .decisions import evaluation, tool
+from .decisions import POLICIES, evaluation, tool
 from .test_management_api import as_, operator_token
 
 
@@ -335,8 +338,9 @@ async def test_every_decision_is_published_for_monitoring_with_its_record_id(
     recorded = {d["decision_id"]: d for d in await decisions(client)}
     for event in events:  # the event says what the durable record says
         record = recorded[str(event.data["decision_id"])]
-        for key in ("agent", "instance", "action", "resource", "policy_ids", "call_digest"):
+        for key in ("agent", "instance", "action", "resource", "call_digest"):
             assert event.data[key] == record[key], key
+        assert event.data["policy_ids"] == tuple(record["policy_ids"])  # a tuple: immutable
         assert event.data["audit_failed"] is False
     feed.close()
 
@@ -368,7 +372,8 @@ async def test_a_full_monitor_queue_never_blocks_or_changes_a_decision(
 
 
 @pytest.mark.parametrize(
-    ("flag", "explained"), [("yes", True), ("TRUE", True), ("1", True), ("off", False)]
+    ("flag", "explained"),
+    [("yes", True), ("TRUE", True), ("1", True), ("t", True), ("off", False), ("n", False)],
 )
 async def test_explain_takes_the_usual_boolean_spellings(
     client: httpx.AsyncClient, agent_token: str, flag: str, explained: bool
@@ -430,3 +435,79 @@ async def test_an_unexpected_fault_on_the_decision_path_is_a_500_without_interna
         "error": {"code": "internal_error", "message": "internal error", "details": {}}
     }
     assert "secret" not in answer.text
+
+
+async def test_a_streamed_body_over_the_cap_is_413_and_logs_nothing_unexpected(
+    client: httpx.AsyncClient, services: Services, agent_token: str
+) -> None:
+    chunk = b"x" * 8192
+    chunks = services.settings.max_body_bytes // len(chunk) + 2
+
+    async def body() -> AsyncIterator[bytes]:  # no Content-Length: the cap counts as it reads
+        yield b'{"pad": "'
+        for _ in range(chunks):
+            yield chunk
+        yield b'"}'
+
+    with capture_logs() as logs:
+        answer = await client.post(
+            "/access/v1/evaluation",
+            content=body(),
+            headers=as_(agent_token) | {"content-type": "application/json"},
+        )
+    assert (answer.status_code, answer.json()["error"]["code"]) == (413, "body_too_large")
+    assert not [e for e in logs if e["event"] == "unhandled_error"]
+
+
+@pytest.mark.parametrize("media", ["text/plain", "application/x-www-form-urlencoded"])
+async def test_a_body_that_is_not_declared_json_is_400(
+    client: httpx.AsyncClient, agent_token: str, media: str
+) -> None:
+    answer = await client.post(
+        "/access/v1/evaluation",
+        content=json.dumps(evaluation()).encode(),
+        headers=as_(agent_token) | {"content-type": media},
+    )
+    assert (answer.status_code, answer.json()["error"]["details"]["field"]) == (
+        400,
+        "content-type",
+    )
+
+
+async def test_json_with_a_charset_or_a_json_suffix_is_accepted(
+    client: httpx.AsyncClient, agent_token: str
+) -> None:
+    for media in ("application/json; charset=utf-8", "application/authzen+json"):
+        answer = await client.post(
+            "/access/v1/evaluation",
+            content=json.dumps(evaluation()).encode(),
+            headers=as_(agent_token) | {"content-type": media},
+        )
+        assert answer.json()["decision"] is True, media
+
+
+async def test_the_next_decision_follows_a_changed_declaration_not_a_kept_entity(
+    client: httpx.AsyncClient, agent_token: str
+) -> None:
+    """The agent's policy entity (and its Cedar form) are kept per registry record: a change
+    to the record is a new entity at once, on this replica."""
+    declared_only = (
+        '@id("declared-tools-only")\n@reason("the agent did not declare this tool")\n'
+        'forbid (principal, action == Tether::Action::"call_tool", resource)\n'
+        "unless { principal.tools.contains(resource.name) };"
+    )
+    applied = await client.post("/v1/policies", json={"text": POLICIES + declared_only})
+    assert applied.status_code == 201, applied.text
+    first = await client.post("/access/v1/evaluation", json=evaluation(), headers=as_(agent_token))
+    assert first.json()["decision"] is True
+    narrowed = {"declarations": {"tools": ["transfer"]}}  # search_faq no longer declared
+    changed = await client.patch("/v1/agents/faq-bot", json=narrowed)
+    assert changed.status_code == 200, changed.text
+    answer = await client.post(
+        "/access/v1/evaluation",
+        json=evaluation(),
+        headers=as_(agent_token),
+        params={"explain": "true"},
+    )
+    assert answer.json()["decision"] is False
+    assert answer.json()["context"]["policy_ids"] == ["declared-tools-only"]

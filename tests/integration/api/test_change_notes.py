@@ -152,3 +152,15 @@ async def test_pg_notify_is_sent_only_on_commit(pg_url: str) -> None:
             await writer.commit()
         got = [n.payload async for n in listener.notifies(timeout=2, stop_after=1)]
     assert got == ["committed"]
+
+
+async def test_an_agent_registered_here_is_known_there_by_note(
+    client: httpx.AsyncClient, replica: Services
+) -> None:
+    assert await replica.directory.get("new-bot") is None  # "no such agent", kept a minute
+    body = {"name": "new-bot", "owners": ["alice"], "declarations": {}}
+    assert (await client.post("/v1/agents", json=body)).status_code == 201
+    deadline = time.monotonic() + 5
+    while await replica.directory.get("new-bot") is None:
+        assert time.monotonic() < deadline, "the replica kept 'no such agent'"
+        await asyncio.sleep(0.02)

@@ -1,5 +1,8 @@
 """Revoking agent tokens over the API: refused at the checkpoint at once, on other replicas
-within a refresh, by whom, and forgotten once every token they cover has expired."""
+within a refresh, by whom, and forgotten once every token they cover has expired.
+
+The server under test runs on a :class:`FixedClock` (started at the wall clock's time), so a
+test can issue a token past :data:`ISSUANCE_MARGIN` without waiting for it."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -17,17 +21,36 @@ from structlog.testing import capture_logs
 from tether._internal.clock import FixedClock
 from tether.api.services import Services
 from tether.config import Settings
-from tether.crypto.assertion import generate_agent_key
+from tether.crypto.assertion import generate_agent_key, sign_client_assertion
 from tether.errors import StoreUnavailable, Unauthenticated
 from tether.identity.access import Actor
+from tether.identity.client_auth import ASSERTION_TYPE
 from tether.identity.models import Declarations
-from tether.identity.revocations import Revocation
+from tether.identity.revocations import ISSUANCE_MARGIN, Revocation
+from tether.identity.svid import VERIFY_LEEWAY
 
-from .conftest import AgentFactory, RegisteredAgent, running_replica
-from .decisions import evaluation, svid
+from .conftest import ISSUER, AgentFactory, RegisteredAgent, running_replica
+from .decisions import evaluation
 from .test_management_api import as_, operator_token
 
 REVOKE = "/v1/svid/revocations"
+REVOKED = "unauthenticated: the token is revoked"
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    """The server's clock: the wall clock's time at the start, then moved only by the test."""
+    return FixedClock(datetime.now(UTC))
+
+
+@pytest.fixture
+async def services(settings: Settings, clock: FixedClock) -> AsyncIterator[Services]:
+    """The conftest's server, on ``clock``."""
+    opened = await Services.open(settings, clock=clock)
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 def claims(token: str) -> dict[str, Any]:
@@ -46,10 +69,26 @@ async def evaluate(client: httpx.AsyncClient, token: str) -> dict[str, Any]:
     return body
 
 
-async def next_second() -> None:
-    """Wait for the wall clock's next second: ``iat`` has whole seconds, and a token issued in
-    the second of a revocation counts as issued before it."""
-    await asyncio.sleep(1.02 - time.time() % 1)
+async def svid_now(client: httpx.AsyncClient, agent: RegisteredAgent, clock: FixedClock) -> str:
+    """A JWT-SVID for ``agent``'s pod-1, its assertion signed at the server's (moved) clock."""
+    assertion = sign_client_assertion(
+        agent.key.private_pem,
+        client_id=agent.spiffe_id,
+        audience=f"{ISSUER}/oauth2/token",
+        now=clock.timestamp(),
+    )
+    issued = await client.post(
+        "/oauth2/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": assertion,
+            "instance_id": "pod-1",
+        },
+    )
+    assert issued.status_code == 200, issued.text
+    token: str = issued.json()["access_token"]
+    return token
 
 
 # -- at the checkpoint ---------------------------------------------------------------------------
@@ -64,9 +103,14 @@ async def test_revoked_token_is_an_unauthenticated_deny(
     assert revoked.status_code == 201, revoked.text
     answer = await evaluate(client, agent_token)
     assert answer["decision"] is False
-    assert answer["context"]["reasons"] == ["unauthenticated: the token is revoked"]
+    assert answer["context"]["reasons"] == [REVOKED]
+    assert "leaked in a log" not in json.dumps(answer), "the holder is not told the reason"
     records = await client.get("/v1/audit", params={"type_prefix": "decision"})
     assert records.json()["records"][-1]["details"]["agent"] is None
+    refused = await client.post("/v1/svid/x509", json={"csr": "unused"}, headers=as_(agent_token))
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["error"]["message"] == "the token is revoked"
+    assert "leaked in a log" not in refused.text
 
 
 async def faq_bot_key(client: httpx.AsyncClient) -> RegisteredAgent:
@@ -78,31 +122,40 @@ async def faq_bot_key(client: httpx.AsyncClient) -> RegisteredAgent:
     return RegisteredAgent(name="faq-bot", spiffe_id=spiffe_id, key=key, kid=added.json()["kid"])
 
 
-async def test_agent_revocation_spares_tokens_issued_after(
-    client: httpx.AsyncClient, agent_token: str
+async def test_agent_revocation_spares_tokens_issued_after_the_margin(
+    client: httpx.AsyncClient, agent_token: str, clock: FixedClock
 ) -> None:
     revoked = await client.post(REVOKE, json={"agent": "faq-bot"})
     assert revoked.status_code == 201, revoked.text
     assert (await evaluate(client, agent_token))["decision"] is False
-    await next_second()
-    fresh = await svid(client, await faq_bot_key(client))
+    key = await faq_bot_key(client)
+    clock.advance(ISSUANCE_MARGIN)
+    late = await svid_now(client, key, clock)
+    answer = await evaluate(client, late)
+    assert answer["context"]["reasons"] == [REVOKED], "issued within the margin: revoked too"
+    clock.advance(1)
+    fresh = await svid_now(client, key, clock)
     assert (await evaluate(client, fresh))["decision"] is True
 
 
 async def test_resume_after_quarantine_does_not_revive_old_tokens(
-    client: httpx.AsyncClient, agent_token: str
+    client: httpx.AsyncClient, agent_token: str, clock: FixedClock
 ) -> None:
     assert (await client.post("/v1/agents/faq-bot/quarantine")).status_code == 200
     assert (await client.post("/v1/agents/faq-bot/resume")).status_code == 200
     answer = await evaluate(client, agent_token)
     assert answer["decision"] is False
-    assert answer["context"]["reasons"] == ["unauthenticated: the token is revoked"]
+    assert answer["context"]["reasons"] == [REVOKED]
     listed = (await client.get(REVOKE)).json()["revocations"]
     assert [(r["kind"], r["target"], r["reason"]) for r in listed] == [
         ("agent", "faq-bot", "agent quarantined")
     ]
-    await next_second()
-    fresh = await svid(client, await faq_bot_key(client))
+    key = await faq_bot_key(client)
+    early = await svid_now(client, key, clock)
+    answer = await evaluate(client, early)
+    assert answer["context"]["reasons"] == [REVOKED], "within the margin of the quarantine"
+    clock.advance(ISSUANCE_MARGIN + 1)
+    fresh = await svid_now(client, key, clock)
     assert (await evaluate(client, fresh))["decision"] is True
 
 
@@ -262,11 +315,13 @@ async def test_maintenance_purges_revocations_whose_tokens_have_all_expired(
             description="",
             declarations=Declarations(),
         )
-        await services.svids.revoke(actor=Actor.system("test"), agent="faq-bot")
-        clock.advance(settings.jwt_svid_ttl_seconds + 29)
+        entry = await services.svids.revoke(actor=Actor.system("test"), agent="faq-bot")
+        keep = ISSUANCE_MARGIN + settings.jwt_svid_ttl_seconds + VERIFY_LEEWAY + 1
+        assert entry.until == start + timedelta(seconds=keep)
+        clock.advance(keep - 0.001)
         await services.maintain()
         assert len(await services.store.list_revocations(now=start)) == 1, "tokens may live"
-        clock.advance(1)
+        clock.advance(0.001)
         await services.maintain()
         assert await services.store.list_revocations(now=start) == []
     finally:

@@ -10,12 +10,20 @@ import pytest
 
 from tether._internal.clock import FixedClock
 from tether.errors import Conflict, StoreUnavailable
-from tether.identity.revocations import Revocation, RevocationKind, RevocationList
+from tether.identity.revocations import (
+    ISSUANCE_MARGIN,
+    Revocation,
+    RevocationKind,
+    RevocationList,
+)
 from tether.store.memory import MemoryStore
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 LIFETIME, LEEWAY = 300, 30
 INSTANCE = "spiffe://acme.org/agent/faq-bot/i/pod-1"
+#: How long an entry lives: the last token it covers is issued ISSUANCE_MARGIN after it, lives
+#: LIFETIME, is accepted LEEWAY longer, and iat/exp are whole seconds (one more).
+KEEP = ISSUANCE_MARGIN + LIFETIME + LEEWAY + 1
 
 
 @pytest.fixture
@@ -75,14 +83,38 @@ async def test_revoked_jti_refuses_that_token_only(revocations: RevocationList) 
     assert check(revocations, iat=ts(T0), jti=None) is None
 
 
-async def test_agent_revocation_spares_tokens_issued_after(
+async def test_agent_revocation_spares_tokens_issued_after_the_margin(
     revocations: RevocationList, clock: FixedClock
 ) -> None:
     clock.advance(10)
     await revoke(revocations, RevocationKind.AGENT, "faq-bot")
     assert check(revocations, iat=ts(T0)) == "agent revocation"
-    assert check(revocations, iat=ts(clock.now()) + 1) is None
+    assert check(revocations, iat=ts(clock.now()) + ISSUANCE_MARGIN + 1) is None
     assert check(revocations, iat=ts(T0), agent="other-bot", instance=None) is None
+
+
+@pytest.mark.parametrize("kind", [RevocationKind.AGENT, RevocationKind.INSTANCE])
+async def test_token_issued_while_the_suspension_is_written_is_revoked_too(
+    revocations: RevocationList, kind: RevocationKind
+) -> None:
+    # A token whose request read the agent as active just before the suspension, or that a
+    # replica whose clock runs ahead signed, carries an iat after revoked_at.
+    target = "faq-bot" if kind is RevocationKind.AGENT else INSTANCE
+    await revoke(revocations, kind, target)
+    for late in (1, ISSUANCE_MARGIN // 2, ISSUANCE_MARGIN):
+        assert check(revocations, iat=ts(T0) + late) is not None, f"issued {late} s after"
+    assert check(revocations, iat=ts(T0) + ISSUANCE_MARGIN + 1) is None
+
+
+async def test_token_issued_in_the_last_second_of_the_margin_is_revoked(
+    revocations: RevocationList, clock: FixedClock
+) -> None:
+    clock.advance(0.5)  # the margin ends at T0 + ISSUANCE_MARGIN + 0.5
+    await revoke(revocations, RevocationKind.AGENT, "faq-bot")
+    # iat has whole seconds: this token may have been issued before the margin ended
+    assert check(revocations, iat=ts(T0) + ISSUANCE_MARGIN) is not None
+    # … and this one only after it (at T0 + ISSUANCE_MARGIN + 1 or later)
+    assert check(revocations, iat=ts(T0) + ISSUANCE_MARGIN + 1) is None
 
 
 async def test_token_issued_in_the_second_of_the_revocation_is_revoked(
@@ -108,7 +140,8 @@ async def test_instance_revocation_spares_the_agents_other_instances(
     other = "spiffe://acme.org/agent/faq-bot/i/pod-2"
     assert check(revocations, iat=ts(T0), instance=other) is None
     assert check(revocations, iat=ts(T0), instance=None) is None
-    assert check(revocations, iat=ts(T0) + 1) is None, "issued after: spared"
+    assert check(revocations, iat=ts(T0) + ISSUANCE_MARGIN) is not None, "within the margin"
+    assert check(revocations, iat=ts(T0) + ISSUANCE_MARGIN + 1) is None, "issued after: spared"
 
 
 @pytest.mark.parametrize("newest_first", [False, True])
@@ -120,7 +153,8 @@ async def test_latest_revocation_of_a_target_wins_in_any_order(
     newer = revocations.entry(kind=RevocationKind.AGENT, target="faq-bot", actor="a")
     for entry in (newer, older) if newest_first else (older, newer):
         revocations.add(entry)
-    assert check(revocations, iat=ts(T0) + 30) is not None, "the newer entry covers it"
+    # issued after the older entry's margin, within the newer's: only the newer covers it
+    assert check(revocations, iat=ts(T0) + ISSUANCE_MARGIN + 1) is not None
 
 
 async def test_entry_is_kept_until_every_token_it_covers_has_expired(
@@ -128,7 +162,7 @@ async def test_entry_is_kept_until_every_token_it_covers_has_expired(
 ) -> None:
     entry = revocations.entry(kind=RevocationKind.JTI, target="jti_1", actor="operator:sam")
     assert entry.revoked_at == T0
-    assert entry.until == T0 + timedelta(seconds=LIFETIME + LEEWAY)
+    assert entry.until == T0 + timedelta(seconds=ISSUANCE_MARGIN + LIFETIME + LEEWAY + 1)
     assert entry.id.startswith("rvk_")
 
 
@@ -163,7 +197,7 @@ async def test_refresh_learns_what_another_replica_revoked(
 async def test_load_reads_only_live_entries(store: MemoryStore, clock: FixedClock) -> None:
     first = await open_list(store, clock)
     await revoke(first, RevocationKind.JTI, "jti_old")
-    clock.advance(LIFETIME + LEEWAY)
+    clock.advance(KEEP)
     await revoke(first, RevocationKind.JTI, "jti_new")
     second = await open_list(store, clock)
     assert [r.target for r in second.live()] == ["jti_new"]
@@ -174,7 +208,11 @@ async def test_refresh_forgets_expired_entries_and_purge_deletes_them(
     revocations: RevocationList, store: MemoryStore, clock: FixedClock
 ) -> None:
     await revoke(revocations, RevocationKind.JTI, "jti_1")
-    clock.advance(LIFETIME + LEEWAY)
+    clock.advance(KEEP - 0.001)
+    await revocations.refresh()
+    assert check(revocations, iat=ts(T0)) is not None, "a token it covers may still be accepted"
+    assert await revocations.purge() == 0
+    clock.advance(0.001)
     assert revocations.live() == [], "expired: no longer listed"
     await revocations.refresh()
     assert check(revocations, iat=ts(T0)) is None

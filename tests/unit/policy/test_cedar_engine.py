@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tether.errors import InvalidPolicySet
-from tether.policy._cedar import CedarEngine, CedarPolicies
+from tether.policy._cedar import MAX_CACHED_ENTITY_TEXT, CedarEngine, CedarPolicies
 from tether.policy.engine import PolicyEngine
 from tether.policy.models import DecisionRequest, Effect, Entity, EntityRef
 
@@ -78,6 +78,10 @@ KB = Entity(ref=EntityRef("McpServer", "kb"), attrs={"name": "kb"})
 ALICE = Entity(ref=EntityRef("User", "alice"), attrs={"name": "alice", "groups": set()})
 
 
+def alice_in(group: str) -> Entity:
+    return Entity(ref=EntityRef("User", "alice"), attrs={"name": "alice", "groups": {group}})
+
+
 def context(**extra: Any) -> dict[str, Any]:
     base = {"now": NOW, "instance": "pod-1", "scopes": set(), "act_chain": set(), "act_depth": 0}
     return base | extra
@@ -126,6 +130,16 @@ def test_a_kept_entity_graph_never_answers_for_a_changed_agent(
     active, suspended = request(), request(principal=agent(state="suspended"))
     effects = [engine.decide(compiled, r).effect for r in (active, suspended, active, suspended)]
     assert effects == [Effect.ALLOW, Effect.DENY, Effect.ALLOW, Effect.DENY]
+
+
+def test_large_entity_graphs_are_decided_but_never_kept(compiled: CedarPolicies) -> None:
+    """A caller cannot fill memory with big, unique graphs: only small ones are kept."""
+    engine = CedarEngine()
+    padding = "x" * MAX_CACHED_ENTITY_TEXT
+    big = request(resource=tool(data_class="public"), entities=(KB, alice_in(padding)))
+    assert engine.decide(compiled, big).effect is Effect.ALLOW
+    assert engine.decide(compiled, request()).effect is Effect.ALLOW
+    assert len(engine._parsed) == 1  # the small one only
 
 
 def test_a_full_cache_of_entity_graphs_starts_over_and_still_decides(

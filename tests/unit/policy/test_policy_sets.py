@@ -11,7 +11,7 @@ from tether.audit.sink import StoreAuditSink
 from tether.errors import Forbidden, InvalidPolicySet, PolicySetNotFound, VersionConflict
 from tether.identity.access import Actor
 from tether.identity.models import Role
-from tether.policy._cedar import CedarEngine
+from tether.policy._cedar import CedarEngine, CedarPolicies
 from tether.policy.models import DecisionRequest, Effect, Entity, EntityRef, PolicySetVersion
 from tether.policy.service import PolicySets
 from tether.store.memory import MemoryStore
@@ -115,6 +115,38 @@ async def test_a_replica_follows_the_version_another_applied(
     assert await replica.refresh() is True
     assert (before.version, replica.current.version) == (None, 1)
     assert await replica.refresh() is False
+
+
+class RefusingEngine(CedarEngine):
+    """A replica's engine that cannot compile version 2 (as a newer schema might refuse a set
+    stored under an older one); it counts what it was asked to compile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[int | None] = []
+
+    def compile(self, text: str, *, version: int | None) -> CedarPolicies:
+        self.asked.append(version)
+        if version == 2:
+            raise InvalidPolicySet("this replica's schema refuses version 2")
+        return super().compile(text, version=version)
+
+
+async def test_a_stored_set_a_replica_cannot_compile_is_tried_once_and_the_last_stays(
+    sets: PolicySets, store: MemoryStore
+) -> None:
+    engine = RefusingEngine()
+    replica = await PolicySets.open(
+        store=store, engine=engine, audit=StoreAuditSink(store), clock=FixedClock()
+    )
+    await sets.apply(V1, actor=SECURITY)
+    assert await replica.refresh() is True
+    await sets.apply(V2, actor=SECURITY)
+    with pytest.raises(InvalidPolicySet):
+        await replica.refresh()
+    assert replica.current.version == 1  # never half a set: the last good one decides
+    assert await replica.refresh() is False  # and not read and compiled again every second
+    assert engine.asked == [None, 1, 2]  # the defaults at open, then each version once
 
 
 async def test_concurrent_apply_on_a_stale_replica_is_a_conflict(

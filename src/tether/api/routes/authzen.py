@@ -129,8 +129,8 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
+_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+_FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
 
 
 def _explain(request: Request) -> bool:
@@ -151,6 +151,12 @@ async def _parse(request: Request, model: type[_Body]) -> _Body:
     query and take no injected dependencies, so that :mod:`tether.api.fastpath` can call
     them without FastAPI's per-request machinery; the schema is still published through
     ``openapi_extra``."""
+    media = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if media.lower() != "application/json" and not media.lower().endswith("+json"):
+        raise InvalidInput(
+            "the body is JSON: send Content-Type: application/json",
+            details={"field": "content-type"},
+        )
     try:
         return model.model_validate_json(await request.body())
     except ValidationError as exc:

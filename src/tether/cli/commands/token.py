@@ -1,7 +1,8 @@
 """``tether token …``: operator tokens for people and for enforcement points.
 
 An enforcement point (a gateway asking for decisions on agents' behalf) gets a token of its
-own role, which may evaluate decisions and nothing else::
+own role, which may evaluate decisions and otherwise only read (agents, policies, the token
+revocations in force), as every operator may::
 
     tether token create --role enforcement-point --name envoy-gateway
 """

@@ -29,6 +29,7 @@ from typing import TypeVar
 import psycopg
 import sqlalchemy as sa
 import structlog
+from psycopg.conninfo import make_conninfo
 from sqlalchemy.engine import URL, Connection
 
 __all__ = [
@@ -54,6 +55,14 @@ ALL = "*"
 _AGENT = "agent:"
 #: Waits between reconnection attempts (seconds), growing to the last.
 RECONNECT_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
+#: TCP keepalives on the listening connection: it only ever waits, so a peer that vanished
+#: (a half-open connection) is noticed in about 25 s instead of never.
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 
 _T = TypeVar("_T")
 
@@ -95,7 +104,9 @@ class ChangeListener:
 
     def __init__(self, url: URL) -> None:
         # libpq takes the same URL without SQLAlchemy's driver suffix.
-        self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._conninfo = make_conninfo(
+            url.set(drivername="postgresql").render_as_string(hide_password=False), **KEEPALIVES
+        )
 
     async def run(self, on_change: Callable[[str], Awaitable[None]]) -> None:
         """Call ``on_change(payload)`` for every note until cancelled; ``on_change(ALL)`` on
@@ -111,15 +122,22 @@ class ChangeListener:
                     await _handle(on_change, ALL)
                     async for note in conn.notifies():
                         await _handle(on_change, note.payload)
-            except psycopg.Error as exc:
+            except Exception as exc:  # noqa: BLE001 - the listener must outlive any failure
                 delay = RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
                 attempt += 1
-                log.warning("change_listener_reconnecting", error=type(exc).__name__, wait=delay)
+                log.warning(
+                    "change_listener_reconnecting",
+                    error=type(exc).__name__,
+                    detail=str(exc)[:200] if isinstance(exc, psycopg.Error) else None,
+                    wait=delay,
+                )
                 await asyncio.sleep(delay)
 
 
 async def _handle(on_change: Callable[[str], Awaitable[None]], payload: str) -> None:
     try:
         await on_change(payload)
-    except Exception as exc:  # noqa: BLE001 - one failed refresh must not stop the listener
-        log.warning("change_refresh_failed", payload=payload, error=type(exc).__name__)
+    except Exception as exc:  # one failed refresh must not stop the listener
+        log.warning(
+            "change_refresh_failed", payload=payload, error=type(exc).__name__, exc_info=exc
+        )

@@ -276,7 +276,7 @@ class SqlStore:
             except IntegrityError as exc:
                 raise _agent_write_refused(exc, agent) from None
 
-        await self._run(unit, write=True)
+        await self._run(unit, write=True, notify=changes.agent_topic(agent.name))
 
     async def get_agent(self, name: str) -> Agent | None:
         return await self._first(statements.AGENT_BY_NAME, codec.agent_from_row, {"name": name})

@@ -200,8 +200,9 @@ stored_keys = sa.Table(
 audit_records = sa.Table(
     "audit_records",
     metadata,
-    # BIGINT on PostgreSQL; on SQLite it must be INTEGER to alias the rowid, and AUTOINCREMENT
-    # guarantees a sequence number is never handed out twice.
+    # BIGINT on PostgreSQL; on SQLite it must be INTEGER to alias the rowid. Numbers are
+    # last + 1, taken under the write lock (a batch numbers its rows itself); audit rows are
+    # never deleted, so a number is never handed out twice.
     sa.Column(
         "sequence",
         sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
