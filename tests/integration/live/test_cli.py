@@ -160,8 +160,16 @@ def test_demo_plays_every_step_and_exits_zero(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    for step in ("registered agent faq-bot", "got a JWT-SVID", "replayed assertion is refused"):
-        assert step in done.stdout
+    for step in (
+        "registered agent faq-bot",
+        "got a JWT-SVID",
+        "replayed assertion is refused",
+        "search_faq is allowed by",
+        "drop_tables (of admin-db) is denied",
+        "the revoked token is refused",
+        "every decision is on record",
+    ):
+        assert step in done.stdout, step
     assert "demo passed" in done.stdout
     assert list(tmp_path.glob("tether-dev-*")) == [], "the throwaway server cleaned up"
 

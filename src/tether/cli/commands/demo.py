@@ -1,12 +1,17 @@
-"""``tether demo``: start a dev server, register an example agent with a key, get it a token.
+"""``tether demo``: start a dev server, register an example agent with a key, get it a token,
+and have the checkpoint decide its calls.
 
-This is the foundation's demo: everything on the embedded defaults (SQLite in a throwaway data
-directory), driven over HTTP exactly as a user or an agent would. It exits 0 only if every step
-behaved as expected; ``--serve`` keeps the server running afterwards.
+Everything on the embedded defaults (SQLite in a throwaway data directory), driven over HTTP
+exactly as a user or an agent would: identity (registration, key, JWT-SVID, a replay refused),
+then decisions (a policy applied, a permitted tool call allowed, an unpermitted one denied, the
+token revoked and refused, every decision on record). It exits 0 only if every step behaved as
+expected; ``--serve`` keeps the server running afterwards.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import socket
 import subprocess
@@ -138,3 +143,82 @@ def _play(addr: str, root: str) -> None:
             ops.get("/v1/agents/faq-bot/instances"), 200, "the instance is on record"
         )["instances"]
         console.print(f"  {instances[0]['spiffe_id']} first seen {instances[0]['first_seen']}")
+        _decisions(ops, issued["access_token"])
+
+
+#: What faq-bot may do: search the FAQ, a tool of the support knowledge base's MCP server.
+DEMO_POLICY = """
+@id("faq-bot-searches-the-faq")
+permit (principal == Tether::Agent::"faq-bot", action == Tether::Action::"call_tool",
+        resource in Tether::McpServer::"support-kb");
+"""
+
+
+def _tool_call(name: str, server: str) -> dict[str, Any]:
+    return {
+        "action": {"name": "call_tool", "properties": {"arguments": {"q": "business hours"}}},
+        "resource": {
+            "type": "Tool",
+            "id": name,
+            "properties": {
+                "name": name,
+                "data_class": "public",
+                "state_changing": name != "search_faq",
+                "parents": [{"type": "McpServer", "id": server}],
+            },
+        },
+    }
+
+
+def _decide(ops: httpx.Client, token: str, tool: str, server: str) -> dict[str, Any]:
+    answer = ops.post(
+        "/access/v1/evaluation?explain=true",
+        json=_tool_call(tool, server),
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    if answer.status_code != 200:
+        raise DemoFailed(f"decision on {tool}: HTTP {answer.status_code} {answer.text[:300]}")
+    decided: dict[str, Any] = answer.json()
+    return decided
+
+
+def _decisions(ops: httpx.Client, token: str) -> None:
+    applied = _expect(ops.post("/v1/policies", json={"text": DEMO_POLICY}), 201, "applied a policy")
+    console.print(f"  version {applied['version']}: faq-bot may call the tools of support-kb")
+    allowed = _decide(ops, token, "search_faq", "support-kb")
+    if allowed["decision"] is not True:
+        raise DemoFailed(f"search_faq was not allowed: {allowed['context']}")
+    console.print(
+        f"[green]✔[/] search_faq is allowed by {allowed['context']['policy_ids']} "
+        f"(decision {allowed['context']['id']}, recorded before the answer)"
+    )
+    denied = _decide(ops, token, "drop_tables", "admin-db")
+    if denied["decision"] is not False:
+        raise DemoFailed("drop_tables (of admin-db) was allowed")
+    console.print(
+        f"[green]✔[/] drop_tables (of admin-db) is denied: {denied['context']['reasons'][0]}"
+    )
+    jti = _jti(token)
+    _expect(ops.post("/v1/svid/revocations", json={"jti": jti}), 201, "revoked the token")
+    refused = _decide(ops, token, "search_faq", "support-kb")
+    if refused["decision"] is not False:
+        raise DemoFailed("a revoked token was still allowed")
+    console.print(f"[green]✔[/] the revoked token is refused: {refused['context']['reasons'][0]}")
+    records = _expect(
+        ops.get("/v1/audit", params={"type_prefix": "decision", "limit": 10}),
+        200,
+        "every decision is on record",
+    )["records"]
+    for record in records:
+        details = record["details"]
+        console.print(f"  {details['decision_id']} {details['effect']:<5} {details['resource']}")
+    if len(records) != 3:
+        raise DemoFailed(f"{len(records)} decision records, not 3")
+
+
+def _jti(token: str) -> str:
+    """The token's ``jti``, read from its payload (the server verified it; the demo only
+    names it)."""
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return str(claims["jti"])
