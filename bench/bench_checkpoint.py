@@ -11,11 +11,13 @@ equivalent policy.
   commits (WAL, ``synchronous=FULL``).
 * Policy scaling: one decision with 10 and with 1,000 policies in force (aim: ≤ 2×).
 * Peers: the decision alone (faq-bot calls a tool of MCP server ``kb``; the shipped policies
-  apply), with a fresh input per call, by Tether's ``CedarEngine.decide`` on a
-  ``DecisionRequest``, by bare ``cedarpy`` with parsed handles, and by ``regopy`` 1.5.2 (the
-  ``bench`` extra) on the same policy in Rego through a pre-built bundle entrypoint. All three
-  must allow that call and deny another agent, a tool outside ``kb`` and a suspended agent
-  before anything is timed. Reported: µs per decision and the ratios to regopy.
+  apply), the same request each call, by Tether's ``CedarEngine.decide`` on a
+  ``DecisionRequest`` (its caches hit; a second line gives it a new tool each call, so they
+  miss), by bare ``cedarpy`` with parsed handles (parsing the entities each call), and by
+  ``regopy`` 1.5.2 (the ``bench`` extra) on the same policy in Rego through a pre-built bundle
+  entrypoint (an ``Input`` built each call). All must allow that call and deny another agent,
+  a tool outside ``kb`` and a suspended agent before anything is timed. Reported: µs per
+  decision and the ratios to regopy.
 
 The issue's aims: checkpoint ≤ 1.25× the floor's time per decision (each decision verifying a
 token never seen before), ≤ 0.5× on a verified-token cache hit. Both are measured one decision
@@ -314,10 +316,12 @@ def scaling(n: int) -> tuple[float, float]:
 
 
 class Peers:
-    """One decision in process, three ways, each with a fresh input per call (as a PDP gets):
+    """One decision in process, three ways, the same request each call:
 
     * Tether's decision step: ``CedarEngine.decide`` on a ``DecisionRequest`` (entities to
-      JSON, Cedar, then the ``Decision`` with its determining policies);
+      JSON, Cedar, then the ``Decision`` with its determining policies). Repeated, its caches
+      (the parsed entity graph, the agent's entity) hit; a second line gives it a new tool
+      and new objects each call, so they miss;
     * cedarpy bare: the request's JSON parsed into ``Entities`` and ``is_authorized`` with parsed
       policy and schema handles;
     * regopy: the same JSON as the Rego input (an ``Input`` built per call) and a pre-built
@@ -359,6 +363,25 @@ class Peers:
         start = time.perf_counter()
         for _ in range(n):
             allowed = self.engine.decide(self.compiled, request).allowed
+        return allowed, (time.perf_counter() - start) / n * 1e6
+
+    def by_tether_uncached(self, request: DecisionRequest, n: int) -> tuple[bool, float]:
+        """Like :meth:`by_tether`, with a tool never seen before (and new entity objects)
+        each call: nothing Tether keeps between decisions helps."""
+        tool = request.resource
+        fresh = [
+            decision_request(
+                resource=Entity(
+                    ref=EntityRef("Tool", f"{tool.ref.id}-{i}"),
+                    attrs=tool.attrs,
+                    parents=tool.parents,
+                )
+            )
+            for i in range(n)
+        ]
+        start = time.perf_counter()
+        for one in fresh:
+            allowed = self.engine.decide(self.compiled, one).allowed
         return allowed, (time.perf_counter() - start) / n * 1e6
 
     def by_cedarpy(self, request: DecisionRequest, n: int) -> tuple[bool, float]:
@@ -405,7 +428,12 @@ class Peers:
     def measure(self, n: int) -> dict[str, list[float]]:
         self.check()
         request = decision_request()
-        ways = {"tether": self.by_tether, "cedarpy": self.by_cedarpy, "regopy": self.by_regopy}
+        ways = {
+            "tether": self.by_tether,
+            "tether_uncached": self.by_tether_uncached,
+            "cedarpy": self.by_cedarpy,
+            "regopy": self.by_regopy,
+        }
         for way in ways.values():
             way(request, 20)
         costs: dict[str, list[float]] = {name: [] for name in ways}
@@ -473,11 +501,16 @@ def main() -> None:
     print(f"  ratio                                {large / small:7.2f}x   (aim <= 2x)")
     costs = Peers().measure(n)
     print(
-        f"peers, one decision in process, fresh input each call, {n} in {ROUNDS} alternating"
-        " rounds (medians)"
+        f"peers, one decision in process, the same request each call, {n} in {ROUNDS}"
+        " alternating rounds (medians)"
     )
     print(
         f"  tether CedarEngine.decide            {statistics.median(costs['tether']):7.0f} us each"
+        "   (its caches hit)"
+    )
+    print(
+        "  tether, a new tool each call         "
+        f"{statistics.median(costs['tether_uncached']):7.0f} us each   (caches miss)"
     )
     print(
         f"  cedarpy bare (parsed handles)        {statistics.median(costs['cedarpy']):7.0f} us each"
@@ -486,7 +519,11 @@ def main() -> None:
         f"  regopy {regopy.__version__} (bundle entrypoint)     "
         f"{statistics.median(costs['regopy']):7.0f} us each"
     )
-    for name, label in (("tether", "tether decision"), ("cedarpy", "cedarpy bare")):
+    for name, label in (
+        ("tether", "tether decision"),
+        ("tether_uncached", "tether, new tool"),
+        ("cedarpy", "cedarpy bare"),
+    ):
         ratios = sorted(a / b for a, b in zip(costs[name], costs["regopy"], strict=True))
         print(
             f"  ratio {label + ' / regopy':<31}{statistics.median(ratios):7.2f}x   "

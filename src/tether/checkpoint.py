@@ -212,6 +212,10 @@ class Checkpoint:
     ) -> tuple[Decision, DecisionRequest | None]:
         """The decision, and the request the engine evaluated (None when refused before)."""
         compiled = self._policies.current
+        unusable = self._policies.refused_version
+        if unusable is not None:
+            why = f"the active policy set v{unusable} cannot be compiled here"
+            return Decision.deny(why, policy_version=compiled.version), None
         named = {caller.spiffe_id, caller.agent.spiffe_id, caller.agent.name}
         if request.subject is not None and request.subject not in named:
             refused = "the subject does not match the presented token"

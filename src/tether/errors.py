@@ -88,10 +88,12 @@ __all__ = [
     "PolicySetNotFound",
     "ReplayDetected",
     "StoreUnavailable",
+    "TemporarilyUnavailable",
     "TokenInvalid",
     "Unauthenticated",
     "UnauthorizedClient",
     "UnsupportedGrantType",
+    "UnsupportedMediaType",
     "VersionConflict",
 ]
 
@@ -118,6 +120,12 @@ class Error(Exception):
 
 class InvalidInput(Error):
     code = "invalid_input"
+
+
+class UnsupportedMediaType(InvalidInput):
+    """A body in a format the endpoint does not take (HTTP 415)."""
+
+    code = "unsupported_media_type"
 
 
 class InvalidName(InvalidInput):
@@ -231,6 +239,12 @@ class InvalidScope(OAuthError):
 
 class InvalidTarget(OAuthError):
     code = "invalid_target"
+
+
+class TemporarilyUnavailable(OAuthError):
+    """Not now, later: e.g. a token asked for while the agent's tokens are being revoked."""
+
+    code = "temporarily_unavailable"
 
 
 class TokenInvalid(Error):

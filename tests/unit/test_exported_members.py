@@ -22,3 +22,12 @@ def test_every_error_has_a_unique_stable_code() -> None:
     leaf_codes = [c.code for c in classes if not c.__subclasses__()]
     assert len(leaf_codes) == len(set(leaf_codes))
     assert all(c.code.replace("_", "").isalpha() for c in classes)
+
+
+def test_every_error_class_is_exported() -> None:
+    defined = {
+        name
+        for name, value in vars(tether.errors).items()
+        if isinstance(value, type) and issubclass(value, tether.errors.Error)
+    }
+    assert defined == set(tether.errors.__all__)

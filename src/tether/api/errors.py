@@ -25,6 +25,7 @@ log = structlog.get_logger("tether.api")
 
 _STATUS: tuple[tuple[type[e.Error], int], ...] = (
     (e.BodyTooLarge, 413),
+    (e.UnsupportedMediaType, 415),
     (e.InvalidInput, 400),
     (e.NotFound, 404),
     (e.Conflict, 409),
@@ -33,6 +34,7 @@ _STATUS: tuple[tuple[type[e.Error], int], ...] = (
     (e.ReplayDetected, 401),
     (e.Forbidden, 403),
     (e.InvalidClient, 401),
+    (e.TemporarilyUnavailable, 503),
     (e.OAuthError, 400),
     (e.StoreUnavailable, 503),
 )

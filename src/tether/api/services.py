@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import structlog
@@ -63,6 +63,9 @@ class Services:
     events: EventStream
     #: Agents as the hot path reads them (see :mod:`tether.identity.directory`).
     directory: AgentDirectory
+    #: Set once this replica listens for other replicas' change notes and has caught up
+    #: (PostgreSQL only).
+    listening: asyncio.Event = field(default_factory=asyncio.Event)
     #: A root token generated on this start (shown once), else None.
     new_root_token: str | None = None
 
@@ -160,7 +163,7 @@ class Services:
             upkeep.create_task(
                 _every(
                     settings.hot_state_refresh_seconds,
-                    self.revocations.refresh,
+                    self._refresh_revocations,
                     "revocation_refresh_failed",
                 )
             )
@@ -175,24 +178,34 @@ class Services:
                 "postgresql"
             ):
                 # Other replicas' changes at once, not at the next refresh.
-                upkeep.create_task(ChangeListener(self.store.url).run(self.apply_change))
+                upkeep.create_task(ChangeListener(self.store.url).run(self._apply_change))
+
+    # The services are looked up at each call (not bound when the loops start).
+    async def _refresh_revocations(self) -> None:
+        await self.revocations.refresh()
 
     async def _refresh_policies(self) -> None:
         await self.policies.refresh()
+
+    async def _apply_change(self, payload: str) -> None:
+        await self.apply_change(payload)
 
     async def apply_change(self, payload: str) -> None:
         """Refresh what a change note from another replica names (:mod:`~tether.store.sql.
         changes`): the revocation list, the policy set, agents; everything for ``*``."""
         plain, agents = topics(payload)
         every = ALL in plain
+        # The directory first: it does no I/O, so a failing refresh below cannot skip it.
+        if every:
+            self.directory.invalidate_all()
+        for name in agents:
+            self.directory.invalidate(name)
         if every or REVOCATIONS in plain:
             await self.revocations.refresh()
         if every or POLICIES in plain:
             await self.policies.refresh()
         if every:
-            self.directory.invalidate_all()
-        for name in agents:
-            self.directory.invalidate(name)
+            self.listening.set()
 
     async def close(self) -> None:
         await self.store.close()

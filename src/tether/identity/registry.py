@@ -13,7 +13,7 @@ A change is recorded in the audit log *before* it is applied (fail closed: if th
 be made durable, nothing changes); if applying then fails, a failure record follows.
 
 An agent that stops (suspended, quarantined, retired, or sent back to review) has every token
-issued to it so far revoked in the same store transaction
+issued to it before (or up to 30 s after) revoked in the same store transaction
 (:mod:`tether.identity.revocations`), so resuming it later does not bring old tokens back.
 
 Example (with the in-memory store)::
@@ -329,7 +329,8 @@ class Registry:
         return updated
 
     def _stop_entry(self, agent: Agent, updated: Agent, actor: Actor) -> Revocation | None:
-        """The revocation of the agent's tokens so far, when this change stops it."""
+        """The revocation of the agent's tokens (see :mod:`tether.identity.revocations`),
+        when this change stops it."""
         if self._revocations is None or updated.state is agent.state or updated.can_authenticate:
             return None
         said = f"agent {updated.state}"

@@ -130,6 +130,17 @@ class RevocationList:
 
     # -- the hot path ----------------------------------------------------------------------
 
+    def blocks_issuance(self, *, agent: str, instance: str, issued_at: int) -> int:
+        """Seconds until a token of ``agent``/``instance`` issued now would no longer be
+        covered by a revocation (0: issue it). The token endpoint refuses to issue a token
+        every check would refuse for its whole life, and says when to ask again."""
+        waits = [
+            int(hit.revoked_at.timestamp()) + ISSUANCE_MARGIN + 1 - issued_at
+            for hit in (self._agents.get(agent), self._instances.get(instance))
+            if hit is not None and hit.covers(issued_at)
+        ]
+        return max(waits, default=0)
+
     def is_revoked(
         self, *, jti: str | None, agent: str, instance: str | None, issued_at: int | None
     ) -> str | None:

@@ -9,8 +9,11 @@
   SPIFFE ID, one hour by default, asked for by the instance with its JWT-SVID.
 
 A JWT-SVID can be revoked before it expires — one token by ``jti``, or every token of an agent
-or instance issued so far (:mod:`tether.identity.revocations`); :meth:`SvidIssuer.revoke`
-records it and :meth:`SvidIssuer.verify_agent_token` refuses a revoked token from then on.
+or instance issued before the revocation or up to 30 s after it
+(:mod:`tether.identity.revocations`); :meth:`SvidIssuer.revoke` records it,
+:meth:`SvidIssuer.verify_agent_token` refuses a revoked token from then on, and
+:meth:`SvidIssuer.issue_jwt_svid` refuses (``temporarily_unavailable``) to issue a token that
+a revocation would cover.
 
 Example::
 
@@ -33,7 +36,14 @@ from tether.audit.records import AuditRecord, Outcome
 from tether.audit.sink import AuditSink
 from tether.crypto.jwt import VerifiedClaims
 from tether.crypto.keyring import KeyRing
-from tether.errors import AgentNotFound, Error, InvalidInput, InvalidTarget, Unauthenticated
+from tether.errors import (
+    AgentNotFound,
+    Error,
+    InvalidInput,
+    InvalidTarget,
+    TemporarilyUnavailable,
+    Unauthenticated,
+)
 from tether.identity.access import Actor, Permission, require
 from tether.identity.client_auth import AuthenticatedClient
 from tether.identity.directory import AgentDirectory
@@ -120,6 +130,13 @@ class SvidIssuer:
     ) -> IssuedToken:
         aud = self.check_audience(audience)
         now = self._clock.timestamp()
+        wait = self._revocations.blocks_issuance(
+            agent=client.agent.name, instance=client.instance.spiffe_id, issued_at=now
+        )
+        if wait > 0:
+            raise TemporarilyUnavailable(
+                f"this agent's tokens were just revoked; ask again in {wait} s"
+            )
         jti = new_id("jti")
         claims: dict[str, object] = {
             "iss": self._issuer,

@@ -96,10 +96,21 @@ class PolicySets:
         only for the active version's number first (cheap enough for every second), and
         reads and compiles the set only when it moved."""
         version = await self._store.active_policy_version()
-        if version in (self._current.version, self._refused):
+        if version == self._current.version:
+            self._refused = None  # e.g. rolled back to the set in force
+            return False
+        if version is not None and version == self._refused:
             return False
         async with self._changing:
             return await self._refresh()
+
+    @property
+    def refused_version(self) -> int | None:
+        """The active version this replica cannot compile (a set written for a newer schema,
+        during a rolling upgrade), or None. While there is one, the checkpoint denies every
+        decision and the replica reports itself not ready: deciding on the older set would
+        allow what the active one forbids."""
+        return self._refused
 
     async def _refresh(self) -> bool:
         active = await self._store.active_policy_set()
@@ -114,6 +125,7 @@ class PolicySets:
         except InvalidPolicySet:
             self._refused = version
             raise
+        self._refused = None
         return True
 
     def check(self, text: str, *, actor: Actor) -> list[str]:

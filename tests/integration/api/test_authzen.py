@@ -16,7 +16,9 @@ from tether.api.app import create_app
 from tether.api.services import Services
 from tether.audit.records import AuditReceipt, AuditRecord
 from tether.checkpoint import Checkpoint
-from tether.errors import StoreUnavailable
+from tether.errors import InvalidPolicySet, StoreUnavailable
+from tether.policy._cedar import CedarEngine, CedarPolicies
+from tether.policy.service import PolicySets
 
 from .conftest import ISSUER
 from .decisions import POLICIES, evaluation, tool
@@ -460,7 +462,7 @@ async def test_a_streamed_body_over_the_cap_is_413_and_logs_nothing_unexpected(
 
 
 @pytest.mark.parametrize("media", ["text/plain", "application/x-www-form-urlencoded"])
-async def test_a_body_that_is_not_declared_json_is_400(
+async def test_a_body_that_is_not_declared_json_is_415(
     client: httpx.AsyncClient, agent_token: str, media: str
 ) -> None:
     answer = await client.post(
@@ -468,8 +470,10 @@ async def test_a_body_that_is_not_declared_json_is_400(
         content=json.dumps(evaluation()).encode(),
         headers=as_(agent_token) | {"content-type": media},
     )
-    assert (answer.status_code, answer.json()["error"]["details"]["field"]) == (
-        400,
+    error = answer.json()["error"]
+    assert (answer.status_code, error["code"], error["details"]["field"]) == (
+        415,
+        "unsupported_media_type",
         "content-type",
     )
 
@@ -511,3 +515,58 @@ async def test_the_next_decision_follows_a_changed_declaration_not_a_kept_entity
     )
     assert answer.json()["decision"] is False
     assert answer.json()["context"]["policy_ids"] == ["declared-tools-only"]
+
+
+async def test_a_replica_that_cannot_compile_the_active_set_denies_and_is_not_ready(
+    client: httpx.AsyncClient, services: Services, agent_token: str
+) -> None:
+    """Rolling upgrade: the active set was written for a schema this replica does not know.
+    Deciding on its older set would allow what the active one forbids, so it denies."""
+
+    class OlderEngine(CedarEngine):
+        def compile(self, text: str, *, version: int | None) -> CedarPolicies:
+            if version is not None and version > 1:
+                raise InvalidPolicySet(f"unknown to this schema: v{version}")
+            return super().compile(text, version=version)
+
+    older = await PolicySets.open(
+        store=services.store, engine=OlderEngine(), audit=services.audit, clock=services.clock
+    )
+    services.policies = older
+    services.checkpoint = Checkpoint(
+        svids=services.svids,
+        policies=older,
+        engine=services.checkpoint._engine,
+        audit=services.audit,
+        clock=services.clock,
+        directory=services.directory,
+    )
+    allowed = await client.post(
+        "/access/v1/evaluation", json=evaluation(), headers=as_(agent_token)
+    )
+    assert allowed.json()["decision"] is True  # v1, compiled here
+    assert (await client.get("/readyz")).status_code == 200
+    newer = (
+        POLICIES
+        + '\n@id("v2-rule")\npermit (principal, action == Tether::Action::"read", resource);'
+    )
+    stored = await services.store.add_policy_set(
+        text=newer,
+        sha256="0" * 64,
+        created_at=services.clock.now(),
+        created_by="operator:other-replica",
+        comment=None,
+        activate=True,
+        expected_active=1,
+    )
+    with pytest.raises(InvalidPolicySet):
+        await older.refresh()
+    refused = await client.post(
+        "/access/v1/evaluation", json=evaluation(), headers=as_(agent_token), params={"explain": 1}
+    )
+    assert refused.json()["decision"] is False
+    assert refused.json()["context"]["reasons"] == [
+        f"the active policy set v{stored.version} cannot be compiled here"
+    ]
+    ready = await client.get("/readyz")
+    assert (ready.status_code, ready.json()["status"]) == (503, "unavailable")

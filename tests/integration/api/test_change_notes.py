@@ -14,12 +14,21 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
+from sqlalchemy.engine import make_url
 
 from tether.api.services import Services
 from tether.config import Settings
 from tether.errors import Unauthenticated
 from tether.identity.models import AgentState
-from tether.store.sql.changes import ALL, agent_topic, both, topics
+from tether.store.sql.changes import (
+    ALL,
+    CONNECTION_OPTIONS,
+    ChangeListener,
+    agent_topic,
+    both,
+    topics,
+)
 
 from ...conftest import PgCluster
 from .conftest import ISSUER, ROOT, TRUST_DOMAIN, running_replica
@@ -48,6 +57,8 @@ async def replica(settings: Settings, services: Services) -> AsyncIterator[Servi
     """A second server on the same database, listening for change notes."""
     del services  # opened first: it created the schema and the keys
     async with running_replica(settings) as other:
+        # Listening and caught up: a change made from now on can only arrive by note.
+        await asyncio.wait_for(other.listening.wait(), timeout=10)
         yield other
 
 
@@ -132,6 +143,15 @@ async def test_a_listener_cut_off_reconnects_and_catches_up(
     revoked = await client.post("/v1/svid/revocations", json={"agent": "faq-bot"})
     assert revoked.status_code == 201
     await until_refused(replica, agent_token, "the replica never caught up after reconnecting", 10)
+
+
+def test_the_listening_connection_notices_a_vanished_peer_and_gives_up_connecting() -> None:
+    url = make_url("postgresql+psycopg://tether:pw@db.internal:5432/tether?sslmode=require")
+    options = conninfo_to_dict(ChangeListener(url).conninfo)
+    assert options["host"] == "db.internal"
+    assert options["sslmode"] == "require"  # the store's own options are kept
+    for key, value in CONNECTION_OPTIONS.items():
+        assert options[key] == str(value), key
 
 
 def test_payload_names_plain_topics_and_agents() -> None:

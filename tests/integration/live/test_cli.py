@@ -166,6 +166,7 @@ def test_demo_plays_every_step_and_exits_zero(tmp_path: Path) -> None:
         "replayed assertion is refused",
         "search_faq is allowed by",
         "drop_tables (of admin-db) is denied",
+        "revoked pod-1's tokens",
         "the revoked token is refused",
         "every decision is on record",
     ):

@@ -21,6 +21,7 @@ from tether.errors import (
     InvalidInput,
     InvalidName,
     StoreUnavailable,
+    TemporarilyUnavailable,
     Unauthenticated,
 )
 from tether.identity.access import Actor
@@ -77,6 +78,7 @@ class World:
     registry: Registry
     revocations: RevocationList
     svids: SvidIssuer
+    unaware: SvidIssuer
 
     async def client(self, instance_id: str = "pod-1") -> AuthenticatedClient:
         """faq-bot's ``instance_id`` authenticated now, as a token request reads it."""
@@ -96,6 +98,11 @@ class World:
         """A JWT-SVID issued now to ``client``, and its jti."""
         issued = await self.svids.issue_jwt_svid(client, audience=())
         return issued.token, issued.jti
+
+    async def issued_elsewhere(self, client: AuthenticatedClient) -> str:
+        """A JWT-SVID issued now to ``client`` by a replica that has not heard of any
+        revocation yet (this one's token endpoint would refuse to issue it)."""
+        return (await self.unaware.issue_jwt_svid(client, audience=())).token
 
     async def token(self, instance_id: str = "pod-1") -> tuple[str, str]:
         """A fresh JWT-SVID of faq-bot's ``instance_id``, and its jti."""
@@ -143,17 +150,25 @@ async def build(*, audit: Any = None) -> World:
         trust_domain=TRUST_DOMAIN,
         revocations=revocations,
     )
-    svids = SvidIssuer(
-        keyring=keyring,
-        store=store,
-        audit=sink,
-        clock=clock,
-        issuer=ISSUER,
-        trust_domain=TRUST_DOMAIN,
-        audiences=frozenset({ISSUER}),
-        jwt_ttl=TTL,
-        x509_ttl=3600,
-        revocations=revocations,
+
+    def issuer(revoked: RevocationList) -> SvidIssuer:
+        return SvidIssuer(
+            keyring=keyring,
+            store=store,
+            audit=sink,
+            clock=clock,
+            issuer=ISSUER,
+            trust_domain=TRUST_DOMAIN,
+            audiences=frozenset({ISSUER}),
+            jwt_ttl=TTL,
+            x509_ttl=3600,
+            revocations=revoked,
+        )
+
+    svids = issuer(revocations)
+    # Another replica's token endpoint that has not heard of any revocation yet.
+    unaware = issuer(
+        RevocationList(store, clock=clock, max_token_lifetime=TTL, leeway=VERIFY_LEEWAY)
     )
     await registry.register(
         actor=SECURITY,
@@ -162,7 +177,14 @@ async def build(*, audit: Any = None) -> World:
         description="answers FAQs",
         declarations=Declarations(tools=("search_faq",)),
     )
-    return World(clock=clock, store=store, registry=registry, revocations=revocations, svids=svids)
+    return World(
+        clock=clock,
+        store=store,
+        registry=registry,
+        revocations=revocations,
+        svids=svids,
+        unaware=unaware,
+    )
 
 
 @pytest.fixture
@@ -205,7 +227,9 @@ async def test_token_issued_while_the_suspension_is_written_is_revoked_too(world
     request = await world.client()
     await world.registry.set_state("faq-bot", AgentState.SUSPENDED, actor=SECURITY)
     world.clock.advance(ISSUANCE_MARGIN)
-    racing, _ = await world.issue(request)
+    with pytest.raises(TemporarilyUnavailable, match="ask again in 1 s"):
+        await world.issue(request)  # this replica knows: it does not issue a dead token
+    racing = await world.issued_elsewhere(request)  # one that has not heard yet does
     world.clock.advance(ISSUANCE_MARGIN)
     await world.registry.set_state("faq-bot", AgentState.ACTIVE, actor=SECURITY)
     assert await world.refusal(racing) == REVOKED, "the resume must not revive it"
@@ -218,7 +242,8 @@ async def test_token_issued_at_the_end_of_the_margin_stays_refused_to_its_last_s
 ) -> None:
     entry = await world.svids.revoke(actor=SECURITY, agent="faq-bot")
     world.clock.advance(ISSUANCE_MARGIN)
-    token, _ = await world.token()  # the last token the entry covers
+    # the last token the entry covers, from a replica that had not heard of it
+    token = await world.issued_elsewhere(await world.client())
     assert await world.refusal(token) == REVOKED
     # accepted by the JWT checks until exp + VERIFY_LEEWAY, in whole seconds: to the end of it
     last = T0 + timedelta(seconds=ISSUANCE_MARGIN + TTL + VERIFY_LEEWAY + 1) - TICK

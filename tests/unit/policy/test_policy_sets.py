@@ -144,9 +144,13 @@ async def test_a_stored_set_a_replica_cannot_compile_is_tried_once_and_the_last_
     await sets.apply(V2, actor=SECURITY)
     with pytest.raises(InvalidPolicySet):
         await replica.refresh()
-    assert replica.current.version == 1  # never half a set: the last good one decides
-    assert await replica.refresh() is False  # and not read and compiled again every second
+    assert replica.current.version == 1  # never half a set: compiled is the last good one,
+    assert replica.refused_version == 2  # and the checkpoint denies while v2 is active
+    assert await replica.refresh() is False  # not read and compiled again every second
     assert engine.asked == [None, 1, 2]  # the defaults at open, then each version once
+    await sets.rollback(1, actor=SECURITY)
+    assert await replica.refresh() is False
+    assert replica.refused_version is None  # the set in force is the active one again
 
 
 async def test_concurrent_apply_on_a_stale_replica_is_a_conflict(

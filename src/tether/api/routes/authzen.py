@@ -26,7 +26,7 @@ from tether.api.deps import ServicesDep, bearer_token, client_certificate
 from tether.api.errors import invalid_input
 from tether.api.services import Services
 from tether.checkpoint import CheckRequest, Verdict
-from tether.errors import InvalidInput
+from tether.errors import InvalidInput, UnsupportedMediaType
 from tether.identity.access import Permission, require
 from tether.identity.operators import TOKEN_PREFIX
 from tether.policy.models import Effect, parse_entity
@@ -153,7 +153,7 @@ async def _parse(request: Request, model: type[_Body]) -> _Body:
     ``openapi_extra``."""
     media = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if media.lower() != "application/json" and not media.lower().endswith("+json"):
-        raise InvalidInput(
+        raise UnsupportedMediaType(
             "the body is JSON: send Content-Type: application/json",
             details={"field": "content-type"},
         )

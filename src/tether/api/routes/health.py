@@ -1,4 +1,5 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (the store answers)."""
+"""``/healthz`` (the process answers) and ``/readyz`` (the store answers, and the active policy
+set can be compiled here)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,16 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: the store and the key ring are usable")
+@router.get(
+    "/readyz", summary="Readiness: the store, the key ring and the active policy set are usable"
+)
 async def readyz(services: ServicesDep) -> JSONResponse:
     try:
         await services.store.list_stored_keys()
     except Exception:  # noqa: BLE001 - any failure means not ready
         return JSONResponse({"status": "unavailable", "store": "unreachable"}, status_code=503)
+    refused = services.policies.refused_version
+    if refused is not None:  # every decision here would be a deny
+        answer = {"status": "unavailable", "policies": f"v{refused} cannot be compiled here"}
+        return JSONResponse(answer, status_code=503)
     return JSONResponse({"status": "ready", "signing_kid": services.keyring.signer.kid})

@@ -1,10 +1,11 @@
 """``/v1/svid``: X.509-SVIDs for agent instances, and revocation of JWT-SVIDs.
 
 * ``POST /v1/svid/x509``: an agent instance turns a CSR into an X.509-SVID for mTLS.
-* ``POST /v1/svid/revocations``: an operator revokes one token (``{"jti": …}``), every token of
-  an agent so far (``{"agent": name}``) or of one instance (``{"agent": name, "instance": id}``),
-  with an optional ``reason``; 201 with the entry. Decisions refuse those tokens at once on this
-  replica and within ``hot_state_refresh_seconds`` on the others.
+* ``POST /v1/svid/revocations``: an operator revokes one token (``{"jti": …}``), or every
+  token of an agent (``{"agent": name}``) or of one instance (``{"agent": name, "instance":
+  id}``) issued before the revocation or up to 30 s after it, with an optional ``reason``; 201
+  with the entry. Decisions refuse those tokens at once on this replica and, on the others, at
+  a change note or within ``hot_state_refresh_seconds``.
 * ``GET /v1/svid/revocations``: the entries in force (each until its tokens have expired).
 """
 

@@ -180,8 +180,9 @@ def revoke_tokens(
     ] = None,
     reason: Annotated[str | None, typer.Option(help="Why (kept in the audit log)")] = None,
 ) -> None:
-    """Revoke JWT-SVIDs before they expire: decisions refuse them at once. Tokens issued
-    afterwards work (unless the agent is stopped)."""
+    """Revoke JWT-SVIDs before they expire: decisions refuse them at once. An agent or
+    instance revocation also covers tokens issued up to 30 s after it; later ones work
+    (unless the agent is stopped)."""
     body: dict[str, Any]
     if jti is not None:
         if name is not None or instance is not None:

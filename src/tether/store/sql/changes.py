@@ -35,6 +35,7 @@ from sqlalchemy.engine import URL, Connection
 __all__ = [
     "ALL",
     "CHANNEL",
+    "CONNECTION_OPTIONS",
     "POLICIES",
     "REVOCATIONS",
     "ChangeListener",
@@ -55,13 +56,14 @@ ALL = "*"
 _AGENT = "agent:"
 #: Waits between reconnection attempts (seconds), growing to the last.
 RECONNECT_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
-#: TCP keepalives on the listening connection: it only ever waits, so a peer that vanished
-#: (a half-open connection) is noticed in about 25 s instead of never.
-KEEPALIVES = {
+#: The listening connection only ever waits, so TCP keepalives notice a peer that vanished (a
+#: half-open connection) in about 25 s instead of never; a connection attempt gives up in 10 s.
+CONNECTION_OPTIONS = {
     "keepalives": 1,
     "keepalives_idle": 10,
     "keepalives_interval": 5,
     "keepalives_count": 3,
+    "connect_timeout": 10,
 }
 
 _T = TypeVar("_T")
@@ -104,8 +106,9 @@ class ChangeListener:
 
     def __init__(self, url: URL) -> None:
         # libpq takes the same URL without SQLAlchemy's driver suffix.
-        self._conninfo = make_conninfo(
-            url.set(drivername="postgresql").render_as_string(hide_password=False), **KEEPALIVES
+        self.conninfo = make_conninfo(
+            url.set(drivername="postgresql").render_as_string(hide_password=False),
+            **CONNECTION_OPTIONS,
         )
 
     async def run(self, on_change: Callable[[str], Awaitable[None]]) -> None:
@@ -115,7 +118,7 @@ class ChangeListener:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True
+                    self.conninfo, autocommit=True
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     attempt = 0
