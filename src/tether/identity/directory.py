@@ -4,7 +4,9 @@ Every decision needs the calling agent's current state (a quarantined agent must
 once), and reading it from the database costs a round trip per decision. The directory keeps
 each agent it was asked for, with the time it was read. On this replica the registry drops an
 agent from the directory the moment it changes it, so a suspension or quarantine takes effect
-on the next decision; a change made on another replica is seen within ``ttl`` (1 s).
+on the next decision; a change made on another replica is seen at once when its change note
+arrives (PostgreSQL, :mod:`tether.store.sql.changes`), and in any case within ``ttl``
+(``agent_cache_seconds``, 1 s).
 
 Example::
 
