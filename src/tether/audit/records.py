@@ -29,6 +29,7 @@ from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
 
+from tether._internal.canonical import canonical_json
 from tether._internal.ids import new_id
 
 __all__ = ["AuditReceipt", "AuditRecord", "Outcome"]
@@ -84,6 +85,12 @@ class AuditRecord:
             "correlation_id": self.correlation_id,
             "details": dict(self.details),
         }
+
+    def entry(self, *, origin: str, index: int) -> bytes:
+        """The stored bytes of this record as entry ``index`` of the log ``origin``: the
+        canonical JSON (RFC 8785) of ``{"index", "log", "record"}`` (see
+        :mod:`tether.audit.chain`)."""
+        return canonical_json({"index": index, "log": origin, "record": self.to_dict()})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)

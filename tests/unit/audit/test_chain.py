@@ -1,0 +1,150 @@
+"""The log check finds every change to a 100-record log, and names the first bad entry."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+import rfc8785
+
+from tether.audit.chain import CompactTree, LogInvalid, chain_next, genesis, verify_log
+from tether.audit.merkle import leaf_hash, root_hash
+from tether.audit.records import AuditRecord, Outcome
+
+ORIGIN = "tether.example/audit/r1"
+SIZE = 100
+
+
+def record(n: int) -> AuditRecord:
+    return AuditRecord(
+        id=f"rec_{n:03d}",
+        type="decision",
+        time=datetime(2026, 12, 1, 12, 0, n % 60, tzinfo=UTC),
+        actor="spiffe://acme.org/agent/faq-bot/i/pod-1",
+        subject='Tool::"search_faq"',
+        outcome=Outcome.SUCCESS if n % 3 else Outcome.FAILURE,
+        details={"decision_id": f"dec_{n}", "effect": "allow" if n % 3 else "deny"},
+    )
+
+
+def log(origin: str = ORIGIN, size: int = SIZE) -> list[bytes]:
+    return [record(n).entry(origin=origin, index=n) for n in range(size)]
+
+
+ENTRIES = log()
+
+
+def heads(entries: list[bytes], origin: str = ORIGIN) -> list[bytes]:
+    chain, out = genesis(origin), []
+    for entry in entries:
+        chain = chain_next(chain, leaf_hash(entry))
+        out.append(chain)
+    return out
+
+
+HEADS = heads(ENTRIES)
+SIGNED = {
+    50: root_hash([leaf_hash(e) for e in ENTRIES[:50]]),
+    100: root_hash([leaf_hash(e) for e in ENTRIES]),
+}
+
+
+def check(entries: list[bytes], **kwargs: object) -> int:
+    """The first bad index the check names (it must name one)."""
+    options = {"chain_heads": HEADS, "checkpoints": SIGNED} | kwargs
+    with pytest.raises(LogInvalid) as found:
+        verify_log(entries, origin=ORIGIN, **options)  # type: ignore[arg-type]
+    return found.value.index
+
+
+def test_an_untouched_log_verifies_to_its_signed_root_and_chain_head() -> None:
+    state = verify_log(ENTRIES, origin=ORIGIN, chain_heads=HEADS, checkpoints=SIGNED)
+    assert (state.size, state.root, state.chain) == (SIZE, SIGNED[100], HEADS[-1])
+
+
+@pytest.mark.parametrize("size", range(70))
+def test_the_compact_tree_has_the_rfc_root_at_every_size(size: int) -> None:
+    tree = CompactTree()
+    leaves = [leaf_hash(e) for e in log(size=size)]
+    for leaf in leaves:
+        tree.append(leaf)
+    assert (tree.size, tree.root()) == (size, root_hash(leaves))
+
+
+def test_every_single_byte_change_at_every_offset_is_found_at_its_entry() -> None:
+    missed = []
+    for index, entry in enumerate(ENTRIES):
+        for offset in range(len(entry)):
+            changed = bytearray(entry)
+            changed[offset] ^= 0x01
+            tampered = [*ENTRIES[:index], bytes(changed), *ENTRIES[index + 1 :]]
+            if check(tampered) != index:
+                missed.append((index, offset))
+    assert missed == []
+
+
+def test_a_change_is_found_by_the_signed_root_alone_when_no_chain_heads_are_kept() -> None:
+    changed = ENTRIES[7].replace(b'"effect":"allow"', b'"effect":"deny"')  # still an entry
+    assert changed != ENTRIES[7]
+    tampered = [*ENTRIES[:7], changed, *ENTRIES[8:]]
+    assert check(tampered, chain_heads=None) == 49  # the first signed size after the change
+
+
+@pytest.mark.parametrize("index", [0, 1, 49, 50, 98])
+def test_a_deleted_entry_is_found_where_it_was(index: int) -> None:
+    assert check([*ENTRIES[:index], *ENTRIES[index + 1 :]]) == index
+
+
+@pytest.mark.parametrize("index", [0, 17, 98])
+def test_two_swapped_entries_are_found_at_the_first(index: int) -> None:
+    swapped = list(ENTRIES)
+    swapped[index], swapped[index + 1] = swapped[index + 1], swapped[index]
+    assert check(swapped) == index
+
+
+@pytest.mark.parametrize("index", [0, 42, 99])
+def test_a_duplicated_entry_is_found_at_the_copy(index: int) -> None:
+    assert check([*ENTRIES[: index + 1], ENTRIES[index], *ENTRIES[index + 1 :]]) == index + 1
+
+
+@pytest.mark.parametrize("kept", [0, 1, 50, 99])
+def test_a_truncated_log_is_found_against_the_signed_size(kept: int) -> None:
+    assert check(ENTRIES[:kept], chain_heads=HEADS[:kept]) == kept
+
+
+def test_an_entry_spliced_in_from_another_log_is_found() -> None:
+    other = log(origin="tether.example/audit/r2")
+    assert check([*ENTRIES[:30], other[30], *ENTRIES[31:]]) == 30
+    with pytest.raises(LogInvalid, match="another log"):
+        verify_log(other, origin=ORIGIN)
+
+
+def test_an_edited_checkpoint_is_found_at_its_size() -> None:
+    edited = SIGNED | {50: bytes(32)}
+    assert check(ENTRIES, checkpoints=edited) == 49
+
+
+def test_chain_heads_beyond_the_entries_mean_entries_are_missing() -> None:
+    assert check(ENTRIES[:60], chain_heads=HEADS, checkpoints={}) == 60
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        (b"\xff", "not JSON"),
+        (b"[1, 2]", "not an entry"),
+        (b'{"index": 0, "log": "tether.example/audit/r1"}', "not an entry"),
+        (b'{"index": true, "log": "tether.example/audit/r1", "record": {}}', "says it is"),
+    ],
+)
+def test_entries_that_are_not_entries_are_refused(entry: bytes, reason: str) -> None:
+    with pytest.raises(LogInvalid, match=reason):
+        verify_log([entry], origin=ORIGIN)
+
+
+def test_an_entry_is_the_canonical_json_of_its_place_log_and_record() -> None:
+    entry = record(5).entry(origin=ORIGIN, index=5)
+    parsed = json.loads(entry)
+    assert parsed == {"index": 5, "log": ORIGIN, "record": record(5).to_dict()}
+    assert rfc8785.dumps(parsed) == entry  # one spelling: what any RFC 8785 writer writes
