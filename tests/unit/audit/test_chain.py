@@ -136,6 +136,7 @@ def test_chain_heads_beyond_the_entries_mean_entries_are_missing() -> None:
         (b"[1, 2]", "not an entry"),
         (b'{"index": 0, "log": "tether.example/audit/r1"}', "not an entry"),
         (b'{"index": true, "log": "tether.example/audit/r1", "record": {}}', "says it is"),
+        (b'{"index": 0, "log": "tether.example/audit/r1", "record": {}}', "canonical form"),
     ],
 )
 def test_entries_that_are_not_entries_are_refused(entry: bytes, reason: str) -> None:

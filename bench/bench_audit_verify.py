@@ -1,0 +1,107 @@
+"""Verifying the audit log: records per second of :func:`tether.audit.chain.verify_log`
+against the floor of a bare SHA-256 chain over the same bytes, in the same run.
+
+The log: N decision records as stored entries (canonical JSON, about 400 bytes each), their
+chain heads and a signed root every 1,000 records. Tether's check parses each entry (its place
+and its log), extends the hash chain and the Merkle tree, and compares chain heads and signed
+roots. The floor only chains ``sha256(prev || entry)``. Rounds alternate. The issue's aim
+(issue 4): full verification >= 0.5x the raw sha256-chain rate.
+
+Run: ``make bench`` or ``.venv/bin/python bench/bench_audit_verify.py [N]`` (N = 100,000).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+
+from tether.audit.chain import CompactTree, chain_next, genesis, verify_log
+from tether.audit.merkle import leaf_hash
+from tether.audit.records import AuditRecord, Outcome
+
+ORIGIN = "tether.example/audit/r1"
+ROUNDS = 5
+CHECKPOINT_EVERY = 1_000
+
+
+def entries(n: int) -> list[bytes]:
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    return [
+        AuditRecord(
+            id=f"rec_{i:08d}",
+            type="decision",
+            time=at,
+            actor="spiffe://acme.org/agent/faq-bot/i/pod-1",
+            subject='Tool::"search_faq"',
+            outcome=Outcome.SUCCESS,
+            correlation_id=f"req-{i}",
+            details={
+                "decision_id": f"dec_{i:08d}",
+                "enforcement_point": "authzen",
+                "agent": "faq-bot",
+                "action": "call_tool",
+                "effect": "allow",
+                "policy_ids": ["faq-bot-searches-the-faq"],
+                "call_digest": "sha256:" + "ab" * 32,
+            },
+        ).entry(origin=ORIGIN, index=i)
+        for i in range(n)
+    ]
+
+
+def references(log: list[bytes]) -> tuple[list[bytes], dict[int, bytes]]:
+    chain, heads, tree, signed = genesis(ORIGIN), [], CompactTree(), {}
+    for entry in log:
+        leaf = leaf_hash(entry)
+        chain = chain_next(chain, leaf)
+        heads.append(chain)
+        tree.append(leaf)
+        if tree.size % CHECKPOINT_EVERY == 0:
+            signed[tree.size] = tree.root()
+    return heads, signed
+
+
+def tether(log: list[bytes], heads: list[bytes], signed: dict[int, bytes]) -> float:
+    start = time.perf_counter()
+    verify_log(log, origin=ORIGIN, chain_heads=heads, checkpoints=signed)
+    return len(log) / (time.perf_counter() - start)
+
+
+def floor(log: list[bytes]) -> float:
+    start = time.perf_counter()
+    chain = b"\x00" * 32
+    for entry in log:
+        chain = hashlib.sha256(chain + entry).digest()
+    return len(log) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    print(
+        f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()},"
+        f" {platform.system()} {platform.release()}"
+    )
+    log = entries(n)
+    heads, signed = references(log)
+    ours, bare = [], []
+    for _ in range(ROUNDS):
+        bare.append(floor(log))
+        ours.append(tether(log, heads, signed))
+    ratios = sorted(o / b for o, b in zip(ours, bare, strict=True))
+    size = sum(map(len, log)) / n
+    print(f"audit log verification, {n:,} entries of {size:.0f} bytes, {ROUNDS} alternating rounds")
+    print(f"  floor (sha256 chain)                {statistics.median(bare):10,.0f} /s")
+    print(f"  tether verify_log                   {statistics.median(ours):10,.0f} /s")
+    print(
+        f"  ratio tether/floor                  {statistics.median(ratios):10.2f}x   "
+        f"(rounds {ratios[0]:.2f}-{ratios[-1]:.2f}; aim >= 0.5x, issue 4)"
+    )
+
+
+if __name__ == "__main__":
+    main()
