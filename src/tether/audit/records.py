@@ -74,6 +74,19 @@ class AuditRecord:
             details=MappingProxyType(dict(details or {})),
         )
 
+    def failure(self, error_code: str, *, time: datetime) -> AuditRecord:
+        """The record that says the change this record announced did not happen (it names
+        this one as its correlation id, and the error's code)."""
+        return AuditRecord.new(
+            type=self.type,
+            actor=self.actor,
+            subject=self.subject,
+            time=time,
+            outcome=Outcome.FAILURE,
+            correlation_id=self.id,
+            details={"error": error_code},
+        )
+
     def to_dict(self) -> dict[str, object]:
         return {
             "id": self.id,

@@ -33,7 +33,7 @@ from typing import TypeVar
 
 from tether._internal.clock import Clock
 from tether._internal.ids import new_id
-from tether.audit.records import AuditRecord, Outcome
+from tether.audit.records import AuditRecord
 from tether.audit.sink import AuditSink
 from tether.crypto.jwk import PublicJwk
 from tether.errors import (
@@ -385,16 +385,7 @@ class Registry:
         try:
             return await apply()
         except Error as exc:
-            failure = AuditRecord.new(
-                type=record.type,
-                actor=record.actor,
-                subject=record.subject,
-                time=self._clock.now(),
-                outcome=Outcome.FAILURE,
-                correlation_id=record.id,
-                details={"error": exc.code},
-            )
-            await self._audit.append(failure)
+            await self._audit.append(record.failure(exc.code, time=self._clock.now()))
             raise
         finally:
             # Applied or not, the hot path re-reads this agent on its next decision.

@@ -28,11 +28,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from tether._internal.clock import Clock
 from tether._internal.ids import new_id
-from tether.audit.records import AuditRecord, Outcome
+from tether.audit.records import AuditRecord
 from tether.audit.sink import AuditSink
 from tether.crypto.jwt import VerifiedClaims
 from tether.crypto.keyring import KeyRing
@@ -279,7 +279,7 @@ class SvidIssuer:
         try:
             await self._revocations.record(entry)
         except Error as exc:
-            await self._audit.append(_failed(record, exc, at=self._clock.now()))
+            await self._audit.append(record.failure(exc.code, time=self._clock.now()))
             raise
         return entry
 
@@ -293,19 +293,18 @@ class SvidIssuer:
         self, actor: Actor, *, jti: str | None, agent: str | None, instance: str | None
     ) -> tuple[RevocationKind, str, str]:
         """What to revoke (kind, target, audit subject), once ``actor`` may revoke it."""
-        if (jti is None) == (agent is None) or (instance is not None and agent is None):
-            raise InvalidInput(
-                "name exactly one of: a jti, an agent, or an agent and one of its instances",
-                details={"rule": "jti | agent | agent + instance"},
-            )
-        if jti is not None:
+        if jti is not None and agent is None and instance is None:
             if not _JTI.fullmatch(jti):
                 raise InvalidInput(
                     "a jti is 1 to 128 URL-safe characters", details={"field": "jti"}
                 )
             require(actor, Permission.SVID_REVOKE)  # a jti alone names no owner
             return RevocationKind.JTI, jti, f"jti:{jti}"
-        assert agent is not None  # narrowed above
+        if jti is not None or agent is None:
+            raise InvalidInput(
+                "name exactly one of: a jti, an agent, or an agent and one of its instances",
+                details={"rule": "jti | agent | agent + instance"},
+            )
         found = await self._agent(agent)
         require(actor, Permission.SVID_REVOKE, owners=found.owners)
         if instance is None:
@@ -328,16 +327,3 @@ def _reason(text: str | None) -> str | None:
             f"a reason is at most {MAX_REASON} characters", details={"field": "reason"}
         )
     return text.strip() or None
-
-
-def _failed(record: AuditRecord, exc: Error, *, at: datetime) -> AuditRecord:
-    """The record that says the change ``record`` announced did not happen."""
-    return AuditRecord.new(
-        type=record.type,
-        actor=record.actor,
-        subject=record.subject,
-        time=at,
-        outcome=Outcome.FAILURE,
-        correlation_id=record.id,
-        details={"error": exc.code},
-    )
