@@ -20,8 +20,8 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from tether.audit.chain import CompactTree, chain_next, genesis, verify_log
-from tether.audit.merkle import leaf_hash
+from tether.audit.chain import chain_next, genesis, verify_log
+from tether.audit.merkle import CompactTree, leaf_hash
 from tether.audit.records import AuditRecord, Outcome
 
 ORIGIN = "tether.example/audit/r1"

@@ -14,7 +14,7 @@ of ``{"index": …, "log": <origin>, "record": {…}}``
   entry that was changed, dropped, reordered or spliced in from another log is found at once.
 
 :func:`verify_log` reads entries in order, checks each against its position, its log and the
-stored chain heads, keeps the Merkle root as it goes (:class:`CompactTree`: O(log n) memory),
+stored chain heads, keeps the Merkle root as it goes (:class:`~tether.audit.merkle.CompactTree`: O(log n) memory),
 and checks the roots of the signed checkpoints it passes. It raises :class:`LogInvalid` naming
 the first bad index. Like the Merkle module it needs only the standard library: it hashes the
 bytes as stored (it never re-serialises), so a third party can run it on an export.
@@ -42,10 +42,9 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from tether.audit.merkle import leaf_hash, node_hash
+from tether.audit.merkle import CompactTree, leaf_hash
 
 __all__ = [
-    "CompactTree",
     "LogInvalid",
     "LogState",
     "chain_next",
@@ -72,32 +71,6 @@ def genesis(origin: str) -> bytes:
 
 def chain_next(previous: bytes, leaf: bytes) -> bytes:
     return hashlib.sha256(_CHAIN + previous + leaf).digest()
-
-
-class CompactTree:
-    """A Merkle tree kept as the roots of its perfect subtrees, largest first: appending is
-    amortised O(1), the root O(log n), memory O(log n)."""
-
-    def __init__(self) -> None:
-        self.size = 0
-        self._peaks: list[bytes] = []
-
-    def append(self, leaf: bytes) -> None:
-        self._peaks.append(leaf)
-        self.size += 1
-        merged = self.size
-        while not merged & 1:  # two subtrees of the same size become one
-            right = self._peaks.pop()
-            self._peaks[-1] = node_hash(self._peaks[-1], right)
-            merged >>= 1
-
-    def root(self) -> bytes:
-        if not self._peaks:
-            return hashlib.sha256(b"").digest()
-        root = self._peaks[-1]
-        for peak in reversed(self._peaks[:-1]):
-            root = node_hash(peak, root)
-        return root
 
 
 @dataclass(frozen=True, kw_only=True)

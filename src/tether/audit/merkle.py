@@ -37,6 +37,7 @@ from collections.abc import Sequence
 
 __all__ = [
     "HASH_SIZE",
+    "CompactTree",
     "ProofInvalid",
     "consistency_proof",
     "inclusion_proof",
@@ -71,19 +72,40 @@ def _split(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
 
 
+class CompactTree:
+    """A Merkle tree kept as the roots of its perfect subtrees, largest first: appending is
+    amortised O(1), the root O(log n), memory O(log n)."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._peaks: list[bytes] = []
+
+    def append(self, leaf: bytes) -> None:
+        self._peaks.append(leaf)
+        self.size += 1
+        merged = self.size
+        while not merged & 1:  # two subtrees of the same size become one
+            right = self._peaks.pop()
+            self._peaks[-1] = node_hash(self._peaks[-1], right)
+            merged >>= 1
+
+    def root(self) -> bytes:
+        """RFC 9162's root: the peaks joined from the right (the split at the largest power
+        of two); SHA-256 of nothing when empty."""
+        if not self._peaks:
+            return _EMPTY_ROOT
+        root = self._peaks[-1]
+        for peak in reversed(self._peaks[:-1]):
+            root = node_hash(peak, root)
+        return root
+
+
 def root_hash(leaves: Sequence[bytes]) -> bytes:
     """The root of the tree over ``leaves`` (leaf hashes); SHA-256 of nothing when empty."""
-    if not leaves:
-        return _EMPTY_ROOT
-    level = list(leaves)
-    while len(level) > 1:
-        # Pairs from the left; an odd last node moves up unchanged. This is the same tree as
-        # RFC 9162's split at the largest power of two.
-        paired = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            paired.append(level[-1])
-        level = paired
-    return level[0]
+    tree = CompactTree()
+    for leaf in leaves:
+        tree.append(leaf)
+    return tree.root()
 
 
 def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 import rfc8785
 
-from tether.audit.chain import CompactTree, LogInvalid, chain_next, genesis, verify_log
-from tether.audit.merkle import leaf_hash, root_hash
+from tether.audit.chain import LogInvalid, chain_next, genesis, verify_log
+from tether.audit.merkle import CompactTree, leaf_hash, root_hash
 from tether.audit.records import AuditRecord, Outcome
 
 ORIGIN = "tether.example/audit/r1"

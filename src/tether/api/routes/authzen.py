@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from tether.api.deps import ServicesDep, bearer_token, client_certificate
 from tether.api.errors import invalid_input
@@ -129,18 +129,20 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
-_FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
+_FLAG = TypeAdapter(bool)
 
 
 def _explain(request: Request) -> bool:
-    """``?explain=`` as a boolean (the spellings FastAPI accepts for a query flag)."""
+    """``?explain=`` as a boolean, read by pydantic as FastAPI reads a query flag."""
     value = request.query_params.get("explain")
-    if value is None or value.lower() in _FALSE:
+    if value is None:
         return False
-    if value.lower() in _TRUE:
-        return True
-    raise InvalidInput("explain: a boolean (true or false)", details={"field": "explain"})
+    try:
+        return _FLAG.validate_python(value)
+    except ValidationError:
+        raise InvalidInput(
+            "explain: a boolean (true or false)", details={"field": "explain"}
+        ) from None
 
 
 _Body = TypeVar("_Body", bound=BaseModel)
