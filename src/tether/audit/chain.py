@@ -14,10 +14,11 @@ of ``{"index": …, "log": <origin>, "record": {…}}``
   entry that was changed, dropped, reordered or spliced in from another log is found at once.
 
 :func:`verify_log` reads entries in order, checks each against its position, its log and the
-stored chain heads, keeps the Merkle root as it goes (:class:`~tether.audit.merkle.CompactTree`: O(log n) memory),
-and checks the roots of the signed checkpoints it passes. It raises :class:`LogInvalid` naming
-the first bad index. Like the Merkle module it needs only the standard library: it hashes the
-bytes as stored (it never re-serialises), so a third party can run it on an export.
+stored chain heads, keeps the Merkle root as it goes
+(:class:`~tether.audit.merkle.CompactTree`: O(log n) memory), and checks the roots of the
+signed checkpoints it passes. It raises :class:`LogInvalid` naming the first bad index. Like
+the Merkle module it needs only the standard library: it hashes the bytes as stored (it never
+re-serialises), so a third party can run it on an export.
 
 Example::
 
