@@ -35,6 +35,7 @@ from typing import Any
 from tether._internal.canonical import call_digest_of, canonical_json
 from tether._internal.clock import Clock
 from tether._internal.ids import new_id
+from tether._internal.kept import KeptFor
 from tether.audit.records import AuditRecord, Outcome
 from tether.audit.sink import AuditSink
 from tether.errors import Error, InvalidInput
@@ -153,7 +154,7 @@ class Checkpoint:
     ) -> None:
         self._directory = directory
         self._events = events
-        self._principals: dict[str, tuple[Agent, Entity]] = {}
+        self._principals: KeptFor[str, Agent, Entity] = KeptFor(limit=MAX_PRINCIPALS)
         self._svids = svids
         self._policies = policies
         self._engine = engine
@@ -242,14 +243,7 @@ class Checkpoint:
         same (immutable) record until it reads the agent again (at once after a change on
         this replica or a change note, else after ``agent_cache_seconds``), so the same
         entity object is reused and the engine can reuse what it derived from it."""
-        kept = self._principals.get(agent.name)
-        if kept is not None and kept[0] is agent:
-            return kept[1]
-        if len(self._principals) >= MAX_PRINCIPALS:
-            self._principals.clear()
-        entity = agent_entity(agent)
-        self._principals[agent.name] = (agent, entity)
-        return entity
+        return self._principals.derived(agent.name, agent, agent_entity)
 
     async def _known_agents(self, request: CheckRequest) -> CheckRequest:
         """Agents are described by the registry, never by the caller: an ``Agent`` resource

@@ -32,6 +32,7 @@ from datetime import timedelta
 
 from tether._internal.clock import Clock
 from tether._internal.ids import new_id
+from tether._internal.kept import Kept
 from tether.audit.records import AuditRecord
 from tether.audit.sink import AuditSink
 from tether.crypto.jwt import VerifiedClaims
@@ -109,7 +110,7 @@ class SvidIssuer:
         self._directory = directory
         self._revocations = revocations
         #: Tokens already verified, until they expire: a cache hit skips the signature check.
-        self._verified: dict[str, VerifiedClaims] = {}
+        self._verified: Kept[str, VerifiedClaims] = Kept(limit=MAX_VERIFIED_CACHE)
 
     def check_audience(self, requested: Sequence[str]) -> tuple[str, ...]:
         """The audiences a token will carry; ``invalid_target`` for one not on the allow-list."""
@@ -217,10 +218,7 @@ class SvidIssuer:
         claims = await self._keyring.verify_issued_reloading(
             token, audience=self._issuer, issuer=self._issuer, now=now, leeway=VERIFY_LEEWAY
         )
-        if len(self._verified) >= MAX_VERIFIED_CACHE:
-            self._verified.clear()
-        self._verified[token] = claims
-        return claims
+        return self._verified.put(token, claims)
 
     async def issue_x509_svid(
         self, caller: AgentCaller, csr_pem: bytes, *, correlation_id: str | None = None

@@ -26,6 +26,7 @@ from typing import Any
 
 import cedarpy
 
+from tether._internal.kept import Kept, KeptFor
 from tether.errors import InvalidPolicySet
 from tether.policy.engine import (
     APPROVAL,
@@ -97,7 +98,9 @@ class CedarPolicies:
     by_agent: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: Positional ids of the policies that apply to any agent.
     shared: tuple[str, ...] = ()
-    _slices: dict[str, cedarpy.PolicySet] = field(default_factory=dict, compare=False)
+    _slices: Kept[str, cedarpy.PolicySet] = field(
+        default_factory=lambda: Kept(limit=MAX_SLICES), compare=False
+    )
 
     @property
     def policy_ids(self) -> tuple[str, ...]:
@@ -112,15 +115,13 @@ class CedarPolicies:
             return self.policy_set
         found = self._slices.get(ref.id)
         if found is None:
-            if len(self._slices) >= MAX_SLICES:
-                self._slices.clear()
             chosen = (*self.by_agent.get(ref.id, ()), *self.shared)
             document = {
                 "staticPolicies": {p: self.policies_json[p] for p in chosen},
                 "templates": {},
                 "templateLinks": [],
             }
-            found = self._slices[ref.id] = cedarpy.PolicySet.from_json_str(json.dumps(document))
+            found = self._slices.put(ref.id, cedarpy.PolicySet.from_json_str(json.dumps(document)))
         return found
 
 
@@ -152,8 +153,8 @@ class CedarEngine:
         self._schema_text = schema if schema is not None else schema_text()
         self._schema = cedarpy.Schema.from_str(self._schema_text)
         self._defaults = defaults if defaults is not None else default_policies()
-        self._parsed: dict[str, cedarpy.Entities] = {}
-        self._principals: dict[str, tuple[Entity, dict[str, Any]]] = {}
+        self._parsed: Kept[str, cedarpy.Entities] = Kept(limit=MAX_PARSED_ENTITIES)
+        self._principals: KeptFor[str, Entity, dict[str, Any]] = KeptFor(limit=MAX_PARSED_ENTITIES)
         problems, self._default_ids = self._problems(self._defaults, reserved_ok=True)
         if problems:
             raise InvalidPolicySet("the shipped policies are invalid", details={"errors": problems})
@@ -230,14 +231,7 @@ class CedarEngine:
         """The principal's Cedar JSON, kept per entity *object*: the checkpoint hands the same
         object for an agent until its registry record changes. Entities are immutable values;
         the kept object stays referenced, so its identity cannot be reused by another."""
-        kept = self._principals.get(principal.ref.id)
-        if kept is not None and kept[0] is principal:
-            return kept[1]
-        if len(self._principals) >= MAX_PARSED_ENTITIES:
-            self._principals.clear()
-        document = _entity_json(principal)
-        self._principals[principal.ref.id] = (principal, document)
-        return document
+        return self._principals.derived(principal.ref.id, principal, _entity_json)
 
     def _entities(self, document: str) -> cedarpy.Entities:
         """The parsed, schema-checked entity graph for ``document``. The same agent calling
@@ -249,10 +243,9 @@ class CedarEngine:
             return cedarpy.Entities.from_json_str(document, schema=self._schema)
         found = self._parsed.get(document)
         if found is None:
-            if len(self._parsed) >= MAX_PARSED_ENTITIES:
-                self._parsed.clear()
-            found = cedarpy.Entities.from_json_str(document, schema=self._schema)
-            self._parsed[document] = found
+            found = self._parsed.put(
+                document, cedarpy.Entities.from_json_str(document, schema=self._schema)
+            )
         return found
 
     def decide(self, compiled: CompiledPolicies, request: DecisionRequest) -> Decision:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tether._internal.kept import Kept
 from tether.errors import InvalidPolicySet
 from tether.policy._cedar import MAX_CACHED_ENTITY_TEXT, CedarEngine, CedarPolicies
 from tether.policy.engine import PolicyEngine
@@ -321,7 +322,7 @@ def test_per_agent_slices_decide_exactly_as_the_whole_set(
     engine: CedarEngine, name: str, tier: str
 ) -> None:
     sliced = engine.compile(SLICED, version=3)
-    whole = replace(sliced, policies_json={}, _slices={})
+    whole = replace(sliced, policies_json={}, _slices=Kept(limit=1))
     cases = [
         ("call_tool", tool("search_faq")),
         ("call_tool", WRITE_TOOL),
