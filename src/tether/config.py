@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tether.errors import ConfigError
 
@@ -30,6 +31,18 @@ __all__ = ["ClientSettings", "Settings"]
 
 DEFAULT_ADDR = "http://127.0.0.1:8200"
 _TRUST_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,253}[a-z0-9])?$")
+_REPLICA_ID = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+#: Numeric settings and their bounds: (name, lowest, highest, the bounds in words).
+_BOUNDS: tuple[tuple[str, float, float, str], ...] = (
+    ("jwt_svid_ttl_seconds", 10, 24 * 3600, "10 s and 24 h"),
+    ("x509_svid_ttl_seconds", 60, 7 * 24 * 3600, "60 s and 7 days"),
+    ("max_body_bytes", 1024, 16 * 1024 * 1024, "1 KiB and 16 MiB"),
+    ("maintenance_interval_seconds", 0.05, 3600, "0.05 s and 1 h"),
+    ("hot_state_refresh_seconds", 0.05, 60, "0.05 s and 60 s"),
+    ("agent_cache_seconds", 0.05, 60, "0.05 s and 60 s"),
+    ("audit_checkpoint_records", 1, 1000, "1 and 1,000"),
+    ("audit_checkpoint_seconds", 0.05, 1, "0.05 s and 1 s"),
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,6 +88,16 @@ class Settings:
     #: again; a change made on this replica (or announced by another, on PostgreSQL) is seen
     #: at once regardless.
     agent_cache_seconds: float = 1.0
+    #: This replica's name; its audit log is ``<issuer host>/audit/<replica id>``. Unset: an
+    #: id made on first start and kept in ``<data_dir>/replica-id``. Two replicas must never
+    #: share one (the second writer of a log is refused).
+    replica_id: str | None = None
+    #: Where signed audit checkpoints are copied besides the database: file paths (one JSON
+    #: line per checkpoint) or http(s) URLs (each checkpoint POSTed).
+    audit_witnesses: tuple[str, ...] = ()
+    #: A checkpoint is signed once this many records are unsigned, or after this long.
+    audit_checkpoint_records: int = 1000
+    audit_checkpoint_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         if not _TRUST_DOMAIN.fullmatch(self.trust_domain):
@@ -84,18 +107,14 @@ class Settings:
             )
         if not (self.issuer.startswith(("http://", "https://")) and "#" not in self.issuer):
             raise ConfigError("issuer must be an http(s) URL without a fragment")
-        if not 10 <= self.jwt_svid_ttl_seconds <= 24 * 3600:
-            raise ConfigError("jwt_svid_ttl_seconds must be between 10 s and 24 h")
-        if not 60 <= self.x509_svid_ttl_seconds <= 7 * 24 * 3600:
-            raise ConfigError("x509_svid_ttl_seconds must be between 60 s and 7 days")
-        if not 1024 <= self.max_body_bytes <= 16 * 1024 * 1024:
-            raise ConfigError("max_body_bytes must be between 1 KiB and 16 MiB")
-        if not 0.05 <= self.maintenance_interval_seconds <= 3600:
-            raise ConfigError("maintenance_interval_seconds must be between 0.05 s and 1 h")
-        if not 0.05 <= self.hot_state_refresh_seconds <= 60:
-            raise ConfigError("hot_state_refresh_seconds must be between 0.05 s and 60 s")
-        if not 0.05 <= self.agent_cache_seconds <= 60:
-            raise ConfigError("agent_cache_seconds must be between 0.05 s and 60 s")
+        for name, low, high, words in _BOUNDS:
+            if not low <= getattr(self, name) <= high:
+                raise ConfigError(f"{name} must be between {words}", details={"setting": name})
+        if self.replica_id is not None and not _REPLICA_ID.fullmatch(self.replica_id):
+            raise ConfigError(
+                "replica_id is 1 to 63 lowercase letters, digits and '-'",
+                details={"setting": "replica_id"},
+            )
         _ = self.proxy_networks  # refuse a bad network list at start, not on first use
         if self.forwarded_client_cert_header and not self.trusted_proxies:
             raise ConfigError(
@@ -133,6 +152,16 @@ class Settings:
         return self.issuer.rstrip("/")
 
     @property
+    def audit_key_name(self) -> str:
+        """The name of the audit checkpoint key in signed notes: ``<issuer host>/audit``."""
+        parts = urlsplit(self.issuer_url)
+        return f"{parts.netloc}{parts.path}/audit"
+
+    def audit_origin(self, replica_id: str) -> str:
+        """The name of ``replica_id``'s audit log: ``<issuer host>/audit/<replica id>``."""
+        return f"{self.audit_key_name}/{replica_id}"
+
+    @property
     def token_endpoint(self) -> str:
         return f"{self.issuer_url}/oauth2/token"
 
@@ -162,6 +191,7 @@ class Settings:
             "TETHER_KEK": "kek_b64",
             "TETHER_ROOT_TOKEN": "root_token",
             "TETHER_FORWARDED_CLIENT_CERT_HEADER": "forwarded_client_cert_header",
+            "TETHER_REPLICA_ID": "replica_id",
         }
         for var, name in simple.items():
             if env.get(var):
@@ -169,6 +199,10 @@ class Settings:
         if env.get("TETHER_TRUSTED_PROXIES"):
             values["trusted_proxies"] = tuple(
                 p.strip() for p in env["TETHER_TRUSTED_PROXIES"].split(",") if p.strip()
+            )
+        if env.get("TETHER_AUDIT_WITNESSES"):
+            values["audit_witnesses"] = tuple(
+                w.strip() for w in env["TETHER_AUDIT_WITNESSES"].split(",") if w.strip()
             )
         if env.get("TETHER_ALLOWED_AUDIENCES"):
             values["allowed_audiences"] = tuple(

@@ -25,7 +25,8 @@ The hierarchy::
     │   ├── AgentExists                 agent_exists
     │   ├── KeyExists                   key_exists
     │   ├── InvalidTransition           invalid_state_transition
-    │   └── VersionConflict             version_conflict
+    │   ├── VersionConflict             version_conflict
+    │   └── LogPositionTaken            audit_log_position_taken
     ├── Unauthenticated                 unauthenticated          401
     ├── Forbidden                       forbidden                403
     ├── OAuthError                      (RFC 6749 §5.2 codes)    400 / 401
@@ -41,6 +42,8 @@ The hierarchy::
     ├── ReplayDetected                  replay_detected          401
     ├── KeyringError                    keyring_error            500
     ├── StoreUnavailable                store_unavailable        503
+    ├── AuditUnavailable                audit_unavailable        503
+    │   └── AuditLogInvalid             audit_log_invalid
     └── ConfigError                     config_invalid
 
 Example::
@@ -60,6 +63,8 @@ from typing import ClassVar
 __all__ = [
     "AgentExists",
     "AgentNotFound",
+    "AuditLogInvalid",
+    "AuditUnavailable",
     "BodyTooLarge",
     "CertificateInvalid",
     "ConfigError",
@@ -82,6 +87,7 @@ __all__ = [
     "KeyExists",
     "KeyNotFound",
     "KeyringError",
+    "LogPositionTaken",
     "NotFound",
     "OAuthError",
     "OperatorTokenNotFound",
@@ -199,6 +205,12 @@ class VersionConflict(Conflict):
     code = "version_conflict"
 
 
+class LogPositionTaken(Conflict):
+    """Another writer appended to this replica's audit log (two replicas share an id)."""
+
+    code = "audit_log_position_taken"
+
+
 class Unauthenticated(Error):
     code = "unauthenticated"
 
@@ -273,6 +285,18 @@ class KeyringError(Error):
 
 class StoreUnavailable(Error):
     code = "store_unavailable"
+
+
+class AuditUnavailable(Error):
+    """A record could not be made durable, so what it records is refused (fail closed)."""
+
+    code = "audit_unavailable"
+
+
+class AuditLogInvalid(AuditUnavailable):
+    """The audit log does not verify (changed, truncated): nothing more is appended to it."""
+
+    code = "audit_log_invalid"
 
 
 class ConfigError(Error):

@@ -1,7 +1,9 @@
 """What only the SQL store promises: migrations, durability, connection setup and failures.
 
 The schema tests run on SQLite and PostgreSQL alike (``sql_url``); the PostgreSQL ones use a
-fresh, empty database per test.
+fresh, empty database per test. Audit records are appended as a log's writer appends them:
+by hand with a :class:`~tests.support.audit.Chainer` per log, or through a real
+:class:`~tether.audit.log.AuditLog` where the test is about the writer.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, make_url
 
+from tests.support.audit import ORIGIN, Chainer, open_log
+from tether._internal.clock import FixedClock
+from tether.audit.log import AuditLocation
 from tether.audit.records import AuditRecord, Outcome
-from tether.errors import ConfigError, ReplayDetected, StoreUnavailable
+from tether.errors import AuditUnavailable, ConfigError, ReplayDetected, StoreUnavailable
 from tether.store.sql import SqlStore, _codec, open_sql_store
 from tether.store.sql.migrate import alembic_config
 from tether.store.sql.tables import VERSION_TABLE, audit_records, metadata
@@ -49,6 +54,12 @@ def make_record(n: int = 1) -> AuditRecord:
         outcome=Outcome.SUCCESS,
         details={"n": n},
     )
+
+
+async def append(store: SqlStore, chainer: Chainer, *records: AuditRecord) -> list[int]:
+    """``records`` appended as the writer ``chainer`` would (one Chainer per log)."""
+    entries, nodes = chainer.entries(records)
+    return await store.append_audit_entries(entries, nodes)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -86,10 +97,14 @@ async def test_migrated_schema_matches_the_tables_metadata(sql_url: str) -> None
 
 
 async def test_migration_is_idempotent(sql_url: str) -> None:
+    chainer = Chainer()
     async with await open_sql_store(sql_url) as store:
-        await store.append_audit(make_record())
+        await append(store, chainer, make_record())
     async with await open_sql_store(sql_url) as store:
         assert [seq for seq, _ in await store.list_audit()] == [1]
+        end = await store.audit_log_end(ORIGIN)
+        assert end is not None
+        assert (end.index, end.chain) == (0, chainer.chain)
         assert await store.run_sync(_versions) == [HEAD]
 
 
@@ -151,15 +166,28 @@ async def test_replicas_consume_a_key_exactly_once(sql_url: str) -> None:
 async def test_replicas_appending_together_number_the_audit_log_without_gaps(
     sql_url: str,
 ) -> None:
+    """Each replica's writer appends to its own log; the records of both are numbered
+    last + 1 among all records, without a gap or a number given twice."""
     one = await open_sql_store(sql_url)
     two = await open_sql_store(sql_url)
+    origins = (ORIGIN, "tether.test/audit/r2")
+    clock = FixedClock()
+    logs = [await open_log(s, clock, origin=o) for s, o in zip((one, two), origins, strict=True)]
     try:
-        appends = [(one, two)[n % 2].append_audit(make_record(n)) for n in range(1, 21)]
-        assert sorted(await asyncio.gather(*appends)) == list(range(1, 21))
+        appends = [logs[n % 2].append(make_record(n)) for n in range(1, 21)]
+        receipts = await asyncio.gather(*appends)
         listed = await one.list_audit()
+        assert sorted(r.sequence for r in receipts) == list(range(1, 21))
         assert [seq for seq, _ in listed] == list(range(1, 21))
         assert {r.id for _, r in listed} == {make_record(n).id for n in range(1, 21)}
+        assert await two.audit_logs() == list(origins)
+        for side, origin in enumerate(origins):
+            mine = [r for n, r in enumerate(receipts, start=1) if n % 2 == side]
+            assert {r.index for r in mine} == set(range(10))
+            entries = await one.audit_entries(origin, start=0, stop=100)
+            assert [e.index for e in entries] == list(range(10))
     finally:
+        await asyncio.gather(*(log.close() for log in logs))
         await asyncio.gather(one.close(), two.close())
 
 
@@ -168,14 +196,56 @@ async def test_replicas_appending_together_number_the_audit_log_without_gaps(
 
 async def test_sqlite_store_keeps_its_data_across_restart(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/tether.db"
+    clock = FixedClock()
     async with await open_sql_store(url) as store:
-        await store.append_audit(make_record(1))
+        log = await open_log(store, clock)
+        try:
+            await log.append(make_record(1))
+        finally:
+            await log.close()  # signs a checkpoint of size 1
         await store.consume_once("jti-1", expires_at=datetime.now(UTC) + timedelta(minutes=5))
     async with await open_sql_store(url) as reopened:
         assert await reopened.list_audit() == [(1, make_record(1))]
-        assert await reopened.append_audit(make_record(2)) == 2
+        head = await reopened.latest_audit_checkpoint(ORIGIN)
+        assert head is not None
+        assert head.size == 1
+        log = await open_log(reopened, clock)  # checks the tail against that checkpoint
+        try:
+            assert log.invalid is None
+            receipt = await log.append(make_record(2))
+        finally:
+            await log.close()
+        assert (receipt.sequence, receipt.index) == (2, 1)
         with pytest.raises(ReplayDetected):
             await reopened.consume_once("jti-1", expires_at=T0)
+
+
+async def test_a_writer_reopened_on_a_new_store_verifies_and_continues_its_log(
+    sql_url: str,
+) -> None:
+    """Entries, chain heads, subtree hashes and checkpoints read back from the database as
+    written: a writer that opens the log again (past a stored subtree of 256 leaves) accepts
+    its tail and appends after it."""
+    clock = FixedClock()
+    async with await open_sql_store(sql_url) as store:
+        log = await open_log(store, clock)
+        try:
+            await asyncio.gather(*(log.append(make_record(n)) for n in range(1, 301)))
+        finally:
+            await log.close()
+    async with await open_sql_store(sql_url) as reopened:
+        assert list(await reopened.audit_tree_nodes(ORIGIN, [(8, 0)])) == [(8, 0)]
+        head = await reopened.latest_audit_checkpoint(ORIGIN)
+        assert head is not None
+        assert head.size == 300
+        log = await open_log(reopened, clock)
+        try:
+            assert log.invalid is None
+            assert (log.size, log.signed_size) == (300, 300)
+            receipt = await log.append(make_record(301))
+        finally:
+            await log.close()
+        assert (receipt.sequence, receipt.index) == (301, 300)
 
 
 async def test_sqlite_data_directory_is_created(tmp_path: Path) -> None:
@@ -190,7 +260,7 @@ async def test_every_sqlite_url_runs_on_the_sync_pysqlite_driver(
 ) -> None:
     async with await open_sql_store(f"{scheme}:///{tmp_path}/tether.db") as store:
         assert store.url.drivername == "sqlite+pysqlite"
-        await store.append_audit(make_record())
+        assert await append(store, Chainer(), make_record()) == [1]
         assert [seq for seq, _ in await store.list_audit()] == [1]
 
 
@@ -206,10 +276,18 @@ async def test_sqlite_connections_are_durable_wal_with_foreign_keys(tmp_path: Pa
 
 async def test_sql_store_reads_back_aware_utc_from_a_naive_backend(tmp_path: Path) -> None:
     async with await open_sql_store(f"sqlite:///{tmp_path}/tether.db") as store:
-        await store.append_audit(make_record())
+        log = await open_log(store, FixedClock(T0))
+        try:
+            await log.append(make_record())
+        finally:
+            await log.close()  # signs a checkpoint at T0
         [(_, record)] = await store.list_audit()
-    assert record.time.tzinfo is not None
-    assert record.time == make_record().time
+        checkpoint = await store.latest_audit_checkpoint(ORIGIN)
+    assert checkpoint is not None
+    for value in (record.time, checkpoint.signed_at):
+        assert value.tzinfo is not None
+        assert value.utcoffset() == timedelta(0)
+        assert value == T0
 
 
 # -- failures --------------------------------------------------------------------------------
@@ -246,15 +324,25 @@ async def test_database_lost_while_open_is_store_unavailable(
     pg_cluster: PgCluster, pg_url: str
 ) -> None:
     async with await open_sql_store(pg_url) as store:
-        await store.append_audit(make_record())  # a pooled connection is open
-        pg_cluster.drop_database(make_url(pg_url).database or "")
-        with pytest.raises(StoreUnavailable, match="unavailable") as caught:
-            await store.list_audit()
-        assert caught.value.__cause__ is None
-        with pytest.raises(StoreUnavailable, match="does not exist"):
-            await store.consume_once("jti-1", expires_at=datetime.now(UTC))
-        with pytest.raises(StoreUnavailable):
-            await store.append_audit(make_record(2))
+        chainer = Chainer("tether.test/audit/direct")
+        await append(store, chainer, make_record())  # a pooled connection is open
+        log = await open_log(store, FixedClock())
+        try:
+            await log.append(make_record(2))
+            pg_cluster.drop_database(make_url(pg_url).database or "")
+            with pytest.raises(StoreUnavailable, match="unavailable") as caught:
+                await store.list_audit()
+            assert caught.value.__cause__ is None
+            with pytest.raises(StoreUnavailable, match="does not exist"):
+                await store.consume_once("jti-1", expires_at=datetime.now(UTC))
+            with pytest.raises(StoreUnavailable):
+                await append(store, chainer, make_record(3))
+            with pytest.raises(StoreUnavailable):
+                await store.audit_log_end(ORIGIN)
+            with pytest.raises(AuditUnavailable):  # the writer fails closed
+                await log.append(make_record(4))
+        finally:
+            await log.close()
 
 
 async def test_unusable_sqlite_path_is_store_unavailable(tmp_path: Path) -> None:
@@ -296,7 +384,8 @@ def _sqlite_workers() -> list[threading.Thread]:
 async def test_sqlite_units_run_on_one_worker_thread_released_on_close(tmp_path: Path) -> None:
     before = _sqlite_workers()
     store = await open_sql_store(f"sqlite:///{tmp_path}/tether.db")
-    await asyncio.gather(*(store.append_audit(make_record(n)) for n in range(1, 11)))
+    chainers = [Chainer(f"tether.test/audit/w{n}") for n in range(1, 11)]  # ten writers at once
+    await asyncio.gather(*(append(store, c, make_record(n)) for n, c in enumerate(chainers, 1)))
     names = await asyncio.gather(
         *(store.run_sync(lambda _: threading.current_thread().name) for _ in range(10))
     )
@@ -328,9 +417,11 @@ async def test_cancelled_unit_runs_to_completion_and_leaves_no_transaction_open(
         with pytest.raises(asyncio.CancelledError):
             await task
         # Committed, and the write lock given back: another connection reads it and writes.
-        assert await replica.append_audit(make_record(2)) == 2
-        assert await store.append_audit(make_record(3)) == 3
+        assert await append(replica, Chainer("tether.test/audit/r2"), make_record(2)) == [2]
+        assert await append(store, Chainer(), make_record(3)) == [3]
         assert [r.id for _, r in await replica.list_audit()] == ["rec_1", "rec_2", "rec_3"]
+        # The raw insert wrote a record outside any log.
+        assert [r.id for r in await store.unchained_audit_records(limit=10)] == ["rec_1"]
 
 
 def _break_connection(conn: Connection) -> None:
@@ -344,10 +435,11 @@ async def test_broken_sqlite_connection_is_store_unavailable_then_replaced(
     tmp_path: Path,
 ) -> None:
     async with await open_sql_store(f"sqlite:///{tmp_path}/tether.db") as store:
-        await store.append_audit(make_record(1))
+        chainer = Chainer()
+        await append(store, chainer, make_record(1))
         with pytest.raises(StoreUnavailable, match="closed database"):
             await store.run_sync(_break_connection)
-        assert await store.append_audit(make_record(2)) == 2
+        assert await append(store, chainer, make_record(2)) == [2]
 
 
 async def test_failed_unit_rolls_back_everything_it_wrote(sql_url: str) -> None:
@@ -359,4 +451,41 @@ async def test_failed_unit_rolls_back_everything_it_wrote(sql_url: str) -> None:
         with pytest.raises(RuntimeError, match="boom"):
             await store.run_sync(unit, write=True)
         assert await store.list_audit() == []
-        assert await store.append_audit(make_record(1)) == 1
+        assert await append(store, Chainer(), make_record(1)) == [1]
+
+
+def _insert_unchained(records: list[AuditRecord]) -> Callable[[Connection], None]:
+    """Rows as a version before the hash-chained log wrote them: no log, index or entry."""
+
+    def unit(conn: Connection) -> None:
+        conn.execute(audit_records.insert(), [_codec.audit_values(r) for r in records])
+
+    return unit
+
+
+async def test_records_stored_before_the_log_are_adopted_into_it_keeping_their_numbers(
+    sql_url: str,
+) -> None:
+    old = [make_record(n) for n in range(1, 4)]
+    async with await open_sql_store(sql_url) as store:
+        await store.run_sync(_insert_unchained(old), write=True)
+        assert await store.find_audit_record("rec_2") == AuditLocation(
+            sequence=2, record=old[1], log=None, index=None
+        )
+        assert await store.unchained_audit_records(limit=2) == old[:2]
+        assert await store.audit_logs() == []
+        log = await open_log(store, FixedClock())  # adopts them, oldest first
+        try:
+            receipt = await log.append(make_record(4))
+        finally:
+            await log.close()
+        assert await store.unchained_audit_records(limit=10) == []
+        for n, record in enumerate(old):
+            assert await store.find_audit_record(record.id) == AuditLocation(
+                sequence=n + 1, record=record, log=ORIGIN, index=n
+            )
+        assert (receipt.sequence, receipt.index) == (4, 3)
+        assert [seq for seq, _ in await store.list_audit()] == [1, 2, 3, 4]
+        head = await store.latest_audit_checkpoint(ORIGIN)
+        assert head is not None
+        assert head.size == 4

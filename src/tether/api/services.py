@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Sequence
+import secrets
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 import structlog
 
 from tether._internal.clock import Clock, SystemClock
+from tether.audit.log import AuditLog
 from tether.audit.records import AuditRecord
-from tether.audit.sink import AuditSink, StoreAuditSink
+from tether.audit.sink import AuditSink
 from tether.checkpoint import Checkpoint
 from tether.config import Settings
 from tether.crypto.kek import KeyEncryptionKey
@@ -33,12 +36,13 @@ from tether.identity.operators import OperatorTokens
 from tether.identity.registry import Registry
 from tether.identity.revocations import RevocationList
 from tether.identity.svid import VERIFY_LEEWAY, SvidIssuer
-from tether.monitor.events import EventStream
+from tether.monitor.events import Event, EventStream
 from tether.policy._cedar import CedarEngine
 from tether.policy.service import PolicySets
 from tether.store.interfaces import Store
 from tether.store.sql import SqlStore, open_sql_store
 from tether.store.sql.changes import ALL, POLICIES, REVOCATIONS, ChangeListener, topics
+from tether.store.witness import witnesses_from
 
 __all__ = ["Services"]
 
@@ -50,7 +54,7 @@ class Services:
     settings: Settings
     clock: Clock
     store: Store
-    audit: AuditSink
+    audit: AuditLog
     keyring: KeyRing
     registry: Registry
     operators: OperatorTokens
@@ -82,8 +86,10 @@ class Services:
 
     @classmethod
     async def _wire(cls, settings: Settings, clock: Clock, store: Store) -> Services:
-        audit = StoreAuditSink(store)
-        keyring = await _keyring(settings, clock, store, audit)
+        events = EventStream()
+        keyring = await _keyring(settings, clock, store)
+        audit = await _audit_log(settings, clock, store, keyring, events)
+        await _audit_key_changes(audit, clock, keyring.changes)
         operators = OperatorTokens(
             store=store, audit=audit, clock=clock, default_ttl=settings.operator_token_ttl_seconds
         )
@@ -98,7 +104,6 @@ class Services:
             leeway=VERIFY_LEEWAY,
         )
         svids = _svids(settings, clock, store, audit, keyring, directory, revocations)
-        events = EventStream()
         return cls(
             settings=settings,
             clock=clock,
@@ -208,7 +213,10 @@ class Services:
             self.listening.set()
 
     async def close(self) -> None:
-        await self.store.close()
+        try:
+            await self.audit.close()
+        finally:
+            await self.store.close()
 
 
 async def _every(seconds: float, work: Callable[[], Awaitable[None]], event: str) -> None:
@@ -226,9 +234,10 @@ async def _every(seconds: float, work: Callable[[], Awaitable[None]], event: str
             log.exception(event, code="internal_error", error=type(exc).__name__)
 
 
-async def _keyring(settings: Settings, clock: Clock, store: Store, audit: AuditSink) -> KeyRing:
-    """The key ring, its first keys created or due keys rotated, every change audited."""
-    keyring = await KeyRing.open(
+async def _keyring(settings: Settings, clock: Clock, store: Store) -> KeyRing:
+    """The key ring, its first keys created or due keys rotated (audited by the caller, once
+    the audit log, which signs with one of them, is open)."""
+    return await KeyRing.open(
         persistence=store,
         kek=_kek(settings),
         now=clock.now(),
@@ -236,8 +245,44 @@ async def _keyring(settings: Settings, clock: Clock, store: Store, audit: AuditS
         signing_key_max_age=timedelta(days=settings.signing_key_max_age_days),
         token_max_ttl=timedelta(seconds=settings.jwt_svid_ttl_seconds),
     )
-    await _audit_key_changes(audit, clock, keyring.changes)
-    return keyring
+
+
+async def _audit_log(
+    settings: Settings, clock: Clock, store: Store, keyring: KeyRing, events: EventStream
+) -> AuditLog:
+    """This replica's audit log, signed with the key ring's audit key; its problems (the
+    sink failing, a witness down, a log that does not verify) are logged and published."""
+
+    def problem(kind: str, details: Mapping[str, object]) -> None:
+        log.error(kind, **details)
+        events.publish(Event(type=kind, time=clock.now().timestamp(), data=dict(details)))
+
+    return await AuditLog.open(
+        store=store,
+        origin=settings.audit_origin(settings.replica_id or _replica_id(settings.data_dir)),
+        key_name=settings.audit_key_name,
+        signer=keyring.audit_signer,
+        clock=clock,
+        witnesses=witnesses_from(settings.audit_witnesses),
+        checkpoint_every=settings.audit_checkpoint_records,
+        checkpoint_seconds=settings.audit_checkpoint_seconds,
+        on_problem=problem,
+    )
+
+
+def _replica_id(data_dir: Path) -> str:
+    """The id kept in ``<data_dir>/replica-id``, made on first start."""
+    path = data_dir / "replica-id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        replica = f"r-{secrets.token_hex(4)}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(replica + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        return replica
 
 
 def _svids(  # noqa: PLR0917 - private, called once

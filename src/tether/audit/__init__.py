@@ -1,4 +1,4 @@
-"""Proof of control: audit records and the sink every state change goes through.
+"""Proof of control: audit records, the tamper-evident log they go to, and its proofs.
 
 Example::
 
@@ -8,7 +8,8 @@ Example::
     'agent.registered'
 """
 
+from tether.audit.log import AuditLog
 from tether.audit.records import AuditReceipt, AuditRecord, Outcome
-from tether.audit.sink import AuditSink, StoreAuditSink
+from tether.audit.sink import AuditSink
 
-__all__ = ["AuditReceipt", "AuditRecord", "AuditSink", "Outcome", "StoreAuditSink"]
+__all__ = ["AuditLog", "AuditReceipt", "AuditRecord", "AuditSink", "Outcome"]

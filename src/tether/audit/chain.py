@@ -48,7 +48,9 @@ from tether.audit.merkle import CompactTree, leaf_hash
 __all__ = [
     "LogInvalid",
     "LogState",
+    "LogVerifier",
     "chain_next",
+    "check_entry",
     "genesis",
     "verify_log",
 ]
@@ -94,29 +96,72 @@ def verify_log(
     place and its log, matches the stored chain head of its place (``chain_heads``, if
     given), and the Merkle root at every size in ``checkpoints`` (size → signed root) is the
     one signed. :class:`LogInvalid` names the first bad entry."""
-    heads = iter(chain_heads) if chain_heads is not None else None
-    wanted = dict(checkpoints or {})
-    tree, chain = CompactTree(), genesis(origin)
+    verifier = LogVerifier(origin=origin, checkpoints=checkpoints)
+    verifier.feed(entries, chain_heads)
+    return verifier.finish()
+
+
+class LogVerifier:
+    """:func:`verify_log` in steps, for a log read in pages: :meth:`feed` each page in order,
+    then :meth:`finish`. It may start part-way, from a state already trusted (``tree`` and
+    ``chain`` after the first ``tree.size`` entries)."""
+
+    def __init__(
+        self,
+        *,
+        origin: str,
+        checkpoints: Mapping[int, bytes] | None = None,
+        tree: CompactTree | None = None,
+        chain: bytes | None = None,
+    ) -> None:
+        self.origin = origin
+        self.tree = tree.copy() if tree is not None else CompactTree()
+        self.chain = chain if chain is not None else genesis(origin)
+        self._wanted = {n: r for n, r in (checkpoints or {}).items() if n > self.tree.size}
+        self._prefix = b',"log":' + json.dumps(origin, ensure_ascii=False).encode() + b',"record":'
+
+    def feed(self, entries: Iterable[bytes], chain_heads: Iterable[bytes] | None = None) -> None:
+        heads = iter(chain_heads) if chain_heads is not None else None
+        tree, chain, wanted, log = self.tree, self.chain, self._wanted, self._prefix
+        try:
+            for entry in entries:
+                index = tree.size
+                # Canonical JSON sorts the keys, so an entry starts with exactly these bytes:
+                # checked without parsing it (the hash covers the record; parsing only explains
+                # a refusal).
+                if not (entry.startswith(b'{"index":%d%s' % (index, log)) and entry.endswith(b"}")):
+                    _refuse_entry(entry, index, self.origin)
+                leaf = leaf_hash(entry)
+                chain = chain_next(chain, leaf)
+                tree.append(leaf)
+                if heads is not None and next(heads, None) != chain:
+                    raise LogInvalid(
+                        index, "its chain head does not match: changed, or not in its place"
+                    )
+                signed = wanted.pop(tree.size, None)
+                if signed is not None and tree.root() != signed:
+                    raise LogInvalid(index, f"the root at size {tree.size} is not the signed one")
+            if heads is not None and next(heads, None) is not None:
+                raise LogInvalid(tree.size, "there are chain heads for entries that are missing")
+        finally:
+            self.chain = chain
+
+    def finish(self) -> LogState:
+        """The verified state; :class:`LogInvalid` if a signed size lies beyond the end."""
+        if self._wanted:
+            size = min(self._wanted)
+            raise LogInvalid(
+                self.tree.size, f"the log ends before the signed size {size}: truncated"
+            )
+        return LogState(size=self.tree.size, root=self.tree.root(), chain=self.chain)
+
+
+def check_entry(entry: bytes, *, origin: str, index: int) -> None:
+    """That ``entry`` is entry ``index`` of the log ``origin`` in canonical form (what
+    :class:`LogVerifier` checks of each entry); :class:`LogInvalid` otherwise."""
     log = b',"log":' + json.dumps(origin, ensure_ascii=False).encode() + b',"record":'
-    for index, entry in enumerate(entries):
-        # Canonical JSON sorts the keys, so an entry starts with exactly these bytes: checked
-        # without parsing it (the hash covers the record; parsing only explains a refusal).
-        if not (entry.startswith(b'{"index":%d%s' % (index, log)) and entry.endswith(b"}")):
-            _refuse_entry(entry, index, origin)
-        leaf = leaf_hash(entry)
-        chain = chain_next(chain, leaf)
-        tree.append(leaf)
-        if heads is not None and next(heads, None) != chain:
-            raise LogInvalid(index, "its chain head does not match: changed, or not in its place")
-        signed = wanted.pop(tree.size, None)
-        if signed is not None and tree.root() != signed:
-            raise LogInvalid(index, f"the root at size {tree.size} is not the signed one")
-    if wanted:
-        size = min(wanted)
-        raise LogInvalid(tree.size, f"the log ends before the signed size {size}: truncated")
-    if heads is not None and next(heads, None) is not None:
-        raise LogInvalid(tree.size, "there are chain heads for entries that are missing")
-    return LogState(size=tree.size, root=tree.root(), chain=chain)
+    if not (entry.startswith(b'{"index":%d%s' % (index, log)) and entry.endswith(b"}")):
+        _refuse_entry(entry, index, origin)
 
 
 def _refuse_entry(entry: bytes, index: int, origin: str) -> None:

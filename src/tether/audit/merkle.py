@@ -33,16 +33,20 @@ Verification raises :class:`ProofInvalid` (never returns a bare bool). Example::
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = [
     "HASH_SIZE",
     "CompactTree",
     "ProofInvalid",
+    "RangeHash",
+    "consistency_path",
     "consistency_proof",
+    "inclusion_path",
     "inclusion_proof",
     "leaf_hash",
     "node_hash",
+    "peak_ranges",
     "root_hash",
     "verify_consistency",
     "verify_inclusion",
@@ -80,6 +84,19 @@ class CompactTree:
         self.size = 0
         self._peaks: list[bytes] = []
 
+    @classmethod
+    def from_peaks(cls, size: int, peaks: Sequence[bytes]) -> CompactTree:
+        """The tree of ``size`` leaves whose perfect subtrees (one per set bit of ``size``,
+        largest first) have the roots ``peaks``."""
+        if size < 0 or len(peaks) != size.bit_count():
+            raise ValueError(f"a tree of {size} leaves has {size.bit_count()} peaks")
+        tree = cls()
+        tree.size, tree._peaks = size, list(peaks)
+        return tree
+
+    def copy(self) -> CompactTree:
+        return CompactTree.from_peaks(self.size, self._peaks)
+
     def append(self, leaf: bytes) -> None:
         self._peaks.append(leaf)
         self.size += 1
@@ -88,6 +105,23 @@ class CompactTree:
             right = self._peaks.pop()
             self._peaks[-1] = node_hash(self._peaks[-1], right)
             merged >>= 1
+
+    def append_nodes(self, leaf: bytes, *, min_level: int) -> list[tuple[int, int, bytes]]:
+        """:meth:`append`, returning the perfect subtrees it completed of height ≥
+        ``min_level`` as ``(level, index, hash)``: node ``index`` of level ``level`` covers
+        leaves ``[index·2^level, (index+1)·2^level)``."""
+        self._peaks.append(leaf)
+        self.size += 1
+        done: list[tuple[int, int, bytes]] = []
+        merged, level = self.size, 0
+        while not merged & 1:
+            right = self._peaks.pop()
+            self._peaks[-1] = node_hash(self._peaks[-1], right)
+            merged >>= 1
+            level += 1
+            if level >= min_level:
+                done.append((level, (self.size >> level) - 1, self._peaks[-1]))
+        return done
 
     def root(self) -> bytes:
         """RFC 9162's root: the peaks joined from the right (the split at the largest power
@@ -100,6 +134,17 @@ class CompactTree:
         return root
 
 
+def peak_ranges(size: int) -> list[tuple[int, int]]:
+    """The leaf ranges ``[a, b)`` of the perfect subtrees of a tree of ``size``, largest first
+    (what :meth:`CompactTree.from_peaks` takes the roots of)."""
+    ranges, start = [], 0
+    for level in reversed(range(size.bit_length())):
+        if size >> level & 1:
+            ranges.append((start, start + (1 << level)))
+            start += 1 << level
+    return ranges
+
+
 def root_hash(leaves: Sequence[bytes]) -> bytes:
     """The root of the tree over ``leaves`` (leaf hashes); SHA-256 of nothing when empty."""
     tree = CompactTree()
@@ -108,34 +153,60 @@ def root_hash(leaves: Sequence[bytes]) -> bytes:
     return tree.root()
 
 
+#: ``subtree(a, b)``: the root of the tree over leaves ``[a, b)`` (RFC 9162's ``MTH``).
+RangeHash = Callable[[int, int], bytes]
+
+
+def inclusion_path(subtree: RangeHash, index: int, size: int) -> list[bytes]:
+    """RFC 9162 §2.1.3.1 ``PATH(index, D[0:size])``, the siblings from the leaf up, asking
+    ``subtree`` for the root of each sibling range (a store answers from stored nodes)."""
+    if not 0 <= index < size:
+        raise ValueError(f"no leaf {index} in a tree of {size}")
+    path: list[bytes] = []
+    lo, hi = 0, size
+    while hi - lo > 1:
+        k = _split(hi - lo)
+        if index < lo + k:
+            path.append(subtree(lo + k, hi))
+            hi = lo + k
+        else:
+            path.append(subtree(lo, lo + k))
+            lo += k
+    return path[::-1]
+
+
+def consistency_path(subtree: RangeHash, size1: int, size2: int) -> list[bytes]:
+    """RFC 9162 §2.1.4.1 ``PROOF(size1, D[0:size2])``: that the tree of the first ``size1``
+    leaves is a prefix of the tree of ``size2``."""
+    if not 0 < size1 <= size2:
+        raise ValueError(f"no consistency proof from size {size1} to {size2}")
+    proof: list[bytes] = []
+    lo, hi, m, complete = 0, size2, size1, True
+    while m != hi - lo:  # SUBPROOF(m, D[lo:hi], complete)
+        k = _split(hi - lo)
+        if m <= k:
+            proof.append(subtree(lo + k, hi))
+            hi = lo + k
+        else:
+            proof.append(subtree(lo, lo + k))
+            lo, m, complete = lo + k, m - k, False
+    if not complete:
+        proof.append(subtree(lo, hi))
+    return proof[::-1]
+
+
+def _over(leaves: Sequence[bytes]) -> RangeHash:
+    return lambda a, b: root_hash(leaves[a:b])
+
+
 def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
-    """RFC 9162 §2.1.3.1 ``PATH(index, leaves)``: the siblings from the leaf up to the root."""
-    if not 0 <= index < len(leaves):
-        raise ValueError(f"no leaf {index} in a tree of {len(leaves)}")
-    if len(leaves) == 1:
-        return []
-    k = _split(len(leaves))
-    if index < k:
-        return [*inclusion_proof(leaves[:k], index), root_hash(leaves[k:])]
-    return [*inclusion_proof(leaves[k:], index - k), root_hash(leaves[:k])]
+    """:func:`inclusion_path` over a list of leaf hashes."""
+    return inclusion_path(_over(leaves), index, len(leaves))
 
 
 def consistency_proof(leaves: Sequence[bytes], size1: int) -> list[bytes]:
-    """RFC 9162 §2.1.4.1 ``PROOF(size1, leaves)``: that the tree of the first ``size1`` leaves
-    is a prefix of the tree over all of them."""
-    if not 0 < size1 <= len(leaves):
-        raise ValueError(f"no consistency proof from size {size1} to {len(leaves)}")
-    return _subproof(leaves, size1, complete=True)
-
-
-def _subproof(leaves: Sequence[bytes], m: int, *, complete: bool) -> list[bytes]:
-    n = len(leaves)
-    if m == n:
-        return [] if complete else [root_hash(leaves)]
-    k = _split(n)
-    if m <= k:
-        return [*_subproof(leaves[:k], m, complete=complete), root_hash(leaves[k:])]
-    return [*_subproof(leaves[k:], m - k, complete=False), root_hash(leaves[:k])]
+    """:func:`consistency_path` from ``size1`` to all of ``leaves``."""
+    return consistency_path(_over(leaves), size1, len(leaves))
 
 
 # -- verification (standard library only) -----------------------------------------------

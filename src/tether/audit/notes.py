@@ -47,6 +47,7 @@ __all__ = [
     "TreeHead",
     "key_id",
     "open_note",
+    "parse_verifier_key",
     "sign_note",
     "verifier_key",
 ]
@@ -74,6 +75,19 @@ def verifier_key(name: str, public_key: bytes) -> str:
     """How a verifier key is shared: ``name+<hex key id>+<base64(0x01 || public key)>``."""
     encoded = base64.b64encode(bytes([ED25519]) + public_key).decode()
     return f"{_checked_name(name)}+{key_id(name, public_key).hex()}+{encoded}"
+
+
+def parse_verifier_key(text: str) -> tuple[str, bytes]:
+    """The name and Ed25519 public key of a verifier key written by :func:`verifier_key`;
+    :class:`NoteInvalid` unless its key id matches (a typo cannot name another key)."""
+    name, _, rest = text.strip().partition("+")
+    hex_id, _, encoded = rest.partition("+")
+    raw = _b64(encoded, "verifier key")
+    if len(raw) != 33 or raw[0] != ED25519:
+        raise NoteInvalid("a verifier key holds an Ed25519 key (0x01 and 32 bytes)")
+    if key_id(_checked_name(name), raw[1:]).hex() != hex_id.lower():
+        raise NoteInvalid("the verifier key's id does not match its key")
+    return name, raw[1:]
 
 
 @dataclass(frozen=True, kw_only=True)

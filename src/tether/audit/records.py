@@ -111,7 +111,9 @@ class AuditRecord:
 
 @dataclass(frozen=True, kw_only=True)
 class AuditReceipt:
-    """What a sink hands back once a record is durable: its id and position in the log."""
+    """What a sink hands back once a record is durable: its id, its number among all records
+    (``sequence``, every replica's) and its place in this replica's log (``index``)."""
 
     record_id: str
     sequence: int
+    index: int | None = None

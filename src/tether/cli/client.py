@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 import httpx
 import typer
@@ -49,6 +49,20 @@ class Api:
     def raw(self, method: str, path: str, **kwargs: Any) -> str:
         """The response body as text (for plain-text endpoints)."""
         return self._send(method, path, **kwargs).text
+
+    def download(self, path: str, into: IO[bytes], **kwargs: Any) -> int:
+        """Stream the body of ``GET path`` into ``into``; the bytes written."""
+        written = 0
+        try:
+            with self._client.stream("GET", path, **kwargs) as response:
+                if not response.is_success:
+                    response.read()
+                    self._raise(response)
+                for chunk in response.iter_bytes():
+                    written += into.write(chunk)
+        except httpx.TransportError as exc:
+            fail(f"cannot reach {self.settings.addr}: {type(exc).__name__}", exit_codes.UNAVAILABLE)
+        return written
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:

@@ -11,6 +11,7 @@ code   meaning
 5      conflict: already exists, wrong state, changed meanwhile
 6      not authenticated or not allowed (check TETHER_TOKEN and its role)
 7      the server cannot be reached or is not ready (check TETHER_ADDR)
+8      verification failed: an audit log or proof bundle does not prove what it claims
 =====  ==========================================================
 """
 
@@ -24,6 +25,7 @@ NOT_FOUND = 4
 CONFLICT = 5
 AUTH = 6
 UNAVAILABLE = 7
+NOT_PROVEN = 8
 
 BY_STATUS = {
     400: INVALID_INPUT,
@@ -41,4 +43,5 @@ REMEDY = {
     CONFLICT: "the object exists or is in another state: `tether agent show NAME`",
     AUTH: "set TETHER_TOKEN to a token with the right role (`tether token create`)",
     UNAVAILABLE: "start the server (`tether serve --dev`) or set TETHER_ADDR",
+    NOT_PROVEN: "the first bad index is named above; compare with a witness or a backup",
 }

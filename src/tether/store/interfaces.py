@@ -11,11 +11,11 @@ duplicate; ``update_agent`` is optimistic (``expected_version``) and raises
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from tether.audit.records import AuditRecord
+from tether.audit.log import AuditLogStore
+from tether.audit.reader import AuditReadStore
 from tether.crypto.stored import KeyPurpose, StoredKey
 from tether.identity.models import (
     Agent,
@@ -172,19 +172,9 @@ class KeyRingStore(Protocol):
         ...
 
 
-class AuditStore(Protocol):
-    async def append_audit_many(self, records: Sequence[AuditRecord]) -> list[int]:
-        """Append ``records`` in order, all in one transaction (one durable commit), and
-        return their sequence numbers; if one is refused, none is written."""
-        ...
-
-    async def append_audit(self, record: AuditRecord) -> int:
-        """Durably append; return the record's sequence number (1, 2, …)."""
-        ...
-
-    async def list_audit(
-        self, *, after_sequence: int = 0, limit: int = 100, type_prefix: str | None = None
-    ) -> list[tuple[int, AuditRecord]]: ...
+class AuditStore(AuditLogStore, AuditReadStore, Protocol):
+    """The audit log's storage: what its writer needs (:class:`tether.audit.log.AuditLogStore`)
+    and what its readers need (:class:`tether.audit.reader.AuditReadStore`)."""
 
 
 class PolicyStore(Protocol):

@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import fields, replace
 from datetime import UTC, datetime
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
 from tether._internal.clock import Clock, SystemClock
+from tether.audit.log import AuditLocation, LogEntry, SignedCheckpoint, StoredEntry
 from tether.audit.records import AuditRecord
+from tether.audit.tiles import TreeNode
 from tether.crypto.stored import KeyPurpose, StoredKey
 from tether.errors import (
     AgentExists,
@@ -37,6 +39,7 @@ from tether.errors import (
     Conflict,
     KeyExists,
     KeyNotFound,
+    LogPositionTaken,
     OperatorTokenNotFound,
     PolicySetNotFound,
     ReplayDetected,
@@ -114,6 +117,11 @@ class MemoryStore:
         self._stored_keys: dict[str, StoredKey] = {}
         self._audit: list[AuditRecord] = []
         self._audit_ids: set[str] = set()
+        # Where each record sits: record id → (log, index); a log's entries in order.
+        self._audit_places: dict[str, tuple[str, int]] = {}
+        self._entries: dict[str, list[StoredEntry]] = {}
+        self._nodes: dict[tuple[str, int, int], bytes] = {}
+        self._checkpoints: dict[str, dict[int, SignedCheckpoint]] = {}
         self._policy_sets: list[PolicySetVersion] = []  # version n at index n - 1
         self._active_policy: int | None = None
         self._revocations: dict[str, Revocation] = {}
@@ -437,33 +445,117 @@ class MemoryStore:
 
     # -- audit ---------------------------------------------------------------------------
 
-    async def append_audit_many(self, records: Sequence[AuditRecord]) -> list[int]:
-        stored = [_utc(replace(r, details=_json_round_trip(dict(r.details)))) for r in records]
+    async def append_audit_entries(
+        self, entries: Sequence[LogEntry], nodes: Sequence[TreeNode], *, adopt: bool = False
+    ) -> list[int]:
+        if not entries:
+            return []
+        for entry in entries:
+            _as_utc(entry.record.time)
+        log = entries[0].log
         async with self._lock:
-            ids = [r.id for r in records]
-            if len(set(ids)) != len(ids) or self._audit_ids.intersection(ids):
-                raise Conflict("an audit record of the batch was appended already")
-            self._audit_ids.update(ids)
-            first = len(self._audit) + 1
-            self._audit.extend(stored)
-            return list(range(first, first + len(stored)))
+            stored = self._entries.setdefault(log, [])
+            if len(stored) != entries[0].index:
+                raise LogPositionTaken(
+                    f"audit log {log!r} ends at {len(stored) - 1}, not {entries[0].index - 1}: "
+                    "another writer appends to it",
+                    details={"log": log},
+                )
+            ids = [e.record.id for e in entries]
+            if adopt:
+                if any(i not in self._audit_ids or i in self._audit_places for i in ids):
+                    raise LogPositionTaken("an audit record was adopted by another log")
+                numbers = [n for n, r in enumerate(self._audit, start=1) if r.id in set(ids)]
+            else:
+                if len(set(ids)) != len(ids) or self._audit_ids.intersection(ids):
+                    raise Conflict("an audit record of the batch was appended already")
+                self._audit_ids.update(ids)
+                first = len(self._audit) + 1
+                self._audit += [
+                    _utc(replace(e.record, details=_json_round_trip(dict(e.record.details))))
+                    for e in entries
+                ]
+                numbers = list(range(first, first + len(entries)))
+            for e in entries:
+                self._audit_places[e.record.id] = (log, e.index)
+                stored.append(StoredEntry(index=e.index, entry=e.entry, chain=e.chain))
+            for level, index, digest in nodes:
+                self._nodes[(log, level, index)] = digest
+            return numbers
 
-    async def append_audit(self, record: AuditRecord) -> int:
-        stored = _utc(replace(record, details=_json_round_trip(dict(record.details))))
+    async def audit_log_end(self, log: str) -> StoredEntry | None:
         async with self._lock:
-            if record.id in self._audit_ids:
-                raise Conflict(f"audit record {record.id!r} was appended already")
-            self._audit_ids.add(record.id)
-            self._audit.append(stored)
-            return len(self._audit)
+            stored = self._entries.get(log)
+            return stored[-1] if stored else None
+
+    async def audit_entries(self, log: str, *, start: int, stop: int) -> list[StoredEntry]:
+        async with self._lock:
+            return self._entries.get(log, [])[max(0, start) : max(0, stop)]
+
+    async def audit_tree_nodes(
+        self, log: str, keys: Collection[tuple[int, int]]
+    ) -> dict[tuple[int, int], bytes]:
+        async with self._lock:
+            found = {(lv, i): self._nodes.get((log, lv, i)) for lv, i in keys}
+        return {k: v for k, v in found.items() if v is not None}
+
+    async def add_audit_checkpoint(self, checkpoint: SignedCheckpoint) -> None:
+        stored_checkpoint = replace(checkpoint, signed_at=_as_utc(checkpoint.signed_at))
+        async with self._lock:
+            held = self._checkpoints.setdefault(checkpoint.log, {})
+            earlier = held.get(checkpoint.size)
+            if earlier is not None and earlier.root != checkpoint.root:
+                raise Conflict(
+                    f"a checkpoint of {checkpoint.log!r} at size {checkpoint.size} with another "
+                    "root is stored already",
+                    details={"log": checkpoint.log, "size": checkpoint.size},
+                )
+            held.setdefault(checkpoint.size, stored_checkpoint)
+
+    async def latest_audit_checkpoint(self, log: str) -> SignedCheckpoint | None:
+        async with self._lock:
+            held = self._checkpoints.get(log, {})
+            return held[max(held)] if held else None
+
+    async def audit_checkpoints(
+        self, log: str, *, after_size: int = 0, limit: int = 1000
+    ) -> list[SignedCheckpoint]:
+        async with self._lock:
+            held = self._checkpoints.get(log, {})
+            return [held[n] for n in sorted(held) if n > after_size][: max(0, limit)]
+
+    async def audit_logs(self) -> list[str]:
+        async with self._lock:
+            return sorted(log for log, stored in self._entries.items() if stored)
+
+    async def unchained_audit_records(self, *, limit: int) -> list[AuditRecord]:
+        async with self._lock:
+            loose = [r for r in self._audit if r.id not in self._audit_places]
+        return loose[: max(0, limit)]
+
+    async def find_audit_record(self, record_id: str) -> AuditLocation | None:
+        async with self._lock:
+            for sequence, record in enumerate(self._audit, start=1):
+                if record.id == record_id:
+                    log, index = self._audit_places.get(record_id, (None, None))
+                    return AuditLocation(sequence=sequence, record=record, log=log, index=index)
+        return None
 
     async def list_audit(
-        self, *, after_sequence: int = 0, limit: int = 100, type_prefix: str | None = None
+        self,
+        *,
+        after_sequence: int = 0,
+        limit: int = 100,
+        type_prefix: str | None = None,
+        correlation_id: str | None = None,
     ) -> list[tuple[int, AuditRecord]]:
         async with self._lock:
             numbered = list(enumerate(self._audit, start=1))[max(0, after_sequence) :]
         chosen = [
-            (seq, r) for seq, r in numbered if type_prefix is None or r.type.startswith(type_prefix)
+            (seq, r)
+            for seq, r in numbered
+            if (type_prefix is None or r.type.startswith(type_prefix))
+            and (correlation_id is None or r.correlation_id == correlation_id)
         ]
         return chosen[: max(0, limit)]
 

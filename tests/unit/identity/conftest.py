@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.support.audit import open_log
 from tether._internal.clock import FixedClock
-from tether.audit.sink import StoreAuditSink
 from tether.identity.access import Actor
 from tether.identity.models import Role
 from tether.identity.registry import Registry
@@ -39,10 +39,10 @@ def store() -> MemoryStore:
 
 
 @pytest.fixture
-def registry(store: MemoryStore, clock: FixedClock) -> Registry:
-    return Registry(
-        store=store, audit=StoreAuditSink(store), clock=clock, trust_domain=TRUST_DOMAIN
-    )
+async def registry(store: MemoryStore, clock: FixedClock) -> AsyncIterator[Registry]:
+    audit = await open_log(store, clock)
+    yield Registry(store=store, audit=audit, clock=clock, trust_domain=TRUST_DOMAIN)
+    await audit.close()
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tests.support.audit import open_log
 from tether._internal.clock import FixedClock
-from tether.audit.sink import StoreAuditSink
 from tether.crypto.assertion import generate_agent_key, sign_client_assertion
 from tether.errors import InvalidClient
 from tether.identity.access import Actor
@@ -26,7 +26,7 @@ T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 async def test_replay_is_refused_in_the_last_second_an_assertion_is_accepted() -> None:
     clock = FixedClock(T0)
     store = MemoryStore(clock=clock)
-    audit = StoreAuditSink(store)
+    audit = await open_log(store)
     registry = Registry(store=store, audit=audit, clock=clock, trust_domain=TRUST_DOMAIN)
     root = Actor.system("test")
     agent = await registry.register(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from tests.support.audit import open_log
 from tether._internal.clock import FixedClock
-from tether.audit.sink import StoreAuditSink
 from tether.identity.access import Actor
 from tether.identity.directory import AgentDirectory
 from tether.identity.models import Agent, AgentState
@@ -93,7 +93,7 @@ async def test_a_read_that_raced_a_change_is_not_kept() -> None:
     directory = AgentDirectory(store, ttl=3600)
     registry = Registry(
         store=store,
-        audit=StoreAuditSink(store),
+        audit=await open_log(store),
         clock=FixedClock(),
         trust_domain="acme.org",
         directory=directory,

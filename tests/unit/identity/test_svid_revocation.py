@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.audit import open_log
 from tether._internal.clock import FixedClock
 from tether.audit.records import AuditReceipt, AuditRecord, Outcome
-from tether.audit.sink import StoreAuditSink
 from tether.crypto.kek import KeyEncryptionKey
 from tether.crypto.keyring import KeyRing
 from tether.errors import (
@@ -131,7 +131,8 @@ class World:
 async def build(*, audit: Any = None) -> World:
     clock = FixedClock(T0)
     store = _Store(clock=clock)
-    sink = audit or StoreAuditSink(store)
+    log = await open_log(store)
+    sink = audit or log
     keyring = await KeyRing.open(
         persistence=store,
         kek=KeyEncryptionKey.generate(),
@@ -145,7 +146,7 @@ async def build(*, audit: Any = None) -> World:
     )
     registry = Registry(
         store=store,
-        audit=StoreAuditSink(store),
+        audit=log,
         clock=clock,
         trust_domain=TRUST_DOMAIN,
         revocations=revocations,

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from tests.support.audit import open_log
 from tether._internal.clock import FixedClock
-from tether.audit.sink import StoreAuditSink
 from tether.errors import Forbidden, InvalidPolicySet, PolicySetNotFound, VersionConflict
 from tether.identity.access import Actor
 from tether.identity.models import Role
@@ -46,7 +46,7 @@ def store() -> MemoryStore:
 @pytest.fixture
 async def sets(store: MemoryStore, engine: CedarEngine) -> PolicySets:
     return await PolicySets.open(
-        store=store, engine=engine, audit=StoreAuditSink(store), clock=FixedClock()
+        store=store, engine=engine, audit=await open_log(store), clock=FixedClock()
     )
 
 
@@ -108,7 +108,7 @@ async def test_a_replica_follows_the_version_another_applied(
     sets: PolicySets, store: MemoryStore, engine: CedarEngine
 ) -> None:
     replica = await PolicySets.open(
-        store=store, engine=engine, audit=StoreAuditSink(store), clock=FixedClock()
+        store=store, engine=engine, audit=await open_log(store), clock=FixedClock()
     )
     await sets.apply(V1, actor=SECURITY)
     before = replica.current
@@ -137,7 +137,7 @@ async def test_a_stored_set_a_replica_cannot_compile_is_tried_once_and_the_last_
 ) -> None:
     engine = RefusingEngine()
     replica = await PolicySets.open(
-        store=store, engine=engine, audit=StoreAuditSink(store), clock=FixedClock()
+        store=store, engine=engine, audit=await open_log(store), clock=FixedClock()
     )
     await sets.apply(V1, actor=SECURITY)
     assert await replica.refresh() is True
@@ -157,8 +157,9 @@ async def test_concurrent_apply_on_a_stale_replica_is_a_conflict(
     sets: PolicySets, store: MemoryStore, engine: CedarEngine
 ) -> None:
     await sets.apply(V1, actor=SECURITY)
+    other_replica = await open_log(store, origin="tether.test/audit/r2")
     stale = await PolicySets.open(
-        store=store, engine=engine, audit=StoreAuditSink(store), clock=FixedClock()
+        store=store, engine=engine, audit=other_replica, clock=FixedClock()
     )
     await sets.apply(V2, actor=SECURITY)
     # The stale replica read v1 as active at open; applying now still checks the store.
@@ -245,7 +246,7 @@ async def test_a_refresh_racing_an_apply_never_puts_the_older_set_back(
 ) -> None:
     store = GatedStore()
     sets = await PolicySets.open(
-        store=store, engine=engine, audit=StoreAuditSink(store), clock=FixedClock()
+        store=store, engine=engine, audit=await open_log(store), clock=FixedClock()
     )
     await sets.apply(V1, actor=SECURITY)
     gate = asyncio.Event()

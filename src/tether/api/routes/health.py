@@ -1,5 +1,5 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (the store answers, and the active policy
-set can be compiled here)."""
+"""``/healthz`` (the process answers) and ``/readyz`` (the store answers, the active policy
+set can be compiled here, and the audit log verifies)."""
 
 from __future__ import annotations
 
@@ -27,5 +27,12 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     refused = services.policies.refused_version
     if refused is not None:  # every decision here would be a deny
         answer = {"status": "unavailable", "policies": f"v{refused} cannot be compiled here"}
+        return JSONResponse(answer, status_code=503)
+    invalid = services.audit.invalid
+    if invalid is not None:  # nothing can be recorded, so every decision is a deny
+        answer = {
+            "status": "unavailable",
+            "audit": f"the log does not verify at entry {invalid.index}",
+        }
         return JSONResponse(answer, status_code=503)
     return JSONResponse({"status": "ready", "signing_kid": services.keyring.signer.kid})

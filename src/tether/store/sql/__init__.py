@@ -15,7 +15,7 @@ Example::
 
     store = await open_sql_store("sqlite:///var/lib/tether/tether.db")
     try:
-        seq = await store.append_audit(record)
+        agents = await store.list_agents()
     finally:
         await store.close()
 

@@ -22,7 +22,6 @@ from tether.store.sql.tables import (
     agent_instances,
     agent_keys,
     agents,
-    audit_records,
     policy_sets,
     policy_state,
     replay_keys,
@@ -40,7 +39,6 @@ __all__ = [
     "LIVE_REVOCATIONS",
     "POLICY_SET",
     "POLICY_STATE_ID",
-    "append_audit",
     "consume",
     "see_instance",
     "set_active_policy",
@@ -119,23 +117,6 @@ def see_instance(*, postgres: bool) -> sa.Insert:
     )
     return statement.returning(*agent_instances.c)
 
-
-@functools.cache
-def append_audit(*, postgres: bool) -> sa.Insert:
-    """Parameters: the record's columns; returns its sequence number. On PostgreSQL the number
-    is ``max + 1``, under the advisory lock the caller holds (see ``store.py``)."""
-    insert = audit_records.insert()
-    if postgres:
-        last = sa.select(sa.func.coalesce(sa.func.max(audit_records.c.sequence), 0))
-        insert = insert.values(sequence=last.scalar_subquery() + 1)
-    return insert.returning(audit_records.c.sequence)
-
-
-#: The last sequence number of the audit log (0 when empty); read under the write lock.
-LAST_AUDIT_SEQUENCE = sa.select(sa.func.coalesce(sa.func.max(audit_records.c.sequence), 0))
-#: Parameters: the record's columns and its ``sequence`` (numbered by the caller, under the
-#: write lock, from :data:`LAST_AUDIT_SEQUENCE`); run with many rows at once.
-APPEND_AUDIT_NUMBERED = audit_records.insert()
 
 #: The id of the one row of ``policy_state``.
 POLICY_STATE_ID = 1

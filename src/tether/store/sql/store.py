@@ -10,7 +10,7 @@ read of two SELECTs and 0.9 ms for a durable write. PostgreSQL stays on the asyn
 ``run_sync``; there a unit of one statement runs in autocommit (one round trip, no
 ``BEGIN``/``COMMIT``) and a unit of several in one short transaction. The token path is three
 units per token: ``get_agent_with_keys`` (one join), ``record_authentication`` and
-``append_audit``.
+``append_audit_entries`` (the audit log's, :mod:`._audit`).
 
 Duplicates are found by primary keys and unique constraints (an ``IntegrityError`` becomes the
 domain's error), and single use by ``INSERT … ON CONFLICT DO UPDATE … WHERE expired``, so both
@@ -29,7 +29,7 @@ compare-and-set under the same kind of lock (:mod:`._policies`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -46,7 +46,9 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from tether._internal.clock import Clock
+from tether.audit.log import AuditLocation, LogEntry, SignedCheckpoint, StoredEntry
 from tether.audit.records import AuditRecord
+from tether.audit.tiles import TreeNode
 from tether.crypto.stored import KeyPurpose, StoredKey
 from tether.errors import (
     AgentExists,
@@ -69,6 +71,7 @@ from tether.identity.models import (
 )
 from tether.identity.revocations import Revocation
 from tether.policy.models import PolicySetVersion
+from tether.store.sql import _audit as audit_units
 from tether.store.sql import _codec as codec
 from tether.store.sql import _policies as policies
 from tether.store.sql import _statements as statements
@@ -93,8 +96,6 @@ __all__ = ["SqlStore"]
 
 _T = TypeVar("_T")
 _Violation = Literal["unique", "foreign_key"]
-#: An arbitrary constant naming the audit log's append lock among PostgreSQL advisory locks.
-_PG_AUDIT_LOCK_KEY = 0x7E7E_0002
 #: The most policy sets one page lists.
 _MAX_POLICY_PAGE = 500
 
@@ -543,51 +544,64 @@ class SqlStore:
 
     # -- audit ---------------------------------------------------------------------------
 
-    async def append_audit_many(self, records: Sequence[AuditRecord]) -> list[int]:
-        """One INSERT for the whole batch (the group commit's), numbered ``last + 1`` onwards
-        under the write lock: a statement per row cost the writer more CPU than the decision
-        that made the record."""
-        rows = [codec.audit_values(r) for r in records]
-        postgres = self._postgres
-        insert = statements.APPEND_AUDIT_NUMBERED
-
-        def unit(conn: Connection) -> list[int]:
-            if postgres:
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_AUDIT_LOCK_KEY)))
-            last = int(conn.execute(statements.LAST_AUDIT_SEQUENCE).scalar_one())
-            numbers = list(range(last + 1, last + 1 + len(rows)))
-            try:
-                conn.execute(
-                    insert, [r | {"sequence": n} for r, n in zip(rows, numbers, strict=True)]
-                )
-            except IntegrityError as exc:
-                _violation(exc)
-                raise Conflict("an audit record of the batch was appended already") from None
-            return numbers
-
-        if not rows:
+    async def append_audit_entries(
+        self, entries: Sequence[LogEntry], nodes: Sequence[TreeNode], *, adopt: bool = False
+    ) -> list[int]:
+        """One transaction for the batch (the group commit's); see ``_audit.py``."""
+        if not entries:
             return []
+        unit = audit_units.append_unit(entries, nodes, adopt=adopt)
         return await self._run(unit, write=True, one_statement=False)
 
-    async def append_audit(self, record: AuditRecord) -> int:
-        values = codec.audit_values(record)
-        postgres = self._postgres
-        insert = statements.append_audit(postgres=postgres)
+    async def audit_log_end(self, log: str) -> StoredEntry | None:
+        return await self._first(audit_units.LOG_END, audit_units.entry_from_row, {"log": log})
 
-        def unit(conn: Connection) -> int:
-            if postgres:
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_AUDIT_LOCK_KEY)))
-            try:
-                sequence: int = conn.execute(insert, values).scalar_one()
-            except IntegrityError as exc:
-                _violation(exc)
-                raise Conflict(f"audit record {record.id!r} was appended already") from None
-            return sequence
+    async def audit_entries(self, log: str, *, start: int, stop: int) -> list[StoredEntry]:
+        params = {"log": log, "start": start, "stop": stop}
+        return await self._all(audit_units.ENTRIES, audit_units.entry_from_row, params)
 
-        return await self._run(unit, write=True, one_statement=not postgres)
+    async def audit_tree_nodes(
+        self, log: str, keys: Collection[tuple[int, int]]
+    ) -> dict[tuple[int, int], bytes]:
+        if not keys:
+            return {}
+        rows = await self._all(
+            audit_units.nodes_query(log, keys),
+            lambda row: ((int(row["level"]), int(row["idx"])), bytes(row["hash"])),
+        )
+        return dict(rows)
+
+    async def add_audit_checkpoint(self, checkpoint: SignedCheckpoint) -> None:
+        await self._run(audit_units.add_checkpoint_unit(checkpoint), write=True)
+
+    async def latest_audit_checkpoint(self, log: str) -> SignedCheckpoint | None:
+        query, convert = audit_units.LATEST_CHECKPOINT, audit_units.checkpoint_from_row
+        return await self._first(query, convert, {"log": log})
+
+    async def audit_checkpoints(
+        self, log: str, *, after_size: int = 0, limit: int = 1000
+    ) -> list[SignedCheckpoint]:
+        params = {"log": log, "after": after_size, "limit": max(0, limit)}
+        return await self._all(audit_units.CHECKPOINTS, audit_units.checkpoint_from_row, params)
+
+    async def audit_logs(self) -> list[str]:
+        return await self._all(audit_units.LOGS, lambda row: str(row["log"]))
+
+    async def unchained_audit_records(self, *, limit: int) -> list[AuditRecord]:
+        params = {"limit": max(0, limit)}
+        return await self._all(audit_units.UNCHAINED, codec.audit_from_row, params)
+
+    async def find_audit_record(self, record_id: str) -> AuditLocation | None:
+        query = sa.select(audit_records).where(audit_records.c.id == record_id)
+        return await self._first(query, _location)
 
     async def list_audit(
-        self, *, after_sequence: int = 0, limit: int = 100, type_prefix: str | None = None
+        self,
+        *,
+        after_sequence: int = 0,
+        limit: int = 100,
+        type_prefix: str | None = None,
+        correlation_id: str | None = None,
     ) -> list[tuple[int, AuditRecord]]:
         query = (
             sa.select(audit_records)
@@ -599,6 +613,8 @@ class SqlStore:
             # substr, not LIKE: LIKE ignores case on SQLite and treats '_' and '%' as wildcards.
             prefix = sa.func.substr(audit_records.c.type, 1, len(type_prefix))
             query = query.where(prefix == type_prefix)
+        if correlation_id is not None:
+            query = query.where(audit_records.c.correlation_id == correlation_id)
         return await self._all(query, lambda row: (row["sequence"], codec.audit_from_row(row)))
 
     # -- policy sets ---------------------------------------------------------------------
@@ -655,3 +671,12 @@ class SqlStore:
         if before is not None:
             query = query.where(policy_sets.c.version < before)
         return await self._all(query, codec.policy_set_from_row)
+
+
+def _location(row: sa.RowMapping) -> AuditLocation:
+    return AuditLocation(
+        sequence=int(row["sequence"]),
+        record=codec.audit_from_row(row),
+        log=row["log"],
+        index=None if row["log_index"] is None else int(row["log_index"]),
+    )

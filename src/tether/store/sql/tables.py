@@ -35,7 +35,9 @@ __all__ = [
     "agent_keys",
     "agents",
     "as_utc",
+    "audit_checkpoints",
     "audit_records",
+    "audit_tree_nodes",
     "metadata",
     "operator_tokens",
     "policy_sets",
@@ -215,9 +217,39 @@ audit_records = sa.Table(
     sa.Column("actor", sa.Text(), nullable=False),
     sa.Column("subject", sa.Text(), nullable=True),
     sa.Column("outcome", sa.String(16), nullable=False),
-    sa.Column("correlation_id", sa.Text(), nullable=True),
+    sa.Column("correlation_id", sa.Text(), nullable=True, index=True),
     sa.Column("details", JsonText(), nullable=False),
+    # The record as entry ``log_index`` of the replica's log ``log``: the exact bytes hashed
+    # and the chain head after them (see tether.audit.chain). Null only for records stored
+    # before 0004, until a replica adopts them into its log.
+    sa.Column("log", sa.String(255), nullable=True),
+    sa.Column("log_index", sa.BigInteger(), nullable=True),
+    sa.Column("entry", sa.LargeBinary(), nullable=True),
+    sa.Column("chain", sa.LargeBinary(), nullable=True),
+    # A unique index, not a constraint: SQLite adds it without rebuilding the table.
+    sa.Index("ix_audit_records_log_log_index", "log", "log_index", unique=True),
     sqlite_autoincrement=True,
+)
+
+audit_checkpoints = sa.Table(
+    "audit_checkpoints",
+    metadata,
+    sa.Column("log", sa.String(255), primary_key=True),
+    sa.Column("size", sa.BigInteger(), primary_key=True),
+    sa.Column("root", sa.LargeBinary(), nullable=False),
+    # The signed note, as signed (C2SP tlog-checkpoint in a signed note).
+    sa.Column("note", sa.LargeBinary(), nullable=False),
+    sa.Column("signed_at", UtcDateTime(), nullable=False),
+)
+
+audit_tree_nodes = sa.Table(
+    "audit_tree_nodes",
+    metadata,
+    # The root of leaves [idx * 2^level, (idx + 1) * 2^level) of the log, for level >= 8.
+    sa.Column("log", sa.String(255), primary_key=True),
+    sa.Column("level", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("idx", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.LargeBinary(), nullable=False),
 )
 
 policy_sets = sa.Table(

@@ -1,0 +1,527 @@
+"""The tamper-evident audit log: the :class:`AuditSink` every decision and change goes through.
+
+Each replica appends to a log of its own (its *origin*, ``<issuer host>/audit/<replica id>``;
+see :mod:`tether.audit.chain` for the entry format, the hash chain and the Merkle tree).
+:class:`AuditLog` keeps the log's end in memory — its size, chain head and the Merkle tree's
+peaks (:class:`~tether.audit.merkle.CompactTree`) — and for every batch of records it
+
+1. builds each record's entry, leaf, chain head, and the perfect subtrees of 2^8 leaves or
+   more that the batch completes (stored, so a proof for one record of a million reads a few
+   dozen hashes: :mod:`tether.audit.tiles`);
+2. writes them in one transaction (group commit: records that arrive while a commit is under
+   way share the next one), and only then answers each caller;
+3. signs a checkpoint (C2SP ``tlog-checkpoint`` in a signed note, :mod:`tether.audit.notes`)
+   once 1,000 records are unsigned or a second has passed, stores it and hands it to the
+   witnesses: copies kept away from the database, so cutting off the newest records and their
+   checkpoints is still found.
+
+The signing key is the key ring's Ed25519 audit key: sealed in the database by the
+key-encryption key, which the database does not hold.
+
+**Fail closed.** ``append`` raises when its record is not durable, and callers refuse what
+they were about to do (the checkpoint denies within its 2 s audit timeout). A write that fails
+marks the in-memory end stale: the next write first reads the end back from the store (the
+failed commit may have landed), so service resumes by itself when the store is back.
+Failures and the recovery are reported to ``on_problem`` (monitoring turns them into alerts).
+
+**Opening checks the tail.** The latest signed checkpoint's signature, the root at its size
+(rebuilt from stored subtrees), the chain and form of every entry after it, and that no
+witness holds a checkpoint beyond the end (truncation) or with another root. The database
+commits a batch whole, so a crash cannot leave half an entry; a tail that does not verify was
+changed by someone, and it is never accepted: the log refuses every append
+(:class:`~tether.errors.AuditLogInvalid`, decisions deny) until an operator restores it,
+while the records stay readable for the audit tools.
+
+Example::
+
+    >>> import asyncio
+    >>> from datetime import UTC, datetime
+    >>> from tether.audit.records import AuditRecord
+    >>> from tether.store.memory import MemoryStore
+    >>> from tether._internal.clock import FixedClock
+    >>> from tether.crypto.keyring import AuditSigner
+    >>> from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    >>> async def main():
+    ...     clock = FixedClock(datetime(2026, 1, 1, tzinfo=UTC))
+    ...     signer = AuditSigner(Ed25519PrivateKey.generate(), kid="k")
+    ...     log = await AuditLog.open(store=MemoryStore(clock=clock), origin="acme/audit/r1",
+    ...                               key_name="acme/audit", signer=signer, clock=clock)
+    ...     record = AuditRecord.new(type="agent.registered", actor="operator:a", subject=None,
+    ...                              time=clock.now())
+    ...     receipt = await log.append(record)
+    ...     head = await log.sign()
+    ...     await log.close()
+    ...     return receipt.index, head.size
+    >>> asyncio.run(main())
+    (0, 1)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from tether._internal.clock import Clock
+from tether.audit.chain import LogInvalid, LogVerifier, chain_next, genesis
+from tether.audit.merkle import CompactTree, leaf_hash
+from tether.audit.notes import NoteInvalid, TreeHead, open_note, sign_note, verifier_key
+from tether.audit.records import AuditReceipt, AuditRecord
+from tether.audit.tiles import TILE_LEVEL, MissingHash, TreeNode, tree_at
+from tether.errors import AuditLogInvalid, AuditUnavailable, Conflict, LogPositionTaken
+
+__all__ = [
+    "AuditLocation",
+    "AuditLog",
+    "AuditLogStore",
+    "LogEntry",
+    "NoteSigner",
+    "SignedCheckpoint",
+    "StoredEntry",
+    "Witness",
+]
+
+#: At most this many records share one commit.
+MAX_BATCH = 512
+#: Entries read per page when the tail is checked.
+PAGE = 1000
+#: A witness gets this long to take a checkpoint.
+WITNESS_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LogEntry:
+    """A record as entry ``index`` of the log ``log``: its stored bytes and chain head."""
+
+    record: AuditRecord
+    log: str
+    index: int
+    entry: bytes
+    chain: bytes
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StoredEntry:
+    index: int
+    entry: bytes
+    chain: bytes
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AuditLocation:
+    """A stored record and where it is: its number among all records, its log and index
+    (None for a record stored before logs had entries and not adopted yet)."""
+
+    sequence: int
+    record: AuditRecord
+    log: str | None
+    index: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignedCheckpoint:
+    """A signed tree head of one log, as stored and as handed to witnesses."""
+
+    log: str
+    size: int
+    root: bytes
+    note: bytes
+    signed_at: datetime
+
+
+class AuditLogStore(Protocol):
+    async def append_audit_entries(
+        self, entries: Sequence[LogEntry], nodes: Sequence[TreeNode], *, adopt: bool = False
+    ) -> list[int]:
+        """Write ``entries`` (their records, or with ``adopt`` the chain columns of records
+        stored before the log had entries) and ``nodes`` in one transaction; return each
+        record's global sequence number. :class:`~tether.errors.LogPositionTaken` if an index
+        is taken (another writer on this log); ``Conflict`` if a record id is."""
+        ...
+
+    async def audit_log_end(self, log: str) -> StoredEntry | None: ...
+
+    async def audit_entries(self, log: str, *, start: int, stop: int) -> list[StoredEntry]:
+        """Entries ``start`` ≤ index < ``stop`` of ``log``, in order."""
+        ...
+
+    async def audit_tree_nodes(
+        self, log: str, keys: Collection[tuple[int, int]]
+    ) -> dict[tuple[int, int], bytes]: ...
+
+    async def add_audit_checkpoint(self, checkpoint: SignedCheckpoint) -> None: ...
+
+    async def latest_audit_checkpoint(self, log: str) -> SignedCheckpoint | None: ...
+
+    async def unchained_audit_records(self, *, limit: int) -> list[AuditRecord]:
+        """Records stored before the log had entries (oldest first), to adopt into a log."""
+        ...
+
+
+class NoteSigner(Protocol):
+    def sign(self, data: bytes) -> bytes: ...
+
+    def verify(self, data: bytes, signature: bytes) -> bool: ...
+
+    def public_raw(self) -> bytes: ...
+
+
+class Witness(Protocol):
+    """Somewhere outside the database that keeps the checkpoints."""
+
+    name: str
+
+    async def publish(self, checkpoint: SignedCheckpoint) -> None: ...
+
+    async def latest(self, log: str) -> bytes | None:
+        """The newest note it holds for ``log`` (None if it cannot be read back)."""
+        ...
+
+
+Problem = Callable[[str, Mapping[str, object]], None]
+
+
+def _ignore(_kind: str, _details: Mapping[str, object]) -> None:
+    return None
+
+
+class AuditLog:
+    """This replica's log (see the module docstring). Build it with :meth:`open`."""
+
+    def __init__(
+        self,
+        *,
+        store: AuditLogStore,
+        origin: str,
+        key_name: str,
+        signer: NoteSigner,
+        clock: Clock,
+        witnesses: Sequence[Witness] = (),
+        checkpoint_every: int = 1000,
+        checkpoint_seconds: float = 1.0,
+        on_problem: Problem = _ignore,
+    ) -> None:
+        TreeHead(origin=origin, size=0, root=bytes(32)).body()  # a valid origin, or raise
+        self.origin = origin
+        self.key_name = key_name
+        self._store = store
+        self._signer = signer
+        self._public = signer.public_raw()
+        self.verifier_key = verifier_key(key_name, self._public)
+        self._clock = clock
+        self._witnesses = tuple(witnesses)
+        self._every = checkpoint_every
+        self._seconds = checkpoint_seconds
+        self._on_problem = on_problem
+        self._tree = CompactTree()
+        self._chain = genesis(origin)
+        self._signed = 0
+        self._stale = True
+        self._failing = False
+        self.invalid: LogInvalid | None = None
+        self._pending: list[tuple[AuditRecord, asyncio.Future[AuditReceipt]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._signing = asyncio.Lock()
+        self._due = asyncio.Event()
+        self._checkpointer: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, **kwargs: object) -> AuditLog:
+        """The log, its tail checked (see the module docstring), records stored before it
+        adopted, and its checkpointer running. Store errors raise; a tail that does not
+        verify leaves the log open but refusing appends (``invalid``)."""
+        log = cls(**kwargs)  # type: ignore[arg-type]
+        await log._load()
+        if log.invalid is None:
+            await log._adopt()
+            await log.sign()
+        log._checkpointer = asyncio.create_task(log._run(), name="tether-audit-checkpoints")
+        return log
+
+    @property
+    def size(self) -> int:
+        return self._tree.size
+
+    @property
+    def signed_size(self) -> int:
+        return self._signed
+
+    async def witnessed(self, logs: Sequence[str]) -> dict[str, list[bytes]]:
+        """The newest checkpoint each witness holds of each of ``logs``."""
+        found: dict[str, list[bytes]] = {}
+        for witness in self._witnesses:
+            for log in logs:
+                note = await witness.latest(log)
+                if note is not None:
+                    found.setdefault(log, []).append(note)
+        return found
+
+    def open_checkpoint(self, note: bytes) -> TreeHead:
+        """The tree head of ``note`` if this log's key signed it; :class:`NoteInvalid`."""
+        signer = self._signer
+        body = open_note(
+            note,
+            name=self.key_name,
+            public_key=self._public,
+            verify=lambda _key, message, signature: signer.verify(message, signature),
+        )
+        return TreeHead.parse(body)
+
+    # -- appending -------------------------------------------------------------------------
+
+    async def append(self, record: AuditRecord) -> AuditReceipt:
+        if self.invalid is not None:
+            raise AuditLogInvalid(
+                f"the audit log does not verify ({self.invalid}); nothing is recorded",
+                details={"log": self.origin, "index": self.invalid.index},
+            )
+        future: asyncio.Future[AuditReceipt] = asyncio.get_running_loop().create_future()
+        self._pending.append((record, future))
+        if self._writer is None or self._writer.done():
+            # A task of its own: a caller that gives up (is cancelled) cannot stop the writes
+            # that other callers are waiting for.
+            self._writer = asyncio.create_task(self._drain(), name="tether-audit-writer")
+        return await future
+
+    async def _drain(self) -> None:
+        batch: list[tuple[AuditRecord, asyncio.Future[AuditReceipt]]] = []
+        try:
+            while self._pending:
+                # A caller that gave up (timed out, was cancelled) answered without its
+                # record; writing it now would claim an outcome that did not happen.
+                live = [(r, f) for r, f in self._pending if not f.done()]
+                batch, self._pending = live[:MAX_BATCH], live[MAX_BATCH:]
+                if batch:
+                    await self._write(batch)
+                batch = []
+        except BaseException as exc:
+            # Whatever stopped the writer, nobody may wait forever: every waiting caller gets
+            # the error (its own ``append`` raises it, so nothing goes unreported).
+            failure = exc if isinstance(exc, Exception) else AuditUnavailable("writer stopped")
+            for _, future in [*batch, *self._pending]:
+                _settle(future, failure)
+            self._pending = []
+            if not isinstance(exc, Exception):
+                raise  # cancellation and interpreter exit go on
+
+    async def _write(self, batch: list[tuple[AuditRecord, asyncio.Future[AuditReceipt]]]) -> None:
+        try:
+            await self._ready()
+            tree = self._tree.copy()
+            entries, nodes, chain = self._build([r for r, _ in batch], tree)
+            sequences = await self._store.append_audit_entries(entries, nodes)
+        except Conflict as exc:
+            if isinstance(exc, LogPositionTaken) or len(batch) == 1:
+                self._failed(exc, batch)
+                return
+            for one in batch:  # one record was refused: find it, and write the others
+                await self._write([one])
+            return
+        except Exception as exc:  # noqa: BLE001 - handed to every waiter
+            self._failed(exc, batch)
+            return
+        self._tree, self._chain = tree, chain
+        if self._failing:
+            self._failing = False
+            self._on_problem("audit.sink_recovered", {"log": self.origin})
+        for (_, future), entry, sequence in zip(batch, entries, sequences, strict=True):
+            _settle(
+                future,
+                AuditReceipt(record_id=entry.record.id, sequence=sequence, index=entry.index),
+            )
+        if self._tree.size - self._signed >= self._every:
+            self._due.set()
+
+    async def _ready(self) -> None:
+        """After a failed write, the end as the store has it (the commit may have landed)."""
+        if self._stale:
+            await self._load()
+        if self.invalid is not None:
+            raise AuditLogInvalid(f"the audit log does not verify ({self.invalid})")
+
+    def _failed(
+        self, exc: Exception, batch: Sequence[tuple[AuditRecord, asyncio.Future[AuditReceipt]]]
+    ) -> None:
+        # The commit may have landed all the same: read the end again before the next write.
+        self._stale = True
+        if not self._failing:
+            self._failing = True
+            code = getattr(exc, "code", type(exc).__name__)
+            self._on_problem("audit.sink_failed", {"log": self.origin, "error": code})
+        failure = (
+            exc
+            if isinstance(exc, (Conflict, AuditUnavailable))
+            else AuditUnavailable(
+                "the audit record could not be made durable", details={"error": type(exc).__name__}
+            )
+        )
+        for _, future in batch:
+            _settle(future, failure)
+
+    def _build(
+        self, records: Sequence[AuditRecord], tree: CompactTree
+    ) -> tuple[list[LogEntry], list[TreeNode], bytes]:
+        """Entries for ``records`` appended to ``tree`` (changed in place), the subtrees they
+        complete, and the chain head after them."""
+        entries: list[LogEntry] = []
+        nodes: list[TreeNode] = []
+        chain, origin = self._chain, self.origin
+        for record in records:
+            index = tree.size
+            entry = record.entry(origin=origin, index=index)
+            leaf = leaf_hash(entry)
+            chain = chain_next(chain, leaf)
+            nodes += tree.append_nodes(leaf, min_level=TILE_LEVEL)
+            entries.append(
+                LogEntry(record=record, log=origin, index=index, entry=entry, chain=chain)
+            )
+        return entries, nodes, chain
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    async def sign(self) -> SignedCheckpoint | None:
+        """Sign, store and publish a checkpoint of what is durable now, if anything is new
+        since the last one; the checkpoint (None if there was nothing to sign)."""
+        async with self._signing:
+            size, root = self._tree.size, self._tree.root()
+            if size == self._signed or self.invalid is not None or self._stale:
+                return None
+            body = TreeHead(origin=self.origin, size=size, root=root).body()
+            note = sign_note(
+                body, name=self.key_name, public_key=self._public, sign=self._signer.sign
+            )
+            checkpoint = SignedCheckpoint(
+                log=self.origin, size=size, root=root, note=note, signed_at=self._clock.now()
+            )
+            await self._store.add_audit_checkpoint(checkpoint)
+            self._signed = size
+        for witness in self._witnesses:
+            try:
+                async with asyncio.timeout(WITNESS_TIMEOUT):
+                    await witness.publish(checkpoint)
+            except Exception as exc:  # noqa: BLE001 - reported; the next checkpoint retries
+                details = {"log": self.origin, "witness": witness.name, "error": type(exc).__name__}
+                self._on_problem("audit.witness_failed", details)
+        return checkpoint
+
+    async def _run(self) -> None:
+        """Until cancelled: a checkpoint when 1,000 records are unsigned, or each second."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._seconds):
+                    await self._due.wait()
+            self._due.clear()
+            try:
+                await self.sign()
+            except Exception as exc:  # noqa: BLE001 - reported; tried again next round
+                self._on_problem(
+                    "audit.checkpoint_failed", {"log": self.origin, "error": type(exc).__name__}
+                )
+
+    async def close(self) -> None:
+        """Stop the checkpointer, then sign what is left (if the store still answers)."""
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
+            self._checkpointer = None
+        if self._writer is not None and not self._writer.done():
+            with contextlib.suppress(Exception):
+                await self._writer
+        with contextlib.suppress(Exception):
+            await self.sign()
+
+    # -- opening -------------------------------------------------------------------------
+
+    async def _load(self) -> None:
+        """Read this log's end from the store and check everything after the latest signed
+        checkpoint (see the module docstring); sets ``invalid`` if it does not verify."""
+        end = await self._store.audit_log_end(self.origin)
+        size = end.index + 1 if end is not None else 0
+        try:
+            start, verifier = await self._check_tail(size)
+        except MissingHash as exc:
+            self._refuse(LogInvalid(size, f"the log is damaged: {exc}"))
+            return
+        except LogInvalid as exc:
+            self._refuse(exc)
+            return
+        self._tree, self._chain = verifier.tree, verifier.chain
+        self._signed = start
+        self._stale = False
+
+    async def _check_tail(self, size: int) -> tuple[int, LogVerifier]:
+        """The latest signed size and the log verified from there to ``size``."""
+        store, origin = self._store, self.origin
+        heads = await self._signed_heads(size)
+        start = heads[0].size if heads else 0
+        tree = await tree_at(store, origin, start)
+        for head in heads:
+            at = tree if head.size == start else await tree_at(store, origin, head.size)
+            if at.root() != head.root:
+                raise LogInvalid(
+                    head.size - 1, f"the root at size {head.size} is not the signed one"
+                )
+        chain = genesis(origin)
+        if start:
+            chain = (await store.audit_entries(origin, start=start - 1, stop=start))[0].chain
+        verifier = LogVerifier(origin=origin, tree=tree, chain=chain)
+        for first in range(start, size, PAGE):
+            page = await store.audit_entries(origin, start=first, stop=min(size, first + PAGE))
+            verifier.feed([e.entry for e in page], [e.chain for e in page])
+        if verifier.finish().size != size:
+            raise LogInvalid(verifier.tree.size, f"entries are missing before the end ({size})")
+        return start, verifier
+
+    def _refuse(self, exc: LogInvalid) -> None:
+        self.invalid = exc
+        details = {"log": self.origin, "index": exc.index, "reason": exc.reason}
+        self._on_problem("audit.log_invalid", details)
+
+    async def _signed_heads(self, size: int) -> list[TreeHead]:
+        """The latest stored checkpoint (first) and the witnesses' latest, each checked
+        against this log's key and not beyond ``size``."""
+        notes: list[tuple[str, bytes]] = []
+        latest = await self._store.latest_audit_checkpoint(self.origin)
+        if latest is not None:
+            notes.append(("the latest stored checkpoint", latest.note))
+        for witness in self._witnesses:
+            note = await witness.latest(self.origin)
+            if note is not None:
+                notes.append((f"witness {witness.name}", note))
+        heads: list[TreeHead] = []
+        for source, note in notes:
+            try:
+                head = self.open_checkpoint(note)
+            except NoteInvalid as exc:
+                raise LogInvalid(size, f"{source} is not validly signed: {exc}") from None
+            if head.origin != self.origin:
+                raise LogInvalid(size, f"{source} names another log ({head.origin!r})")
+            if head.size > size:
+                raise LogInvalid(
+                    size, f"the log ends before the size {head.size} signed in {source}: truncated"
+                )
+            heads.append(head)
+        if heads and latest is None:
+            heads.insert(0, TreeHead(origin=self.origin, size=0, root=CompactTree().root()))
+        return heads
+
+    async def _adopt(self) -> None:
+        """Records written before this version chained them become entries of this log."""
+        while records := await self._store.unchained_audit_records(limit=MAX_BATCH):
+            tree = self._tree.copy()
+            entries, nodes, chain = self._build(records, tree)
+            await self._store.append_audit_entries(entries, nodes, adopt=True)
+            self._tree, self._chain = tree, chain
+
+
+def _settle(future: asyncio.Future[AuditReceipt], outcome: AuditReceipt | BaseException) -> None:
+    if future.done():  # its caller gave up; the record is written all the same
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

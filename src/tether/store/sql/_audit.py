@@ -1,0 +1,207 @@
+"""Units of work and queries for the audit log (see :mod:`tether.audit.log`).
+
+An append numbers its records ``last + 1`` onwards among all records (``sequence``, every
+replica's, for paging) under the audit write lock — SQLite's ``BEGIN IMMEDIATE``, or a
+transaction-scoped advisory lock on PostgreSQL — and first checks that its replica's log
+ends where the writer believes it does: a second writer on the same log (two replicas given
+one id) gets :class:`~tether.errors.LogPositionTaken`, never a forked chain. Records, their
+chain columns and the completed subtree hashes commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from tether.audit.log import LogEntry, SignedCheckpoint, StoredEntry
+from tether.audit.tiles import TreeNode
+from tether.errors import Conflict, LogPositionTaken
+from tether.store.sql import _codec as codec
+from tether.store.sql.tables import audit_checkpoints, audit_records, audit_tree_nodes
+
+__all__ = [
+    "APPEND",
+    "CHECKPOINTS",
+    "ENTRIES",
+    "LATEST_CHECKPOINT",
+    "LOGS",
+    "LOG_END",
+    "PG_AUDIT_LOCK_KEY",
+    "UNCHAINED",
+    "add_checkpoint_unit",
+    "append_unit",
+    "checkpoint_from_row",
+    "entry_from_row",
+    "nodes_query",
+]
+
+#: An arbitrary constant naming the audit log's append lock among PostgreSQL advisory locks.
+PG_AUDIT_LOCK_KEY = 0x7E7E_0002
+
+_r = audit_records.c
+_LAST_SEQUENCE = sa.select(sa.func.coalesce(sa.func.max(_r.sequence), 0))
+_LAST_INDEX = sa.select(sa.func.max(_r.log_index)).where(_r.log == sa.bindparam("log"))
+APPEND = audit_records.insert()
+_ADOPT = (
+    audit_records.update()
+    .where(_r.id == sa.bindparam("record_id"), _r.log.is_(None))
+    .values(
+        log=sa.bindparam("log"),
+        log_index=sa.bindparam("log_index"),
+        entry=sa.bindparam("entry"),
+        chain=sa.bindparam("chain"),
+    )
+)
+_ENTRY_COLUMNS = (_r.log_index, _r.entry, _r.chain)
+#: Parameter ``log``: its last entry.
+LOG_END = (
+    sa.select(*_ENTRY_COLUMNS)
+    .where(_r.log == sa.bindparam("log"))
+    .order_by(_r.log_index.desc())
+    .limit(1)
+)
+#: Parameters ``log``, ``start``, ``stop``.
+ENTRIES = (
+    sa.select(*_ENTRY_COLUMNS)
+    .where(
+        _r.log == sa.bindparam("log"),
+        _r.log_index >= sa.bindparam("start"),
+        _r.log_index < sa.bindparam("stop"),
+    )
+    .order_by(_r.log_index)
+)
+#: Every log that has entries.
+LOGS = sa.select(_r.log).where(_r.log.is_not(None)).distinct().order_by(_r.log)
+#: Parameter ``limit``: records not yet in a log, oldest first.
+UNCHAINED = (
+    sa.select(audit_records)
+    .where(_r.log.is_(None))
+    .order_by(_r.sequence)
+    .limit(sa.bindparam("limit"))
+)
+_c = audit_checkpoints.c
+#: Parameter ``log``.
+LATEST_CHECKPOINT = (
+    sa.select(audit_checkpoints)
+    .where(_c.log == sa.bindparam("log"))
+    .order_by(_c.size.desc())
+    .limit(1)
+)
+#: Parameters ``log``, ``after``, ``limit``: oldest first.
+CHECKPOINTS = (
+    sa.select(audit_checkpoints)
+    .where(_c.log == sa.bindparam("log"), _c.size > sa.bindparam("after"))
+    .order_by(_c.size)
+    .limit(sa.bindparam("limit"))
+)
+
+
+def _lock(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(PG_AUDIT_LOCK_KEY)))
+
+
+def append_unit(
+    entries: Sequence[LogEntry], nodes: Sequence[TreeNode], *, adopt: bool
+) -> Callable[[Connection], list[int]]:
+    log = entries[0].log
+    first = entries[0].index
+    chained = [
+        {"log": e.log, "log_index": e.index, "entry": e.entry, "chain": e.chain} for e in entries
+    ]
+    node_rows = [{"log": log, "level": lv, "idx": i, "hash": h} for lv, i, h in nodes]
+
+    def unit(conn: Connection) -> list[int]:
+        _lock(conn)
+        last = conn.execute(_LAST_INDEX, {"log": log}).scalar_one_or_none()
+        if (-1 if last is None else int(last)) != first - 1:
+            raise LogPositionTaken(
+                f"audit log {log!r} ends at {last}, not {first - 1}: another writer appends to it",
+                details={"log": log},
+            )
+        try:
+            numbers = _adopt(conn, entries, chained) if adopt else _insert(conn, entries, chained)
+            if node_rows:
+                conn.execute(audit_tree_nodes.insert(), node_rows)
+        except IntegrityError:
+            raise Conflict("an audit record of the batch was appended already") from None
+        return numbers
+
+    return unit
+
+
+def _insert(
+    conn: Connection, entries: Sequence[LogEntry], chained: list[dict[str, Any]]
+) -> list[int]:
+    start = int(conn.execute(_LAST_SEQUENCE).scalar_one()) + 1
+    numbers = list(range(start, start + len(entries)))
+    rows = [
+        codec.audit_values(e.record) | c | {"sequence": n}
+        for e, c, n in zip(entries, chained, numbers, strict=True)
+    ]
+    conn.execute(APPEND, rows)
+    return numbers
+
+
+def _adopt(
+    conn: Connection, entries: Sequence[LogEntry], chained: list[dict[str, Any]]
+) -> list[int]:
+    for entry, values in zip(entries, chained, strict=True):
+        if conn.execute(_ADOPT, values | {"record_id": entry.record.id}).rowcount != 1:
+            raise LogPositionTaken(f"audit record {entry.record.id!r} was adopted by another log")
+    ids = [e.record.id for e in entries]
+    rows = conn.execute(sa.select(_r.id, _r.sequence).where(_r.id.in_(ids)))
+    found = {row.id: int(row.sequence) for row in rows}
+    return [found[i] for i in ids]
+
+
+def add_checkpoint_unit(checkpoint: SignedCheckpoint) -> Callable[[Connection], None]:
+    values = {
+        "log": checkpoint.log,
+        "size": checkpoint.size,
+        "root": checkpoint.root,
+        "note": checkpoint.note,
+        "signed_at": checkpoint.signed_at,
+    }
+    where = (_c.log == checkpoint.log, _c.size == checkpoint.size)
+
+    def unit(conn: Connection) -> None:
+        _lock(conn)
+        stored = conn.execute(sa.select(_c.root).where(*where)).scalar_one_or_none()
+        if stored is None:
+            conn.execute(audit_checkpoints.insert(), values)
+        elif bytes(stored) != checkpoint.root:
+            raise Conflict(
+                f"a checkpoint of {checkpoint.log!r} at size {checkpoint.size} with another root "
+                "is stored already",
+                details={"log": checkpoint.log, "size": checkpoint.size},
+            )
+
+    return unit
+
+
+def nodes_query(log: str, keys: Collection[tuple[int, int]]) -> sa.Select[Any]:
+    t = audit_tree_nodes.c
+    return sa.select(t.level, t.idx, t.hash).where(
+        t.log == log, sa.tuple_(t.level, t.idx).in_(list(keys))
+    )
+
+
+def entry_from_row(row: sa.RowMapping) -> StoredEntry:
+    return StoredEntry(
+        index=int(row["log_index"]), entry=bytes(row["entry"]), chain=bytes(row["chain"])
+    )
+
+
+def checkpoint_from_row(row: sa.RowMapping) -> SignedCheckpoint:
+    return SignedCheckpoint(
+        log=row["log"],
+        size=int(row["size"]),
+        root=bytes(row["root"]),
+        note=bytes(row["note"]),
+        signed_at=row["signed_at"],
+    )

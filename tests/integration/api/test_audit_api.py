@@ -1,0 +1,184 @@
+"""``/v1/audit``: verify every log, prove a record offline, export, trace — over real SQLite."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+from typing import Any
+
+import httpx
+import pytest
+
+from tether.api.services import Services
+from tether.audit.bundle import BundleInvalid, verify_bundle
+from tether.audit.chain import verify_log
+from tether.audit.notes import TreeHead, verifier_key
+from tether.config import Settings
+
+from .decisions import evaluation
+from .test_management_api import as_, operator_token
+
+
+async def decide(client: httpx.AsyncClient, token: str, *, request_id: str, tool: str) -> None:
+    headers = as_(token) | {"X-Request-Id": request_id}
+    answer = await client.post("/access/v1/evaluation", json=evaluation(tool), headers=headers)
+    assert answer.status_code == 200, answer.text
+
+
+async def decision_ids(client: httpx.AsyncClient) -> list[str]:
+    found = await client.get("/v1/audit", params={"type_prefix": "decision", "limit": 1000})
+    return [r["id"] for r in found.json()["records"]]
+
+
+async def signed(services: Services) -> None:
+    """Sign now what is durable (the server does it within a second)."""
+    await services.audit.sign()
+
+
+async def test_the_live_log_verifies_and_names_this_replicas_log(
+    client: httpx.AsyncClient, agent_token: str, services: Services
+) -> None:
+    await decide(client, agent_token, request_id="req-1", tool="search_faq")
+    await signed(services)
+    report = (await client.get("/v1/audit/verify")).json()
+    assert report["ok"] is True
+    [mine] = [log for log in report["logs"] if log["log"] == services.audit.origin]
+    assert mine["size"] == services.audit.size
+    assert mine["signed_size"] == mine["size"]
+    assert mine["first_bad_index"] is None
+
+
+async def test_a_proof_bundle_verifies_offline_with_only_the_public_key(
+    client: httpx.AsyncClient, agent_token: str, services: Services
+) -> None:
+    await decide(client, agent_token, request_id="req-2", tool="search_faq")
+    await signed(services)
+    [record_id] = await decision_ids(client)
+    bundle = (await client.get(f"/v1/audit/records/{record_id}/proof")).json()
+    key = (await client.get("/v1/audit/key")).json()["verifier_key"]
+    record = verify_bundle(bundle, verifier_key=key)
+    assert record["id"] == record_id
+    assert record["type"] == "decision"
+    # The key a third party was given out of band is the signer's public key.
+    assert key == verifier_key(
+        services.settings.audit_key_name, services.keyring.audit_signer.public_raw()
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda b: b | {"entry": b["entry"].replace('"allow"', '"deny"')}, "inclusion proof"),
+        (lambda b: b | {"index": b["index"] + 1}, "entry"),
+        (lambda b: b | {"proof": [base64.b64encode(bytes(32)).decode(), *b["proof"][1:]]}, "proof"),
+        (lambda b: b | {"checkpoint": b["checkpoint"].replace("\n\n", "\n\n\n")}, "checkpoint"),
+    ],
+    ids=["edited-record", "other-index", "bad-proof", "broken-note"],
+)
+async def test_an_edited_bundle_is_refused(
+    client: httpx.AsyncClient, agent_token: str, services: Services, change: Any, reason: str
+) -> None:
+    for n in range(3):
+        await decide(client, agent_token, request_id=f"r{n}", tool="search_faq")
+    await signed(services)
+    record_id = (await decision_ids(client))[1]
+    bundle = (await client.get(f"/v1/audit/records/{record_id}/proof")).json()
+    key = (await client.get("/v1/audit/key")).json()["verifier_key"]
+    with pytest.raises(BundleInvalid, match=reason):
+        verify_bundle(change(bundle), verifier_key=key)
+
+
+async def test_a_bundle_checked_with_another_key_is_refused(
+    client: httpx.AsyncClient, agent_token: str, services: Services
+) -> None:
+    await decide(client, agent_token, request_id="req-3", tool="search_faq")
+    await signed(services)
+    [record_id] = await decision_ids(client)
+    bundle = (await client.get(f"/v1/audit/records/{record_id}/proof")).json()
+    other = verifier_key(services.settings.audit_key_name, bytes(range(32)))
+    with pytest.raises(BundleInvalid):
+        verify_bundle(bundle | {"verifier_key": other}, verifier_key=other)
+
+
+async def test_the_jsonl_export_is_the_exact_log_and_verifies_against_the_checkpoint(
+    client: httpx.AsyncClient, agent_token: str, services: Services
+) -> None:
+    for n in range(5):
+        await decide(client, agent_token, request_id=f"e{n}", tool="search_faq")
+    await signed(services)
+    exported = (await client.get("/v1/audit/export", params={"format": "jsonl"})).content
+    entries = exported.splitlines()
+    [mine] = [log for log in (await client.get("/v1/audit/logs")).json()["logs"]]
+    head = TreeHead.parse(mine["checkpoint"].encode().split(b"\n\n")[0] + b"\n")
+    state = verify_log(entries, origin=mine["log"], checkpoints={head.size: head.root})
+    assert state.size == len(entries) == head.size
+
+
+async def test_the_ocsf_export_has_one_event_per_entry(
+    client: httpx.AsyncClient, agent_token: str
+) -> None:
+    await decide(client, agent_token, request_id="o1", tool="search_faq")
+    await decide(client, agent_token, request_id="o2", tool="drop_tables")
+    lines = (await client.get("/v1/audit/export", params={"format": "ocsf"})).content.splitlines()
+    events = [json.loads(line) for line in lines]
+    decisions = [e for e in events if e["class_uid"] == 6003]
+    assert [e["status_id"] for e in decisions] == [1, 2]  # allowed, then denied
+    assert [e["metadata"]["sequence"] for e in events] == list(range(len(events)))
+
+
+async def test_a_trace_draws_the_agent_instance_action_and_resource_with_the_policy(
+    client: httpx.AsyncClient, agent_token: str
+) -> None:
+    await decide(client, agent_token, request_id="trace-7", tool="search_faq")
+    trace = (await client.get("/v1/audit/trace/trace-7")).json()
+    [step] = trace["steps"]
+    assert [(h["kind"], h["id"]) for h in step["path"]] == [
+        ("agent", "faq-bot"),
+        ("instance", "pod-1"),
+        ("action", "call_tool"),
+        ("resource", 'Tool::"search_faq"'),
+    ]
+    assert step["policy_ids"] == ["faq-bot-searches"]
+    assert step["effect"] == "allow"
+    missing = await client.get("/v1/audit/trace/no-such-request")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "audit_record_not_found"
+
+
+async def test_an_auditor_reads_and_proves_and_a_developer_may_not(
+    client: httpx.AsyncClient, agent_token: str
+) -> None:
+    auditor = await operator_token(client, "auditor", "ada")
+    developer = await operator_token(client, "developer", "dev")
+    for path in ("/v1/audit/verify", "/v1/audit/key", "/v1/audit/logs", "/v1/audit/export"):
+        assert (await client.get(path, headers=as_(auditor))).status_code == 200, path
+        assert (await client.get(path, headers=as_(developer))).status_code == 403, path
+
+
+async def test_a_row_changed_in_the_database_is_named_by_its_index(
+    client: httpx.AsyncClient, agent_token: str, services: Services, settings: Settings
+) -> None:
+    for n in range(4):
+        await decide(client, agent_token, request_id=f"t{n}", tool="search_faq")
+    await signed(services)
+    size = services.audit.size
+    with sqlite3.connect(settings.data_dir / "tether.db") as db:
+        [(entry,)] = db.execute(
+            "SELECT entry FROM audit_records WHERE log_index = ?", (size - 2,)
+        ).fetchall()
+        db.execute(
+            "UPDATE audit_records SET entry = ? WHERE log_index = ?",
+            (bytes(entry).replace(b"pod-1", b"pod-2"), size - 2),
+        )
+    report = (await client.get("/v1/audit/verify")).json()
+    assert report["ok"] is False
+    [mine] = report["logs"]
+    assert mine["first_bad_index"] == size - 2
+
+
+def test_the_verifier_key_round_trips() -> None:
+    key = verifier_key("acme.org/audit", bytes(32))
+    name, _, rest = key.partition("+")
+    assert name == "acme.org/audit"
+    assert base64.b64decode(rest.split("+")[1])[0] == 1
