@@ -1,11 +1,12 @@
 """Verifying the audit log: records per second of :func:`tether.audit.chain.verify_log`
 against the floor of a bare SHA-256 chain over the same bytes, in the same run.
 
-The log: N decision records as stored entries (canonical JSON, about 400 bytes each), their
-chain heads and a signed root every 1,000 records. Tether's check parses each entry (its place
-and its log), extends the hash chain and the Merkle tree, and compares chain heads and signed
-roots. The floor only chains ``sha256(prev || entry)``. Rounds alternate. The issue's aim
-(issue 4): full verification >= 0.5x the raw sha256-chain rate.
+The log: N decision records as stored entries (canonical JSON, about 550 bytes each), their
+chain heads and a signed root every 1,000 records. Tether's check hashes each entry (its leaf
+hash, which is also its chain head), checks the bytes it starts with (its place, its log and
+the hash of the entry before it), compares its stored chain head, extends the Merkle tree and
+compares the signed roots. The floor only chains ``sha256(prev || entry)``. Rounds alternate.
+The issue's aim (issue 4): full verification >= 0.5x the raw sha256-chain rate.
 
 Run: ``make bench`` or ``.venv/bin/python bench/bench_audit_verify.py [N]`` (N = 100,000).
 """
@@ -20,7 +21,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from tether.audit.chain import chain_next, genesis, verify_log
+from tether.audit.chain import genesis, verify_log
 from tether.audit.merkle import CompactTree, leaf_hash
 from tether.audit.records import AuditRecord, Outcome
 
@@ -31,35 +32,39 @@ CHECKPOINT_EVERY = 1_000
 
 def entries(n: int) -> list[bytes]:
     at = datetime(2026, 12, 1, tzinfo=UTC)
-    return [
-        AuditRecord(
-            id=f"rec_{i:08d}",
-            type="decision",
-            time=at,
-            actor="spiffe://acme.org/agent/faq-bot/i/pod-1",
-            subject='Tool::"search_faq"',
-            outcome=Outcome.SUCCESS,
-            correlation_id=f"req-{i}",
-            details={
-                "decision_id": f"dec_{i:08d}",
-                "enforcement_point": "authzen",
-                "agent": "faq-bot",
-                "action": "call_tool",
-                "effect": "allow",
-                "policy_ids": ["faq-bot-searches-the-faq"],
-                "call_digest": "sha256:" + "ab" * 32,
-            },
-        ).entry(origin=ORIGIN, index=i)
-        for i in range(n)
-    ]
+    prev, log = genesis(ORIGIN), []
+    for i in range(n):
+        log.append(record(i, at).entry(origin=ORIGIN, index=i, prev=prev))
+        prev = leaf_hash(log[-1])
+    return log
+
+
+def record(i: int, at: datetime) -> AuditRecord:
+    return AuditRecord(
+        id=f"rec_{i:08d}",
+        type="decision",
+        time=at,
+        actor="spiffe://acme.org/agent/faq-bot/i/pod-1",
+        subject='Tool::"search_faq"',
+        outcome=Outcome.SUCCESS,
+        correlation_id=f"req-{i}",
+        details={
+            "decision_id": f"dec_{i:08d}",
+            "enforcement_point": "authzen",
+            "agent": "faq-bot",
+            "action": "call_tool",
+            "effect": "allow",
+            "policy_ids": ["faq-bot-searches-the-faq"],
+            "call_digest": "sha256:" + "ab" * 32,
+        },
+    )
 
 
 def references(log: list[bytes]) -> tuple[list[bytes], dict[int, bytes]]:
-    chain, heads, tree, signed = genesis(ORIGIN), [], CompactTree(), {}
+    heads, tree, signed = [], CompactTree(), {}
     for entry in log:
         leaf = leaf_hash(entry)
-        chain = chain_next(chain, leaf)
-        heads.append(chain)
+        heads.append(leaf)  # an entry's chain head is its leaf hash
         tree.append(leaf)
         if tree.size % CHECKPOINT_EVERY == 0:
             signed[tree.size] = tree.root()

@@ -8,7 +8,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tether._internal.clock import Clock, FixedClock
-from tether.audit.chain import chain_next, genesis
+from tether.audit.chain import genesis
 from tether.audit.log import AuditLog, AuditLogStore, LogEntry
 from tether.audit.merkle import CompactTree, leaf_hash
 from tether.audit.records import AuditRecord
@@ -51,10 +51,9 @@ class Chainer:
         nodes: list[TreeNode] = []
         for record in records:
             index = self.tree.size
-            entry = record.entry(origin=self.log, index=index)
-            leaf = leaf_hash(entry)
-            self.chain = chain_next(self.chain, leaf)
-            nodes += self.tree.append_nodes(leaf, min_level=TILE_LEVEL)
+            entry = record.entry(origin=self.log, index=index, prev=self.chain)
+            self.chain = leaf_hash(entry)
+            nodes += self.tree.append_nodes(self.chain, min_level=TILE_LEVEL)
             entries.append(
                 LogEntry(record=record, log=self.log, index=index, entry=entry, chain=self.chain)
             )

@@ -134,6 +134,7 @@ def _signed_head(note: str, verifier_key: str) -> TreeHead:
 
 
 def _check_entry(raw: bytes, *, log: str, index: int) -> None:
+    """Entry ``index`` of ``log`` in canonical form (its link is the tree's to vouch for)."""
     try:
         check_entry(raw, origin=log, index=index)
     except LogInvalid as exc:

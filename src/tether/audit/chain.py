@@ -3,34 +3,40 @@
 One log per replica. Its *origin* names it (``<issuer host>/audit/<replica id>``), so replicas
 never share a sequence and verification covers every chain, each on its own. An **entry** is
 the exact bytes stored for record number ``index`` of the log: the canonical JSON (RFC 8785)
-of ``{"index": …, "log": <origin>, "record": {…}}``
+of ``{"index": …, "log": <origin>, "prev": <hex>, "record": {…}}``
 (:meth:`tether.audit.records.AuditRecord.entry` writes it). Each entry is
 
-* a leaf of an RFC 6962 Merkle tree (:mod:`tether.audit.merkle`): signed checkpoints
-  (:mod:`tether.audit.notes`) name a size and a root, and proofs show inclusion and
-  consistency to anyone;
-* a link of a hash chain, ``chain[i] = SHA-256(0x02 || chain[i-1] || leaf[i])`` from a
-  genesis that names the log: each stored chain head pins everything before it, so the first
-  entry that was changed, dropped, reordered or spliced in from another log is found at once.
+* a leaf of an RFC 6962 Merkle tree (:mod:`tether.audit.merkle`), its leaf hash
+  ``SHA-256(0x00 || entry)``: signed checkpoints (:mod:`tether.audit.notes`) name a size and a
+  root, and proofs show inclusion and consistency to anyone;
+* a link of a hash chain: ``prev`` is the leaf hash of the entry before it (for entry 0, a
+  genesis hash that names the log), so an entry's leaf hash — its *chain head*, stored beside
+  it — pins everything before it. The chain costs no hashing beyond the tree's leaves: checking
+  a link is comparing the bytes an entry starts with.
 
-:func:`verify_log` reads entries in order, checks each against its position, its log and the
-stored chain heads, keeps the Merkle root as it goes
-(:class:`~tether.audit.merkle.CompactTree`: O(log n) memory), and checks the roots of the
-signed checkpoints it passes. It raises :class:`LogInvalid` naming the first bad index. Like
-the Merkle module it needs only the standard library: it hashes the bytes as stored (it never
-re-serialises), so a third party can run it on an export.
+:func:`verify_log` reads entries in order and checks each one's place, log and link, and its
+stored chain head if given; it keeps the Merkle tree (O(log n) memory) and checks the roots of
+the signed checkpoints it passes. It raises :class:`LogInvalid` naming the first bad index:
+with chain heads, exactly the entry changed, dropped, reordered or spliced in; without them,
+a changed entry is named by the link of the one after it (or, for the last, by the signed
+root). Like the Merkle module it needs only the standard library: it hashes the bytes as
+stored (it never re-serialises), so a third party can run it on an export.
 
 Example::
 
-    >>> import json
-    >>> def entry(i):  # what AuditRecord.entry writes, for a tiny record
-    ...     body = {"index": i, "log": "acme/audit/r1", "record": {"n": i}}
-    ...     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    >>> entries = [entry(i) for i in range(3)]
-    >>> state = verify_log(entries, origin="acme/audit/r1")
+    >>> import json, hashlib
+    >>> def entries(n, log="acme/audit/r1"):  # what AuditRecord.entry writes, tiny records
+    ...     prev, out = genesis(log), []
+    ...     for i in range(n):
+    ...         body = {"index": i, "log": log, "prev": prev.hex(), "record": {"n": i}}
+    ...         out.append(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    ...         prev = hashlib.sha256(b"\\x00" + out[-1]).digest()
+    ...     return out
+    >>> log = entries(3)
+    >>> state = verify_log(log, origin="acme/audit/r1")
     >>> state.size, len(state.root), len(state.chain)
     (3, 32, 32)
-    >>> verify_log([entries[0], entries[2]], origin="acme/audit/r1")
+    >>> verify_log([log[0], log[2]], origin="acme/audit/r1")
     Traceback (most recent call last):
     ...
     tether.audit.chain.LogInvalid: entry 1: it says it is entry 2
@@ -40,22 +46,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from tether.audit.merkle import CompactTree, leaf_hash
+from tether.audit.merkle import CompactTree
 
 __all__ = [
     "LogInvalid",
     "LogState",
     "LogVerifier",
-    "chain_next",
     "check_entry",
     "genesis",
     "verify_log",
 ]
 
-_CHAIN = b"\x02"
+_LEAF = b"\x00"
+_HEX_HASH = 64
 
 
 class LogInvalid(ValueError):
@@ -68,12 +74,8 @@ class LogInvalid(ValueError):
 
 
 def genesis(origin: str) -> bytes:
-    """The chain head before the first entry: it names the log, so two logs never share one."""
+    """The ``prev`` of entry 0: it names the log, so two logs never share a chain."""
     return hashlib.sha256(b"tether audit chain\n" + origin.encode()).digest()
-
-
-def chain_next(previous: bytes, leaf: bytes) -> bytes:
-    return hashlib.sha256(_CHAIN + previous + leaf).digest()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,18 +95,22 @@ def verify_log(
     checkpoints: Mapping[int, bytes] | None = None,
 ) -> LogState:
     """Check ``entries`` (in order, from the first) as the log ``origin``: each names its
-    place and its log, matches the stored chain head of its place (``chain_heads``, if
-    given), and the Merkle root at every size in ``checkpoints`` (size → signed root) is the
-    one signed. :class:`LogInvalid` names the first bad entry."""
+    place, its log and the entry before it, matches the stored chain head of its place
+    (``chain_heads``, if given), and the Merkle root at every size in ``checkpoints`` (size →
+    signed root) is the one signed. :class:`LogInvalid` names the first bad entry."""
     verifier = LogVerifier(origin=origin, checkpoints=checkpoints)
     verifier.feed(entries, chain_heads)
     return verifier.finish()
 
 
+def _log_field(origin: str) -> bytes:
+    return b',"log":' + json.dumps(origin, ensure_ascii=False).encode() + b',"prev":"'
+
+
 class LogVerifier:
     """:func:`verify_log` in steps, for a log read in pages: :meth:`feed` each page in order,
     then :meth:`finish`. It may start part-way, from a state already trusted (``tree`` and
-    ``chain`` after the first ``tree.size`` entries)."""
+    ``chain`` — the chain head of the last entry — after the first ``tree.size`` entries)."""
 
     def __init__(
         self,
@@ -117,63 +123,115 @@ class LogVerifier:
         self.origin = origin
         self.tree = tree.copy() if tree is not None else CompactTree()
         self.chain = chain if chain is not None else genesis(origin)
-        self._wanted = {n: r for n, r in (checkpoints or {}).items() if n > self.tree.size}
-        self._prefix = b',"log":' + json.dumps(origin, ensure_ascii=False).encode() + b',"record":'
+        self._wanted = sorted((n, r) for n, r in (checkpoints or {}).items() if n > self.tree.size)
+        self._log = _log_field(origin)
 
     def feed(self, entries: Iterable[bytes], chain_heads: Iterable[bytes] | None = None) -> None:
-        heads = iter(chain_heads) if chain_heads is not None else None
-        tree, chain, wanted, log = self.tree, self.chain, self._wanted, self._prefix
-        try:
-            for entry in entries:
-                index = tree.size
-                # Canonical JSON sorts the keys, so an entry starts with exactly these bytes:
-                # checked without parsing it (the hash covers the record; parsing only explains
-                # a refusal).
-                if not (entry.startswith(b'{"index":%d%s' % (index, log)) and entry.endswith(b"}")):
-                    _refuse_entry(entry, index, self.origin)
-                leaf = leaf_hash(entry)
-                chain = chain_next(chain, leaf)
-                tree.append(leaf)
-                if heads is not None and next(heads, None) != chain:
-                    raise LogInvalid(
-                        index, "its chain head does not match: changed, or not in its place"
-                    )
-                signed = wanted.pop(tree.size, None)
-                if signed is not None and tree.root() != signed:
-                    raise LogInvalid(index, f"the root at size {tree.size} is not the signed one")
-            if heads is not None and next(heads, None) is not None:
-                raise LogInvalid(tree.size, "there are chain heads for entries that are missing")
-        finally:
-            self.chain = chain
+        page = list(entries)
+        sha = hashlib.sha256
+        leaves = [sha(_LEAF + entry).digest() for entry in page]
+        heads = list(chain_heads) if chain_heads is not None else None
+        # The tree first: the first signed root that fails bounds where an entry error counts.
+        start = self.tree.size
+        bad_root = self._grow(leaves)
+        limit = bad_root.index if bad_root is not None else start + len(page)
+        # Each entry must start with its place, its log and its link (the leaf hash of the
+        # one before) and end the JSON object: two comparisons of bytes per entry.
+        links = [self.chain.hex().encode(), *(leaf.hex().encode() for leaf in leaves[:-1])]
+        head = b'{"index":%d' + self._log + b'%s","record":'
+        stop = min(len(page), limit - start + 1)
+        broken = next(
+            (
+                k
+                for k in range(stop)
+                if not (page[k].startswith(head % (start + k, links[k])) and page[k].endswith(b"}"))
+            ),
+            None,
+        )
+        if heads is not None and heads[:stop] != leaves[:stop]:
+            changed = next(
+                (k for k in range(stop) if k >= len(heads) or heads[k] != leaves[k]), stop
+            )
+            broken = changed if broken is None else min(broken, changed)
+        if broken is not None:
+            index = start + broken
+            prev = self.chain if broken == 0 else leaves[broken - 1]
+            entry = page[broken]
+            if not (entry.startswith(head % (index, links[broken])) and entry.endswith(b"}")):
+                _refuse_entry(entry, index, self.origin, prev, named=heads is not None)
+            raise LogInvalid(index, "its chain head does not match: changed, or not in its place")
+        if bad_root is not None:
+            raise bad_root
+        if heads is not None and len(heads) > len(page):
+            raise LogInvalid(self.tree.size, "there are chain heads for entries that are missing")
+        if page:
+            self.chain = leaves[-1]
+
+    def _grow(self, leaves: Sequence[bytes]) -> LogInvalid | None:
+        """Add ``leaves`` to the tree, checking the signed roots it passes; the first failure
+        (not raised: an entry before it may be the first bad one)."""
+        tree, wanted = self.tree, self._wanted
+        base, done = tree.size, 0
+        while wanted and wanted[0][0] <= base + len(leaves):
+            size, root = wanted.pop(0)
+            take = size - (base + done)
+            tree.extend(leaves[done : done + take])
+            done += take
+            if tree.root() != root:
+                return LogInvalid(size - 1, f"the root at size {size} is not the signed one")
+        tree.extend(leaves[done:])
+        return None
 
     def finish(self) -> LogState:
         """The verified state; :class:`LogInvalid` if a signed size lies beyond the end."""
         if self._wanted:
-            size = min(self._wanted)
+            size = self._wanted[0][0]
             raise LogInvalid(
                 self.tree.size, f"the log ends before the signed size {size}: truncated"
             )
         return LogState(size=self.tree.size, root=self.tree.root(), chain=self.chain)
 
 
-def check_entry(entry: bytes, *, origin: str, index: int) -> None:
-    """That ``entry`` is entry ``index`` of the log ``origin`` in canonical form (what
-    :class:`LogVerifier` checks of each entry); :class:`LogInvalid` otherwise."""
-    log = b',"log":' + json.dumps(origin, ensure_ascii=False).encode() + b',"record":'
-    if not (entry.startswith(b'{"index":%d%s' % (index, log)) and entry.endswith(b"}")):
-        _refuse_entry(entry, index, origin)
+def check_entry(entry: bytes, *, origin: str, index: int, prev: bytes | None = None) -> None:
+    """That ``entry`` is entry ``index`` of the log ``origin`` in canonical form, after the
+    entry whose chain head is ``prev`` (any, if None); :class:`LogInvalid` otherwise."""
+    head = b'{"index":%d%s' % (index, _log_field(origin))
+    link = entry[len(head) : len(head) + _HEX_HASH]
+    ok = entry.startswith(head) and entry.endswith(b"}")
+    ok = ok and entry[len(head) + _HEX_HASH :].startswith(b'","record":')
+    ok = ok and (link == prev.hex().encode() if prev is not None else _is_hex(link))
+    if not ok:
+        _refuse_entry(entry, index, origin, prev, named=True)
 
 
-def _refuse_entry(entry: bytes, index: int, origin: str) -> None:
-    """Why ``entry`` is not entry ``index`` of ``origin`` in canonical form (it is not)."""
+def _is_hex(value: bytes) -> bool:
+    return len(value) == _HEX_HASH and all(c in b"0123456789abcdef" for c in value)
+
+
+def _refuse_entry(
+    entry: bytes, index: int, origin: str, prev: bytes | None, *, named: bool
+) -> None:
+    """Why ``entry`` is not entry ``index`` of ``origin`` after ``prev`` (it is not).
+    ``named``: the entry before was checked against its stored chain head, so a broken link
+    is this entry's fault; otherwise the one before may have been changed, and is named."""
     try:
         parsed = json.loads(entry)
     except (UnicodeDecodeError, ValueError):
         raise LogInvalid(index, "it is not JSON") from None
-    if not isinstance(parsed, dict) or set(parsed) != {"index", "log", "record"}:
-        raise LogInvalid(index, "it is not an entry {index, log, record}")
+    if not isinstance(parsed, dict) or set(parsed) != {"index", "log", "prev", "record"}:
+        raise LogInvalid(index, "it is not an entry {index, log, prev, record}")
     if parsed["log"] != origin:
         raise LogInvalid(index, f"it belongs to another log ({parsed['log']!r})")
     if parsed["index"] != index or isinstance(parsed["index"], bool):
         raise LogInvalid(index, f"it says it is entry {parsed['index']}")
+    link = parsed["prev"]
+    if not (isinstance(link, str) and _is_hex(link.encode())):
+        raise LogInvalid(index, "its prev is not a hex SHA-256")
+    if prev is not None and link != prev.hex():
+        if named or index == 0:
+            raise LogInvalid(index, "it does not name the entry before it (its prev was changed)")
+        raise LogInvalid(
+            index - 1,
+            f"entry {index} names another hash for it: it was changed (or that link was)",
+        )
     raise LogInvalid(index, "it is not in canonical form")

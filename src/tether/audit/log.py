@@ -66,7 +66,7 @@ from datetime import datetime
 from typing import Protocol
 
 from tether._internal.clock import Clock
-from tether.audit.chain import LogInvalid, LogVerifier, chain_next, genesis
+from tether.audit.chain import LogInvalid, LogVerifier, genesis
 from tether.audit.merkle import CompactTree, leaf_hash
 from tether.audit.notes import NoteInvalid, TreeHead, open_note, sign_note, verifier_key
 from tether.audit.records import AuditReceipt, AuditRecord
@@ -371,10 +371,9 @@ class AuditLog:
         chain, origin = self._chain, self.origin
         for record in records:
             index = tree.size
-            entry = record.entry(origin=origin, index=index)
-            leaf = leaf_hash(entry)
-            chain = chain_next(chain, leaf)
-            nodes += tree.append_nodes(leaf, min_level=TILE_LEVEL)
+            entry = record.entry(origin=origin, index=index, prev=chain)
+            chain = leaf_hash(entry)  # the chain head: the next entry names it as prev
+            nodes += tree.append_nodes(chain, min_level=TILE_LEVEL)
             entries.append(
                 LogEntry(record=record, log=origin, index=index, entry=entry, chain=chain)
             )

@@ -99,11 +99,12 @@ class AuditRecord:
             "details": dict(self.details),
         }
 
-    def entry(self, *, origin: str, index: int) -> bytes:
-        """The stored bytes of this record as entry ``index`` of the log ``origin``: the
-        canonical JSON (RFC 8785) of ``{"index", "log", "record"}`` (see
-        :mod:`tether.audit.chain`)."""
-        return canonical_json({"index": index, "log": origin, "record": self.to_dict()})
+    def entry(self, *, origin: str, index: int, prev: bytes) -> bytes:
+        """The stored bytes of this record as entry ``index`` of the log ``origin``, after the
+        entry whose chain head (leaf hash) is ``prev``: the canonical JSON (RFC 8785) of
+        ``{"index", "log", "prev", "record"}`` (see :mod:`tether.audit.chain`)."""
+        body = {"index": index, "log": origin, "prev": prev.hex(), "record": self.to_dict()}
+        return canonical_json(body)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)

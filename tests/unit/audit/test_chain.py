@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 import rfc8785
 
-from tether.audit.chain import LogInvalid, chain_next, genesis, verify_log
+from tether.audit.chain import LogInvalid, genesis, verify_log
 from tether.audit.merkle import CompactTree, leaf_hash, root_hash
 from tether.audit.records import AuditRecord, Outcome
 
@@ -29,21 +29,17 @@ def record(n: int) -> AuditRecord:
 
 
 def log(origin: str = ORIGIN, size: int = SIZE) -> list[bytes]:
-    return [record(n).entry(origin=origin, index=n) for n in range(size)]
+    prev, entries = genesis(origin), []
+    for n in range(size):
+        entries.append(record(n).entry(origin=origin, index=n, prev=prev))
+        prev = leaf_hash(entries[-1])
+    return entries
 
 
 ENTRIES = log()
-
-
-def heads(entries: list[bytes], origin: str = ORIGIN) -> list[bytes]:
-    chain, out = genesis(origin), []
-    for entry in entries:
-        chain = chain_next(chain, leaf_hash(entry))
-        out.append(chain)
-    return out
-
-
-HEADS = heads(ENTRIES)
+GENESIS = genesis(ORIGIN).hex().encode()
+#: The chain head of each entry is its leaf hash (the next entry names it as ``prev``).
+HEADS = [leaf_hash(e) for e in ENTRIES]
 SIGNED = {
     50: root_hash([leaf_hash(e) for e in ENTRIES[:50]]),
     100: root_hash([leaf_hash(e) for e in ENTRIES]),
@@ -84,11 +80,25 @@ def test_every_single_byte_change_at_every_offset_is_found_at_its_entry() -> Non
     assert missed == []
 
 
-def test_a_change_is_found_by_the_signed_root_alone_when_no_chain_heads_are_kept() -> None:
+def test_without_chain_heads_a_changed_entry_is_named_by_the_next_ones_link() -> None:
     changed = ENTRIES[7].replace(b'"effect":"allow"', b'"effect":"deny"')  # still an entry
     assert changed != ENTRIES[7]
     tampered = [*ENTRIES[:7], changed, *ENTRIES[8:]]
-    assert check(tampered, chain_heads=None) == 49  # the first signed size after the change
+    assert check(tampered, chain_heads=None) == 7
+
+
+def test_without_chain_heads_a_changed_last_entry_is_found_by_the_signed_root() -> None:
+    changed = ENTRIES[-1].replace(b'"effect":"deny"', b'"effect":"allow"')
+    assert changed != ENTRIES[-1]
+    assert check([*ENTRIES[:-1], changed], chain_heads=None) == SIZE - 1
+
+
+def test_a_changed_link_is_found_at_its_entry_when_chain_heads_are_kept() -> None:
+    entry = ENTRIES[30]
+    start = entry.index(b'"prev":"') + len(b'"prev":"')
+    flipped = b"0" if entry[start : start + 1] != b"0" else b"1"
+    changed = entry[:start] + flipped + entry[start + 1 :]
+    assert check([*ENTRIES[:30], changed, *ENTRIES[31:]]) == 30
 
 
 @pytest.mark.parametrize("index", [0, 1, 49, 50, 98])
@@ -135,8 +145,19 @@ def test_chain_heads_beyond_the_entries_mean_entries_are_missing() -> None:
         (b"\xff", "not JSON"),
         (b"[1, 2]", "not an entry"),
         (b'{"index": 0, "log": "tether.example/audit/r1"}', "not an entry"),
-        (b'{"index": true, "log": "tether.example/audit/r1", "record": {}}', "says it is"),
-        (b'{"index": 0, "log": "tether.example/audit/r1", "record": {}}', "canonical form"),
+        (
+            b'{"index": true, "log": "tether.example/audit/r1", "prev": "%s", "record": {}}'
+            % GENESIS,
+            "says it is",
+        ),
+        (
+            b'{"index": 0, "log": "tether.example/audit/r1", "prev": "%s", "record": {}}' % GENESIS,
+            "canonical form",
+        ),
+        (
+            b'{"index":0,"log":"tether.example/audit/r1","prev":"%s","record":{}}' % (b"ab" * 32),
+            "does not name the entry before",
+        ),
     ],
 )
 def test_entries_that_are_not_entries_are_refused(entry: bytes, reason: str) -> None:
@@ -144,8 +165,14 @@ def test_entries_that_are_not_entries_are_refused(entry: bytes, reason: str) -> 
         verify_log([entry], origin=ORIGIN)
 
 
-def test_an_entry_is_the_canonical_json_of_its_place_log_and_record() -> None:
-    entry = record(5).entry(origin=ORIGIN, index=5)
+def test_an_entry_is_the_canonical_json_of_its_place_log_link_and_record() -> None:
+    entry = record(5).entry(origin=ORIGIN, index=5, prev=HEADS[4])
+    assert entry == ENTRIES[5]
     parsed = json.loads(entry)
-    assert parsed == {"index": 5, "log": ORIGIN, "record": record(5).to_dict()}
+    assert parsed == {
+        "index": 5,
+        "log": ORIGIN,
+        "prev": HEADS[4].hex(),
+        "record": record(5).to_dict(),
+    }
     assert rfc8785.dumps(parsed) == entry  # one spelling: what any RFC 8785 writer writes
