@@ -51,3 +51,26 @@ def test_a_changed_argument_is_a_different_call() -> None:
 def test_values_json_cannot_carry_exactly_are_refused() -> None:
     with pytest.raises(InvalidInput, match="not canonical JSON"):
         canonical_json({"amount": float("nan")})
+
+
+_TEXT = st.text(
+    alphabet=st.characters(codec="utf-8") | st.sampled_from("\x00\x1f\x7f\u2028\ue000\U0001f600")
+)
+_PLAIN = st.recursive(
+    st.none() | st.booleans() | _SAFE_INT | _TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+    max_leaves=16,
+)
+
+
+@given(value=_PLAIN | _JSON)
+def test_the_fast_path_writes_exactly_what_rfc8785_writes(value: Any) -> None:
+    assert canonical_json(value) == rfc8785.dumps(value)
+
+
+def test_keys_beyond_the_bmp_sort_by_utf16_code_units_as_rfc8785_says() -> None:
+    value = {"\U0001f600": 1, "\ue000": 2}  # code points sort the other way round
+    assert canonical_json(value) == rfc8785.dumps(value)
+    assert canonical_json(value).index("\U0001f600".encode()) < canonical_json(value).index(
+        "\ue000".encode()
+    )

@@ -1,0 +1,154 @@
+"""Durable append to the audit log, with group commit, against raw SQLite in the same run.
+
+Tether: ``AuditLog.append`` from ``IN_FLIGHT`` concurrent callers on the embedded SQLite store
+(WAL, ``synchronous=FULL``): each record becomes an entry (canonical JSON, leaf hash, chain
+head, subtree hashes), batches share one commit, every caller returns once its record is
+durable, and a checkpoint is signed every 1,000 records. Reported: records per second and the
+commit latency each caller saw (append → durable), p50 and p99.
+
+Floor: the same rows (the same columns and bytes: record columns, entry, chain head) inserted
+with ``sqlite3`` ``executemany`` in transactions of the same size as Tether's batches, WAL,
+``synchronous=FULL``: the raw row rate of a durable SQLite append. The issue's aims (issue 4):
+Tether >= 0.5x the floor, commit latency <= 10 ms.
+
+Run: ``make bench`` or ``.venv/bin/python bench/bench_audit_append.py [N]`` (N = 20,000).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tether._internal.clock import SystemClock
+from tether.audit.chain import genesis
+from tether.audit.log import AuditLog
+from tether.audit.merkle import leaf_hash
+from tether.audit.records import AuditRecord, Outcome
+from tether.crypto.keyring import AuditSigner
+from tether.store.sql import open_sql_store
+
+ORIGIN = "bench.example/audit/r1"
+IN_FLIGHT = 256
+ROUNDS = 3
+
+
+def record(i: int) -> AuditRecord:
+    return AuditRecord.new(
+        type="decision",
+        actor="spiffe://acme.org/agent/faq-bot/i/pod-1",
+        subject='Tool::"search_faq"',
+        time=datetime.now(UTC),
+        outcome=Outcome.SUCCESS,
+        correlation_id=f"req-{i}",
+        details={
+            "decision_id": f"dec_{i:08d}",
+            "enforcement_point": "authzen",
+            "agent": "faq-bot",
+            "instance": "pod-1",
+            "action": "call_tool",
+            "resource": 'Tool::"search_faq"',
+            "effect": "allow",
+            "policy_ids": ["faq-bot-searches-the-faq"],
+            "call_digest": "sha256:" + "ab" * 32,
+        },
+    )
+
+
+async def tether(directory: Path, n: int) -> tuple[float, list[float], int]:
+    store = await open_sql_store(f"sqlite:///{directory / 'tether.db'}")
+    signer = AuditSigner(Ed25519PrivateKey.generate(), kid="bench")
+    log = await AuditLog.open(
+        store=store, origin=ORIGIN, key_name="bench.example/audit", signer=signer,
+        clock=SystemClock(),
+    )  # fmt: skip
+    latencies: list[float] = []
+    # Made before the clock starts, as the floor's rows are: the callers' work, not the log's.
+    queue = iter([record(i) for i in range(n)])
+
+    async def caller() -> None:
+        for made in queue:
+            began = time.perf_counter()
+            await log.append(made)
+            latencies.append(time.perf_counter() - began)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(IN_FLIGHT)))
+    elapsed = time.perf_counter() - start
+    signed = log.signed_size
+    await log.close()
+    await store.close()
+    return n / elapsed, latencies, signed
+
+
+def floor(directory: Path, n: int, batch: int) -> float:
+    conn = sqlite3.connect(directory / "floor.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(
+        "CREATE TABLE audit_records (sequence INTEGER PRIMARY KEY, id TEXT UNIQUE, type TEXT,"
+        " time TEXT, actor TEXT, subject TEXT, outcome TEXT, correlation_id TEXT, details TEXT,"
+        " log TEXT, log_index INTEGER, entry BLOB, chain BLOB, UNIQUE (log, log_index))"
+    )
+    prev, rows = genesis(ORIGIN), []
+    for i in range(n):
+        r = record(i)
+        entry = r.entry(origin=ORIGIN, index=i, prev=prev)
+        prev = leaf_hash(entry)
+        rows.append(
+            (i + 1, r.id, r.type, r.time.isoformat(), r.actor, r.subject, str(r.outcome),
+             r.correlation_id, json.dumps(dict(r.details)), ORIGIN, i, entry, prev)
+        )  # fmt: skip
+    insert = "INSERT INTO audit_records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    start = time.perf_counter()
+    for first in range(0, n, batch):
+        conn.execute("BEGIN")
+        conn.executemany(insert, rows[first : first + batch])
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return n / elapsed
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
+    print(
+        f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()},"
+        f" {platform.system()} {platform.release()}, SQLite {sqlite3.sqlite_version}"
+    )
+    ours, bare, p50s, p99s = [], [], [], []
+    for _ in range(ROUNDS):
+        with tempfile.TemporaryDirectory() as tmp:
+            rate, latencies, signed = asyncio.run(tether(Path(tmp), n))
+            # The batches Tether formed: as many records as callers waiting, at most 512.
+            bare.append(floor(Path(tmp), n, batch=IN_FLIGHT))
+        ours.append(rate)
+        cuts = statistics.quantiles(latencies, n=100)
+        p50s.append(cuts[49] * 1e3)
+        p99s.append(cuts[98] * 1e3)
+    ratios = sorted(o / b for o, b in zip(ours, bare, strict=True))
+    print(f"audit durable append, {n:,} records, {IN_FLIGHT} callers, {ROUNDS} rounds")
+    print(f"  floor (sqlite3 executemany, {IN_FLIGHT}/commit)  {statistics.median(bare):10,.0f} /s")
+    print(f"  tether AuditLog.append              {statistics.median(ours):10,.0f} /s")
+    print(
+        f"  ratio tether/floor                  {statistics.median(ratios):10.2f}x   "
+        f"(rounds {ratios[0]:.2f}-{ratios[-1]:.2f}; aim >= 0.5x, issue 4)"
+    )
+    print(
+        f"  commit latency p50 / p99            {statistics.median(p50s):7.1f} / "
+        f"{statistics.median(p99s):.1f} ms   (aim <= 10 ms; last checkpoint at {signed:,})"
+    )
+
+
+if __name__ == "__main__":
+    main()
