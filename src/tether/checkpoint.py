@@ -286,7 +286,12 @@ class Checkpoint:
         decision: Decision,
         digest: str,
     ) -> dict[str, Any]:
-        """What the decision record and the monitoring event both say about a decision."""
+        """What the decision record and the monitoring event both say about a decision.
+
+        Every field is present in every decision record, null when it does not apply: the
+        delegation fields (``user``, ``act``, ``grant_id``, ``purpose``, ``session``) come from
+        a delegated token, ``approval_id``/``approver`` from an approval, ``lease_id`` from a
+        credential lease — an agent's own JWT-SVID carries none of them."""
         agent = caller.agent if caller else None
         return {
             "decision_id": decision_id,
@@ -295,6 +300,7 @@ class Checkpoint:
             "agent": agent.name if agent else None,
             "instance": caller.instance_id if caller else None,
             "risk_tier": str(agent.risk_tier) if agent else None,
+            **_delegation(caller),
             "action": request.action,
             "resource": _uid(request.resource.ref),
             "effect": str(decision.effect),
@@ -332,6 +338,34 @@ class Checkpoint:
         except (Error, TimeoutError, OSError):
             return False
         return True
+
+
+#: The token claims a decision record carries when a delegated token has them.
+_DELEGATION_CLAIMS = {
+    "grant_id": "grant_id",
+    "purpose": "purpose",
+    "session": "sid",
+    "approval_id": "approval_id",
+    "approver": "approver",
+    "lease_id": "lease_id",
+}
+
+
+def _delegation(caller: AgentCaller | None) -> dict[str, Any]:
+    """Who the agent acts for and on what authority, from its token (all null for a token
+    that carries no delegation, as an agent's own JWT-SVID)."""
+    claims = caller.claims.claims if caller else {}
+    found: dict[str, Any] = {
+        field: value if isinstance(value := claims.get(claim), str) else None
+        for field, claim in _DELEGATION_CLAIMS.items()
+    }
+    act, chain = claims.get("act"), list[str]()
+    while isinstance(act, Mapping) and isinstance(act.get("sub"), str) and len(chain) < 16:
+        chain.append(act["sub"])  # RFC 8693 §4.1: the current actor first, then who it acts for
+        act = act.get("act")
+    # RFC 8693: in a delegated token ``sub`` is the user and ``act`` the agent acting for them.
+    user = claims.get("sub") if chain and isinstance(claims.get("sub"), str) else None
+    return found | {"user": user, "act": chain}
 
 
 def _uid(ref: EntityRef) -> str:

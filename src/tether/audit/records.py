@@ -1,7 +1,13 @@
-"""Audit records: immutable, tagged by a stable ``type``, serialised as sorted compact JSON.
+"""Audit records: immutable, tagged by a stable ``type``, serialised as canonical JSON.
 
-Record types in use (tags are never reused for another meaning):
+Record types in use (:data:`RECORD_TYPES`; :meth:`AuditRecord.new` refuses any other, and a
+tag is never reused for another meaning):
 
+* ``decision`` — the checkpoint's answer; its details carry the decision id, enforcement
+  point, agent, instance, risk tier, delegated ``user``, ``act`` chain, grant id, purpose,
+  session, action, resource, effect, determining policy ids, approval id and approver, lease
+  id, reasons and the call digest (null where a field does not apply)
+* ``policy.applied``, ``policy.rolled_back``
 * ``agent.registered``, ``agent.updated``, ``agent.state_changed``, ``agent.approved``
 * ``agent.key_added``, ``agent.key_removed``
 * ``client.authentication_failed`` (a success is the ``svid.jwt_issued`` that follows it)
@@ -32,7 +38,29 @@ from types import MappingProxyType
 from tether._internal.canonical import canonical_json
 from tether._internal.ids import new_id
 
-__all__ = ["AuditReceipt", "AuditRecord", "Outcome"]
+__all__ = ["RECORD_TYPES", "AuditReceipt", "AuditRecord", "Outcome"]
+
+RECORD_TYPES = frozenset(
+    {
+        "decision",
+        "policy.applied",
+        "policy.rolled_back",
+        "agent.registered",
+        "agent.updated",
+        "agent.state_changed",
+        "agent.approved",
+        "agent.key_added",
+        "agent.key_removed",
+        "client.authentication_failed",
+        "svid.jwt_issued",
+        "svid.x509_issued",
+        "svid.revoked",
+        "operator.token_created",
+        "operator.token_revoked",
+        "keyring.key_created",
+        "keyring.key_retired",
+    }
+)
 
 
 class Outcome(StrEnum):
@@ -63,6 +91,8 @@ class AuditRecord:
         correlation_id: str | None = None,
         details: Mapping[str, object] | None = None,
     ) -> AuditRecord:
+        if type not in RECORD_TYPES:
+            raise ValueError(f"{type!r} is not an audit record type (RECORD_TYPES)")
         return cls(
             id=new_id("rec"),
             type=type,

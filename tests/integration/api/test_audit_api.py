@@ -182,3 +182,32 @@ def test_the_verifier_key_round_trips() -> None:
     name, _, rest = key.partition("+")
     assert name == "acme.org/audit"
     assert base64.b64decode(rest.split("+")[1])[0] == 1
+
+
+#: What the issue asks of every decision record (``time``, ``id`` and ``outcome`` are the
+#: record's own; the rest are its details, null where they do not apply).
+DECISION_FIELDS = {
+    "decision_id", "enforcement_point", "agent", "instance", "user", "act", "grant_id",
+    "purpose", "session", "action", "resource", "effect", "policy_ids", "approval_id",
+    "approver", "lease_id", "risk_tier",
+}  # fmt: skip
+
+
+async def test_a_decision_record_carries_every_field_an_auditor_asks_for(
+    client: httpx.AsyncClient, agent_token: str
+) -> None:
+    await decide(client, agent_token, request_id="fields-1", tool="search_faq")
+    [record] = (await client.get("/v1/audit", params={"correlation_id": "fields-1"})).json()[
+        "records"
+    ]
+    assert {"time", "id", "correlation_id", "outcome"} <= set(record)
+    assert record["correlation_id"] == "fields-1"
+    assert set(record["details"]) >= DECISION_FIELDS
+    details = record["details"]
+    # An agent's own token delegates nothing: no user, no acting chain, no grant.
+    assert (details["user"], details["act"], details["grant_id"]) == (None, [], None)
+    assert (details["agent"], details["instance"], details["risk_tier"]) == (
+        "faq-bot",
+        "pod-1",
+        "low",
+    )

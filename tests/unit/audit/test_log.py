@@ -388,3 +388,8 @@ def test_every_record_has_an_inclusion_proof_and_checkpoints_are_consistent(
 def test_a_log_invalid_names_its_first_bad_index() -> None:
     error = LogInvalid(7, "it says it is entry 8")
     assert (error.index, str(error)) == (7, "entry 7: it says it is entry 8")
+
+
+def test_a_record_of_an_unregistered_type_is_refused() -> None:
+    with pytest.raises(ValueError, match="not an audit record type"):
+        AuditRecord.new(type="agent.teleported", actor="a", subject=None, time=CLOCK.now())

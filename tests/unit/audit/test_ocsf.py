@@ -5,6 +5,7 @@ record is refused."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -154,7 +155,14 @@ CASES = {
         1,
         2,
     ),
-    "an unknown type": (change("grant.frobnicated", {"grant_id": "g1"}), 3004, 3, 99, 1),
+    # A type this version does not know (written by a newer one): made past AuditRecord.new.
+    "an unknown type": (
+        replace(change("agent.updated", {"grant_id": "g1"}), type="grant.frobnicated"),
+        3004,
+        3,
+        99,
+        1,
+    ),
 }
 
 
