@@ -27,6 +27,8 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -37,6 +39,7 @@ from tether._internal.clock import Clock
 from tether._internal.ids import new_id
 from tether._internal.kept import KeptFor
 from tether.audit.records import AuditRecord, Outcome
+from tether.audit.redact import Redactor
 from tether.audit.sink import AuditSink
 from tether.errors import Error, InvalidInput
 from tether.identity.directory import AgentDirectory
@@ -151,7 +154,10 @@ class Checkpoint:
         directory: AgentDirectory | None = None,
         events: EventStream | None = None,
         audit_timeout: float = 2.0,
+        redactor: Redactor | None = None,
     ) -> None:
+        # Without a deployment key, a key of this process: values are hidden all the same.
+        self._redactor = redactor or Redactor(secrets.token_bytes(32))
         self._directory = directory
         self._events = events
         self._principals: KeptFor[str, Agent, Entity] = KeptFor(limit=MAX_PRINCIPALS)
@@ -278,6 +284,17 @@ class Checkpoint:
             proven["arguments"] = arguments.decode()
         return supplied | proven
 
+    def _redacted(self, evaluated: DecisionRequest) -> dict[str, Any]:
+        """The evaluated request for the record, sensitive values as their HMAC — also inside
+        the arguments, which policies read as canonical JSON text."""
+        data = evaluated.to_json()
+        context = data.get("context")
+        if isinstance(context, dict) and isinstance(context.get("arguments"), str):
+            arguments = self._redactor.redact(json.loads(context["arguments"]))
+            context["arguments"] = canonical_json(arguments).decode()
+        redacted: dict[str, Any] = self._redactor.redact(data)
+        return redacted
+
     @staticmethod
     def _details(
         decision_id: str,
@@ -321,7 +338,8 @@ class Checkpoint:
     ) -> bool:
         recorded = {k: v for k, v in details.items() if k != "correlation_id"}
         # What the engine saw, so a proposed policy set can be replayed against it.
-        recorded["request"] = evaluated.to_json() if evaluated else None
+        # Sensitive values (passwords, keys, tokens in the arguments) only as their HMAC.
+        recorded["request"] = self._redacted(evaluated) if evaluated else None
         record = AuditRecord.new(
             type="decision",
             actor=caller.spiffe_id if caller else "unauthenticated",

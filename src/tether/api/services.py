@@ -23,6 +23,7 @@ import structlog
 from tether._internal.clock import Clock, SystemClock
 from tether.audit.log import AuditLog
 from tether.audit.records import AuditRecord
+from tether.audit.redact import Redactor
 from tether.audit.sink import AuditSink
 from tether.checkpoint import Checkpoint
 from tether.config import Settings
@@ -65,6 +66,8 @@ class Services:
     checkpoint: Checkpoint
     #: Decisions (and, later, changes) for monitoring: subscribe to read them.
     events: EventStream
+    #: Hides sensitive values in audit records as their HMAC (``/v1/audit/hash``).
+    redactor: Redactor
     #: Agents as the hot path reads them (see :mod:`tether.identity.directory`).
     directory: AgentDirectory
     #: Set once this replica listens for other replicas' change notes and has caught up
@@ -87,7 +90,8 @@ class Services:
     @classmethod
     async def _wire(cls, settings: Settings, clock: Clock, store: Store) -> Services:
         events = EventStream()
-        keyring = await _keyring(settings, clock, store)
+        kek = _kek(settings)
+        keyring = await _keyring(settings, clock, store, kek)
         audit = await _audit_log(settings, clock, store, keyring, events)
         await _audit_key_changes(audit, clock, keyring.changes)
         operators = OperatorTokens(
@@ -104,6 +108,7 @@ class Services:
             leeway=VERIFY_LEEWAY,
         )
         svids = _svids(settings, clock, store, audit, keyring, directory, revocations)
+        redactor = Redactor(kek.derive(AUDIT_HMAC_PURPOSE))
         return cls(
             settings=settings,
             clock=clock,
@@ -139,9 +144,11 @@ class Services:
                 clock=clock,
                 directory=directory,
                 events=events,
+                redactor=redactor,
             ),
             events=events,
             directory=directory,
+            redactor=redactor,
             new_root_token=new_root,
         )
 
@@ -234,12 +241,14 @@ async def _every(seconds: float, work: Callable[[], Awaitable[None]], event: str
             log.exception(event, code="internal_error", error=type(exc).__name__)
 
 
-async def _keyring(settings: Settings, clock: Clock, store: Store) -> KeyRing:
+async def _keyring(
+    settings: Settings, clock: Clock, store: Store, kek: KeyEncryptionKey
+) -> KeyRing:
     """The key ring, its first keys created or due keys rotated (audited by the caller, once
     the audit log, which signs with one of them, is open)."""
     return await KeyRing.open(
         persistence=store,
-        kek=_kek(settings),
+        kek=kek,
         now=clock.now(),
         trust_domain=settings.trust_domain,
         signing_key_max_age=timedelta(days=settings.signing_key_max_age_days),
@@ -322,6 +331,10 @@ async def _audit_key_changes(
                 details={"purpose": str(change.purpose), "kid": change.kid},
             )
         )
+
+
+#: The HKDF purpose of the audit HMAC key (derived from the key-encryption key).
+AUDIT_HMAC_PURPOSE = b"tether audit hmac v1"
 
 
 def _kek(settings: Settings) -> KeyEncryptionKey:

@@ -23,7 +23,9 @@ import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tether.errors import KeyringError
 
@@ -37,12 +39,20 @@ _KEY_BYTES = 32
 class KeyEncryptionKey:
     """A 256-bit AES-GCM key. Its bytes never appear in ``repr`` or in errors."""
 
-    __slots__ = ("_aead",)
+    __slots__ = ("_aead", "_key")
 
     def __init__(self, key: bytes) -> None:
         if len(key) != _KEY_BYTES:
             raise KeyringError("a key-encryption key is 32 bytes (256 bits)")
         self._aead = AESGCM(key)
+        self._key = key
+
+    def derive(self, purpose: bytes) -> bytes:
+        """A 256-bit key for ``purpose`` (HKDF-SHA256, RFC 5869), independent of the sealing
+        key and of every other purpose's: like the sealing key, only the holder of the
+        key-encryption key has it, never the database."""
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=_KEY_BYTES, salt=None, info=purpose)
+        return hkdf.derive(self._key)
 
     def __repr__(self) -> str:
         return "KeyEncryptionKey(<hidden>)"

@@ -2,8 +2,9 @@
 
 Read records (``GET /v1/audit``), follow one correlation id (``/trace/{id}``), verify every
 replica's log (``/verify``), prove one record (``/records/{id}/proof``: a bundle a third party
-checks offline with the verifier key of ``/key``), and export a log as JSON lines or OCSF
-events (``/export``). All need ``audit.read``.
+checks offline with the verifier key of ``/key``), export a log as JSON lines or OCSF
+events (``/export``), and learn the HMAC a record holds for a sensitive value (``/hash``). All
+need ``audit.read``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from tether.api.deps import OperatorDep, ServicesDep
 from tether.audit import reader
@@ -41,6 +43,21 @@ async def verifier_key(actor: OperatorDep, services: ServicesDep) -> dict[str, A
     require(actor, Permission.AUDIT_READ)
     audit = services.audit
     return {"verifier_key": audit.verifier_key, "key_name": audit.key_name, "log": audit.origin}
+
+
+class HashRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    value: str = Field(max_length=64 * 1024)
+
+
+@router.post("/hash", summary="The HMAC a record would hold for a sensitive value")
+async def hash_value(
+    body: HashRequest, actor: OperatorDep, services: ServicesDep
+) -> dict[str, Any]:
+    """What a decision record holds in place of ``value`` under a sensitive key (a password,
+    an API key, a token): search for it to find the records that carried the value."""
+    require(actor, Permission.AUDIT_READ)
+    return {"hash": services.redactor.hash(body.value)}
 
 
 @router.get("/logs", summary="Every replica's log: its size and latest signed checkpoint")

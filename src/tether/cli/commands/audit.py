@@ -122,6 +122,17 @@ def key(output: OutputOpt = Output.TABLE) -> None:
         show(api.call("GET", "/v1/audit/key"), output)
 
 
+@app.command("hash")
+def hash_value(
+    value: Annotated[str, typer.Argument(help="The value; '-' reads it from stdin")],
+    output: OutputOpt = Output.TABLE,
+) -> None:
+    """The HMAC a decision record holds in place of a sensitive value (a password, a key)."""
+    text = sys.stdin.read().rstrip("\n") if value == "-" else value
+    with _api() as api:
+        show(api.call("POST", "/v1/audit/hash", json={"value": text}), output)
+
+
 @app.command()
 def logs(output: OutputOpt = Output.TABLE) -> None:
     """Every replica's log: its size and its latest signed checkpoint (``--output json``

@@ -1,0 +1,46 @@
+"""Sensitive values become their HMAC; everything else stays; the key is the deployment's."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+
+from tether.audit.redact import Redactor
+from tether.crypto.kek import KeyEncryptionKey
+
+KEY = bytes(range(32))
+
+
+@pytest.mark.parametrize(
+    "key", ["password", "DB_PASSWORD", "X-Api-Key", "client_secret", "Authorization", "id_token"]
+)
+def test_a_value_under_a_sensitive_key_is_replaced_by_its_hmac(key: str) -> None:
+    redacted = Redactor(KEY).redact({key: "hunter2", "query": "hours"})
+    expected = hmac.new(KEY, b"hunter2", hashlib.sha256).hexdigest()
+    assert redacted == {key: f"hmac-sha256:{expected}", "query": "hours"}
+
+
+def test_nested_objects_and_lists_are_searched_and_non_text_values_hashed_as_json() -> None:
+    redactor = Redactor(KEY)
+    redacted = redactor.redact({"calls": [{"headers": {"cookie": {"a": 1}}}], "n": 3})
+    assert redacted["calls"][0]["headers"]["cookie"] == redactor.hash('{"a":1}')
+    assert redacted["n"] == 3
+
+
+def test_the_hmac_depends_on_the_deployment_key() -> None:
+    assert Redactor(KEY).hash("v") != Redactor(bytes(32)).hash("v")
+
+
+def test_a_short_key_is_refused_and_the_key_never_shows() -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        Redactor(b"short")
+    assert "0001" not in repr(Redactor(KEY))
+
+
+def test_the_kek_derives_one_stable_key_per_purpose() -> None:
+    kek = KeyEncryptionKey(KEY)
+    assert kek.derive(b"a") == KeyEncryptionKey(KEY).derive(b"a")
+    assert kek.derive(b"a") != kek.derive(b"b")
+    assert KEY not in (kek.derive(b"a"), kek.derive(b"b"))
