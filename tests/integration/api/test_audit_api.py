@@ -10,12 +10,14 @@ from typing import Any
 import httpx
 import pytest
 
+from tether.api.app import create_app
 from tether.api.services import Services
 from tether.audit.bundle import BundleInvalid, verify_bundle
 from tether.audit.chain import verify_log
 from tether.audit.notes import TreeHead, verifier_key
 from tether.config import Settings
 
+from .conftest import ISSUER
 from .decisions import evaluation
 from .test_management_api import as_, operator_token
 
@@ -211,3 +213,33 @@ async def test_a_decision_record_carries_every_field_an_auditor_asks_for(
         "pod-1",
         "low",
     )
+
+
+async def test_a_server_that_opens_a_changed_log_is_not_ready_and_denies_every_decision(
+    client: httpx.AsyncClient, agent_token: str, services: Services, settings: Settings
+) -> None:
+    await decide(client, agent_token, request_id="before", tool="search_faq")
+    await signed(services)
+    with sqlite3.connect(settings.data_dir / "tether.db") as db:
+        [(entry,)] = db.execute(
+            "SELECT entry FROM audit_records WHERE correlation_id = 'before'"
+        ).fetchall()
+        db.execute(
+            "UPDATE audit_records SET entry = ? WHERE correlation_id = 'before'",
+            (bytes(entry).replace(b"pod-1", b"pod-9"),),
+        )
+    reopened = await Services.open(settings)
+    try:
+        assert reopened.audit.invalid is not None
+        app = create_app(settings, services=reopened)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=ISSUER) as again:
+            ready = await again.get("/readyz")
+            assert ready.status_code == 503
+            assert "does not verify" in ready.json()["audit"]
+            answer = await again.post(
+                "/access/v1/evaluation", json=evaluation(), headers=as_(agent_token)
+            )
+            assert answer.json()["decision"] is False, "nothing recorded, nothing allowed"
+    finally:
+        await reopened.close()

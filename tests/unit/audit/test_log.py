@@ -393,3 +393,23 @@ def test_a_log_invalid_names_its_first_bad_index() -> None:
 def test_a_record_of_an_unregistered_type_is_refused() -> None:
     with pytest.raises(ValueError, match="not an audit record type"):
         AuditRecord.new(type="agent.teleported", actor="a", subject=None, time=CLOCK.now())
+
+
+async def test_verifying_a_log_whose_stored_checkpoint_another_key_signed_fails() -> None:
+    from tether.audit.reader import verify_stored  # noqa: PLC0415 - the reader under test
+
+    store, log = await _log_of(5)
+    await log.close()
+    assert (await verify_stored(store, ORIGIN, open_checkpoint=log.open_checkpoint)).ok
+    forged_store = MemoryStore(clock=CLOCK)
+    forger = await open_log(forged_store, CLOCK, signer=signer(9))
+    for n in range(6):
+        await forger.append(record(n))
+    await forger.close()
+    fake = await forged_store.latest_audit_checkpoint(ORIGIN)
+    assert fake is not None
+    store._checkpoints[ORIGIN][fake.size] = fake
+    report = await verify_stored(store, ORIGIN, open_checkpoint=log.open_checkpoint)
+    assert not report.ok
+    assert report.problem is not None
+    assert "not validly signed" in report.problem.reason
