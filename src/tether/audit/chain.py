@@ -44,6 +44,7 @@ Example::
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -135,19 +136,14 @@ class LogVerifier:
         start = self.tree.size
         bad_root = self._grow(leaves)
         limit = bad_root.index if bad_root is not None else start + len(page)
-        # Each entry must start with its place, its log and its link (the leaf hash of the
-        # one before) and end the JSON object: two comparisons of bytes per entry.
-        links = [self.chain.hex().encode(), *(leaf.hex().encode() for leaf in leaves[:-1])]
-        head = b'{"index":%d' + self._log + b'%s","record":'
+        # Each entry must name the leaf hash of the one before (its link) where its place
+        # and log put it: compared for a whole run of entries at once. The other bytes need
+        # no check of their own — the next link and the signed roots cover them; a broken
+        # link is explained by reading the entry (_refuse_entry).
         stop = min(len(page), limit - start + 1)
-        broken = next(
-            (
-                k
-                for k in range(stop)
-                if not (page[k].startswith(head % (start + k, links[k])) and page[k].endswith(b"}"))
-            ),
-            None,
-        )
+        hexed = binascii.hexlify(self.chain + b"".join(leaves[: stop - 1]))
+        links = [hexed[i : i + _HEX_HASH] for i in range(0, len(hexed), _HEX_HASH)]
+        broken = self._first_broken(page, links, start, stop)
         if heads is not None and heads[:stop] != leaves[:stop]:
             changed = next(
                 (k for k in range(stop) if k >= len(heads) or heads[k] != leaves[k]), stop
@@ -157,7 +153,8 @@ class LogVerifier:
             index = start + broken
             prev = self.chain if broken == 0 else leaves[broken - 1]
             entry = page[broken]
-            if not (entry.startswith(head % (index, links[broken])) and entry.endswith(b"}")):
+            head = b'{"index":%d%s%s","record":' % (index, self._log, links[broken])
+            if not (entry.startswith(head) and entry.endswith(b"}")):
                 _refuse_entry(entry, index, self.origin, prev, named=heads is not None)
             raise LogInvalid(index, "its chain head does not match: changed, or not in its place")
         if bad_root is not None:
@@ -166,6 +163,24 @@ class LogVerifier:
             raise LogInvalid(self.tree.size, "there are chain heads for entries that are missing")
         if page:
             self.chain = leaves[-1]
+
+    def _first_broken(
+        self, page: Sequence[bytes], links: Sequence[bytes], start: int, stop: int
+    ) -> int | None:
+        """The first of ``page[:stop]`` whose link is not ``links[k]``, or whose place and
+        log are not where they should be; runs of indexes with as many digits are compared
+        as a whole (the link sits at one offset in all of them)."""
+        k = 0
+        while k < stop:
+            index = start + k
+            digits = len(str(index))
+            run = min(stop, 10**digits - start)  # the last k with as many digits, plus one
+            at = len(b'{"index":') + digits + len(self._log)
+            got = [entry[at : at + _HEX_HASH] for entry in page[k:run]]
+            if got != links[k:run]:
+                return k + next(i for i, (a, b) in enumerate(zip(got, links[k:run])) if a != b)
+            k = run
+        return None
 
     def _grow(self, leaves: Sequence[bytes]) -> LogInvalid | None:
         """Add ``leaves`` to the tree, checking the signed roots it passes; the first failure
