@@ -178,7 +178,9 @@ class LogVerifier:
             at = len(b'{"index":') + digits + len(self._log)
             got = [entry[at : at + _HEX_HASH] for entry in page[k:run]]
             if got != links[k:run]:
-                return k + next(i for i, (a, b) in enumerate(zip(got, links[k:run])) if a != b)
+                return k + next(
+                    i for i, (a, b) in enumerate(zip(got, links[k:run], strict=True)) if a != b
+                )
             k = run
         return None
 
