@@ -72,10 +72,10 @@ async def tether(
 ) -> tuple[float, list[float], int]:
     store = await open_sql_store(f"sqlite:///{directory / 'tether.db'}")
     signer = AuditSigner(Ed25519PrivateKey.generate(), kid="bench")
-    log = await AuditLog.open(
+    log = await AuditLog(
         store=store, origin=ORIGIN, key_name="bench.example/audit", signer=signer,
         clock=SystemClock(),
-    )  # fmt: skip
+    ).start()  # fmt: skip
     latencies: list[float] = []
     # Made before the clock starts, as the floor's rows are: the callers' work, not the log's.
     queue = iter([record(i) for i in range(n)])

@@ -27,14 +27,14 @@ async def open_log(
     store: AuditLogStore, clock: Clock | None = None, *, origin: str = ORIGIN, **options: Any
 ) -> AuditLog:
     """The audit log of ``store`` as a server opens it (checkpointer running: close it)."""
-    return await AuditLog.open(
+    return await AuditLog(
         store=store,
         origin=origin,
         key_name=KEY_NAME,
         signer=options.pop("signer", None) or signer(),
         clock=clock or FixedClock(),
         **options,
-    )
+    ).start()
 
 
 class Chainer:

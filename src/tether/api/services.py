@@ -266,7 +266,7 @@ async def _audit_log(
         log.error(kind, **details)
         events.publish(Event(type=kind, time=clock.now().timestamp(), data=dict(details)))
 
-    return await AuditLog.open(
+    return await AuditLog(
         store=store,
         origin=settings.audit_origin(settings.replica_id or _replica_id(settings.data_dir)),
         key_name=settings.audit_key_name,
@@ -276,7 +276,7 @@ async def _audit_log(
         checkpoint_every=settings.audit_checkpoint_records,
         checkpoint_seconds=settings.audit_checkpoint_seconds,
         on_problem=problem,
-    )
+    ).start()
 
 
 def _replica_id(data_dir: Path) -> str:

@@ -44,8 +44,8 @@ Example::
     >>> async def main():
     ...     clock = FixedClock(datetime(2026, 1, 1, tzinfo=UTC))
     ...     signer = AuditSigner(Ed25519PrivateKey.generate(), kid="k")
-    ...     log = await AuditLog.open(store=MemoryStore(clock=clock), origin="acme/audit/r1",
-    ...                               key_name="acme/audit", signer=signer, clock=clock)
+    ...     log = await AuditLog(store=MemoryStore(clock=clock), origin="acme/audit/r1",
+    ...                          key_name="acme/audit", signer=signer, clock=clock).start()
     ...     record = AuditRecord.new(type="agent.registered", actor="operator:a", subject=None,
     ...                              time=clock.now())
     ...     receipt = await log.append(record)
@@ -189,7 +189,7 @@ def _ignore(_kind: str, _details: Mapping[str, object]) -> None:
 
 
 class AuditLog:
-    """This replica's log (see the module docstring). Build it with :meth:`open`."""
+    """This replica's log (see the module docstring): ``await AuditLog(...).start()``."""
 
     def __init__(
         self,
@@ -228,18 +228,16 @@ class AuditLog:
         self._due = asyncio.Event()
         self._checkpointer: asyncio.Task[None] | None = None
 
-    @classmethod
-    async def open(cls, **kwargs: object) -> AuditLog:
-        """The log, its tail checked (see the module docstring), records stored before it
+    async def start(self) -> AuditLog:
+        """This log, its tail checked (see the module docstring), records stored before it
         adopted, and its checkpointer running. Store errors raise; a tail that does not
         verify leaves the log open but refusing appends (``invalid``)."""
-        log = cls(**kwargs)  # type: ignore[arg-type]
-        await log._load()
-        if log.invalid is None:
-            await log._adopt()
-            await log.sign()
-        log._checkpointer = asyncio.create_task(log._run(), name="tether-audit-checkpoints")
-        return log
+        await self._load()
+        if self.invalid is None:
+            await self._adopt()
+            await self.sign()
+        self._checkpointer = asyncio.create_task(self._run(), name="tether-audit-checkpoints")
+        return self
 
     @property
     def size(self) -> int:

@@ -169,6 +169,8 @@ def test_demo_plays_every_step_and_exits_zero(tmp_path: Path) -> None:
         "revoked pod-1's tokens",
         "the revoked token is refused",
         "every decision is on record",
+        "the bundle checks offline with the public key alone",
+        "verified the audit log",
     ):
         assert step in done.stdout, step
     assert "demo passed" in done.stdout

@@ -22,6 +22,7 @@ import typer
 from rich.console import Console
 
 from tether._internal.ids import new_secret
+from tether.audit.bundle import BundleInvalid, verify_bundle
 from tether.crypto.assertion import generate_agent_key, sign_client_assertion
 from tether.identity.client_auth import ASSERTION_TYPE
 
@@ -210,3 +211,30 @@ def _decisions(ops: httpx.Client, token: str) -> None:
     for record in records:
         details = record["details"]
         console.print(f"  {details['decision_id']} {details['effect']:<5} {details['resource']}")
+    _proof(ops, records[0]["id"])
+
+
+def _proof(ops: httpx.Client, record_id: str) -> None:
+    """The log verifies, and the first decision's proof checks offline with the public key."""
+    deadline = time.monotonic() + 5
+    while (proof := ops.get(f"/v1/audit/records/{record_id}/proof")).status_code == 503:
+        if time.monotonic() > deadline:  # a checkpoint is signed within a second
+            raise DemoFailed("no signed checkpoint covered the decision within 5 s")
+        time.sleep(0.2)
+    bundle = _expect(proof, 200, "proved the first decision's record")
+    key = _expect(ops.get("/v1/audit/key"), 200, "read the log's verifier key")["verifier_key"]
+    try:
+        verify_bundle(bundle, verifier_key=key)
+    except BundleInvalid as exc:
+        raise DemoFailed(f"the proof bundle does not verify: {exc}") from exc
+    console.print(
+        f"[green]✔[/] the bundle checks offline with the public key alone: entry "
+        f"{bundle['index']} of {bundle['log']}, in the tree of {bundle['size']} signed"
+    )
+    report = _expect(ops.get("/v1/audit/verify"), 200, "verified the audit log")
+    if not report["ok"]:
+        raise DemoFailed(f"the audit log does not verify: {report['logs']}")
+    sizes = ", ".join(f"{log['size']} entries" for log in report["logs"])
+    console.print(
+        f"  hash chain and Merkle tree intact, every checkpoint's signature good ({sizes})"
+    )
