@@ -49,14 +49,58 @@ async def services(settings: Settings) -> AsyncIterator[Services]:
         await opened.close()
 
 
+class SecretWatch:
+    """Every secret the server hands out during a test (the root token, operator tokens,
+    JWT-SVIDs) and every other response body, to search at the end of the test."""
+
+    def __init__(self) -> None:
+        self.secrets: set[str] = {ROOT}
+        self.bodies: list[bytes] = []
+
+    async def __call__(self, response: httpx.Response) -> None:
+        await response.aread()
+        path, ok = response.request.url.path, response.is_success
+        if ok and response.request.method == "POST" and path in {"/oauth2/token", "/v1/tokens"}:
+            body = response.json()
+            for key in ("access_token", "token"):
+                if isinstance(body.get(key), str):
+                    self.secrets |= {body[key], body[key].split(".")[-1]}
+            return
+        self.bodies.append(response.content)
+
+    async def leaks(self, services: Services) -> list[str]:
+        """Where a secret shows: a response body other than the one that handed it out, or
+        an audit record of this replica's log."""
+        end = await services.store.audit_log_end(services.audit.origin)
+        size = 0 if end is None else end.index + 1
+        entries = await services.store.audit_entries(services.audit.origin, start=0, stop=size)
+        places = {
+            "a response body": b"\n".join(self.bodies),
+            "an audit record": b"\n".join(e.entry for e in entries),
+        }
+        return [
+            f"{secret[:12]}… in {where}"
+            for secret in self.secrets
+            for where, text in places.items()
+            if secret.encode() in text
+        ]
+
+
 @pytest.fixture
 async def client(settings: Settings, services: Services) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in process, as root. Every test that uses it is also a leak test: no token
+    the server issued during the test may show in another response or in an audit record."""
     app = create_app(settings, services=services)
     transport = httpx.ASGITransport(app=app)
+    watch = SecretWatch()
     async with httpx.AsyncClient(
-        transport=transport, base_url=ISSUER, headers={"Authorization": f"Bearer {ROOT}"}
+        transport=transport,
+        base_url=ISSUER,
+        headers={"Authorization": f"Bearer {ROOT}"},
+        event_hooks={"response": [watch]},
     ) as c:
         yield c
+    assert await watch.leaks(services) == [], "an issued secret leaked"
 
 
 @asynccontextmanager

@@ -26,7 +26,7 @@ from tether.config import Settings
 from tether.crypto.assertion import sign_client_assertion
 from tether.identity.client_auth import ASSERTION_TYPE
 
-from .conftest import ISSUER, ROOT, AgentFactory
+from .conftest import ISSUER, ROOT, AgentFactory, SecretWatch
 from .decisions import POLICIES, evaluation
 from .test_management_api import as_
 
@@ -154,3 +154,13 @@ def test_the_data_directory_holds_the_key_encryption_key_apart_from_the_database
     assert kek.exists()
     assert kek.stat().st_mode & 0o077 == 0
     assert kek.read_bytes().strip() not in (settings.data_dir / "tether.db").read_bytes()
+
+
+async def test_the_leak_watch_of_every_api_test_finds_a_token_echoed_in_a_body(
+    services: Services,
+) -> None:
+    watch = SecretWatch()
+    token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    watch.secrets |= {token, token.rsplit(".", maxsplit=1)[-1]}
+    watch.bodies.append(b'{"error": {"message": "bad token c2lnbmF0dXJl"}}')
+    assert await watch.leaks(services) == ["c2lnbmF0dXJl… in a response body"]
