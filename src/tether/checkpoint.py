@@ -292,11 +292,13 @@ class Checkpoint:
         if isinstance(context, dict) and isinstance(context.get("arguments"), str):
             arguments = self._redactor.redact(json.loads(context["arguments"]))
             context["arguments"] = canonical_json(arguments).decode()
+        if isinstance(context, dict) and isinstance(context.get("call_digest"), str):
+            context["call_digest"] = self._redactor.hash(context["call_digest"])
         redacted: dict[str, Any] = self._redactor.redact(data)
         return redacted
 
-    @staticmethod
     def _details(
+        self,
         decision_id: str,
         request: CheckRequest,
         caller: AgentCaller | None,
@@ -325,7 +327,9 @@ class Checkpoint:
             "policy_version": decision.policy_version,
             "reasons": list(decision.reasons)[:5],
             "obligations": list(decision.obligations),
-            "call_digest": digest,
+            # A plain hash of the arguments would let anyone holding the record or the event
+            # test guesses of a redacted value: kept as its HMAC, as those values are.
+            "call_digest": self._redactor.hash(digest),
         }
 
     async def _record(

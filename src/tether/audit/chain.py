@@ -111,7 +111,14 @@ def _log_field(origin: str) -> bytes:
 class LogVerifier:
     """:func:`verify_log` in steps, for a log read in pages: :meth:`feed` each page in order,
     then :meth:`finish`. It may start part-way, from a state already trusted (``tree`` and
-    ``chain`` — the chain head of the last entry — after the first ``tree.size`` entries)."""
+    ``chain`` — the chain head of the last entry — after the first ``tree.size`` entries).
+
+    Every entry's link and place in the tree are checked; that is what integrity needs (any
+    other byte of an entry is covered by the next entry's link and the signed roots). With
+    ``strict``, each entry is also parsed: a JSON object of exactly ``index``, ``log``,
+    ``prev`` and ``record``, in canonical form — what the server checks before it signs a tail
+    and what ``tether audit verify`` reports, so that a well-linked last entry that is not an
+    entry at all is named too."""
 
     def __init__(
         self,
@@ -120,8 +127,10 @@ class LogVerifier:
         checkpoints: Mapping[int, bytes] | None = None,
         tree: CompactTree | None = None,
         chain: bytes | None = None,
+        strict: bool = False,
     ) -> None:
         self.origin = origin
+        self.strict = strict
         self.tree = tree.copy() if tree is not None else CompactTree()
         self.chain = chain if chain is not None else genesis(origin)
         self._wanted = sorted((n, r) for n, r in (checkpoints or {}).items() if n > self.tree.size)
@@ -144,6 +153,10 @@ class LogVerifier:
         hexed = binascii.hexlify(self.chain + b"".join(leaves[: stop - 1]))
         links = [hexed[i : i + _HEX_HASH] for i in range(0, len(hexed), _HEX_HASH)]
         broken = self._first_broken(page, links, start, stop)
+        if self.strict:
+            malformed = next((k for k in range(stop) if not _well_formed(page[k])), None)
+            if malformed is not None and (broken is None or malformed < broken):
+                broken = malformed
         if heads is not None and heads[:stop] != leaves[:stop]:
             changed = next(
                 (k for k in range(stop) if k >= len(heads) or heads[k] != leaves[k]), stop
@@ -154,7 +167,7 @@ class LogVerifier:
             prev = self.chain if broken == 0 else leaves[broken - 1]
             entry = page[broken]
             head = b'{"index":%d%s%s","record":' % (index, self._log, links[broken])
-            if not (entry.startswith(head) and entry.endswith(b"}")):
+            if not (entry.startswith(head) and entry.endswith(b"}") and _well_formed(entry)):
                 _refuse_entry(entry, index, self.origin, prev, named=heads is not None)
             raise LogInvalid(index, "its chain head does not match: changed, or not in its place")
         if bad_root is not None:
@@ -209,6 +222,34 @@ class LogVerifier:
         return LogState(size=self.tree.size, root=self.tree.root(), chain=self.chain)
 
 
+def _well_formed(entry: bytes) -> bool:
+    """A JSON object of the four entry fields, as canonical JSON writes it. Where RFC 8785
+    writes differently from the standard library's sorted compact JSON (floats; keys beyond
+    U+FFFF, which it sorts by UTF-16 units) the entry is only parsed."""
+    try:
+        parsed = json.loads(entry)
+    except (UnicodeDecodeError, ValueError):
+        return False
+    if not isinstance(parsed, dict) or set(parsed) != {"index", "log", "prev", "record"}:
+        return False
+    if not isinstance(parsed["record"], dict):
+        return False
+    text = json.dumps(parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if _has_float(parsed) or any(ord(c) > 0xFFFF for c in text):
+        return True
+    return text.encode() == entry
+
+
+def _has_float(value: object) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_has_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_float(v) for v in value)
+    return False
+
+
 def check_entry(entry: bytes, *, origin: str, index: int, prev: bytes | None = None) -> None:
     """That ``entry`` is entry ``index`` of the log ``origin`` in canonical form, after the
     entry whose chain head is ``prev`` (any, if None); :class:`LogInvalid` otherwise."""
@@ -217,7 +258,7 @@ def check_entry(entry: bytes, *, origin: str, index: int, prev: bytes | None = N
     ok = entry.startswith(head) and entry.endswith(b"}")
     ok = ok and entry[len(head) + _HEX_HASH :].startswith(b'","record":')
     ok = ok and (link == prev.hex().encode() if prev is not None else _is_hex(link))
-    if not ok:
+    if not (ok and _well_formed(entry)):
         _refuse_entry(entry, index, origin, prev, named=True)
 
 

@@ -88,6 +88,8 @@ __all__ = [
 MAX_BATCH = 512
 #: Entries read per page when the tail is checked.
 PAGE = 1000
+#: How often opening retries adopting older records when another replica raced it.
+ADOPT_TRIES = 5
 #: A witness gets this long to take a checkpoint.
 WITNESS_TIMEOUT = 2.0
 
@@ -233,9 +235,16 @@ class AuditLog:
         adopted, and its checkpointer running. Store errors raise; a tail that does not
         verify leaves the log open but refusing appends (``invalid``)."""
         await self._load()
-        if self.invalid is None:
-            await self._adopt()
+        for _ in range(ADOPT_TRIES):
+            if self.invalid is not None:
+                break
+            try:
+                await self._adopt()
+            except LogPositionTaken:  # another replica adopted them first: read the end again
+                await self._load()
+                continue
             await self.sign()
+            break
         self._checkpointer = asyncio.create_task(self._run(), name="tether-audit-checkpoints")
         return self
 
@@ -430,6 +439,11 @@ class AuditLog:
                 await self._writer
         with contextlib.suppress(Exception):
             await self.sign()
+        for witness in self._witnesses:
+            closing = getattr(witness, "close", None)
+            if closing is not None:
+                with contextlib.suppress(Exception):
+                    await closing()
 
     # -- opening -------------------------------------------------------------------------
 
@@ -464,8 +478,11 @@ class AuditLog:
                 )
         chain = genesis(origin)
         if start:
-            chain = (await store.audit_entries(origin, start=start - 1, stop=start))[0].chain
-        verifier = LogVerifier(origin=origin, tree=tree, chain=chain)
+            before = await store.audit_entries(origin, start=start - 1, stop=start)
+            if not before:
+                raise LogInvalid(start - 1, "the entry is missing")
+            chain = leaf_hash(before[0].entry)  # what the next entry must name as prev
+        verifier = LogVerifier(origin=origin, tree=tree, chain=chain, strict=True)
         for first in range(start, size, PAGE):
             page = await store.audit_entries(origin, start=first, stop=min(size, first + PAGE))
             verifier.feed([e.entry for e in page], [e.chain for e in page])

@@ -1,9 +1,9 @@
 """OCSF export: one audit log entry as one OCSF 1.3.0 event, for SIEMs.
 
-``tether audit export --format ocsf`` writes, for each entry ``{"index", "log", "record"}`` of
-the log, the event :func:`to_ocsf` returns. The mapping is pure (standard library only) and
-total: every record type becomes an event, unknown types included; only a malformed record (a
-required key missing or of the wrong type) raises :class:`ValueError`.
+``tether audit export --format ocsf`` writes, for each entry ``{"index", "log", "prev",
+"record"}`` of the log, the event :func:`to_ocsf` returns. The mapping is pure (standard
+library only) and total: every record type becomes an event, unknown types included; only a
+malformed record (a required key missing or of the wrong type) raises :class:`ValueError`.
 
 Target: OCSF **1.3.0** (``OCSF_VERSION``; https://schema.ocsf.io/1.3.0/). Classes used:
 

@@ -168,7 +168,7 @@ async def verify_stored(
     size = 0
     try:
         roots = _signed_roots(log, checkpoints, witnessed, open_checkpoint)
-        verifier = LogVerifier(origin=log, checkpoints=roots)
+        verifier = LogVerifier(origin=log, checkpoints=roots, strict=True)
         end = await store.audit_log_end(log)
         size = 0 if end is None else end.index + 1
         state = await _read_through(store, log, size, verifier)
@@ -234,6 +234,8 @@ async def prove(store: AuditReadStore, record_id: str, *, verifier_key: str) -> 
     except MissingHash as exc:
         raise AuditLogInvalid(f"the log cannot prove the record: {exc}") from None
     [entry] = await store.audit_entries(where.log, start=where.index, stop=where.index + 1)
+    if json.loads(entry.entry)["record"].get("id") != record_id:
+        raise AuditLogInvalid(f"entry {where.index} of {where.log} is not record {record_id!r}")
     bundle = make_bundle(
         log=where.log,
         index=where.index,

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Any
 
 from tether._internal.canonical import canonical_json
 from tether._internal.ids import new_id
@@ -116,6 +117,25 @@ class AuditRecord:
             correlation_id=self.id,
             details={"error": error_code},
         )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AuditRecord:
+        """The record :meth:`to_dict` wrote (``ValueError``/``KeyError`` if it is not one)."""
+        return cls(
+            id=str(data["id"]),
+            type=str(data["type"]),
+            time=datetime.fromisoformat(str(data["time"])),
+            actor=str(data["actor"]),
+            subject=None if data["subject"] is None else str(data["subject"]),
+            outcome=Outcome(data["outcome"]),
+            correlation_id=None if data["correlation_id"] is None else str(data["correlation_id"]),
+            details=MappingProxyType(dict(data["details"])),
+        )
+
+    @classmethod
+    def from_entry(cls, entry: bytes) -> AuditRecord:
+        """The record in a log entry (see :meth:`entry`)."""
+        return cls.from_dict(json.loads(entry)["record"])
 
     def to_dict(self) -> dict[str, object]:
         return {

@@ -4,9 +4,11 @@ A decision record keeps what the engine evaluated, so that a proposed policy set
 replayed against it; that includes the call's arguments and context, which may carry a
 password, an API key or a token an agent passes to a tool. Every value under a key that names
 such a thing (:data:`SENSITIVE`, matched in any case, as a part of the key: ``db_password``,
-``X-Api-Key``) is written as ``hmac-sha256:<hex>`` instead: the log never holds it, yet an
-auditor who has a value can find the records that carried it — ``tether audit hash VALUE``
-asks the server for its HMAC, as ``vault write sys/audit-hash`` does.
+``X-Api-Key``, ``privateKey``; :data:`SENSITIVE_NAMES` as the whole key) is written as
+``hmac-sha256:<hex>`` instead: the log never holds it, yet an auditor who has a value can
+find the records that carried it — ``tether audit hash VALUE`` asks the server for its HMAC,
+as ``vault write sys/audit-hash`` does. The call's digest (a plain SHA-256 of the arguments,
+from which a redacted value could be guessed) is recorded as its HMAC too.
 
 The HMAC key is derived from the key-encryption key (HKDF, purpose ``tether audit hmac v1``):
 not in the database, the same on every replica, and so stable across restarts.
@@ -29,38 +31,56 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["SENSITIVE", "Redactor"]
+__all__ = ["SENSITIVE", "SENSITIVE_NAMES", "Redactor"]
 
-#: Parts of a key whose value is sensitive (compared lowercased, ``-`` read as ``_``).
+
+def _folded(key: str) -> str:
+    return key.lower().replace("_", "").replace("-", "")
+
+
+#: Parts of a key whose value is sensitive, compared with the key lowercased and without
+#: ``_`` or ``-`` (``privateKey``, ``private_key`` and ``X-Private-Key`` alike).
 SENSITIVE = frozenset(
     {
         "password",
         "passwd",
+        "pwd",
         "passphrase",
         "secret",
         "token",
-        "api_key",
         "apikey",
-        "private_key",
-        "authorization",
+        "accesskey",
+        "privatekey",
+        "signingkey",
+        "bearer",
         "cookie",
         "credential",
         "assertion",
     }
 )
+#: Keys sensitive only as a whole name (as parts they would catch ``author`` or
+#: ``authorization_details``, which are not secrets).
+SENSITIVE_NAMES = frozenset({"pwd", "auth", "authorization", "proxyauthorization"})
 PREFIX = "hmac-sha256:"
 
 
 class Redactor:
     """HMACs the values of sensitive keys in JSON values (see the module docstring)."""
 
-    __slots__ = ("_key", "_sensitive")
+    __slots__ = ("_key", "_names", "_sensitive")
 
-    def __init__(self, key: bytes, *, sensitive: Iterable[str] = SENSITIVE) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        *,
+        sensitive: Iterable[str] = SENSITIVE,
+        names: Iterable[str] = SENSITIVE_NAMES,
+    ) -> None:
         if len(key) < 32:
             raise ValueError("an HMAC key is at least 32 bytes")
         self._key = key
-        self._sensitive = tuple(s.lower() for s in sensitive)
+        self._sensitive = tuple(_folded(s) for s in sensitive)
+        self._names = frozenset(_folded(n) for n in names)
 
     def __repr__(self) -> str:
         return "Redactor(<key hidden>)"
@@ -71,8 +91,8 @@ class Redactor:
         return PREFIX + digest
 
     def is_sensitive(self, key: str) -> bool:
-        name = key.lower().replace("-", "_")
-        return any(part in name for part in self._sensitive)
+        name = _folded(key)
+        return name in self._names or any(part in name for part in self._sensitive)
 
     def redact(self, value: Any) -> Any:
         """``value`` with every sensitive key's value replaced by its HMAC (a string as its

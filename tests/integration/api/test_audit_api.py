@@ -243,3 +243,18 @@ async def test_a_server_that_opens_a_changed_log_is_not_ready_and_denies_every_d
             assert answer.json()["decision"] is False, "nothing recorded, nothing allowed"
     finally:
         await reopened.close()
+
+
+async def test_a_record_whose_columns_were_edited_is_refused_not_shown(
+    client: httpx.AsyncClient, agent_token: str, settings: Settings
+) -> None:
+    await decide(client, agent_token, request_id="edited", tool="search_faq")
+    with sqlite3.connect(settings.data_dir / "tether.db") as db:
+        db.execute(
+            "UPDATE audit_records SET actor = 'spiffe://acme.org/agent/someone-else', "
+            "outcome = 'failure' WHERE correlation_id = 'edited'"
+        )
+    for path in ("/v1/audit", "/v1/audit/trace/edited"):
+        answer = await client.get(path)
+        assert answer.status_code == 503, path
+        assert answer.json()["error"]["code"] == "audit_log_invalid"

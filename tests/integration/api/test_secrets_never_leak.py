@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 from structlog.testing import capture_logs
 
+from tether._internal.canonical import call_digest
 from tether.api.services import Services
 from tether.config import Settings
 from tether.crypto.assertion import sign_client_assertion
@@ -132,6 +133,10 @@ async def test_no_issued_secret_appears_in_records_logs_error_bodies_or_the_data
         if value.encode() in text
     ]
     assert found == [], found
+    # Nor the plain digest of the call, from which the redacted values could be guessed.
+    plain = call_digest("call_tool", 'Tool::"search_faq"', arguments).removeprefix("sha256:")
+    assert plain.encode() not in exported
+    assert plain.encode() not in database
     # The password was recorded, as its HMAC: an auditor holding it can find the record.
     assert hashed.encode() in exported
     decision: dict[str, Any] = next(

@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.audit import Chainer
 from tether.audit import bundle as bundle_module
+from tether.audit.records import AuditRecord
 from tether.cli import exit_codes
 
 from .conftest import Live
@@ -107,6 +109,13 @@ def test_an_export_verifies_offline_against_its_checkpoint_and_a_flipped_byte_is
     report = json.loads(bad.stdout)
     assert report["ok"] is False
     assert report["first_bad_index"] == 1, "named by the link of the entry after it"
+    # A whole log forged under another name, its chain intact: no checkpoint speaks for it.
+    records = [AuditRecord.from_entry(e) for e in export.read_bytes().splitlines()]
+    forged, _ = Chainer(log="evil.example/audit/r1").entries(records)
+    export.write_bytes(b"".join(e.entry + b"\n" for e in forged))
+    other = tether(live, *args, "--output", "json", token=None)
+    assert other.returncode == exit_codes.NOT_PROVEN
+    assert "no signed checkpoint" in json.loads(other.stdout)["reason"]
 
 
 def test_live_verify_trace_and_tail(live: Live) -> None:

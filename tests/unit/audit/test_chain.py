@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 import rfc8785
 
-from tether.audit.chain import LogInvalid, genesis, verify_log
+from tether.audit.chain import LogInvalid, LogVerifier, genesis, verify_log
 from tether.audit.merkle import CompactTree, leaf_hash, root_hash
 from tether.audit.records import AuditRecord, Outcome
 
@@ -176,3 +176,14 @@ def test_an_entry_is_the_canonical_json_of_its_place_log_link_and_record() -> No
         "record": record(5).to_dict(),
     }
     assert rfc8785.dumps(parsed) == entry  # one spelling: what any RFC 8785 writer writes
+
+
+def test_strict_verification_names_a_last_entry_that_is_linked_but_not_an_entry() -> None:
+    keep = ENTRIES[-1].index(b'","record":')
+    junk = ENTRIES[-1][:keep] + b'", "record": "not the canonical form"}'
+    tampered = [*ENTRIES[:-1], junk]
+    verify_log(tampered, origin=ORIGIN)  # the link holds and nothing signs it: integrity
+    verifier = LogVerifier(origin=ORIGIN, strict=True)
+    with pytest.raises(LogInvalid, match="canonical form") as found:
+        verifier.feed(tampered)
+    assert found.value.index == SIZE - 1

@@ -413,3 +413,22 @@ async def test_verifying_a_log_whose_stored_checkpoint_another_key_signed_fails(
     assert not report.ok
     assert report.problem is not None
     assert "not validly signed" in report.problem.reason
+
+
+async def test_a_well_linked_last_entry_that_is_not_an_entry_is_never_signed() -> None:
+    store, log = await _log_of(4)
+    await log.close()  # signs 4
+    more = await open_log(store, CLOCK)
+    await more.append(record(4))
+    more._checkpointer.cancel()  # type: ignore[union-attr]
+    entries = store._entries[ORIGIN]
+    keep = len(b'{"index":4,"log":"') + len(ORIGIN) + len(b'","prev":"') + 64
+    junk = entries[4].entry[:keep] + b'" -- not json at all'
+    entries[4] = replace(entries[4], entry=junk, chain=leaf_hash(junk))
+    reopened = await open_log(store, CLOCK)
+    await reopened.close()
+    assert reopened.invalid is not None
+    assert reopened.invalid.index == 4
+    latest = await store.latest_audit_checkpoint(ORIGIN)
+    assert latest is not None
+    assert latest.size == 4, "nothing more was signed"

@@ -14,8 +14,12 @@ KEY = bytes(range(32))
 
 
 @pytest.mark.parametrize(
-    "key", ["password", "DB_PASSWORD", "X-Api-Key", "client_secret", "Authorization", "id_token"]
-)
+    "key",
+    [
+        "password", "DB_PASSWORD", "pwd", "X-Api-Key", "apiKey", "client_secret",
+        "Authorization", "id_token", "privateKey", "signingKey", "accessKey", "auth",
+    ],
+)  # fmt: skip
 def test_a_value_under_a_sensitive_key_is_replaced_by_its_hmac(key: str) -> None:
     redacted = Redactor(KEY).redact({key: "hunter2", "query": "hours"})
     expected = hmac.new(KEY, b"hunter2", hashlib.sha256).hexdigest()
@@ -44,3 +48,10 @@ def test_the_kek_derives_one_stable_key_per_purpose() -> None:
     assert kek.derive(b"a") == KeyEncryptionKey(KEY).derive(b"a")
     assert kek.derive(b"a") != kek.derive(b"b")
     assert KEY not in (kek.derive(b"a"), kek.derive(b"b"))
+
+
+@pytest.mark.parametrize("key", ["author", "authorization_details", "session", "q", "tokens_left"])
+def test_keys_that_only_look_alike_are_kept(key: str) -> None:
+    redactor = Redactor(KEY)
+    sensitive = key == "tokens_left"  # "token" is a part: a count of tokens is hashed, safely
+    assert redactor.is_sensitive(key) is sensitive

@@ -187,8 +187,8 @@ def verify(
     """Verify every replica's log on the server, or an export offline; exit 8 and name the
     first bad index if it does not verify."""
     if file is not None:
-        if verifier_key is None:
-            fail("--file needs --key (the log's verifier key)", INVALID_INPUT)
+        if verifier_key is None or not checkpoint:
+            fail("--file needs --key and at least one --checkpoint of its log", INVALID_INPUT)
         report = _verify_file(file, checkpoint or [], verifier_key)
         show(report, output)
         if not report["ok"]:
@@ -216,6 +216,8 @@ def _notes(paths: list[Path]) -> list[bytes]:
 
 
 def _verify_file(file: Path, checkpoints: list[Path], verifier_key: str) -> dict[str, Any]:
+    """The export checked against the signed checkpoints of the log it claims to be: a forged
+    export naming another log finds no checkpoint of that log, and fails."""
     try:
         name, public_key = parse_verifier_key(verifier_key)
         heads = [
@@ -226,22 +228,34 @@ def _verify_file(file: Path, checkpoints: list[Path], verifier_key: str) -> dict
         ]
         entries = file.read_bytes().splitlines()
     except (OSError, ValueError) as exc:  # NoteInvalid is a ValueError
-        fail(
-            f"cannot use the input: {exc}",
-            NOT_PROVEN if isinstance(exc, NoteInvalid) else INVALID_INPUT,
-        )
-    if not entries:
-        fail("the export is empty", INVALID_INPUT)
-    origin = json.loads(entries[0]).get("log", "")
+        code = NOT_PROVEN if isinstance(exc, NoteInvalid) else INVALID_INPUT
+        fail(f"cannot use the input: {exc}", code)
+    try:
+        origin = str(json.loads(entries[0])["log"]) if entries else ""
+    except (ValueError, KeyError, TypeError):
+        origin = ""
     signed = {h.size: h.root for h in heads if h.origin == origin}
-    verifier = LogVerifier(origin=origin, checkpoints=signed)
+    if not signed:
+        return {
+            "log": origin,
+            "entries": len(entries),
+            "ok": False,
+            "first_bad_index": 0,
+            "reason": "no signed checkpoint given is of the log this export claims to be",
+        }
     report: dict[str, Any] = {"log": origin, "entries": len(entries), "checkpoints": len(signed)}
+    verifier = LogVerifier(origin=origin, checkpoints=signed, strict=True)
     try:
         verifier.feed(entries)
         state = verifier.finish()
     except LogInvalid as exc:
         return report | {"ok": False, "first_bad_index": exc.index, "reason": exc.reason}
-    return report | {"ok": True, "size": state.size, "signed_size": max(signed, default=0)}
+    return report | {
+        "ok": True,
+        "size": state.size,
+        "signed_size": max(signed),
+        "unsigned": state.size - max(signed),
+    }
 
 
 @app.command()

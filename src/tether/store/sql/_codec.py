@@ -7,7 +7,9 @@ read-only (``MappingProxyType``), as the domain builds them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -15,6 +17,7 @@ from sqlalchemy import RowMapping
 
 from tether.audit.records import AuditRecord, Outcome
 from tether.crypto.stored import KeyPurpose, StoredKey
+from tether.errors import AuditLogInvalid
 from tether.identity.models import (
     Agent,
     AgentKey,
@@ -245,6 +248,38 @@ def audit_values(record: AuditRecord) -> dict[str, Any]:
 
 
 def audit_from_row(row: RowMapping) -> AuditRecord:
+    """The record of ``row``; :class:`~tether.errors.AuditLogInvalid` if its columns say
+    something else than its log entry (the bytes the chain and the signed tree cover), so a
+    row edited in the database is never shown as if it were the record."""
+    record = _record_columns(row)
+    entry = row.get("entry")
+    if entry is not None and not _same_record(bytes(entry), record):
+        raise AuditLogInvalid(
+            f"audit record {record.id!r} does not match its log entry: changed in the "
+            "database (`tether audit verify` names what else was)",
+            details={"record_id": record.id},
+        )
+    return record
+
+
+def _same_record(entry: bytes, record: AuditRecord) -> bool:
+    """Whether the record in ``entry`` is ``record`` (its time compared as a moment: the
+    column keeps it in UTC, the entry as it was written)."""
+    try:
+        logged = dict(json.loads(entry)["record"])
+        moment = datetime.fromisoformat(logged.pop("time"))
+    except (ValueError, KeyError, TypeError):
+        return False
+    columns = record.to_dict()
+    del columns["time"]
+    return moment == record.time and _plain_json(logged) == _plain_json(columns)
+
+
+def _plain_json(value: object) -> object:
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _record_columns(row: RowMapping) -> AuditRecord:
     return AuditRecord(
         id=row["id"],
         type=row["type"],
