@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -168,10 +169,10 @@ async def verify_stored(
     size = 0
     try:
         roots = _signed_roots(log, checkpoints, witnessed, open_checkpoint)
-        verifier = LogVerifier(origin=log, checkpoints=roots, strict=True)
+        verifier = LogVerifier(origin=log, checkpoints=roots)
         end = await store.audit_log_end(log)
         size = 0 if end is None else end.index + 1
-        state = await _read_through(store, log, size, verifier)
+        state = await _read_through(store, log, size, verifier, signed=max(roots, default=0))
     except LogInvalid as exc:
         return LogReport(
             log=log,
@@ -191,11 +192,15 @@ async def verify_stored(
 
 
 async def _read_through(
-    store: AuditReadStore, log: str, size: int, verifier: LogVerifier
+    store: AuditReadStore, log: str, size: int, verifier: LogVerifier, *, signed: int
 ) -> LogState:
-    """Feed the log's ``size`` entries to ``verifier``, page by page; its final state."""
-    for first in range(0, size, PAGE):
-        page = await store.audit_entries(log, start=first, stop=min(size, first + PAGE))
+    """Feed the log's ``size`` entries to ``verifier``, page by page; its final state. The
+    entries past the last signed size are also checked for their form (``strict``): no
+    signature vouches for them yet."""
+    bounds = sorted({*range(0, size, PAGE), min(signed, size), size})
+    for first, stop in itertools.pairwise(bounds):
+        verifier.strict = first >= signed
+        page = await store.audit_entries(log, start=first, stop=stop)
         verifier.feed([e.entry for e in page], [e.chain for e in page])
     if verifier.tree.size != size:  # a gap shows as a wrong index; this is a missing end
         raise LogInvalid(verifier.tree.size, f"entries are missing before the end ({size})")

@@ -41,8 +41,12 @@ KeyOpt = Annotated[
 _COLUMNS = ("sequence", "time", "type", "actor", "subject", "outcome", "correlation_id")
 
 
-def _api() -> Api:
-    return Api(ClientSettings.from_environ())
+def _api(*, timeout: float = 10.0) -> Api:
+    return Api(ClientSettings.from_environ(), timeout=timeout)
+
+
+#: Verifying or exporting a large log reads all of it: minutes, not seconds.
+LONG = 3600.0
 
 
 def _records(api: Api, **params: Any) -> list[dict[str, Any]]:
@@ -194,7 +198,7 @@ def verify(
         if not report["ok"]:
             raise typer.Exit(NOT_PROVEN)
         return
-    with _api() as api:
+    with _api(timeout=LONG) as api:
         found = api.call("GET", "/v1/audit/verify")
     show_rows(
         found["logs"], ("log", "ok", "size", "signed_size", "first_bad_index", "reason"), output
@@ -272,7 +276,7 @@ def export(
     if output_format not in {"jsonl", "ocsf"}:
         fail("--format is jsonl or ocsf", INVALID_INPUT)
     params = {"format": output_format} | ({"log": log} if log else {})
-    with _api() as api:
+    with _api(timeout=LONG) as api:
         if out is None:
             api.download("/v1/audit/export", sys.stdout.buffer, params=params)
         else:
