@@ -5,10 +5,8 @@ The module under test must not import cryptography; these tests do, to sign and 
 
 from __future__ import annotations
 
-import ast
 import itertools
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -267,17 +265,3 @@ def test_a_flipped_bit_in_the_key_is_refused(seed: bytes, message: bytes, bit: i
     key = Ed25519PrivateKey.from_private_bytes(seed)
     with pytest.raises(SignatureInvalid):
         verify(_flip(key.public_key().public_bytes_raw(), bit), message, key.sign(message))
-
-
-def test_the_verifier_needs_nothing_but_the_standard_library() -> None:
-    """A third party checks a signature with this module alone: no Tether, no dependencies."""
-    import tether.audit.ed25519 as module  # noqa: PLC0415 - only this test reads the source
-
-    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
-    imported = {
-        (node.module or "").split(".")[0] if isinstance(node, ast.ImportFrom) else alias.name
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import | ast.ImportFrom)
-        for alias in node.names
-    }
-    assert imported <= {*sys.stdlib_module_names, "__future__"}, imported

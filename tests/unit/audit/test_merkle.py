@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -107,17 +104,3 @@ def test_proofs_are_asked_for_leaves_that_exist() -> None:
         consistency_proof(leaves(3), 0)
     with pytest.raises(ValueError, match="from size 4"):
         consistency_proof(leaves(3), 4)
-
-
-def test_the_verifier_needs_nothing_but_the_standard_library() -> None:
-    """A third party checks a proof with this module alone: no Tether, no dependencies."""
-    import tether.audit.merkle as module  # noqa: PLC0415 - only this test reads the source
-
-    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
-    imported = {
-        (node.module or "").split(".")[0] if isinstance(node, ast.ImportFrom) else alias.name
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import | ast.ImportFrom)
-        for alias in node.names
-    }
-    assert imported <= {*sys.stdlib_module_names, "__future__"}, imported
