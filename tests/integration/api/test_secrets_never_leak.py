@@ -32,19 +32,6 @@ from .decisions import POLICIES, evaluation
 from .test_management_api import as_
 
 
-class Recorder:
-    """Every response body, noting which ones hand a secret to the one who asked for it."""
-
-    def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-
-    async def __call__(self, response: httpx.Response) -> None:
-        await response.aread()
-        handed_out = response.request.url.path in {"/oauth2/token", "/v1/tokens"}
-        if not (handed_out and response.request.method == "POST" and response.is_success):
-            self.bodies.append(response.content)
-
-
 def _parts(token: str) -> list[str]:
     """A token and, for a JWT, its signature (what must never be kept)."""
     pieces = token.split(".")
@@ -72,7 +59,8 @@ async def _issue(client: httpx.AsyncClient, spiffe_id: str, key_pem: bytes) -> t
 async def test_no_issued_secret_appears_in_records_logs_error_bodies_or_the_database(
     settings: Settings, services: Services, client: httpx.AsyncClient, make_agent: AgentFactory
 ) -> None:
-    recorder = Recorder()
+    # The same watch every API test has; this test searches more places with it.
+    recorder = SecretWatch()
     client.event_hooks["response"].append(recorder)
     password, api_key = f"pw-{secrets.token_hex(8)}", f"sk-{secrets.token_hex(12)}"
     with capture_logs() as logs:
