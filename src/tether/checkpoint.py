@@ -27,7 +27,6 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -290,8 +289,7 @@ class Checkpoint:
         data = evaluated.to_json()
         context = data.get("context")
         if isinstance(context, dict) and isinstance(context.get("arguments"), str):
-            arguments = self._redactor.redact(json.loads(context["arguments"]))
-            context["arguments"] = canonical_json(arguments).decode()
+            context["arguments"] = self._redactor.redact_text(context["arguments"])
         if isinstance(context, dict) and isinstance(context.get("call_digest"), str):
             context["call_digest"] = self._redactor.hash(context["call_digest"])
         redacted: dict[str, Any] = self._redactor.redact(data)

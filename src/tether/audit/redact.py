@@ -31,6 +31,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from tether._internal.canonical import canonical_json
+
 __all__ = ["SENSITIVE", "SENSITIVE_NAMES", "Redactor"]
 
 
@@ -107,6 +109,15 @@ class Redactor:
         if isinstance(value, list | tuple):
             return [self.redact(v) for v in value]
         return value
+
+    def redact_text(self, text: str) -> str:
+        """:meth:`redact` for a value kept as canonical JSON text (a call's arguments, as
+        policies read them). Text that names no sensitive key anywhere is returned as it is,
+        unparsed: the common case on the decision path."""
+        folded = _folded(text)
+        if not any(part in folded for part in (*self._sensitive, *self._names)):
+            return text
+        return canonical_json(self.redact(json.loads(text))).decode()
 
     def _hidden(self, value: Any) -> Any:
         if value is None:

@@ -55,3 +55,11 @@ def test_keys_that_only_look_alike_are_kept(key: str) -> None:
     redactor = Redactor(KEY)
     sensitive = key == "tokens_left"  # "token" is a part: a count of tokens is hashed, safely
     assert redactor.is_sensitive(key) is sensitive
+
+
+def test_arguments_kept_as_json_text_are_redacted_inside_and_left_alone_otherwise() -> None:
+    redactor = Redactor(KEY)
+    plain = '{"q":"hours"}'
+    assert redactor.redact_text(plain) is plain
+    hidden = redactor.redact_text('{"db":{"Password":"x"},"q":"hours"}')
+    assert hidden == '{{"db":{{"Password":"{}"}},"q":"hours"}}'.format(redactor.hash("x"))
