@@ -124,15 +124,7 @@ class Services:
                 revocations=revocations,
             ),
             operators=operators,
-            client_auth=ClientAuthenticator(
-                store=store,
-                audit=audit,
-                clock=clock,
-                trust_domain=settings.trust_domain,
-                audiences=frozenset({settings.token_endpoint, settings.issuer_url}),
-                max_lifetime=settings.assertion_max_lifetime_seconds,
-                leeway=settings.clock_skew_seconds,
-            ),
+            client_auth=_client_auth(settings, clock, store, audit),
             svids=svids,
             revocations=revocations,
             policies=policies,
@@ -292,6 +284,20 @@ def _replica_id(data_dir: Path) -> str:
             file.flush()
             os.fsync(file.fileno())
         return replica
+
+
+def _client_auth(
+    settings: Settings, clock: Clock, store: Store, audit: AuditSink
+) -> ClientAuthenticator:
+    return ClientAuthenticator(
+        store=store,
+        audit=audit,
+        clock=clock,
+        trust_domain=settings.trust_domain,
+        audiences=frozenset({settings.token_endpoint, settings.issuer_url}),
+        max_lifetime=settings.assertion_max_lifetime_seconds,
+        leeway=settings.clock_skew_seconds,
+    )
 
 
 def _svids(  # noqa: PLR0917 - private, called once
