@@ -26,11 +26,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tether.audit.chain import genesis
-from tether.audit.log import LogEntry, SignedCheckpoint
 from tether.audit.merkle import CompactTree, leaf_hash
 from tether.audit.notes import TreeHead, sign_note, verifier_key
 from tether.audit.reader import prove
 from tether.audit.records import AuditRecord, Outcome
+from tether.audit.stored import LogEntry, SignedCheckpoint
 from tether.audit.tiles import TILE_LEVEL, TreeNode
 from tether.store.sql import open_sql_store
 

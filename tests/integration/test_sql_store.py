@@ -27,8 +27,8 @@ from sqlalchemy.engine import Connection, make_url
 
 from tests.support.audit import ORIGIN, Chainer, open_log
 from tether._internal.clock import FixedClock
-from tether.audit.log import AuditLocation
 from tether.audit.records import AuditRecord, Outcome
+from tether.audit.stored import AuditLocation
 from tether.errors import AuditUnavailable, ConfigError, ReplayDetected, StoreUnavailable
 from tether.store.sql import SqlStore, _codec, open_sql_store
 from tether.store.sql.migrate import alembic_config

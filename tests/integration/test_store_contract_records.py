@@ -19,10 +19,10 @@ import pytest
 from tests.support.audit import KEY_NAME, ORIGIN, Chainer, open_log, signer
 from tether._internal.clock import FixedClock
 from tether.audit.chain import verify_log
-from tether.audit.log import AuditLocation, LogEntry, SignedCheckpoint, StoredEntry
 from tether.audit.merkle import leaf_hash, root_hash
 from tether.audit.notes import TreeHead, sign_note
 from tether.audit.records import AuditRecord, Outcome
+from tether.audit.stored import AuditLocation, LogEntry, SignedCheckpoint, StoredEntry
 from tether.audit.tiles import tree_at
 from tether.crypto.stored import KeyPurpose, StoredKey
 from tether.errors import Conflict, LogPositionTaken, OperatorTokenNotFound, ReplayDetected

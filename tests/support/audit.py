@@ -9,9 +9,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tether._internal.clock import Clock, FixedClock
 from tether.audit.chain import genesis
-from tether.audit.log import AuditLog, AuditLogStore, LogEntry
+from tether.audit.log import AuditLog
 from tether.audit.merkle import CompactTree, leaf_hash
 from tether.audit.records import AuditRecord
+from tether.audit.stored import AuditLogStore, LogEntry
 from tether.audit.tiles import TILE_LEVEL, TreeNode
 from tether.crypto.keyring import AuditSigner
 

@@ -60,29 +60,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
 
 from tether._internal.clock import Clock
 from tether.audit.chain import LogInvalid, LogVerifier, genesis
 from tether.audit.merkle import CompactTree, leaf_hash
 from tether.audit.notes import NoteInvalid, TreeHead, open_note, sign_note, verifier_key
 from tether.audit.records import AuditReceipt, AuditRecord
+from tether.audit.stored import (
+    AuditLogStore,
+    LogEntry,
+    NoteSigner,
+    SignedCheckpoint,
+    Witness,
+)
 from tether.audit.tiles import TILE_LEVEL, MissingHash, TreeNode, tree_at
 from tether.errors import AuditLogInvalid, AuditUnavailable, Conflict, LogPositionTaken
 
-__all__ = [
-    "AuditLocation",
-    "AuditLog",
-    "AuditLogStore",
-    "LogEntry",
-    "NoteSigner",
-    "SignedCheckpoint",
-    "StoredEntry",
-    "Witness",
-]
+__all__ = ["AuditLog"]
 
 #: At most this many records share one commit.
 MAX_BATCH = 512
@@ -92,95 +87,6 @@ PAGE = 1000
 ADOPT_TRIES = 5
 #: A witness gets this long to take a checkpoint.
 WITNESS_TIMEOUT = 2.0
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class LogEntry:
-    """A record as entry ``index`` of the log ``log``: its stored bytes and chain head."""
-
-    record: AuditRecord
-    log: str
-    index: int
-    entry: bytes
-    chain: bytes
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class StoredEntry:
-    index: int
-    entry: bytes
-    chain: bytes
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class AuditLocation:
-    """A stored record and where it is: its number among all records, its log and index
-    (None for a record stored before logs had entries and not adopted yet)."""
-
-    sequence: int
-    record: AuditRecord
-    log: str | None
-    index: int | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class SignedCheckpoint:
-    """A signed tree head of one log, as stored and as handed to witnesses."""
-
-    log: str
-    size: int
-    root: bytes
-    note: bytes
-    signed_at: datetime
-
-
-class AuditLogStore(Protocol):
-    async def append_audit_entries(
-        self, entries: Sequence[LogEntry], nodes: Sequence[TreeNode], *, adopt: bool = False
-    ) -> list[int]:
-        """Write ``entries`` (their records, or with ``adopt`` the chain columns of records
-        stored before the log had entries) and ``nodes`` in one transaction; return each
-        record's global sequence number. :class:`~tether.errors.LogPositionTaken` if an index
-        is taken (another writer on this log); ``Conflict`` if a record id is."""
-        ...
-
-    async def audit_log_end(self, log: str) -> StoredEntry | None: ...
-
-    async def audit_entries(self, log: str, *, start: int, stop: int) -> list[StoredEntry]:
-        """Entries ``start`` ≤ index < ``stop`` of ``log``, in order."""
-        ...
-
-    async def audit_tree_nodes(
-        self, log: str, keys: Collection[tuple[int, int]]
-    ) -> dict[tuple[int, int], bytes]: ...
-
-    async def add_audit_checkpoint(self, checkpoint: SignedCheckpoint) -> None: ...
-
-    async def latest_audit_checkpoint(self, log: str) -> SignedCheckpoint | None: ...
-
-    async def unchained_audit_records(self, *, limit: int) -> list[AuditRecord]:
-        """Records stored before the log had entries (oldest first), to adopt into a log."""
-        ...
-
-
-class NoteSigner(Protocol):
-    def sign(self, data: bytes) -> bytes: ...
-
-    def verify(self, data: bytes, signature: bytes) -> bool: ...
-
-    def public_raw(self) -> bytes: ...
-
-
-class Witness(Protocol):
-    """Somewhere outside the database that keeps the checkpoints."""
-
-    name: str
-
-    async def publish(self, checkpoint: SignedCheckpoint) -> None: ...
-
-    async def latest(self, log: str) -> bytes | None:
-        """The newest note it holds for ``log`` (None if it cannot be read back)."""
-        ...
 
 
 Problem = Callable[[str, Mapping[str, object]], None]

@@ -29,10 +29,10 @@ from typing import Any, Literal, Protocol
 
 from tether.audit.bundle import BundleInvalid, make_bundle, verify_bundle
 from tether.audit.chain import LogInvalid, LogState, LogVerifier
-from tether.audit.log import AuditLocation, SignedCheckpoint, StoredEntry
 from tether.audit.notes import NoteInvalid, TreeHead
 from tether.audit.ocsf import to_ocsf
 from tether.audit.records import AuditRecord
+from tether.audit.stored import AuditLocation, SignedCheckpoint, StoredEntry
 from tether.audit.tiles import MissingHash, TreeReader, inclusion_proof_at
 from tether.errors import AuditLogInvalid, AuditUnavailable, NotFound
 

@@ -18,7 +18,7 @@ Example::
     >>> from tether.audit.merkle import root_hash, leaf_hash
     >>> class Entries:  # a store of 200 entries: fewer than a tile, so no stored nodes
     ...     async def audit_entries(self, log, *, start, stop):
-    ...         from tether.audit.log import StoredEntry
+    ...         from tether.audit.stored import StoredEntry
     ...         return [StoredEntry(index=i, entry=b"%d" % i, chain=b"")
     ...                 for i in range(start, stop)]
     ...     async def audit_tree_nodes(self, log, keys):
@@ -44,7 +44,7 @@ from tether.audit.merkle import (
 )
 
 if TYPE_CHECKING:
-    from tether.audit.log import StoredEntry
+    from tether.audit.stored import StoredEntry
 
 __all__ = [
     "TILE_LEVEL",

@@ -14,8 +14,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from tether.audit.log import AuditLogStore
 from tether.audit.reader import AuditReadStore
+from tether.audit.stored import AuditLogStore
 from tether.crypto.stored import KeyPurpose, StoredKey
 from tether.identity.models import (
     Agent,
@@ -173,7 +173,7 @@ class KeyRingStore(Protocol):
 
 
 class AuditStore(AuditLogStore, AuditReadStore, Protocol):
-    """The audit log's storage: what its writer needs (:class:`tether.audit.log.AuditLogStore`)
+    """The audit log's storage: what its writer needs (:class:`tether.audit.stored.AuditLogStore`)
     and what its readers need (:class:`tether.audit.reader.AuditReadStore`)."""
 
 

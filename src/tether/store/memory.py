@@ -29,8 +29,8 @@ from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
 from tether._internal.clock import Clock, SystemClock
-from tether.audit.log import AuditLocation, LogEntry, SignedCheckpoint, StoredEntry
 from tether.audit.records import AuditRecord
+from tether.audit.stored import AuditLocation, LogEntry, SignedCheckpoint, StoredEntry
 from tether.audit.tiles import TreeNode
 from tether.crypto.stored import KeyPurpose, StoredKey
 from tether.errors import (

@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 import structlog
 
-from tether.audit.log import SignedCheckpoint
+from tether.audit.stored import SignedCheckpoint
 from tether.errors import ConfigError
 
 __all__ = ["FileWitness", "HttpWitness", "WitnessDamaged", "witnesses_from"]

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from tests.support.audit import ORIGIN, open_log, signer
 from tether._internal.clock import FixedClock
 from tether.audit.chain import LogInvalid, verify_log
-from tether.audit.log import AuditLog, LogEntry, SignedCheckpoint, StoredEntry
+from tether.audit.log import AuditLog
 from tether.audit.merkle import (
     leaf_hash,
     root_hash,
@@ -26,6 +26,7 @@ from tether.audit.merkle import (
 )
 from tether.audit.notes import NoteInvalid, TreeHead
 from tether.audit.records import AuditRecord
+from tether.audit.stored import LogEntry, SignedCheckpoint, StoredEntry
 from tether.audit.tiles import TreeNode, consistency_proof_at, inclusion_proof_at
 from tether.errors import AuditLogInvalid, AuditUnavailable, Conflict, LogPositionTaken
 from tether.store.memory import MemoryStore

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import IntegrityError
 
-from tether.audit.log import LogEntry, SignedCheckpoint, StoredEntry
+from tether.audit.stored import LogEntry, SignedCheckpoint, StoredEntry
 from tether.audit.tiles import TreeNode
 from tether.errors import Conflict, LogPositionTaken
 from tether.store.sql import _codec as codec

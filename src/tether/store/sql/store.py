@@ -46,8 +46,8 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from tether._internal.clock import Clock
-from tether.audit.log import AuditLocation, LogEntry, SignedCheckpoint, StoredEntry
 from tether.audit.records import AuditRecord
+from tether.audit.stored import AuditLocation, LogEntry, SignedCheckpoint, StoredEntry
 from tether.audit.tiles import TreeNode
 from tether.crypto.stored import KeyPurpose, StoredKey
 from tether.errors import (

@@ -1,0 +1,123 @@
+"""What the audit log stores, and the seams it stores it through.
+
+:class:`LogEntry` is a record as an entry of a replica's log, as the writer hands it to the
+store; :class:`StoredEntry` what a reader gets back; :class:`SignedCheckpoint` a signed tree
+head as stored and as handed to witnesses; :class:`AuditLocation` where a record sits. The
+Protocols are the writer's seams: :class:`AuditLogStore` (the SQL and memory stores),
+:class:`NoteSigner` (the key ring's audit key) and :class:`Witness` (files, HTTP). The writer
+itself is :mod:`tether.audit.log`.
+
+Example::
+
+    >>> StoredEntry(index=0, entry=b"{}", chain=bytes(32)).index
+    0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from tether.audit.records import AuditRecord
+from tether.audit.tiles import TreeNode
+
+__all__ = [
+    "AuditLocation",
+    "AuditLogStore",
+    "LogEntry",
+    "NoteSigner",
+    "SignedCheckpoint",
+    "StoredEntry",
+    "Witness",
+]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LogEntry:
+    """A record as entry ``index`` of the log ``log``: its stored bytes and chain head."""
+
+    record: AuditRecord
+    log: str
+    index: int
+    entry: bytes
+    chain: bytes
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StoredEntry:
+    index: int
+    entry: bytes
+    chain: bytes
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AuditLocation:
+    """A stored record and where it is: its number among all records, its log and index
+    (None for a record stored before logs had entries and not adopted yet)."""
+
+    sequence: int
+    record: AuditRecord
+    log: str | None
+    index: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignedCheckpoint:
+    """A signed tree head of one log, as stored and as handed to witnesses."""
+
+    log: str
+    size: int
+    root: bytes
+    note: bytes
+    signed_at: datetime
+
+
+class AuditLogStore(Protocol):
+    async def append_audit_entries(
+        self, entries: Sequence[LogEntry], nodes: Sequence[TreeNode], *, adopt: bool = False
+    ) -> list[int]:
+        """Write ``entries`` (their records, or with ``adopt`` the chain columns of records
+        stored before the log had entries) and ``nodes`` in one transaction; return each
+        record's global sequence number. :class:`~tether.errors.LogPositionTaken` if an index
+        is taken (another writer on this log); ``Conflict`` if a record id is."""
+        ...
+
+    async def audit_log_end(self, log: str) -> StoredEntry | None: ...
+
+    async def audit_entries(self, log: str, *, start: int, stop: int) -> list[StoredEntry]:
+        """Entries ``start`` ≤ index < ``stop`` of ``log``, in order."""
+        ...
+
+    async def audit_tree_nodes(
+        self, log: str, keys: Collection[tuple[int, int]]
+    ) -> dict[tuple[int, int], bytes]: ...
+
+    async def add_audit_checkpoint(self, checkpoint: SignedCheckpoint) -> None: ...
+
+    async def latest_audit_checkpoint(self, log: str) -> SignedCheckpoint | None: ...
+
+    async def unchained_audit_records(self, *, limit: int) -> list[AuditRecord]:
+        """Records stored before the log had entries (oldest first), to adopt into a log."""
+        ...
+
+
+class NoteSigner(Protocol):
+    def sign(self, data: bytes) -> bytes: ...
+
+    def verify(self, data: bytes, signature: bytes) -> bool: ...
+
+    def public_raw(self) -> bytes: ...
+
+
+class Witness(Protocol):
+    """Somewhere outside the database that keeps the checkpoints."""
+
+    name: str
+
+    async def publish(self, checkpoint: SignedCheckpoint) -> None: ...
+
+    async def latest(self, log: str) -> bytes | None:
+        """The newest note it holds for ``log`` (None if it cannot be read back)."""
+        ...
