@@ -30,11 +30,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from _audit_records import decision
 from tether._internal.clock import SystemClock
 from tether.audit.chain import genesis
 from tether.audit.log import AuditLog
 from tether.audit.merkle import leaf_hash
-from tether.audit.records import AuditRecord, Outcome
 from tether.crypto.keyring import AuditSigner
 from tether.store.sql import open_sql_store
 
@@ -43,28 +43,6 @@ IN_FLIGHT = 256
 #: A lighter load, for the commit latency one caller sees.
 LIGHT = 16
 ROUNDS = 3
-
-
-def record(i: int) -> AuditRecord:
-    return AuditRecord.new(
-        type="decision",
-        actor="spiffe://acme.org/agent/faq-bot/i/pod-1",
-        subject='Tool::"search_faq"',
-        time=datetime.now(UTC),
-        outcome=Outcome.SUCCESS,
-        correlation_id=f"req-{i}",
-        details={
-            "decision_id": f"dec_{i:08d}",
-            "enforcement_point": "authzen",
-            "agent": "faq-bot",
-            "instance": "pod-1",
-            "action": "call_tool",
-            "resource": 'Tool::"search_faq"',
-            "effect": "allow",
-            "policy_ids": ["faq-bot-searches-the-faq"],
-            "call_digest": "sha256:" + "ab" * 32,
-        },
-    )
 
 
 async def tether(
@@ -78,7 +56,7 @@ async def tether(
     ).start()  # fmt: skip
     latencies: list[float] = []
     # Made before the clock starts, as the floor's rows are: the callers' work, not the log's.
-    queue = iter([record(i) for i in range(n)])
+    queue = iter([decision(i, datetime.now(UTC)) for i in range(n)])
 
     async def caller() -> None:
         for made in queue:
@@ -106,7 +84,7 @@ def floor(directory: Path, n: int, batch: int) -> float:
     )
     prev, rows = genesis(ORIGIN), []
     for i in range(n):
-        r = record(i)
+        r = decision(i, datetime.now(UTC))
         entry = r.entry(origin=ORIGIN, index=i, prev=prev)
         prev = leaf_hash(entry)
         rows.append(

@@ -25,11 +25,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from _audit_records import decision
 from tether.audit.chain import genesis
 from tether.audit.merkle import CompactTree, leaf_hash
 from tether.audit.notes import TreeHead, sign_note, verifier_key
 from tether.audit.reader import prove
-from tether.audit.records import AuditRecord, Outcome
 from tether.audit.stored import LogEntry, SignedCheckpoint
 from tether.audit.tiles import TILE_LEVEL, TreeNode
 from tether.store.sql import open_sql_store
@@ -40,19 +40,6 @@ BATCH = 5000
 PROOFS = 200
 
 
-def record(i: int, at: datetime) -> AuditRecord:
-    return AuditRecord(
-        id=f"rec_{i:08d}",
-        type="decision",
-        time=at,
-        actor="spiffe://acme.org/agent/faq-bot/i/pod-1",
-        subject='Tool::"search_faq"',
-        outcome=Outcome.SUCCESS,
-        correlation_id=f"req-{i}",
-        details={"decision_id": f"dec_{i:08d}", "effect": "allow", "agent": "faq-bot"},
-    )
-
-
 async def build(path: Path, n: int) -> tuple[CompactTree, float]:
     store = await open_sql_store(f"sqlite:///{path}")
     at, tree, prev = datetime(2026, 12, 1, tzinfo=UTC), CompactTree(), genesis(ORIGIN)
@@ -61,7 +48,7 @@ async def build(path: Path, n: int) -> tuple[CompactTree, float]:
         entries: list[LogEntry] = []
         nodes: list[TreeNode] = []
         for i in range(first, min(n, first + BATCH)):
-            made = record(i, at)
+            made = decision(i, at)
             entry = made.entry(origin=ORIGIN, index=i, prev=prev)
             prev = leaf_hash(entry)
             nodes += tree.append_nodes(prev, min_level=TILE_LEVEL)

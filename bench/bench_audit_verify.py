@@ -21,9 +21,9 @@ import sys
 import time
 from datetime import UTC, datetime
 
+from _audit_records import decision
 from tether.audit.chain import LogVerifier, genesis, verify_log
 from tether.audit.merkle import CompactTree, leaf_hash
-from tether.audit.records import AuditRecord, Outcome
 
 ORIGIN = "tether.example/audit/r1"
 ROUNDS = 5
@@ -34,30 +34,9 @@ def entries(n: int) -> list[bytes]:
     at = datetime(2026, 12, 1, tzinfo=UTC)
     prev, log = genesis(ORIGIN), []
     for i in range(n):
-        log.append(record(i, at).entry(origin=ORIGIN, index=i, prev=prev))
+        log.append(decision(i, at).entry(origin=ORIGIN, index=i, prev=prev))
         prev = leaf_hash(log[-1])
     return log
-
-
-def record(i: int, at: datetime) -> AuditRecord:
-    return AuditRecord(
-        id=f"rec_{i:08d}",
-        type="decision",
-        time=at,
-        actor="spiffe://acme.org/agent/faq-bot/i/pod-1",
-        subject='Tool::"search_faq"',
-        outcome=Outcome.SUCCESS,
-        correlation_id=f"req-{i}",
-        details={
-            "decision_id": f"dec_{i:08d}",
-            "enforcement_point": "authzen",
-            "agent": "faq-bot",
-            "action": "call_tool",
-            "effect": "allow",
-            "policy_ids": ["faq-bot-searches-the-faq"],
-            "call_digest": "sha256:" + "ab" * 32,
-        },
-    )
 
 
 def references(log: list[bytes]) -> tuple[list[bytes], dict[int, bytes]]:
