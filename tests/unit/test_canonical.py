@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import hashlib
 from typing import Any
 
@@ -74,3 +75,22 @@ def test_keys_beyond_the_bmp_sort_by_utf16_code_units_as_rfc8785_says() -> None:
     assert canonical_json(value).index("\U0001f600".encode()) < canonical_json(value).index(
         "\ue000".encode()
     )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"n": 2**53}, {"n": -(2**53)}, {"text": "\ud800"}, {1: "key not text"}, {"x": b"bytes"}],
+    ids=["above-2^53", "below-minus-2^53", "lone-surrogate", "int-key", "bytes"],
+)
+def test_values_outside_i_json_are_refused_not_written(value: Any) -> None:
+    with pytest.raises(InvalidInput, match="not canonical JSON"):
+        canonical_json(value)
+
+
+class Tier(enum.StrEnum):
+    HIGH = "high"
+
+
+def test_subclasses_and_tuples_write_what_rfc8785_writes() -> None:
+    value: Any = {"tier": Tier.HIGH, "pair": (1, "two"), "flag": True, "nested": [{"b": 1}]}
+    assert canonical_json(value) == rfc8785.dumps(value)
