@@ -489,3 +489,33 @@ async def test_records_stored_before_the_log_are_adopted_into_it_keeping_their_n
         head = await store.latest_audit_checkpoint(ORIGIN)
         assert head is not None
         assert head.size == 4
+
+
+def _record_columns(conn: Connection) -> list[tuple[object, ...]]:
+    r = audit_records.c
+    query = sa.select(r.id, r.actor, r.outcome, r.details, r.time).order_by(r.sequence)
+    return [tuple(row) for row in conn.execute(query)]
+
+
+async def test_records_are_stored_once_and_downgrading_fills_their_columns_back(
+    sql_url: str,
+) -> None:
+    old, new = make_record(1), [make_record(2), make_record(3)]
+    async with await open_sql_store(sql_url) as store:
+        await store.run_sync(_insert_unchained([old]), write=True)
+        await append(store, Chainer(), *new)
+        # Appended records are their entries: the columns the entry holds stay empty.
+        assert [row[1:] for row in await store.run_sync(_record_columns)][1:] == [
+            (None, None, None, None),
+            (None, None, None, None),
+        ]
+        assert [r for _, r in await store.list_audit()] == [old, *new]
+        await store.run_sync(lambda c: command.downgrade(alembic_config(c), "0004"), write=True)
+        filled = await store.run_sync(_record_columns)
+        assert [(i, a, o, d) for i, a, o, d, _ in filled] == [
+            (r.id, r.actor, str(r.outcome), dict(r.details)) for r in [old, *new]
+        ]
+        assert all(isinstance(t, datetime) and t.replace(tzinfo=UTC) == T0 for *_, t in filled)
+        await store.run_sync(lambda c: command.upgrade(alembic_config(c), "head"), write=True)
+        assert [r for _, r in await store.list_audit()] == [old, *new]
+        assert await store.run_sync(_schema_diff) == []

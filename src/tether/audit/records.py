@@ -31,13 +31,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
 from tether._internal.canonical import canonical_json
 from tether._internal.ids import new_id
+from tether.errors import InvalidInput
 
 __all__ = ["RECORD_TYPES", "AuditReceipt", "AuditRecord", "Outcome"]
 
@@ -120,11 +121,12 @@ class AuditRecord:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AuditRecord:
-        """The record :meth:`to_dict` wrote (``ValueError``/``KeyError`` if it is not one)."""
+        """The record :meth:`to_dict` wrote, its time in UTC (``ValueError``/``KeyError`` if
+        it is not one)."""
         return cls(
             id=str(data["id"]),
             type=str(data["type"]),
-            time=datetime.fromisoformat(str(data["time"])),
+            time=datetime.fromisoformat(str(data["time"])).astimezone(UTC),
             actor=str(data["actor"]),
             subject=None if data["subject"] is None else str(data["subject"]),
             outcome=Outcome(data["outcome"]),
@@ -153,6 +155,11 @@ class AuditRecord:
         """The stored bytes of this record as entry ``index`` of the log ``origin``, after the
         entry whose chain head (leaf hash) is ``prev``: the canonical JSON (RFC 8785) of
         ``{"index", "log", "prev", "record"}`` (see :mod:`tether.audit.chain`)."""
+        if self.time.utcoffset() is None:
+            raise InvalidInput(
+                "naive datetime: an audit record's time names its offset from UTC",
+                details={"record_id": self.id},
+            )
         body = {"index": index, "log": origin, "prev": prev.hex(), "record": self.to_dict()}
         return canonical_json(body)
 

@@ -34,9 +34,11 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(slots=True)
 class LogEntry:
-    """A record as entry ``index`` of the log ``log``: its stored bytes and chain head."""
+    """A record as entry ``index`` of the log ``log``: its stored bytes and chain head.
+    Treated as immutable, but not a frozen dataclass: the writer makes one per record, and a
+    frozen one costs three times as much to make."""
 
     record: AuditRecord
     log: str

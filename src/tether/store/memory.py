@@ -21,7 +21,6 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Collection, Sequence
 from dataclasses import fields, replace
 from datetime import UTC, datetime
@@ -91,12 +90,6 @@ def _utc(value: _Value) -> _Value:
 
 def _version_name(version: int | None) -> str:
     return "none" if version is None else f"version {version}"
-
-
-def _json_round_trip(details: object) -> MappingProxyType[str, object]:
-    """Details as the SQL store gives them back: JSON types only, read-only."""
-    text = json.dumps(details, sort_keys=True, separators=(",", ":"), default=str)
-    return MappingProxyType(json.loads(text))
 
 
 class MemoryStore:
@@ -450,8 +443,6 @@ class MemoryStore:
     ) -> list[int]:
         if not entries:
             return []
-        for entry in entries:
-            _as_utc(entry.record.time)
         log = entries[0].log
         async with self._lock:
             stored = self._entries.setdefault(log, [])
@@ -471,10 +462,8 @@ class MemoryStore:
                     raise Conflict("an audit record of the batch was appended already")
                 self._audit_ids.update(ids)
                 first = len(self._audit) + 1
-                self._audit += [
-                    _utc(replace(e.record, details=_json_round_trip(dict(e.record.details))))
-                    for e in entries
-                ]
+                # What the SQL store reads back: the record in its entry.
+                self._audit += [AuditRecord.from_entry(e.entry) for e in entries]
                 numbers = list(range(first, first + len(entries)))
             for e in entries:
                 self._audit_places[e.record.id] = (log, e.index)

@@ -250,9 +250,10 @@ async def test_a_record_whose_columns_were_edited_is_refused_not_shown(
 ) -> None:
     await decide(client, agent_token, request_id="edited", tool="search_faq")
     with sqlite3.connect(settings.data_dir / "tether.db") as db:
+        # The record is its entry; what queries find it by (id, type, correlation id) is
+        # checked against the entry, so a row moved under another type is caught.
         db.execute(
-            "UPDATE audit_records SET actor = 'spiffe://acme.org/agent/someone-else', "
-            "outcome = 'failure' WHERE correlation_id = 'edited'"
+            "UPDATE audit_records SET type = 'agent.registered' WHERE correlation_id = 'edited'"
         )
     for path in ("/v1/audit", "/v1/audit/trace/edited"):
         answer = await client.get(path)

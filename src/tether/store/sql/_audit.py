@@ -21,7 +21,6 @@ from sqlalchemy.exc import IntegrityError
 from tether.audit.stored import LogEntry, SignedCheckpoint, StoredEntry
 from tether.audit.tiles import TreeNode
 from tether.errors import Conflict, LogPositionTaken
-from tether.store.sql import _codec as codec
 from tether.store.sql.tables import audit_checkpoints, audit_records, audit_tree_nodes
 
 __all__ = [
@@ -55,6 +54,12 @@ _ADOPT = (
         log_index=sa.bindparam("log_index"),
         entry=sa.bindparam("entry"),
         chain=sa.bindparam("chain"),
+        # The record is its entry from now on (0005).
+        time=None,
+        actor=None,
+        subject=None,
+        outcome=None,
+        details=None,
     )
 )
 _ENTRY_COLUMNS = (_r.log_index, _r.entry, _r.chain)
@@ -111,9 +116,6 @@ def append_unit(
 ) -> Callable[[Connection], list[int]]:
     log = entries[0].log
     first = entries[0].index
-    chained = [
-        {"log": e.log, "log_index": e.index, "entry": e.entry, "chain": e.chain} for e in entries
-    ]
     node_rows = [{"log": log, "level": lv, "idx": i, "hash": h} for lv, i, h in nodes]
 
     def unit(conn: Connection) -> list[int]:
@@ -125,7 +127,7 @@ def append_unit(
                 details={"log": log},
             )
         try:
-            numbers = _adopt(conn, entries, chained) if adopt else _insert(conn, entries, chained)
+            numbers = _adopt(conn, entries) if adopt else _insert(conn, entries)
             if node_rows:
                 conn.execute(audit_tree_nodes.insert(), node_rows)
         except IntegrityError:
@@ -135,47 +137,71 @@ def append_unit(
     return unit
 
 
-def _insert(
-    conn: Connection, entries: Sequence[LogEntry], chained: list[dict[str, Any]]
-) -> list[int]:
+#: The columns an appended record fills: the entry is the record; the others index it.
+_APPEND_COLUMNS = ("sequence", "id", "type", "correlation_id", "log", "log_index", "entry", "chain")
+
+
+#: Rows per multi-row INSERT at most (8 parameters each; SQLite allows 32,766 per statement).
+_ROWS_PER_INSERT = 128
+
+
+def _insert(conn: Connection, entries: Sequence[LogEntry]) -> list[int]:
     start = int(conn.execute(_LAST_SEQUENCE).scalar_one()) + 1
     numbers = list(range(start, start + len(entries)))
     rows = [
-        codec.audit_values(e.record) | c | {"sequence": n}
-        for e, c, n in zip(entries, chained, numbers, strict=True)
+        (n, e.record.id, e.record.type, e.record.correlation_id, e.log, e.index, e.entry, e.chain)
+        for e, n in zip(entries, numbers, strict=True)
     ]
-    sql, order, processors = _driver_insert(conn.dialect)
-    # The driver's executemany with the columns' own bind processing, not SQLAlchemy's
-    # per-row parameter handling, which cost the writer more than the rest of the append.
-    if order is None:
-        params: list[Any] = [{k: _bound(processors, k, v) for k, v in r.items()} for r in rows]
-    else:
-        params = [tuple(_bound(processors, k, r[k]) for k in order) for r in rows]
-    conn.exec_driver_sql(sql, params)
+    if conn.dialect.name == "sqlite":
+        # Multi-row INSERTs, not executemany: the driver binds every row of a statement in C
+        # and SQLite inserts them in one step, all of it without the GIL, so the event loop
+        # builds the next batch meanwhile (executemany takes the GIL back after every row).
+        at = 0
+        for size in _sizes(len(rows)):
+            flat = [value for row in rows[at : at + size] for value in row]
+            conn.exec_driver_sql(_sqlite_insert(size), tuple(flat))
+            at += size
+        return numbers
+    # The driver's executemany, not SQLAlchemy's per-row parameter handling, which cost the
+    # writer more than the rest of the append: text, integers and bytes, as drivers take them.
+    sql = _named_insert(conn.dialect)
+    conn.exec_driver_sql(sql, [dict(zip(_APPEND_COLUMNS, r, strict=True)) for r in rows])
     return numbers
 
 
-def _bound(processors: dict[str, Any], key: str, value: Any) -> Any:
-    process = processors[key]
-    return value if process is None else process(value)
+def _sizes(count: int) -> list[int]:
+    """``count`` rows as statements of powers of two (at most ``_ROWS_PER_INSERT``), so a few
+    statement texts serve every batch size and stay in the driver's statement cache."""
+    sizes, size = [], _ROWS_PER_INSERT
+    while count:
+        while size > count:
+            size //= 2
+        sizes.append(size)
+        count -= size
+    return sizes
+
+
+@functools.lru_cache(maxsize=16)
+def _sqlite_insert(rows: int) -> str:
+    columns = ", ".join(_APPEND_COLUMNS)
+    values = ", ".join(["(" + ", ".join("?" * len(_APPEND_COLUMNS)) + ")"] * rows)
+    return f"INSERT INTO {audit_records.name} ({columns}) VALUES {values}"  # noqa: S608
 
 
 @functools.lru_cache(maxsize=8)
-def _driver_insert(dialect: Dialect) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
-    """The INSERT of every column as the driver takes it: its SQL, the order of positional
-    parameters (None: named), and each column's bind processor."""
-    compiled = APPEND.compile(dialect=dialect, column_keys=[c.key for c in audit_records.c])
-    order = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
-    processors = {c.key: c.type.bind_processor(dialect) for c in audit_records.c}
-    return compiled.string, order, processors
+def _named_insert(dialect: Dialect) -> str:
+    """The INSERT of the appended columns as the driver takes it, with named parameters."""
+    compiled = APPEND.compile(dialect=dialect, column_keys=list(_APPEND_COLUMNS))
+    if compiled.positional:
+        raise RuntimeError(f"{dialect.name}: named parameters expected")
+    return compiled.string
 
 
-def _adopt(
-    conn: Connection, entries: Sequence[LogEntry], chained: list[dict[str, Any]]
-) -> list[int]:
-    for entry, values in zip(entries, chained, strict=True):
-        if conn.execute(_ADOPT, values | {"record_id": entry.record.id}).rowcount != 1:
-            raise LogPositionTaken(f"audit record {entry.record.id!r} was adopted by another log")
+def _adopt(conn: Connection, entries: Sequence[LogEntry]) -> list[int]:
+    for e in entries:
+        values = {"log": e.log, "log_index": e.index, "entry": e.entry, "chain": e.chain}
+        if conn.execute(_ADOPT, values | {"record_id": e.record.id}).rowcount != 1:
+            raise LogPositionTaken(f"audit record {e.record.id!r} was adopted by another log")
     ids = [e.record.id for e in entries]
     rows = conn.execute(sa.select(_r.id, _r.sequence).where(_r.id.in_(ids)))
     found = {row.id: int(row.sequence) for row in rows}

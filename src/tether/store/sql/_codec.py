@@ -7,9 +7,7 @@ read-only (``MappingProxyType``), as the domain builds them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -235,6 +233,7 @@ def stored_key_from_row(row: RowMapping) -> StoredKey:
 
 
 def audit_values(record: AuditRecord) -> dict[str, Any]:
+    """The columns of a record stored before 0004 (without a log entry)."""
     return {
         "id": record.id,
         "type": record.type,
@@ -248,35 +247,29 @@ def audit_values(record: AuditRecord) -> dict[str, Any]:
 
 
 def audit_from_row(row: RowMapping) -> AuditRecord:
-    """The record of ``row``; :class:`~tether.errors.AuditLogInvalid` if its columns say
-    something else than its log entry (the bytes the chain and the signed tree cover), so a
-    row edited in the database is never shown as if it were the record."""
-    record = _record_columns(row)
-    entry = row.get("entry")
-    if entry is not None and not _same_record(bytes(entry), record):
+    """The record of ``row``: its log entry (the bytes the chain and the signed tree cover),
+    or for a record stored before 0004 and not adopted yet, its columns.
+    :class:`~tether.errors.AuditLogInvalid` if the entry is not a record or the columns
+    queries look it up by (id, type, correlation id) say something else than it does: a row
+    edited in the database is never shown as if it were the record."""
+    entry = row["entry"]
+    if entry is None:
+        return _record_columns(row)
+    try:
+        record = AuditRecord.from_entry(bytes(entry))
+    except (ValueError, KeyError, TypeError):
+        record = None
+    if record is None or (record.id, record.type, record.correlation_id) != (
+        row["id"],
+        row["type"],
+        row["correlation_id"],
+    ):
         raise AuditLogInvalid(
-            f"audit record {record.id!r} does not match its log entry: changed in the "
+            f"audit record {row['id']!r} does not match its log entry: changed in the "
             "database (`tether audit verify` names what else was)",
-            details={"record_id": record.id},
+            details={"record_id": row["id"]},
         )
     return record
-
-
-def _same_record(entry: bytes, record: AuditRecord) -> bool:
-    """Whether the record in ``entry`` is ``record`` (its time compared as a moment: the
-    column keeps it in UTC, the entry as it was written)."""
-    try:
-        logged = dict(json.loads(entry)["record"])
-        moment = datetime.fromisoformat(logged.pop("time"))
-    except (ValueError, KeyError, TypeError):
-        return False
-    columns = record.to_dict()
-    del columns["time"]
-    return moment == record.time and _plain_json(logged) == _plain_json(columns)
-
-
-def _plain_json(value: object) -> object:
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
 def _record_columns(row: RowMapping) -> AuditRecord:

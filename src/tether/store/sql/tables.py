@@ -211,14 +211,17 @@ audit_records = sa.Table(
         primary_key=True,
         autoincrement=True,
     ),
+    # What queries look records up by. The record itself is its log entry (below); the
+    # columns from ``time`` to ``details`` hold it only for records stored before 0004 that
+    # no replica has adopted into its log yet, and are null otherwise (0005).
     sa.Column("id", sa.String(64), nullable=False, unique=True),
     sa.Column("type", sa.String(128), nullable=False),
-    sa.Column("time", UtcDateTime(), nullable=False),
-    sa.Column("actor", sa.Text(), nullable=False),
+    sa.Column("time", UtcDateTime(), nullable=True),
+    sa.Column("actor", sa.Text(), nullable=True),
     sa.Column("subject", sa.Text(), nullable=True),
-    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=True),
     sa.Column("correlation_id", sa.Text(), nullable=True, index=True),
-    sa.Column("details", JsonText(), nullable=False),
+    sa.Column("details", JsonText(), nullable=True),
     # The record as entry ``log_index`` of the replica's log ``log``: the exact bytes hashed
     # and the chain head after them (see tether.audit.chain). Null only for records stored
     # before 0004, until a replica adopts them into its log.
