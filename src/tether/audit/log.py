@@ -75,7 +75,13 @@ from tether.audit.stored import (
     Witness,
 )
 from tether.audit.tiles import TILE_LEVEL, MissingHash, TreeNode, tree_at
-from tether.errors import AuditLogInvalid, AuditUnavailable, Conflict, LogPositionTaken
+from tether.errors import (
+    AuditLogInvalid,
+    AuditUnavailable,
+    Conflict,
+    InvalidInput,
+    LogPositionTaken,
+)
 
 __all__ = ["AuditLog"]
 
@@ -212,7 +218,9 @@ class AuditLog:
                 batch = []
         except BaseException as exc:
             # Whatever stopped the writer, nobody may wait forever: every waiting caller gets
-            # the error (its own ``append`` raises it, so nothing goes unreported).
+            # the error (its own ``append`` raises it, so nothing goes unreported), and the
+            # next writer reads the end back (a commit under way may land all the same).
+            self._stale = True
             failure = exc if isinstance(exc, Exception) else AuditUnavailable("writer stopped")
             for _, future in [*batch, *self._pending]:
                 _settle(future, failure)
@@ -224,7 +232,13 @@ class AuditLog:
         try:
             await self._ready()
             tree = self._tree.copy()
-            entries, nodes, chain = self._build([r for r, _ in batch], tree)
+            refused: list[tuple[int, InvalidInput]] = []
+            records = [r for r, _ in batch]
+            entries, nodes, chain = self._build(records, tree, self._chain, refused)
+            if refused:  # those records' fault (JSON cannot carry them): they alone fail
+                batch = _answer_refused(batch, refused)
+                if not batch:
+                    return
             sequences = await self._store.append_audit_entries(entries, nodes)
         except Conflict as exc:
             if isinstance(exc, LogPositionTaken) or len(batch) == 1:
@@ -275,16 +289,28 @@ class AuditLog:
             _settle(future, failure)
 
     def _build(
-        self, records: Sequence[AuditRecord], tree: CompactTree
+        self,
+        records: Sequence[AuditRecord],
+        tree: CompactTree,
+        chain: bytes,
+        refused: list[tuple[int, InvalidInput]] | None = None,
     ) -> tuple[list[LogEntry], list[TreeNode], bytes]:
-        """Entries for ``records`` appended to ``tree`` (changed in place), the subtrees they
-        complete, and the chain head after them."""
+        """Entries for ``records`` appended to ``tree`` (changed in place) after the chain
+        head ``chain``, the subtrees they complete, and the chain head after them. A record
+        JSON cannot carry raises :class:`InvalidInput`, or with ``refused`` is left out, its
+        position and error added there."""
         entries: list[LogEntry] = []
         nodes: list[TreeNode] = []
-        chain, origin = self._chain, self.origin
-        for record in records:
+        origin = self.origin
+        for position, record in enumerate(records):
             index = tree.size
-            entry = record.entry(origin=origin, index=index, prev=chain)
+            try:
+                entry = record.entry(origin=origin, index=index, prev=chain)
+            except InvalidInput as exc:
+                if refused is None:
+                    raise
+                refused.append((position, exc))
+                continue
             chain = leaf_hash(entry)  # the chain head: the next entry names it as prev
             nodes += tree.append_nodes(chain, min_level=TILE_LEVEL)
             entries.append(
@@ -433,9 +459,21 @@ class AuditLog:
         """Records written before this version chained them become entries of this log."""
         while records := await self._store.unchained_audit_records(limit=MAX_BATCH):
             tree = self._tree.copy()
-            entries, nodes, chain = self._build(records, tree)
+            entries, nodes, chain = self._build(records, tree, self._chain)
             await self._store.append_audit_entries(entries, nodes, adopt=True)
             self._tree, self._chain = tree, chain
+
+
+def _answer_refused(
+    batch: list[tuple[AuditRecord, asyncio.Future[AuditReceipt]]],
+    refused: list[tuple[int, InvalidInput]],
+) -> list[tuple[AuditRecord, asyncio.Future[AuditReceipt]]]:
+    """``batch`` without the records at the ``refused`` positions, whose callers get their
+    error."""
+    for position, error in refused:
+        _settle(batch[position][1], error)
+    gone = {position for position, _ in refused}
+    return [waiting for position, waiting in enumerate(batch) if position not in gone]
 
 
 def _settle(future: asyncio.Future[AuditReceipt], outcome: AuditReceipt | BaseException) -> None:

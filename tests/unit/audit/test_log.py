@@ -25,10 +25,16 @@ from tether.audit.merkle import (
     verify_inclusion,
 )
 from tether.audit.notes import NoteInvalid, TreeHead
-from tether.audit.records import AuditRecord
+from tether.audit.records import AuditReceipt, AuditRecord
 from tether.audit.stored import LogEntry, SignedCheckpoint, StoredEntry
 from tether.audit.tiles import TreeNode, consistency_proof_at, inclusion_proof_at
-from tether.errors import AuditLogInvalid, AuditUnavailable, Conflict, LogPositionTaken
+from tether.errors import (
+    AuditLogInvalid,
+    AuditUnavailable,
+    Conflict,
+    InvalidInput,
+    LogPositionTaken,
+)
 from tether.store.memory import MemoryStore
 from tether.store.witness import FileWitness, WitnessDamaged
 
@@ -120,6 +126,32 @@ async def test_a_record_refused_by_the_store_fails_only_its_own_caller() -> None
     assert not isinstance(results[0], BaseException)
     assert not isinstance(results[2], BaseException)
     assert await verified(store) == 3
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"time": CLOCK.now().replace(tzinfo=None)},
+        {"details": {"score": float("nan")}},
+        {"details": {"n": 2**60}},
+    ],
+    ids=["naive-time", "nan", "integer-beyond-2^53"],
+)
+async def test_a_record_json_cannot_carry_fails_alone_and_its_batch_lands(
+    bad: dict[str, Any],
+) -> None:
+    problems: list[str] = []
+    store = MemoryStore(clock=CLOCK)
+    log = await open_log(store, CLOCK, on_problem=lambda kind, _: problems.append(kind))
+    results = await asyncio.gather(
+        log.append(record(1)), log.append(record(2, **bad)), log.append(record(3)),
+        return_exceptions=True,
+    )  # fmt: skip
+    await log.close()
+    assert isinstance(results[1], InvalidInput)
+    assert [r.index for r in results if isinstance(r, AuditReceipt)] == [0, 1]
+    assert await verified(store) == 2
+    assert "audit.sink_failed" not in problems, "a bad record is not a failing sink"
 
 
 async def test_a_second_writer_on_the_same_log_is_refused_and_never_forks_it() -> None:
