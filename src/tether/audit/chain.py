@@ -49,6 +49,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
 from tether.audit.merkle import CompactTree
 
@@ -150,8 +151,7 @@ class LogVerifier:
         # no check of their own — the next link and the signed roots cover them; a broken
         # link is explained by reading the entry (_refuse_entry).
         stop = min(len(page), limit - start + 1)
-        hexed = binascii.hexlify(self.chain + b"".join(leaves[: stop - 1]))
-        links = [hexed[i : i + _HEX_HASH] for i in range(0, len(hexed), _HEX_HASH)]
+        links = binascii.hexlify(b"".join([self.chain, *leaves[: stop - 1]]))  # 64 digits each
         broken = self._first_broken(page, links, start, stop)
         if self.strict:
             malformed = next((k for k in range(stop) if not _well_formed(page[k])), None)
@@ -166,7 +166,8 @@ class LogVerifier:
             index = start + broken
             prev = self.chain if broken == 0 else leaves[broken - 1]
             entry = page[broken]
-            head = b'{"index":%d%s%s","record":' % (index, self._log, links[broken])
+            link = links[broken * _HEX_HASH : (broken + 1) * _HEX_HASH]
+            head = b'{"index":%d%s%s","record":' % (index, self._log, link)
             if not (entry.startswith(head) and entry.endswith(b"}") and _well_formed(entry)):
                 _refuse_entry(entry, index, self.origin, prev, named=heads is not None)
             raise LogInvalid(index, "its chain head does not match: changed, or not in its place")
@@ -178,21 +179,24 @@ class LogVerifier:
             self.chain = leaves[-1]
 
     def _first_broken(
-        self, page: Sequence[bytes], links: Sequence[bytes], start: int, stop: int
+        self, page: Sequence[bytes], links: bytes, start: int, stop: int
     ) -> int | None:
-        """The first of ``page[:stop]`` whose link is not ``links[k]``, or whose place and
-        log are not where they should be; runs of indexes with as many digits are compared
-        as a whole (the link sits at one offset in all of them)."""
+        """The first of ``page[:stop]`` whose link is not its 64 digits of ``links``, or whose
+        place and log are not where they should be; runs of indexes with as many digits are
+        compared as a whole (the link sits at one offset in all of them)."""
         k = 0
         while k < stop:
             index = start + k
             digits = len(str(index))
             run = min(stop, 10**digits - start)  # the last k with as many digits, plus one
             at = len(b'{"index":') + digits + len(self._log)
-            got = [entry[at : at + _HEX_HASH] for entry in page[k:run]]
-            if got != links[k:run]:
-                return k + next(
-                    i for i, (a, b) in enumerate(zip(got, links[k:run], strict=True)) if a != b
+            got = b"".join(map(itemgetter(slice(at, at + _HEX_HASH)), page[k:run]))
+            # startswith at an offset: no copy of the run's digits (megabytes for a long log)
+            if len(got) != (run - k) * _HEX_HASH or not links.startswith(got, k * _HEX_HASH):
+                return next(
+                    i
+                    for i in range(k, run)
+                    if page[i][at : at + _HEX_HASH] != links[i * _HEX_HASH : (i + 1) * _HEX_HASH]
                 )
             k = run
         return None
