@@ -11,6 +11,7 @@ chain columns and the completed subtree hashes commit together or not at all.
 from __future__ import annotations
 
 import functools
+import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -119,13 +120,10 @@ def append_unit(
     node_rows = [{"log": log, "level": lv, "idx": i, "hash": h} for lv, i, h in nodes]
 
     def unit(conn: Connection) -> list[int]:
+        if conn.dialect.name == "sqlite" and not adopt:
+            return _sqlite_append(conn, entries, node_rows)
         _lock(conn)
-        last = conn.execute(_LAST_INDEX, {"log": log}).scalar_one_or_none()
-        if (-1 if last is None else int(last)) != first - 1:
-            raise LogPositionTaken(
-                f"audit log {log!r} ends at {last}, not {first - 1}: another writer appends to it",
-                details={"log": log},
-            )
+        _check_end(log, conn.execute(_LAST_INDEX, {"log": log}).scalar_one_or_none(), first)
         try:
             numbers = _adopt(conn, entries) if adopt else _insert(conn, entries)
             if node_rows:
@@ -137,6 +135,51 @@ def append_unit(
     return unit
 
 
+def _check_end(log: str, last: int | None, first: int) -> None:
+    if (-1 if last is None else int(last)) != first - 1:
+        raise LogPositionTaken(
+            f"audit log {log!r} ends at {last}, not {first - 1}: another writer appends to it",
+            details={"log": log},
+        )
+
+
+_SQLITE_ENDS = (
+    f"SELECT (SELECT max(log_index) FROM {audit_records.name} WHERE log = ?),"  # noqa: S608
+    f" (SELECT coalesce(max(sequence), 0) FROM {audit_records.name})"
+)
+_NODE_TABLE = audit_tree_nodes.name
+_SQLITE_NODES = f"INSERT INTO {_NODE_TABLE} (log, level, idx, hash) VALUES (?, ?, ?, ?)"  # noqa: S608
+
+
+def _sqlite_append(
+    conn: Connection, entries: Sequence[LogEntry], node_rows: list[dict[str, Any]]
+) -> list[int]:
+    """The append on SQLite, on the driver's connection (in the unit's transaction): the
+    log's end and the last sequence number in one SELECT, then multi-row INSERTs, each bound
+    in C and run by SQLite without the GIL (executemany takes it back after every row).
+    Through SQLAlchemy's statement handling the same statements cost about 15% of the
+    append rate (measured alternately, 6 rounds each)."""
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, sqlite3.Connection)
+    log, first = entries[0].log, entries[0].index
+    last, top = raw.execute(_SQLITE_ENDS, (log,)).fetchone()
+    _check_end(log, last, first)
+    numbers = list(range(top + 1, top + 1 + len(entries)))
+    rows = _rows(entries, numbers)
+    try:
+        at = 0
+        for size in _sizes(len(rows)):
+            raw.execute(_sqlite_insert(size), [v for row in rows[at : at + size] for v in row])
+            at += size
+        if node_rows:
+            raw.executemany(
+                _SQLITE_NODES, [(r["log"], r["level"], r["idx"], r["hash"]) for r in node_rows]
+            )
+    except sqlite3.IntegrityError:
+        raise Conflict("an audit record of the batch was appended already") from None
+    return numbers
+
+
 #: The columns an appended record fills: the entry is the record; the others index it.
 _APPEND_COLUMNS = ("sequence", "id", "type", "correlation_id", "log", "log_index", "entry", "chain")
 
@@ -146,27 +189,23 @@ _ROWS_PER_INSERT = 128
 
 
 def _insert(conn: Connection, entries: Sequence[LogEntry]) -> list[int]:
+    """The append's rows on PostgreSQL: the driver's executemany, not SQLAlchemy's per-row
+    parameter handling, which cost the writer more than the rest of the append (text,
+    integers and bytes, as drivers take them)."""
     start = int(conn.execute(_LAST_SEQUENCE).scalar_one()) + 1
     numbers = list(range(start, start + len(entries)))
-    rows = [
-        (n, e.record.id, e.record.type, e.record.correlation_id, e.log, e.index, e.entry, e.chain)
-        for e, n in zip(entries, numbers, strict=True)
-    ]
-    if conn.dialect.name == "sqlite":
-        # Multi-row INSERTs, not executemany: the driver binds every row of a statement in C
-        # and SQLite inserts them in one step, all of it without the GIL, so the event loop
-        # builds the next batch meanwhile (executemany takes the GIL back after every row).
-        at = 0
-        for size in _sizes(len(rows)):
-            flat = [value for row in rows[at : at + size] for value in row]
-            conn.exec_driver_sql(_sqlite_insert(size), tuple(flat))
-            at += size
-        return numbers
-    # The driver's executemany, not SQLAlchemy's per-row parameter handling, which cost the
-    # writer more than the rest of the append: text, integers and bytes, as drivers take them.
+    rows = _rows(entries, numbers)
     sql = _named_insert(conn.dialect)
     conn.exec_driver_sql(sql, [dict(zip(_APPEND_COLUMNS, r, strict=True)) for r in rows])
     return numbers
+
+
+def _rows(entries: Sequence[LogEntry], numbers: list[int]) -> list[tuple[Any, ...]]:
+    """Each entry's values for ``_APPEND_COLUMNS``, numbered ``numbers``."""
+    return [
+        (n, e.record.id, e.record.type, e.record.correlation_id, e.log, e.index, e.entry, e.chain)
+        for e, n in zip(entries, numbers, strict=True)
+    ]
 
 
 def _sizes(count: int) -> list[int]:
