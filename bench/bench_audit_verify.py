@@ -1,12 +1,14 @@
 """Verifying the audit log: records per second of :func:`tether.audit.chain.verify_log`
 against the floor of a bare SHA-256 chain over the same bytes, in the same run.
 
-The log: N decision records as stored entries (canonical JSON, about 550 bytes each), their
+The log: N decision records as stored entries (canonical JSON, about 650 bytes each), their
 chain heads and a signed root every 1,000 records. Tether's check hashes each entry (its leaf
-hash, which is also its chain head), checks the bytes it starts with (its place, its log and
-the hash of the entry before it), compares its stored chain head, extends the Merkle tree and
-compares the signed roots. The floor only chains ``sha256(prev || entry)``. Rounds alternate.
-The issue's aim (issue 4): full verification >= 0.5x the raw sha256-chain rate.
+hash, which is also its chain head), compares its stored chain head, extends the Merkle tree
+and compares the signed roots; the bytes an entry starts with (its place, its log and the
+hash of the entry before it) are read for the entries no matched root covers — the tail
+past the last checkpoint, or the whole log if a root failed. The floor only chains
+``sha256(prev || entry)``. Rounds alternate. The issue's aim (issue 4): full verification
+>= 0.5x the raw sha256-chain rate.
 
 Run: ``make bench`` or ``.venv/bin/python bench/bench_audit_verify.py [N]`` (N = 100,000).
 """

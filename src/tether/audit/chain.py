@@ -14,9 +14,11 @@ of ``{"index": …, "log": <origin>, "prev": <hex>, "record": {…}}``
   it — pins everything before it. The chain costs no hashing beyond the tree's leaves: checking
   a link is comparing the bytes an entry starts with.
 
-:func:`verify_log` reads entries in order and checks each one's place, log and link, and its
-stored chain head if given; it keeps the Merkle tree (O(log n) memory) and checks the roots of
-the signed checkpoints it passes. It raises :class:`LogInvalid` naming the first bad index:
+:func:`verify_log` reads entries in order, checks each one's stored chain head if given, keeps
+the Merkle tree (O(log n) memory) and checks the roots of the signed checkpoints it passes; it
+checks each entry's place, log and link where no signed root it matched covers the entry (the
+signature pins those bytes, which the writer chained), and everywhere up to a root that does
+not match, to name the first bad entry. It raises :class:`LogInvalid` naming the first bad index:
 with chain heads, exactly the entry changed, dropped, reordered or spliced in; without them,
 a changed entry is named by the link of the one after it (or, for the last, by the signed
 root). Like the Merkle module it needs only the standard library: it hashes the bytes as
@@ -114,8 +116,9 @@ class LogVerifier:
     then :meth:`finish`. It may start part-way, from a state already trusted (``tree`` and
     ``chain`` — the chain head of the last entry — after the first ``tree.size`` entries).
 
-    Every entry's link and place in the tree are checked; that is what integrity needs (any
-    other byte of an entry is covered by the next entry's link and the signed roots). With
+    Every entry's place in the tree is checked, and its link wherever no matched signed root
+    covers it; that is what integrity needs (any other byte of an entry is covered by the
+    next entry's link or the signed roots). With
     ``strict``, each entry is also parsed: a JSON object of exactly ``index``, ``log``,
     ``prev`` and ``record``, in canonical form — what the server checks before it signs a tail
     and what ``tether audit verify`` reports, so that a well-linked last entry that is not an
@@ -136,6 +139,9 @@ class LogVerifier:
         self.chain = chain if chain is not None else genesis(origin)
         self._wanted = sorted((n, r) for n, r in (checkpoints or {}).items() if n > self.tree.size)
         self._log = _log_field(origin)
+        #: The largest size whose signed root this verifier matched (entries before it are
+        #: pinned by a signature).
+        self._covered = 0
 
     def feed(self, entries: Iterable[bytes], chain_heads: Iterable[bytes] | None = None) -> None:
         page = list(entries)
@@ -151,8 +157,13 @@ class LogVerifier:
         # no check of their own — the next link and the signed roots cover them; a broken
         # link is explained by reading the entry (_refuse_entry).
         stop = min(len(page), limit - start + 1)
-        links = binascii.hexlify(b"".join([self.chain, *leaves[: stop - 1]]))  # 64 digits each
-        broken = self._first_broken(page, links, start, stop)
+        # An entry a signed root covers needs no link check: the signature pins its bytes,
+        # which the writer chained. Links are checked after the last signed size, and all
+        # of them when a root fails, to name the first bad entry.
+        begin = 0 if bad_root is not None else min(stop, max(0, self._covered - start))
+        before = self.chain if begin == 0 else leaves[begin - 1]
+        links = binascii.hexlify(b"".join([before, *leaves[begin : stop - 1]]))  # 64 digits each
+        broken = self._first_broken(page, links, start, begin, stop)
         if self.strict:
             malformed = next((k for k in range(stop) if not _well_formed(page[k])), None)
             if malformed is not None and (broken is None or malformed < broken):
@@ -166,8 +177,7 @@ class LogVerifier:
             index = start + broken
             prev = self.chain if broken == 0 else leaves[broken - 1]
             entry = page[broken]
-            link = links[broken * _HEX_HASH : (broken + 1) * _HEX_HASH]
-            head = b'{"index":%d%s%s","record":' % (index, self._log, link)
+            head = b'{"index":%d%s%s","record":' % (index, self._log, binascii.hexlify(prev))
             if not (entry.startswith(head) and entry.endswith(b"}") and _well_formed(entry)):
                 _refuse_entry(entry, index, self.origin, prev, named=heads is not None)
             raise LogInvalid(index, "its chain head does not match: changed, or not in its place")
@@ -179,12 +189,13 @@ class LogVerifier:
             self.chain = leaves[-1]
 
     def _first_broken(
-        self, page: Sequence[bytes], links: bytes, start: int, stop: int
+        self, page: Sequence[bytes], links: bytes, start: int, begin: int, stop: int
     ) -> int | None:
-        """The first of ``page[:stop]`` whose link is not its 64 digits of ``links``, or whose
-        place and log are not where they should be; runs of indexes with as many digits are
-        compared as a whole (the link sits at one offset in all of them)."""
-        k = 0
+        """The first of ``page[begin:stop]`` whose link is not its 64 digits of ``links``
+        (which start at ``begin``), or whose place and log are not where they should be;
+        runs of indexes with as many digits are compared as a whole (the link sits at one
+        offset in all of them)."""
+        k = begin
         while k < stop:
             index = start + k
             digits = len(str(index))
@@ -192,11 +203,13 @@ class LogVerifier:
             at = len(b'{"index":') + digits + len(self._log)
             got = b"".join(map(itemgetter(slice(at, at + _HEX_HASH)), page[k:run]))
             # startswith at an offset: no copy of the run's digits (megabytes for a long log)
-            if len(got) != (run - k) * _HEX_HASH or not links.startswith(got, k * _HEX_HASH):
+            offset = (k - begin) * _HEX_HASH
+            if len(got) != (run - k) * _HEX_HASH or not links.startswith(got, offset):
                 return next(
                     i
                     for i in range(k, run)
-                    if page[i][at : at + _HEX_HASH] != links[i * _HEX_HASH : (i + 1) * _HEX_HASH]
+                    if page[i][at : at + _HEX_HASH]
+                    != links[(i - begin) * _HEX_HASH : (i - begin + 1) * _HEX_HASH]
                 )
             k = run
         return None
@@ -213,6 +226,7 @@ class LogVerifier:
             done += take
             if tree.root() != root:
                 return LogInvalid(size - 1, f"the root at size {size} is not the signed one")
+            self._covered = size
         tree.extend(leaves[done:])
         return None
 

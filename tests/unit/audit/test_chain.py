@@ -187,3 +187,28 @@ def test_strict_verification_names_a_last_entry_that_is_linked_but_not_an_entry(
     with pytest.raises(LogInvalid, match="canonical form") as found:
         verifier.feed(tampered)
     assert found.value.index == SIZE - 1
+
+
+def _relinked_at(bad: int) -> list[bytes]:
+    """The log as a writer that named the wrong entry before ``bad`` (the genesis hash)
+    would write it, each later entry linked to the one before as written."""
+    prev, entries = genesis(ORIGIN), []
+    for n in range(SIZE):
+        link = genesis(ORIGIN) if n == bad else prev
+        entries.append(record(n).entry(origin=ORIGIN, index=n, prev=link))
+        prev = leaf_hash(entries[-1])
+    return entries
+
+
+def test_links_are_checked_after_the_last_signed_root_which_vouches_for_those_before() -> None:
+    written = _relinked_at(60)
+    heads = [leaf_hash(e) for e in written]
+    roots = {n: root_hash(heads[:n]) for n in (50, 100)}
+    # Signed at 100: the signature pins every byte the writer chained, so links under it
+    # are not read one by one (that is what makes the full check cheap).
+    state = verify_log(written, origin=ORIGIN, chain_heads=heads, checkpoints=roots)
+    assert state.size == SIZE
+    # Signed only up to 50: entry 60 lies in the unsigned tail, where its link is checked.
+    with pytest.raises(LogInvalid) as found:
+        verify_log(written, origin=ORIGIN, chain_heads=heads, checkpoints={50: roots[50]})
+    assert found.value.index == 60
