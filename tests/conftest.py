@@ -194,7 +194,13 @@ def clock() -> FixedClock:
     return FixedClock()
 
 
-STORE_KINDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+#: ``sqlite-writer``: SQLite with its audit writer process, as the server opens it.
+STORE_KINDS = [
+    "memory",
+    "sqlite",
+    "sqlite-writer",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -206,8 +212,10 @@ async def store(
     opened: Store
     if kind == "memory":
         opened = MemoryStore(clock=clock)
-    elif kind == "sqlite":
+    elif kind.startswith("sqlite"):
         opened = await open_sql_store(f"sqlite:///{tmp_path}/tether.db", clock=clock)
+        if kind == "sqlite-writer":
+            assert await opened.start_audit_writer()
     else:
         url = request.getfixturevalue("pg_shared_url")
         opened = await _emptied(await open_sql_store(url, clock=clock))

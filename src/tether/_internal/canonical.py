@@ -28,7 +28,7 @@ import rfc8785
 
 from tether.errors import InvalidInput
 
-__all__ = ["call_digest", "call_digest_of", "canonical_json"]
+__all__ = ["call_digest", "call_digest_of", "canonical_json", "is_plain"]
 
 
 _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
@@ -58,9 +58,17 @@ def _plain(value: Any) -> bool:
     return True
 
 
-def canonical_json(value: Any) -> bytes:
-    """RFC 8785 bytes; ``InvalidInput`` for values JSON cannot carry exactly (NaN, huge ints)."""
-    if _plain(value):
+def is_plain(value: Any) -> bool:
+    """Whether ``value`` takes the fast path: only text, integers, booleans, null, dicts,
+    lists and tuples (exact types)."""
+    return _plain(value)
+
+
+def canonical_json(value: Any, *, plain: bool = False) -> bytes:
+    """RFC 8785 bytes; ``InvalidInput`` for values JSON cannot carry exactly (NaN, huge ints).
+    ``plain``: the caller checked that :func:`is_plain` holds for ``value`` (or for each part
+    of it that is not text), so it is not checked again."""
+    if plain or _plain(value):
         try:
             text = orjson.dumps(value, option=_OPTIONS)
         except orjson.JSONEncodeError:

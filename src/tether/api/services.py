@@ -82,17 +82,22 @@ class Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         store = await open_sql_store(settings.database_url, clock=clock)
         try:
-            return await cls._wire(settings, clock, store)
+            # On SQLite the audit log commits in a process of its own, two batches in its
+            # hands at once (one committing, the next built meanwhile).
+            audit_depth = 2 if await store.start_audit_writer() else 1
+            return await cls._wire(settings, clock, store, audit_depth)
         except BaseException:
             await store.close()
             raise
 
     @classmethod
-    async def _wire(cls, settings: Settings, clock: Clock, store: Store) -> Services:
+    async def _wire(
+        cls, settings: Settings, clock: Clock, store: Store, audit_depth: int
+    ) -> Services:
         events = EventStream()
         kek = _kek(settings)
         keyring = await _keyring(settings, clock, store, kek)
-        audit = await _audit_log(settings, clock, store, keyring, events)
+        audit = await _audit_log(settings, clock, store, keyring, events, depth=audit_depth)
         await _audit_key_changes(audit, clock, keyring.changes)
         operators = OperatorTokens(
             store=store, audit=audit, clock=clock, default_ttl=settings.operator_token_ttl_seconds
@@ -249,7 +254,13 @@ async def _keyring(
 
 
 async def _audit_log(
-    settings: Settings, clock: Clock, store: Store, keyring: KeyRing, events: EventStream
+    settings: Settings,
+    clock: Clock,
+    store: Store,
+    keyring: KeyRing,
+    events: EventStream,
+    *,
+    depth: int,
 ) -> AuditLog:
     """This replica's audit log, signed with the key ring's audit key; its problems (the
     sink failing, a witness down, a log that does not verify) are logged and published."""
@@ -268,6 +279,7 @@ async def _audit_log(
         checkpoint_every=settings.audit_checkpoint_records,
         checkpoint_seconds=settings.audit_checkpoint_seconds,
         on_problem=problem,
+        depth=depth,
     ).start()
 
 

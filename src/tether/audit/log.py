@@ -9,7 +9,10 @@ peaks (:class:`~tether.audit.merkle.CompactTree`) — and for every batch of rec
    more that the batch completes (stored, so a proof for one record of a million reads a few
    dozen hashes: :mod:`tether.audit.tiles`);
 2. writes them in one transaction (group commit: records that arrive while a commit is under
-   way share the next one), and only then answers each caller;
+   way share the next one), and only then answers each caller. With ``depth=2`` (the server
+   on SQLite, whose commits run in a process of their own) the next batch is built on top
+   of one still committing and handed over behind it; if that one fails, the next is
+   refused by the store and its records are written again;
 3. signs a checkpoint (C2SP ``tlog-checkpoint`` in a signed note, :mod:`tether.audit.notes`)
    once 1,000 records are unsigned or a second has passed, stores it and hands it to the
    witnesses: copies kept away from the database, so cutting off the newest records and their
@@ -24,13 +27,10 @@ marks the in-memory end stale: the next write first reads the end back from the 
 failed commit may have landed), so service resumes by itself when the store is back.
 Failures and the recovery are reported to ``on_problem`` (monitoring turns them into alerts).
 
-**Opening checks the tail.** The latest signed checkpoint's signature, the root at its size
-(rebuilt from stored subtrees), the chain and form of every entry after it, and that no
-witness holds a checkpoint beyond the end (truncation) or with another root. The database
-commits a batch whole, so a crash cannot leave half an entry; a tail that does not verify was
-changed by someone, and it is never accepted: the log refuses every append
-(:class:`~tether.errors.AuditLogInvalid`, decisions deny) until an operator restores it,
-while the records stay readable for the audit tools.
+**Opening checks the tail** (:mod:`tether.audit.tail`). The database commits a batch whole,
+so a crash cannot leave half an entry; a tail that does not verify was changed by someone,
+and it is never accepted: the log refuses every append (:class:`~tether.errors.AuditLogInvalid`,
+decisions deny) until an operator restores it, while the records stay readable.
 
 Example::
 
@@ -60,12 +60,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from tether._internal.clock import Clock
-from tether.audit.chain import LogInvalid, LogVerifier, genesis
-from tether.audit.merkle import CompactTree, leaf_hash
-from tether.audit.notes import NoteInvalid, TreeHead, open_note, sign_note, verifier_key
+from tether.audit.chain import LogInvalid, genesis
+from tether.audit.merkle import CompactTree
+from tether.audit.notes import TreeHead, open_note, sign_note, verifier_key
 from tether.audit.records import AuditReceipt, AuditRecord
 from tether.audit.stored import (
     AuditLogStore,
@@ -73,8 +75,10 @@ from tether.audit.stored import (
     NoteSigner,
     SignedCheckpoint,
     Witness,
+    build_entries,
 )
-from tether.audit.tiles import TILE_LEVEL, MissingHash, TreeNode, tree_at
+from tether.audit.tail import check_tail
+from tether.audit.tiles import MissingHash, TreeNode
 from tether.errors import (
     AuditLogInvalid,
     AuditUnavailable,
@@ -87,8 +91,9 @@ __all__ = ["AuditLog"]
 
 #: At most this many records share one commit.
 MAX_BATCH = 512
-#: Entries read per page when the tail is checked.
-PAGE = 1000
+#: With nothing in the store's hands and ``depth`` > 1, a backlog this large or larger is
+#: split in two.
+SPLIT = 64
 #: How often opening retries adopting older records when another replica raced it.
 ADOPT_TRIES = 5
 #: A witness gets this long to take a checkpoint.
@@ -96,6 +101,22 @@ WITNESS_TIMEOUT = 2.0
 
 
 Problem = Callable[[str, Mapping[str, object]], None]
+#: A record and the future its caller waits on.
+_Waiting = tuple[AuditRecord, "asyncio.Future[AuditReceipt]"]
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Records on their way into the log, built on top of its end (or of the batch handed
+    to the store before them): their entries, the subtrees they complete, the tree and chain
+    head after them, and once handed to the store, the write."""
+
+    waiting: list[_Waiting]
+    entries: list[LogEntry]
+    nodes: list[TreeNode]
+    tree: CompactTree
+    chain: bytes
+    written: asyncio.Future[list[int]] | None = None
 
 
 def _ignore(_kind: str, _details: Mapping[str, object]) -> None:
@@ -117,6 +138,7 @@ class AuditLog:
         checkpoint_every: int = 1000,
         checkpoint_seconds: float = 1.0,
         on_problem: Problem = _ignore,
+        depth: int = 1,
     ) -> None:
         TreeHead(origin=origin, size=0, root=bytes(32)).body()  # a valid origin, or raise
         self.origin = origin
@@ -130,13 +152,14 @@ class AuditLog:
         self._every = checkpoint_every
         self._seconds = checkpoint_seconds
         self._on_problem = on_problem
+        self._depth = max(1, depth)
         self._tree = CompactTree()
         self._chain = genesis(origin)
         self._signed = 0
         self._stale = True
         self._failing = False
         self.invalid: LogInvalid | None = None
-        self._pending: list[tuple[AuditRecord, asyncio.Future[AuditReceipt]]] = []
+        self._pending: list[_Waiting] = []
         self._writer: asyncio.Task[None] | None = None
         self._signing = asyncio.Lock()
         self._due = asyncio.Event()
@@ -206,61 +229,130 @@ class AuditLog:
         return await future
 
     async def _drain(self) -> None:
-        batch: list[tuple[AuditRecord, asyncio.Future[AuditReceipt]]] = []
+        """Write what is pending until nothing is. Up to ``depth`` batches are in the store's
+        hands at once, each built on top of the one before it, so that with a store that
+        commits off the event loop's interpreter (SQLite's audit writer process) the next
+        batch is built, and its callers woken, while the one before commits."""
+        inflight: deque[_Batch] = deque()
         try:
-            while self._pending:
-                # A caller that gave up (timed out, was cancelled) answered without its
-                # record; writing it now would claim an outcome that did not happen.
-                live = [(r, f) for r, f in self._pending if not f.done()]
-                batch, self._pending = live[:MAX_BATCH], live[MAX_BATCH:]
-                if batch:
-                    await self._write(batch)
-                batch = []
+            while True:
+                while len(inflight) < self._depth:
+                    batch = await self._next(on=inflight[-1] if inflight else None)
+                    if batch is None:
+                        break
+                    batch.written = asyncio.ensure_future(
+                        self._store.append_audit_entries(batch.entries, batch.nodes)
+                    )
+                    inflight.append(batch)
+                    await asyncio.sleep(0)  # the write starts before the next batch is built
+                if not inflight:
+                    return
+                if not await self._land(inflight.popleft()):
+                    await self._rebuild(inflight)
+                await asyncio.sleep(0)  # the callers just answered append their next records
         except BaseException as exc:
-            # Whatever stopped the writer, nobody may wait forever: every waiting caller gets
-            # the error (its own ``append`` raises it, so nothing goes unreported), and the
-            # next writer reads the end back (a commit under way may land all the same).
-            self._stale = True
-            failure = exc if isinstance(exc, Exception) else AuditUnavailable("writer stopped")
-            for _, future in [*batch, *self._pending]:
-                _settle(future, failure)
-            self._pending = []
+            self._abandon(exc, *inflight)
             if not isinstance(exc, Exception):
                 raise  # cancellation and interpreter exit go on
 
-    async def _write(self, batch: list[tuple[AuditRecord, asyncio.Future[AuditReceipt]]]) -> None:
+    def _abandon(self, exc: BaseException, *batches: _Batch) -> None:
+        """Whatever stopped the writer, nobody may wait forever: every waiting caller gets
+        the error (its own ``append`` raises it, so nothing goes unreported), and the next
+        writer reads the end back (a write under way may land all the same)."""
+        self._stale = True
+        failure = exc if isinstance(exc, Exception) else AuditUnavailable("writer stopped")
+        waiting = [w for batch in batches for w in batch.waiting]
+        for _, future in [*waiting, *self._pending]:
+            _settle(future, failure)
+        self._pending = []
+
+    async def _rebuild(self, inflight: deque[_Batch]) -> None:
+        """The batch before ``inflight`` did not land as built, so these, built on top of
+        it, are refused by the store (their first index is not its end): once they are,
+        their records are written again, first."""
+        again: list[_Waiting] = []
+        while inflight:
+            batch = inflight.popleft()
+            assert batch.written is not None
+            try:
+                await batch.written
+            except Exception:  # noqa: BLE001, S110 - expected: built on what did not land
+                pass
+            else:  # the store wrote entries after a gap: never write on top of that
+                self._refuse(LogInvalid(batch.entries[0].index, "written after a gap"))
+            again += batch.waiting
+        self._pending[:0] = again
+        self._stale = True  # the next batch is built on the end as the store has it
+
+    async def _next(self, *, on: _Batch | None) -> _Batch | None:
+        """The next batch of pending records built on top of ``on`` (None: of the log's
+        end), or None when nothing is pending. With nothing in the store's hands, a large
+        backlog is split in two, so that the second half is built while the first commits."""
+        while self._pending:
+            # A caller that gave up (timed out, was cancelled) answered without its record;
+            # writing it now would claim an outcome that did not happen.
+            live = [(r, f) for r, f in self._pending if not f.done()]
+            split = on is None and self._depth > 1 and len(live) >= SPLIT
+            take = min(MAX_BATCH, len(live) // 2) if split else MAX_BATCH
+            waiting, self._pending = live[:take], live[take:]
+            if waiting and (batch := await self._batch(waiting, on=on)) is not None:
+                return batch
+        return None
+
+    async def _batch(self, waiting: list[_Waiting], *, on: _Batch | None) -> _Batch | None:
+        """``waiting`` built into a batch on top of ``on`` (None: of the log's end); None if
+        none of it could be (its callers are answered)."""
         try:
-            await self._ready()
-            tree = self._tree.copy()
-            refused: list[tuple[int, InvalidInput]] = []
-            records = [r for r, _ in batch]
-            entries, nodes, chain = self._build(records, tree, self._chain, refused)
-            if refused:  # those records' fault (JSON cannot carry them): they alone fail
-                batch = _answer_refused(batch, refused)
-                if not batch:
-                    return
-            sequences = await self._store.append_audit_entries(entries, nodes)
-        except Conflict as exc:
-            if isinstance(exc, LogPositionTaken) or len(batch) == 1:
-                self._failed(exc, batch)
-                return
-            for one in batch:  # one record was refused: find it, and write the others
-                await self._write([one])
-            return
+            if on is None:
+                await self._ready()
+                tree, chain = self._tree.copy(), self._chain
+            else:
+                tree, chain = on.tree.copy(), on.chain
         except Exception as exc:  # noqa: BLE001 - handed to every waiter
-            self._failed(exc, batch)
-            return
-        self._tree, self._chain = tree, chain
+            self._failed(exc, waiting)
+            return None
+        refused: list[tuple[int, InvalidInput]] = []
+        records = [r for r, _ in waiting]
+        entries, nodes, chain = build_entries(records, self.origin, tree, chain, refused)
+        if refused:  # those records' fault (JSON cannot carry them): they alone fail
+            waiting = _answer_refused(waiting, refused)
+        if not waiting:
+            return None
+        return _Batch(waiting=waiting, entries=entries, nodes=nodes, tree=tree, chain=chain)
+
+    async def _land(self, batch: _Batch) -> bool:
+        """Wait for ``batch``'s write and answer its callers; whether it landed as built."""
+        assert batch.written is not None
+        try:
+            sequences = await batch.written
+        except Conflict as exc:
+            if isinstance(exc, LogPositionTaken) or len(batch.waiting) == 1:
+                self._failed(exc, batch.waiting)
+            else:
+                for one in batch.waiting:  # one record was refused: find it, write the others
+                    if (alone := await self._batch([one], on=None)) is not None:
+                        alone.written = asyncio.ensure_future(
+                            self._store.append_audit_entries(alone.entries, alone.nodes)
+                        )
+                        await self._land(alone)
+            return False
+        except Exception as exc:  # noqa: BLE001 - handed to every waiter
+            self._failed(exc, batch.waiting)
+            return False
+        self._tree, self._chain = batch.tree, batch.chain
         if self._failing:
             self._failing = False
             self._on_problem("audit.sink_recovered", {"log": self.origin})
-        for (_, future), entry, sequence in zip(batch, entries, sequences, strict=True):
+        for (_, future), entry, sequence in zip(
+            batch.waiting, batch.entries, sequences, strict=True
+        ):
             _settle(
                 future,
                 AuditReceipt(record_id=entry.record.id, sequence=sequence, index=entry.index),
             )
         if self._tree.size - self._signed >= self._every:
             self._due.set()
+        return True
 
     async def _ready(self) -> None:
         """After a failed write, the end as the store has it (the commit may have landed)."""
@@ -287,36 +379,6 @@ class AuditLog:
         )
         for _, future in batch:
             _settle(future, failure)
-
-    def _build(
-        self,
-        records: Sequence[AuditRecord],
-        tree: CompactTree,
-        chain: bytes,
-        refused: list[tuple[int, InvalidInput]] | None = None,
-    ) -> tuple[list[LogEntry], list[TreeNode], bytes]:
-        """Entries for ``records`` appended to ``tree`` (changed in place) after the chain
-        head ``chain``, the subtrees they complete, and the chain head after them. A record
-        JSON cannot carry raises :class:`InvalidInput`, or with ``refused`` is left out, its
-        position and error added there."""
-        entries: list[LogEntry] = []
-        nodes: list[TreeNode] = []
-        origin = self.origin
-        for position, record in enumerate(records):
-            index = tree.size
-            try:
-                entry = record.entry(origin=origin, index=index, prev=chain)
-            except InvalidInput as exc:
-                if refused is None:
-                    raise
-                refused.append((position, exc))
-                continue
-            chain = leaf_hash(entry)  # the chain head: the next entry names it as prev
-            nodes += tree.append_nodes(chain, min_level=TILE_LEVEL)
-            entries.append(
-                LogEntry(record=record, log=origin, index=index, entry=entry, chain=chain)
-            )
-        return entries, nodes, chain
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -385,7 +447,9 @@ class AuditLog:
         end = await self._store.audit_log_end(self.origin)
         size = end.index + 1 if end is not None else 0
         try:
-            start, verifier = await self._check_tail(size)
+            start, verifier = await check_tail(
+                self._store, self.origin, self._witnesses, self.open_checkpoint, size
+            )
         except MissingHash as exc:
             self._refuse(LogInvalid(size, f"the log is damaged: {exc}"))
             return
@@ -396,78 +460,23 @@ class AuditLog:
         self._signed = start
         self._stale = False
 
-    async def _check_tail(self, size: int) -> tuple[int, LogVerifier]:
-        """The latest signed size and the log verified from there to ``size``."""
-        store, origin = self._store, self.origin
-        heads = await self._signed_heads(size)
-        start = heads[0].size if heads else 0
-        tree = await tree_at(store, origin, start)
-        for head in heads:
-            at = tree if head.size == start else await tree_at(store, origin, head.size)
-            if at.root() != head.root:
-                raise LogInvalid(
-                    head.size - 1, f"the root at size {head.size} is not the signed one"
-                )
-        chain = genesis(origin)
-        if start:
-            before = await store.audit_entries(origin, start=start - 1, stop=start)
-            if not before:
-                raise LogInvalid(start - 1, "the entry is missing")
-            chain = leaf_hash(before[0].entry)  # what the next entry must name as prev
-        verifier = LogVerifier(origin=origin, tree=tree, chain=chain, strict=True)
-        for first in range(start, size, PAGE):
-            page = await store.audit_entries(origin, start=first, stop=min(size, first + PAGE))
-            verifier.feed([e.entry for e in page], [e.chain for e in page])
-        if verifier.finish().size != size:
-            raise LogInvalid(verifier.tree.size, f"entries are missing before the end ({size})")
-        return start, verifier
-
     def _refuse(self, exc: LogInvalid) -> None:
         self.invalid = exc
         details = {"log": self.origin, "index": exc.index, "reason": exc.reason}
         self._on_problem("audit.log_invalid", details)
 
-    async def _signed_heads(self, size: int) -> list[TreeHead]:
-        """The latest stored checkpoint (first) and the witnesses' latest, each checked
-        against this log's key and not beyond ``size``."""
-        notes: list[tuple[str, bytes]] = []
-        latest = await self._store.latest_audit_checkpoint(self.origin)
-        if latest is not None:
-            notes.append(("the latest stored checkpoint", latest.note))
-        for witness in self._witnesses:
-            note = await witness.latest(self.origin)
-            if note is not None:
-                notes.append((f"witness {witness.name}", note))
-        heads: list[TreeHead] = []
-        for source, note in notes:
-            try:
-                head = self.open_checkpoint(note)
-            except NoteInvalid as exc:
-                raise LogInvalid(size, f"{source} is not validly signed: {exc}") from None
-            if head.origin != self.origin:
-                raise LogInvalid(size, f"{source} names another log ({head.origin!r})")
-            if head.size > size:
-                raise LogInvalid(
-                    size, f"the log ends before the size {head.size} signed in {source}: truncated"
-                )
-            heads.append(head)
-        if heads and latest is None:
-            heads.insert(0, TreeHead(origin=self.origin, size=0, root=CompactTree().root()))
-        return heads
-
     async def _adopt(self) -> None:
         """Records written before this version chained them become entries of this log."""
         while records := await self._store.unchained_audit_records(limit=MAX_BATCH):
             tree = self._tree.copy()
-            entries, nodes, chain = self._build(records, tree, self._chain)
+            entries, nodes, chain = build_entries(records, self.origin, tree, self._chain)
             await self._store.append_audit_entries(entries, nodes, adopt=True)
             self._tree, self._chain = tree, chain
 
 
 def _answer_refused(
-    batch: list[tuple[AuditRecord, asyncio.Future[AuditReceipt]]],
-    refused: list[tuple[int, InvalidInput]],
-) -> list[tuple[AuditRecord, asyncio.Future[AuditReceipt]]]:
+    batch: list[_Waiting], refused: list[tuple[int, InvalidInput]]
+) -> list[_Waiting]:
     """``batch`` without the records at the ``refused`` positions, whose callers get their
     error."""
     for position, error in refused:

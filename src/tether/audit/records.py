@@ -36,11 +36,14 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from tether._internal.canonical import canonical_json
+from tether._internal.canonical import canonical_json, is_plain
 from tether._internal.ids import new_id
 from tether.errors import InvalidInput
 
 __all__ = ["RECORD_TYPES", "AuditReceipt", "AuditRecord", "Outcome"]
+
+#: The types a record's fields other than its details and time may have.
+_TEXT = frozenset({str, type(None)})
 
 RECORD_TYPES = frozenset(
     {
@@ -160,8 +163,13 @@ class AuditRecord:
                 "naive datetime: an audit record's time names its offset from UTC",
                 details={"record_id": self.id},
             )
-        body = {"index": index, "log": origin, "prev": prev.hex(), "record": self.to_dict()}
-        return canonical_json(body)
+        record = self.to_dict()
+        body = {"index": index, "log": origin, "prev": prev.hex(), "record": record}
+        # Every field but the details is text (or null) by type; checking those once, here,
+        # spares canonical_json a walk of the whole entry.
+        texts = (self.id, self.type, self.actor, self.subject, self.correlation_id, origin)
+        plain = _TEXT.issuperset(map(type, texts)) and is_plain(record["details"])
+        return canonical_json(body, plain=plain)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), default=str)

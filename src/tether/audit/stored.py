@@ -1,11 +1,11 @@
 """What the audit log stores, and the seams it stores it through.
 
 :class:`LogEntry` is a record as an entry of a replica's log, as the writer hands it to the
-store; :class:`StoredEntry` what a reader gets back; :class:`SignedCheckpoint` a signed tree
-head as stored and as handed to witnesses; :class:`AuditLocation` where a record sits. The
-Protocols are the writer's seams: :class:`AuditLogStore` (the SQL and memory stores),
-:class:`NoteSigner` (the key ring's audit key) and :class:`Witness` (files, HTTP). The writer
-itself is :mod:`tether.audit.log`.
+store (:func:`build_entries` makes them); :class:`StoredEntry` what a reader gets back;
+:class:`SignedCheckpoint` a signed tree head as stored and as handed to witnesses;
+:class:`AuditLocation` where a record sits. The Protocols are the writer's seams:
+:class:`AuditLogStore` (the SQL and memory stores), :class:`NoteSigner` (the key ring's audit
+key) and :class:`Witness` (files, HTTP). The writer itself is :mod:`tether.audit.log`.
 
 Example::
 
@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from tether.audit.merkle import CompactTree, leaf_hash
 from tether.audit.records import AuditRecord
-from tether.audit.tiles import TreeNode
+from tether.audit.tiles import TILE_LEVEL, TreeNode
+from tether.errors import InvalidInput
 
 __all__ = [
     "AuditLocation",
@@ -31,6 +33,7 @@ __all__ = [
     "SignedCheckpoint",
     "StoredEntry",
     "Witness",
+    "build_entries",
 ]
 
 
@@ -74,6 +77,34 @@ class SignedCheckpoint:
     root: bytes
     note: bytes
     signed_at: datetime
+
+
+def build_entries(
+    records: Sequence[AuditRecord],
+    origin: str,
+    tree: CompactTree,
+    chain: bytes,
+    refused: list[tuple[int, InvalidInput]] | None = None,
+) -> tuple[list[LogEntry], list[TreeNode], bytes]:
+    """Entries of the log ``origin`` for ``records``, appended to ``tree`` (changed in place)
+    after the chain head ``chain``; the subtrees they complete, and the chain head after
+    them. A record JSON cannot carry raises :class:`InvalidInput`, or with ``refused`` is left
+    out, its position and error added there."""
+    entries: list[LogEntry] = []
+    nodes: list[TreeNode] = []
+    for position, record in enumerate(records):
+        index = tree.size
+        try:
+            entry = record.entry(origin=origin, index=index, prev=chain)
+        except InvalidInput as exc:
+            if refused is None:
+                raise
+            refused.append((position, exc))
+            continue
+        chain = leaf_hash(entry)  # the chain head: the next entry names it as prev
+        nodes += tree.append_nodes(chain, min_level=TILE_LEVEL)
+        entries.append(LogEntry(record=record, log=origin, index=index, entry=entry, chain=chain))
+    return entries, nodes, chain
 
 
 class AuditLogStore(Protocol):

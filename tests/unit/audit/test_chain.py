@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import rfc8785
@@ -176,6 +178,23 @@ def test_an_entry_is_the_canonical_json_of_its_place_log_link_and_record() -> No
         "record": record(5).to_dict(),
     }
     assert rfc8785.dumps(parsed) == entry  # one spelling: what any RFC 8785 writer writes
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"details": {"score": 0.25, "limit": 1e21}},
+        {"details": {"emoji": "\U0001f600", "nested": [{"b": [1, None]}]}},
+        {"actor": 42},
+        {"subject": "\U0001f600 beyond the BMP"},
+    ],
+    ids=["floats", "beyond-bmp-in-details", "actor-not-text", "subject-beyond-bmp"],
+)
+def test_an_entry_is_what_rfc8785_writes_whatever_its_fields_hold(changes: dict[str, Any]) -> None:
+    odd = replace(record(5), **changes)
+    entry = odd.entry(origin=ORIGIN, index=5, prev=HEADS[4])
+    body: Any = {"index": 5, "log": ORIGIN, "prev": HEADS[4].hex(), "record": odd.to_dict()}
+    assert entry == rfc8785.dumps(body)
 
 
 def test_strict_verification_names_a_last_entry_that_is_linked_but_not_an_entry() -> None:

@@ -168,6 +168,51 @@ async def test_a_second_writer_on_the_same_log_is_refused_and_never_forks_it() -
 # -- fail closed, recover by itself ----------------------------------------------------------
 
 
+class FailsFirstWrite(MemoryStore):
+    """A memory store whose first append fails before anything is written."""
+
+    def __init__(self) -> None:
+        super().__init__(clock=CLOCK)
+        self.outcomes: list[str] = []
+
+    async def append_audit_entries(
+        self, entries: Sequence[LogEntry], nodes: Sequence[TreeNode], *, adopt: bool = False
+    ) -> list[int]:
+        if not self.outcomes:
+            self.outcomes.append("failed")
+            raise ConnectionError("the database went away")
+        try:
+            numbers = await super().append_audit_entries(entries, nodes, adopt=adopt)
+        except LogPositionTaken:
+            self.outcomes.append("position taken")
+            raise
+        self.outcomes.append(f"wrote {len(entries)}")
+        return numbers
+
+
+async def test_a_batch_built_on_one_that_failed_is_written_again_never_lost_nor_forked() -> None:
+    # With two batches in the store's hands, a backlog is split in two, the second built on
+    # the first and handed over before the first has landed. The first fails: the second is
+    # refused by the store (it does not start at the log's end), and its records are written
+    # again — not reported as a conflict, not lost, never after a gap.
+    store = FailsFirstWrite()
+    problems: list[str] = []
+    log = await open_log(store, CLOCK, depth=2, on_problem=lambda kind, _: problems.append(kind))
+    results = await asyncio.gather(
+        *(log.append(record(n)) for n in range(100)), return_exceptions=True
+    )
+    await log.close()
+    failed = [r for r in results if isinstance(r, BaseException)]
+    written = [r for r in results if isinstance(r, AuditReceipt)]
+    assert store.outcomes == ["failed", "position taken", f"wrote {len(written)}"]
+    assert failed
+    assert all(isinstance(r, AuditUnavailable) for r in failed)
+    assert len(failed) + len(written) == 100
+    assert sorted(r.index or 0 for r in written) == list(range(len(written)))
+    assert await verified(store) == len(written)
+    assert problems[:2] == ["audit.sink_failed", "audit.sink_recovered"]
+
+
 async def test_a_failing_store_fails_the_append_raises_an_alert_and_recovery_is_automatic() -> None:
     store = Flaky()
     problems: list[str] = []

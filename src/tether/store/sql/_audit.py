@@ -16,12 +16,14 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import IntegrityError
 
 from tether.audit.stored import LogEntry, SignedCheckpoint, StoredEntry
 from tether.audit.tiles import TreeNode
 from tether.errors import Conflict, LogPositionTaken
+from tether.store import _sqlite_audit as lite
 from tether.store.sql.tables import audit_checkpoints, audit_records, audit_tree_nodes
 
 __all__ = [
@@ -123,7 +125,7 @@ def append_unit(
         if conn.dialect.name == "sqlite" and not adopt:
             return _sqlite_append(conn, entries, node_rows)
         _lock(conn)
-        _check_end(log, conn.execute(_LAST_INDEX, {"log": log}).scalar_one_or_none(), first)
+        lite.check_end(log, conn.execute(_LAST_INDEX, {"log": log}).scalar_one_or_none(), first)
         try:
             numbers = _adopt(conn, entries) if adopt else _insert(conn, entries)
             if node_rows:
@@ -135,57 +137,23 @@ def append_unit(
     return unit
 
 
-def _check_end(log: str, last: int | None, first: int) -> None:
-    if (-1 if last is None else int(last)) != first - 1:
-        raise LogPositionTaken(
-            f"audit log {log!r} ends at {last}, not {first - 1}: another writer appends to it",
-            details={"log": log},
-        )
-
-
-_SQLITE_ENDS = (
-    f"SELECT (SELECT max(log_index) FROM {audit_records.name} WHERE log = ?),"  # noqa: S608
-    f" (SELECT coalesce(max(sequence), 0) FROM {audit_records.name})"
-)
-_NODE_TABLE = audit_tree_nodes.name
-_SQLITE_NODES = f"INSERT INTO {_NODE_TABLE} (log, level, idx, hash) VALUES (?, ?, ?, ?)"  # noqa: S608
-
-
 def _sqlite_append(
     conn: Connection, entries: Sequence[LogEntry], node_rows: list[dict[str, Any]]
 ) -> list[int]:
-    """The append on SQLite, on the driver's connection (in the unit's transaction): the
-    log's end and the last sequence number in one SELECT, then multi-row INSERTs, each bound
-    in C and run by SQLite without the GIL (executemany takes it back after every row).
-    Through SQLAlchemy's statement handling the same statements cost about 15% of the
-    append rate (measured alternately, 6 rounds each)."""
+    """The append on SQLite, on the driver's connection, in the unit's transaction."""
     raw = conn.connection.driver_connection
     assert isinstance(raw, sqlite3.Connection)
-    log, first = entries[0].log, entries[0].index
-    last, top = raw.execute(_SQLITE_ENDS, (log,)).fetchone()
-    _check_end(log, last, first)
-    numbers = list(range(top + 1, top + 1 + len(entries)))
-    rows = _rows(entries, numbers)
-    try:
-        at = 0
-        for size in _sizes(len(rows)):
-            raw.execute(_sqlite_insert(size), [v for row in rows[at : at + size] for v in row])
-            at += size
-        if node_rows:
-            raw.executemany(
-                _SQLITE_NODES, [(r["log"], r["level"], r["idx"], r["hash"]) for r in node_rows]
-            )
-    except sqlite3.IntegrityError:
-        raise Conflict("an audit record of the batch was appended already") from None
-    return numbers
+    nodes = [(r["log"], r["level"], r["idx"], r["hash"]) for r in node_rows]
+    first = lite.append_rows(raw, entries[0].log, entries[0].index, entry_rows(entries), nodes)
+    return list(range(first, first + len(entries)))
 
 
-#: The columns an appended record fills: the entry is the record; the others index it.
-_APPEND_COLUMNS = ("sequence", "id", "type", "correlation_id", "log", "log_index", "entry", "chain")
-
-
-#: Rows per multi-row INSERT at most (8 parameters each; SQLite allows 32,766 per statement).
-_ROWS_PER_INSERT = 128
+def entry_rows(entries: Sequence[LogEntry]) -> list[tuple[Any, ...]]:
+    """Each entry's values for ``APPEND_COLUMNS`` after ``sequence``."""
+    return [
+        (e.record.id, e.record.type, e.record.correlation_id, e.log, e.index, e.entry, e.chain)
+        for e in entries
+    ]
 
 
 def _insert(conn: Connection, entries: Sequence[LogEntry]) -> list[int]:
@@ -196,41 +164,19 @@ def _insert(conn: Connection, entries: Sequence[LogEntry]) -> list[int]:
     numbers = list(range(start, start + len(entries)))
     rows = _rows(entries, numbers)
     sql = _named_insert(conn.dialect)
-    conn.exec_driver_sql(sql, [dict(zip(_APPEND_COLUMNS, r, strict=True)) for r in rows])
+    conn.exec_driver_sql(sql, [dict(zip(lite.APPEND_COLUMNS, r, strict=True)) for r in rows])
     return numbers
 
 
 def _rows(entries: Sequence[LogEntry], numbers: list[int]) -> list[tuple[Any, ...]]:
-    """Each entry's values for ``_APPEND_COLUMNS``, numbered ``numbers``."""
-    return [
-        (n, e.record.id, e.record.type, e.record.correlation_id, e.log, e.index, e.entry, e.chain)
-        for e, n in zip(entries, numbers, strict=True)
-    ]
-
-
-def _sizes(count: int) -> list[int]:
-    """``count`` rows as statements of powers of two (at most ``_ROWS_PER_INSERT``), so a few
-    statement texts serve every batch size and stay in the driver's statement cache."""
-    sizes, size = [], _ROWS_PER_INSERT
-    while count:
-        while size > count:
-            size //= 2
-        sizes.append(size)
-        count -= size
-    return sizes
-
-
-@functools.lru_cache(maxsize=16)
-def _sqlite_insert(rows: int) -> str:
-    columns = ", ".join(_APPEND_COLUMNS)
-    values = ", ".join(["(" + ", ".join("?" * len(_APPEND_COLUMNS)) + ")"] * rows)
-    return f"INSERT INTO {audit_records.name} ({columns}) VALUES {values}"  # noqa: S608
+    """Each entry's values for ``lite.APPEND_COLUMNS``, numbered ``numbers``."""
+    return [(n, *row) for n, row in zip(numbers, entry_rows(entries), strict=True)]
 
 
 @functools.lru_cache(maxsize=8)
 def _named_insert(dialect: Dialect) -> str:
     """The INSERT of the appended columns as the driver takes it, with named parameters."""
-    compiled = APPEND.compile(dialect=dialect, column_keys=list(_APPEND_COLUMNS))
+    compiled = APPEND.compile(dialect=dialect, column_keys=list(lite.APPEND_COLUMNS))
     if compiled.positional:
         raise RuntimeError(f"{dialect.name}: named parameters expected")
     return compiled.string
@@ -245,6 +191,17 @@ def _adopt(conn: Connection, entries: Sequence[LogEntry]) -> list[int]:
     rows = conn.execute(sa.select(_r.id, _r.sequence).where(_r.id.in_(ids)))
     found = {row.id: int(row.sequence) for row in rows}
     return [found[i] for i in ids]
+
+
+_SQLITE_DIALECT = sqlite_dialect.dialect()
+
+
+def sqlite_checkpoint_values(checkpoint: SignedCheckpoint) -> tuple[Any, ...]:
+    """``checkpoint`` as the driver takes it for ``audit_checkpoints`` on SQLite (its time
+    bound as the column's type binds it; ``ValueError`` if it is naive)."""
+    bind = audit_checkpoints.c.signed_at.type.bind_processor(_SQLITE_DIALECT)
+    signed_at = bind(checkpoint.signed_at) if bind is not None else checkpoint.signed_at
+    return (checkpoint.log, checkpoint.size, checkpoint.root, checkpoint.note, signed_at)
 
 
 def add_checkpoint_unit(checkpoint: SignedCheckpoint) -> Callable[[Connection], None]:
@@ -263,11 +220,7 @@ def add_checkpoint_unit(checkpoint: SignedCheckpoint) -> Callable[[Connection], 
         if stored is None:
             conn.execute(audit_checkpoints.insert(), values)
         elif bytes(stored) != checkpoint.root:
-            raise Conflict(
-                f"a checkpoint of {checkpoint.log!r} at size {checkpoint.size} with another root "
-                "is stored already",
-                details={"log": checkpoint.log, "size": checkpoint.size},
-            )
+            raise lite.other_root(checkpoint.log, checkpoint.size)
 
     return unit
 

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from tether.errors import ConfigError, StoreUnavailable
+from tether.store._sqlite_audit import BUSY_TIMEOUT_MS, PRAGMAS
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -44,8 +45,6 @@ __all__ = [
     "unavailable",
 ]
 
-#: How long a SQLite writer waits for another writer's lock before giving up.
-BUSY_TIMEOUT_MS = 10_000
 _CONNECT_TIMEOUT_S = 10
 #: The driver each backend runs on, and the driver names accepted for it in a URL.
 _DRIVERS = {
@@ -57,12 +56,6 @@ _DRIVERS = {
 #: ``BEGIN``: each statement commits by itself).
 SQLITE_BEGIN = "tether_sqlite_begin"
 _SQLITE_BEGIN_MODES = frozenset({"DEFERRED", "IMMEDIATE", "NONE"})
-_SQLITE_PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=FULL",
-    "PRAGMA foreign_keys=ON",
-    f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
-)
 
 
 def parse_url(url: str) -> URL:
@@ -106,7 +99,7 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> N
     dbapi_connection.isolation_level = None  # the driver no longer emits BEGIN; see below
     cursor = dbapi_connection.cursor()
     try:
-        for pragma in _SQLITE_PRAGMAS:
+        for pragma in PRAGMAS:
             cursor.execute(pragma)
     finally:
         cursor.close()

@@ -76,6 +76,7 @@ from tether.store.sql import _codec as codec
 from tether.store.sql import _policies as policies
 from tether.store.sql import _statements as statements
 from tether.store.sql import changes
+from tether.store.sql._audit_writer import AuditWriter
 from tether.store.sql._units import open_units
 from tether.store.sql.engine import unavailable
 from tether.store.sql.tables import (
@@ -174,6 +175,7 @@ class SqlStore:
         self._clock = clock
         self._postgres = url.get_backend_name() == "postgresql"
         self._closed = False
+        self._audit_writer: AuditWriter | None = None
 
     @property
     def url(self) -> URL:
@@ -188,10 +190,27 @@ class SqlStore:
         """
         return await self._run(fn, write=write)
 
+    async def start_audit_writer(self) -> bool:
+        """On SQLite, hand audit appends from now on to a process of their own
+        (:mod:`._audit_writer`), so the event loop builds the next batch while one commits;
+        whether it did (not on PostgreSQL, whose server is that process already)."""
+        database = self._url.database or ""
+        in_memory = not database or database == ":memory:" or database.startswith("file:")
+        if self._postgres or in_memory or self._closed:
+            return False  # (a file: URI may name a shared in-memory database: kept in-process)
+        if self._audit_writer is None:
+            writer = AuditWriter(database)
+            await writer.start()
+            self._audit_writer = writer
+        return True
+
     async def close(self) -> None:
-        """Wait for running units, then give back the connections and the worker thread."""
+        """Wait for running units, then give back the connections, the worker thread and
+        the audit writer process."""
         if not self._closed:
             self._closed = True
+            if self._audit_writer is not None:
+                await self._audit_writer.close()
             await self._units.close()
 
     async def __aenter__(self) -> SqlStore:
@@ -550,6 +569,10 @@ class SqlStore:
         """One transaction for the batch (the group commit's); see ``_audit.py``."""
         if not entries:
             return []
+        if self._audit_writer is not None and not adopt:
+            if self._closed:
+                raise StoreUnavailable("the store is closed")
+            return await self._audit_writer.append(entries, nodes)
         unit = audit_units.append_unit(entries, nodes, adopt=adopt)
         return await self._run(unit, write=True, one_statement=False)
 
@@ -572,6 +595,10 @@ class SqlStore:
         return dict(rows)
 
     async def add_audit_checkpoint(self, checkpoint: SignedCheckpoint) -> None:
+        if self._audit_writer is not None:
+            values = audit_units.sqlite_checkpoint_values(checkpoint)
+            await self._audit_writer.add_checkpoint(values)
+            return
         await self._run(audit_units.add_checkpoint_unit(checkpoint), write=True)
 
     async def latest_audit_checkpoint(self, log: str) -> SignedCheckpoint | None:

@@ -1,0 +1,164 @@
+"""The audit writer process (SQLite): it writes as the store's own thread does, and when it
+dies or its server does, nothing acknowledged is lost and nothing is left running.
+
+The store contract suite also runs against a store with the writer (``sqlite-writer`` in
+``tests/conftest.py``); these are the failures only a process has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.audit import ORIGIN, Chainer, open_log
+from tether._internal.clock import FixedClock
+from tether.audit.chain import verify_log
+from tether.audit.records import AuditRecord
+from tether.errors import StoreUnavailable
+from tether.store import _sqlite_audit
+from tether.store.sql import SqlStore, open_sql_store
+from tether.store.sql._audit_writer import AuditWriter
+from tether.store.sql.tables import audit_checkpoints, audit_records, audit_tree_nodes
+
+CLOCK = FixedClock()
+
+
+def record(n: int) -> AuditRecord:
+    return AuditRecord.new(
+        type="agent.registered", actor="operator:sam", subject=f"agent-{n}", time=CLOCK.now()
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
+    opened = await open_sql_store(f"sqlite:///{tmp_path}/tether.db", clock=CLOCK)
+    assert await opened.start_audit_writer()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def _writer(store: SqlStore) -> AuditWriter:
+    writer = store._audit_writer
+    assert writer is not None
+    return writer
+
+
+def _pid(store: SqlStore) -> int:
+    process = _writer(store)._process
+    assert process is not None
+    return process.pid
+
+
+async def _gone(store: SqlStore) -> None:
+    """Until the store has seen its writer process end."""
+    for _ in range(500):
+        if _writer(store)._sock is None:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the end of the writer process went unseen")
+
+
+async def _verified(store: SqlStore) -> int:
+    end = await store.audit_log_end(ORIGIN)
+    entries = await store.audit_entries(ORIGIN, start=0, stop=0 if end is None else end.index + 1)
+    return verify_log(
+        [e.entry for e in entries], origin=ORIGIN, chain_heads=[e.chain for e in entries]
+    ).size
+
+
+def test_the_process_writes_the_tables_the_store_defines() -> None:
+    names = (_sqlite_audit.RECORDS, _sqlite_audit.NODES, _sqlite_audit.CHECKPOINTS)
+    assert names == (audit_records.name, audit_tree_nodes.name, audit_checkpoints.name)
+    assert set(_sqlite_audit.APPEND_COLUMNS) <= set(audit_records.c.keys())
+
+
+async def test_a_killed_writer_fails_the_batch_it_held_and_the_next_starts_a_new_one(
+    store: SqlStore,
+) -> None:
+    chainer = Chainer()
+    entries, nodes = chainer.entries([record(1)])
+    assert await store.append_audit_entries(entries, nodes) == [1]
+    first = _pid(store)
+    os.kill(first, signal.SIGSTOP)  # the batch below waits in its socket, unread
+    held = Chainer()
+    held.tree, held.chain = chainer.tree.copy(), chainer.chain
+    waiting = asyncio.ensure_future(store.append_audit_entries(*held.entries([record(2)])))
+    await asyncio.sleep(0.05)
+    os.kill(first, signal.SIGKILL)
+    with pytest.raises(StoreUnavailable, match="writer process stopped"):
+        await waiting
+    await _gone(store)
+    # Nothing of the failed batch was written; the next append starts a new process.
+    assert await store.append_audit_entries(*chainer.entries([record(3)])) == [2]
+    assert _pid(store) != first
+    assert await _verified(store) == 2
+
+
+async def test_a_writer_killed_between_batches_is_started_again_and_nothing_is_lost(
+    store: SqlStore,
+) -> None:
+    problems: list[str] = []
+    log = await open_log(store, CLOCK, depth=2, on_problem=lambda kind, _: problems.append(kind))
+    try:
+        acknowledged = [await log.append(record(n)) for n in range(20)]
+        os.kill(_pid(store), signal.SIGKILL)
+        await _gone(store)
+        acknowledged += [await log.append(record(n)) for n in range(20, 40)]
+    finally:
+        await log.close()
+    assert [r.index for r in acknowledged] == list(range(40))
+    assert await _verified(store) == 40
+    assert problems == [], "the writer was gone before the next batch: it simply started again"
+
+
+async def test_closing_the_store_ends_the_writer_process(store: SqlStore) -> None:
+    await store.append_audit_entries(*Chainer().entries([record(1)]))
+    process = _writer(store)._process
+    assert process is not None
+    await store.close()
+    assert process.poll() is not None
+
+
+def test_the_process_exits_when_its_server_is_gone(tmp_path: Path) -> None:
+    # The server's end of the socket closes as it dies (kill -9 included): the process
+    # reads the end, and exits instead of living on as an orphan.
+    path = tmp_path / "tether.db"
+    asyncio.run(_migrated(path))
+    mine, theirs = socket.socketpair()
+    command = [sys.executable, "-c", "from tether.store._sqlite_audit import main; main()"]
+    process = subprocess.Popen(
+        [*command, str(theirs.fileno()), str(path)], pass_fds=(theirs.fileno(),)
+    )
+    theirs.close()
+    assert _sqlite_audit.read_frame(mine) is not None  # ready
+    mine.close()
+    assert process.wait(timeout=10) == 0
+
+
+async def _migrated(path: Path) -> None:
+    store = await open_sql_store(f"sqlite:///{path}")
+    await store.close()
+
+
+async def test_the_writer_process_is_not_handed_tethers_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TETHER_KEK", "a-secret-the-writer-never-needs")
+    opened = await open_sql_store(f"sqlite:///{tmp_path}/tether.db", clock=CLOCK)
+    try:
+        assert await opened.start_audit_writer()
+        environ = await asyncio.to_thread(Path(f"/proc/{_pid(opened)}/environ").read_bytes)
+    finally:
+        await opened.close()
+    assert b"TETHER_" not in environ
+    assert b"a-secret-the-writer-never-needs" not in environ
