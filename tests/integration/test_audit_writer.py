@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +29,7 @@ from tether.audit.records import AuditRecord
 from tether.errors import StoreUnavailable
 from tether.store import _sqlite_audit
 from tether.store.sql import SqlStore, open_sql_store
+from tether.store.sql._audit import entry_rows
 from tether.store.sql._audit_writer import AuditWriter
 from tether.store.sql.tables import audit_checkpoints, audit_records, audit_tree_nodes
 
@@ -162,3 +167,42 @@ async def test_the_writer_process_is_not_handed_tethers_settings(
         await opened.close()
     assert b"TETHER_" not in environ
     assert b"a-secret-the-writer-never-needs" not in environ
+
+
+def test_requests_waiting_together_commit_together_and_a_refused_one_alone_rolls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three requests waiting before the process reads any: one transaction, three
+    # savepoints. The second repeats the first's place (refused: the log has moved on); the
+    # first and the checkpoint after it are written all the same.
+    path = tmp_path / "tether.db"
+    asyncio.run(_migrated(path))
+    groups: list[int] = []
+    answer = _sqlite_audit._answer
+
+    def counted(raw: sqlite3.Connection, group: list[Any]) -> list[Any]:
+        groups.append(len(group))
+        return answer(raw, group)
+
+    monkeypatch.setattr(_sqlite_audit, "_answer", counted)
+    entries, nodes = Chainer().entries([record(1)])
+    checkpoint = (ORIGIN, 1, b"r" * 32, b"note", "2026-01-01 00:00:00.000000")
+    mine, theirs = socket.socketpair()
+    for request in (
+        ("append", ORIGIN, 0, entry_rows(entries), nodes),
+        ("append", ORIGIN, 0, entry_rows(Chainer().entries([record(2)])[0]), []),
+        ("checkpoint", checkpoint),
+    ):
+        _sqlite_audit.write_frame(mine, pickle.dumps(request))
+    serving = threading.Thread(target=_sqlite_audit.serve, args=(str(path), theirs))
+    serving.start()
+    frames = [_sqlite_audit.read_frame(mine) for _ in range(4)]  # ready, then three answers
+    _sqlite_audit.write_frame(mine, b"")
+    serving.join(10)
+    mine.close()
+    answers = [pickle.loads(f or b"") for f in frames[1:]]  # noqa: S301 - our own process
+    assert [kind for kind, _ in answers] == ["ok", "position", "ok"]
+    assert groups == [3]
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM audit_records").fetchone() == (1,)
+        assert db.execute("SELECT size FROM audit_checkpoints").fetchall() == [(1,)]
