@@ -240,9 +240,7 @@ class AuditLog:
                     batch = await self._next(on=inflight[-1] if inflight else None)
                     if batch is None:
                         break
-                    batch.written = asyncio.ensure_future(
-                        self._store.append_audit_entries(batch.entries, batch.nodes)
-                    )
+                    self._submit(batch)
                     inflight.append(batch)
                     await asyncio.sleep(0)  # the write starts before the next batch is built
                 if not inflight:
@@ -267,9 +265,8 @@ class AuditLog:
         self._pending = []
 
     async def _rebuild(self, inflight: deque[_Batch]) -> None:
-        """The batch before ``inflight`` did not land as built, so these, built on top of
-        it, are refused by the store (their first index is not its end): once they are,
-        their records are written again, first."""
+        """The batch before ``inflight`` did not land as built, so the store refuses these
+        (built on it, they do not start at its end); then their records are written again."""
         again: list[_Waiting] = []
         while inflight:
             batch = inflight.popleft()
@@ -320,6 +317,13 @@ class AuditLog:
             return None
         return _Batch(waiting=waiting, entries=entries, nodes=nodes, tree=tree, chain=chain)
 
+    def _submit(self, batch: _Batch) -> None:
+        """Hand ``batch`` to the store; :meth:`_land` reads the outcome."""
+        batch.written = asyncio.ensure_future(
+            self._store.append_audit_entries(batch.entries, batch.nodes)
+        )
+        batch.written.add_done_callback(_retrieved)
+
     async def _land(self, batch: _Batch) -> bool:
         """Wait for ``batch``'s write and answer its callers; whether it landed as built."""
         assert batch.written is not None
@@ -331,9 +335,7 @@ class AuditLog:
             else:
                 for one in batch.waiting:  # one record was refused: find it, write the others
                     if (alone := await self._batch([one], on=None)) is not None:
-                        alone.written = asyncio.ensure_future(
-                            self._store.append_audit_entries(alone.entries, alone.nodes)
-                        )
+                        self._submit(alone)
                         await self._land(alone)
             return False
         except Exception as exc:  # noqa: BLE001 - handed to every waiter
@@ -477,12 +479,16 @@ class AuditLog:
 def _answer_refused(
     batch: list[_Waiting], refused: list[tuple[int, InvalidInput]]
 ) -> list[_Waiting]:
-    """``batch`` without the records at the ``refused`` positions, whose callers get their
-    error."""
+    """``batch`` without the records at the ``refused`` positions (their callers get the
+    error)."""
     for position, error in refused:
         _settle(batch[position][1], error)
     gone = {position for position, _ in refused}
     return [waiting for position, waiting in enumerate(batch) if position not in gone]
+
+
+def _retrieved(written: asyncio.Future[list[int]]) -> None:
+    _ = written.cancelled() or written.exception()  # read: an abandoned write is not "lost"
 
 
 def _settle(future: asyncio.Future[AuditReceipt], outcome: AuditReceipt | BaseException) -> None:
