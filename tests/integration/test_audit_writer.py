@@ -206,3 +206,13 @@ def test_requests_waiting_together_commit_together_and_a_refused_one_alone_rolls
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT count(*) FROM audit_records").fetchone() == (1,)
         assert db.execute("SELECT size FROM audit_checkpoints").fetchall() == [(1,)]
+
+
+async def test_a_writer_that_cannot_open_the_database_says_why_and_starts_nothing(
+    tmp_path: Path,
+) -> None:
+    writer = AuditWriter(str(tmp_path))  # a directory, not a database file
+    with pytest.raises(StoreUnavailable, match="could not open the database: unable to open"):
+        await writer.start()
+    await writer.close()
+    assert writer._process is None

@@ -78,9 +78,12 @@ class AuditWriter:
             mine.setblocking(False)
             self._process = process
             ready = await _receive(loop, mine)
-            if ready is None or pickle.loads(ready)[0] != "ready":  # noqa: S301
+            kind, why = pickle.loads(ready) if ready else ("stopped", "it exited")  # noqa: S301
+            if kind != "ready":
                 mine.close()
-                raise StoreUnavailable("the audit writer process could not open the database")
+                raise StoreUnavailable(
+                    f"the audit writer process could not open the database: {why}"
+                )
             self._sock, self._outgoing = mine, asyncio.Queue()
             self._tasks = [
                 asyncio.create_task(self._send(mine), name="tether-audit-writer-frames"),
@@ -136,7 +139,7 @@ class AuditWriter:
                 answer = self._waiting.popleft()
                 if not answer.done():  # its caller gave up; the batch was written all the same
                     answer.set_result(pickle.loads(frame))  # noqa: S301
-        except (OSError, IndexError):
+        except Exception:  # noqa: BLE001, S110 - a broken answer: the process is of no use
             pass
         finally:
             self._stopped(sock)
@@ -158,7 +161,9 @@ class AuditWriter:
         if self._sock is not None:
             self._outgoing.put_nowait(b"")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*self._tasks), _EXIT_WAIT)
+                await asyncio.wait_for(
+                    asyncio.gather(*self._tasks, return_exceptions=True), _EXIT_WAIT
+                )
         await self._end()
 
     async def _end(self) -> None:
