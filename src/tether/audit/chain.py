@@ -118,11 +118,10 @@ class LogVerifier:
 
     Every entry's place in the tree is checked, and its link wherever no matched signed root
     covers it; that is what integrity needs (any other byte of an entry is covered by the
-    next entry's link or the signed roots). With
-    ``strict``, each entry is also parsed: a JSON object of exactly ``index``, ``log``,
-    ``prev`` and ``record``, in canonical form — what the server checks before it signs a tail
-    and what ``tether audit verify`` reports, so that a well-linked last entry that is not an
-    entry at all is named too."""
+    next entry's link or the signed roots). With ``strict``, each entry is also parsed: a
+    JSON object of exactly ``index``, ``log``, ``prev`` and ``record``, in canonical form —
+    what the server checks before it signs a tail and what ``tether audit verify`` reports,
+    so that a well-linked last entry that is not an entry at all is named too."""
 
     def __init__(
         self,

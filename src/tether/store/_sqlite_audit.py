@@ -38,12 +38,19 @@ from tether.errors import Conflict, LogPositionTaken
 __all__ = [
     "APPEND_COLUMNS",
     "BUSY_TIMEOUT_MS",
+    "CHECKPOINTS",
+    "GROUP",
+    "HEADER",
+    "NODES",
     "PRAGMAS",
+    "RECORDS",
     "add_checkpoint",
     "append_rows",
     "check_end",
     "main",
+    "other_root",
     "read_frame",
+    "serve",
     "write_frame",
 ]
 
