@@ -7,8 +7,7 @@ from typing import Any
 
 import httpx
 
-from tether.crypto.assertion import sign_client_assertion
-from tether.identity.client_auth import ASSERTION_TYPE
+from tests.support.tokens import client_credentials
 
 from .conftest import ISSUER, RegisteredAgent
 
@@ -43,21 +42,13 @@ def tool(name: str) -> dict[str, Any]:
 
 
 async def svid(client: httpx.AsyncClient, agent: RegisteredAgent) -> str:
-    assertion = sign_client_assertion(
+    form = client_credentials(
         agent.key.private_pem,
         client_id=agent.spiffe_id,
         audience=f"{ISSUER}/oauth2/token",
         now=int(time.time()),
     )
-    issued = await client.post(
-        "/oauth2/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": assertion,
-            "instance_id": "pod-1",
-        },
-    )
+    issued = await client.post("/oauth2/token", data=form)
     assert issued.status_code == 200, issued.text
     token: str = issued.json()["access_token"]
     return token

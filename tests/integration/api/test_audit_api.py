@@ -38,6 +38,18 @@ async def signed(services: Services) -> None:
     await services.audit.sign()
 
 
+async def proven(
+    client: httpx.AsyncClient, token: str, services: Services, *, decisions: int = 1, pick: int = 0
+) -> dict[str, Any]:
+    """The proof bundle of decision ``pick`` of ``decisions`` made now, once signed."""
+    for n in range(decisions):
+        await decide(client, token, request_id=f"req-{n}", tool="search_faq")
+    await signed(services)
+    record_id = (await decision_ids(client))[pick]
+    bundle: dict[str, Any] = (await client.get(f"/v1/audit/records/{record_id}/proof")).json()
+    return bundle
+
+
 async def test_the_live_log_verifies_and_names_this_replicas_log(
     client: httpx.AsyncClient, agent_token: str, services: Services
 ) -> None:
@@ -54,10 +66,8 @@ async def test_the_live_log_verifies_and_names_this_replicas_log(
 async def test_a_proof_bundle_verifies_offline_with_only_the_public_key(
     client: httpx.AsyncClient, agent_token: str, services: Services
 ) -> None:
-    await decide(client, agent_token, request_id="req-2", tool="search_faq")
-    await signed(services)
+    bundle = await proven(client, agent_token, services)
     [record_id] = await decision_ids(client)
-    bundle = (await client.get(f"/v1/audit/records/{record_id}/proof")).json()
     key = (await client.get("/v1/audit/key")).json()["verifier_key"]
     record = verify_bundle(bundle, verifier_key=key)
     assert record["id"] == record_id
@@ -81,11 +91,7 @@ async def test_a_proof_bundle_verifies_offline_with_only_the_public_key(
 async def test_an_edited_bundle_is_refused(
     client: httpx.AsyncClient, agent_token: str, services: Services, change: Any, reason: str
 ) -> None:
-    for n in range(3):
-        await decide(client, agent_token, request_id=f"r{n}", tool="search_faq")
-    await signed(services)
-    record_id = (await decision_ids(client))[1]
-    bundle = (await client.get(f"/v1/audit/records/{record_id}/proof")).json()
+    bundle = await proven(client, agent_token, services, decisions=3, pick=1)
     key = (await client.get("/v1/audit/key")).json()["verifier_key"]
     with pytest.raises(BundleInvalid, match=reason):
         verify_bundle(change(bundle), verifier_key=key)
@@ -94,10 +100,7 @@ async def test_an_edited_bundle_is_refused(
 async def test_a_bundle_checked_with_another_key_is_refused(
     client: httpx.AsyncClient, agent_token: str, services: Services
 ) -> None:
-    await decide(client, agent_token, request_id="req-3", tool="search_faq")
-    await signed(services)
-    [record_id] = await decision_ids(client)
-    bundle = (await client.get(f"/v1/audit/records/{record_id}/proof")).json()
+    bundle = await proven(client, agent_token, services)
     other = verifier_key(services.settings.audit_key_name, bytes(range(32)))
     with pytest.raises(BundleInvalid):
         verify_bundle(bundle | {"verifier_key": other}, verifier_key=other)

@@ -17,9 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.support.tokens import client_credentials
 from tether.config import Settings
-from tether.crypto.assertion import sign_client_assertion
-from tether.identity.client_auth import ASSERTION_TYPE
 
 from .conftest import ISSUER, ROOT, TRUST_DOMAIN, AgentFactory
 
@@ -53,21 +52,13 @@ def _csr() -> str:
 
 async def _svid(client: httpx.AsyncClient, make_agent: AgentFactory) -> str:
     agent = await make_agent()
-    assertion = sign_client_assertion(
+    form = client_credentials(
         agent.key.private_pem,
         client_id=agent.spiffe_id,
         audience=TOKEN_ENDPOINT,
         now=int(time.time()),
     )
-    issued = await client.post(
-        "/oauth2/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": assertion,
-            "instance_id": "pod-1",
-        },
-    )
+    issued = await client.post("/oauth2/token", data=form)
     assert issued.status_code == 200, issued.text
     bearer = {"Authorization": f"Bearer {issued.json()['access_token']}"}
     cert = await client.post("/v1/svid/x509", json={"csr": _csr()}, headers=bearer)

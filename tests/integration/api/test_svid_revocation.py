@@ -18,13 +18,13 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from tests.support.tokens import client_credentials
 from tether._internal.clock import FixedClock
 from tether.api.services import Services
 from tether.config import Settings
-from tether.crypto.assertion import generate_agent_key, sign_client_assertion
+from tether.crypto.assertion import generate_agent_key
 from tether.errors import StoreUnavailable, Unauthenticated
 from tether.identity.access import Actor
-from tether.identity.client_auth import ASSERTION_TYPE
 from tether.identity.models import Declarations
 from tether.identity.revocations import ISSUANCE_MARGIN, Revocation
 from tether.identity.svid import VERIFY_LEEWAY
@@ -74,21 +74,13 @@ async def ask_token(
 ) -> httpx.Response:
     """The token endpoint's answer for ``agent``'s pod-1, the assertion signed at the server's
     (moved) clock."""
-    assertion = sign_client_assertion(
+    form = client_credentials(
         agent.key.private_pem,
         client_id=agent.spiffe_id,
         audience=f"{ISSUER}/oauth2/token",
         now=clock.timestamp(),
     )
-    return await client.post(
-        "/oauth2/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": assertion,
-            "instance_id": "pod-1",
-        },
-    )
+    return await client.post("/oauth2/token", data=form)
 
 
 async def svid_now(client: httpx.AsyncClient, agent: RegisteredAgent, clock: FixedClock) -> str:

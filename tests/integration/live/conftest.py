@@ -32,15 +32,29 @@ class Live:
         )
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port no one listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
 
 
+def wait_ready(addr: str, deadline: float, proc: subprocess.Popen[Any] | None = None) -> None:
+    """Until ``addr/readyz`` answers 200 (``proc``, if given, must not exit meanwhile)."""
+    while True:
+        assert proc is None or proc.poll() is None, "the server exited at start"
+        try:
+            if httpx.get(f"{addr}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "not ready in time"
+        time.sleep(0.05)
+
+
 def _start(tmp_path: Path, *extra: str) -> Iterator[Live]:
-    port = _free_port()
+    port = free_port()
     data_dir = tmp_path / "data"
     tls = "--tls" in extra
     env = {**os.environ, "TETHER_ROOT_TOKEN": ROOT, "TETHER_TRUST_DOMAIN": TD}

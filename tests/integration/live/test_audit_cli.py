@@ -40,12 +40,18 @@ def _first_record(live: Live) -> str:
     return record_id
 
 
+def _proven(live: Live, tmp_path: Path) -> tuple[Path, str]:
+    """A proof bundle of the first record, written to a file, and the log's verifier key."""
+    bundle = tmp_path / "bundle.json"
+    _until_proven(live, _first_record(live), bundle)
+    key: str = json.loads(tether(live, "audit", "key", "--output", "json").stdout)["verifier_key"]
+    return bundle, key
+
+
 def test_prove_then_verify_the_bundle_offline_and_refuse_an_edited_one(
     live: Live, tmp_path: Path
 ) -> None:
-    bundle = tmp_path / "bundle.json"
-    _until_proven(live, _first_record(live), bundle)
-    key = json.loads(tether(live, "audit", "key", "--output", "json").stdout)["verifier_key"]
+    bundle, key = _proven(live, tmp_path)
     proven = tether(live, "audit", "verify-bundle", str(bundle), "--key", key, token=None)
     assert proven.returncode == 0, proven.stderr
     edited = json.loads(bundle.read_text())
@@ -60,9 +66,7 @@ def test_prove_then_verify_the_bundle_offline_and_refuse_an_edited_one(
 def test_the_bundle_verifier_runs_with_the_standard_library_alone(
     live: Live, tmp_path: Path
 ) -> None:
-    bundle = tmp_path / "bundle.json"
-    _until_proven(live, _first_record(live), bundle)
-    key = json.loads(tether(live, "audit", "key", "--output", "json").stdout)["verifier_key"]
+    bundle, key = _proven(live, tmp_path)
     # Five files copied next to each other: no Tether install, no site-packages (-S -s).
     package = tmp_path / "offline" / "tether" / "audit"
     package.mkdir(parents=True)

@@ -13,7 +13,6 @@ import itertools
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,16 +22,16 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.tokens import client_credentials
 from tether.audit import reader
 from tether.audit.bundle import signature_verifies
 from tether.audit.merkle import verify_consistency
 from tether.audit.notes import TreeHead, open_note, parse_verifier_key
 from tether.audit.tiles import consistency_proof_at
-from tether.crypto.assertion import generate_agent_key, sign_client_assertion
-from tether.identity.client_auth import ASSERTION_TYPE
+from tether.crypto.assertion import generate_agent_key
 from tether.store.sql import open_sql_store
 
-from .conftest import ROOT, TD
+from .conftest import ROOT, TD, free_port, wait_ready
 
 CYCLES = 20
 #: Decisions in flight at once while the server is killed.
@@ -44,19 +43,12 @@ permit (principal == Tether::Agent::"crash-bot", action == Tether::Action::"call
 """
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class Server:
     def __init__(self, data_dir: Path, database_url: str | None, witness: Path) -> None:
         self.data_dir, self.database_url, self.witness = data_dir, database_url, witness
         self.proc: subprocess.Popen[bytes] | None = None
         # One address for every start: the issuer (and so the agent token's audience) is it.
-        self.port = _port()
+        self.port = free_port()
         self.addr = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
@@ -77,16 +69,7 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.proc.poll() is None, "the server exited at start"
-            try:
-                if httpx.get(f"{self.addr}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server not ready in 60 s"
-            time.sleep(0.05)
+        wait_ready(self.addr, time.monotonic() + 60, self.proc)
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -111,21 +94,13 @@ def _register(ops: httpx.Client, addr: str) -> str:
     key = generate_agent_key()
     assert ops.post("/v1/agents/crash-bot/keys", json={"jwk": key.public_jwk}).status_code == 201
     assert ops.post("/v1/policies", json={"text": POLICY}).status_code == 201
-    assertion = sign_client_assertion(
+    form = client_credentials(
         key.private_pem,
         client_id=created.json()["spiffe_id"],
         audience=f"{addr}/oauth2/token",
         now=int(time.time()),
     )
-    issued = ops.post(
-        "/oauth2/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": assertion,
-            "instance_id": "pod-1",
-        },
-    )
+    issued = ops.post("/oauth2/token", data=form)
     assert issued.status_code == 200, issued.text
     token: str = issued.json()["access_token"]
     return token

@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
-
 from tether.cli import exit_codes
 
-from .conftest import ROOT, Live
+from .conftest import ROOT, Live, free_port, wait_ready
 
 
 def tether(
@@ -113,9 +110,7 @@ def test_operator_token_for_a_person(live: Live) -> None:
 
 def test_dev_server_removes_its_throwaway_data_on_sigterm(tmp_path: Path) -> None:
     env = {**os.environ, "TMPDIR": str(tmp_path), "TETHER_ROOT_TOKEN": ROOT}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tether", "serve", "--dev", "--port", str(port)],
         env=env,
@@ -129,23 +124,12 @@ def test_dev_server_removes_its_throwaway_data_on_sigterm(tmp_path: Path) -> Non
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
             assert time.monotonic() < deadline, "the dev server did not start"
             time.sleep(0.1)
-        _wait_ready(f"http://127.0.0.1:{port}", deadline)
+        wait_ready(f"http://127.0.0.1:{port}", deadline)
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, output
     assert list(tmp_path.glob("tether-dev-*")) == [], "dev mode leaves no keys or database behind"
-
-
-def _wait_ready(addr: str, deadline: float) -> None:
-    while True:
-        try:
-            if httpx.get(f"{addr}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "not ready in time"
-        time.sleep(0.1)
 
 
 def test_demo_plays_every_step_and_exits_zero(tmp_path: Path) -> None:
