@@ -42,6 +42,11 @@ _BOUNDS: tuple[tuple[str, float, float, str], ...] = (
     ("agent_cache_seconds", 0.05, 60, "0.05 s and 60 s"),
     ("audit_checkpoint_records", 1, 1000, "1 and 1,000"),
     ("audit_checkpoint_seconds", 0.05, 1, "0.05 s and 1 s"),
+    ("lease_reaper_interval_seconds", 0.05, 60, "0.05 s and 60 s"),
+    ("lease_ttl_ceiling_seconds", 60, 30 * 24 * 3600, "60 s and 30 days"),
+    ("lease_claim_seconds", 1, 3600, "1 s and 1 h"),
+    ("lease_issuing_grace_seconds", 1, 3600, "1 s and 1 h"),
+    ("lease_revoke_max_attempts", 1, 1000, "1 and 1,000"),
 )
 
 
@@ -98,6 +103,17 @@ class Settings:
     #: A checkpoint is signed once this many records are unsigned, or after this long.
     audit_checkpoint_records: int = 1000
     audit_checkpoint_seconds: float = 1.0
+    #: The lease reaper wakes at least this often (and at the next expiry, if sooner), so a
+    #: lease ends within about this long after its TTL.
+    lease_reaper_interval_seconds: float = 1.0
+    #: No role template may allow a lease longer than this.
+    lease_ttl_ceiling_seconds: int = 24 * 3600
+    #: A replica ending a lease holds it this long before another may take it over.
+    lease_claim_seconds: float = 30.0
+    #: An issuance still unfinished after this long (a crash mid-way) is ended by the reaper.
+    lease_issuing_grace_seconds: float = 60.0
+    #: Failed revocation attempts before a lease is marked irrevocable (and alerted on).
+    lease_revoke_max_attempts: int = 8
 
     def __post_init__(self) -> None:
         if not _TRUST_DOMAIN.fullmatch(self.trust_domain):

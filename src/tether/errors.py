@@ -20,13 +20,17 @@ The hierarchy::
     │   ├── AgentNotFound               agent_not_found
     │   ├── KeyNotFound                 key_not_found
     │   ├── OperatorTokenNotFound       operator_token_not_found
-    │   └── PolicySetNotFound           policy_set_not_found
+    │   ├── PolicySetNotFound           policy_set_not_found
+    │   ├── LeaseNotFound               lease_not_found
+    │   └── EngineNotFound              engine_not_found
     ├── Conflict                        conflict                 409
     │   ├── AgentExists                 agent_exists
     │   ├── KeyExists                   key_exists
     │   ├── InvalidTransition           invalid_state_transition
     │   ├── VersionConflict             version_conflict
-    │   └── LogPositionTaken            audit_log_position_taken
+    │   ├── LogPositionTaken            audit_log_position_taken
+    │   ├── EngineExists                engine_exists
+    │   └── LeaseMaxTtl                 lease_max_ttl_reached
     ├── Unauthenticated                 unauthenticated          401
     ├── Forbidden                       forbidden                403
     ├── OAuthError                      (RFC 6749 §5.2 codes)    400 / 401
@@ -42,6 +46,7 @@ The hierarchy::
     ├── ReplayDetected                  replay_detected          401
     ├── KeyringError                    keyring_error            500
     ├── StoreUnavailable                store_unavailable        503
+    ├── EngineUnavailable               engine_unavailable       503
     ├── AuditUnavailable                audit_unavailable        503
     │   └── AuditLogInvalid             audit_log_invalid
     └── ConfigError                     config_invalid
@@ -69,6 +74,9 @@ __all__ = [
     "CertificateInvalid",
     "ConfigError",
     "Conflict",
+    "EngineExists",
+    "EngineNotFound",
+    "EngineUnavailable",
     "Error",
     "Forbidden",
     "InvalidClient",
@@ -87,6 +95,8 @@ __all__ = [
     "KeyExists",
     "KeyNotFound",
     "KeyringError",
+    "LeaseMaxTtl",
+    "LeaseNotFound",
     "LogPositionTaken",
     "NotFound",
     "OAuthError",
@@ -185,6 +195,14 @@ class PolicySetNotFound(NotFound):
     code = "policy_set_not_found"
 
 
+class LeaseNotFound(NotFound):
+    code = "lease_not_found"
+
+
+class EngineNotFound(NotFound):
+    code = "engine_not_found"
+
+
 class Conflict(Error):
     code = "conflict"
 
@@ -209,6 +227,16 @@ class LogPositionTaken(Conflict):
     """Another writer appended to this replica's audit log (two replicas share an id)."""
 
     code = "audit_log_position_taken"
+
+
+class EngineExists(Conflict):
+    code = "engine_exists"
+
+
+class LeaseMaxTtl(Conflict):
+    """A renewal asked for while the lease is already at its max TTL."""
+
+    code = "lease_max_ttl_reached"
 
 
 class Unauthenticated(Error):
@@ -285,6 +313,13 @@ class KeyringError(Error):
 
 class StoreUnavailable(Error):
     code = "store_unavailable"
+
+
+class EngineUnavailable(Error):
+    """A credential engine (a database Tether manages roles in) failed or cannot be reached;
+    ``details`` never carry the admin credential or an issued secret."""
+
+    code = "engine_unavailable"
 
 
 class AuditUnavailable(Error):

@@ -25,7 +25,9 @@ from tether.api.routes import (
     audit,
     authzen,
     discovery,
+    engines,
     health,
+    leases,
     oauth,
     policies,
     svid,
@@ -67,7 +69,19 @@ def create_app(
         app.state.services = services
     install_error_handlers(app)
     # The decision endpoints first: they are the hot path, and routes are matched in order.
-    routers = (authzen, health, discovery, oauth, agents, tokens, svid, audit, policies)
+    routers = (
+        authzen,
+        health,
+        discovery,
+        oauth,
+        agents,
+        tokens,
+        svid,
+        audit,
+        policies,
+        leases,
+        engines,
+    )
     for module in routers:
         app.include_router(module.router)
     # Added first, so inside the body cap: the decision endpoints without the per-request

@@ -37,6 +37,7 @@ _STATUS: tuple[tuple[type[e.Error], int], ...] = (
     (e.TemporarilyUnavailable, 503),
     (e.OAuthError, 400),
     (e.StoreUnavailable, 503),
+    (e.EngineUnavailable, 503),
     (e.AuditUnavailable, 503),
 )
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -78,7 +79,7 @@ def error_response(request: Request, error: e.Error) -> JSONResponse:
 def _oauth_code(error: e.Error) -> str:
     if isinstance(error, e.BodyTooLarge | e.InvalidInput):
         return "invalid_request"
-    if isinstance(error, e.StoreUnavailable | e.AuditUnavailable):
+    if isinstance(error, e.StoreUnavailable | e.AuditUnavailable | e.EngineUnavailable):
         return "temporarily_unavailable"
     return "server_error"
 

@@ -34,6 +34,7 @@ __all__ = [
     "ReplayIn",
     "RevocationIn",
     "StateChange",
+    "Strict",
     "TokenCreate",
     "agent_json",
     "assessment_json",
@@ -45,11 +46,11 @@ __all__ = [
 ]
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class DeclarationsIn(_Strict):
+class DeclarationsIn(Strict):
     tools: list[str] = Field(default_factory=list, max_length=256)
     resources: list[str] = Field(default_factory=list, max_length=256)
     data_classes: list[DataClass] = Field(default_factory=lambda: [DataClass.PUBLIC], max_length=4)
@@ -68,34 +69,34 @@ class DeclarationsIn(_Strict):
         )
 
 
-class AgentIn(_Strict):
+class AgentIn(Strict):
     name: str = Field(max_length=63)
     owners: list[str] = Field(min_length=1, max_length=20)
     description: str = Field(default="", max_length=2000)
     declarations: DeclarationsIn = Field(default_factory=DeclarationsIn)
 
 
-class AgentUpdate(_Strict):
+class AgentUpdate(Strict):
     owners: list[str] | None = Field(default=None, min_length=1, max_length=20)
     description: str | None = Field(default=None, max_length=2000)
     declarations: DeclarationsIn | None = None
 
 
-class StateChange(_Strict):
+class StateChange(Strict):
     reason: str | None = Field(default=None, max_length=500)
 
 
-class KeyIn(_Strict):
+class KeyIn(Strict):
     jwk: dict[str, Any]
 
 
-class TokenCreate(_Strict):
+class TokenCreate(Strict):
     role: Role
     display_name: str = Field(min_length=1, max_length=254)
     ttl_seconds: int | None = Field(default=None, ge=60, le=366 * 24 * 3600)
 
 
-class RevocationIn(_Strict):
+class RevocationIn(Strict):
     """Exactly one of: ``jti``; ``agent``; ``agent`` and ``instance`` (checked by the domain,
     so the CLI and every other way in are held to the same rule)."""
 
@@ -107,7 +108,7 @@ class RevocationIn(_Strict):
     reason: str | None = Field(default=None, max_length=500)
 
 
-class CsrIn(_Strict):
+class CsrIn(Strict):
     csr: str = Field(max_length=16 * 1024, description="A PEM-encoded PKCS#10 request")
 
 
@@ -192,7 +193,7 @@ def state_filter(value: str | None) -> AgentState | None:
     return AgentState(value) if value else None
 
 
-class PolicyText(_Strict):
+class PolicyText(Strict):
     text: str = Field(max_length=1024 * 1024, description="Cedar policies, each with an @id")
 
 

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
@@ -27,6 +28,11 @@ from tether.audit.redact import Redactor
 from tether.audit.sink import AuditSink
 from tether.checkpoint import Checkpoint
 from tether.config import Settings
+from tether.credentials._postgres import open_postgres_engine, validate_postgres_settings
+from tether.credentials.engines import EngineKind, Engines
+from tether.credentials.leases import Leases
+from tether.credentials.lifecycle import RetryPolicy
+from tether.credentials.revocation import Revoker
 from tether.crypto.kek import KeyEncryptionKey
 from tether.crypto.keyring import KeyRing, KeyRingChange
 from tether.errors import Error
@@ -46,6 +52,8 @@ from tether.store.sql.changes import ALL, POLICIES, REVOCATIONS, ChangeListener,
 from tether.store.witness import witnesses_from
 
 __all__ = ["Services"]
+
+_T = TypeVar("_T")
 
 log = structlog.get_logger("tether.maintenance")
 
@@ -70,6 +78,10 @@ class Services:
     redactor: Redactor
     #: Agents as the hot path reads them (see :mod:`tether.identity.directory`).
     directory: AgentDirectory
+    #: Credential engines, leases, and the ending of leases (the reaper's work).
+    engines: Engines
+    leases: Leases
+    revoker: Revoker
     #: Set once this replica listens for other replicas' change notes and has caught up
     #: (PostgreSQL only).
     listening: asyncio.Event = field(default_factory=asyncio.Event)
@@ -114,6 +126,19 @@ class Services:
         )
         svids = _svids(settings, clock, store, audit, keyring, directory, revocations)
         redactor = Redactor(kek.derive(AUDIT_HMAC_PURPOSE))
+        checkpoint = Checkpoint(
+            svids=svids,
+            policies=policies,
+            engine=engine,
+            audit=audit,
+            clock=clock,
+            directory=directory,
+            events=events,
+            redactor=redactor,
+        )
+        engines, revoker, leases = _credentials(
+            settings, clock, store, audit, kek, events, checkpoint
+        )
         return cls(
             settings=settings,
             clock=clock,
@@ -127,25 +152,20 @@ class Services:
                 trust_domain=settings.trust_domain,
                 directory=directory,
                 revocations=revocations,
+                on_stop=leases.revoke_agent,
             ),
             operators=operators,
             client_auth=_client_auth(settings, clock, store, audit),
             svids=svids,
             revocations=revocations,
             policies=policies,
-            checkpoint=Checkpoint(
-                svids=svids,
-                policies=policies,
-                engine=engine,
-                audit=audit,
-                clock=clock,
-                directory=directory,
-                events=events,
-                redactor=redactor,
-            ),
+            checkpoint=checkpoint,
             events=events,
             directory=directory,
             redactor=redactor,
+            engines=engines,
+            leases=leases,
+            revoker=revoker,
             new_root_token=new_root,
         )
 
@@ -183,11 +203,45 @@ class Services:
                     "policy_refresh_failed",
                 )
             )
+            upkeep.create_task(self._reap_leases())
+            upkeep.create_task(
+                _every(
+                    settings.maintenance_interval_seconds,
+                    self.scan_credentials,
+                    "credential_scan_failed",
+                )
+            )
             if isinstance(self.store, SqlStore) and self.store.url.get_backend_name() == (
                 "postgresql"
             ):
                 # Other replicas' changes at once, not at the next refresh.
                 upkeep.create_task(ChangeListener(self.store.url).run(self._apply_change))
+
+    async def scan_credentials(self) -> None:
+        """The posture scan: publish every login in a managed system that Tether did not
+        create (a standing privilege, or an agent bypassing the broker)."""
+        for engine, login in await self.engines.scan():
+            data = {"engine": engine, "login": login.name, **dict(login.details)}
+            event = Event(
+                type="credential.unmanaged_login", time=self.clock.now().timestamp(), data=data
+            )
+            self.events.publish(event)
+
+    async def _reap_leases(self) -> None:
+        """Until cancelled: remove orphaned credentials once, then end leases on time —
+        waking at the next expiry, and at least every ``lease_reaper_interval_seconds`` (a
+        lease issued by another replica may expire sooner than the one this replica knew)."""
+        interval = self.settings.lease_reaper_interval_seconds
+        await _logged(self.revoker.sweep_orphans, "lease_sweep_failed")
+        while True:
+            taken = await _logged(self.revoker.reap, "lease_reap_failed")
+            if taken:
+                continue  # more may be due: another round at once
+            delay = interval
+            nxt = await _logged(self.revoker.next_expiry, "lease_reap_failed")
+            if nxt is not None:
+                delay = min(interval, max(0.0, (nxt - self.clock.now()).total_seconds()))
+            await asyncio.sleep(delay)
 
     # The services are looked up at each call (not bound when the loops start).
     async def _refresh_revocations(self) -> None:
@@ -218,9 +272,64 @@ class Services:
 
     async def close(self) -> None:
         try:
+            await self.engines.close()
             await self.audit.close()
         finally:
             await self.store.close()
+
+
+async def _logged(work: Callable[[], Awaitable[_T]], event: str) -> _T | None:
+    """``work()``, or None when it failed (logged, as :func:`_every` does)."""
+    try:
+        return await work()
+    except Error as exc:
+        log.warning(event, code=exc.code, error=exc.message)
+    except Exception as exc:  # logged with its traceback; the caller's loop goes on
+        log.exception(event, code="internal_error", error=type(exc).__name__)
+    return None
+
+
+def _credentials(  # noqa: PLR0917 - private, called once
+    settings: Settings,
+    clock: Clock,
+    store: Store,
+    audit: AuditSink,
+    kek: KeyEncryptionKey,
+    events: EventStream,
+    checkpoint: Checkpoint,
+) -> tuple[Engines, Revoker, Leases]:
+    engines = Engines(
+        store=store,
+        audit=audit,
+        clock=clock,
+        kek=kek,
+        kinds={
+            "postgres": EngineKind(
+                open=open_postgres_engine, validate=validate_postgres_settings, needs_group=True
+            ),
+        },
+        ttl_ceiling=settings.lease_ttl_ceiling_seconds,
+    )
+    revoker = Revoker(
+        store=store,
+        engines=engines,
+        audit=audit,
+        clock=clock,
+        events=events,
+        retry=RetryPolicy(max_attempts=settings.lease_revoke_max_attempts),
+        claim_seconds=settings.lease_claim_seconds,
+        issuing_grace_seconds=settings.lease_issuing_grace_seconds,
+    )
+    leases = Leases(
+        store=store,
+        agents=store,
+        engines=engines,
+        checkpoint=checkpoint,
+        audit=audit,
+        clock=clock,
+        revoker=revoker,
+    )
+    return engines, revoker, leases
 
 
 async def _every(seconds: float, work: Callable[[], Awaitable[None]], event: str) -> None:

@@ -17,6 +17,14 @@ tag is never reused for another meaning):
   ``agent.updated`` has its tokens revoked in the same change (details ``tokens_revoked``)
 * ``operator.token_created``, ``operator.token_revoked``
 * ``keyring.key_created``, ``keyring.key_retired``
+* ``engine.configured`` (details: name, kind, version, settings, roles, ``secret_set`` — never
+  the secret), ``engine.removed``
+* ``lease.issued`` (the lease's facts and the decision id; outcome ``failure`` when the engine
+  could not create the credential), ``lease.renewed``, ``lease.revoked`` (a revocation asked
+  for: by whom, why), ``lease.ended`` (the engine removed the credential: ``state`` revoked or
+  expired), ``lease.revocation_failed`` (attempts, error, next attempt, ``irrevocable``),
+  ``lease.orphan_removed`` (a managed credential with no lease, removed on start). No record
+  holds an issued secret.
 
 A change that was recorded but then failed to apply is followed by a record of the same type
 with outcome ``failure``. Refused operator requests (403) are not state changes and are not
@@ -64,6 +72,14 @@ RECORD_TYPES = frozenset(
         "operator.token_revoked",
         "keyring.key_created",
         "keyring.key_retired",
+        "engine.configured",
+        "engine.removed",
+        "lease.issued",
+        "lease.renewed",
+        "lease.revoked",
+        "lease.ended",
+        "lease.revocation_failed",
+        "lease.orphan_removed",
     }
 )
 

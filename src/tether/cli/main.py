@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import typer
 
-from tether.cli.commands import agent, audit, demo, policy, serve, status, token
+from tether.cli.commands import agent, audit, demo, engine, lease, policy, serve, status, token
 
 app = typer.Typer(
     name="tether",
@@ -24,6 +24,8 @@ app.add_typer(agent.app, name="agent")
 app.add_typer(token.app, name="token")
 app.add_typer(policy.app, name="policy")
 app.add_typer(audit.app, name="audit")
+app.add_typer(lease.app, name="lease")
+app.add_typer(engine.app, name="engine")
 app.command("serve")(serve.serve)
 app.command("status")(status.status)
 app.command("demo")(demo.demo)

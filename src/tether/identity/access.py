@@ -43,6 +43,11 @@ class Permission(StrEnum):
     POLICY_APPLY = "policy.apply"
     DECISION_EVALUATE = "decision.evaluate"
     SVID_REVOKE = "svid.revoke"
+    ENGINE_READ = "engine.read"
+    ENGINE_MANAGE = "engine.manage"
+    LEASE_READ = "lease.read"
+    LEASE_RENEW = "lease.renew"
+    LEASE_REVOKE = "lease.revoke"
 
 
 _ALL_OPERATORS = frozenset(Role)
@@ -70,6 +75,13 @@ _GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.DECISION_EVALUATE: _ADMINS | {Role.ENFORCEMENT_POINT},
     #: Revoke agent tokens (JWT-SVIDs) before they expire.
     Permission.SVID_REVOKE: _ADMINS,
+    #: Credential engines (database connections with an admin secret) are the platform's.
+    Permission.ENGINE_READ: _ADMINS | {Role.AUDITOR},
+    Permission.ENGINE_MANAGE: frozenset({Role.ROOT, Role.PLATFORM_ADMIN}),
+    #: Leases: agents hold them; operators see and end them (an agent renews and ends its own).
+    Permission.LEASE_READ: _ADMINS | {Role.AUDITOR},
+    Permission.LEASE_RENEW: _ADMINS,
+    Permission.LEASE_REVOKE: _ADMINS,
 }
 #: What a developer may also do, but only on agents they own.
 _OWNER_GRANTS = frozenset(
@@ -79,6 +91,8 @@ _OWNER_GRANTS = frozenset(
         Permission.AGENT_RETIRE,
         Permission.AGENT_KEYS,
         Permission.SVID_REVOKE,
+        Permission.LEASE_READ,
+        Permission.LEASE_REVOKE,
     }
 )
 

@@ -14,7 +14,9 @@ be made durable, nothing changes); if applying then fails, a failure record foll
 
 An agent that stops (suspended, quarantined, retired, or sent back to review) has every token
 issued to it before (or up to 30 s after) revoked in the same store transaction
-(:mod:`tether.identity.revocations`), so resuming it later does not bring old tokens back.
+(:mod:`tether.identity.revocations`), so resuming it later does not bring old tokens back; then
+every lease it holds is ended (the ``on_stop`` hook: :meth:`tether.credentials.leases.Leases.
+revoke_agent`).
 
 Example (with the in-memory store)::
 
@@ -97,6 +99,7 @@ class Registry:
         trust_domain: str,
         directory: AgentDirectory | None = None,
         revocations: RevocationList | None = None,
+        on_stop: Callable[[str, Actor, str], Awaitable[object]] | None = None,
     ) -> None:
         self._store = store
         self._audit = audit
@@ -106,6 +109,8 @@ class Registry:
         self._directory = directory
         #: Where an agent's tokens are revoked when it stops.
         self._revocations = revocations
+        #: Called once an agent has stopped (name, actor, reason): its leases are ended there.
+        self._on_stop = on_stop
 
     # -- reading -------------------------------------------------------------------------
 
@@ -227,6 +232,7 @@ class Registry:
             lambda: self._save(agent, updated, assessment=assessment, stop=stop),
             agent=agent.name,
         )
+        await self._stopped(agent, actor, stop)
         return updated
 
     async def set_state(
@@ -326,6 +332,7 @@ class Registry:
         facts = {"from": str(agent.state), "to": str(target), "reason": updated.state_reason}
         record = self._record(tag, actor, updated, _with_stop(facts, stop))
         await self._audited(record, lambda: self._save(agent, updated, stop=stop), agent=agent.name)
+        await self._stopped(agent, actor, stop)
         return updated
 
     def _stop_entry(self, agent: Agent, updated: Agent, actor: Actor) -> Revocation | None:
@@ -340,6 +347,12 @@ class Registry:
             actor=actor.label,
             reason=f"{said}: {updated.state_reason}" if updated.state_reason else said,
         )
+
+    async def _stopped(self, agent: Agent, actor: Actor, stop: Revocation | None) -> None:
+        """After a change that stopped the agent (its tokens revoked with it): end every
+        lease it holds."""
+        if stop is not None and self._on_stop is not None:
+            await self._on_stop(agent.name, actor, stop.reason or "agent stopped")
 
     async def _save(
         self,

@@ -11,11 +11,13 @@ duplicate; ``update_agent`` is optimistic (``expected_version``) and raises
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Protocol
 
 from tether.audit.reader import AuditReadStore
 from tether.audit.stored import AuditLogStore
+from tether.credentials.models import EngineConfig, Lease, LeaseMatch, LeaseState
 from tether.crypto.stored import KeyPurpose, StoredKey
 from tether.identity.models import (
     Agent,
@@ -31,7 +33,9 @@ from tether.policy.models import PolicySetVersion
 __all__ = [
     "AgentStore",
     "AuditStore",
+    "EngineStore",
     "KeyRingStore",
+    "LeaseStore",
     "OperatorTokenStore",
     "PolicyStore",
     "ReplayStore",
@@ -221,6 +225,93 @@ class PolicyStore(Protocol):
         ...
 
 
+class LeaseStore(Protocol):
+    """Leases (:mod:`tether.credentials.models`). Writes are compare-and-set on ``version``;
+    the bulk changes lock what they change (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so
+    several replicas never work on the same lease at once."""
+
+    async def create_lease(self, lease: Lease) -> None:
+        """Insert a new lease; ``Conflict`` if its id or its credential is taken."""
+        ...
+
+    async def get_lease(self, lease_id: str) -> Lease | None: ...
+
+    async def save_lease(self, lease: Lease, *, expected_version: int) -> None:
+        """Replace the lease whose version is ``expected_version`` (``lease.version`` is the
+        new one); ``LeaseNotFound`` if there is none, ``VersionConflict`` if it moved."""
+        ...
+
+    async def list_leases(
+        self,
+        match: LeaseMatch,
+        *,
+        states: Collection[LeaseState] | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[Lease]:
+        """Leases matching ``match`` (and in ``states``, when given), ordered by id; ``after``
+        is the last id of the previous page."""
+        ...
+
+    async def change_leases(
+        self,
+        match: LeaseMatch,
+        *,
+        states: Collection[LeaseState],
+        change: Callable[[Lease], Lease],
+        limit: int,
+    ) -> list[Lease]:
+        """In one transaction: lock up to ``limit`` leases matching ``match`` in ``states``
+        (lowest ids first; leases another transaction holds are skipped), store
+        ``change(lease)`` for each, return what was stored."""
+        ...
+
+    async def change_due_leases(
+        self,
+        *,
+        now: datetime,
+        stale_before: datetime,
+        change: Callable[[Lease], Lease],
+        limit: int,
+    ) -> list[Lease]:
+        """As :meth:`change_leases`, for the leases the reaper must act on: ``active`` ones
+        expired at ``now`` (``expires_at <= now``); ``issuing`` ones created before
+        ``stale_before`` (an issuance that never finished); ``revoking`` and
+        ``irrevocable`` ones whose next attempt is due (``next_attempt_at <= now``) and that
+        no replica holds (``claimed_until`` null or ``<= now``). Soonest due first."""
+        ...
+
+    async def live_credentials(self, engine: str) -> set[str]:
+        """The credentials of the engine's leases that may still exist (live states)."""
+        ...
+
+    async def next_lease_expiry(self) -> datetime | None:
+        """The earliest ``expires_at`` of an active lease (the reaper's next wake-up)."""
+        ...
+
+
+class EngineStore(Protocol):
+    """Configured credential engines (their admin secret sealed, never in clear)."""
+
+    async def create_engine(self, engine: EngineConfig) -> None:
+        """``EngineExists`` if the name is taken."""
+        ...
+
+    async def get_engine(self, name: str) -> EngineConfig | None: ...
+
+    async def list_engines(self) -> list[EngineConfig]:
+        """Every engine, by name."""
+        ...
+
+    async def update_engine(self, engine: EngineConfig, *, expected_version: int) -> None:
+        """``EngineNotFound``, or ``VersionConflict`` if it moved; nothing written then."""
+        ...
+
+    async def delete_engine(self, name: str) -> None:
+        """``EngineNotFound``; ``Conflict`` while a lease of the engine is live."""
+        ...
+
+
 class Store(
     AgentStore,
     ReplayStore,
@@ -229,6 +320,8 @@ class Store(
     KeyRingStore,
     AuditStore,
     PolicyStore,
+    LeaseStore,
+    EngineStore,
     Protocol,
 ):
     """Everything together, as the server uses it."""

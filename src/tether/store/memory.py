@@ -54,6 +54,7 @@ from tether.identity.models import (
 )
 from tether.identity.revocations import Revocation
 from tether.policy.models import PolicySetVersion
+from tether.store._memory_credentials import MemoryCredentials
 
 __all__ = ["MemoryStore"]
 
@@ -92,10 +93,12 @@ def _version_name(version: int | None) -> str:
     return "none" if version is None else f"version {version}"
 
 
-class MemoryStore:
-    """Everything in dictionaries; ``clock`` decides when a replay key has expired."""
+class MemoryStore(MemoryCredentials):
+    """Everything in dictionaries; ``clock`` decides when a replay key has expired. Leases and
+    credential engines come from :class:`~tether.store._memory_credentials.MemoryCredentials`."""
 
     def __init__(self, *, clock: Clock | None = None) -> None:
+        super().__init__()
         self._clock = clock or SystemClock()
         self._lock = asyncio.Lock()
         self._agents: dict[str, Agent] = {}

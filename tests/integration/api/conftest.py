@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -66,6 +67,13 @@ class SecretWatch:
                 if isinstance(body.get(key), str):
                     self.secrets |= {body[key], body[key].split(".")[-1]}
             return
+        if ok and response.request.method == "POST" and path == "/v1/leases":
+            secret = response.json()["credential"].get("secret")
+            self.secrets |= {secret} if secret else set()
+            return
+        if response.request.method == "PUT" and path.startswith("/v1/engines/"):
+            body = json.loads(response.request.content or b"{}")
+            self.secrets |= {body["secret"]} if body.get("secret") else set()
         self.bodies.append(response.content)
 
     async def leaks(self, services: Services) -> list[str]:

@@ -77,6 +77,7 @@ from tether.store.sql import _policies as policies
 from tether.store.sql import _statements as statements
 from tether.store.sql import changes
 from tether.store.sql._audit_writer import AuditWriter
+from tether.store.sql._credential_methods import CredentialMethods
 from tether.store.sql._units import open_units
 from tether.store.sql.engine import unavailable
 from tether.store.sql.tables import (
@@ -164,8 +165,9 @@ def _agent_write_refused(exc: IntegrityError, agent: Agent) -> AgentNotFound | A
     return AgentExists(f"an agent named {agent.name!r} already exists")
 
 
-class SqlStore:
-    """The store on SQLite or PostgreSQL; open it with :func:`tether.store.sql.open_sql_store`."""
+class SqlStore(CredentialMethods):
+    """The store on SQLite or PostgreSQL; open it with :func:`tether.store.sql.open_sql_store`.
+    Leases and credential engines come from :class:`._credential_methods.CredentialMethods`."""
 
     def __init__(self, url: URL, *, clock: Clock) -> None:
         """Set up the engine (and, for SQLite, the worker thread) for ``url`` from

@@ -38,6 +38,8 @@ __all__ = [
     "audit_checkpoints",
     "audit_records",
     "audit_tree_nodes",
+    "credential_engines",
+    "leases",
     "metadata",
     "operator_tokens",
     "policy_sets",
@@ -53,6 +55,11 @@ VERSION_TABLE = "tether_alembic_version"
 
 #: The type of ``agents.name``: binary collation on PostgreSQL (SQLite compares bytes already).
 AGENT_NAME = sa.String(63).with_variant(sa.String(63, collation="C"), "postgresql")
+
+
+def _binary_string(length: int) -> sa.types.TypeEngine[str]:
+    """A key listed in order: compared byte by byte on PostgreSQL too, as everywhere else."""
+    return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -289,4 +296,53 @@ svid_revocations = sa.Table(
     sa.Column("until", UtcDateTime(), nullable=False, index=True),
     sa.Column("actor", sa.Text(), nullable=False),
     sa.Column("reason", sa.Text(), nullable=True),
+)
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    # Listed and paged by id, so compared byte by byte everywhere.
+    sa.Column("id", _binary_string(64), primary_key=True),
+    sa.Column("engine", sa.String(63), nullable=False, index=True),
+    sa.Column("role", sa.String(63), nullable=False),
+    # The engine's name for what it created (a PostgreSQL role name): a fact, never a secret.
+    sa.Column("credential", sa.String(255), nullable=False, unique=True),
+    sa.Column("agent", sa.Text(), nullable=False, index=True),
+    sa.Column("instance", sa.Text(), nullable=False, index=True),
+    sa.Column("grant_id", sa.Text(), nullable=True, index=True),
+    # ``Lease.user``: ``user`` is a reserved word in PostgreSQL.
+    sa.Column("user_name", sa.Text(), nullable=True, index=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("expires_at", UtcDateTime(), nullable=False),
+    sa.Column("max_expires_at", UtcDateTime(), nullable=False),
+    sa.Column("renewals", sa.Integer(), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Column("ending", sa.String(16), nullable=True),
+    sa.Column("reason", sa.Text(), nullable=True),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("next_attempt_at", UtcDateTime(), nullable=True),
+    sa.Column("claimed_until", UtcDateTime(), nullable=True),
+    sa.Column("ended_at", UtcDateTime(), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("version", sa.Integer(), nullable=False),
+    # The reaper's queries: active leases by expiry, leases being revoked by next attempt.
+    sa.Index(None, "state", "expires_at"),
+    sa.Index(None, "state", "next_attempt_at"),
+)
+
+credential_engines = sa.Table(
+    "credential_engines",
+    metadata,
+    sa.Column("name", _binary_string(63), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    # Never a secret: the admin secret is sealed apart, in ``sealed_secret``.
+    sa.Column("settings", JsonText(), nullable=False),
+    # Role templates by name, each as ``RoleTemplate.to_dict()``.
+    sa.Column("roles", JsonText(), nullable=False),
+    sa.Column("sealed_secret", sa.LargeBinary(), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("created_by", sa.Text(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
 )

@@ -1,0 +1,331 @@
+"""Configured credential engines: what a ``platform-admin`` sets up, sealed and audited.
+
+An engine configuration names a kind (``postgres``, …), its settings (host, databases, the
+admin user — never a secret) and its role templates. The admin secret is sealed with the
+key-encryption key (AES-GCM, the engine's name as associated data, so a sealed secret moved to
+another engine does not open) and is never returned, logged or audited: records say only
+whether one is set.
+
+Each kind brings a *factory* (opens the engine from a configuration and its secret) and a
+*validator* (checks and normalises its settings); both are given at construction, so this
+module does no I/O of its own. Opened engines are kept and reopened when their configuration
+changes (its version moves).
+
+Example::
+
+    engines = Engines(store=store, audit=audit, clock=clock, kek=kek,
+                      kinds={"postgres": EngineKind(open=open_postgres_engine,
+                                                    validate=validate_postgres_settings)})
+    await engines.configure(actor=admin, name="pg-main", kind="postgres",
+                            settings={...}, roles=[RoleTemplate(name="ro", group="app_ro")],
+                            secret="admin password")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from types import MappingProxyType
+
+from tether._internal.clock import Clock
+from tether.audit.records import AuditRecord
+from tether.audit.sink import AuditSink
+from tether.credentials.engine import CredentialEngine, EngineFactory, UnmanagedLogin
+from tether.credentials.models import EngineConfig, RoleTemplate
+from tether.crypto.kek import KeyEncryptionKey
+from tether.errors import EngineNotFound, Error, InvalidInput, NotFound
+from tether.identity.access import Actor, Permission, require
+from tether.store.interfaces import EngineStore
+
+__all__ = ["MAX_ROLES", "EngineKind", "Engines", "check_role_template", "role_of"]
+
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")
+NAME_RULE = "2 to 63 characters: lowercase letters, digits and '-', starting with a letter"
+#: Role templates one engine may have.
+MAX_ROLES = 100
+_AUTH = frozenset({"password", "none"})
+_DATA_CLASSES = frozenset({"public", "internal", "confidential", "restricted"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineKind:
+    open: EngineFactory
+    #: Checks a configuration's settings (``InvalidInput``) and returns them normalised.
+    validate: Callable[[Mapping[str, object]], dict[str, object]]
+    #: Whether every role template of this kind must name a group role.
+    needs_group: bool = False
+
+
+def _check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidInput(f"invalid {what} name {name!r}", details={"rule": NAME_RULE})
+    return name
+
+
+def check_role_template(role: RoleTemplate, *, ttl_ceiling: int, needs_group: bool) -> RoleTemplate:
+    """``role`` if its TTLs, authentication and group make sense, else ``InvalidInput``."""
+    _check_name(role.name, "role")
+    if not 1 <= role.default_ttl <= role.max_ttl <= ttl_ceiling:
+        raise InvalidInput(
+            f"role {role.name!r}: need 1 <= default_ttl <= max_ttl <= {ttl_ceiling} seconds",
+            details={"rule": f"1 <= default_ttl <= max_ttl <= {ttl_ceiling}"},
+        )
+    if role.auth not in _AUTH:
+        raise InvalidInput(
+            f"role {role.name!r}: auth is 'password' or 'none'", details={"rule": "auth"}
+        )
+    if not 1 <= role.scram_iterations <= 1_000_000:
+        raise InvalidInput(
+            f"role {role.name!r}: scram_iterations is between 1 and 1,000,000",
+            details={"rule": "1 <= scram_iterations <= 1000000"},
+        )
+    if needs_group and not role.group:
+        raise InvalidInput(
+            f"role {role.name!r} needs a group: the role that holds the privileges",
+            details={"rule": "group role required"},
+        )
+    if role.data_class not in _DATA_CLASSES:
+        raise InvalidInput(
+            f"role {role.name!r}: data_class is one of {', '.join(sorted(_DATA_CLASSES))}",
+            details={"rule": "data_class"},
+        )
+    return role
+
+
+class Engines:
+    def __init__(
+        self,
+        *,
+        store: EngineStore,
+        audit: AuditSink,
+        clock: Clock,
+        kek: KeyEncryptionKey,
+        kinds: Mapping[str, EngineKind],
+        ttl_ceiling: int = 86_400,
+    ) -> None:
+        self._store = store
+        self._audit = audit
+        self._clock = clock
+        self._kek = kek
+        self._kinds = MappingProxyType(dict(kinds))
+        self._ttl_ceiling = ttl_ceiling
+        #: Opened engines by name, with the configuration version they were opened for.
+        self._open: dict[str, tuple[int, EngineConfig, CredentialEngine]] = {}
+        self._opening = asyncio.Lock()
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        return frozenset(self._kinds)
+
+    # -- configuration -------------------------------------------------------------------
+
+    async def configure(
+        self,
+        *,
+        actor: Actor,
+        name: str,
+        kind: str,
+        settings: Mapping[str, object],
+        roles: Sequence[RoleTemplate],
+        secret: str | None,
+    ) -> EngineConfig:
+        """Create the engine, or replace the configuration of an engine of the same kind
+        (``secret`` None keeps the sealed one). Checked by opening it: a configuration the
+        engine cannot work with (wrong password, missing group role) is refused."""
+        require(actor, Permission.ENGINE_MANAGE)
+        _check_name(name, "engine")
+        spec = self._kind(kind)
+        normal = spec.validate(settings)
+        templates = self._templates(roles, spec)
+        existing = await self._store.get_engine(name)
+        if existing is not None and existing.kind != kind:
+            raise InvalidInput(
+                f"engine {name!r} is a {existing.kind} engine; remove it to change its kind",
+                details={"rule": "kind is fixed"},
+            )
+        now = self._clock.now()
+        sealed = self._seal(name, secret) if secret is not None else None
+        config = EngineConfig(
+            name=name,
+            kind=kind,
+            settings=MappingProxyType(normal),
+            roles=MappingProxyType(templates),
+            created_at=existing.created_at if existing else now,
+            created_by=existing.created_by if existing else actor.label,
+            updated_at=now,
+            version=existing.version + 1 if existing else 1,
+            sealed_secret=sealed
+            if existing is None or secret is not None
+            else existing.sealed_secret,
+        )
+        await self._check_opens(config)
+        record = self._record("engine.configured", actor, config, _facts(config))
+        await self._audit.append(record)
+        try:
+            if existing is None:
+                await self._store.create_engine(config)
+            else:
+                await self._store.update_engine(config, expected_version=existing.version)
+        except Error as exc:
+            await self._audit.append(record.failure(exc.code, time=self._clock.now()))
+            raise
+        return config
+
+    async def remove(self, name: str, *, actor: Actor) -> None:
+        """Remove an engine no live lease uses (``Conflict`` otherwise)."""
+        require(actor, Permission.ENGINE_MANAGE)
+        config = await self._load(name)
+        record = self._record("engine.removed", actor, config, {"name": name})
+        await self._audit.append(record)
+        try:
+            await self._store.delete_engine(name)
+        except Error as exc:
+            await self._audit.append(record.failure(exc.code, time=self._clock.now()))
+            raise
+        await self._forget(name)
+
+    async def get(self, name: str, *, actor: Actor) -> EngineConfig:
+        require(actor, Permission.ENGINE_READ)
+        return await self._load(name)
+
+    async def list(self, *, actor: Actor) -> builtins.list[EngineConfig]:
+        require(actor, Permission.ENGINE_READ)
+        return await self._store.list_engines()
+
+    # -- use -----------------------------------------------------------------------------
+
+    async def open(self, name: str) -> tuple[EngineConfig, CredentialEngine]:
+        """The engine's configuration and the engine itself, opened once and reopened when
+        the configuration changed (``EngineNotFound``, ``EngineUnavailable``)."""
+        config = await self._load(name)
+        kept = self._open.get(name)
+        if kept is not None and kept[0] == config.version:
+            return kept[1], kept[2]
+        async with self._opening:
+            kept = self._open.get(name)
+            if kept is not None and kept[0] == config.version:
+                return kept[1], kept[2]
+            engine = await self._kind(config.kind).open(config, self._unseal(config))
+            await self._forget(name)
+            self._open[name] = (config.version, config, engine)
+            return config, engine
+
+    async def unmanaged_logins(self, name: str, *, actor: Actor) -> builtins.list[UnmanagedLogin]:
+        """Logins in the engine's system that Tether did not create (a posture signal)."""
+        require(actor, Permission.ENGINE_READ)
+        _, engine = await self.open(name)
+        return await engine.unmanaged_logins()
+
+    async def scan(self) -> builtins.list[tuple[str, UnmanagedLogin]]:
+        """Every engine's unmanaged logins (the monitor's scan: no actor); an engine that
+        cannot be reached is skipped (its failure is the caller's to report)."""
+        found: builtins.list[tuple[str, UnmanagedLogin]] = []
+        for config in await self._store.list_engines():
+            _, engine = await self.open(config.name)
+            found += [(config.name, login) for login in await engine.unmanaged_logins()]
+        return found
+
+    async def all(self) -> builtins.list[EngineConfig]:
+        """Every configured engine (for the reaper and the posture scan: no actor)."""
+        return await self._store.list_engines()
+
+    async def close(self) -> None:
+        for name in list(self._open):
+            await self._forget(name)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _kind(self, kind: str) -> EngineKind:
+        spec = self._kinds.get(kind)
+        if spec is None:
+            raise InvalidInput(
+                f"unknown engine kind {kind!r}: one of {', '.join(sorted(self._kinds))}",
+                details={"rule": "kind"},
+            )
+        return spec
+
+    def _templates(
+        self, roles: Sequence[RoleTemplate], spec: EngineKind
+    ) -> dict[str, RoleTemplate]:
+        if not roles or len(roles) > MAX_ROLES:
+            raise InvalidInput(
+                f"an engine has 1 to {MAX_ROLES} role templates",
+                details={"rule": f"1 to {MAX_ROLES} roles"},
+            )
+        templates: dict[str, RoleTemplate] = {}
+        for role in roles:
+            checked = check_role_template(
+                role, ttl_ceiling=self._ttl_ceiling, needs_group=spec.needs_group
+            )
+            if checked.name in templates:
+                raise InvalidInput(f"role {role.name!r} is named twice")
+            templates[checked.name] = replace(
+                checked, options=MappingProxyType(dict(checked.options))
+            )
+        return templates
+
+    async def _check_opens(self, config: EngineConfig) -> None:
+        engine = await self._kind(config.kind).open(config, self._unseal(config))
+        await engine.close()
+
+    async def _load(self, name: str) -> EngineConfig:
+        config = await self._store.get_engine(name)
+        if config is None:
+            raise EngineNotFound(f"no engine named {name!r}", details={"name": name})
+        return config
+
+    async def _forget(self, name: str) -> None:
+        kept = self._open.pop(name, None)
+        if kept is not None:
+            await kept[2].close()
+
+    def _seal(self, name: str, secret: str) -> bytes:
+        if not secret or len(secret) > 4096:
+            raise InvalidInput("an engine's secret is 1 to 4,096 characters")
+        return self._kek.seal(secret.encode(), aad=_aad(name))
+
+    def _unseal(self, config: EngineConfig) -> str | None:
+        if config.sealed_secret is None:
+            return None
+        return self._kek.open(config.sealed_secret, aad=_aad(config.name)).decode()
+
+    def _record(
+        self, tag: str, actor: Actor, config: EngineConfig, details: Mapping[str, object]
+    ) -> AuditRecord:
+        return AuditRecord.new(
+            type=tag,
+            actor=actor.label,
+            subject=f"engine:{config.name}",
+            time=self._clock.now(),
+            details=details,
+        )
+
+
+def role_of(config: EngineConfig, role: str) -> RoleTemplate:
+    """The engine's role template ``role`` (``NotFound`` if it has none by that name)."""
+    template = config.roles.get(role)
+    if template is None:
+        known = ", ".join(sorted(config.roles))
+        raise NotFound(
+            f"engine {config.name!r} has no role {role!r}: one of {known}",
+            details={"engine": config.name, "role": role},
+        )
+    return template
+
+
+def _aad(name: str) -> bytes:
+    return f"tether engine secret v1:{name}".encode()
+
+
+def _facts(config: EngineConfig) -> dict[str, object]:
+    return {
+        "name": config.name,
+        "kind": config.kind,
+        "version": config.version,
+        "settings": dict(config.settings),
+        "roles": [r.to_dict() for r in config.roles.values()],
+        "secret_set": config.sealed_secret is not None,
+    }

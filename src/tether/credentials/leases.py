@@ -1,0 +1,385 @@
+"""The lease service: issue, renew and revoke just-in-time credentials, one or all at once.
+
+Issuance, in this order, so that a crash at any point leaves nothing unknown behind:
+
+1. the checkpoint decides ``use_credential`` on the role's resource for the presented agent
+   token (and records the decision durably — no audit, no credential);
+2. the lease is stored as ``issuing`` (before anything exists in the engine);
+3. the engine creates the credential, valid until the lease's expiry where it can enforce it;
+4. the lease becomes ``active`` and ``lease.issued`` is recorded. If that record cannot be
+   made durable, the credential is revoked at once (fail closed).
+
+A crash after (2) leaves an ``issuing`` lease that the reaper ends; a credential under the
+managed prefix with no lease at all is removed on start (:meth:`Leases.sweep_orphans`).
+
+Revocation — one lease, or every lease of an agent, an instance, a grant or a user in one call
+(``revoke_all``; Vault has no revoke-by-entity) — first marks the leases ``revoking`` in one
+transaction and records who asked and why; then the engine blocks and removes each credential.
+A failed removal is retried with backoff by the reaper and, after N tries, the lease is
+``irrevocable`` and an alert event is published: a credential is never silently leaked.
+
+Secrets (an issued password) are returned to the caller once and never stored, logged,
+audited or put in an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from tether._internal.clock import Clock
+from tether._internal.ids import new_id
+from tether.audit.sink import AuditSink
+from tether.checkpoint import Checkpoint, CheckRequest, Verdict
+from tether.credentials import lifecycle
+from tether.credentials.engine import CredentialEngine
+from tether.credentials.engines import Engines, role_of
+from tether.credentials.models import (
+    EndKind,
+    EngineConfig,
+    IssuedCredential,
+    Lease,
+    LeaseMatch,
+    LeaseState,
+    RoleTemplate,
+)
+from tether.credentials.revocation import PAGE, Revoker, failed
+from tether.errors import (
+    AuditUnavailable,
+    Error,
+    Forbidden,
+    InvalidInput,
+    LeaseNotFound,
+    Unauthenticated,
+    VersionConflict,
+)
+from tether.identity.access import Actor, Permission, allowed, require
+from tether.identity.svid import AgentCaller
+from tether.policy.models import Entity, EntityRef
+from tether.store.interfaces import AgentStore, LeaseStore
+
+__all__ = ["Issued", "Leases"]
+
+#: Policy entity type of each engine kind's resource.
+_RESOURCE_TYPES = {"postgres": "Database", "vault": "Secret", "token": "Api"}
+#: States a revocation moves to ``revoking`` (later ones are ending or ended already).
+_ENDABLE = (LeaseState.ISSUING, LeaseState.ACTIVE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Issued:
+    """A new lease, its credential (the secret, once) and the decision that allowed it."""
+
+    lease: Lease
+    credential: IssuedCredential
+    decision_id: str
+
+
+class Leases:
+    def __init__(
+        self,
+        *,
+        store: LeaseStore,
+        agents: AgentStore,
+        engines: Engines,
+        checkpoint: Checkpoint,
+        audit: AuditSink,
+        clock: Clock,
+        revoker: Revoker,
+    ) -> None:
+        self._store = store
+        self._agents = agents
+        self._engines = engines
+        self._checkpoint = checkpoint
+        self._audit = audit
+        self._clock = clock
+        self._revoker = revoker
+
+    # -- issue ---------------------------------------------------------------------------
+
+    async def issue(
+        self,
+        *,
+        token: str,
+        engine: str,
+        role: str,
+        ttl: int | None = None,
+        certificate_thumbprint: str | None = None,
+        correlation_id: str | None = None,
+    ) -> Issued:
+        """A new lease for the agent instance that presents ``token``: ``Unauthenticated``,
+        ``Forbidden`` (the decision's reasons), ``EngineUnavailable``, ``AuditUnavailable``."""
+        config, credential_engine = await self._engines.open(engine)
+        template = role_of(config, role)
+        ttl = lifecycle.check_ttl(
+            template.default_ttl if ttl is None else ttl, max_ttl=template.max_ttl
+        )
+        verdict = await self._checkpoint.check(
+            CheckRequest(
+                token=token,
+                action="use_credential",
+                resource=_resource(config, template),
+                enforcement_point="leases",
+                certificate_thumbprint=certificate_thumbprint,
+                arguments={"engine": engine, "role": role, "ttl": ttl},
+                correlation_id=correlation_id,
+            )
+        )
+        caller = _allowed_caller(verdict)
+        lease_id = new_id("lea")
+        lease = lifecycle.new_lease(
+            id=lease_id,
+            engine=engine,
+            role=role,
+            credential=credential_engine.credential_name(lease_id),
+            agent=caller.agent.name,
+            instance=caller.instance_id,
+            now=self._clock.now(),
+            ttl=ttl,
+            max_ttl=template.max_ttl,
+        )
+        await self._store.create_lease(lease)
+        created = await self._create(lease, credential_engine, template, verdict)
+        return Issued(lease=created[0], credential=created[1], decision_id=verdict.decision_id)
+
+    async def _create(
+        self, lease: Lease, engine: CredentialEngine, template: RoleTemplate, verdict: Verdict
+    ) -> tuple[Lease, IssuedCredential]:
+        actor = verdict.caller.spiffe_id if verdict.caller else "unknown"
+        facts: dict[str, object] = {"decision_id": verdict.decision_id}
+        try:
+            credential = await engine.create(
+                credential=lease.credential, role=template, expires_at=lease.expires_at
+            )
+        except Error as exc:
+            await self._abandon(lease, engine, template, error=exc, actor=actor, facts=facts)
+            raise
+        try:
+            active = lifecycle.activated(lease, now=self._clock.now())
+            await self._store.save_lease(active, expected_version=lease.version)
+            await self._audit.append(self._revoker.record("lease.issued", actor, active, facts))
+        except Error as exc:
+            # Revoked meanwhile (the lease is no longer ``issuing``), or the record could not
+            # be made durable: the credential must not outlive this call.
+            await self._abandon(lease, engine, template, error=exc, actor=actor, facts=facts)
+            if isinstance(exc, AuditUnavailable):
+                raise
+            raise AuditUnavailable(
+                "the lease could not be put in force; its credential was revoked",
+                details={"lease_id": lease.id, "error": exc.code},
+            ) from None
+        return active, credential
+
+    async def _abandon(
+        self,
+        lease: Lease,
+        engine: CredentialEngine,
+        template: RoleTemplate,
+        *,
+        error: Error,
+        actor: str,
+        facts: dict[str, object],
+    ) -> None:
+        """Issuance failed after the lease was stored: end it, and remove whatever the
+        engine may have created (if that fails too, the reaper retries)."""
+        failure = self._revoker.record("lease.issued", actor, lease, facts | {"error": error.code})
+        with contextlib.suppress(Error):  # the lease row still says it; the reaper ends it
+            await self._audit.append(failed(failure))
+        current = await self._store.get_lease(lease.id)
+        if current is None or current.state is not LeaseState.ISSUING:
+            return  # a revocation took it: whoever did removes the credential
+        try:
+            ending = lifecycle.begin_end(
+                current,
+                now=self._clock.now(),
+                kind=EndKind.FAILED,
+                reason=f"issuance failed: {error.code}",
+                claim_until=self._clock.now() + self._revoker.claim,
+            )
+            await self._store.save_lease(ending, expected_version=current.version)
+        except Error:
+            return  # someone else is ending it
+        await self._revoker.finish(ending, engine, template)
+
+    # -- renew ---------------------------------------------------------------------------
+
+    async def renew(self, lease_id: str, *, actor: Actor, ttl: int | None = None) -> Lease:
+        """Move the lease's expiry forward (capped at its max TTL). The agent that holds it
+        may renew it; operators need ``lease.renew``."""
+        lease = await self._load(lease_id)
+        await self._require(actor, Permission.LEASE_RENEW, lease)
+        config, engine = await self._engines.open(lease.engine)
+        template = role_of(config, lease.role)
+        renewed = lifecycle.renew(
+            lease, now=self._clock.now(), ttl=template.default_ttl if ttl is None else ttl
+        )
+        record = self._revoker.record(
+            "lease.renewed",
+            actor.label,
+            renewed,
+            {"previous_expires_at": lease.expires_at.isoformat()},
+        )
+        await self._audit.append(record)
+        try:
+            await engine.extend(
+                credential=lease.credential, role=template, expires_at=renewed.expires_at
+            )
+            await self._store.save_lease(renewed, expected_version=lease.version)
+        except Error as exc:
+            await self._audit.append(record.failure(exc.code, time=self._clock.now()))
+            raise
+        return renewed
+
+    # -- revoke --------------------------------------------------------------------------
+
+    async def revoke(self, lease_id: str, *, actor: Actor, reason: str | None = None) -> Lease:
+        """End one lease now; returns it ended (or ``revoking``/``irrevocable`` if the
+        engine failed: the reaper retries). The agent holding it may end it. A lease already
+        ending or ended is returned as it is."""
+        lease = await self._load(lease_id)
+        await self._require(actor, Permission.LEASE_REVOKE, lease)
+        if lease.state not in _ENDABLE:
+            return lease
+        ending = self._ending(actor, reason)(lease)
+        try:
+            await self._store.save_lease(ending, expected_version=lease.version)
+        except VersionConflict:
+            return await self._load(lease_id)  # the reaper or another call took it first
+        await self._records_of_revocation([ending], actor, reason)
+        return (await self._revoker.finish_all([ending]))[0]
+
+    async def revoke_all(
+        self, match: LeaseMatch, *, actor: Actor, reason: str | None = None
+    ) -> list[Lease]:
+        """End every live lease of an agent, an instance, a grant or a user (at least one of
+        them given) in one call; returns them as they ended."""
+        owner_fields = (match.agent, match.instance, match.grant_id, match.user)
+        if all(value is None for value in owner_fields):
+            raise InvalidInput(
+                "name an agent, an instance, a grant or a user whose leases to revoke",
+                details={"rule": "agent, instance, grant or user required"},
+            )
+        await self._require_bulk(actor, match)
+        done: list[Lease] = []
+        while True:
+            page = await self._store.change_leases(
+                match,
+                states=_ENDABLE,
+                change=self._ending(actor, reason),
+                limit=PAGE,
+            )
+            if not page:
+                return done
+            await self._records_of_revocation(page, actor, reason)
+            done += await self._revoker.finish_all(page)
+
+    async def revoke_agent(self, agent: str, actor: Actor, reason: str) -> int:
+        """Every lease of ``agent`` (when it is quarantined, suspended or retired): how
+        many were ended."""
+        return len(await self.revoke_all(LeaseMatch(agent=agent), actor=actor, reason=reason))
+
+    def _ending(self, actor: Actor, reason: str | None) -> Callable[[Lease], Lease]:
+        now = self._clock.now()
+        said = f"revoked by {actor.label}" + (f": {reason}" if reason else "")
+
+        def change(lease: Lease) -> Lease:
+            return lifecycle.begin_end(
+                lease,
+                now=now,
+                kind=EndKind.REVOKED,
+                reason=said,
+                claim_until=now + self._revoker.claim,
+            )
+
+        return change
+
+    async def _records_of_revocation(
+        self, leases: Collection[Lease], actor: Actor, reason: str | None
+    ) -> None:
+        for lease in leases:
+            await self._audit.append(
+                self._revoker.record("lease.revoked", actor.label, lease, {"reason": reason})
+            )
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def get(self, lease_id: str, *, actor: Actor) -> Lease:
+        lease = await self._load(lease_id)
+        await self._require(actor, Permission.LEASE_READ, lease)
+        return lease
+
+    async def list(
+        self,
+        match: LeaseMatch,
+        *,
+        actor: Actor,
+        states: Collection[LeaseState] | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[Lease]:
+        """Leases matching ``match``; an agent sees only its own."""
+        if actor.kind == "agent":
+            match = LeaseMatch(**(match.fields() | {"agent": _agent_name(actor)}))
+        elif not allowed(actor, Permission.LEASE_READ):
+            await self._require_bulk(actor, match, Permission.LEASE_READ)
+        return await self._store.list_leases(match, states=states, limit=limit, after=after)
+
+    # -- internals -----------------------------------------------------------------------
+
+    async def _load(self, lease_id: str) -> Lease:
+        lease = await self._store.get_lease(lease_id) if isinstance(lease_id, str) else None
+        if lease is None:
+            raise LeaseNotFound(f"no lease {lease_id!r}", details={"lease_id": str(lease_id)})
+        return lease
+
+    async def _require(self, actor: Actor, permission: Permission, lease: Lease) -> None:
+        """The agent holding the lease, an operator with ``permission``, or a developer who
+        owns the agent (for reading and revoking)."""
+        if actor.kind == "agent":
+            if _agent_name(actor) != lease.agent:
+                raise Forbidden("an agent may act only on its own leases")
+            return
+        agent = await self._agents.get_agent(lease.agent)
+        require(actor, permission, owners=agent.owners if agent else ())
+
+    async def _require_bulk(
+        self, actor: Actor, match: LeaseMatch, permission: Permission = Permission.LEASE_REVOKE
+    ) -> None:
+        if actor.kind == "agent":
+            if match.agent != _agent_name(actor):
+                raise Forbidden("an agent may act only on its own leases")
+            return
+        owners: tuple[str, ...] = ()
+        if match.agent is not None:
+            agent = await self._agents.get_agent(match.agent)
+            owners = agent.owners if agent else ()
+        require(actor, permission, owners=owners)
+
+
+def _allowed_caller(verdict: Verdict) -> AgentCaller:
+    """The caller of an allowed verdict; otherwise the refusal, as an error."""
+    if verdict.allowed and verdict.caller is not None:
+        return verdict.caller
+    if verdict.audit_failed:
+        raise AuditUnavailable("the decision could not be recorded; no credential was issued")
+    reasons = "; ".join(verdict.decision.reasons) or "no policy permits it"
+    details = {"decision_id": verdict.decision_id, "reasons": list(verdict.decision.reasons)}
+    if verdict.caller is None:
+        raise Unauthenticated(f"the agent token was refused: {reasons}", details=details)
+    raise Forbidden(f"use_credential denied: {reasons}", details=details)
+
+
+def _resource(config: EngineConfig, template: RoleTemplate) -> Entity:
+    name = template.resource or config.name
+    return Entity(
+        ref=EntityRef(_RESOURCE_TYPES.get(config.kind, "Database"), name),
+        attrs=MappingProxyType({"name": name, "data_class": template.data_class}),
+    )
+
+
+def _agent_name(actor: Actor) -> str:
+    """The agent name in an agent actor's SPIFFE ID (``…/agent/<name>[/i/<instance>]``)."""
+    parts = actor.id.split("/agent/", 1)
+    return parts[1].split("/", 1)[0] if len(parts) == 2 else ""

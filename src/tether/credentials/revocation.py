@@ -1,0 +1,245 @@
+"""Ending leases: have the engine remove each credential, then close its lease — and the
+reaper's rounds.
+
+Whoever moved a lease to ``revoking`` holds it for a while (``claimed_until``) and finishes it
+here: the engine blocks and removes the credential, the lease becomes ``revoked`` or
+``expired``, and ``lease.ended`` is recorded. A failure is recorded (``lease.revocation_failed``),
+published for monitoring, and retried with backoff by the reaper; after N failures the lease is
+``irrevocable`` and a ``lease.irrevocable`` alert event is published. If the holder dies, its
+hold runs out and another replica's reaper takes the lease over.
+
+The reaper's round (:meth:`Revoker.reap`) takes, under ``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL, the leases that expired (including those that expired while Tether was down), the
+issuances that never finished and the retries that are due. At start,
+:meth:`Revoker.sweep_orphans` removes managed credentials no live lease accounts for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import Any
+
+from tether._internal.clock import Clock
+from tether.audit.records import AuditRecord, Outcome
+from tether.audit.sink import AuditSink
+from tether.credentials import lifecycle
+from tether.credentials.engine import CredentialEngine
+from tether.credentials.engines import Engines, role_of
+from tether.credentials.models import EndKind, EngineConfig, Lease, LeaseState, RoleTemplate
+from tether.errors import Error, LeaseNotFound, VersionConflict
+from tether.identity.access import Actor
+from tether.monitor.events import Event, EventStream
+from tether.store.interfaces import LeaseStore
+
+__all__ = ["PAGE", "Revoker", "facts_of", "failed"]
+
+#: Leases one round or one bulk revocation changes per transaction.
+PAGE = 500
+#: Revocations that run at once.
+_CONCURRENCY = 8
+
+
+class Revoker:
+    def __init__(
+        self,
+        *,
+        store: LeaseStore,
+        engines: Engines,
+        audit: AuditSink,
+        clock: Clock,
+        events: EventStream | None = None,
+        retry: lifecycle.RetryPolicy | None = None,
+        claim_seconds: float = 30.0,
+        issuing_grace_seconds: float = 60.0,
+    ) -> None:
+        self._store = store
+        self._engines = engines
+        self._audit = audit
+        self._clock = clock
+        self._events = events
+        self._retry = retry or lifecycle.RetryPolicy()
+        self.claim = timedelta(seconds=claim_seconds)
+        self._grace = timedelta(seconds=issuing_grace_seconds)
+
+    async def reap(self, *, limit: int = PAGE) -> int:
+        """One round: end the leases that expired, the issuances that never finished and the
+        revocations whose retry is due; how many were taken."""
+        now = self._clock.now()
+        claim_until = now + self.claim
+
+        def change(lease: Lease) -> Lease:
+            if lease.state is LeaseState.ACTIVE:
+                return lifecycle.begin_end(
+                    lease, now=now, kind=EndKind.EXPIRED, reason="ttl", claim_until=claim_until
+                )
+            if lease.state is LeaseState.ISSUING:
+                reason = "issuance did not finish"
+                return lifecycle.begin_end(
+                    lease, now=now, kind=EndKind.FAILED, reason=reason, claim_until=claim_until
+                )
+            return lifecycle.begin_end(
+                lease, now=now, kind=EndKind.REVOKED, reason=None, claim_until=claim_until
+            )
+
+        due = await self._store.change_due_leases(
+            now=now, stale_before=now - self._grace, change=change, limit=limit
+        )
+        await self.finish_all(due)
+        return len(due)
+
+    async def next_expiry(self) -> datetime | None:
+        return await self._store.next_lease_expiry()
+
+    async def sweep_orphans(self) -> int:
+        """Remove, in every engine, the managed credentials no live lease accounts for (left
+        by a crash, or by a lease record lost in a restore); how many."""
+        removed = 0
+        for config in await self._engines.all():
+            try:
+                removed += await self._sweep(config)
+            except Error as exc:
+                self._publish("lease.sweep_failed", {"engine": config.name, "error": exc.code})
+        return removed
+
+    async def _sweep(self, config: EngineConfig) -> int:
+        _, engine = await self._engines.open(config.name)
+        # Credentials first, then leases: a lease is stored before its credential exists, so
+        # a credential seen here that no lease read after accounts for is an orphan.
+        present = await engine.managed()
+        orphans = present - await self._store.live_credentials(config.name)
+        template = next(iter(config.roles.values()))
+        for credential in sorted(orphans):
+            record = AuditRecord.new(
+                type="lease.orphan_removed",
+                actor=Actor.system().label,
+                subject=f"engine:{config.name}",
+                time=self._clock.now(),
+                details={"engine": config.name, "credential": credential},
+            )
+            await self._audit.append(record)
+            await engine.revoke(credential=credential, role=template)
+        return len(orphans)
+
+    async def finish_all(self, leases: Collection[Lease]) -> list[Lease]:
+        gate = asyncio.Semaphore(_CONCURRENCY)
+
+        async def one(lease: Lease) -> Lease:
+            async with gate:
+                return await self._finish_one(lease)
+
+        return list(await asyncio.gather(*(one(lease) for lease in leases)))
+
+    async def _finish_one(self, lease: Lease) -> Lease:
+        try:
+            config, engine = await self._engines.open(lease.engine)
+            template = role_of(config, lease.role)
+        except Error as exc:
+            return await self._failed(lease, exc)
+        return await self.finish(lease, engine, template)
+
+    async def finish(self, lease: Lease, engine: CredentialEngine, template: RoleTemplate) -> Lease:
+        """Have the engine remove the credential of a ``revoking`` lease we hold, then
+        close the lease; a failure schedules the next attempt."""
+        try:
+            await engine.revoke(credential=lease.credential, role=template)
+        except Error as exc:
+            return await self._failed(lease, exc)
+        ended = lifecycle.ended(lease, now=self._clock.now())
+        try:
+            await self._store.save_lease(ended, expected_version=lease.version)
+        except VersionConflict:
+            # Our hold ran out and another replica ended it (or retries it): its record wins.
+            return await self._reload(lease.id)
+        await self._audit.append(
+            self.record(
+                "lease.ended",
+                Actor.system().label,
+                ended,
+                {
+                    "state": str(ended.state),
+                    "ending": str(lease.ending),
+                    "attempts": lease.attempts,
+                },
+            )
+        )
+        return ended
+
+    async def _failed(self, lease: Lease, exc: Error) -> Lease:
+        retried = lifecycle.revocation_failed(
+            lease, now=self._clock.now(), error=f"{exc.code}: {exc.message}", policy=self._retry
+        )
+        try:
+            await self._store.save_lease(retried, expected_version=lease.version)
+        except VersionConflict:
+            return await self._reload(lease.id)  # another replica took it over meanwhile
+        irrevocable = retried.state is LeaseState.IRREVOCABLE
+        facts = {
+            "attempts": retried.attempts,
+            "error": exc.code,
+            "next_attempt_at": _iso(retried.next_attempt_at),
+            "irrevocable": irrevocable,
+        }
+        record = self.record("lease.revocation_failed", Actor.system().label, retried, facts)
+        await self._audit.append(failed(record))
+        kind = "lease.irrevocable" if irrevocable else "lease.revocation_failed"
+        self._publish(kind, facts_of(retried) | facts)
+        return retried
+
+    async def _reload(self, lease_id: str) -> Lease:
+        lease = await self._store.get_lease(lease_id)
+        if lease is None:
+            raise LeaseNotFound(f"no lease {lease_id!r}", details={"lease_id": lease_id})
+        return lease
+
+    def record(self, tag: str, actor: str, lease: Lease, extra: dict[str, Any]) -> AuditRecord:
+        return AuditRecord.new(
+            type=tag,
+            actor=actor,
+            subject=f"lease:{lease.id}",
+            time=self._clock.now(),
+            details=facts_of(lease) | extra,
+        )
+
+    def _publish(self, kind: str, data: dict[str, object]) -> None:
+        if self._events is not None:
+            self._events.publish(
+                Event(type=kind, time=self._clock.now().timestamp(), data=MappingProxyType(data))
+            )
+
+
+def failed(record: AuditRecord) -> AuditRecord:
+    return AuditRecord.new(
+        type=record.type,
+        actor=record.actor,
+        subject=record.subject,
+        time=record.time,
+        outcome=Outcome.FAILURE,
+        correlation_id=record.correlation_id,
+        details=record.details,
+    )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def facts_of(lease: Lease) -> dict[str, object]:
+    """What records and events say about a lease: facts, never a secret."""
+    return {
+        "lease_id": lease.id,
+        "engine": lease.engine,
+        "role": lease.role,
+        "credential": lease.credential,
+        "agent": lease.agent,
+        "instance": lease.instance,
+        "grant_id": lease.grant_id,
+        "user": lease.user,
+        "state": str(lease.state),
+        "created_at": _iso(lease.created_at),
+        "expires_at": _iso(lease.expires_at),
+        "max_expires_at": _iso(lease.max_expires_at),
+        "renewals": lease.renewals,
+    }

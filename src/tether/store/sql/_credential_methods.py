@@ -1,0 +1,143 @@
+"""``SqlStore``'s leases and credential engines (:class:`~tether.store.interfaces.LeaseStore`,
+:class:`~tether.store.interfaces.EngineStore`), as a mixin over the store's unit runner.
+
+Each method builds its unit of work in :mod:`._credentials` and hands it to ``_run``: reads and
+single writes as one statement (autocommit on PostgreSQL), the bulk changes and the engine
+deletion in one transaction that holds SQLite's write lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from tether.credentials.models import EngineConfig, Lease, LeaseMatch, LeaseState
+from tether.store.sql import _credentials as units
+
+__all__ = ["CredentialMethods"]
+
+_T = TypeVar("_T")
+
+
+class _Runner(Protocol):
+    """What the mixin needs of its store: ``SqlStore._run``."""
+
+    async def _run(
+        self,
+        unit: Callable[[Connection], _T],
+        *,
+        write: bool,
+        one_statement: bool = False,
+        notify: str | None = None,
+    ) -> _T: ...
+
+
+def _rows(
+    query: sa.Select[Any], convert: Callable[[sa.RowMapping], _T], **params: Any
+) -> Callable[[Connection], list[_T]]:
+    def unit(conn: Connection) -> list[_T]:
+        return [convert(row) for row in conn.execute(query, params).mappings()]
+
+    return unit
+
+
+class CredentialMethods:
+    """The lease and engine half of ``SqlStore``; see :mod:`._credentials`."""
+
+    # -- leases --------------------------------------------------------------------------
+
+    async def create_lease(self: _Runner, lease: Lease) -> None:
+        await self._run(units.create_lease_unit(lease), write=True)
+
+    async def get_lease(self: _Runner, lease_id: str) -> Lease | None:
+        found = await self._run(
+            _rows(units.LEASE_BY_ID, units.lease_from_row, id=lease_id),
+            write=False,
+            one_statement=True,
+        )
+        return found[0] if found else None
+
+    async def save_lease(self: _Runner, lease: Lease, *, expected_version: int) -> None:
+        unit = units.save_lease_unit(lease, expected_version=expected_version)
+        await self._run(unit, write=True, one_statement=True)
+
+    async def list_leases(
+        self: _Runner,
+        match: LeaseMatch,
+        *,
+        states: Collection[LeaseState] | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[Lease]:
+        page = min(limit, units.MAX_LEASE_PAGE)
+        query = units.leases_query(match, states=states, limit=page, after=after)
+        return await self._run(_rows(query, units.lease_from_row), write=False, one_statement=True)
+
+    async def change_leases(
+        self: _Runner,
+        match: LeaseMatch,
+        *,
+        states: Collection[LeaseState],
+        change: Callable[[Lease], Lease],
+        limit: int,
+    ) -> list[Lease]:
+        if not states or limit <= 0:
+            return []
+        query = units.leases_query(match, states=states, limit=limit)
+        return await self._run(units.change_unit(query, change), write=True)
+
+    async def change_due_leases(
+        self: _Runner,
+        *,
+        now: datetime,
+        stale_before: datetime,
+        change: Callable[[Lease], Lease],
+        limit: int,
+    ) -> list[Lease]:
+        query = units.due_leases_query(now=now, stale_before=stale_before, limit=limit)
+        if limit <= 0:
+            return []
+        return await self._run(units.change_unit(query, change), write=True)
+
+    async def live_credentials(self: _Runner, engine: str) -> set[str]:
+        query = units.live_credentials_query(engine)
+        found = await self._run(
+            _rows(query, lambda row: str(row["credential"])), write=False, one_statement=True
+        )
+        return set(found)
+
+    async def next_lease_expiry(self: _Runner) -> datetime | None:
+        query = units.next_expiry_query()
+        found: list[datetime] = await self._run(
+            _rows(query, lambda row: row["expires_at"]), write=False, one_statement=True
+        )
+        return found[0] if found else None
+
+    # -- engines -------------------------------------------------------------------------
+
+    async def create_engine(self: _Runner, engine: EngineConfig) -> None:
+        await self._run(units.create_engine_unit(engine), write=True, one_statement=True)
+
+    async def get_engine(self: _Runner, name: str) -> EngineConfig | None:
+        found = await self._run(
+            _rows(units.ENGINE_BY_NAME, units.engine_from_row, name=name),
+            write=False,
+            one_statement=True,
+        )
+        return found[0] if found else None
+
+    async def list_engines(self: _Runner) -> list[EngineConfig]:
+        return await self._run(
+            _rows(units.ENGINES, units.engine_from_row), write=False, one_statement=True
+        )
+
+    async def update_engine(self: _Runner, engine: EngineConfig, *, expected_version: int) -> None:
+        unit = units.update_engine_unit(engine, expected_version=expected_version)
+        await self._run(unit, write=True, one_statement=True)
+
+    async def delete_engine(self: _Runner, name: str) -> None:
+        await self._run(units.delete_engine_unit(name), write=True)

@@ -1,0 +1,370 @@
+"""Just-in-time database credentials over the API, against a real PostgreSQL.
+
+Every test here is also a leak test (the ``client`` fixture): no issued password and no engine
+admin password may show in another response or in an audit record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from tests.conftest import PgCluster
+from tether.api.services import Services
+from tether.credentials.models import LeaseState
+
+from .conftest import AgentFactory
+from .decisions import svid
+from .leases import ManagedDb, configure, issue, managed_db
+from .test_management_api import as_, operator_token
+
+
+@pytest.fixture
+def db(pg_cluster: PgCluster) -> ManagedDb:
+    return managed_db(pg_cluster)
+
+
+@pytest.fixture
+async def token(client: httpx.AsyncClient, make_agent: AgentFactory, db: ManagedDb) -> str:
+    """faq-bot's JWT-SVID, with pg-main configured and a policy letting it use it."""
+    agent = await make_agent("faq-bot", resources=["pg-main"])
+    await configure(client, db)
+    return await svid(client, agent)
+
+
+async def _issued(client: httpx.AsyncClient, token: str, **body: Any) -> dict[str, Any]:
+    answer = await issue(client, token, **body)
+    assert answer.status_code == 201, answer.text
+    assert answer.headers["cache-control"] == "no-store"
+    issued: dict[str, Any] = answer.json()
+    return issued
+
+
+async def _records(services: Services, kind: str) -> list[dict[str, Any]]:
+    page = await services.store.list_audit(type_prefix=kind, limit=1000)
+    return [dict(record.details) for _, record in page if record.type == kind]
+
+
+async def test_lease_login_works_during_the_lease_and_reads_through_the_group(
+    client: httpx.AsyncClient, token: str, db: ManagedDb, services: Services
+) -> None:
+    issued = await _issued(client, token, ttl=120)
+    credential, lease = issued["credential"], issued["lease"]
+    assert lease["state"] == "active"
+    assert lease["agent"] == "faq-bot"
+    assert credential["username"] == lease["credential"]
+    with db.connect(credential["username"], credential["secret"]) as conn:
+        rows = conn.execute("SELECT a FROM faq").fetchall()
+        assert rows == [("9 to 5",)]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("INSERT INTO faq VALUES ('x', 'y')")
+    recorded = await _records(services, "lease.issued")
+    assert [r["lease_id"] for r in recorded] == [lease["id"]]
+    assert recorded[0]["decision_id"] == issued["decision_id"]
+
+
+async def test_lease_refused_by_policy_creates_no_role(
+    client: httpx.AsyncClient, make_agent: AgentFactory, db: ManagedDb, token: str
+) -> None:
+    other = await make_agent("other-bot")
+    refused = await issue(client, await svid(client, other))
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["details"]["decision_id"].startswith("dec_")
+    assert db.roles() == set()
+    listed = await client.get("/v1/leases")
+    assert listed.json()["leases"] == []
+
+
+async def test_lease_is_not_issued_to_an_operator_token(
+    client: httpx.AsyncClient, token: str
+) -> None:
+    refused = await client.post("/v1/leases", json={"engine": "pg-main", "role": "readonly"})
+    assert refused.status_code == 403
+    assert "JWT-SVID" in refused.json()["error"]["message"]
+
+
+async def test_lease_ttl_beyond_the_role_max_is_refused(
+    client: httpx.AsyncClient, token: str, db: ManagedDb
+) -> None:
+    refused = await issue(client, token, ttl=301)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "invalid_input"
+    assert db.roles() == set()
+
+
+async def test_lease_renew_moves_valid_until_and_stops_at_max_ttl(
+    client: httpx.AsyncClient, token: str, db: ManagedDb
+) -> None:
+    lease = (await _issued(client, token, ttl=60))["lease"]
+    agent = {"Authorization": f"Bearer {token}"}
+    renewed = await client.post(f"/v1/leases/{lease['id']}/renew", json={"ttl": 200}, headers=agent)
+    assert renewed.status_code == 200, renewed.text
+    assert renewed.json()["renewals"] == 1
+    with db.admin() as conn:
+        until = conn.execute(
+            "SELECT rolvaliduntil FROM pg_roles WHERE rolname = %s", (lease["credential"],)
+        ).fetchone()
+    assert until is not None
+    assert until[0].isoformat() == renewed.json()["expires_at"]
+    capped = await client.post(f"/v1/leases/{lease['id']}/renew", json={"ttl": 300}, headers=agent)
+    assert capped.json()["expires_at"] == capped.json()["max_expires_at"]
+    again = await client.post(f"/v1/leases/{lease['id']}/renew", json={"ttl": 300}, headers=agent)
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "lease_max_ttl_reached"
+
+
+async def test_lease_revoke_ends_login_and_open_sessions_within_a_second(
+    client: httpx.AsyncClient, token: str, db: ManagedDb
+) -> None:
+    issued = await _issued(client, token)
+    user, password = issued["credential"]["username"], issued["credential"]["secret"]
+    plain = db.connect(user, password, autocommit=True)
+    elevated = db.connect(user, password, autocommit=True)
+    elevated.execute(psycopg.sql.SQL("SET ROLE {}").format(psycopg.sql.Identifier(db.group)))
+    revoked = await client.post(
+        f"/v1/leases/{issued['lease']['id']}/revoke",
+        json={"reason": "task done"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    done = time.monotonic()
+    assert revoked.status_code == 200, revoked.text
+    assert revoked.json()["state"] == "revoked"
+    for session in (plain, elevated):
+        with pytest.raises(psycopg.OperationalError):
+            _query_until_closed(session, deadline=done + 1.0)
+    with pytest.raises(psycopg.OperationalError):
+        db.connect(user, password)
+    assert db.roles() == set()
+
+
+def _query_until_closed(conn: psycopg.Connection[Any], *, deadline: float) -> None:
+    """Query until the server ends the session; if it is still open at ``deadline``, fail."""
+    try:
+        while time.monotonic() < deadline:
+            conn.execute("SELECT 1")
+            time.sleep(0.02)
+    finally:
+        conn.close()
+    pytest.fail("the session was still open a second after the revocation")
+
+
+async def test_revoke_by_agent_ends_every_lease_in_one_call(
+    client: httpx.AsyncClient, token: str, db: ManagedDb, services: Services
+) -> None:
+    ids = {(await _issued(client, token))["lease"]["id"] for _ in range(3)}
+    assert len(db.roles()) == 3
+    answer = await client.post("/v1/leases/revoke", json={"agent": "faq-bot", "reason": "r"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["revoked"] == 3
+    assert {lease["id"] for lease in answer.json()["leases"]} == ids
+    assert db.roles() == set()
+    assert {r["lease_id"] for r in await _records(services, "lease.revoked")} == ids
+
+
+async def test_revoke_by_instance_spares_the_other_instances(
+    client: httpx.AsyncClient, token: str, db: ManagedDb
+) -> None:
+    lease = (await _issued(client, token))["lease"]
+    answer = await client.post("/v1/leases/revoke", json={"instance": "not-this-one"})
+    assert answer.json()["revoked"] == 0
+    answer = await client.post("/v1/leases/revoke", json={"instance": lease["instance"]})
+    assert answer.json()["revoked"] == 1
+    assert db.roles() == set()
+
+
+async def test_bulk_revoke_needs_an_owner_of_the_leases(client: httpx.AsyncClient) -> None:
+    answer = await client.post("/v1/leases/revoke", json={"reason": "everything"})
+    assert answer.status_code == 400
+
+
+async def test_quarantine_revokes_every_lease_the_agent_holds(
+    client: httpx.AsyncClient, token: str, db: ManagedDb
+) -> None:
+    await _issued(client, token)
+    await _issued(client, token)
+    quarantined = await client.post("/v1/agents/faq-bot/quarantine", json={"reason": "leak"})
+    assert quarantined.status_code == 200, quarantined.text
+    assert db.roles() == set()
+    listed = (await client.get("/v1/leases", params={"agent": "faq-bot"})).json()["leases"]
+    assert {lease["state"] for lease in listed} == {"revoked"}
+    assert all("leak" in lease["reason"] for lease in listed)
+
+
+async def test_agent_cannot_revoke_another_agents_lease(
+    client: httpx.AsyncClient, token: str, make_agent: AgentFactory
+) -> None:
+    lease = (await _issued(client, token))["lease"]
+    other = await svid(client, await make_agent("other-bot"))
+    refused = await client.post(
+        f"/v1/leases/{lease['id']}/revoke", headers={"Authorization": f"Bearer {other}"}
+    )
+    assert refused.status_code == 403
+    mine = await client.get("/v1/leases", headers={"Authorization": f"Bearer {other}"})
+    assert mine.json()["leases"] == []
+
+
+async def test_developer_owner_sees_and_revokes_but_auditor_cannot_revoke(
+    client: httpx.AsyncClient, token: str
+) -> None:
+    lease = (await _issued(client, token))["lease"]
+    auditor = await operator_token(client, "auditor", "ann")
+    seen = await client.get(f"/v1/leases/{lease['id']}", headers=as_(auditor))
+    assert seen.status_code == 200
+    refused = await client.post(f"/v1/leases/{lease['id']}/revoke", headers=as_(auditor))
+    assert refused.status_code == 403
+    alice = await operator_token(client, "developer", "alice")  # owns faq-bot
+    done = await client.post(f"/v1/leases/{lease['id']}/revoke", headers=as_(alice))
+    assert done.json()["state"] == "revoked"
+
+
+async def test_expired_lease_is_reaped_never_early(
+    client: httpx.AsyncClient, token: str, db: ManagedDb, services: Services
+) -> None:
+    lease = (await _issued(client, token, ttl=2))["lease"]
+    assert await services.revoker.reap() == 0  # not yet: the lease is valid for 2 s
+    assert db.roles() == {lease["credential"]}
+    await asyncio.sleep(2.1)
+    assert await services.revoker.reap() == 1
+    assert db.roles() == set()
+    shown = (await client.get(f"/v1/leases/{lease['id']}")).json()
+    assert shown["state"] == "expired"
+    assert shown["ended_at"] >= shown["expires_at"]
+
+
+async def test_managed_roles_equal_the_live_leases(
+    client: httpx.AsyncClient, token: str, db: ManagedDb, services: Services
+) -> None:
+    issued = [(await _issued(client, token))["lease"] for _ in range(4)]
+    await client.post(f"/v1/leases/{issued[0]['id']}/revoke")
+    live = await services.store.live_credentials("pg-main")
+    assert db.roles() == live == {lease["credential"] for lease in issued[1:]}
+
+
+async def test_orphan_role_with_the_managed_prefix_is_dropped_on_sweep(
+    client: httpx.AsyncClient, token: str, db: ManagedDb, services: Services
+) -> None:
+    kept = (await _issued(client, token))["lease"]["credential"]
+    with db.admin() as conn:
+        conn.execute(
+            psycopg.sql.SQL("CREATE ROLE {} LOGIN").format(
+                psycopg.sql.Identifier(db.prefix + "lea_orphan")
+            )
+        )
+    assert await services.revoker.sweep_orphans() == 1
+    assert db.roles() == {kept}
+    orphans = await _records(services, "lease.orphan_removed")
+    assert [r["credential"] for r in orphans] == [db.prefix + "lea_orphan"]
+
+
+async def test_role_that_cannot_be_dropped_is_retried_then_irrevocable_with_an_alert(
+    client: httpx.AsyncClient, token: str, db: ManagedDb, services: Services, pg_cluster: PgCluster
+) -> None:
+    issued = await _issued(client, token)
+    role = issued["lease"]["credential"]
+    # The role owns an object in a database the engine does not manage: DROP ROLE fails.
+    elsewhere = pg_cluster.create_database()
+    with psycopg.connect(
+        host=pg_cluster.host,
+        port=pg_cluster.port,
+        user=pg_cluster.user,
+        password=pg_cluster.password,
+        dbname=elsewhere,
+        autocommit=True,
+    ) as conn:
+        conn.execute(psycopg.sql.SQL("CREATE TABLE kept (x int)"))
+        conn.execute(
+            psycopg.sql.SQL("ALTER TABLE kept OWNER TO {}").format(psycopg.sql.Identifier(role))
+        )
+    alerts = services.events.subscribe()
+    revoked = await client.post(f"/v1/leases/{issued['lease']['id']}/revoke")
+    assert revoked.json()["state"] == "revoking"
+    assert revoked.json()["attempts"] == 1
+    # Blocked meanwhile: the password no longer logs in.
+    with pytest.raises(psycopg.OperationalError):
+        db.connect(role, issued["credential"]["secret"])
+    lease_id = issued["lease"]["id"]
+    for _ in range(services.settings.lease_revoke_max_attempts):
+        await _force_due(services, lease_id)
+        await services.revoker.reap()
+    shown = (await client.get(f"/v1/leases/{lease_id}")).json()
+    assert shown["state"] == str(LeaseState.IRREVOCABLE)
+    kinds = [event.type for event in alerts.drain()]
+    assert "lease.irrevocable" in kinds
+    # Fixed by hand: the next attempt removes it.
+    with psycopg.connect(
+        host=pg_cluster.host,
+        port=pg_cluster.port,
+        user=pg_cluster.user,
+        password=pg_cluster.password,
+        dbname=elsewhere,
+        autocommit=True,
+    ) as conn:
+        conn.execute("DROP TABLE kept")
+    await _force_due(services, lease_id)
+    await services.revoker.reap()
+    assert (await client.get(f"/v1/leases/{lease_id}")).json()["state"] == "revoked"
+    assert db.roles() == set()
+
+
+async def _force_due(services: Services, lease_id: str) -> None:
+    """Make the lease's next attempt due now (instead of waiting out the backoff)."""
+    lease = await services.store.get_lease(lease_id)
+    assert lease is not None
+    due = replace(lease, next_attempt_at=services.clock.now(), version=lease.version + 1)
+    await services.store.save_lease(due, expected_version=lease.version)
+
+
+async def test_engine_secret_is_sealed_and_never_shown(
+    client: httpx.AsyncClient, token: str, services: Services, pg_cluster: PgCluster
+) -> None:
+    shown = (await client.get("/v1/engines/pg-main")).json()
+    assert shown["secret_set"] is True
+    assert "secret" not in shown
+    stored = await services.store.get_engine("pg-main")
+    assert stored is not None
+    assert stored.sealed_secret is not None
+    assert pg_cluster.password.encode() not in stored.sealed_secret
+
+
+async def test_engine_with_a_wrong_admin_password_is_refused(
+    client: httpx.AsyncClient, db: ManagedDb
+) -> None:
+    body = db.engine_body() | {"secret": "wrong-password"}
+    refused = await client.put("/v1/engines/pg-other", json=body)
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "engine_unavailable"
+    assert "wrong-password" not in refused.text
+    assert (await client.get("/v1/engines/pg-other")).status_code == 404
+
+
+async def test_engine_in_use_cannot_be_removed(client: httpx.AsyncClient, token: str) -> None:
+    lease = (await _issued(client, token))["lease"]
+    assert (await client.delete("/v1/engines/pg-main")).status_code == 409
+    await client.post(f"/v1/leases/{lease['id']}/revoke")
+    assert (await client.delete("/v1/engines/pg-main")).status_code == 200
+
+
+async def test_developer_cannot_configure_an_engine(
+    client: httpx.AsyncClient, db: ManagedDb
+) -> None:
+    dev = await operator_token(client, "developer", "dan")
+    refused = await client.put("/v1/engines/pg-main", json=db.engine_body(), headers=as_(dev))
+    assert refused.status_code == 403
+
+
+async def test_unmanaged_login_role_is_reported(
+    client: httpx.AsyncClient, token: str, db: ManagedDb
+) -> None:
+    with db.admin() as conn:
+        conn.execute("CREATE ROLE standing_app LOGIN")
+    answer = await client.get("/v1/engines/pg-main/unmanaged-logins")
+    assert answer.status_code == 200, answer.text
+    assert "standing_app" in {login["name"] for login in answer.json()["logins"]}
+    with db.admin() as conn:
+        conn.execute("DROP ROLE standing_app")
