@@ -15,14 +15,8 @@ fixture to decide when replay keys expire.
 
 from __future__ import annotations
 
-import glob
 import itertools
 import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +28,12 @@ import sqlalchemy as sa
 from psycopg import sql
 
 from tether._internal.clock import FixedClock
+from tether._internal.pgcluster import (
+    SUPERUSER,
+    ClusterUnavailable,
+    ThrowawayCluster,
+    server_binaries,
+)
 from tether.store.interfaces import Store
 from tether.store.memory import MemoryStore
 from tether.store.sql import SqlStore, open_sql_store
@@ -41,39 +41,13 @@ from tether.store.sql.tables import metadata
 
 TABLES = metadata.sorted_tables
 
-PG_SUPERUSER = "postgres"
 PG_PASSWORD = "superpw-for-tests"
-
-
-def _pg_bin() -> str | None:
-    """The newest installed server binaries, or ``$PGBIN``."""
-    if explicit := os.environ.get("PGBIN"):
-        return explicit if os.path.exists(os.path.join(explicit, "initdb")) else None
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=_major_version)
-    return os.path.dirname(found[-1]) if found else None
-
-
-def _major_version(initdb: str) -> int:
-    name = Path(initdb).parents[1].name
-    return int(name) if name.isdigit() else 0
 
 
 def _unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason}; CI must run the PostgreSQL tests", pytrace=False)
     pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _as_postgres(cmd: list[str]) -> list[str]:
-    """initdb and postgres refuse to run as root: drop to the ``postgres`` system user."""
-    return ["runuser", "-u", PG_SUPERUSER, "--", *cmd] if os.geteuid() == 0 else cmd
 
 
 @dataclass
@@ -114,56 +88,16 @@ class PgCluster:
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def _prepare_dir() -> str:
-    directory = tempfile.mkdtemp(prefix="pgtest-")
-    with open(os.path.join(directory, "pw"), "w", encoding="utf-8") as f:
-        f.write(PG_PASSWORD + "\n")
-    if os.geteuid() == 0:
-        owner = pwd.getpwnam(PG_SUPERUSER)
-        for path in (directory, os.path.join(directory, "pw")):
-            os.chown(path, owner.pw_uid, owner.pw_gid)
-    os.chmod(directory, 0o700)
-    return directory
-
-
-def _start(pgbin: str, directory: str, port: int) -> None:
-    initdb = [f"{pgbin}/initdb", "-D", f"{directory}/data", "-U", PG_SUPERUSER]
-    initdb += [f"--pwfile={directory}/pw", "--auth-local=trust", "--auth-host=scram-sha-256"]
-    initdb += ["--no-sync", "--no-instructions", "-E", "UTF8", "--locale=C.UTF-8"]
-    subprocess.run(_as_postgres(initdb), check=True, stdout=subprocess.DEVNULL)
-    options = (
-        f"-c listen_addresses=127.0.0.1 -p {port} -k {directory} -c fsync=off "
-        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-    )
-    start = [f"{pgbin}/pg_ctl", "-D", f"{directory}/data", "-l", f"{directory}/log", "-w"]
-    started = subprocess.run(
-        _as_postgres([*start, "-o", options, "start"]), check=False, stdout=subprocess.DEVNULL
-    )
-    if started.returncode != 0:
-        log = Path(directory, "log")
-        tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
-        pytest.fail(f"PostgreSQL did not start:\n{tail}", pytrace=False)
-
-
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
-    pgbin = _pg_bin()
-    if pgbin is None:
-        _unavailable("PostgreSQL server binaries not installed (apt-get install postgresql-15)")
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam(PG_SUPERUSER)
-        except KeyError:
-            _unavailable("running as root, but there is no 'postgres' system user")
-    directory = _prepare_dir()
-    port = _free_port()
+    if server_binaries() is None:
+        _unavailable("PostgreSQL server binaries not installed (apt-get install postgresql)")
     try:
-        _start(pgbin, directory, port)
-        yield PgCluster(host="127.0.0.1", port=port, user=PG_SUPERUSER, password=PG_PASSWORD)
-    finally:
-        stop = [f"{pgbin}/pg_ctl", "-D", f"{directory}/data", "-m", "immediate", "-w", "stop"]
-        subprocess.run(_as_postgres(stop), check=False, stdout=subprocess.DEVNULL)
-        shutil.rmtree(directory, ignore_errors=True)
+        server = ThrowawayCluster.start(password=PG_PASSWORD)
+    except ClusterUnavailable as exc:
+        _unavailable(str(exc))
+    with server:
+        yield PgCluster(host=server.host, port=server.port, user=SUPERUSER, password=PG_PASSWORD)
 
 
 @pytest.fixture
