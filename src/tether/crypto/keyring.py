@@ -68,6 +68,10 @@ RELOAD_INTERVAL = timedelta(seconds=10)
 SPIFFE_REFRESH_HINT = 300
 
 
+#: The ``typ`` header values a JWT-SVID may carry (SPIFFE JWT-SVID §2).
+_SVID_TYPES = frozenset({"JWT", "JOSE"})
+
+
 class KeyRingPersistence(Protocol):
     async def list_stored_keys(self, purpose: KeyPurpose | None = None) -> list[StoredKey]:
         """Keys oldest first."""
@@ -358,8 +362,14 @@ class KeyRing:
     def verify_issued(
         self, token: str, *, audience: str, issuer: str, now: int, leeway: int = 30
     ) -> VerifiedClaims:
-        """A token this server signed, still valid, for ``audience``; else ``TokenInvalid``."""
+        """A JWT-SVID this server signed, still valid, for ``audience``; else
+        ``TokenInvalid``. Its ``typ``, if present, is ``JWT`` or ``JOSE`` (SPIFFE JWT-SVID §2):
+        a downstream access token this server also signs (``at+jwt``, RFC 9068) is never one,
+        whatever its audience."""
         parsed = UnverifiedToken.parse(token)
+        typ = parsed.header.get("typ")
+        if typ is not None and str(typ).upper() not in _SVID_TYPES:
+            raise TokenInvalid("the token is not a JWT-SVID", details={"reason": "typ"})
         moment = datetime.fromtimestamp(now, tz=UTC)
         key = self.verification_key(parsed.header.get("kid"), now=moment)
         if key is None:

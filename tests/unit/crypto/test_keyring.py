@@ -217,3 +217,21 @@ async def test_made_up_key_ids_cannot_force_a_read_per_request(kek: KeyEncryptio
                 token, audience=ISSUER, issuer=ISSUER, now=_ts(timedelta(seconds=second))
             )
     assert persistence.reads - reads <= 2, "at most one read per 10 seconds"
+
+
+@pytest.mark.parametrize("typ", ["at+jwt", "application/at+jwt", "dpop+jwt", "secevent+jwt"])
+async def test_access_token_signed_by_the_same_key_is_not_an_agent_token(
+    ring: KeyRing, typ: str
+) -> None:
+    """A downstream access token (RFC 9068) is signed with the same key and may even name
+    Tether as its audience: its ``typ`` alone keeps it from passing as a JWT-SVID."""
+    token = ring.signer.sign_jwt(_claims(_ts()), typ=typ)
+    with pytest.raises(TokenInvalid) as caught:
+        ring.verify_issued(token, audience=ISSUER, issuer=ISSUER, now=_ts())
+    assert caught.value.details["reason"] == "typ"
+
+
+@pytest.mark.parametrize("typ", ["JWT", "jwt", "JOSE"])
+async def test_jwt_svid_typ_values_are_accepted(ring: KeyRing, typ: str) -> None:
+    token = ring.signer.sign_jwt(_claims(_ts()), typ=typ)
+    assert ring.verify_issued(token, audience=ISSUER, issuer=ISSUER, now=_ts()).sub
