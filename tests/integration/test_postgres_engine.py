@@ -23,11 +23,7 @@ import pytest
 from psycopg import sql
 
 from tests.conftest import PgCluster
-from tether.credentials._postgres import (
-    PostgresEngine,
-    open_postgres_engine,
-    validate_postgres_settings,
-)
+from tether.credentials._postgres import PostgresEngine, open_postgres_engine
 from tether.credentials.engine import CredentialEngine
 from tether.credentials.models import EngineConfig, RoleTemplate
 from tether.errors import EngineUnavailable, InvalidInput
@@ -570,46 +566,3 @@ async def test_group_with_more_than_table_privileges_is_refused(db: Db) -> None:
                 await engine.create(credential=name, role=role, expires_at=_soon())
     finally:
         await engine.close()
-
-
-# -- settings -----------------------------------------------------------------------------
-
-_GOOD = {"host": "db.internal", "port": 5432, "database": "app", "admin_user": "tether"}
-
-
-def test_settings_get_their_defaults() -> None:
-    assert validate_postgres_settings(_GOOD) == _GOOD | {
-        "databases": ["app"],
-        "role_prefix": "tether_",
-        "connect_timeout": 5.0,
-        "pool_size": 4,
-        "known_logins": [],
-    }
-
-
-@pytest.mark.parametrize(
-    ("change", "match"),
-    [
-        ({"password": "x"}, "unknown postgres settings: password"),
-        ({"host": ""}, "'host'"),
-        ({"port": True}, "'port'"),
-        ({"port": 0}, "'port'"),
-        ({"port": "5432"}, "'port'"),
-        ({"database": "x" * 64}, "at most 63 bytes"),
-        ({"databases": []}, "at least one database"),
-        ({"databases": ["a", "a"]}, "names appear once"),
-        ({"admin_user": None}, "'admin_user'"),
-        ({"role_prefix": "pg_"}, "reserved"),
-        ({"role_prefix": "Tether-"}, "'role_prefix'"),
-        ({"role_prefix": "t" * 33}, "'role_prefix'"),
-        ({"connect_timeout": 0}, "'connect_timeout'"),
-        ({"connect_timeout": 61}, "'connect_timeout'"),
-        ({"pool_size": 1.5}, "'pool_size'"),
-        ({"known_logins": "root"}, "'known_logins'"),
-    ],
-)
-def test_settings_that_break_a_rule_are_invalid_input(
-    change: dict[str, object], match: str
-) -> None:
-    with pytest.raises(InvalidInput, match=match):
-        validate_postgres_settings(_GOOD | change)

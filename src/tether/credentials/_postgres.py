@@ -16,7 +16,8 @@ Why it is built this way (``shared/notes/ecosystem.md`` §5.2, ``performance.md`
   in the current database only), (4) drops the role, then sweeps once more for a session that
   logged in while (1) committed. Two round trips with one database, three with more.
 * ``CREATE ROLE`` and friends take no bind parameters: statements are composed with
-  :mod:`psycopg.sql` (``Identifier``/``Literal``), over names checked here first.
+  :mod:`psycopg.sql` (``Identifier``/``Literal``), over names checked first (here, and in
+  :mod:`tether.credentials._postgres_settings` for the settings, which need no driver).
 
 This is the only module of :mod:`tether.credentials` that imports psycopg (an import-linter
 contract). The admin role must be a superuser, or (PostgreSQL 16+) hold ``CREATEROLE``, ADMIN
@@ -38,7 +39,7 @@ import math
 import re
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -49,6 +50,12 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from tether.credentials._postgres_settings import (
+    MAX_IDENTIFIER,
+    PostgresSettings,
+    parse_postgres_settings,
+    validate_postgres_settings,
+)
 from tether.credentials._scram import scram_verifier_async
 from tether.credentials.engine import UnmanagedLogin
 from tether.credentials.models import EngineConfig, IssuedCredential, RoleTemplate
@@ -59,107 +66,12 @@ __all__ = ["PostgresEngine", "PostgresLogin", "open_postgres_engine", "validate_
 _Pool = AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]]
 _Conn = psycopg.AsyncConnection[TupleRow]
 
-#: PostgreSQL truncates identifiers longer than this many bytes (NAMEDATALEN - 1).
-MAX_IDENTIFIER = 63
-_PREFIX = re.compile(r"[a-z_][a-z0-9_]*")
 _LEASE_ID = re.compile(r"[a-z0-9_]+")
 #: How long revocation waits for each terminated session to end.
 _TERMINATE_WAIT_MS = 2000
 #: Server-side bounds, so that no statement of the engine hangs (a lock held elsewhere).
 _SERVER_OPTIONS = "-c lock_timeout=10s -c statement_timeout=30s"
 _PASSWORD_BYTES = 32
-
-
-# -- settings -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class PostgresSettings:
-    host: str
-    port: int
-    database: str
-    databases: tuple[str, ...]
-    admin_user: str
-    role_prefix: str = "tether_"
-    connect_timeout: float = 5.0
-    pool_size: int = 4
-    known_logins: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, object]:
-        lists = {"databases": list(self.databases), "known_logins": list(self.known_logins)}
-        return asdict(self) | lists
-
-
-_SETTINGS = frozenset(f.name for f in fields(PostgresSettings))
-
-
-def _invalid(key: str, rule: str) -> InvalidInput:
-    return InvalidInput(f"postgres setting {key!r}: {rule}", details={"setting": key, "rule": rule})
-
-
-def _name(value: object, key: str) -> str:
-    """A PostgreSQL object name: 1 to 63 bytes, no NUL."""
-    if not isinstance(value, str) or not value or "\x00" in value:
-        raise _invalid(key, "a non-empty name")
-    if len(value.encode("utf-8")) > MAX_IDENTIFIER:
-        raise _invalid(key, f"at most {MAX_IDENTIFIER} bytes")
-    return value
-
-
-def _names(value: object, key: str) -> tuple[str, ...]:
-    if not isinstance(value, list | tuple) or len(value) > 100:
-        raise _invalid(key, "a list of at most 100 names")
-    names = tuple(_name(v, key) for v in value)
-    if len(set(names)) != len(names):
-        raise _invalid(key, "names appear once")
-    return names
-
-
-def _number(settings: Mapping[str, object], key: str, default: float | None, high: int) -> float:
-    """A positive number up to ``high`` (a whole one where ``default`` is whole)."""
-    value = settings.get(key, default)
-    kinds = (int,) if isinstance(default, int | None) else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not 0 < value <= high:
-        raise _invalid(key, f"a {'whole ' if kinds == (int,) else ''}number in (0, {high}]")
-    return value
-
-
-def _prefix(value: object) -> str:
-    if not isinstance(value, str) or not _PREFIX.fullmatch(value) or len(value) > 32:
-        raise _invalid("role_prefix", "1 to 32 of a-z, 0-9 and '_', not starting with a digit")
-    if value.startswith("pg_"):
-        raise _invalid("role_prefix", "'pg_' is reserved by PostgreSQL")
-    return value
-
-
-def _parse(settings: Mapping[str, object]) -> PostgresSettings:
-    if unknown := sorted(set(settings) - _SETTINGS):
-        raise InvalidInput(
-            f"unknown postgres settings: {', '.join(unknown)}", details={"unknown": unknown}
-        )
-    host = settings.get("host")
-    if not isinstance(host, str) or not host or len(host) > 255 or "\x00" in host:
-        raise _invalid("host", "a host name, address or socket directory")
-    database = _name(settings.get("database"), "database")
-    databases = _names(settings.get("databases", [database]), "databases")
-    if not databases:
-        raise _invalid("databases", "at least one database")
-    return PostgresSettings(
-        host=host,
-        port=int(_number(settings, "port", None, 65535)),
-        database=database,
-        databases=databases,
-        admin_user=_name(settings.get("admin_user"), "admin_user"),
-        role_prefix=_prefix(settings.get("role_prefix", "tether_")),
-        connect_timeout=float(_number(settings, "connect_timeout", 5.0, 60)),
-        pool_size=int(_number(settings, "pool_size", 4, 64)),
-        known_logins=tuple(sorted(_names(settings.get("known_logins", []), "known_logins"))),
-    )
-
-
-def validate_postgres_settings(settings: Mapping[str, object]) -> dict[str, object]:
-    """``settings`` checked and normalised (defaults filled in), or ``InvalidInput``."""
-    return _parse(settings).to_dict()
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -298,8 +210,9 @@ class PostgresEngine:
     # -- create / extend ------------------------------------------------------------------
 
     async def create(
-        self, *, credential: str, role: RoleTemplate, expires_at: datetime
+        self, *, credential: str, role: RoleTemplate, expires_at: datetime, holder: str = ""
     ) -> IssuedCredential:
+        """A LOGIN role in the template's group (``holder`` is not used)."""
         name = self._check_credential(credential)
         group = self._group(role)
         until = sql.Literal(_timestamp(expires_at))
@@ -507,7 +420,7 @@ async def open_postgres_engine(config: EngineConfig, secret: str | None) -> Post
     within ``connect_timeout`` or refuses the admin."""
     if config.kind != "postgres":
         raise InvalidInput(f"engine {config.name!r} is not a postgres engine")
-    s = _parse(config.settings)
+    s = parse_postgres_settings(config.settings)
     databases = sorted({s.database, *s.databases})
     probes = await asyncio.gather(
         *(_probe(s, secret, db) for db in databases), return_exceptions=True
