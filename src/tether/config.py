@@ -110,8 +110,9 @@ class Settings:
     lease_ttl_ceiling_seconds: int = 24 * 3600
     #: A replica ending a lease holds it this long before another may take it over.
     lease_claim_seconds: float = 30.0
-    #: An issuance still unfinished after this long (a crash mid-way) is ended by the reaper.
-    lease_issuing_grace_seconds: float = 60.0
+    #: An issuance finishes within this long: a managed credential with no lease this long
+    #: after it was seen is an orphan (a crash mid-issuance) and is removed.
+    lease_issuing_grace_seconds: float = 10.0
     #: Failed revocation attempts before a lease is marked irrevocable (and alerted on).
     lease_revoke_max_attempts: int = 8
 

@@ -1,7 +1,8 @@
 """Request bodies and response shapes of ``/v1/leases`` and ``/v1/engines``.
 
-A response never carries an engine's admin secret; an issued credential's secret appears in
-the one response that issues it, and nowhere else.
+A response never carries an engine's admin secret nor a value a vault engine holds (only the
+names of its secrets); an issued credential's secret appears in the one response that issues
+it, and nowhere else.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from tether.api.schemas import Strict
 from tether.credentials.engines import MAX_ROLES
 from tether.credentials.leases import Issued
 from tether.credentials.models import EngineConfig, Lease, RoleTemplate
+from tether.credentials.vault import MAX_MAP_BYTES, MAX_VALUE_BYTES
 
 __all__ = [
     "BulkRevokeIn",
@@ -22,6 +24,7 @@ __all__ = [
     "RenewIn",
     "RevokeIn",
     "RoleIn",
+    "SecretIn",
     "engine_json",
     "issued_json",
     "lease_json",
@@ -69,8 +72,15 @@ class EngineIn(Strict):
     kind: str = Field(max_length=32)
     settings: dict[str, Any] = Field(default_factory=dict)
     roles: list[RoleIn] = Field(min_length=1, max_length=MAX_ROLES)
-    #: The admin password; omitted on an update, the sealed one is kept.
-    secret: str | None = Field(default=None, max_length=4096)
+    #: The admin password (a vault engine's: its JSON map of secrets); omitted on an update,
+    #: the sealed one is kept. Each kind has its own bound, checked by the engine.
+    secret: str | None = Field(default=None, max_length=MAX_MAP_BYTES)
+
+
+class SecretIn(Strict):
+    """One secret of a vault engine (the bound in bytes is checked by the engine)."""
+
+    value: str = Field(min_length=1, max_length=MAX_VALUE_BYTES)
 
 
 def _iso(value: Any) -> Any:
@@ -105,10 +115,11 @@ def issued_json(issued: Issued) -> dict[str, Any]:
     credential = issued.credential
     return {
         "lease": lease_json(issued.lease),
+        # The engine's facts first: none of them may stand in for the name or the secret.
         "credential": {
+            **dict(credential.details),
             "name": credential.credential,
             "secret": credential.secret,
-            **dict(credential.details),
         },
         "decision_id": issued.decision_id,
     }

@@ -32,7 +32,20 @@ from tether.credentials._postgres import open_postgres_engine, validate_postgres
 from tether.credentials.engines import EngineKind, Engines
 from tether.credentials.leases import Leases
 from tether.credentials.lifecycle import RetryPolicy
+from tether.credentials.models import EngineConfig
 from tether.credentials.revocation import Revoker
+from tether.credentials.tokens import (
+    TOKEN_KIND,
+    DownstreamTokenEngine,
+    open_token_engine,
+    validate_token_settings,
+)
+from tether.credentials.vault import (
+    MAX_MAP_BYTES,
+    VAULT_KIND,
+    open_vault_engine,
+    validate_vault_settings,
+)
 from tether.crypto.kek import KeyEncryptionKey
 from tether.crypto.keyring import KeyRing, KeyRingChange
 from tether.errors import Error
@@ -137,7 +150,7 @@ class Services:
             redactor=redactor,
         )
         engines, revoker, leases = _credentials(
-            settings, clock, store, audit, kek, events, checkpoint
+            settings, clock, store, audit, kek, events, checkpoint, keyring
         )
         return cls(
             settings=settings,
@@ -297,7 +310,21 @@ def _credentials(  # noqa: PLR0917 - private, called once
     kek: KeyEncryptionKey,
     events: EventStream,
     checkpoint: Checkpoint,
+    keyring: KeyRing,
 ) -> tuple[Engines, Revoker, Leases]:
+    async def open_tokens(config: EngineConfig, secret: str | None) -> DownstreamTokenEngine:
+        # Never an audience Tether's own tokens are for; no longer than a retired signing
+        # key stays published.
+        return await open_token_engine(
+            config,
+            secret,
+            keyring=keyring,
+            clock=clock,
+            issuer=settings.issuer_url,
+            reserved_audiences=settings.audiences | {settings.token_endpoint},
+            max_ttl=settings.jwt_svid_ttl_seconds,
+        )
+
     engines = Engines(
         store=store,
         audit=audit,
@@ -306,6 +333,15 @@ def _credentials(  # noqa: PLR0917 - private, called once
         kinds={
             "postgres": EngineKind(
                 open=open_postgres_engine, validate=validate_postgres_settings, needs_group=True
+            ),
+            VAULT_KIND: EngineKind(
+                open=open_vault_engine,
+                validate=validate_vault_settings,
+                needs_group=False,
+                max_secret=MAX_MAP_BYTES,
+            ),
+            TOKEN_KIND: EngineKind(
+                open=open_tokens, validate=validate_token_settings, needs_group=False
             ),
         },
         ttl_ceiling=settings.lease_ttl_ceiling_seconds,

@@ -19,6 +19,9 @@ tag is never reused for another meaning):
 * ``keyring.key_created``, ``keyring.key_retired``
 * ``engine.configured`` (details: name, kind, version, settings, roles, ``secret_set`` — never
   the secret), ``engine.removed``
+* ``engine.secret_set``, ``engine.secret_deleted`` (one secret of a vault engine; details: the
+  engine's name, its new version, the ``secret``'s name and, when set, whether it ``replaced``
+  one — never the value)
 * ``lease.issued`` (the lease's facts and the decision id; outcome ``failure`` when the engine
   could not create the credential), ``lease.renewed``, ``lease.revoked`` (a revocation asked
   for: by whom, why), ``lease.ended`` (the engine removed the credential: ``state`` revoked or
@@ -74,6 +77,8 @@ RECORD_TYPES = frozenset(
         "keyring.key_retired",
         "engine.configured",
         "engine.removed",
+        "engine.secret_set",
+        "engine.secret_deleted",
         "lease.issued",
         "lease.renewed",
         "lease.revoked",

@@ -13,6 +13,9 @@ Rules every engine keeps:
   left behind (a crash between create and record) are found and removed on start.
 * Nothing an engine raises or logs carries a secret: failures are ``EngineUnavailable`` with
   the system's words, minus any credential.
+* Where a credential cannot be recalled (a static secret of the vault engine, a signed token of
+  the token engine), ``revoke`` succeeds with nothing to do and ``managed`` is empty: the lease
+  record says the lease ended, and the engine's module says what that does and does not stop.
 """
 
 from __future__ import annotations
@@ -43,10 +46,11 @@ class CredentialEngine(Protocol):
         ...
 
     async def create(
-        self, *, credential: str, role: RoleTemplate, expires_at: datetime
+        self, *, credential: str, role: RoleTemplate, expires_at: datetime, holder: str
     ) -> IssuedCredential:
         """Create the credential, valid until ``expires_at`` where the system can enforce
-        it; its secret is returned once."""
+        it, for ``holder`` (the SPIFFE ID of the agent instance taking the lease: a token
+        engine's ``sub``; others ignore it); its secret is returned once."""
         ...
 
     async def extend(self, *, credential: str, role: RoleTemplate, expires_at: datetime) -> None:

@@ -11,6 +11,12 @@ Each kind brings a *factory* (opens the engine from a configuration and its secr
 module does no I/O of its own. Opened engines are kept and reopened when their configuration
 changes (its version moves).
 
+A vault engine's secret is its map of named secrets (:mod:`tether.credentials.vault`):
+:meth:`Engines.put_secret` and :meth:`Engines.delete_secret` change one entry without the
+others being sent again — read, change, check by opening, then write compare-and-set on the
+version — and are audited (``engine.secret_set``, ``engine.secret_deleted``) by name, never by
+value.
+
 Example::
 
     engines = Engines(store=store, audit=audit, clock=clock, kek=kek,
@@ -28,11 +34,13 @@ import builtins
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from types import MappingProxyType
 
 from tether._internal.clock import Clock
 from tether.audit.records import AuditRecord
 from tether.audit.sink import AuditSink
+from tether.credentials import vault
 from tether.credentials.engine import CredentialEngine, EngineFactory, UnmanagedLogin
 from tether.credentials.models import EngineConfig, RoleTemplate
 from tether.crypto.kek import KeyEncryptionKey
@@ -57,6 +65,8 @@ class EngineKind:
     validate: Callable[[Mapping[str, object]], dict[str, object]]
     #: Whether every role template of this kind must name a group role.
     needs_group: bool = False
+    #: The longest admin secret, in characters (a vault engine's is its map of secrets).
+    max_secret: int = 4096
 
 
 def _check_name(name: str, what: str) -> str:
@@ -105,6 +115,7 @@ class Engines:
         kek: KeyEncryptionKey,
         kinds: Mapping[str, EngineKind],
         ttl_ceiling: int = 86_400,
+        config_seconds: float = 1.0,
     ) -> None:
         self._store = store
         self._audit = audit
@@ -114,6 +125,10 @@ class Engines:
         self._ttl_ceiling = ttl_ceiling
         #: Opened engines by name, with the configuration version they were opened for.
         self._open: dict[str, tuple[int, EngineConfig, CredentialEngine]] = {}
+        #: Configurations as last read, and when: trusted for ``config_seconds`` (a change made
+        #: here is seen at once; one made by another replica within that long).
+        self._configs: dict[str, tuple[datetime, EngineConfig]] = {}
+        self._config_ttl = timedelta(seconds=config_seconds)
         self._opening = asyncio.Lock()
 
     @property
@@ -147,7 +162,7 @@ class Engines:
                 details={"rule": "kind is fixed"},
             )
         now = self._clock.now()
-        sealed = self._seal(name, secret) if secret is not None else None
+        sealed = self._seal(name, secret, spec.max_secret) if secret is not None else None
         config = EngineConfig(
             name=name,
             kind=kind,
@@ -172,6 +187,8 @@ class Engines:
         except Error as exc:
             await self._audit.append(record.failure(exc.code, time=self._clock.now()))
             raise
+        finally:
+            self._configs.pop(name, None)
         return config
 
     async def remove(self, name: str, *, actor: Actor) -> None:
@@ -195,12 +212,82 @@ class Engines:
         require(actor, Permission.ENGINE_READ)
         return await self._store.list_engines()
 
+    # -- a vault engine's secrets ---------------------------------------------------------
+
+    async def put_secret(
+        self, name: str, secret_name: str, value: str, *, actor: Actor
+    ) -> EngineConfig:
+        """Add or replace one secret of vault engine ``name``; the others stay as they are
+        (``VersionConflict`` if the engine changed meanwhile: try again)."""
+        require(actor, Permission.ENGINE_MANAGE)
+        config = await self._vault(name)
+        secrets = vault.parse_secrets(self._unseal(config))
+        changed = vault.with_secret(secrets, secret_name, value)
+        facts = {"secret": secret_name, "replaced": secret_name in secrets}
+        return await self._reseal(config, changed, actor=actor, tag="engine.secret_set", **facts)
+
+    async def delete_secret(self, name: str, secret_name: str, *, actor: Actor) -> EngineConfig:
+        """Remove one secret of vault engine ``name`` (``NotFound`` if it holds none by that
+        name, ``InvalidInput`` while a role hands it out)."""
+        require(actor, Permission.ENGINE_MANAGE)
+        config = await self._vault(name)
+        changed = vault.without_secret(vault.parse_secrets(self._unseal(config)), secret_name)
+        return await self._reseal(
+            config, changed, actor=actor, tag="engine.secret_deleted", secret=secret_name
+        )
+
+    async def secret_names(self, name: str, *, actor: Actor) -> builtins.list[str]:
+        """The names of vault engine ``name``'s secrets, sorted (never a value)."""
+        require(actor, Permission.ENGINE_MANAGE)
+        return sorted(vault.parse_secrets(self._unseal(await self._vault(name))))
+
+    async def _vault(self, name: str) -> EngineConfig:
+        config = await self._load(name)
+        if config.kind != vault.VAULT_KIND:
+            raise InvalidInput(
+                f"engine {name!r} is a {config.kind} engine: only vault engines hold secrets",
+                details={"rule": "vault engines only"},
+            )
+        return config
+
+    async def _reseal(
+        self,
+        config: EngineConfig,
+        secrets: Mapping[str, str],
+        *,
+        actor: Actor,
+        tag: str,
+        **facts: object,
+    ) -> EngineConfig:
+        """``config`` with ``secrets`` sealed as its secret, checked by opening it (a role
+        naming a secret no longer held is refused), recorded, then stored if the version
+        read is still the stored one."""
+        spec = self._kind(config.kind)
+        changed = replace(
+            config,
+            updated_at=self._clock.now(),
+            version=config.version + 1,
+            sealed_secret=self._seal(config.name, vault.dump_secrets(secrets), spec.max_secret),
+        )
+        await self._check_opens(changed)
+        details = {"name": config.name, "version": changed.version, **facts}
+        record = self._record(tag, actor, changed, details)
+        await self._audit.append(record)
+        try:
+            await self._store.update_engine(changed, expected_version=config.version)
+        except Error as exc:
+            await self._audit.append(record.failure(exc.code, time=self._clock.now()))
+            raise
+        finally:
+            self._configs.pop(config.name, None)
+        return changed
+
     # -- use -----------------------------------------------------------------------------
 
     async def open(self, name: str) -> tuple[EngineConfig, CredentialEngine]:
         """The engine's configuration and the engine itself, opened once and reopened when
         the configuration changed (``EngineNotFound``, ``EngineUnavailable``)."""
-        config = await self._load(name)
+        config = await self._current(name)
         kept = self._open.get(name)
         if kept is not None and kept[0] == config.version:
             return kept[1], kept[2]
@@ -271,6 +358,15 @@ class Engines:
         engine = await self._kind(config.kind).open(config, self._unseal(config))
         await engine.close()
 
+    async def _current(self, name: str) -> EngineConfig:
+        now = self._clock.now()
+        kept = self._configs.get(name)
+        if kept is not None and now - kept[0] < self._config_ttl:
+            return kept[1]
+        config = await self._load(name)
+        self._configs[name] = (now, config)
+        return config
+
     async def _load(self, name: str) -> EngineConfig:
         config = await self._store.get_engine(name)
         if config is None:
@@ -278,13 +374,14 @@ class Engines:
         return config
 
     async def _forget(self, name: str) -> None:
+        self._configs.pop(name, None)
         kept = self._open.pop(name, None)
         if kept is not None:
             await kept[2].close()
 
-    def _seal(self, name: str, secret: str) -> bytes:
-        if not secret or len(secret) > 4096:
-            raise InvalidInput("an engine's secret is 1 to 4,096 characters")
+    def _seal(self, name: str, secret: str, limit: int) -> bytes:
+        if not secret or len(secret) > limit:
+            raise InvalidInput(f"an engine's secret is 1 to {limit:,} characters")
         return self._kek.seal(secret.encode(), aad=_aad(name))
 
     def _unseal(self, config: EngineConfig) -> str | None:

@@ -1,20 +1,23 @@
 """The lease service: issue, renew and revoke just-in-time credentials, one or all at once.
 
-Issuance, in this order, so that a crash at any point leaves nothing unknown behind:
+Issuance, in this order:
 
 1. the checkpoint decides ``use_credential`` on the role's resource for the presented agent
    token (and records the decision durably — no audit, no credential);
-2. the lease is stored as ``issuing`` (before anything exists in the engine);
-3. the engine creates the credential, valid until the lease's expiry where it can enforce it;
-4. the lease becomes ``active`` and ``lease.issued`` is recorded. If that record cannot be
-   made durable, the credential is revoked at once (fail closed).
+2. the engine creates the credential, valid until the lease's expiry where it can enforce it
+   (``VALID UNTIL``), under the engine's managed prefix;
+3. the lease is stored (``active``) and ``lease.issued`` recorded, both at once. If either
+   fails, the credential is removed before the caller hears of the failure (fail closed).
 
-A crash after (2) leaves an ``issuing`` lease that the reaper ends; a credential under the
-managed prefix with no lease at all is removed on start (:meth:`Leases.sweep_orphans`).
+One round of durable writes after the engine's, and nothing unknown left by a crash: one
+between (2) and (3) leaves a managed credential with no lease, handed to no one; the orphan
+sweep at start removes it (:meth:`tether.credentials.revocation.Revoker.sweep_orphans`).
 
-Revocation — one lease, or every lease of an agent, an instance, a grant or a user in one call
-(``revoke_all``; Vault has no revoke-by-entity) — first marks the leases ``revoking`` in one
-transaction and records who asked and why; then the engine blocks and removes each credential.
+Revocation of one lease removes the credential, then closes the lease. Revocation of every
+lease of an agent, an instance, a grant or a user in one call (``revoke_all``; Vault has no
+revoke-by-entity) first marks the leases ``revoking`` in one transaction — a hold that another
+replica takes over if this one dies — and records who asked and why; then the engine blocks
+and removes each credential.
 A failed removal is retried with backoff by the reaper and, after N tries, the lease is
 ``irrevocable`` and an alert event is published: a credential is never silently leaked.
 
@@ -24,6 +27,7 @@ audited or put in an error.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -140,68 +144,75 @@ class Leases:
             ttl=ttl,
             max_ttl=template.max_ttl,
         )
-        await self._store.create_lease(lease)
-        created = await self._create(lease, credential_engine, template, verdict)
-        return Issued(lease=created[0], credential=created[1], decision_id=verdict.decision_id)
-
-    async def _create(
-        self, lease: Lease, engine: CredentialEngine, template: RoleTemplate, verdict: Verdict
-    ) -> tuple[Lease, IssuedCredential]:
-        actor = verdict.caller.spiffe_id if verdict.caller else "unknown"
         facts: dict[str, object] = {"decision_id": verdict.decision_id}
         try:
-            credential = await engine.create(
-                credential=lease.credential, role=template, expires_at=lease.expires_at
+            credential = await credential_engine.create(
+                credential=lease.credential,
+                role=template,
+                expires_at=lease.expires_at,
+                holder=caller.spiffe_id,
             )
         except Error as exc:
-            await self._abandon(lease, engine, template, error=exc, actor=actor, facts=facts)
+            await self._refused(lease, caller.spiffe_id, facts | {"error": exc.code})
             raise
-        try:
-            active = lifecycle.activated(lease, now=self._clock.now())
-            await self._store.save_lease(active, expected_version=lease.version)
-            await self._audit.append(self._revoker.record("lease.issued", actor, active, facts))
-        except Error as exc:
-            # Revoked meanwhile (the lease is no longer ``issuing``), or the record could not
-            # be made durable: the credential must not outlive this call.
-            await self._abandon(lease, engine, template, error=exc, actor=actor, facts=facts)
-            if isinstance(exc, AuditUnavailable):
-                raise
-            raise AuditUnavailable(
-                "the lease could not be put in force; its credential was revoked",
-                details={"lease_id": lease.id, "error": exc.code},
-            ) from None
-        return active, credential
+        active = await self._put_in_force(lease, credential_engine, template, caller, facts)
+        return Issued(lease=active, credential=credential, decision_id=verdict.decision_id)
 
-    async def _abandon(
+    async def _put_in_force(
         self,
         lease: Lease,
         engine: CredentialEngine,
         template: RoleTemplate,
-        *,
-        error: Error,
-        actor: str,
+        caller: AgentCaller,
         facts: dict[str, object],
+    ) -> Lease:
+        """Store the lease and record ``lease.issued``, both at once; if either fails, the
+        credential is removed before the error reaches the caller (fail closed)."""
+        active = lifecycle.activated(lease, now=self._clock.now())
+        record = self._revoker.record("lease.issued", caller.spiffe_id, active, facts)
+        stored, recorded = await asyncio.gather(
+            self._store.create_lease(active), self._audit.append(record), return_exceptions=True
+        )
+        problem = next((r for r in (stored, recorded) if isinstance(r, BaseException)), None)
+        if problem is None:
+            return active
+        await self._withdraw(active, engine, template, stored=not isinstance(stored, BaseException))
+        await self._refused(active, caller.spiffe_id, facts | {"error": _code(problem)})
+        if isinstance(problem, Error):
+            raise AuditUnavailable(
+                "the lease could not be put in force; its credential was removed",
+                details={"error": problem.code},
+            ) from problem
+        raise problem
+
+    async def _withdraw(
+        self, lease: Lease, engine: CredentialEngine, template: RoleTemplate, *, stored: bool
     ) -> None:
-        """Issuance failed after the lease was stored: end it, and remove whatever the
-        engine may have created (if that fails too, the reaper retries)."""
-        failure = self._revoker.record("lease.issued", actor, lease, facts | {"error": error.code})
-        with contextlib.suppress(Error):  # the lease row still says it; the reaper ends it
-            await self._audit.append(failed(failure))
-        current = await self._store.get_lease(lease.id)
-        if current is None or current.state is not LeaseState.ISSUING:
-            return  # a revocation took it: whoever did removes the credential
+        """Remove a credential issued to no one. If that fails, the stored lease is left to
+        the reaper's retries, an unstored one to the orphan sweep."""
+        if not stored:
+            with contextlib.suppress(Error):
+                await engine.revoke(credential=lease.credential, role=template)
+            return
+        now = self._clock.now()
+        ending = lifecycle.begin_end(
+            lease,
+            now=now,
+            kind=EndKind.FAILED,
+            reason="issuance failed",
+            claim_until=now + self._revoker.claim,
+        )
         try:
-            ending = lifecycle.begin_end(
-                current,
-                now=self._clock.now(),
-                kind=EndKind.FAILED,
-                reason=f"issuance failed: {error.code}",
-                claim_until=self._clock.now() + self._revoker.claim,
-            )
-            await self._store.save_lease(ending, expected_version=current.version)
+            await self._store.save_lease(ending, expected_version=lease.version)
         except Error:
-            return  # someone else is ending it
+            return  # the lease is stored active: it ends at its TTL
         await self._revoker.finish(ending, engine, template)
+
+    async def _refused(self, lease: Lease, actor: str, facts: dict[str, object]) -> None:
+        """Record that an issuance failed (best effort: the error goes to the caller)."""
+        record = self._revoker.record("lease.issued", actor, lease, facts)
+        with contextlib.suppress(Error):
+            await self._audit.append(failed(record))
 
     # -- renew ---------------------------------------------------------------------------
 
@@ -237,18 +248,41 @@ class Leases:
     async def revoke(self, lease_id: str, *, actor: Actor, reason: str | None = None) -> Lease:
         """End one lease now; returns it ended (or ``revoking``/``irrevocable`` if the
         engine failed: the reaper retries). The agent holding it may end it. A lease already
-        ending or ended is returned as it is."""
+        ending or ended is returned as it is.
+
+        The credential is removed first, then the lease is closed and both records written
+        at once: one round of durable writes after the engine's. A crash in between leaves
+        the lease recorded as active with its credential gone — access already ended; the
+        reaper closes the lease at its expiry."""
         lease = await self._load(lease_id)
         await self._require(actor, Permission.LEASE_REVOKE, lease)
         if lease.state not in _ENDABLE:
             return lease
+        config, engine = await self._engines.open(lease.engine)
+        template = role_of(config, lease.role)
         ending = self._ending(actor, reason)(lease)
         try:
-            await self._store.save_lease(ending, expected_version=lease.version)
-        except VersionConflict:
-            return await self._load(lease_id)  # the reaper or another call took it first
-        await self._records_of_revocation([ending], actor, reason)
-        return (await self._revoker.finish_all([ending]))[0]
+            await engine.revoke(credential=lease.credential, role=template)
+        except Error as exc:
+            try:
+                await self._store.save_lease(ending, expected_version=lease.version)
+            except VersionConflict:
+                return await self._load(lease_id)  # the reaper or another call took it
+            await self._records_of_revocation([ending], actor, reason)
+            return await self._revoker.retry_later(ending, exc)
+        ended = lifecycle.ended(ending, now=self._clock.now())
+        results = await asyncio.gather(
+            self._store.save_lease(ended, expected_version=lease.version),
+            self._records_of_revocation([ending], actor, reason),
+            self._audit.append(self._revoker.end_record(ended, ending)),
+            return_exceptions=True,
+        )
+        if isinstance(results[0], VersionConflict):
+            return await self._load(lease_id)  # the reaper ended it meanwhile
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return ended
 
     async def revoke_all(
         self, match: LeaseMatch, *, actor: Actor, reason: str | None = None
@@ -356,6 +390,10 @@ class Leases:
             agent = await self._agents.get_agent(match.agent)
             owners = agent.owners if agent else ()
         require(actor, permission, owners=owners)
+
+
+def _code(problem: BaseException) -> str:
+    return problem.code if isinstance(problem, Error) else type(problem).__name__
 
 
 def _allowed_caller(verdict: Verdict) -> AgentCaller:

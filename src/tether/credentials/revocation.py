@@ -11,7 +11,9 @@ hold runs out and another replica's reaper takes the lease over.
 The reaper's round (:meth:`Revoker.reap`) takes, under ``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL, the leases that expired (including those that expired while Tether was down), the
 issuances that never finished and the retries that are due. At start,
-:meth:`Revoker.sweep_orphans` removes managed credentials no live lease accounts for.
+:meth:`Revoker.sweep_orphans` removes managed credentials no live lease accounts for (an
+issuance stores its lease only once the credential exists, so a crash in between leaves such a
+credential, valid until its ``VALID UNTIL`` at most and handed to no one).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class Revoker:
         events: EventStream | None = None,
         retry: lifecycle.RetryPolicy | None = None,
         claim_seconds: float = 30.0,
-        issuing_grace_seconds: float = 60.0,
+        issuing_grace_seconds: float = 10.0,
     ) -> None:
         self._store = store
         self._engines = engines
@@ -93,23 +95,33 @@ class Revoker:
     async def next_expiry(self) -> datetime | None:
         return await self._store.next_lease_expiry()
 
-    async def sweep_orphans(self) -> int:
+    async def sweep_orphans(self, *, grace: float | None = None) -> int:
         """Remove, in every engine, the managed credentials no live lease accounts for (left
-        by a crash, or by a lease record lost in a restore); how many."""
+        by a crash between creating a credential and storing its lease, or by a lease record
+        lost in a restore); how many.
+
+        A credential is stored as a lease only once it exists, so one created by an issuance
+        in flight (on another replica) has no lease yet: a credential counts as an orphan
+        only if it still has none ``grace`` seconds (default: the issuing grace) later."""
+        wait = self._grace.total_seconds() if grace is None else grace
         removed = 0
         for config in await self._engines.all():
             try:
-                removed += await self._sweep(config)
+                removed += await self._sweep(config, wait)
             except Error as exc:
                 self._publish("lease.sweep_failed", {"engine": config.name, "error": exc.code})
         return removed
 
-    async def _sweep(self, config: EngineConfig) -> int:
+    async def _sweep(self, config: EngineConfig, grace: float) -> int:
         _, engine = await self._engines.open(config.name)
-        # Credentials first, then leases: a lease is stored before its credential exists, so
-        # a credential seen here that no lease read after accounts for is an orphan.
+        suspects = await engine.managed() - await self._store.live_credentials(config.name)
+        if not suspects:
+            return 0
+        await asyncio.sleep(grace)
+        # Credentials first, then leases: a lease stored meanwhile is read after its
+        # credential, so a credential still here with no lease read after is an orphan.
         present = await engine.managed()
-        orphans = present - await self._store.live_credentials(config.name)
+        orphans = (suspects & present) - await self._store.live_credentials(config.name)
         template = next(iter(config.roles.values()))
         for credential in sorted(orphans):
             record = AuditRecord.new(
@@ -137,7 +149,7 @@ class Revoker:
             config, engine = await self._engines.open(lease.engine)
             template = role_of(config, lease.role)
         except Error as exc:
-            return await self._failed(lease, exc)
+            return await self.retry_later(lease, exc)
         return await self.finish(lease, engine, template)
 
     async def finish(self, lease: Lease, engine: CredentialEngine, template: RoleTemplate) -> Lease:
@@ -146,28 +158,22 @@ class Revoker:
         try:
             await engine.revoke(credential=lease.credential, role=template)
         except Error as exc:
-            return await self._failed(lease, exc)
+            return await self.retry_later(lease, exc)
         ended = lifecycle.ended(lease, now=self._clock.now())
         try:
             await self._store.save_lease(ended, expected_version=lease.version)
         except VersionConflict:
             # Our hold ran out and another replica ended it (or retries it): its record wins.
             return await self._reload(lease.id)
-        await self._audit.append(
-            self.record(
-                "lease.ended",
-                Actor.system().label,
-                ended,
-                {
-                    "state": str(ended.state),
-                    "ending": str(lease.ending),
-                    "attempts": lease.attempts,
-                },
-            )
-        )
+        await self._audit.append(self.end_record(ended, lease))
         return ended
 
-    async def _failed(self, lease: Lease, exc: Error) -> Lease:
+    def end_record(self, ended: Lease, ending: Lease) -> AuditRecord:
+        """``lease.ended``: the engine removed the credential of ``ending``, now ``ended``."""
+        facts = {"ending": str(ending.ending), "attempts": ending.attempts}
+        return self.record("lease.ended", Actor.system().label, ended, facts)
+
+    async def retry_later(self, lease: Lease, exc: Error) -> Lease:
         retried = lifecycle.revocation_failed(
             lease, now=self._clock.now(), error=f"{exc.code}: {exc.message}", policy=self._retry
         )

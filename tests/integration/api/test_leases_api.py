@@ -256,7 +256,7 @@ async def test_orphan_role_with_the_managed_prefix_is_dropped_on_sweep(
                 psycopg.sql.Identifier(db.prefix + "lea_orphan")
             )
         )
-    assert await services.revoker.sweep_orphans() == 1
+    assert await services.revoker.sweep_orphans(grace=0) == 1
     assert db.roles() == {kept}
     orphans = await _records(services, "lease.orphan_removed")
     assert [r["credential"] for r in orphans] == [db.prefix + "lea_orphan"]

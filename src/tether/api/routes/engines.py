@@ -1,6 +1,8 @@
 """``/v1/engines``: credential engines, configured by platform admins.
 
 The admin secret goes in (``secret``) and never comes out: responses say only ``secret_set``.
+The secrets of a vault engine go in one at a time (``PUT /v1/engines/{name}/secrets/{secret}``)
+and never come out either: only their names are listed.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from tether.api.credential_schemas import EngineIn, engine_json
+from tether.api.credential_schemas import EngineIn, SecretIn, engine_json
 from tether.api.deps import OperatorDep, ServicesDep
 
 router = APIRouter(prefix="/v1/engines", tags=["engines"])
@@ -49,3 +51,22 @@ async def remove(name: str, actor: OperatorDep, services: ServicesDep) -> Json:
 async def unmanaged(name: str, actor: OperatorDep, services: ServicesDep) -> Json:
     logins = await services.engines.unmanaged_logins(name, actor=actor)
     return {"engine": name, "logins": [{"name": n.name, **dict(n.details)} for n in logins]}
+
+
+@router.get("/{name}/secrets", summary="Names of a vault engine's secrets (never a value)")
+async def secret_names(name: str, actor: OperatorDep, services: ServicesDep) -> Json:
+    return {"engine": name, "secrets": await services.engines.secret_names(name, actor=actor)}
+
+
+@router.put("/{name}/secrets/{secret}", summary="Set one secret of a vault engine")
+async def put_secret(
+    name: str, secret: str, body: SecretIn, actor: OperatorDep, services: ServicesDep
+) -> Json:
+    engine = await services.engines.put_secret(name, secret, body.value, actor=actor)
+    return {"engine": name, "secret": secret, "version": engine.version}
+
+
+@router.delete("/{name}/secrets/{secret}", summary="Remove one secret of a vault engine")
+async def delete_secret(name: str, secret: str, actor: OperatorDep, services: ServicesDep) -> Json:
+    engine = await services.engines.delete_secret(name, secret, actor=actor)
+    return {"engine": name, "deleted": secret, "version": engine.version}

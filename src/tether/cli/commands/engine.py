@@ -5,9 +5,14 @@ An engine's configuration is a JSON file: ``{"kind": "postgres", "settings": {..
 3600}]}``. The admin password is read from standard input (``--secret-stdin``), never from a
 flag, so it stays out of shell history and process listings.
 
+The secrets of a vault engine are set one at a time, the value read from standard input
+(all of it, less one final newline, so a PEM file works), and only their names come back.
+
 Example::
 
     $ echo "$PG_ADMIN_PASSWORD" | tether engine add pg-main --config pg-main.json --secret-stdin
+    $ tether engine secret-put vault-main crm-api-key --value-stdin < crm-api-key.txt
+    $ tether engine secret-list vault-main
 """
 
 from __future__ import annotations
@@ -61,7 +66,10 @@ def add(
     Tether connects to check it before saving."""
     body = _config(config)
     if secret_stdin:
-        body["secret"] = sys.stdin.readline().rstrip("\n")
+        # All of it (a vault engine's map may span lines), less one final newline.
+        body["secret"] = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+        if not body["secret"]:
+            fail("standard input held no secret", INVALID_INPUT)
     with _api() as api:
         show(api.call("PUT", f"/v1/engines/{name}", json=body), output)
 
@@ -92,4 +100,39 @@ def unmanaged(name: str, output: OutputOpt = Output.TABLE) -> None:
     """Logins in the engine's database that Tether did not create (standing privileges)."""
     with _api() as api:
         answer = api.call("GET", f"/v1/engines/{name}/unmanaged-logins")
-    show_rows(answer["logins"], ("name", "superuser", "valid_until"), output)
+    show_rows(answer["logins"], ("name", "superuser", "createrole", "valid_until"), output)
+
+
+@app.command("secret-put")
+def secret_put(
+    engine: str,
+    name: str,
+    value_stdin: Annotated[
+        bool, typer.Option("--value-stdin", help="Read the secret's value from stdin")
+    ] = False,
+    output: OutputOpt = Output.TABLE,
+) -> None:
+    """Set one secret of a vault engine (added, or replaced); the others stay as they are."""
+    if not value_stdin:
+        fail("pass the value on standard input, with --value-stdin", INVALID_INPUT)
+    value = sys.stdin.read()
+    value = value.removesuffix("\n").removesuffix("\r")
+    if not value:
+        fail("standard input held no value", INVALID_INPUT)
+    with _api() as api:
+        show(api.call("PUT", f"/v1/engines/{engine}/secrets/{name}", json={"value": value}), output)
+
+
+@app.command("secret-list")
+def secret_list(engine: str, output: OutputOpt = Output.TABLE) -> None:
+    """The names of a vault engine's secrets (never a value)."""
+    with _api() as api:
+        answer = api.call("GET", f"/v1/engines/{engine}/secrets")
+    show_rows([{"name": name} for name in answer["secrets"]], ("name",), output)
+
+
+@app.command("secret-delete")
+def secret_delete(engine: str, name: str, output: OutputOpt = Output.TABLE) -> None:
+    """Remove one secret of a vault engine (refused while a role hands it out)."""
+    with _api() as api:
+        show(api.call("DELETE", f"/v1/engines/{engine}/secrets/{name}"), output)
