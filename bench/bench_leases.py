@@ -80,6 +80,36 @@ def pgbench(cluster: ThrowawayCluster, statement: str, seconds: float, tmp: Path
     return float(found.group(1))
 
 
+def revocation_floor(cluster: ThrowawayCluster, n: int = 200) -> list[float]:
+    """The same revocation with bare psycopg, one role at a time (ms): ``NOLOGIN`` committed,
+    the session sweep, then ``REASSIGN``/``DROP OWNED`` and ``DROP ROLE`` in one transaction."""
+    ident = psycopg.sql.Identifier
+    out: list[float] = []
+    with _connect(cluster) as conn:
+        for i in range(n):
+            conn.execute(
+                psycopg.sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
+                    ident(f"bench_rv_{i}"), ident(GROUP)
+                )
+            )
+        for i in range(n):
+            role = ident(f"bench_rv_{i}")
+            began = time.perf_counter()
+            conn.execute(psycopg.sql.SQL("ALTER ROLE {} NOLOGIN").format(role))
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (f"bench_rv_{i}",),
+            )
+            with conn.transaction():
+                conn.execute(
+                    psycopg.sql.SQL(
+                        "REASSIGN OWNED BY {r} TO postgres; DROP OWNED BY {r}; DROP ROLE {r}"
+                    ).format(r=role)
+                )
+            out.append((time.perf_counter() - began) * 1e3)
+    return out
+
+
 def drop_bench_roles(cluster: ThrowawayCluster) -> None:
     with _connect(cluster) as conn:
         names = conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'bench\\_%'")
@@ -189,7 +219,7 @@ async def variant(
     verifier = scram_verifier("x" * 43, iterations=4096)
     clause = f"PASSWORD '{verifier}' " if role == "password" else ""
     statement = f"CREATE ROLE bench_:n LOGIN {clause}VALID UNTIL '2099-01-01' IN ROLE {GROUP}"
-    floors, ours, latencies, revocations = [], [], [], []
+    floors, ours, latencies, revocations, revocation_floors = [], [], [], [], []
     for _ in range(ROUNDS):
         floors.append(pgbench(cluster, statement, seconds, tmp))
         drop_bench_roles(cluster)
@@ -197,12 +227,14 @@ async def variant(
         ours.append(rate)
         latencies += took
         revocations += await tether.revoke_each(ids[:200])
+        revocation_floors += revocation_floor(cluster)
         await tether.revoke_all()
     return {
         "floor": floors,
         "tether": ours,
         "issue_ms": latencies,
         "revoke_ms": revocations,
+        "revoke_floor_ms": revocation_floors,
     }
 
 
@@ -226,6 +258,7 @@ def report(results: dict[str, dict[str, object]]) -> None:
         ours: list[float] = figures["tether"]  # type: ignore[assignment]
         issue_ms: list[float] = figures["issue_ms"]  # type: ignore[assignment]
         revoke_ms: list[float] = figures["revoke_ms"]  # type: ignore[assignment]
+        floor_ms: list[float] = figures["revoke_floor_ms"]  # type: ignore[assignment]
         ratios = sorted(t / f for t, f in zip(ours, floors, strict=True))
         kind = "passwordless (certificate)" if role == "certificate" else "SCRAM-4096 password"
         print(f"{kind}: {ROUNDS} alternating rounds, medians")
@@ -242,6 +275,10 @@ def report(results: dict[str, dict[str, object]]) -> None:
         print(
             f"  revocation, one at a time    p50 {_pct(revoke_ms, 0.5):.2f} ms  "
             f"p99 {_pct(revoke_ms, 0.99):.2f} ms  (n={len(revoke_ms)}; aim p50 <= 2 ms)"
+        )
+        print(
+            f"  revocation floor (psycopg)   p50 {_pct(floor_ms, 0.5):.2f} ms  "
+            f"p99 {_pct(floor_ms, 0.99):.2f} ms  (PostgreSQL's two commits alone)"
         )
 
 

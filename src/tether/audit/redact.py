@@ -64,12 +64,14 @@ SENSITIVE = frozenset(
 #: ``authorization_details``, which are not secrets).
 SENSITIVE_NAMES = frozenset({"pwd", "auth", "authorization", "proxyauthorization"})
 PREFIX = "hmac-sha256:"
+#: Keys whose verdict is kept.
+_MAX_KNOWN = 4096
 
 
 class Redactor:
     """HMACs the values of sensitive keys in JSON values (see the module docstring)."""
 
-    __slots__ = ("_key", "_names", "_sensitive")
+    __slots__ = ("_key", "_known", "_names", "_sensitive")
 
     def __init__(
         self,
@@ -83,6 +85,8 @@ class Redactor:
         self._key = key
         self._sensitive = tuple(_folded(s) for s in sensitive)
         self._names = frozenset(_folded(n) for n in names)
+        #: Keys already judged: the same few names come back on every decision.
+        self._known: dict[str, bool] = {}
 
     def __repr__(self) -> str:
         return "Redactor(<key hidden>)"
@@ -93,8 +97,14 @@ class Redactor:
         return PREFIX + digest
 
     def is_sensitive(self, key: str) -> bool:
-        name = _folded(key)
-        return name in self._names or any(part in name for part in self._sensitive)
+        known = self._known.get(key)
+        if known is None:
+            name = _folded(key)
+            known = name in self._names or any(part in name for part in self._sensitive)
+            if len(self._known) >= _MAX_KNOWN:
+                self._known.clear()  # many distinct keys: start over (bounded memory)
+            self._known[key] = known
+        return known
 
     def redact(self, value: Any) -> Any:
         """``value`` with every sensitive key's value replaced by its HMAC (a string as its

@@ -160,7 +160,10 @@ class SqliteUnits:
 
 
 def _each(conn: Connection, group: list[_Waiting]) -> list[tuple[bool, Any]]:
-    """Run each unit of ``group`` in a savepoint of its own: (succeeded, value or error)."""
+    """Run each unit of ``group`` in a savepoint of its own: (succeeded, value or error). A
+    unit alone needs none: if it fails, its transaction is rolled back whole."""
+    if len(group) == 1:
+        return [(True, group[0][0](conn))]
     outcomes: list[tuple[bool, Any]] = []
     for unit, _, _ in group:
         try:
