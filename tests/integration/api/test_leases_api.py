@@ -368,3 +368,22 @@ async def test_unmanaged_login_role_is_reported(
     assert "standing_app" in {login["name"] for login in answer.json()["logins"]}
     with db.admin() as conn:
         conn.execute("DROP ROLE standing_app")
+
+
+async def test_posture_scan_publishes_each_login_tether_did_not_create(
+    client: httpx.AsyncClient, token: str, db: ManagedDb, services: Services
+) -> None:
+    with db.admin() as conn:
+        conn.execute("CREATE ROLE bypassing_agent LOGIN")
+    try:
+        feed = services.events.subscribe()
+        await _issued(client, token)  # a managed role: never reported
+        await services.scan_credentials()
+        found = [e.data for e in feed.drain() if e.type == "credential.unmanaged_login"]
+    finally:
+        with db.admin() as conn:
+            conn.execute("DROP ROLE bypassing_agent")
+    logins = {str(event["login"]) for event in found}
+    assert "bypassing_agent" in logins
+    assert not {login for login in logins if login.startswith(db.prefix)}
+    assert {event["engine"] for event in found} == {"pg-main"}
