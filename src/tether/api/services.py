@@ -22,30 +22,16 @@ from typing import TypeVar
 import structlog
 
 from tether._internal.clock import Clock, SystemClock
+from tether.api._credentials import credential_services
 from tether.audit.log import AuditLog
 from tether.audit.records import AuditRecord
 from tether.audit.redact import Redactor
 from tether.audit.sink import AuditSink
 from tether.checkpoint import Checkpoint
 from tether.config import Settings
-from tether.credentials._postgres import open_postgres_engine, validate_postgres_settings
-from tether.credentials.engines import EngineKind, Engines
+from tether.credentials.engines import Engines
 from tether.credentials.leases import Leases
-from tether.credentials.lifecycle import RetryPolicy
-from tether.credentials.models import EngineConfig
 from tether.credentials.revocation import Revoker
-from tether.credentials.tokens import (
-    TOKEN_KIND,
-    DownstreamTokenEngine,
-    open_token_engine,
-    validate_token_settings,
-)
-from tether.credentials.vault import (
-    MAX_MAP_BYTES,
-    VAULT_KIND,
-    open_vault_engine,
-    validate_vault_settings,
-)
 from tether.crypto.kek import KeyEncryptionKey
 from tether.crypto.keyring import KeyRing, KeyRingChange
 from tether.errors import Error
@@ -140,16 +126,10 @@ class Services:
         svids = _svids(settings, clock, store, audit, keyring, directory, revocations)
         redactor = Redactor(kek.derive(AUDIT_HMAC_PURPOSE))
         checkpoint = Checkpoint(
-            svids=svids,
-            policies=policies,
-            engine=engine,
-            audit=audit,
-            clock=clock,
-            directory=directory,
-            events=events,
-            redactor=redactor,
-        )
-        engines, revoker, leases = _credentials(
+            svids=svids, policies=policies, engine=engine, audit=audit, clock=clock,
+            directory=directory, events=events, redactor=redactor,
+        )  # fmt: skip
+        engines, revoker, leases = credential_services(
             settings, clock, store, audit, kek, events, checkpoint, keyring
         )
         return cls(
@@ -300,72 +280,6 @@ async def _logged(work: Callable[[], Awaitable[_T]], event: str) -> _T | None:
     except Exception as exc:  # logged with its traceback; the caller's loop goes on
         log.exception(event, code="internal_error", error=type(exc).__name__)
     return None
-
-
-def _credentials(  # noqa: PLR0917 - private, called once
-    settings: Settings,
-    clock: Clock,
-    store: Store,
-    audit: AuditSink,
-    kek: KeyEncryptionKey,
-    events: EventStream,
-    checkpoint: Checkpoint,
-    keyring: KeyRing,
-) -> tuple[Engines, Revoker, Leases]:
-    async def open_tokens(config: EngineConfig, secret: str | None) -> DownstreamTokenEngine:
-        # Never an audience Tether's own tokens are for; no longer than a retired signing
-        # key stays published.
-        return await open_token_engine(
-            config,
-            secret,
-            keyring=keyring,
-            clock=clock,
-            issuer=settings.issuer_url,
-            reserved_audiences=settings.audiences | {settings.token_endpoint},
-            max_ttl=settings.jwt_svid_ttl_seconds,
-        )
-
-    engines = Engines(
-        store=store,
-        audit=audit,
-        clock=clock,
-        kek=kek,
-        kinds={
-            "postgres": EngineKind(
-                open=open_postgres_engine, validate=validate_postgres_settings, needs_group=True
-            ),
-            VAULT_KIND: EngineKind(
-                open=open_vault_engine,
-                validate=validate_vault_settings,
-                needs_group=False,
-                max_secret=MAX_MAP_BYTES,
-            ),
-            TOKEN_KIND: EngineKind(
-                open=open_tokens, validate=validate_token_settings, needs_group=False
-            ),
-        },
-        ttl_ceiling=settings.lease_ttl_ceiling_seconds,
-    )
-    revoker = Revoker(
-        store=store,
-        engines=engines,
-        audit=audit,
-        clock=clock,
-        events=events,
-        retry=RetryPolicy(max_attempts=settings.lease_revoke_max_attempts),
-        claim_seconds=settings.lease_claim_seconds,
-        issuing_grace_seconds=settings.lease_issuing_grace_seconds,
-    )
-    leases = Leases(
-        store=store,
-        agents=store,
-        engines=engines,
-        checkpoint=checkpoint,
-        audit=audit,
-        clock=clock,
-        revoker=revoker,
-    )
-    return engines, revoker, leases
 
 
 async def _every(seconds: float, work: Callable[[], Awaitable[None]], event: str) -> None:
