@@ -5,7 +5,8 @@ running them one after the other gives."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,11 @@ def _count_commits(store: SqlStore) -> list[int]:
     return commits
 
 
+async def _hold_the_thread(store: SqlStore) -> None:
+    """Keep the store's one thread busy for a moment, so writes sent meanwhile wait together."""
+    await store.run_sync(lambda conn: time.sleep(0.3))
+
+
 async def _create(store: SqlStore, name: str) -> None:
     agent = make_agent(name)
     await store.create_agent(agent, make_assessment(agent))
@@ -47,9 +53,12 @@ async def _create(store: SqlStore, name: str) -> None:
 
 async def test_concurrent_writes_share_commits_and_all_land(store: SqlStore) -> None:
     commits = _count_commits(store)
+    busy = asyncio.create_task(_hold_the_thread(store))
+    await asyncio.sleep(0.05)
     await asyncio.gather(*(_create(store, f"bot-{n:02d}") for n in range(40)))
+    await busy
     assert len(await store.list_agents(limit=100)) == 40
-    assert 1 <= commits[0] < 40
+    assert commits[0] <= 5  # the read, and a commit or two for the 40 writes (not 40)
 
 
 async def test_a_failing_write_fails_alone_and_writes_nothing(store: SqlStore) -> None:
@@ -75,3 +84,34 @@ async def test_a_cancelled_caller_leaves_no_open_transaction(store: SqlStore) ->
     await _create(store, "after")
     names = {a.name for a in await store.list_agents(limit=100)}
     assert {f"bot-{n}" for n in range(10) if n != 3} | {"after"} <= names
+
+
+async def test_a_transaction_sqlite_ended_itself_fails_the_whole_group(store: SqlStore) -> None:
+    """As after a full disk or an I/O error: the units after the failing one must not be
+    committed one by one, each reported failed though written."""
+
+    def insert(name: str) -> Callable[[sa.Connection], None]:
+        def unit(conn: sa.Connection) -> None:
+            conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS probe (name TEXT)")
+            conn.exec_driver_sql("INSERT INTO probe VALUES (?)", (name,))
+
+        return unit
+
+    def fatal(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("ROLLBACK")  # what SQLite does by itself on SQLITE_FULL
+        raise sa.exc.OperationalError("INSERT", {}, Exception("database or disk is full"))
+
+    units = [insert("a"), fatal, insert("c")]
+    busy = asyncio.create_task(_hold_the_thread(store))
+    await asyncio.sleep(0.05)  # the thread is busy: the three writes queue up as one group
+    results = await asyncio.gather(
+        *(store.run_sync(u, write=True) for u in units), return_exceptions=True
+    )
+    await busy
+    assert all(isinstance(r, BaseException) for r in results), results
+    rows = await store.run_sync(
+        lambda conn: conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE name = 'probe'"
+        ).fetchall()
+    )
+    assert rows == []  # nothing of the group was written, not even the table

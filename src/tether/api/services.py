@@ -53,6 +53,8 @@ from tether.store.witness import witnesses_from
 __all__ = ["Services"]
 
 _T = TypeVar("_T")
+#: The shortest wait of the lease reaper between two rounds that took nothing.
+_REAP_PAUSE = 0.2
 
 log = structlog.get_logger("tether.maintenance")
 
@@ -197,6 +199,14 @@ class Services:
                 )
             )
             upkeep.create_task(self._reap_leases())
+            upkeep.create_task(_logged(self._sweep_and_reconcile, "lease_sweep_failed"))
+            upkeep.create_task(
+                _every(
+                    settings.maintenance_interval_seconds,
+                    self._sweep_and_reconcile,
+                    "lease_sweep_failed",
+                )
+            )
             upkeep.create_task(
                 _every(
                     settings.maintenance_interval_seconds,
@@ -213,28 +223,43 @@ class Services:
     async def scan_credentials(self) -> None:
         """The posture scan: publish every login in a managed system that Tether did not
         create (a standing privilege, or an agent bypassing the broker)."""
-        for engine, login in await self.engines.scan():
-            data = {"engine": engine, "login": login.name, **dict(login.details)}
-            event = Event(
-                type="credential.unmanaged_login", time=self.clock.now().timestamp(), data=data
-            )
-            self.events.publish(event)
+        found, failed = await self.engines.scan()
+        now = self.clock.now().timestamp()
+        for engine, code in failed:
+            failure: dict[str, object] = {"engine": engine, "error": code}
+            self.events.publish(Event(type="credential.scan_failed", time=now, data=failure))
+        for engine, login in found:
+            data: dict[str, object] = {"engine": engine, "login": login.name}
+            data |= login.details
+            self.events.publish(Event(type="credential.unmanaged_login", time=now, data=data))
 
     async def _reap_leases(self) -> None:
-        """Until cancelled: remove orphaned credentials once, then end leases on time —
-        waking at the next expiry, and at least every ``lease_reaper_interval_seconds`` (a
-        lease issued by another replica may expire sooner than the one this replica knew)."""
+        """Until cancelled: end leases on time — waking at the next expiry, and at least every
+        ``lease_reaper_interval_seconds`` (a lease issued by another replica may expire
+        sooner than the one this replica knew). A failed round waits a full interval; a round
+        that found nothing to take (what is due is held by another replica) waits at least
+        :data:`_REAP_PAUSE`, so the loop never spins."""
         interval = self.settings.lease_reaper_interval_seconds
-        await _logged(self.revoker.sweep_orphans, "lease_sweep_failed")
         while True:
             taken = await _logged(self.revoker.reap, "lease_reap_failed")
             if taken:
                 continue  # more may be due: another round at once
             delay = interval
-            nxt = await _logged(self.revoker.next_expiry, "lease_reap_failed")
+            nxt = (
+                None
+                if taken is None
+                else await _logged(self.revoker.next_expiry, "lease_reap_failed")
+            )
             if nxt is not None:
-                delay = min(interval, max(0.0, (nxt - self.clock.now()).total_seconds()))
+                until = (nxt - self.clock.now()).total_seconds()
+                delay = min(interval, max(_REAP_PAUSE, until))
             await asyncio.sleep(delay)
+
+    async def _sweep_and_reconcile(self) -> None:
+        """Remove orphaned credentials (at start, then every maintenance interval) and end
+        the leases of agents that stopped without their leases ending."""
+        await self.revoker.sweep_orphans()
+        await self.leases.end_stopped_agents()
 
     # The services are looked up at each call (not bound when the loops start).
     async def _refresh_revocations(self) -> None:

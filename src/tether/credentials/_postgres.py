@@ -66,7 +66,9 @@ __all__ = ["PostgresEngine", "PostgresLogin", "open_postgres_engine", "validate_
 _Pool = AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]]
 _Conn = psycopg.AsyncConnection[TupleRow]
 
-_LEASE_ID = re.compile(r"[a-z0-9_]+")
+#: A lease id exactly (``lea_`` and 26 base32 characters): only such names under the prefix
+#: are ours, so the sweep never touches a role such as ``<prefix>admin``.
+_LEASE_ID = re.compile(r"lea_[a-z0-9]{26}")
 #: How long revocation waits for each terminated session to end.
 _TERMINATE_WAIT_MS = 2000
 #: Server-side bounds, so that no statement of the engine hangs (a lock held elsewhere).
@@ -146,7 +148,7 @@ class PostgresEngine:
 
     def credential_name(self, lease_id: str) -> str:
         if not isinstance(lease_id, str) or not _LEASE_ID.fullmatch(lease_id):
-            raise InvalidInput("a lease id is made of a-z, 0-9 and '_'", details={"rule": "id"})
+            raise InvalidInput("not a lease id (lea_ and 26 of a-z, 0-9)", details={"rule": "id"})
         return self._check_credential(self._settings.role_prefix + lease_id)
 
     def _check_credential(self, credential: str) -> str:
@@ -158,7 +160,7 @@ class PostgresEngine:
             or not _LEASE_ID.fullmatch(credential[len(prefix) :])
             or len(credential) > MAX_IDENTIFIER
         ):
-            rule = f"{prefix}<a-z, 0-9, _>, at most {MAX_IDENTIFIER} bytes"
+            rule = f"{prefix}<lease id>, at most {MAX_IDENTIFIER} bytes"
             raise InvalidInput("not a credential of this engine", details={"rule": rule})
         return credential
 
@@ -279,8 +281,10 @@ class PostgresEngine:
 
     async def managed(self) -> set[str]:
         query = sql.SQL("SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)")
-        rows = await self._run("list managed roles", query, (self._settings.role_prefix,))
-        return {str(row[0]) for row in rows or ()}
+        prefix = self._settings.role_prefix
+        rows = await self._run("list managed roles", query, (prefix,))
+        names = (str(row[0]) for row in rows or ())
+        return {n for n in names if _LEASE_ID.fullmatch(n[len(prefix) :])}
 
     async def unmanaged_logins(self) -> list[UnmanagedLogin]:
         s = self._settings

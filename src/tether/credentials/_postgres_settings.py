@@ -108,16 +108,21 @@ def parse_postgres_settings(settings: Mapping[str, object]) -> PostgresSettings:
     databases = _names(settings.get("databases", [database]), "databases")
     if not databases:
         raise _invalid("databases", "at least one database")
+    prefix = _prefix(settings.get("role_prefix", "tether_"))
+    admin = _name(settings.get("admin_user"), "admin_user")
+    known = tuple(sorted(_names(settings.get("known_logins", []), "known_logins")))
+    if any(name.startswith(prefix) for name in (admin, *known)):
+        raise _invalid("role_prefix", "a prefix no admin or known login starts with")
     return PostgresSettings(
         host=host,
         port=int(_number(settings, "port", None, 65535)),
         database=database,
         databases=databases,
-        admin_user=_name(settings.get("admin_user"), "admin_user"),
-        role_prefix=_prefix(settings.get("role_prefix", "tether_")),
+        admin_user=admin,
+        role_prefix=prefix,
         connect_timeout=float(_number(settings, "connect_timeout", 5.0, 60)),
         pool_size=int(_number(settings, "pool_size", 4, 64)),
-        known_logins=tuple(sorted(_names(settings.get("known_logins", []), "known_logins"))),
+        known_logins=known,
     )
 
 

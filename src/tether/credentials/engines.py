@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
+from typing import Protocol
 
 from tether._internal.clock import Clock
 from tether.audit.records import AuditRecord
@@ -44,9 +45,9 @@ from tether.credentials import vault
 from tether.credentials.engine import CredentialEngine, EngineFactory, UnmanagedLogin
 from tether.credentials.models import EngineConfig, RoleTemplate
 from tether.crypto.kek import KeyEncryptionKey
-from tether.errors import EngineNotFound, Error, InvalidInput, NotFound
+from tether.errors import Conflict, EngineNotFound, Error, InvalidInput, NotFound
 from tether.identity.access import Actor, Permission, require
-from tether.store.interfaces import EngineStore
+from tether.store.interfaces import EngineStore, LeaseStore
 
 __all__ = ["MAX_ROLES", "EngineKind", "Engines", "check_role_template", "role_of"]
 
@@ -55,6 +56,8 @@ NAME_RULE = "2 to 63 characters: lowercase letters, digits and '-', starting wit
 #: Role templates one engine may have.
 MAX_ROLES = 100
 _AUTH = frozenset({"password", "none"})
+#: Settings that may change while credentials are live (they do not say where they are).
+_TUNABLE = frozenset({"connect_timeout", "pool_size", "known_logins"})
 _DATA_CLASSES = frozenset({"public", "internal", "confidential", "restricted"})
 
 
@@ -105,11 +108,15 @@ def check_role_template(role: RoleTemplate, *, ttl_ceiling: int, needs_group: bo
     return role
 
 
+class _Store(EngineStore, LeaseStore, Protocol):
+    """Engines, and which of their credentials are live (a change must not strand them)."""
+
+
 class Engines:
     def __init__(
         self,
         *,
-        store: EngineStore,
+        store: _Store,
         audit: AuditSink,
         clock: Clock,
         kek: KeyEncryptionKey,
@@ -161,6 +168,8 @@ class Engines:
                 f"engine {name!r} is a {existing.kind} engine; remove it to change its kind",
                 details={"rule": "kind is fixed"},
             )
+        if existing is not None:
+            await self._refuse_moving_live_credentials(existing, normal, templates)
         now = self._clock.now()
         sealed = self._seal(name, secret, spec.max_secret) if secret is not None else None
         config = EngineConfig(
@@ -190,6 +199,29 @@ class Engines:
         finally:
             self._configs.pop(name, None)
         return config
+
+    async def _refuse_moving_live_credentials(
+        self,
+        existing: EngineConfig,
+        settings: Mapping[str, object],
+        templates: Mapping[str, RoleTemplate],
+    ) -> None:
+        """While credentials of the engine are live, its connection, prefix and roles stay:
+        revoking them through a changed configuration would miss them (another server, another
+        prefix) and mark their leases ended while they still work."""
+        moved = sorted(
+            key
+            for key in set(existing.settings) | set(settings)
+            if key not in _TUNABLE and existing.settings.get(key) != settings.get(key)
+        )
+        dropped = sorted(set(existing.roles) - set(templates))
+        if not (moved or dropped) or not await self._store.live_credentials(existing.name):
+            return
+        raise Conflict(
+            f"engine {existing.name!r} has live leases: revoke them before changing "
+            + ", ".join([*moved, *(f"role {r}" for r in dropped)]),
+            details={"settings": moved, "roles": dropped},
+        )
 
     async def remove(self, name: str, *, actor: Actor) -> None:
         """Remove an engine no live lease uses (``Conflict`` otherwise)."""
@@ -284,6 +316,10 @@ class Engines:
 
     # -- use -----------------------------------------------------------------------------
 
+    async def config(self, name: str) -> EngineConfig:
+        """The engine's configuration, without opening the engine (``EngineNotFound``)."""
+        return await self._current(name)
+
     async def open(self, name: str) -> tuple[EngineConfig, CredentialEngine]:
         """The engine's configuration and the engine itself, opened once and reopened when
         the configuration changed (``EngineNotFound``, ``EngineUnavailable``)."""
@@ -306,14 +342,20 @@ class Engines:
         _, engine = await self.open(name)
         return await engine.unmanaged_logins()
 
-    async def scan(self) -> builtins.list[tuple[str, UnmanagedLogin]]:
-        """Every engine's unmanaged logins (the monitor's scan: no actor); an engine that
-        cannot be reached is skipped (its failure is the caller's to report)."""
+    async def scan(
+        self,
+    ) -> tuple[builtins.list[tuple[str, UnmanagedLogin]], builtins.list[tuple[str, str]]]:
+        """Every engine's unmanaged logins (the monitor's scan: no actor), and the engines
+        that could not be scanned with their error code: one engine down hides no other."""
         found: builtins.list[tuple[str, UnmanagedLogin]] = []
+        failed: builtins.list[tuple[str, str]] = []
         for config in await self._store.list_engines():
-            _, engine = await self.open(config.name)
-            found += [(config.name, login) for login in await engine.unmanaged_logins()]
-        return found
+            try:
+                _, engine = await self.open(config.name)
+                found += [(config.name, login) for login in await engine.unmanaged_logins()]
+            except Error as exc:
+                failed.append((config.name, exc.code))
+        return found, failed
 
     async def all(self) -> builtins.list[EngineConfig]:
         """Every configured engine (for the reaper and the posture scan: no actor)."""

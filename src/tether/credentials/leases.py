@@ -56,6 +56,7 @@ from tether.errors import (
     Forbidden,
     InvalidInput,
     LeaseNotFound,
+    NotFound,
     Unauthenticated,
     VersionConflict,
 )
@@ -114,17 +115,26 @@ class Leases:
         correlation_id: str | None = None,
     ) -> Issued:
         """A new lease for the agent instance that presents ``token``: ``Unauthenticated``,
-        ``Forbidden`` (the decision's reasons), ``EngineUnavailable``, ``AuditUnavailable``."""
-        config, credential_engine = await self._engines.open(engine)
-        template = role_of(config, role)
-        ttl = lifecycle.check_ttl(
-            template.default_ttl if ttl is None else ttl, max_ttl=template.max_ttl
-        )
+        ``Forbidden`` (the decision's reasons), ``NotFound`` (no such engine or role),
+        ``InvalidInput`` (the TTL), ``EngineUnavailable``, ``AuditUnavailable``.
+
+        The token is checked before anything about the engine is told or done: an unknown
+        engine or role is refused only once the caller is known (and allowed), and the engine
+        is connected to only for an allowed request."""
+        config: EngineConfig | None = None
+        template: RoleTemplate | None = None
+        missing: NotFound | None = None
+        try:
+            config = await self._engines.config(engine)
+            template = role_of(config, role)
+        except NotFound as exc:
+            missing = exc
+        resource = _resource(engine, config, template)
         verdict = await self._checkpoint.check(
             CheckRequest(
                 token=token,
                 action="use_credential",
-                resource=_resource(config, template),
+                resource=resource,
                 enforcement_point="leases",
                 certificate_thumbprint=certificate_thumbprint,
                 arguments={"engine": engine, "role": role, "ttl": ttl},
@@ -132,6 +142,12 @@ class Leases:
             )
         )
         caller = _allowed_caller(verdict)
+        if missing is not None or template is None:
+            raise missing or NotFound(f"engine {engine!r} has no role {role!r}")
+        ttl = lifecycle.check_ttl(
+            template.default_ttl if ttl is None else ttl, max_ttl=template.max_ttl
+        )
+        config, credential_engine = await self._engines.open(engine)
         lease_id = new_id("lea")
         lease = lifecycle.new_lease(
             id=lease_id,
@@ -167,7 +183,11 @@ class Leases:
         facts: dict[str, object],
     ) -> Lease:
         """Store the lease and record ``lease.issued``, both at once; if either fails, the
-        credential is removed before the error reaches the caller (fail closed)."""
+        credential is removed before the error reaches the caller (fail closed).
+
+        Then the agent's state is read again: an agent stopped while its credential was being
+        created ended its leases without seeing this one (not stored yet), so the credential
+        is withdrawn here. Stored first, read after: a stop committed later ends it itself."""
         active = lifecycle.activated(lease, now=self._clock.now())
         record = self._revoker.record("lease.issued", caller.spiffe_id, active, facts)
         stored, recorded = await asyncio.gather(
@@ -175,14 +195,13 @@ class Leases:
         )
         problem = next((r for r in (stored, recorded) if isinstance(r, BaseException)), None)
         if problem is None:
-            return active
+            agent = await self._agents.get_agent(caller.agent.name)
+            if agent is not None and agent.can_authenticate:
+                return active
+            state = agent.state if agent is not None else "gone"
+            problem = Forbidden(f"agent {caller.agent.name!r} is {state}: no credential")
         await self._withdraw(active, engine, template, stored=not isinstance(stored, BaseException))
         await self._refused(active, caller.spiffe_id, facts | {"error": _code(problem)})
-        if isinstance(problem, Error):
-            raise AuditUnavailable(
-                "the lease could not be put in force; its credential was removed",
-                details={"error": problem.code},
-            ) from problem
         raise problem
 
     async def _withdraw(
@@ -271,18 +290,36 @@ class Leases:
             await self._records_of_revocation([ending], actor, reason)
             return await self._revoker.retry_later(ending, exc)
         ended = lifecycle.ended(ending, now=self._clock.now())
-        results = await asyncio.gather(
-            self._store.save_lease(ended, expected_version=lease.version),
+        recorded = asyncio.gather(
             self._records_of_revocation([ending], actor, reason),
             self._audit.append(self._revoker.end_record(ended, ending)),
             return_exceptions=True,
         )
-        if isinstance(results[0], VersionConflict):
-            return await self._load(lease_id)  # the reaper ended it meanwhile
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        return ended
+        try:
+            closed = await self._close(ended, lease, actor, reason)
+        finally:
+            outcomes = await recorded
+        problem = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if problem is not None:
+            raise problem
+        return closed
+
+    async def _close(self, ended: Lease, lease: Lease, actor: Actor, reason: str | None) -> Lease:
+        """Store ``ended`` over ``lease``. If the lease moved meanwhile (renewed), its
+        credential is gone all the same: close what is stored now; if another replica ended
+        it, that stands."""
+        for _ in range(3):
+            try:
+                await self._store.save_lease(ended, expected_version=lease.version)
+            except VersionConflict:
+                lease = await self._load(lease.id)
+                if lease.state not in _ENDABLE:
+                    return lease  # the reaper (or another call) is ending or ended it
+                ending = self._ending(actor, reason)(lease)
+                ended = lifecycle.ended(ending, now=self._clock.now())
+                continue
+            return ended
+        return await self._load(lease.id)
 
     async def revoke_all(
         self, match: LeaseMatch, *, actor: Actor, reason: str | None = None
@@ -308,6 +345,24 @@ class Leases:
                 return done
             await self._records_of_revocation(page, actor, reason)
             done += await self._revoker.finish_all(page)
+
+    async def end_stopped_agents(self) -> int:
+        """End the leases of agents that can no longer authenticate (suspended, quarantined,
+        retired, back in review): the backstop for a stop whose own revocation failed (the
+        store or the audit log was down then). How many were ended."""
+        ended, after = 0, None
+        judged: dict[str, bool] = {}
+        while page := await self._store.list_leases(
+            LeaseMatch(), states=_ENDABLE, limit=PAGE, after=after
+        ):
+            after = page[-1].id
+            for name in dict.fromkeys(lease.agent for lease in page):
+                if name not in judged:
+                    agent = await self._agents.get_agent(name)
+                    judged[name] = agent is not None and agent.can_authenticate
+                    if not judged[name]:
+                        ended += await self.revoke_agent(name, Actor.system(), "agent not active")
+        return ended
 
     async def revoke_agent(self, agent: str, actor: Actor, reason: str) -> int:
         """Every lease of ``agent`` (when it is quarantined, suspended or retired): how
@@ -353,9 +408,10 @@ class Leases:
         limit: int = 100,
         after: str | None = None,
     ) -> list[Lease]:
-        """Leases matching ``match``; an agent sees only its own."""
+        """Leases matching ``match``; an agent instance sees only its own."""
         if actor.kind == "agent":
-            match = LeaseMatch(**(match.fields() | {"agent": _agent_name(actor)}))
+            mine = {"agent": _agent_name(actor), "instance": _instance(actor)}
+            match = LeaseMatch(**(match.fields() | mine))
         elif not allowed(actor, Permission.LEASE_READ):
             await self._require_bulk(actor, match, Permission.LEASE_READ)
         return await self._store.list_leases(match, states=states, limit=limit, after=after)
@@ -369,11 +425,11 @@ class Leases:
         return lease
 
     async def _require(self, actor: Actor, permission: Permission, lease: Lease) -> None:
-        """The agent holding the lease, an operator with ``permission``, or a developer who
-        owns the agent (for reading and revoking)."""
+        """The agent instance holding the lease, an operator with ``permission``, or a
+        developer who owns the agent (for reading and revoking)."""
         if actor.kind == "agent":
-            if _agent_name(actor) != lease.agent:
-                raise Forbidden("an agent may act only on its own leases")
+            if _agent_name(actor) != lease.agent or _instance(actor) != lease.instance:
+                raise Forbidden("an agent instance may act only on its own leases")
             return
         if allowed(actor, permission):
             return  # by role: the agent's owners need not be read
@@ -413,12 +469,24 @@ def _allowed_caller(verdict: Verdict) -> AgentCaller:
     raise Forbidden(f"use_credential denied: {reasons}", details=details)
 
 
-def _resource(config: EngineConfig, template: RoleTemplate) -> Entity:
-    name = template.resource or config.name
+def _resource(engine: str, config: EngineConfig | None, template: RoleTemplate | None) -> Entity:
+    """The entity ``use_credential`` is decided on: the role's resource (default: the
+    engine), typed by the engine's kind. For an unknown engine or role, a database named
+    after the engine, so that the caller is checked before it learns the name is unknown."""
+    if config is None or template is None:
+        name, kind, data_class = engine, "postgres", "restricted"
+    else:
+        name, kind, data_class = template.resource or config.name, config.kind, template.data_class
     return Entity(
-        ref=EntityRef(_RESOURCE_TYPES.get(config.kind, "Database"), name),
-        attrs=MappingProxyType({"name": name, "data_class": template.data_class}),
+        ref=EntityRef(_RESOURCE_TYPES.get(kind, "Database"), name),
+        attrs=MappingProxyType({"name": name, "data_class": data_class}),
     )
+
+
+def _instance(actor: Actor) -> str:
+    """The instance id in an agent actor's SPIFFE ID (``…/agent/<name>/i/<instance>``)."""
+    parts = actor.id.split("/i/", 1)
+    return parts[1] if len(parts) == 2 else ""
 
 
 def _agent_name(actor: Actor) -> str:

@@ -77,8 +77,8 @@ def new_lease(
     grant_id: str | None = None,
     user: str | None = None,
 ) -> Lease:
-    """A lease being issued: recorded before the engine creates the credential, so a crash
-    in between leaves a record to clean up, never an unknown credential."""
+    """A lease being issued (``issuing``): the engine creates its credential next, then the
+    lease is stored ``activated`` (see :mod:`tether.credentials.leases`)."""
     check_ttl(ttl, max_ttl=max_ttl)
     return Lease(
         id=id,

@@ -5,9 +5,14 @@ for a user, that user's grant), for one role of one engine, with a TTL, renewabl
 TTL, and gone when it ends. Its states::
 
     issuing ──▶ active ──▶ revoking ──▶ revoked | expired
-       │                      │  ▲
-       └──(issuance failed)───┘  └─ retried with backoff; after N failures ──▶ irrevocable
-                                                                            (alerted, retried)
+                                 │  ▲
+                                 └──┘ retried with backoff; after N failures ──▶ irrevocable
+                                                                       (alerted, retried)
+
+``issuing`` is the lease before its credential exists: the lease service keeps it in memory
+and stores the lease once the credential exists (``active``). A stored ``issuing`` lease (one
+written by an earlier release, which stored it first) is ended by the reaper after the
+issuing grace, its credential removed if it was created.
 
 ``credential`` is the engine's name for what it created (a PostgreSQL role name): a fact, never
 a secret. Secrets (a password) are handed to the caller once, in :class:`IssuedCredential`, and

@@ -67,8 +67,9 @@ class Revoker:
         self._grace = timedelta(seconds=issuing_grace_seconds)
 
     async def reap(self, *, limit: int = PAGE) -> int:
-        """One round: end the leases that expired, the issuances that never finished and the
-        revocations whose retry is due; how many were taken."""
+        """One round: end the leases that expired, the revocations whose retry is due and any
+        stored ``issuing`` lease past the grace (see :mod:`tether.credentials.models`); how
+        many were taken."""
         now = self._clock.now()
         claim_until = now + self.claim
 
@@ -136,21 +137,24 @@ class Revoker:
         return len(orphans)
 
     async def finish_all(self, leases: Collection[Lease]) -> list[Lease]:
+        """Finish each lease (``_CONCURRENCY`` at once). Each engine is opened once for the
+        lot: when it cannot be, every lease of it is retried later at once, instead of each
+        waiting out its own connection timeout."""
         gate = asyncio.Semaphore(_CONCURRENCY)
+        opened: dict[str, asyncio.Task[tuple[EngineConfig, CredentialEngine]]] = {}
 
         async def one(lease: Lease) -> Lease:
+            if lease.engine not in opened:
+                opened[lease.engine] = asyncio.ensure_future(self._engines.open(lease.engine))
             async with gate:
-                return await self._finish_one(lease)
+                try:
+                    config, engine = await asyncio.shield(opened[lease.engine])
+                    template = role_of(config, lease.role)
+                except Error as exc:
+                    return await self.retry_later(lease, exc)
+                return await self.finish(lease, engine, template)
 
         return list(await asyncio.gather(*(one(lease) for lease in leases)))
-
-    async def _finish_one(self, lease: Lease) -> Lease:
-        try:
-            config, engine = await self._engines.open(lease.engine)
-            template = role_of(config, lease.role)
-        except Error as exc:
-            return await self.retry_later(lease, exc)
-        return await self.finish(lease, engine, template)
 
     async def finish(self, lease: Lease, engine: CredentialEngine, template: RoleTemplate) -> Lease:
         """Have the engine remove the credential of a ``revoking`` lease we hold, then
@@ -160,12 +164,13 @@ class Revoker:
         except Error as exc:
             return await self.retry_later(lease, exc)
         ended = lifecycle.ended(lease, now=self._clock.now())
+        # The fact first (the credential is gone, whoever closes the lease), then the lease.
+        await self._audit.append(self.end_record(ended, lease))
         try:
             await self._store.save_lease(ended, expected_version=lease.version)
         except VersionConflict:
             # Our hold ran out and another replica ended it (or retries it): its record wins.
             return await self._reload(lease.id)
-        await self._audit.append(self.end_record(ended, lease))
         return ended
 
     def end_record(self, ended: Lease, ending: Lease) -> AuditRecord:

@@ -16,10 +16,13 @@ import psycopg
 import pytest
 
 from tests.conftest import PgCluster
+from tests.support.tokens import client_credentials
+from tether._internal.ids import new_id
 from tether.api.services import Services
 from tether.credentials.models import LeaseState
+from tether.identity.models import AgentState
 
-from .conftest import AgentFactory
+from .conftest import ISSUER, AgentFactory, RegisteredAgent
 from .decisions import svid
 from .leases import ManagedDb, configure, issue, managed_db
 from .test_management_api import as_, operator_token
@@ -31,11 +34,16 @@ def db(pg_cluster: PgCluster) -> ManagedDb:
 
 
 @pytest.fixture
-async def token(client: httpx.AsyncClient, make_agent: AgentFactory, db: ManagedDb) -> str:
-    """faq-bot's JWT-SVID, with pg-main configured and a policy letting it use it."""
-    agent = await make_agent("faq-bot", resources=["pg-main"])
+async def faq_bot(client: httpx.AsyncClient, make_agent: AgentFactory) -> RegisteredAgent:
+    return await make_agent("faq-bot", resources=["pg-main"])
+
+
+@pytest.fixture
+async def token(client: httpx.AsyncClient, faq_bot: RegisteredAgent, db: ManagedDb) -> str:
+    """faq-bot's JWT-SVID (instance pod-1), with pg-main configured and a policy letting it
+    use it."""
     await configure(client, db)
-    return await svid(client, agent)
+    return await svid(client, faq_bot)
 
 
 async def _issued(client: httpx.AsyncClient, token: str, **body: Any) -> dict[str, Any]:
@@ -250,16 +258,18 @@ async def test_orphan_role_with_the_managed_prefix_is_dropped_on_sweep(
     client: httpx.AsyncClient, token: str, db: ManagedDb, services: Services
 ) -> None:
     kept = (await _issued(client, token))["lease"]["credential"]
+    orphan, not_ours = db.prefix + new_id("lea"), db.prefix + "admin"
     with db.admin() as conn:
-        conn.execute(
-            psycopg.sql.SQL("CREATE ROLE {} LOGIN").format(
-                psycopg.sql.Identifier(db.prefix + "lea_orphan")
+        for name in (orphan, not_ours):
+            conn.execute(
+                psycopg.sql.SQL("CREATE ROLE {} LOGIN").format(psycopg.sql.Identifier(name))
             )
-        )
     assert await services.revoker.sweep_orphans(grace=0) == 1
-    assert db.roles() == {kept}
+    assert db.roles() == {kept, not_ours}  # a role under the prefix but not a lease's: kept
     orphans = await _records(services, "lease.orphan_removed")
-    assert [r["credential"] for r in orphans] == [db.prefix + "lea_orphan"]
+    assert [r["credential"] for r in orphans] == [orphan]
+    with db.admin() as conn:
+        conn.execute(psycopg.sql.SQL("DROP ROLE {}").format(psycopg.sql.Identifier(not_ours)))
 
 
 async def test_role_that_cannot_be_dropped_is_retried_then_irrevocable_with_an_alert(
@@ -387,3 +397,95 @@ async def test_posture_scan_publishes_each_login_tether_did_not_create(
     assert "bypassing_agent" in logins
     assert not {login for login in logins if login.startswith(db.prefix)}
     assert {event["engine"] for event in found} == {"pg-main"}
+
+
+async def test_engine_with_live_leases_keeps_its_connection_and_roles(
+    client: httpx.AsyncClient, token: str, db: ManagedDb
+) -> None:
+    await _issued(client, token)
+    moved = db.engine_body()
+    moved["settings"] |= {"database": "postgres"}
+    refused = await client.put("/v1/engines/pg-main", json=moved)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["details"]["settings"] == ["database", "databases"]
+    renamed = db.engine_body(name="reader")
+    refused = await client.put("/v1/engines/pg-main", json=renamed)
+    assert refused.json()["error"]["details"]["roles"] == ["readonly"]
+    tuned = db.engine_body()
+    tuned["settings"] |= {"pool_size": 2}
+    assert (await client.put("/v1/engines/pg-main", json=tuned)).status_code == 200
+
+
+async def test_leases_of_an_agent_stopped_without_its_leases_ending_are_ended_by_the_backstop(
+    client: httpx.AsyncClient, token: str, db: ManagedDb, services: Services
+) -> None:
+    """As when the quarantine's own revocation failed (the store was down then)."""
+    await _issued(client, token)
+    agent = await services.store.get_agent("faq-bot")
+    assert agent is not None
+    stopped = replace(agent, state=AgentState.QUARANTINED, version=agent.version + 1)
+    await services.store.update_agent(stopped, expected_version=agent.version)
+    assert len(db.roles()) == 1
+    assert await services.leases.end_stopped_agents() == 1
+    assert db.roles() == set()
+    assert await services.leases.end_stopped_agents() == 0
+
+
+async def test_unknown_engine_is_not_told_to_a_caller_without_a_valid_token_or_policy(
+    client: httpx.AsyncClient, token: str, db: ManagedDb
+) -> None:
+    forged = await issue(client, "not-a-token", engine="no-such-engine")
+    assert forged.status_code == 401
+    unpermitted = await issue(client, token, engine="no-such-engine")
+    assert unpermitted.status_code == 403
+    assert "no-such-engine" not in unpermitted.json()["error"]["message"]
+    unknown_role = await issue(client, token, role="superuser")
+    assert unknown_role.status_code == 404  # permitted on pg-main: told its roles
+    assert db.roles() == set()
+
+
+async def test_an_instance_cannot_renew_or_revoke_another_instances_lease(
+    client: httpx.AsyncClient, token: str, faq_bot: RegisteredAgent
+) -> None:
+    lease = (await _issued(client, token))["lease"]
+    form = client_credentials(
+        faq_bot.key.private_pem,
+        client_id=faq_bot.spiffe_id,
+        audience=f"{ISSUER}/oauth2/token",
+        now=int(time.time()),
+        instance_id="pod-2",
+    )
+    other = (await client.post("/oauth2/token", data=form)).json()["access_token"]
+    headers = {"Authorization": f"Bearer {other}"}
+    for action in ("renew", "revoke"):
+        refused = await client.post(f"/v1/leases/{lease['id']}/{action}", headers=headers)
+        assert refused.status_code == 403
+    assert (await client.get("/v1/leases", headers=headers)).json()["leases"] == []
+
+
+async def test_agent_stopped_while_its_credential_is_created_gets_none(
+    client: httpx.AsyncClient,
+    token: str,
+    db: ManagedDb,
+    services: Services,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stop ended the agent's leases before this one was stored: issuance itself must
+    see the stop and withdraw the credential."""
+    _, engine = await services.engines.open("pg-main")
+    create = engine.create
+
+    async def create_while_stopped(**kwargs: Any) -> Any:
+        issued = await create(**kwargs)
+        agent = await services.store.get_agent("faq-bot")
+        assert agent is not None
+        stopped = replace(agent, state=AgentState.QUARANTINED, version=agent.version + 1)
+        await services.store.update_agent(stopped, expected_version=agent.version)
+        return issued
+
+    monkeypatch.setattr(engine, "create", create_while_stopped)
+    refused = await issue(client, token)
+    assert refused.status_code == 403, refused.text
+    assert db.roles() == set()
+    listed = (await client.get("/v1/leases")).json()["leases"]
+    assert [lease["state"] for lease in listed] == ["revoked"]

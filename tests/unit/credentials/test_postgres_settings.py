@@ -59,3 +59,19 @@ def test_settings_that_break_a_rule_are_invalid_input(
 ) -> None:
     with pytest.raises(InvalidInput, match=match):
         validate_postgres_settings(_GOOD | change)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"admin_user": "tether_admin"},
+        {"known_logins": ["app", "tether_monitor"]},
+        {"role_prefix": "app_", "admin_user": "app_owner"},
+    ],
+)
+def test_a_role_the_engine_would_sweep_cannot_be_its_admin_or_a_known_login(
+    change: dict[str, object],
+) -> None:
+    """A name under the managed prefix is one the engine may drop: never the admin's."""
+    with pytest.raises(InvalidInput, match="role_prefix"):
+        validate_postgres_settings(_GOOD | change)

@@ -34,6 +34,9 @@ def serve(
     ] = None,
 ) -> None:
     """Start the Tether server."""
+    from tether.api.logs import configure_logging
+
+    configure_logging()
     scheme = "https" if tls else "http"
     shown_host = f"[{host}]" if ":" in host else host
     overrides: dict[str, object] = {}

@@ -169,9 +169,19 @@ def _each(conn: Connection, group: list[_Waiting]) -> list[tuple[bool, Any]]:
         try:
             with conn.begin_nested():
                 outcomes.append((True, unit(conn)))
-        except Exception as exc:  # noqa: BLE001 - this unit's error, for its caller alone
+        except Exception as exc:  # this unit's error, for its caller alone (unless fatal)
+            if not _in_transaction(conn):
+                # SQLite ended the whole transaction itself (a full disk, an I/O error):
+                # what follows would commit unit by unit. Fail the group instead.
+                raise
             outcomes.append((False, exc))
     return outcomes
+
+
+def _in_transaction(conn: Connection) -> bool:
+    """Whether SQLite still has the group's transaction open (its own view, not the ORM's)."""
+    driver = conn.connection.driver_connection
+    return bool(getattr(driver, "in_transaction", False))
 
 
 def _settle(answer: asyncio.Future[Any], ok: bool, value: Any) -> None:
