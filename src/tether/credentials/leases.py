@@ -31,13 +31,19 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from types import MappingProxyType
 
 from tether._internal.clock import Clock
 from tether._internal.ids import new_id
 from tether.audit.sink import AuditSink
 from tether.checkpoint import Checkpoint, CheckRequest, Verdict
 from tether.credentials import lifecycle
+from tether.credentials._requests import (
+    agent_name,
+    allowed_caller,
+    error_code,
+    instance_of,
+    resource_of,
+)
 from tether.credentials.engine import CredentialEngine
 from tether.credentials.engines import Engines, role_of
 from tether.credentials.models import (
@@ -51,24 +57,19 @@ from tether.credentials.models import (
 )
 from tether.credentials.revocation import PAGE, Revoker, failed
 from tether.errors import (
-    AuditUnavailable,
     Error,
     Forbidden,
     InvalidInput,
     LeaseNotFound,
     NotFound,
-    Unauthenticated,
     VersionConflict,
 )
 from tether.identity.access import Actor, Permission, allowed, require
 from tether.identity.svid import AgentCaller
-from tether.policy.models import Entity, EntityRef
 from tether.store.interfaces import AgentStore, LeaseStore
 
 __all__ = ["Issued", "Leases"]
 
-#: Policy entity type of each engine kind's resource.
-_RESOURCE_TYPES = {"postgres": "Database", "vault": "Secret", "token": "Api"}
 #: States a revocation moves to ``revoking`` (later ones are ending or ended already).
 _ENDABLE = (LeaseState.ISSUING, LeaseState.ACTIVE)
 
@@ -121,33 +122,18 @@ class Leases:
         The token is checked before anything about the engine is told or done: an unknown
         engine or role is refused only once the caller is known (and allowed), and the engine
         is connected to only for an allowed request."""
-        config: EngineConfig | None = None
-        template: RoleTemplate | None = None
-        missing: NotFound | None = None
-        try:
-            config = await self._engines.config(engine)
-            template = role_of(config, role)
-        except NotFound as exc:
-            missing = exc
-        resource = _resource(engine, config, template)
-        verdict = await self._checkpoint.check(
-            CheckRequest(
-                token=token,
-                action="use_credential",
-                resource=resource,
-                enforcement_point="leases",
-                certificate_thumbprint=certificate_thumbprint,
-                arguments={"engine": engine, "role": role, "ttl": ttl},
-                correlation_id=correlation_id,
-            )
+        caller, verdict, template = await self._decide(
+            token=token,
+            engine=engine,
+            role=role,
+            ttl=ttl,
+            certificate_thumbprint=certificate_thumbprint,
+            correlation_id=correlation_id,
         )
-        caller = _allowed_caller(verdict)
-        if missing is not None or template is None:
-            raise missing or NotFound(f"engine {engine!r} has no role {role!r}")
         ttl = lifecycle.check_ttl(
             template.default_ttl if ttl is None else ttl, max_ttl=template.max_ttl
         )
-        config, credential_engine = await self._engines.open(engine)
+        _, credential_engine = await self._engines.open(engine)
         lease_id = new_id("lea")
         lease = lifecycle.new_lease(
             id=lease_id,
@@ -173,6 +159,42 @@ class Leases:
             raise
         active = await self._put_in_force(lease, credential_engine, template, caller, facts)
         return Issued(lease=active, credential=credential, decision_id=verdict.decision_id)
+
+    async def _decide(
+        self,
+        *,
+        token: str,
+        engine: str,
+        role: str,
+        ttl: int | None,
+        certificate_thumbprint: str | None,
+        correlation_id: str | None,
+    ) -> tuple[AgentCaller, Verdict, RoleTemplate]:
+        """The caller, the allowing verdict and the role's template; the refusal otherwise.
+        An unknown engine or role is told only to a caller that is known and allowed."""
+        config: EngineConfig | None = None
+        template: RoleTemplate | None = None
+        missing: NotFound | None = None
+        try:
+            config = await self._engines.config(engine)
+            template = role_of(config, role)
+        except NotFound as exc:
+            missing = exc
+        verdict = await self._checkpoint.check(
+            CheckRequest(
+                token=token,
+                action="use_credential",
+                resource=resource_of(engine, config, template),
+                enforcement_point="leases",
+                certificate_thumbprint=certificate_thumbprint,
+                arguments={"engine": engine, "role": role, "ttl": ttl},
+                correlation_id=correlation_id,
+            )
+        )
+        caller = allowed_caller(verdict)
+        if missing is not None or template is None:
+            raise missing or NotFound(f"engine {engine!r} has no role {role!r}")
+        return caller, verdict, template
 
     async def _put_in_force(
         self,
@@ -201,7 +223,7 @@ class Leases:
             state = agent.state if agent is not None else "gone"
             problem = Forbidden(f"agent {caller.agent.name!r} is {state}: no credential")
         await self._withdraw(active, engine, template, stored=not isinstance(stored, BaseException))
-        await self._refused(active, caller.spiffe_id, facts | {"error": _code(problem)})
+        await self._refused(active, caller.spiffe_id, facts | {"error": error_code(problem)})
         raise problem
 
     async def _withdraw(
@@ -410,7 +432,7 @@ class Leases:
     ) -> list[Lease]:
         """Leases matching ``match``; an agent instance sees only its own."""
         if actor.kind == "agent":
-            mine = {"agent": _agent_name(actor), "instance": _instance(actor)}
+            mine = {"agent": agent_name(actor), "instance": instance_of(actor)}
             match = LeaseMatch(**(match.fields() | mine))
         elif not allowed(actor, Permission.LEASE_READ):
             await self._require_bulk(actor, match, Permission.LEASE_READ)
@@ -428,7 +450,7 @@ class Leases:
         """The agent instance holding the lease, an operator with ``permission``, or a
         developer who owns the agent (for reading and revoking)."""
         if actor.kind == "agent":
-            if _agent_name(actor) != lease.agent or _instance(actor) != lease.instance:
+            if agent_name(actor) != lease.agent or instance_of(actor) != lease.instance:
                 raise Forbidden("an agent instance may act only on its own leases")
             return
         if allowed(actor, permission):
@@ -440,7 +462,7 @@ class Leases:
         self, actor: Actor, match: LeaseMatch, permission: Permission = Permission.LEASE_REVOKE
     ) -> None:
         if actor.kind == "agent":
-            if match.agent != _agent_name(actor):
+            if match.agent != agent_name(actor):
                 raise Forbidden("an agent may act only on its own leases")
             return
         if allowed(actor, permission):
@@ -450,46 +472,3 @@ class Leases:
             agent = await self._agents.get_agent(match.agent)
             owners = agent.owners if agent else ()
         require(actor, permission, owners=owners)
-
-
-def _code(problem: BaseException) -> str:
-    return problem.code if isinstance(problem, Error) else type(problem).__name__
-
-
-def _allowed_caller(verdict: Verdict) -> AgentCaller:
-    """The caller of an allowed verdict; otherwise the refusal, as an error."""
-    if verdict.allowed and verdict.caller is not None:
-        return verdict.caller
-    if verdict.audit_failed:
-        raise AuditUnavailable("the decision could not be recorded; no credential was issued")
-    reasons = "; ".join(verdict.decision.reasons) or "no policy permits it"
-    details = {"decision_id": verdict.decision_id, "reasons": list(verdict.decision.reasons)}
-    if verdict.caller is None:
-        raise Unauthenticated(f"the agent token was refused: {reasons}", details=details)
-    raise Forbidden(f"use_credential denied: {reasons}", details=details)
-
-
-def _resource(engine: str, config: EngineConfig | None, template: RoleTemplate | None) -> Entity:
-    """The entity ``use_credential`` is decided on: the role's resource (default: the
-    engine), typed by the engine's kind. For an unknown engine or role, a database named
-    after the engine, so that the caller is checked before it learns the name is unknown."""
-    if config is None or template is None:
-        name, kind, data_class = engine, "postgres", "restricted"
-    else:
-        name, kind, data_class = template.resource or config.name, config.kind, template.data_class
-    return Entity(
-        ref=EntityRef(_RESOURCE_TYPES.get(kind, "Database"), name),
-        attrs=MappingProxyType({"name": name, "data_class": data_class}),
-    )
-
-
-def _instance(actor: Actor) -> str:
-    """The instance id in an agent actor's SPIFFE ID (``…/agent/<name>/i/<instance>``)."""
-    parts = actor.id.split("/i/", 1)
-    return parts[1] if len(parts) == 2 else ""
-
-
-def _agent_name(actor: Actor) -> str:
-    """The agent name in an agent actor's SPIFFE ID (``…/agent/<name>[/i/<instance>]``)."""
-    parts = actor.id.split("/agent/", 1)
-    return parts[1].split("/", 1)[0] if len(parts) == 2 else ""

@@ -1,0 +1,61 @@
+"""The lease service's view of a request: who asks (from a verdict or an actor) and on what
+policy entity a ``use_credential`` decision is taken."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from tether.checkpoint import Verdict
+from tether.credentials.models import EngineConfig, RoleTemplate
+from tether.errors import AuditUnavailable, Error, Forbidden, Unauthenticated
+from tether.identity.access import Actor
+from tether.identity.svid import AgentCaller
+from tether.policy.models import Entity, EntityRef
+
+__all__ = ["agent_name", "allowed_caller", "error_code", "instance_of", "resource_of"]
+
+#: Policy entity type of each engine kind's resource.
+_RESOURCE_TYPES = {"postgres": "Database", "vault": "Secret", "token": "Api"}
+
+
+def error_code(problem: BaseException) -> str:
+    return problem.code if isinstance(problem, Error) else type(problem).__name__
+
+
+def allowed_caller(verdict: Verdict) -> AgentCaller:
+    """The caller of an allowed verdict; otherwise the refusal, as an error."""
+    if verdict.allowed and verdict.caller is not None:
+        return verdict.caller
+    if verdict.audit_failed:
+        raise AuditUnavailable("the decision could not be recorded; no credential was issued")
+    reasons = "; ".join(verdict.decision.reasons) or "no policy permits it"
+    details = {"decision_id": verdict.decision_id, "reasons": list(verdict.decision.reasons)}
+    if verdict.caller is None:
+        raise Unauthenticated(f"the agent token was refused: {reasons}", details=details)
+    raise Forbidden(f"use_credential denied: {reasons}", details=details)
+
+
+def resource_of(engine: str, config: EngineConfig | None, template: RoleTemplate | None) -> Entity:
+    """The entity ``use_credential`` is decided on: the role's resource (default: the
+    engine), typed by the engine's kind. For an unknown engine or role, a database named
+    after the engine, so that the caller is checked before it learns the name is unknown."""
+    if config is None or template is None:
+        name, kind, data_class = engine, "postgres", "restricted"
+    else:
+        name, kind, data_class = template.resource or config.name, config.kind, template.data_class
+    return Entity(
+        ref=EntityRef(_RESOURCE_TYPES.get(kind, "Database"), name),
+        attrs=MappingProxyType({"name": name, "data_class": data_class}),
+    )
+
+
+def instance_of(actor: Actor) -> str:
+    """The instance id in an agent actor's SPIFFE ID (``…/agent/<name>/i/<instance>``)."""
+    parts = actor.id.split("/i/", 1)
+    return parts[1] if len(parts) == 2 else ""
+
+
+def agent_name(actor: Actor) -> str:
+    """The agent name in an agent actor's SPIFFE ID (``…/agent/<name>[/i/<instance>]``)."""
+    parts = actor.id.split("/agent/", 1)
+    return parts[1].split("/", 1)[0] if len(parts) == 2 else ""
