@@ -257,16 +257,40 @@ class Leases:
 
     # -- renew ---------------------------------------------------------------------------
 
-    async def renew(self, lease_id: str, *, actor: Actor, ttl: int | None = None) -> Lease:
-        """Move the lease's expiry forward (capped at its max TTL). The agent that holds it
-        may renew it; operators need ``lease.renew``."""
+    async def renew(
+        self,
+        lease_id: str,
+        *,
+        actor: Actor,
+        ttl: int | None = None,
+        token: str | None = None,
+        certificate_thumbprint: str | None = None,
+    ) -> Lease:
+        """Move the lease's expiry forward (capped at its max TTL). The agent instance that
+        holds it may renew it, presenting its ``token``: the policy decides again, so a
+        permission withdrawn since the issuance stops the renewal. Operators need
+        ``lease.renew``."""
         lease = await self._load(lease_id)
         await self._require(actor, Permission.LEASE_RENEW, lease)
         config, engine = await self._engines.open(lease.engine)
         template = role_of(config, lease.role)
-        renewed = lifecycle.renew(
-            lease, now=self._clock.now(), ttl=template.default_ttl if ttl is None else ttl
-        )
+        ttl = template.default_ttl if ttl is None else ttl
+        if actor.kind == "agent":
+            if token is None:
+                raise Forbidden("an agent renews a lease with its token: the policy decides again")
+            verdict = await self._checkpoint.check(
+                CheckRequest(
+                    token=token,
+                    action="use_credential",
+                    resource=resource_of(lease.engine, config, template),
+                    enforcement_point="leases",
+                    certificate_thumbprint=certificate_thumbprint,
+                    arguments={"engine": lease.engine, "role": lease.role, "ttl": ttl},
+                    correlation_id=lease.id,
+                )
+            )
+            allowed_caller(verdict)
+        renewed = lifecycle.renew(lease, now=self._clock.now(), ttl=ttl)
         record = self._revoker.record(
             "lease.renewed",
             actor.label,

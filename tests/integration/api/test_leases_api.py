@@ -489,3 +489,24 @@ async def test_agent_stopped_while_its_credential_is_created_gets_none(
     assert db.roles() == set()
     listed = (await client.get("/v1/leases")).json()["leases"]
     assert [lease["state"] for lease in listed] == ["revoked"]
+
+
+async def test_renewal_is_decided_again_so_a_withdrawn_permission_stops_it(
+    client: httpx.AsyncClient, token: str
+) -> None:
+    lease = (await _issued(client, token, ttl=60))["lease"]
+    agent = {"Authorization": f"Bearer {token}"}
+    nothing_for_faq_bot = """
+@id("someone-else")
+permit (principal == Tether::Agent::"other-bot", action, resource);
+"""
+    applied = await client.post("/v1/policies", json={"text": nothing_for_faq_bot})
+    assert applied.status_code == 201, applied.text
+    refused = await client.post(f"/v1/leases/{lease['id']}/renew", json={"ttl": 120}, headers=agent)
+    assert refused.status_code == 403, refused.text
+    shown = (await client.get(f"/v1/leases/{lease['id']}")).json()
+    assert shown["expires_at"] == lease["expires_at"]
+    assert shown["renewals"] == 0
+    # An admin may still renew (an operator's decision, audited as theirs).
+    by_admin = await client.post(f"/v1/leases/{lease['id']}/renew", json={"ttl": 120})
+    assert by_admin.json()["renewals"] == 1

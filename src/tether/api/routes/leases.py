@@ -105,7 +105,16 @@ async def renew(
 ) -> Json:
     actor = await _caller(request, services)
     ttl = body.ttl if body else None
-    return lease_json(await services.leases.renew(lease_id, actor=actor, ttl=ttl))
+    token = bearer_token(request)
+    cert = client_certificate(request, services)
+    renewed = await services.leases.renew(
+        lease_id,
+        actor=actor,
+        ttl=ttl,
+        token=None if actor.kind == "operator" else token,
+        certificate_thumbprint=cert.thumbprint if cert else None,
+    )
+    return lease_json(renewed)
 
 
 @router.post("/{lease_id}/revoke", summary="Revoke a lease now")
