@@ -88,20 +88,10 @@ def _iso(value: Any) -> Any:
 
 
 def lease_json(lease: Lease) -> dict[str, Any]:
+    facts = lease.facts()
     return {
-        "id": lease.id,
-        "engine": lease.engine,
-        "role": lease.role,
-        "credential": lease.credential,
-        "agent": lease.agent,
-        "instance": lease.instance,
-        "grant_id": lease.grant_id,
-        "user": lease.user,
-        "state": str(lease.state),
-        "created_at": _iso(lease.created_at),
-        "expires_at": _iso(lease.expires_at),
-        "max_expires_at": _iso(lease.max_expires_at),
-        "renewals": lease.renewals,
+        "id": facts.pop("lease_id"),
+        **facts,
         "ending": str(lease.ending) if lease.ending else None,
         "reason": lease.reason,
         "attempts": lease.attempts,

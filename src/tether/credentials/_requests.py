@@ -9,6 +9,7 @@ from tether.checkpoint import Verdict
 from tether.credentials.models import EngineConfig, RoleTemplate
 from tether.errors import AuditUnavailable, Error, Forbidden, Unauthenticated
 from tether.identity.access import Actor
+from tether.identity.names import AgentRef, parse_agent_spiffe_id, parse_spiffe_id
 from tether.identity.svid import AgentCaller
 from tether.policy.models import Entity, EntityRef
 
@@ -49,13 +50,18 @@ def resource_of(engine: str, config: EngineConfig | None, template: RoleTemplate
     )
 
 
+def _agent_ref(actor: Actor) -> AgentRef:
+    """The agent and instance an agent actor's SPIFFE ID names (parsed as the registry
+    parses them; ``InvalidSpiffeId`` if it names none)."""
+    trust_domain = parse_spiffe_id(actor.id).trust_domain
+    return parse_agent_spiffe_id(actor.id, trust_domain=trust_domain)
+
+
 def instance_of(actor: Actor) -> str:
-    """The instance id in an agent actor's SPIFFE ID (``…/agent/<name>/i/<instance>``)."""
-    parts = actor.id.split("/i/", 1)
-    return parts[1] if len(parts) == 2 else ""
+    """The instance id of an agent actor (``…/agent/<name>/i/<instance>``), or ``""``."""
+    return _agent_ref(actor).instance_id or ""
 
 
 def agent_name(actor: Actor) -> str:
-    """The agent name in an agent actor's SPIFFE ID (``…/agent/<name>[/i/<instance>]``)."""
-    parts = actor.id.split("/agent/", 1)
-    return parts[1].split("/", 1)[0] if len(parts) == 2 else ""
+    """The agent name of an agent actor (``…/agent/<name>[/i/<instance>]``)."""
+    return _agent_ref(actor).name

@@ -107,6 +107,28 @@ class Lease:
         """Whether the credential may be used: active and not past its expiry."""
         return self.state is LeaseState.ACTIVE and now < self.expires_at
 
+    def facts(self) -> dict[str, object]:
+        """What records, events and the API say of the lease: facts, never a secret."""
+        return {
+            "lease_id": self.id,
+            "engine": self.engine,
+            "role": self.role,
+            "credential": self.credential,
+            "agent": self.agent,
+            "instance": self.instance,
+            "grant_id": self.grant_id,
+            "user": self.user,
+            "state": str(self.state),
+            "created_at": _iso(self.created_at),
+            "expires_at": _iso(self.expires_at),
+            "max_expires_at": _iso(self.max_expires_at),
+            "renewals": self.renewals,
+        }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
 
 @dataclass(frozen=True, kw_only=True)
 class LeaseMatch:

@@ -36,7 +36,7 @@ from tether.identity.access import Actor
 from tether.monitor.events import Event, EventStream
 from tether.store.interfaces import LeaseStore
 
-__all__ = ["PAGE", "Revoker", "facts_of", "failed"]
+__all__ = ["PAGE", "Revoker", "failed"]
 
 #: Leases one round or one bulk revocation changes per transaction.
 PAGE = 500
@@ -196,7 +196,7 @@ class Revoker:
         record = self.record("lease.revocation_failed", Actor.system().label, retried, facts)
         await self._audit.append(failed(record))
         kind = "lease.irrevocable" if irrevocable else "lease.revocation_failed"
-        self._publish(kind, facts_of(retried) | facts)
+        self._publish(kind, retried.facts() | facts)
         return retried
 
     async def _reload(self, lease_id: str) -> Lease:
@@ -211,7 +211,7 @@ class Revoker:
             actor=actor,
             subject=f"lease:{lease.id}",
             time=self._clock.now(),
-            details=facts_of(lease) | extra,
+            details=lease.facts() | extra,
         )
 
     def _publish(self, kind: str, data: dict[str, object]) -> None:
@@ -235,22 +235,3 @@ def failed(record: AuditRecord) -> AuditRecord:
 
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
-
-
-def facts_of(lease: Lease) -> dict[str, object]:
-    """What records and events say about a lease: facts, never a secret."""
-    return {
-        "lease_id": lease.id,
-        "engine": lease.engine,
-        "role": lease.role,
-        "credential": lease.credential,
-        "agent": lease.agent,
-        "instance": lease.instance,
-        "grant_id": lease.grant_id,
-        "user": lease.user,
-        "state": str(lease.state),
-        "created_at": _iso(lease.created_at),
-        "expires_at": _iso(lease.expires_at),
-        "max_expires_at": _iso(lease.max_expires_at),
-        "renewals": lease.renewals,
-    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -111,3 +112,52 @@ def live(tmp_path: Path) -> Iterator[Live]:
 @pytest.fixture
 def live_tls(tmp_path: Path) -> Iterator[Live]:
     yield from _start(tmp_path, "--tls")
+
+
+class ServerProcess:
+    """``tether serve`` on one data directory and one port across restarts (the issuer, so
+    agent tokens' audience, stays the same); its output goes to ``log`` (or nowhere)."""
+
+    def __init__(
+        self, data_dir: Path, *, log: Path | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        self.data_dir, self.log, self.env = data_dir, log, env or {}
+        self.port = free_port()
+        self.addr = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "TETHER_ROOT_TOKEN": ROOT, "TETHER_TRUST_DOMAIN": TD, **self.env}
+        env.pop("TETHER_ISSUER", None)
+        command = [sys.executable, "-m", "tether", "serve", "--port", str(self.port)]
+        command += ["--data-dir", str(self.data_dir)]
+        if self.log is None:
+            out = subprocess.DEVNULL
+            self.proc = subprocess.Popen(command, env=env, stdout=out, stderr=out)
+        else:
+            with self.log.open("ab") as sink:
+                self.proc = subprocess.Popen(command, env=env, stdout=sink, stderr=sink)
+        wait_ready(self.addr, time.monotonic() + 60, self.proc)
+
+    def output(self) -> str:
+        """Everything the server printed so far (with a ``log``)."""
+        return self.log.read_text(encoding="utf-8", errors="replace") if self.log else ""
+
+    def kill(self) -> None:
+        """``kill -9``: no shutdown of any kind."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def ops(self) -> httpx.Client:
+        """A client of the operator API, as root."""
+        return httpx.Client(base_url=self.addr, headers={"Authorization": f"Bearer {ROOT}"})

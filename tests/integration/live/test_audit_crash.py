@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +27,7 @@ from tether.audit.tiles import consistency_proof_at
 from tether.crypto.assertion import generate_agent_key
 from tether.store.sql import open_sql_store
 
-from .conftest import ROOT, TD, free_port, wait_ready
+from .conftest import ROOT, ServerProcess
 
 CYCLES = 20
 #: Decisions in flight at once while the server is killed.
@@ -43,43 +39,11 @@ permit (principal == Tether::Agent::"crash-bot", action == Tether::Action::"call
 """
 
 
-class Server:
-    def __init__(self, data_dir: Path, database_url: str | None, witness: Path) -> None:
-        self.data_dir, self.database_url, self.witness = data_dir, database_url, witness
-        self.proc: subprocess.Popen[bytes] | None = None
-        # One address for every start: the issuer (and so the agent token's audience) is it.
-        self.port = free_port()
-        self.addr = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        port = self.port
-        env = {
-            **os.environ,
-            "TETHER_ROOT_TOKEN": ROOT,
-            "TETHER_TRUST_DOMAIN": TD,
-            "TETHER_AUDIT_WITNESSES": str(self.witness),
-        }
-        env.pop("TETHER_ISSUER", None)
-        if self.database_url:
-            env["TETHER_DATABASE_URL"] = self.database_url
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tether", "serve", "--port", str(port),
-             "--data-dir", str(self.data_dir)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_ready(self.addr, time.monotonic() + 60, self.proc)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
+def _server(data_dir: Path, database_url: str | None, witness: Path) -> ServerProcess:
+    env = {"TETHER_AUDIT_WITNESSES": str(witness)}
+    if database_url:
+        env["TETHER_DATABASE_URL"] = database_url
+    return ServerProcess(data_dir, env=env)
 
 
 def _agent_token(addr: str) -> str:
@@ -106,7 +70,7 @@ def _register(ops: httpx.Client, addr: str) -> str:
     return token
 
 
-async def _decide_until_killed(server: Server, token: str, cycle: int) -> set[str]:
+async def _decide_until_killed(server: ServerProcess, token: str, cycle: int) -> set[str]:
     """Decisions from IN_FLIGHT loops; the server is killed part-way. The acknowledged ids."""
     acknowledged: set[str] = set()
     body = {
@@ -177,7 +141,7 @@ def test_kill_9_under_load_never_loses_an_acknowledged_record(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     database_url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
-    server = Server(tmp_path / "data", database_url, tmp_path / "witness" / "checkpoints.jsonl")
+    server = _server(tmp_path / "data", database_url, tmp_path / "witness" / "checkpoints.jsonl")
     acknowledged: set[str] = set()
     try:
         server.start()

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,26 +26,16 @@ from tests.conftest import PgCluster
 from tests.integration.api.leases import POLICIES, ManagedDb, managed_db
 from tether.cli import exit_codes
 
-from .conftest import ROOT, TD, free_port, wait_ready
+from .conftest import ROOT, ServerProcess
 
 pytestmark = pytest.mark.postgres
-
-
-@dataclass
-class Server:
-    addr: str
-    #: Everything the server printed (stdout and stderr), read at any time.
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
 
 
 @dataclass
 class World:
     """pg-main configured on a managed database, the policy applied, faq-bot's JWT-SVID."""
 
-    server: Server
+    server: ServerProcess
     db: ManagedDb
     agent_token: str
     tmp: Path
@@ -55,7 +44,7 @@ class World:
 
 
 def tether(
-    server: Server, *args: str, token: str | None = ROOT, stdin: str | None = None
+    server: ServerProcess, *args: str, token: str | None = ROOT, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TETHER_ADDR": server.addr}
     env.pop("TETHER_TOKEN", None)
@@ -79,27 +68,14 @@ def ok(done: subprocess.CompletedProcess[str]) -> Any:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     home = tmp_path_factory.mktemp("lease-cli")
-    port, log = free_port(), home / "server.log"
-    env = {**os.environ, "TETHER_ROOT_TOKEN": ROOT, "TETHER_TRUST_DOMAIN": TD}
-    env.pop("TETHER_ISSUER", None)
-    command = [sys.executable, "-m", "tether", "serve", "--port", str(port)]
-    with log.open("w") as sink:
-        proc = subprocess.Popen(
-            [*command, "--data-dir", str(home / "data")], env=env, stdout=sink, stderr=sink
-        )
-    addr = f"http://127.0.0.1:{port}"
+    running = ServerProcess(home / "data", log=home / "server.log")
     try:
-        wait_ready(addr, time.monotonic() + 30, proc)
-        yield Server(addr=addr, log=log)
+        running.start()
+        yield running
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        running.stop()
 
 
 def _engine_file(db: ManagedDb, path: Path, **settings: Any) -> Path:
@@ -111,7 +87,9 @@ def _engine_file(db: ManagedDb, path: Path, **settings: Any) -> Path:
 
 
 @pytest.fixture(scope="module")
-def world(server: Server, pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> World:
+def world(
+    server: ServerProcess, pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory
+) -> World:
     tmp = tmp_path_factory.mktemp("lease-cli-files")
     db = managed_db(pg_cluster)
     config = _engine_file(db, tmp / "pg-main.json")

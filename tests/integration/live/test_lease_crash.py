@@ -8,10 +8,6 @@ No issued password shows in the server's output.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,44 +21,10 @@ from tests.integration.api.leases import POLICIES, ManagedDb, managed_db
 from tests.support.tokens import client_credentials
 from tether.crypto.assertion import generate_agent_key
 
-from .conftest import ROOT, TD, free_port, wait_ready
+from .conftest import ServerProcess
 
 SHORT_TTL = 3
 LONG_TTL = 120
-
-
-class Server:
-    """``tether serve`` on one data directory and one port across restarts; its output kept."""
-
-    def __init__(self, data_dir: Path, log: Path) -> None:
-        self.data_dir, self.log = data_dir, log
-        self.port = free_port()
-        self.addr = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "TETHER_ROOT_TOKEN": ROOT, "TETHER_TRUST_DOMAIN": TD}
-        env.pop("TETHER_ISSUER", None)
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tether", "serve", "--port", str(self.port),
-                 "--data-dir", str(self.data_dir)],
-                env=env, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        wait_ready(self.addr, time.monotonic() + 60, self.proc)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
-
-    def ops(self) -> httpx.Client:
-        return httpx.Client(base_url=self.addr, headers={"Authorization": f"Bearer {ROOT}"})
 
 
 def _agent_token(ops: httpx.Client, addr: str) -> str:
@@ -106,7 +68,7 @@ def _logs_in(db: ManagedDb, issued: dict[str, Any]) -> bool:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Any:
-    running = Server(tmp_path / "data", tmp_path / "server.log")
+    running = ServerProcess(tmp_path / "data", log=tmp_path / "server.log")
     try:
         yield running
     finally:
@@ -114,7 +76,7 @@ def server(tmp_path: Path) -> Any:
 
 
 def test_leases_that_expired_while_tether_was_down_are_gone_within_10_s_of_restart(
-    server: Server, pg_cluster: PgCluster
+    server: ServerProcess, pg_cluster: PgCluster
 ) -> None:
     db = managed_db(pg_cluster)
     server.start()
@@ -142,7 +104,7 @@ def test_leases_that_expired_while_tether_was_down_are_gone_within_10_s_of_resta
     assert {states[i["lease"]["id"]] for i in short} == {"expired"}
     assert {states[i["lease"]["id"]] for i in long} == {"active"}
     server.stop()
-    output = server.log.read_bytes()
+    output = server.output().encode()
     for issued in short + long:
         assert issued["credential"]["secret"].encode() not in output
     assert pg_cluster.password.encode() not in output
