@@ -203,9 +203,7 @@ async def test_server_gets_only_a_scram_verifier_never_the_password(
     """The verifier carries the template's iteration count, and neither the catalog, the
     activity view nor the server's statement log ever holds the plaintext."""
     log = _server_log(db)
-    with db.cluster.admin() as conn:
-        conn.execute("ALTER SYSTEM SET log_statement = 'ddl'")
-        conn.execute("SELECT pg_reload_conf()")
+    _set_log_statement(db, "ddl")
     try:
         start = log.stat().st_size
         name = engine.credential_name(db.lease_id())
@@ -214,9 +212,7 @@ async def test_server_gets_only_a_scram_verifier_never_the_password(
         assert issued.secret is not None
         written = log.read_bytes()[start:].decode(errors="replace")
     finally:
-        with db.cluster.admin() as conn:
-            conn.execute("ALTER SYSTEM RESET log_statement")
-            conn.execute("SELECT pg_reload_conf()")
+        _set_log_statement(db, "none")
     [(stored,)] = db.query("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (name,))
     assert stored.startswith("SCRAM-SHA-256$4321:")
     assert issued.secret not in stored
@@ -229,6 +225,23 @@ async def test_server_gets_only_a_scram_verifier_never_the_password(
     assert all(issued.secret not in text for (text,) in everywhere)
     async with await db.login(name, issued.secret) as conn:
         assert await (await conn.execute("SELECT current_user")).fetchone() == (name,)
+
+
+def _set_log_statement(db: Db, value: str) -> None:
+    """Set ``log_statement`` cluster-wide and wait until the server has taken it.
+
+    ``pg_reload_conf()`` only signals the postmaster. Once a new session sees the value, the
+    postmaster has re-read its configuration and signalled every running backend, so the
+    engine's pooled sessions apply it before their next statement.
+    """
+    with db.cluster.admin() as conn:
+        conn.execute(sql.SQL("ALTER SYSTEM SET log_statement = {}").format(sql.Literal(value)))
+        conn.execute("SELECT pg_reload_conf()")
+    deadline = time.monotonic() + 10
+    while db.query("SHOW log_statement") != [(value,)]:
+        if time.monotonic() > deadline:
+            pytest.fail(f"the server did not take log_statement = {value!r} within 10 s")
+        time.sleep(0.02)
 
 
 def _server_log(db: Db) -> Path:
