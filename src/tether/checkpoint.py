@@ -4,7 +4,11 @@ An MCP tool call, an HTTP request behind Envoy, an SDK-guarded function and an A
 evaluation all come here, so they are checked, audited and (later) monitored the same way:
 
 1. **authenticate** the presented token: a JWT-SVID Tether issued (ES256 only, ``exp``/``nbf``
-   with a 30 s leeway, ``aud`` = Tether, issuer, certificate binding) from an active agent;
+   with a 30 s leeway, ``aud`` = Tether, issuer, certificate binding) from an active agent, or
+   a delegated token (RFC 8693, ``typ`` ``at+jwt``) for this enforcement point's audience
+   whose actor is an active agent instance, whose user is active and whose grants are in
+   force (:mod:`tether.delegation.tokens`). A user's own token presented here is
+   **impersonation**: denied, and an ``impersonation`` event is published;
 2. **refuse at once** what no policy may allow: an inactive agent (also a shipped ``forbid``),
    a delegation chain deeper than allowed;
 3. **decide** with the policy set in force (:class:`~tether.policy.service.PolicySets`);
@@ -40,9 +44,12 @@ from tether._internal.kept import KeptFor
 from tether.audit.records import AuditRecord, Outcome
 from tether.audit.redact import Redactor
 from tether.audit.sink import AuditSink
-from tether.errors import Error, InvalidInput
+from tether.crypto.jwt import UnverifiedJws
+from tether.delegation.tokens import AccessTokens, Delegation
+from tether.errors import Error, InvalidInput, Unauthenticated
 from tether.identity.directory import AgentDirectory
 from tether.identity.models import Agent
+from tether.identity.names import parse_agent_spiffe_id
 from tether.identity.svid import AgentCaller, SvidIssuer
 from tether.monitor.events import Event, EventStream
 from tether.policy.engine import PolicyEngine
@@ -76,6 +83,9 @@ class CheckRequest:
     #: Who the enforcement point says is asking (an agent name or SPIFFE ID); must match the
     #: token, or the answer is deny.
     subject: str | None = None
+    #: The enforcement point's own identifier, which a delegated token must be minted for
+    #: (its ``aud``); Tether's issuer when not given.
+    audience: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,7 +164,9 @@ class Checkpoint:
         events: EventStream | None = None,
         audit_timeout: float = 2.0,
         redactor: Redactor | None = None,
+        tokens: AccessTokens | None = None,
     ) -> None:
+        self._tokens = tokens
         # Without a deployment key, a key of this process: values are hidden all the same.
         self._redactor = redactor or Redactor(secrets.token_bytes(32))
         self._directory = directory
@@ -173,17 +185,19 @@ class Checkpoint:
         arguments = canonical_json(request.arguments)
         digest = call_digest_of(request.action, _uid(request.resource.ref), arguments)
         caller: AgentCaller | None = None
+        delegation: Delegation | None = None
         evaluated: DecisionRequest | None = None
         try:
-            caller = await self._svids.verify_agent_token(
-                request.token, certificate_thumbprint=request.certificate_thumbprint
-            )
+            caller, delegation = await self._authenticate(request)
         except Error as exc:
             decision = Decision.deny(f"unauthenticated: {exc.message}")
+            if exc.details.get("reason") == "impersonation":
+                decision = Decision.deny(f"impersonation: {exc.message}")
+                self._publish("impersonation", _impersonation(request, exc))
         else:
             try:
                 request = await self._known_agents(request)
-                decision, evaluated = self._decide(caller, request, digest, arguments)
+                decision, evaluated = self._decide(caller, request, digest, arguments, delegation)
             except Error as exc:
                 decision = Decision.deny(exc.message)
             except Exception as exc:  # noqa: BLE001 - an engine fault is a recorded deny
@@ -194,17 +208,8 @@ class Checkpoint:
         recorded = await self._record(request, caller, decision, details, evaluated)
         if not recorded:
             decision = Decision.deny("audit_unavailable: the decision could not be recorded")
-        if self._events is not None:
-            data = details | {"effect": str(decision.effect), "audit_failed": not recorded}
-            # Shared by every subscriber: immutable all the way down.
-            frozen = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-            self._events.publish(
-                Event(
-                    type="decision",
-                    time=self._clock.now().timestamp(),
-                    data=MappingProxyType(frozen),
-                )
-            )
+        data = details | {"effect": str(decision.effect), "audit_failed": not recorded}
+        self._publish("decision", data)
         return Verdict(
             decision_id=decision_id,
             decision=decision,
@@ -213,8 +218,69 @@ class Checkpoint:
             audit_failed=not recorded,
         )
 
+    def _publish(self, type: str, data: Mapping[str, Any]) -> None:
+        if self._events is None:
+            return
+        # Shared by every subscriber: immutable all the way down.
+        frozen = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        self._events.publish(
+            Event(type=type, time=self._clock.now().timestamp(), data=MappingProxyType(frozen))
+        )
+
+    async def _authenticate(self, request: CheckRequest) -> tuple[AgentCaller, Delegation | None]:
+        """The calling instance, from its JWT-SVID or from a delegated token (told apart by
+        the signed ``typ`` header, then verified as that kind only)."""
+        try:
+            typ = str(UnverifiedJws.parse(request.token).header.get("typ", "JWT")).upper()
+        except Error:
+            typ = "JWT"  # let the SVID path refuse it with its own reason
+        if typ != "AT+JWT":
+            caller = await self._svids.verify_agent_token(
+                request.token, certificate_thumbprint=request.certificate_thumbprint
+            )
+            return caller, None
+        if self._tokens is None or self._directory is None:
+            raise Unauthenticated("delegated tokens are not accepted here")
+        audience = request.audience or self._svids.issuer
+        delegation = await self._tokens.delegation(request.token, audience=audience)
+        instance = delegation.chain[0]
+        ref = parse_agent_spiffe_id(instance, trust_domain=self._svids.trust_domain)
+        agent = await self._directory.get(ref.name)
+        if agent is None or ref.instance_id is None or not agent.can_authenticate:
+            raise Unauthenticated("the acting agent is not active")
+        bound = delegation.claims.claims.get("cnf")
+        if bound is not None:
+            want = bound.get("x5t#S256") if isinstance(bound, Mapping) else None
+            if not want or want != request.certificate_thumbprint:
+                raise Unauthenticated("this token is bound to a client certificate")
+        caller = AgentCaller(
+            agent=agent, instance_id=ref.instance_id, spiffe_id=instance,
+            claims=delegation.claims,
+        )  # fmt: skip
+        return caller, delegation
+
+    def act_for(self, agent: Agent, user: str, context: Mapping[str, Any]) -> Decision:
+        """May ``agent`` act for ``user`` (token exchange), by the policy set in force."""
+        compiled = self._policies.current
+        if self._policies.refused_version is not None:
+            return Decision.deny("the active policy set cannot be compiled here")
+        person = _user_entity(user)
+        evaluated = DecisionRequest(
+            principal=self._principal(agent),
+            action="act_for",
+            resource=person,
+            context={**context, "user": person.ref},
+            entities=(person,),
+        )
+        return self._engine.decide(compiled, evaluated)
+
     def _decide(
-        self, caller: AgentCaller, request: CheckRequest, digest: str, arguments: bytes
+        self,
+        caller: AgentCaller,
+        request: CheckRequest,
+        digest: str,
+        arguments: bytes,
+        delegation: Delegation | None = None,
     ) -> tuple[Decision, DecisionRequest | None]:
         """The decision, and the request the engine evaluated (None when refused before)."""
         compiled = self._policies.current
@@ -230,6 +296,10 @@ class Checkpoint:
             refused = f"agent is {caller.agent.state}"
             return Decision.deny(refused, policy_version=compiled.version), None
         context = self._context(caller, request, digest, arguments)
+        entities = request.entities
+        if delegation is not None:
+            context |= _delegated_context(delegation)
+            entities = (*entities, _user_entity(delegation.user))
         depth = context["act_depth"]
         if not isinstance(depth, int) or depth > MAX_ACT_DEPTH:
             refused = f"delegation chain deeper than {MAX_ACT_DEPTH}"
@@ -239,7 +309,7 @@ class Checkpoint:
             action=request.action,
             resource=request.resource,
             context=context,
-            entities=request.entities,
+            entities=entities,
         )
         return self._engine.decide(compiled, evaluated), evaluated
 
@@ -386,6 +456,43 @@ def _delegation(caller: AgentCaller | None) -> dict[str, Any]:
     # RFC 8693: in a delegated token ``sub`` is the user and ``act`` the agent acting for them.
     user = claims.get("sub") if chain and isinstance(claims.get("sub"), str) else None
     return found | {"user": user, "act": chain}
+
+
+def _user_entity(user: str) -> Entity:
+    return Entity(
+        ref=EntityRef("User", user),
+        attrs=MappingProxyType({"name": user, "groups": frozenset()}),
+    )
+
+
+def _delegated_context(delegation: Delegation) -> dict[str, Any]:
+    """What a delegated token proves, for policies: the user, the grant, the purpose, the
+    session and the chain of actors (the current one first)."""
+    grant = delegation.grant
+    context: dict[str, Any] = {
+        "user": EntityRef("User", delegation.user),
+        "grant_id": grant.id,
+        "grant_expires_at": int(grant.expires_at.timestamp()),
+        "scopes": set(delegation.scopes),
+        "purpose": grant.purpose,
+        "purpose_code": grant.purpose_code,
+        "act_chain": set(delegation.chain),
+        "act_depth": len(delegation.chain),
+    }
+    if delegation.session is not None:
+        context["session"] = delegation.session
+    return context
+
+
+def _impersonation(request: CheckRequest, exc: Error) -> dict[str, Any]:
+    """The ``impersonation`` event: a user's own token presented where an agent acts."""
+    return {
+        "enforcement_point": request.enforcement_point,
+        "subject": request.subject,
+        "action": request.action,
+        "resource": _uid(request.resource.ref),
+        "reason": exc.message,
+    }
 
 
 def _uid(ref: EntityRef) -> str:

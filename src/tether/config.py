@@ -47,6 +47,12 @@ _BOUNDS: tuple[tuple[str, float, float, str], ...] = (
     ("lease_claim_seconds", 1, 3600, "1 s and 1 h"),
     ("lease_issuing_grace_seconds", 1, 3600, "1 s and 1 h"),
     ("lease_revoke_max_attempts", 1, 1000, "1 and 1,000"),
+    ("user_token_ttl_seconds", 60, 24 * 3600, "60 s and 24 h"),
+    ("delegated_token_max_ttl_seconds", 10, 24 * 3600, "10 s and 24 h"),
+    ("max_delegation_depth", 1, 8, "1 and 8"),
+    ("grant_max_ttl_seconds", 60, 365 * 24 * 3600, "60 s and 365 days"),
+    ("password_memory_kib", 32, 4 * 1024 * 1024, "32 KiB and 4 GiB"),
+    ("password_time_cost", 1, 20, "1 and 20"),
 )
 
 
@@ -115,6 +121,27 @@ class Settings:
     lease_issuing_grace_seconds: float = 10.0
     #: Failed revocation attempts before a lease is marked irrevocable (and alerted on).
     lease_revoke_max_attempts: int = 8
+    #: A user's access token (built-in provider) lives this long.
+    user_token_ttl_seconds: int = 600
+    #: A delegated token (token exchange) lives at most this long (10 minutes by default),
+    #: and never beyond its subject token or its grant.
+    delegated_token_max_ttl_seconds: int = 600
+    #: The most actors on a delegation chain (user → agent → agent …).
+    max_delegation_depth: int = 4
+    #: A user's grant lasts at most this long (30 days by default).
+    grant_max_ttl_seconds: int = 30 * 24 * 3600
+    #: Argon2id cost for users' passwords (RFC 9106 §4, second recommended option).
+    password_memory_kib: int = 64 * 1024
+    password_time_cost: int = 3
+
+    @property
+    def token_max_ttl_seconds(self) -> int:
+        """The longest any token Tether signs may live (keys stay published that long)."""
+        return max(
+            self.jwt_svid_ttl_seconds,
+            self.user_token_ttl_seconds,
+            self.delegated_token_max_ttl_seconds,
+        )
 
     def __post_init__(self) -> None:
         if not _TRUST_DOMAIN.fullmatch(self.trust_domain):

@@ -22,10 +22,13 @@ The hierarchy::
     │   ├── OperatorTokenNotFound       operator_token_not_found
     │   ├── PolicySetNotFound           policy_set_not_found
     │   ├── LeaseNotFound               lease_not_found
-    │   └── EngineNotFound              engine_not_found
+    │   ├── EngineNotFound              engine_not_found
+    │   ├── UserNotFound                user_not_found
+    │   └── GrantNotFound               grant_not_found
     ├── Conflict                        conflict                 409
     │   ├── AgentExists                 agent_exists
     │   ├── KeyExists                   key_exists
+    │   ├── UserExists                  user_exists
     │   ├── InvalidTransition           invalid_state_transition
     │   ├── VersionConflict             version_conflict
     │   ├── LogPositionTaken            audit_log_position_taken
@@ -39,6 +42,7 @@ The hierarchy::
     │   ├── InvalidGrant                invalid_grant
     │   ├── UnauthorizedClient          unauthorized_client
     │   ├── UnsupportedGrantType        unsupported_grant_type
+    │   ├── UnsupportedTokenType        unsupported_token_type (RFC 7009)
     │   ├── InvalidScope                invalid_scope
     │   └── InvalidTarget               invalid_target (RFC 8707)
     ├── TokenInvalid                    token_invalid            401
@@ -79,6 +83,7 @@ __all__ = [
     "EngineUnavailable",
     "Error",
     "Forbidden",
+    "GrantNotFound",
     "InvalidClient",
     "InvalidCsr",
     "InvalidDeclaration",
@@ -110,6 +115,9 @@ __all__ = [
     "UnauthorizedClient",
     "UnsupportedGrantType",
     "UnsupportedMediaType",
+    "UnsupportedTokenType",
+    "UserExists",
+    "UserNotFound",
     "VersionConflict",
 ]
 
@@ -203,6 +211,14 @@ class EngineNotFound(NotFound):
     code = "engine_not_found"
 
 
+class UserNotFound(NotFound):
+    code = "user_not_found"
+
+
+class GrantNotFound(NotFound):
+    code = "grant_not_found"
+
+
 class Conflict(Error):
     code = "conflict"
 
@@ -213,6 +229,10 @@ class AgentExists(Conflict):
 
 class KeyExists(Conflict):
     code = "key_exists"
+
+
+class UserExists(Conflict):
+    code = "user_exists"
 
 
 class InvalidTransition(Conflict):
@@ -271,6 +291,12 @@ class UnauthorizedClient(OAuthError):
 
 class UnsupportedGrantType(OAuthError):
     code = "unsupported_grant_type"
+
+
+class UnsupportedTokenType(OAuthError):
+    """RFC 7009 §2.2.1: the server cannot revoke this type of token."""
+
+    code = "unsupported_token_type"
 
 
 class InvalidScope(OAuthError):

@@ -26,12 +26,14 @@ from tether.api.routes import (
     authzen,
     discovery,
     engines,
+    grants,
     health,
     leases,
     oauth,
     policies,
     svid,
     tokens,
+    users,
 )
 from tether.api.services import Services
 from tether.config import Settings
@@ -81,6 +83,8 @@ def create_app(
         policies,
         leases,
         engines,
+        users,
+        grants,
     )
     for module in routers:
         app.include_router(module.router)

@@ -10,8 +10,10 @@ from fastapi import Depends, Request
 
 from tether.api.services import Services
 from tether.crypto.ca import VerifiedClientCertificate
-from tether.errors import Unauthenticated
+from tether.crypto.jwt import UnverifiedJws
+from tether.errors import Error, Unauthenticated
 from tether.identity.access import Actor
+from tether.identity.operators import TOKEN_PREFIX
 from tether.identity.svid import AgentCaller
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "OperatorDep",
     "ServicesDep",
     "bearer_token",
+    "caller",
     "client_certificate",
 ]
 
@@ -72,3 +75,31 @@ async def current_agent(request: Request, services: ServicesDep) -> AgentCaller:
 
 
 AgentDep = Annotated[AgentCaller, Depends(current_agent)]
+
+
+async def caller(request: Request, services: Services, *, users: bool = False) -> Actor:
+    """Whoever presents the bearer token: an operator (operator token), an agent instance
+    (its JWT-SVID), or — where ``users`` — a user (their own access token, never a delegated
+    one: an agent holding a delegated token acts as the agent)."""
+    token = bearer_token(request)
+    if token.startswith(TOKEN_PREFIX):
+        return await services.operators.authenticate(token)
+    if users and _typ(token) == "AT+JWT":
+        claims = await services.delegation.tokens.verify(
+            token, audiences=(services.settings.issuer_url,)
+        )
+        if claims.claims.get("token_use") != "user" or not claims.sub:
+            raise Unauthenticated("a user's own access token is required here")
+        return Actor.user(name=claims.sub)
+    cert = client_certificate(request, services)
+    agent = await services.svids.verify_agent_token(
+        token, certificate_thumbprint=cert.thumbprint if cert else None
+    )
+    return Actor.agent(spiffe_id=agent.spiffe_id)
+
+
+def _typ(token: str) -> str:
+    try:
+        return str(UnverifiedJws.parse(token).header.get("typ", "JWT")).upper()
+    except Error:
+        return "JWT"

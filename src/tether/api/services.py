@@ -23,6 +23,7 @@ import structlog
 
 from tether._internal.clock import Clock, SystemClock
 from tether.api._credentials import credential_services
+from tether.api._delegation import Delegation, access_tokens, delegation_services
 from tether.audit.log import AuditLog
 from tether.audit.records import AuditRecord
 from tether.audit.redact import Redactor
@@ -83,6 +84,8 @@ class Services:
     engines: Engines
     leases: Leases
     revoker: Revoker
+    #: Users, their grants, their and delegated access tokens, and token exchange.
+    delegation: Delegation
     #: Set once this replica listens for other replicas' change notes and has caught up
     #: (PostgreSQL only).
     listening: asyncio.Event = field(default_factory=asyncio.Event)
@@ -122,18 +125,25 @@ class Services:
         revocations = await RevocationList.load(
             store,
             clock=clock,
-            max_token_lifetime=settings.jwt_svid_ttl_seconds,
+            max_token_lifetime=settings.token_max_ttl_seconds,
             leeway=VERIFY_LEEWAY,
         )
         svids = _svids(settings, clock, store, audit, keyring, directory, revocations)
         redactor = Redactor(kek.derive(AUDIT_HMAC_PURPOSE))
+        tokens, grants = access_tokens(
+            settings, clock, store, audit, keyring=keyring, revocations=revocations
+        )
         checkpoint = Checkpoint(
             svids=svids, policies=policies, engine=engine, audit=audit, clock=clock,
-            directory=directory, events=events, redactor=redactor,
+            directory=directory, events=events, redactor=redactor, tokens=tokens,
         )  # fmt: skip
         engines, revoker, leases = credential_services(
             settings, clock, store, audit, kek, events, checkpoint, keyring
         )
+        delegation = delegation_services(
+            settings, clock, store, audit, tokens=tokens, grants=grants, svids=svids,
+            directory=directory, checkpoint=checkpoint, leases=leases,
+        )  # fmt: skip
         return cls(
             settings=settings,
             clock=clock,
@@ -161,6 +171,7 @@ class Services:
             engines=engines,
             leases=leases,
             revoker=revoker,
+            delegation=delegation,
             new_root_token=new_root,
         )
 
@@ -333,7 +344,7 @@ async def _keyring(
         now=clock.now(),
         trust_domain=settings.trust_domain,
         signing_key_max_age=timedelta(days=settings.signing_key_max_age_days),
-        token_max_ttl=timedelta(seconds=settings.jwt_svid_ttl_seconds),
+        token_max_ttl=timedelta(seconds=settings.token_max_ttl_seconds),
     )
 
 

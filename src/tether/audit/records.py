@@ -28,6 +28,16 @@ tag is never reused for another meaning):
   expired), ``lease.revocation_failed`` (attempts, error, next attempt, ``irrevocable``),
   ``lease.orphan_removed`` (a managed credential with no lease, removed on start). No record
   holds an issued secret.
+* ``user.created``, ``user.updated`` (details: the changed fields — ``state``, or
+  ``password_changed`` — never a password or its hash), ``user.signed_in``,
+  ``user.sign_in_failed`` (the name asked for and why: ``unknown``, ``disabled`` or
+  ``wrong_password``)
+* ``grant.created`` (the grant's facts: user, agent, scopes, purpose, purpose code, session,
+  expiry), ``grant.revoked`` (by whom, why; one record per grant, also in a bulk revocation)
+* ``token.issued`` (a user's token from the built-in provider: ``jti``, scopes, ``sid``,
+  expiry), ``token.exchanged`` (RFC 8693: the delegated token's ``jti``, user, actor chain,
+  grant, scopes, audience, expiry and the determining policies), ``token.exchange_refused``
+  (the OAuth error code and why), ``token.revoked`` (RFC 7009: the ``jti``)
 
 A change that was recorded but then failed to apply is followed by a record of the same type
 with outcome ``failure``. Refused operator requests (403) are not state changes and are not
@@ -85,6 +95,16 @@ RECORD_TYPES = frozenset(
         "lease.ended",
         "lease.revocation_failed",
         "lease.orphan_removed",
+        "user.created",
+        "user.updated",
+        "user.signed_in",
+        "user.sign_in_failed",
+        "grant.created",
+        "grant.revoked",
+        "token.issued",
+        "token.exchanged",
+        "token.exchange_refused",
+        "token.revoked",
     }
 )
 

@@ -28,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -70,6 +71,11 @@ SPIFFE_REFRESH_HINT = 300
 
 #: The ``typ`` header values a JWT-SVID may carry (SPIFFE JWT-SVID §2).
 _SVID_TYPES = frozenset({"JWT", "JOSE"})
+#: RFC 9068 §2.1: the ``typ`` of a JWT access token (users' and delegated tokens).
+ACCESS_TOKEN_TYPE = "at+jwt"
+#: What each kind of token Tether verifies must say in its ``typ`` header (RFC 8725 §3.11:
+#: explicit typing, so one kind of token is never accepted as another).
+_TYPES = {"svid": _SVID_TYPES, "access": frozenset({ACCESS_TOKEN_TYPE.upper()})}
 
 
 class KeyRingPersistence(Protocol):
@@ -360,16 +366,26 @@ class KeyRing:
         return entry[0]
 
     def verify_issued(
-        self, token: str, *, audience: str, issuer: str, now: int, leeway: int = 30
+        self,
+        token: str,
+        *,
+        audience: str,
+        issuer: str,
+        now: int,
+        leeway: int = 30,
+        kind: Literal["svid", "access"] = "svid",
     ) -> VerifiedClaims:
-        """A JWT-SVID this server signed, still valid, for ``audience``; else
-        ``TokenInvalid``. Its ``typ``, if present, is ``JWT`` or ``JOSE`` (SPIFFE JWT-SVID §2):
-        a downstream access token this server also signs (``at+jwt``, RFC 9068) is never one,
-        whatever its audience."""
+        """A token this server signed, still valid, for ``audience``; else ``TokenInvalid``.
+
+        ``kind`` ``svid``: a JWT-SVID, whose ``typ``, if present, is ``JWT`` or ``JOSE``
+        (SPIFFE JWT-SVID §2) — an access token this server also signs (``at+jwt``) is never
+        one, whatever its audience. ``kind`` ``access``: a user's or a delegated access token,
+        whose ``typ`` must be ``at+jwt`` (RFC 9068 §2.1)."""
         parsed = UnverifiedToken.parse(token)
         typ = parsed.header.get("typ")
-        if typ is not None and str(typ).upper() not in _SVID_TYPES:
-            raise TokenInvalid("the token is not a JWT-SVID", details={"reason": "typ"})
+        allowed = _TYPES[kind]
+        if (typ is not None or kind != "svid") and str(typ).upper() not in allowed:
+            raise TokenInvalid(f"the token is not a {kind} token", details={"reason": "typ"})
         moment = datetime.fromtimestamp(now, tz=UTC)
         key = self.verification_key(parsed.header.get("kid"), now=moment)
         if key is None:
@@ -387,22 +403,30 @@ class KeyRing:
         )
 
     async def verify_issued_reloading(
-        self, token: str, *, audience: str, issuer: str, now: int, leeway: int = 30
+        self,
+        token: str,
+        *,
+        audience: str,
+        issuer: str,
+        now: int,
+        leeway: int = 30,
+        kind: Literal["svid", "access"] = "svid",
     ) -> VerifiedClaims:
         """:meth:`verify_issued`, but a key id this process does not know makes it read the
         keys again first — another replica may have rotated — at most every 10 seconds, so
         made-up key ids cannot turn every request into a database read."""
+        check = functools.partial(
+            self.verify_issued, token, audience=audience, issuer=issuer, leeway=leeway, kind=kind
+        )
         try:
-            return self.verify_issued(
-                token, audience=audience, issuer=issuer, now=now, leeway=leeway
-            )
+            return check(now=now)
         except TokenInvalid as exc:
             moment = datetime.fromtimestamp(now, tz=UTC)
             recent = self._loaded_at is not None and moment - self._loaded_at < RELOAD_INTERVAL
             if exc.details.get("reason") != "unknown_kid" or recent:
                 raise
         await self.refresh(now=moment, rotate=False)
-        return self.verify_issued(token, audience=audience, issuer=issuer, now=now, leeway=leeway)
+        return check(now=now)
 
     # -- rotation ------------------------------------------------------------------------
 

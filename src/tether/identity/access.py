@@ -48,6 +48,10 @@ class Permission(StrEnum):
     LEASE_READ = "lease.read"
     LEASE_RENEW = "lease.renew"
     LEASE_REVOKE = "lease.revoke"
+    USER_READ = "user.read"
+    USER_MANAGE = "user.manage"
+    GRANT_READ = "grant.read"
+    GRANT_REVOKE = "grant.revoke"
 
 
 _ALL_OPERATORS = frozenset(Role)
@@ -82,6 +86,12 @@ _GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.LEASE_READ: _ADMINS | {Role.AUDITOR},
     Permission.LEASE_RENEW: _ADMINS,
     Permission.LEASE_REVOKE: _ADMINS,
+    #: People: security admins manage them; a user reads and ends their own grants (checked
+    #: by the grants service, not by role).
+    Permission.USER_READ: _SECURITY | {Role.AUDITOR},
+    Permission.USER_MANAGE: _SECURITY,
+    Permission.GRANT_READ: _SECURITY | {Role.AUDITOR},
+    Permission.GRANT_REVOKE: _SECURITY,
 }
 #: What a developer may also do, but only on agents they own.
 _OWNER_GRANTS = frozenset(
@@ -99,7 +109,8 @@ _OWNER_GRANTS = frozenset(
 
 @dataclass(frozen=True, kw_only=True)
 class Actor:
-    """Whoever asks: an operator (a person with a role), an agent instance, or the system."""
+    """Whoever asks: an operator (a person with a role), an agent instance, a user (a person
+    signed in through an OpenID provider, acting for themselves), or the system."""
 
     kind: str
     id: str
@@ -113,6 +124,10 @@ class Actor:
     @classmethod
     def agent(cls, *, spiffe_id: str) -> Actor:
         return cls(kind="agent", id=spiffe_id, name=spiffe_id)
+
+    @classmethod
+    def user(cls, *, name: str) -> Actor:
+        return cls(kind="user", id=name, name=name)
 
     @classmethod
     def system(cls, name: str = "tether") -> Actor:

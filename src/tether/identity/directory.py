@@ -1,12 +1,6 @@
-"""Agents as the hot path reads them: from memory, never more than a second old.
-
-Every decision needs the calling agent's current state (a quarantined agent must be refused at
-once), and reading it from the database costs a round trip per decision. The directory keeps
-each agent it was asked for, with the time it was read. On this replica the registry drops an
-agent from the directory the moment it changes it, so a suspension or quarantine takes effect
-on the next decision; a change made on another replica is seen at once when its change note
-arrives (PostgreSQL, :mod:`tether.store.sql.changes`), and in any case within ``ttl``
-(``agent_cache_seconds``, 1 s).
+"""Agents as the hot path reads them: from memory, never more than a second old
+(:class:`~tether._internal.readthrough.ReadThrough` over the agent store; the registry
+invalidates an agent the moment it changes it, ``ttl`` is ``agent_cache_seconds``).
 
 Example::
 
@@ -20,13 +14,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from tether._internal.readthrough import ReadThrough
 from tether.identity.models import Agent
 from tether.store.interfaces import AgentStore
 
 __all__ = ["AgentDirectory"]
 
 
-class AgentDirectory:
+class AgentDirectory(ReadThrough[str, Agent]):
     def __init__(
         self,
         store: AgentStore,
@@ -35,32 +30,4 @@ class AgentDirectory:
         max_entries: int = 100_000,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._store = store
-        self._ttl = ttl
-        self._max = max_entries
-        self._monotonic = monotonic
-        self._entries: dict[str, tuple[Agent | None, float]] = {}
-        #: Bumped by every invalidation: a read that started before one is not kept.
-        self._generation = 0
-
-    async def get(self, name: str) -> Agent | None:
-        now = self._monotonic()
-        entry = self._entries.get(name)
-        if entry is not None and now - entry[1] < self._ttl:
-            return entry[0]
-        generation = self._generation
-        agent = await self._store.get_agent(name)
-        if generation == self._generation:
-            if len(self._entries) >= self._max:
-                self._entries.clear()
-            self._entries[name] = (agent, now)
-        return agent
-
-    def invalidate(self, name: str) -> None:
-        self._generation += 1
-        self._entries.pop(name, None)
-
-    def invalidate_all(self) -> None:
-        """Forget every agent (changes may have been missed: read them afresh)."""
-        self._generation += 1
-        self._entries.clear()
+        super().__init__(store.get_agent, ttl=ttl, max_entries=max_entries, monotonic=monotonic)

@@ -112,6 +112,14 @@ class SvidIssuer:
         #: Tokens already verified, until they expire: a cache hit skips the signature check.
         self._verified: Kept[str, VerifiedClaims] = Kept(limit=MAX_VERIFIED_CACHE)
 
+    @property
+    def trust_domain(self) -> str:
+        return self._trust_domain
+
+    @property
+    def issuer(self) -> str:
+        return self._issuer
+
     def check_audience(self, requested: Sequence[str]) -> tuple[str, ...]:
         """The audiences a token will carry; ``invalid_target`` for one not on the allow-list."""
         wanted = tuple(dict.fromkeys(a for a in requested if a)) or (self._issuer,)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import fields, replace
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -27,6 +27,7 @@ from tether.credentials.models import (
     RoleTemplate,
 )
 from tether.errors import Conflict, EngineExists, EngineNotFound, LeaseNotFound, VersionConflict
+from tether.store._memory_values import as_utc, in_utc
 
 __all__ = ["MemoryCredentials"]
 
@@ -35,21 +36,10 @@ _MAX_LEASE_PAGE = 500
 _RETRIED = frozenset({LeaseState.REVOKING, LeaseState.IRREVOCABLE})
 
 
-def _as_utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError("naive datetime: the store takes aware UTC datetimes only")
-    return moment.astimezone(UTC)
-
-
 def _stored_lease(lease: Lease) -> Lease:
     """``lease`` as the SQL store reads it back: times in UTC, enums as enums."""
-    changes: dict[str, Any] = {
-        f.name: _as_utc(v)
-        for f in fields(lease)
-        if isinstance(v := getattr(lease, f.name), datetime)
-    }
     ending = None if lease.ending is None else EndKind(lease.ending)
-    return replace(lease, **changes, state=LeaseState(lease.state), ending=ending)
+    return replace(in_utc(lease), state=LeaseState(lease.state), ending=ending)
 
 
 def _json_copy(value: Mapping[str, object]) -> dict[str, Any]:
@@ -69,8 +59,8 @@ def _stored_engine(engine: EngineConfig) -> EngineConfig:
         engine,
         settings=MappingProxyType(_json_copy(engine.settings)),
         roles=MappingProxyType(roles),
-        created_at=_as_utc(engine.created_at),
-        updated_at=_as_utc(engine.updated_at),
+        created_at=as_utc(engine.created_at),
+        updated_at=as_utc(engine.updated_at),
         sealed_secret=None if engine.sealed_secret is None else bytes(engine.sealed_secret),
     )
 
@@ -205,7 +195,7 @@ class MemoryCredentials:
         change: Callable[[Lease], Lease],
         limit: int,
     ) -> list[Lease]:
-        now, stale_before = _as_utc(now), _as_utc(stale_before)
+        now, stale_before = as_utc(now), as_utc(stale_before)
         async with self._lock:
             due = [
                 (at, lease.id, lease)

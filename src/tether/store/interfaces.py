@@ -19,6 +19,7 @@ from tether.audit.reader import AuditReadStore
 from tether.audit.stored import AuditLogStore
 from tether.credentials.models import EngineConfig, Lease, LeaseMatch, LeaseState
 from tether.crypto.stored import KeyPurpose, StoredKey
+from tether.delegation.models import Grant, GrantMatch, User
 from tether.identity.models import (
     Agent,
     AgentKey,
@@ -34,6 +35,7 @@ __all__ = [
     "AgentStore",
     "AuditStore",
     "EngineStore",
+    "GrantStore",
     "KeyRingStore",
     "LeaseStore",
     "OperatorTokenStore",
@@ -41,6 +43,7 @@ __all__ = [
     "ReplayStore",
     "RevocationStore",
     "Store",
+    "UserStore",
 ]
 
 
@@ -312,6 +315,68 @@ class EngineStore(Protocol):
         ...
 
 
+class UserStore(Protocol):
+    """People (:mod:`tether.delegation.models`); never deleted, only disabled."""
+
+    async def create_user(self, user: User) -> None:
+        """``UserExists`` if the name, or the (issuer, subject) pair, is taken."""
+        ...
+
+    async def get_user(self, name: str) -> User | None: ...
+
+    async def get_user_by_subject(self, issuer: str, subject: str) -> User | None:
+        """The user an OpenID provider knows as ``subject`` (federated sign-in)."""
+        ...
+
+    async def list_users(self, *, limit: int = 100, after: str | None = None) -> list[User]:
+        """Users ordered by name; ``after`` is the last name of the previous page."""
+        ...
+
+    async def update_user(self, user: User, *, expected_version: int) -> None:
+        """``UserNotFound``, or ``VersionConflict`` if it moved; nothing written then."""
+        ...
+
+
+class GrantStore(Protocol):
+    """Users' consent grants. Writes are compare-and-set on ``version``."""
+
+    async def create_grant(self, grant: Grant) -> None:
+        """``Conflict`` if the id is taken."""
+        ...
+
+    async def get_grant(self, grant_id: str) -> Grant | None: ...
+
+    async def list_grants(
+        self,
+        match: GrantMatch,
+        *,
+        in_force_at: datetime | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[Grant]:
+        """Grants matching ``match`` ordered by id (``after``: the last id of the previous
+        page); with ``in_force_at``, only those active and not expired at that time."""
+        ...
+
+    async def update_grant(self, grant: Grant, *, expected_version: int) -> None:
+        """``GrantNotFound``, or ``VersionConflict`` if it moved; nothing written then."""
+        ...
+
+    async def revoke_grants(
+        self,
+        match: GrantMatch,
+        *,
+        at: datetime,
+        by: str,
+        reason: str | None,
+        limit: int,
+    ) -> list[Grant]:
+        """In one transaction: revoke up to ``limit`` active grants matching ``match``
+        (lowest ids first), and return them as stored. ``InvalidInput`` for an empty
+        match."""
+        ...
+
+
 class Store(
     AgentStore,
     ReplayStore,
@@ -322,6 +387,8 @@ class Store(
     PolicyStore,
     LeaseStore,
     EngineStore,
+    UserStore,
+    GrantStore,
     Protocol,
 ):
     """Everything together, as the server uses it."""

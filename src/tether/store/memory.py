@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection, Sequence
-from dataclasses import fields, replace
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import datetime
 from types import MappingProxyType, TracebackType
-from typing import Any, TypeVar
 
 from tether._internal.clock import Clock, SystemClock
 from tether.audit.records import AuditRecord
@@ -55,47 +54,24 @@ from tether.identity.models import (
 from tether.identity.revocations import Revocation
 from tether.policy.models import PolicySetVersion
 from tether.store._memory_credentials import MemoryCredentials
+from tether.store._memory_delegation import MemoryDelegation
+from tether.store._memory_values import as_utc, in_utc
 
 __all__ = ["MemoryStore"]
 
-_Value = TypeVar(
-    "_Value",
-    Agent,
-    AgentKey,
-    AuditRecord,
-    Instance,
-    OperatorToken,
-    Revocation,
-    RiskAssessment,
-    StoredKey,
-)
 #: The most policy sets one page lists, as in the SQL store.
 _MAX_POLICY_PAGE = 500
-
-
-def _as_utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError("naive datetime: the store takes aware UTC datetimes only")
-    return moment.astimezone(UTC)
-
-
-def _utc(value: _Value) -> _Value:
-    """``value`` with every datetime in UTC, as the SQL store gives them back."""
-    changes: dict[str, Any] = {
-        f.name: _as_utc(v)
-        for f in fields(value)
-        if isinstance(v := getattr(value, f.name), datetime)
-    }
-    return replace(value, **changes)
 
 
 def _version_name(version: int | None) -> str:
     return "none" if version is None else f"version {version}"
 
 
-class MemoryStore(MemoryCredentials):
+class MemoryStore(MemoryDelegation, MemoryCredentials):
     """Everything in dictionaries; ``clock`` decides when a replay key has expired. Leases and
-    credential engines come from :class:`~tether.store._memory_credentials.MemoryCredentials`."""
+    credential engines come from :class:`~tether.store._memory_credentials.MemoryCredentials`,
+    users and grants from :class:`~tether.store._memory_delegation.MemoryDelegation` (whose
+    ``__init__`` runs the next one's, so it comes first)."""
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         super().__init__()
@@ -159,7 +135,7 @@ class MemoryStore(MemoryCredentials):
 
     async def create_agent(self, agent: Agent, assessment: RiskAssessment) -> None:
         # Everything that can fail happens before the first write: all or nothing, as in SQL.
-        stored, first = _utc(agent), _utc(assessment)
+        stored, first = in_utc(agent), in_utc(assessment)
         async with self._lock:
             if agent.name in self._agent_ids_by_name or agent.id in self._agents:
                 raise AgentExists(f"an agent named {agent.name!r} already exists")
@@ -206,9 +182,9 @@ class MemoryStore(MemoryCredentials):
         assessment: RiskAssessment | None = None,
         revocation: Revocation | None = None,
     ) -> None:
-        stored = _utc(agent)
-        added = None if assessment is None else _utc(assessment)
-        revoked = None if revocation is None else _utc(revocation)
+        stored = in_utc(agent)
+        added = None if assessment is None else in_utc(assessment)
+        revoked = None if revocation is None else in_utc(revocation)
         async with self._lock:
             current = self._agents.get(agent.id)
             if current is None or current.version != expected_version:
@@ -237,7 +213,7 @@ class MemoryStore(MemoryCredentials):
     # -- keys and instances --------------------------------------------------------------
 
     async def add_key(self, key: AgentKey) -> None:
-        stored = _utc(replace(key, jwk=MappingProxyType(dict(key.jwk))))
+        stored = in_utc(replace(key, jwk=MappingProxyType(dict(key.jwk))))
         async with self._lock:
             self._require_agent(key.agent_id)
             if (key.agent_id, key.kid) in self._keys:
@@ -258,7 +234,7 @@ class MemoryStore(MemoryCredentials):
             return self._active_keys(agent_id, include_removed=include_removed)
 
     async def remove_key(self, agent_id: str, kid: str, *, at: datetime) -> AgentKey:
-        removed_at = _as_utc(at)
+        removed_at = as_utc(at)
         async with self._lock:
             key = self._keys.get((agent_id, kid))
             if key is None or not key.active:
@@ -276,7 +252,7 @@ class MemoryStore(MemoryCredentials):
         auth_method: str,
         at: datetime,
     ) -> Instance:
-        seen_at = _as_utc(at)
+        seen_at = as_utc(at)
         async with self._lock:
             self._require_agent(agent_id)
             return self._see_instance(
@@ -300,10 +276,10 @@ class MemoryStore(MemoryCredentials):
         auth_method: str,
         at: datetime,
     ) -> Instance:
-        seen_at = _as_utc(at)
+        seen_at = as_utc(at)
         if replay_key is not None and replay_expires_at is None:
             raise ValueError("a replay key needs the time it expires")
-        expires = None if replay_expires_at is None else _as_utc(replay_expires_at)
+        expires = None if replay_expires_at is None else as_utc(replay_expires_at)
         async with self._lock:
             # Everything that can fail first (the replay, as SQL's first statement), then write.
             if replay_key is not None:
@@ -352,7 +328,7 @@ class MemoryStore(MemoryCredentials):
     # -- replay --------------------------------------------------------------------------
 
     async def consume_once(self, key: str, *, expires_at: datetime) -> None:
-        expires = _as_utc(expires_at)
+        expires = as_utc(expires_at)
         async with self._lock:
             self._check_unused(key)
             self._replay[key] = expires
@@ -364,7 +340,7 @@ class MemoryStore(MemoryCredentials):
             raise ReplayDetected("this single-use value has been used already")
 
     async def purge_replay_keys(self, *, before: datetime) -> int:
-        cutoff = _as_utc(before)
+        cutoff = as_utc(before)
         async with self._lock:
             expired = [k for k, expires in self._replay.items() if expires < cutoff]
             for k in expired:
@@ -379,19 +355,19 @@ class MemoryStore(MemoryCredentials):
             raise Conflict(f"revocation {revocation.id!r} exists already")
 
     async def add_revocation(self, revocation: Revocation) -> None:
-        stored = _utc(revocation)
+        stored = in_utc(revocation)
         async with self._lock:
             self._check_new_revocation(stored)
             self._revocations[stored.id] = stored
 
     async def list_revocations(self, *, now: datetime) -> list[Revocation]:
-        moment = _as_utc(now)
+        moment = as_utc(now)
         async with self._lock:
             live = [r for r in self._revocations.values() if r.until > moment]
         return sorted(live, key=lambda r: (r.revoked_at, r.id))
 
     async def purge_revocations(self, *, before: datetime) -> int:
-        cutoff = _as_utc(before)
+        cutoff = as_utc(before)
         async with self._lock:
             expired = [i for i, r in self._revocations.items() if r.until <= cutoff]
             for revocation_id in expired:
@@ -401,7 +377,7 @@ class MemoryStore(MemoryCredentials):
     # -- operator tokens -----------------------------------------------------------------
 
     async def create_operator_token(self, token: OperatorToken) -> None:
-        stored = _utc(token)
+        stored = in_utc(token)
         async with self._lock:
             if token.id in self._tokens or token.token_hash in self._token_ids_by_hash:
                 raise Conflict("an operator token with this id or hash exists")
@@ -419,7 +395,7 @@ class MemoryStore(MemoryCredentials):
         return sorted(tokens, key=lambda t: (t.created_at, t.id))
 
     async def revoke_operator_token(self, token_id: str, *, at: datetime) -> None:
-        revoked_at = _as_utc(at)
+        revoked_at = as_utc(at)
         async with self._lock:
             token = self._tokens.get(token_id)
             if token is None:
@@ -435,7 +411,7 @@ class MemoryStore(MemoryCredentials):
         return sorted(keys, key=lambda k: (k.created_at, k.kid))
 
     async def save_stored_key(self, key: StoredKey) -> None:
-        stored = _utc(key)
+        stored = in_utc(key)
         async with self._lock:
             self._stored_keys[key.kid] = stored
 
@@ -492,7 +468,7 @@ class MemoryStore(MemoryCredentials):
         return {k: v for k, v in found.items() if v is not None}
 
     async def add_audit_checkpoint(self, checkpoint: SignedCheckpoint) -> None:
-        stored_checkpoint = replace(checkpoint, signed_at=_as_utc(checkpoint.signed_at))
+        stored_checkpoint = replace(checkpoint, signed_at=as_utc(checkpoint.signed_at))
         async with self._lock:
             held = self._checkpoints.setdefault(checkpoint.log, {})
             earlier = held.get(checkpoint.size)
@@ -576,7 +552,7 @@ class MemoryStore(MemoryCredentials):
         activate: bool,
         expected_active: int | None,
     ) -> PolicySetVersion:
-        created = _as_utc(created_at)
+        created = as_utc(created_at)
         async with self._lock:
             if activate:
                 self._check_active(expected_active)
@@ -596,7 +572,7 @@ class MemoryStore(MemoryCredentials):
     async def activate_policy_set(
         self, version: int, *, expected_active: int | None, at: datetime
     ) -> None:
-        _as_utc(at)  # refused like the SQL store's updated_at column; otherwise not kept
+        as_utc(at)  # refused like the SQL store's updated_at column; otherwise not kept
         async with self._lock:
             if self._policy_set(version) is None:
                 raise PolicySetNotFound(f"no policy set with version {version}")

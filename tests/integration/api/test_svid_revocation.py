@@ -324,7 +324,9 @@ async def test_maintenance_purges_revocations_whose_tokens_have_all_expired(
             declarations=Declarations(),
         )
         entry = await services.svids.revoke(actor=Actor.system("test"), agent="faq-bot")
-        keep = ISSUANCE_MARGIN + settings.jwt_svid_ttl_seconds + VERIFY_LEEWAY + 1
+        # Kept as long as any token the revocation covers may live: delegated tokens of the
+        # agent's instances too, which may outlive its JWT-SVIDs.
+        keep = ISSUANCE_MARGIN + settings.token_max_ttl_seconds + VERIFY_LEEWAY + 1
         assert entry.until == start + timedelta(seconds=keep)
         clock.advance(keep - 0.001)
         await services.maintain()

@@ -14,6 +14,7 @@ from tether.api.deps import ServicesDep
 from tether.config import Settings
 from tether.crypto.jwk import AGENT_KEY_ALGORITHMS
 from tether.crypto.jwt import TOKEN_ALGORITHM
+from tether.delegation.token_exchange import GRANT_TYPE as TOKEN_EXCHANGE
 
 router = APIRouter(tags=["discovery"])
 
@@ -24,7 +25,10 @@ def metadata(settings: Settings) -> dict[str, Any]:
         "issuer": base,
         "token_endpoint": settings.token_endpoint,
         "jwks_uri": f"{base}/.well-known/jwks.json",
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": ["client_credentials", TOKEN_EXCHANGE],
+        "introspection_endpoint": f"{base}/oauth2/introspect",
+        "revocation_endpoint": f"{base}/oauth2/revoke",
+        "revocation_endpoint_auth_methods_supported": ["none"],
         "token_endpoint_auth_methods_supported": ["private_key_jwt", "tls_client_auth"],
         "token_endpoint_auth_signing_alg_values_supported": sorted(AGENT_KEY_ALGORITHMS),
         "tls_client_certificate_bound_access_tokens": True,

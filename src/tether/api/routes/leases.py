@@ -19,7 +19,7 @@ from tether.api.credential_schemas import (
     issued_json,
     lease_json,
 )
-from tether.api.deps import ServicesDep, bearer_token, client_certificate
+from tether.api.deps import ServicesDep, bearer_token, caller, client_certificate
 from tether.api.services import Services
 from tether.credentials.models import LeaseMatch, LeaseState
 from tether.errors import Forbidden
@@ -33,14 +33,7 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 async def _caller(request: Request, services: Services) -> Actor:
     """An operator (by an operator token) or the agent instance presenting its JWT-SVID."""
-    token = bearer_token(request)
-    if token.startswith(TOKEN_PREFIX):
-        return await services.operators.authenticate(token)
-    cert = client_certificate(request, services)
-    caller = await services.svids.verify_agent_token(
-        token, certificate_thumbprint=cert.thumbprint if cert else None
-    )
-    return Actor.agent(spiffe_id=caller.spiffe_id)
+    return await caller(request, services)
 
 
 @router.post("", status_code=201, summary="Issue a lease to the calling agent instance")

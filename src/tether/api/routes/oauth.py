@@ -1,23 +1,33 @@
-"""``POST /oauth2/token``: RFC 6749 §4.4 client credentials for agent instances.
+"""``POST /oauth2/token`` and its companions.
 
-Client authentication is ``private_key_jwt`` (RFC 7523) or ``tls_client_auth`` (RFC 8705);
-the requested audiences come from RFC 8707 ``resource`` or ``audience`` parameters; the answer is
-a JWT-SVID. Parameters may not repeat (RFC 6749 §3.2), except ``resource`` and ``audience``.
-Token exchange and CIBA grants join this endpoint in later work.
+* ``client_credentials`` (RFC 6749 §4.4) for agent instances: client authentication is
+  ``private_key_jwt`` (RFC 7523) or ``tls_client_auth`` (RFC 8705); audiences come from RFC 8707
+  ``resource`` or ``audience``; the answer is a JWT-SVID.
+* ``urn:ietf:params:oauth:grant-type:token-exchange`` (RFC 8693): a user's or delegated token
+  for a delegated token, for the instance named by ``actor_token`` or by client
+  authentication (:mod:`tether.delegation.exchange`).
+* ``POST /oauth2/introspect`` (RFC 7662) for resource servers, ``POST /oauth2/revoke``
+  (RFC 7009) for whoever holds a user's or delegated token.
+
+Parameters may not repeat (RFC 6749 §3.2), except ``resource`` and ``audience``.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from tether.api.deps import ServicesDep, client_certificate
+from tether.api.deps import ServicesDep, caller, client_certificate
+from tether.delegation.token_exchange import GRANT_TYPE as TOKEN_EXCHANGE
+from tether.delegation.token_exchange import parse_exchange_request
 from tether.errors import (
     CertificateInvalid,
     InvalidRequest,
     InvalidScope,
     UnsupportedGrantType,
+    UnsupportedTokenType,
 )
+from tether.identity.access import Actor, Permission, require
 from tether.identity.client_auth import AuthenticatedClient
 
 router = APIRouter(tags=["oauth"])
@@ -44,12 +54,17 @@ async def _form(request: Request) -> tuple[dict[str, str], dict[str, list[str]]]
     return single, multi
 
 
-@router.post("/oauth2/token", summary="Issue a JWT-SVID to an authenticated agent instance")
+@router.post(
+    "/oauth2/token",
+    summary="Issue a JWT-SVID (client credentials) or a delegated token (token exchange)",
+)
 async def token(request: Request, services: ServicesDep) -> JSONResponse:
     params, multi = await _form(request)
     grant_type = params.get("grant_type")
     if not grant_type:
         raise InvalidRequest("grant_type is required")
+    if grant_type == TOKEN_EXCHANGE:
+        return await _exchange(request, services, params, multi)
     if grant_type != "client_credentials":
         raise UnsupportedGrantType(f"grant type {grant_type[:80]!r} is not supported")
     if params.get("scope", "").strip():
@@ -69,6 +84,33 @@ async def token(request: Request, services: ServicesDep) -> JSONResponse:
             "access_token": issued.token,
             "token_type": issued.token_type,
             "expires_in": issued.expires_in,
+        },
+        headers=_NO_STORE,
+    )
+
+
+async def _exchange(
+    request: Request,
+    services: ServicesDep,
+    params: dict[str, str],
+    multi: dict[str, list[str]],
+) -> JSONResponse:
+    exchange = parse_exchange_request(params, multi)
+    client = None
+    if "client_assertion" in params or "client_assertion_type" in params:
+        client = await _authenticate(request, services, params)
+    cert = client_certificate(request, services)
+    thumbprint = cert.thumbprint if cert is not None else None
+    issued = await services.delegation.exchanger.exchange(
+        exchange, client=client, certificate_thumbprint=thumbprint
+    )
+    return JSONResponse(
+        {
+            "access_token": issued.access_token,
+            "issued_token_type": issued.issued_token_type,
+            "token_type": issued.token_type,
+            "expires_in": issued.expires_in,
+            "scope": issued.scope,
         },
         headers=_NO_STORE,
     )
@@ -104,3 +146,43 @@ async def _authenticate(
         client_id=params.get("client_id"),
         message="authenticate with private_key_jwt or an X.509-SVID client certificate",
     )
+
+
+#: The claims an introspection answer repeats from an active token (RFC 7662 §2.2, plus the
+#: delegation: ``act``, ``grant_id``, ``purpose``, ``sid``).
+_INTROSPECTED = (
+    "iss", "sub", "aud", "exp", "iat", "nbf", "jti", "scope", "client_id", "act", "grant_id",
+    "prior_grants", "purpose", "sid", "token_use",
+)  # fmt: skip
+
+
+@router.post("/oauth2/introspect", summary="RFC 7662: is this access token active, and what is it")
+async def introspect(request: Request, services: ServicesDep) -> JSONResponse:
+    """For resource servers: an operator token allowed to evaluate decisions (an enforcement
+    point), or an agent's JWT-SVID. An inactive, unknown or malformed token is
+    ``{"active": false}`` and nothing more (§2.2)."""
+    actor = await caller(request, services)
+    if actor.kind == "operator":
+        require(actor, Permission.DECISION_EVALUATE)
+    params, _ = await _form(request)
+    claims = await services.delegation.tokens.introspect(params.get("token") or "")
+    if claims is None:
+        return JSONResponse({"active": False}, headers=_NO_STORE)
+    body: dict[str, object] = {"active": True, "token_type": "Bearer"}
+    body |= {k: claims.claims[k] for k in _INTROSPECTED if k in claims.claims}
+    return JSONResponse(body, headers=_NO_STORE)
+
+
+@router.post("/oauth2/revoke", summary="RFC 7009: revoke a user's or a delegated token")
+async def revoke(request: Request, services: ServicesDep) -> Response:
+    """Holding the token is the authority to end it (revoking only ever takes access away).
+    The answer is 200 whether or not the token was valid (§2.2)."""
+    params, _ = await _form(request)
+    token = params.get("token")
+    if not token:
+        raise InvalidRequest("token is required")
+    hint = params.get("token_type_hint")
+    if hint is not None and hint not in ("access_token", "refresh_token"):
+        raise UnsupportedTokenType("token_type_hint must be access_token")
+    await services.delegation.tokens.revoke(token, actor=Actor.system("oauth2-revoke"))
+    return Response(status_code=200, headers=_NO_STORE)

@@ -10,39 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from tether.credentials.models import EngineConfig, Lease, LeaseMatch, LeaseState
 from tether.store.sql import _credentials as units
+from tether.store.sql._runner import Runner, rows
 
 __all__ = ["CredentialMethods"]
-
-_T = TypeVar("_T")
-
-
-class _Runner(Protocol):
-    """What the mixin needs of its store: ``SqlStore._run``."""
-
-    async def _run(
-        self,
-        unit: Callable[[Connection], _T],
-        *,
-        write: bool,
-        one_statement: bool = False,
-        notify: str | None = None,
-    ) -> _T: ...
-
-
-def _rows(
-    query: sa.Select[Any], convert: Callable[[sa.RowMapping], _T], **params: Any
-) -> Callable[[Connection], list[_T]]:
-    def unit(conn: Connection) -> list[_T]:
-        return [convert(row) for row in conn.execute(query, params).mappings()]
-
-    return unit
 
 
 class CredentialMethods:
@@ -50,23 +23,23 @@ class CredentialMethods:
 
     # -- leases --------------------------------------------------------------------------
 
-    async def create_lease(self: _Runner, lease: Lease) -> None:
+    async def create_lease(self: Runner, lease: Lease) -> None:
         await self._run(units.create_lease_unit(lease), write=True)
 
-    async def get_lease(self: _Runner, lease_id: str) -> Lease | None:
+    async def get_lease(self: Runner, lease_id: str) -> Lease | None:
         found = await self._run(
-            _rows(units.LEASE_BY_ID, units.lease_from_row, id=lease_id),
+            rows(units.LEASE_BY_ID, units.lease_from_row, id=lease_id),
             write=False,
             one_statement=True,
         )
         return found[0] if found else None
 
-    async def save_lease(self: _Runner, lease: Lease, *, expected_version: int) -> None:
+    async def save_lease(self: Runner, lease: Lease, *, expected_version: int) -> None:
         unit = units.save_lease_unit(lease, expected_version=expected_version)
         await self._run(unit, write=True, one_statement=True)
 
     async def list_leases(
-        self: _Runner,
+        self: Runner,
         match: LeaseMatch,
         *,
         states: Collection[LeaseState] | None = None,
@@ -75,10 +48,10 @@ class CredentialMethods:
     ) -> list[Lease]:
         page = min(limit, units.MAX_LEASE_PAGE)
         query = units.leases_query(match, states=states, limit=page, after=after)
-        return await self._run(_rows(query, units.lease_from_row), write=False, one_statement=True)
+        return await self._run(rows(query, units.lease_from_row), write=False, one_statement=True)
 
     async def change_leases(
-        self: _Runner,
+        self: Runner,
         match: LeaseMatch,
         *,
         states: Collection[LeaseState],
@@ -91,7 +64,7 @@ class CredentialMethods:
         return await self._run(units.change_unit(query, change), write=True)
 
     async def change_due_leases(
-        self: _Runner,
+        self: Runner,
         *,
         now: datetime,
         stale_before: datetime,
@@ -103,41 +76,41 @@ class CredentialMethods:
             return []
         return await self._run(units.change_unit(query, change), write=True)
 
-    async def live_credentials(self: _Runner, engine: str) -> set[str]:
+    async def live_credentials(self: Runner, engine: str) -> set[str]:
         query = units.live_credentials_query(engine)
         found = await self._run(
-            _rows(query, lambda row: str(row["credential"])), write=False, one_statement=True
+            rows(query, lambda row: str(row["credential"])), write=False, one_statement=True
         )
         return set(found)
 
-    async def next_lease_expiry(self: _Runner) -> datetime | None:
+    async def next_lease_expiry(self: Runner) -> datetime | None:
         query = units.next_expiry_query()
         found: list[datetime] = await self._run(
-            _rows(query, lambda row: row["expires_at"]), write=False, one_statement=True
+            rows(query, lambda row: row["expires_at"]), write=False, one_statement=True
         )
         return found[0] if found else None
 
     # -- engines -------------------------------------------------------------------------
 
-    async def create_engine(self: _Runner, engine: EngineConfig) -> None:
+    async def create_engine(self: Runner, engine: EngineConfig) -> None:
         await self._run(units.create_engine_unit(engine), write=True, one_statement=True)
 
-    async def get_engine(self: _Runner, name: str) -> EngineConfig | None:
+    async def get_engine(self: Runner, name: str) -> EngineConfig | None:
         found = await self._run(
-            _rows(units.ENGINE_BY_NAME, units.engine_from_row, name=name),
+            rows(units.ENGINE_BY_NAME, units.engine_from_row, name=name),
             write=False,
             one_statement=True,
         )
         return found[0] if found else None
 
-    async def list_engines(self: _Runner) -> list[EngineConfig]:
+    async def list_engines(self: Runner) -> list[EngineConfig]:
         return await self._run(
-            _rows(units.ENGINES, units.engine_from_row), write=False, one_statement=True
+            rows(units.ENGINES, units.engine_from_row), write=False, one_statement=True
         )
 
-    async def update_engine(self: _Runner, engine: EngineConfig, *, expected_version: int) -> None:
+    async def update_engine(self: Runner, engine: EngineConfig, *, expected_version: int) -> None:
         unit = units.update_engine_unit(engine, expected_version=expected_version)
         await self._run(unit, write=True, one_statement=True)
 
-    async def delete_engine(self: _Runner, name: str) -> None:
+    async def delete_engine(self: Runner, name: str) -> None:
         await self._run(units.delete_engine_unit(name), write=True)

@@ -34,7 +34,8 @@ from tether.credentials.models import (
     RoleTemplate,
 )
 from tether.errors import Conflict, EngineExists, EngineNotFound, LeaseNotFound, VersionConflict
-from tether.store.sql.tables import as_utc, credential_engines, leases
+from tether.store.sql._runner import unique_violation
+from tether.store.sql.tables import as_utc, credential_engines, leases, utc_or_none
 
 __all__ = [
     "ENGINES",
@@ -81,20 +82,7 @@ _TIMES = (
 )
 
 
-def _unique_violation(exc: IntegrityError) -> None:
-    """Return if ``exc`` broke a unique constraint (or a primary key); re-raise it otherwise."""
-    if getattr(exc.orig, "sqlstate", None) == "23505" or "UNIQUE constraint failed" in str(
-        exc.orig
-    ):
-        return
-    raise exc
-
-
 # -- rows ------------------------------------------------------------------------------------
-
-
-def _utc_or_none(moment: datetime | None) -> datetime | None:
-    return None if moment is None else as_utc(moment)
 
 
 def lease_values(lease: Lease) -> dict[str, Any]:
@@ -116,7 +104,7 @@ def lease_values(lease: Lease) -> dict[str, Any]:
         "last_error": lease.last_error,
         "version": lease.version,
     }
-    values.update({name: _utc_or_none(getattr(lease, name)) for name in _TIMES})
+    values.update({name: utc_or_none(getattr(lease, name)) for name in _TIMES})
     return values
 
 
@@ -279,7 +267,7 @@ def create_lease_unit(lease: Lease) -> Callable[[Connection], None]:
         try:
             conn.execute(leases.insert(), values)
         except IntegrityError as exc:
-            _unique_violation(exc)
+            unique_violation(exc)
             raise _credential_taken(lease.id) from None
 
     return unit
@@ -290,7 +278,7 @@ def _write_back(conn: Connection, rows: list[dict[str, Any]]) -> int:
     try:
         return conn.execute(_SAVE_LEASE, rows).rowcount
     except IntegrityError as exc:
-        _unique_violation(exc)
+        unique_violation(exc)
         raise _credential_taken(str(rows[0]["old_id"])) from None
 
 
@@ -347,7 +335,7 @@ def create_engine_unit(engine: EngineConfig) -> Callable[[Connection], None]:
         try:
             conn.execute(credential_engines.insert(), values)
         except IntegrityError as exc:
-            _unique_violation(exc)
+            unique_violation(exc)
             raise EngineExists(f"an engine named {engine.name!r} already exists") from None
 
     return unit

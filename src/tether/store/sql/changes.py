@@ -12,7 +12,8 @@ and SQLite has no notifications. The periodic refresh (``hot_state_refresh_secon
 safety net, and a listener that (re)connects asks for a full refresh (topic :data:`ALL`).
 
 Topics (the payload, space-separated when one write changes several): ``revocations``,
-``policies``, ``agent:<name>``.
+``policies``, ``agent:<name>``, ``user:<name>``, ``grant:<id>``, and ``grants`` for a bulk
+revocation of more grants than one note names (any grant may have changed).
 
 Example::
 
@@ -23,7 +24,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import psycopg
@@ -36,13 +37,19 @@ __all__ = [
     "ALL",
     "CHANNEL",
     "CONNECTION_OPTIONS",
+    "GRANTS",
+    "MAX_GRANT_TOPICS",
     "POLICIES",
     "REVOCATIONS",
     "ChangeListener",
     "agent_topic",
     "both",
+    "grant_topic",
+    "grant_topics",
+    "notify",
     "notifying",
     "topics",
+    "user_topic",
 ]
 
 log = structlog.get_logger("tether.changes")
@@ -50,10 +57,17 @@ log = structlog.get_logger("tether.changes")
 CHANNEL = "tether_changes"
 REVOCATIONS = "revocations"
 POLICIES = "policies"
+#: Some grants changed, too many to name one by one.
+GRANTS = "grants"
 #: Not sent by writers: what a listener reports when it (re)connects, since notes sent while
 #: it was away are lost.
 ALL = "*"
 _AGENT = "agent:"
+_USER = "user:"
+_GRANT = "grant:"
+#: The most grants one note names; beyond, it says :data:`GRANTS`. PostgreSQL refuses a
+#: payload of 8000 bytes or more, and 50 topics of 64-character ids stay well below.
+MAX_GRANT_TOPICS = 50
 #: Waits between reconnection attempts (seconds), growing to the last.
 RECONNECT_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
 #: The listening connection only ever waits, so TCP keepalives notice a peer that vanished (a
@@ -73,13 +87,30 @@ def agent_topic(name: str) -> str:
     return f"{_AGENT}{name}"
 
 
+def user_topic(name: str) -> str:
+    return f"{_USER}{name}"
+
+
+def grant_topic(grant_id: str) -> str:
+    return f"{_GRANT}{grant_id}"
+
+
+def grant_topics(grant_ids: Sequence[str]) -> str:
+    """The note for a write of these grants: each one's topic, or :data:`GRANTS` if there are
+    more than :data:`MAX_GRANT_TOPICS`."""
+    if len(grant_ids) > MAX_GRANT_TOPICS:
+        return GRANTS
+    return both(*(grant_topic(i) for i in grant_ids))
+
+
 def both(*parts: str) -> str:
     """One payload for a write that changes several things."""
     return " ".join(parts)
 
 
 def topics(payload: str) -> tuple[list[str], list[str]]:
-    """The topics of a payload: (``revocations``/``policies``/``*``, agent names)."""
+    """The topics of a payload: (every other topic, agent names). Users' and grants'
+    topics come back in the first list, whole (``user:<name>``, ``grant:<id>``, ``grants``)."""
     plain: list[str] = []
     agents: list[str] = []
     for topic in payload.split():
@@ -95,10 +126,16 @@ def notifying(unit: Callable[[Connection], _T], topic: str) -> Callable[[Connect
 
     def run(conn: Connection) -> _T:
         result = unit(conn)
-        conn.execute(sa.select(sa.func.pg_notify(CHANNEL, topic)))
+        notify(conn, topic)
         return result
 
     return run
+
+
+def notify(conn: Connection, topic: str) -> None:
+    """Send the note ``topic`` in ``conn``'s transaction (PostgreSQL only), for a unit whose
+    topic is known only once it has run (a bulk revocation names what it revoked)."""
+    conn.execute(sa.select(sa.func.pg_notify(CHANNEL, topic)))
 
 
 class ChangeListener:

@@ -39,6 +39,7 @@ __all__ = [
     "audit_records",
     "audit_tree_nodes",
     "credential_engines",
+    "grants",
     "leases",
     "metadata",
     "operator_tokens",
@@ -48,6 +49,7 @@ __all__ = [
     "risk_assessments",
     "stored_keys",
     "svid_revocations",
+    "users",
 ]
 
 #: Alembic's bookkeeping table, named so that it cannot collide in a shared database.
@@ -67,6 +69,10 @@ def as_utc(moment: datetime) -> datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("naive datetime: the store takes aware UTC datetimes only")
     return moment.astimezone(UTC)
+
+
+def utc_or_none(moment: datetime | None) -> datetime | None:
+    return None if moment is None else as_utc(moment)
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -345,4 +351,50 @@ credential_engines = sa.Table(
     sa.Column("created_by", sa.Text(), nullable=False),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
     sa.Column("version", sa.Integer(), nullable=False),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    # The ``sub`` of the user's tokens: listed and paged by it, so compared byte by byte.
+    sa.Column("name", _binary_string(255), nullable=False, unique=True),
+    sa.Column("display_name", sa.Text(), nullable=True),
+    sa.Column("email", sa.Text(), nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    # An Argon2id PHC string, or null for a user who signs in elsewhere.
+    sa.Column("password_hash", sa.Text(), nullable=True),
+    sa.Column("issuer", sa.Text(), nullable=False),
+    sa.Column("subject", sa.Text(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Column("disabled_at", UtcDateTime(), nullable=True),
+    sa.Column("version", sa.Integer(), nullable=False),
+    # Federated sign-in finds the user by what their provider calls them.
+    sa.UniqueConstraint("issuer", "subject"),
+)
+
+grants = sa.Table(
+    "grants",
+    metadata,
+    # Listed and paged by id, so compared byte by byte everywhere.
+    sa.Column("id", _binary_string(64), primary_key=True),
+    # ``Grant.user``: ``user`` is a reserved word in PostgreSQL.
+    sa.Column("user_name", sa.Text(), nullable=False, index=True),
+    sa.Column("agent", sa.Text(), nullable=False, index=True),
+    # A sorted JSON list of the scopes.
+    sa.Column("scopes", JsonText(), nullable=False),
+    sa.Column("purpose", sa.Text(), nullable=False),
+    sa.Column("purpose_code", sa.Text(), nullable=False),
+    sa.Column("session", sa.Text(), nullable=True, index=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("expires_at", UtcDateTime(), nullable=False),
+    sa.Column("created_by", sa.Text(), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("revoked_at", UtcDateTime(), nullable=True),
+    sa.Column("revoked_by", sa.Text(), nullable=True),
+    sa.Column("revoke_reason", sa.Text(), nullable=True),
+    sa.Column("version", sa.Integer(), nullable=False),
+    # Grants in force: active ones by expiry.
+    sa.Index(None, "state", "expires_at"),
 )

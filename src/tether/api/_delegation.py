@@ -1,0 +1,124 @@
+"""Wiring of the delegation services: users, grants, access tokens and token exchange.
+
+Built once by :class:`tether.api.services.Services`; kept apart so the composition root stays
+one screen per concern. The order matters: the access tokens come first (the checkpoint
+verifies delegated tokens with them), the exchanger last (it asks the checkpoint's policy set
+whether an agent may act for a user).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tether._internal.clock import Clock
+from tether._internal.readthrough import ReadThrough
+from tether.audit.sink import AuditSink
+from tether.checkpoint import Checkpoint
+from tether.config import Settings
+from tether.credentials.leases import Leases
+from tether.credentials.models import LeaseMatch
+from tether.crypto.keyring import KeyRing
+from tether.crypto.passwords import PasswordCost, PasswordHasher
+from tether.delegation.exchange import TokenExchanger
+from tether.delegation.grants import Grants
+from tether.delegation.models import Grant, User
+from tether.delegation.tokens import AccessTokens
+from tether.delegation.users import Users
+from tether.identity.access import Actor
+from tether.identity.directory import AgentDirectory
+from tether.identity.revocations import RevocationList
+from tether.identity.svid import SvidIssuer
+from tether.store.interfaces import Store
+
+__all__ = ["Delegation", "access_tokens", "delegation_services"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Delegation:
+    users: Users
+    grants: Grants
+    tokens: AccessTokens
+    exchanger: TokenExchanger
+
+
+def access_tokens(
+    settings: Settings,
+    clock: Clock,
+    store: Store,
+    audit: AuditSink,
+    *,
+    keyring: KeyRing,
+    revocations: RevocationList,
+) -> tuple[AccessTokens, Grants]:
+    """The access tokens (with the grants whose cache they read)."""
+    grants = Grants(
+        store=store,
+        users=store,
+        agents=store,
+        audit=audit,
+        clock=clock,
+        max_ttl_seconds=settings.grant_max_ttl_seconds,
+        cache_seconds=settings.agent_cache_seconds,
+    )
+    users: ReadThrough[str, User] = ReadThrough(store.get_user, ttl=settings.agent_cache_seconds)
+    tokens = AccessTokens(
+        keyring=keyring,
+        clock=clock,
+        audit=audit,
+        issuer=settings.issuer_url,
+        users=users,
+        grants=grants.cache,
+        revocations=revocations,
+        user_token_ttl=settings.user_token_ttl_seconds,
+    )
+    return tokens, grants
+
+
+def delegation_services(
+    settings: Settings,
+    clock: Clock,
+    store: Store,
+    audit: AuditSink,
+    *,
+    tokens: AccessTokens,
+    grants: Grants,
+    svids: SvidIssuer,
+    directory: AgentDirectory,
+    checkpoint: Checkpoint,
+    leases: Leases,
+) -> Delegation:
+    hasher = PasswordHasher(
+        PasswordCost(time_cost=settings.password_time_cost, memory_kib=settings.password_memory_kib)
+    )
+
+    async def end_leases(grant: Grant, actor: Actor, reason: str | None) -> None:
+        await leases.revoke_all(LeaseMatch(grant_id=grant.id), actor=Actor.system(), reason=reason)
+
+    async def revoke_grants(user: str, actor: Actor) -> None:
+        await grants.revoke_user(user, actor)
+        tokens.forget_user(user)
+
+    grants.on_revoke(end_leases)
+    users = Users(
+        store=store,
+        audit=audit,
+        clock=clock,
+        hasher=hasher,
+        issuer=settings.issuer_url,
+        on_disable=revoke_grants,
+    )
+    exchanger = TokenExchanger(
+        tokens=tokens,
+        svids=svids,
+        grants=grants,
+        directory=directory,
+        act_for=checkpoint.act_for,
+        audit=audit,
+        clock=clock,
+        issuer=settings.issuer_url,
+        trust_domain=settings.trust_domain,
+        audiences=frozenset(settings.allowed_audiences),
+        max_ttl=settings.delegated_token_max_ttl_seconds,
+        max_depth=settings.max_delegation_depth,
+    )
+    return Delegation(users=users, grants=grants, tokens=tokens, exchanger=exchanger)

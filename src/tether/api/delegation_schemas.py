@@ -1,0 +1,88 @@
+"""Request bodies and response shapes of ``/v1/users`` and ``/v1/grants``.
+
+A response never carries a password nor its hash: a user shows only ``password_set``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from tether.api.schemas import Strict
+from tether.crypto.passwords import MAX_PASSWORD
+from tether.delegation.grants import MAX_PURPOSE, MAX_SCOPES
+from tether.delegation.models import Grant, User
+
+__all__ = [
+    "BulkGrantRevokeIn",
+    "GrantIn",
+    "PasswordIn",
+    "UserIn",
+    "grant_json",
+    "user_json",
+]
+
+
+class UserIn(Strict):
+    name: str = Field(max_length=128)
+    password: str | None = Field(default=None, max_length=MAX_PASSWORD)
+    display_name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+
+
+class PasswordIn(Strict):
+    password: str = Field(max_length=MAX_PASSWORD)
+
+
+class GrantIn(Strict):
+    agent: str = Field(max_length=63)
+    scopes: list[str] = Field(max_length=MAX_SCOPES)
+    purpose: str = Field(max_length=MAX_PURPOSE)
+    purpose_code: str = Field(max_length=64)
+    session: str | None = Field(default=None, max_length=128)
+    ttl_seconds: int | None = Field(default=None, ge=60)
+
+
+class BulkGrantRevokeIn(Strict):
+    user: str | None = Field(default=None, max_length=128)
+    agent: str | None = Field(default=None, max_length=63)
+    session: str | None = Field(default=None, max_length=128)
+    reason: str | None = Field(default=None, max_length=500)
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "name": user.name,
+        "display_name": user.display_name,
+        "email": user.email,
+        "state": str(user.state),
+        "issuer": user.issuer,
+        "subject": user.subject,
+        "password_set": user.password_hash is not None,
+        "created_at": user.created_at.isoformat(),
+        "updated_at": user.updated_at.isoformat(),
+        "disabled_at": user.disabled_at.isoformat() if user.disabled_at else None,
+        "version": user.version,
+    }
+
+
+def grant_json(grant: Grant) -> dict[str, Any]:
+    return {
+        "id": grant.id,
+        "user": grant.user,
+        "agent": grant.agent,
+        "scopes": sorted(grant.scopes),
+        "purpose": grant.purpose,
+        "purpose_code": grant.purpose_code,
+        "session": grant.session,
+        "state": str(grant.state),
+        "created_at": grant.created_at.isoformat(),
+        "expires_at": grant.expires_at.isoformat(),
+        "created_by": grant.created_by,
+        "revoked_at": grant.revoked_at.isoformat() if grant.revoked_at else None,
+        "revoked_by": grant.revoked_by,
+        "revoke_reason": grant.revoke_reason,
+        "version": grant.version,
+    }

@@ -1,0 +1,96 @@
+"""The values of delegation: users and grants.
+
+Both are frozen; a change is a new value (``dataclasses.replace``) stored with optimistic
+versioning, as agents are.
+
+A user's ``name`` is the ``sub`` of every token Tether issues for them. Users are disabled,
+never deleted, so a name is never given to someone else (OpenID Connect Core §2: a ``sub`` is
+"never reassigned").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+__all__ = ["Grant", "GrantMatch", "GrantState", "User", "UserState"]
+
+
+class UserState(StrEnum):
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True, kw_only=True)
+class User:
+    """A person. ``password_hash`` is an Argon2id PHC string for users of the built-in
+    provider; ``None`` for a user who signs in elsewhere (``issuer`` says where)."""
+
+    id: str
+    name: str
+    display_name: str | None
+    email: str | None
+    state: UserState
+    password_hash: str | None
+    #: The OpenID provider that authenticates this user: Tether's own issuer for built-in
+    #: users, an external issuer URL for federated ones.
+    issuer: str
+    #: The user's ``sub`` at ``issuer`` (for built-in users, their name).
+    subject: str
+    created_at: datetime
+    updated_at: datetime
+    disabled_at: datetime | None = None
+    version: int = 1
+
+    @property
+    def active(self) -> bool:
+        return self.state is UserState.ACTIVE
+
+
+class GrantState(StrEnum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Grant:
+    """A user's consent for one agent: the answer to "why may this agent do this".
+
+    ``purpose`` is free text shown to the user; ``purpose_code`` is what policies read.
+    ``session`` binds the grant to the sign-in session it was given in (``None``: any session
+    of the user). A grant is in force while ``state`` is active and ``expires_at`` is ahead.
+    """
+
+    id: str
+    user: str
+    agent: str
+    scopes: frozenset[str]
+    purpose: str
+    purpose_code: str
+    session: str | None
+    created_at: datetime
+    expires_at: datetime
+    created_by: str
+    state: GrantState = GrantState.ACTIVE
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+    revoke_reason: str | None = None
+    version: int = 1
+
+    def in_force(self, now: datetime) -> bool:
+        return self.state is GrantState.ACTIVE and now < self.expires_at
+
+
+@dataclass(frozen=True, kw_only=True)
+class GrantMatch:
+    """Which grants a listing or a bulk revocation is about (fields left ``None`` match any;
+    at least one is required for a bulk revocation)."""
+
+    user: str | None = None
+    agent: str | None = None
+    session: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.user is None and self.agent is None and self.session is None

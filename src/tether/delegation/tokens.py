@@ -1,0 +1,289 @@
+"""Users' and delegated access tokens: minted, verified, revoked.
+
+Both are JWT access tokens (RFC 9068: header ``typ`` ``at+jwt``), signed with the same ES256
+keys as JWT-SVIDs but never mistaken for one (the keyring checks ``typ`` for each kind), and
+told apart from each other by the signed ``token_use`` claim — the credential's provenance,
+not the shape of the request that presents it:
+
+* a **user token** (``token_use`` ``user``): ``sub`` the user, ``aud`` Tether, the OAuth
+  client it was issued to, the scopes the user approved, the sign-in session ``sid``;
+* a **delegated token** (``token_use`` ``delegated``, from :mod:`tether.delegation.exchange`):
+  ``sub`` the user, ``act`` the agent instance (earlier actors nested), ``grant_id`` (and
+  ``prior_grants`` up the chain), ``scope``, ``purpose``, ``sid``, one ``aud``.
+
+Verification is not only the signature: the user must still be active, every grant on the
+chain still in force and the ``jti`` not revoked — looked up in memory (the grants' and users'
+read-through caches, the revocation list), so revoking a grant or disabling a user refuses every
+token derived from it at once, not at its expiry.
+
+Example::
+
+    issued = await tokens.issue_user_token(user=alice, client_id="spiffe://td/agent/shop-bot",
+                                           scopes={"orders:read"}, session="sid_…")
+    subject = await tokens.subject(issued.token, actor_ids={...})   # for token exchange
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tether._internal.clock import Clock
+from tether._internal.ids import new_id
+from tether._internal.readthrough import ReadThrough
+from tether.audit.records import AuditRecord
+from tether.audit.sink import AuditSink
+from tether.crypto.jwt import UnverifiedToken, VerifiedClaims
+from tether.crypto.keyring import ACCESS_TOKEN_TYPE, KeyRing
+from tether.delegation.models import Grant, User
+from tether.delegation.token_exchange import SubjectToken, act_chain
+from tether.errors import Error, InvalidRequest, Unauthenticated
+from tether.identity.access import Actor
+from tether.identity.names import parse_agent_spiffe_id, parse_spiffe_id
+from tether.identity.revocations import RevocationKind, RevocationList
+from tether.identity.svid import VERIFY_LEEWAY, IssuedToken
+
+__all__ = ["AccessTokens", "Delegation", "TokenUse"]
+
+TokenUse = Literal["user", "delegated"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Delegation:
+    """A verified delegated token whose user, grants and actor chain are still good."""
+
+    claims: VerifiedClaims
+    user: str
+    #: The actors, current first (RFC 8693 §4.1).
+    chain: tuple[str, ...]
+    grant: Grant
+    scopes: frozenset[str]
+    session: str | None
+
+
+class AccessTokens:
+    def __init__(
+        self,
+        *,
+        keyring: KeyRing,
+        clock: Clock,
+        audit: AuditSink,
+        issuer: str,
+        users: ReadThrough[str, User],
+        grants: ReadThrough[str, Grant],
+        revocations: RevocationList,
+        user_token_ttl: int,
+    ) -> None:
+        self._keyring = keyring
+        self._clock = clock
+        self._audit = audit
+        self._issuer = issuer
+        self._users = users
+        self._grants = grants
+        self._revocations = revocations
+        self._user_ttl = user_token_ttl
+
+    async def issue_user_token(
+        self,
+        *,
+        user: User,
+        client_id: str,
+        scopes: Collection[str],
+        session: str | None,
+        correlation_id: str | None = None,
+    ) -> IssuedToken:
+        """A user's access token for Tether (what they exchange, and what signs them in to
+        the API), recorded as ``token.issued``."""
+        now = self._clock.timestamp()
+        jti = new_id("jti")
+        claims: dict[str, Any] = {
+            "iss": self._issuer,
+            "sub": user.name,
+            "aud": self._issuer,
+            "client_id": client_id,
+            "scope": " ".join(sorted(scopes)),
+            "token_use": "user",
+            "iat": now,
+            "nbf": now,
+            "exp": now + self._user_ttl,
+            "jti": jti,
+        }
+        if session is not None:
+            claims["sid"] = session
+        token = self._keyring.signer.sign_jwt(claims, typ=ACCESS_TOKEN_TYPE)
+        await self._audit.append(
+            AuditRecord.new(
+                type="token.issued",
+                actor=f"user:{user.name}",
+                subject=f"user:{user.name}",
+                time=self._clock.now(),
+                correlation_id=correlation_id,
+                details={
+                    "jti": jti,
+                    "token_use": "user",
+                    "client_id": client_id,
+                    "scopes": sorted(scopes),
+                    "sid": session,
+                    "exp": now + self._user_ttl,
+                },
+            )
+        )
+        return IssuedToken(
+            token=token, expires_in=self._user_ttl, jti=jti, audience=(self._issuer,)
+        )
+
+    def forget_user(self, name: str) -> None:
+        """Read the user afresh on the next check (the users service disabled them)."""
+        self._users.invalidate(name)
+
+    def sign_delegated(self, claims: Mapping[str, Any]) -> str:
+        return self._keyring.signer.sign_jwt(claims, typ=ACCESS_TOKEN_TYPE)
+
+    async def verify(self, token: str, *, audiences: Iterable[str]) -> VerifiedClaims:
+        """An access token Tether issued for one of ``audiences``, whose user is active, whose
+        grants are in force and whose ``jti`` is not revoked; ``Unauthenticated`` otherwise."""
+        claims = await self._verified(token, audiences)
+        await self._check_state(claims)
+        return claims
+
+    async def subject(self, token: str, *, audiences: Iterable[str]) -> SubjectToken:
+        """A subject token for exchange (RFC 8693 §2.1); ``invalid_request`` if it is not
+        one (bad signature, wrong audience, expired, revoked, its user or grant gone)."""
+        try:
+            claims = await self.verify(token, audiences=audiences)
+        except Unauthenticated as exc:
+            raise InvalidRequest(f"invalid subject_token: {exc.message}") from exc
+        raw = claims.claims
+        delegated = raw.get("token_use") == "delegated"
+        grants = _grant_ids(raw) if delegated else ()
+        may_act = raw.get("may_act")
+        return SubjectToken(
+            user=claims.sub or "",
+            scopes=frozenset(str(raw.get("scope") or "").split()),
+            expires_at=claims.exp or 0,
+            session=_str(raw.get("sid")),
+            act=raw.get("act") if delegated else None,
+            grants=grants,
+            purpose_code=_str(raw.get("purpose")) if delegated else None,
+            may_act=may_act if isinstance(may_act, Mapping) else None,
+        )
+
+    async def delegation(self, token: str, *, audience: str) -> Delegation:
+        """A delegated token for ``audience`` (the checkpoint's path); a user's own token is
+        ``Unauthenticated`` here — an agent presenting it would be impersonating the user."""
+        claims = await self.verify(token, audiences=(audience,))
+        raw = claims.claims
+        if raw.get("token_use") != "delegated":
+            raise Unauthenticated(
+                "a user's token without an actor: agents act for users only with a delegated token",
+                details={"reason": "impersonation"},
+            )
+        grant = await self._grants.get(str(raw.get("grant_id")))
+        if grant is None:  # checked by verify already
+            raise Unauthenticated("the grant is gone")
+        return Delegation(
+            claims=claims,
+            user=claims.sub or "",
+            chain=act_chain(raw.get("act")),
+            grant=grant,
+            scopes=frozenset(str(raw.get("scope") or "").split()),
+            session=_str(raw.get("sid")),
+        )
+
+    async def introspect(self, token: str) -> VerifiedClaims | None:
+        """RFC 7662: the claims of an active access token of this server, whatever its
+        audience (the resource server compares ``aud`` itself), or ``None``."""
+        try:
+            named = UnverifiedToken.parse(token).claims.get("aud")
+            audiences = [named] if isinstance(named, str) else list(named or [])
+            return await self.verify(
+                token, audiences=[a for a in audiences if isinstance(a, str)][:5]
+            )
+        except Error:
+            return None
+
+    async def revoke(self, token: str, *, actor: Actor) -> str | None:
+        """RFC 7009: revoke the access token presented (holding it is the authority to end
+        it). Returns its ``jti``, or ``None`` for a token that is not a valid Tether access
+        token (which §2.2 answers with 200 all the same)."""
+        claims = await self.introspect(token)
+        if claims is None:
+            return None
+        jti = claims.jti or ""
+        entry = self._revocations.entry(kind=RevocationKind.JTI, target=jti, actor=actor.label)
+        await self._audit.append(
+            AuditRecord.new(
+                type="token.revoked",
+                actor=actor.label,
+                subject=f"jti:{jti}",
+                time=entry.revoked_at,
+                details={
+                    "jti": jti,
+                    "token_use": claims.claims.get("token_use"),
+                    "sub": claims.sub,
+                },
+            )
+        )
+        await self._revocations.record(entry)
+        return jti
+
+    async def _verified(self, token: str, audiences: Iterable[str] | None) -> VerifiedClaims:
+        """The signature, ``typ``, issuer, times and one of ``audiences`` (Tether when None)."""
+        claims: VerifiedClaims | None = None
+        for audience in tuple(audiences or ()) or (self._issuer,):
+            try:
+                claims = await self._keyring.verify_issued_reloading(
+                    token, audience=audience, issuer=self._issuer,
+                    now=self._clock.timestamp(), leeway=VERIFY_LEEWAY, kind="access",
+                )  # fmt: skip
+                break
+            except Error:
+                continue
+        if claims is None or claims.claims.get("token_use") not in ("user", "delegated"):
+            raise Unauthenticated("not a valid access token of this server")
+        return claims
+
+    async def _check_state(self, claims: VerifiedClaims) -> None:
+        raw = claims.claims
+        chain = act_chain(raw.get("act")) if raw.get("token_use") == "delegated" else ()
+        current = chain[0] if chain else None
+        agent = _agent_of(current)
+        revoked = self._revocations.is_revoked(
+            jti=claims.jti, agent=agent or "", instance=current, issued_at=claims.iat
+        )
+        if revoked is not None:
+            raise Unauthenticated("the token is revoked")
+        user = await self._users.get(claims.sub or "")
+        if user is None or not user.active:
+            raise Unauthenticated("the user is disabled or unknown")
+        if raw.get("token_use") != "delegated":
+            return
+        moment = self._clock.now()
+        for grant_id in _grant_ids(raw):
+            grant = await self._grants.get(grant_id)
+            if grant is None or grant.user != user.name or not grant.in_force(moment):
+                raise Unauthenticated("a grant this token rests on is revoked or expired")
+
+
+def _grant_ids(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    prior = raw.get("prior_grants") or []
+    current = raw.get("grant_id")
+    if not isinstance(prior, list) or not isinstance(current, str):
+        raise Unauthenticated("a delegated token without its grant")
+    return (*(str(g) for g in prior), current)
+
+
+def _agent_of(spiffe_id: str | None) -> str | None:
+    """The agent named by an instance SPIFFE ID (None if it names none)."""
+    if spiffe_id is None:
+        return None
+    try:
+        parsed = parse_spiffe_id(spiffe_id)
+        return parse_agent_spiffe_id(spiffe_id, trust_domain=parsed.trust_domain).name
+    except Error:
+        return None
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None

@@ -1,0 +1,48 @@
+"""What the store's mixins share: the unit runner they are mixed over, a listing unit, and the
+one test of a unique-constraint violation for both SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+__all__ = ["Runner", "rows", "unique_violation"]
+
+_T = TypeVar("_T")
+
+
+class Runner(Protocol):
+    """What a mixin needs of its store: ``SqlStore._run``."""
+
+    async def _run(
+        self,
+        unit: Callable[[Connection], _T],
+        *,
+        write: bool,
+        one_statement: bool = False,
+        notify: str | None = None,
+    ) -> _T: ...
+
+
+def rows(
+    query: sa.Select[Any], convert: Callable[[sa.RowMapping], _T], **params: Any
+) -> Callable[[Connection], list[_T]]:
+    """A unit that runs ``query`` and converts every row."""
+
+    def unit(conn: Connection) -> list[_T]:
+        return [convert(row) for row in conn.execute(query, params).mappings()]
+
+    return unit
+
+
+def unique_violation(exc: IntegrityError) -> None:
+    """Return if ``exc`` broke a unique constraint (or a primary key); re-raise it otherwise."""
+    if getattr(exc.orig, "sqlstate", None) == "23505" or "UNIQUE constraint failed" in str(
+        exc.orig
+    ):
+        return
+    raise exc

@@ -1,0 +1,333 @@
+"""Token exchange (RFC 8693) over HTTP, end to end on the SQLite store: a user's grant, an
+agent's delegated token, the checkpoint deciding on it, and everything that must end it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.tokens import client_credentials
+from tether.api.services import Services
+from tether.config import Settings
+from tether.crypto.jwt import UnverifiedToken
+from tether.delegation.token_exchange import ACCESS_TOKEN_TYPE, GRANT_TYPE, JWT_TOKEN_TYPE
+
+from .conftest import ISSUER, ROOT, TRUST_DOMAIN, AgentFactory, RegisteredAgent
+from .decisions import svid
+
+POLICIES = """
+@id("shop-bot-reads-orders-for-its-user")
+permit (principal == Tether::Agent::"shop-bot", action == Tether::Action::"read",
+        resource == Tether::Api::"orders")
+when { context has user && context.scopes.contains("orders:read") };
+"""
+ORDERS = {"type": "Api", "id": "orders", "properties": {"name": "orders", "data_class": "internal"}}
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        issuer=ISSUER,
+        trust_domain=TRUST_DOMAIN,
+        root_token=ROOT,
+        allowed_audiences=("https://api.acme.org",),
+        password_memory_kib=32,
+        password_time_cost=1,
+    )
+
+
+@dataclass
+class World:
+    client: httpx.AsyncClient
+    services: Services
+    shop: RegisteredAgent
+    user_token: str
+    grant: dict[str, Any]
+
+
+async def _user_token(services: Services, name: str, scopes: set[str], sid: str = "sid_1") -> str:
+    user = await services.store.get_user(name)
+    assert user is not None
+    issued = await services.delegation.tokens.issue_user_token(
+        user=user, client_id="console", scopes=scopes, session=sid
+    )
+    return issued.token
+
+
+@pytest.fixture
+async def world(client: httpx.AsyncClient, services: Services, make_agent: AgentFactory) -> World:
+    shop = await make_agent("shop-bot", may_call_agents=True)
+    added = await client.post("/v1/users", json={"name": "alice", "password": "a" * 16})
+    assert added.status_code == 201, added.text
+    applied = await client.post("/v1/policies", json={"text": POLICIES})
+    assert applied.status_code == 201, applied.text
+    token = await _user_token(services, "alice", {"orders:read", "orders:write", "profile"})
+    consent = {
+        "agent": "shop-bot",
+        "scopes": ["orders:read", "orders:write"],
+        "purpose": "track my orders",
+        "purpose_code": "order-tracking",
+        "session": "sid_1",
+    }
+    created = await client.post(
+        "/v1/grants", json=consent, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert created.status_code == 201, created.text
+    return World(client, services, shop, token, created.json())
+
+
+async def _records(services: Services, kind: str) -> list[dict[str, Any]]:
+    page = await services.store.list_audit(type_prefix=kind, limit=1000)
+    return [dict(record.details) for _, record in page if record.type == kind]
+
+
+async def _exchange(
+    client: httpx.AsyncClient, subject: str, actor: str | None, **extra: str
+) -> httpx.Response:
+    form = {
+        "grant_type": GRANT_TYPE,
+        "subject_token": subject,
+        "subject_token_type": ACCESS_TOKEN_TYPE,
+        **extra,
+    }
+    if actor is not None:
+        form |= {"actor_token": actor, "actor_token_type": JWT_TOKEN_TYPE}
+    return await client.post("/oauth2/token", data=form, headers={"Authorization": ""})
+
+
+async def _delegated(world: World, **extra: str) -> str:
+    actor = await svid(world.client, world.shop)
+    answer = await _exchange(world.client, world.user_token, actor, **extra)
+    assert answer.status_code == 200, answer.text
+    token: str = answer.json()["access_token"]
+    return token
+
+
+async def _evaluate(client: httpx.AsyncClient, token: str, action: str = "read") -> dict[str, Any]:
+    answer = await client.post(
+        "/access/v1/evaluation",
+        json={"action": {"name": action}, "resource": ORDERS},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+async def test_delegated_token_names_the_user_the_instance_the_grant_and_narrows(
+    world: World,
+) -> None:
+    actor = await svid(world.client, world.shop)
+    answer = await _exchange(world.client, world.user_token, actor, scope="orders:read")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["issued_token_type"] == ACCESS_TOKEN_TYPE
+    assert body["token_type"] == "Bearer"
+    assert body["scope"] == "orders:read"
+    assert answer.headers["cache-control"] == "no-store"
+    claims = UnverifiedToken.parse(body["access_token"]).claims
+    instance = UnverifiedToken.parse(actor).claims["sub"]
+    assert claims["sub"] == "alice"
+    assert claims["act"] == {"sub": instance}
+    assert claims["grant_id"] == world.grant["id"]
+    assert claims["purpose"] == "order-tracking"
+    assert claims["sid"] == "sid_1"
+    assert claims["aud"] == ISSUER
+    user_exp = UnverifiedToken.parse(world.user_token).claims["exp"]
+    assert claims["exp"] <= min(user_exp, claims["iat"] + 600)
+
+
+async def test_checkpoint_allows_what_the_grant_allows_and_records_who_for_whom(
+    world: World,
+) -> None:
+    token = await _delegated(world)
+    verdict = await _evaluate(world.client, token)
+    assert verdict["decision"] is True, verdict
+    last = (await _records(world.services, "decision"))[-1]
+    assert last["user"] == "alice"
+    assert last["grant_id"] == world.grant["id"]
+    assert last["act"] == [UnverifiedToken.parse(token).claims["act"]["sub"]]
+    assert last["purpose"] == "order-tracking"
+
+
+async def test_scope_not_in_the_grant_is_refused_as_invalid_scope(world: World) -> None:
+    actor = await svid(world.client, world.shop)
+    answer = await _exchange(world.client, world.user_token, actor, scope="profile")
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "invalid_scope"
+
+
+async def test_exchange_without_an_actor_is_refused_agents_never_act_as_the_user(
+    world: World,
+) -> None:
+    answer = await _exchange(world.client, world.user_token, None)
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "invalid_request"
+    assert "actor" in answer.json()["error_description"]
+
+
+async def test_actor_token_minted_for_another_audience_is_refused(world: World) -> None:
+    form = client_credentials(
+        world.shop.key.private_pem,
+        client_id=world.shop.spiffe_id,
+        audience=f"{ISSUER}/oauth2/token",
+        now=int(time.time()),
+    )
+    form["resource"] = "https://api.acme.org"
+    issued = await world.client.post("/oauth2/token", data=form)
+    assert issued.status_code == 200, issued.text
+    answer = await _exchange(world.client, world.user_token, issued.json()["access_token"])
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "invalid_request"
+
+
+async def test_audience_off_the_allow_list_is_invalid_target(world: World) -> None:
+    actor = await svid(world.client, world.shop)
+    answer = await _exchange(world.client, world.user_token, actor, audience="https://evil.example")
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "invalid_target"
+
+
+async def test_revoking_the_grant_refuses_its_tokens_at_once_and_further_exchanges(
+    world: World,
+) -> None:
+    token = await _delegated(world)
+    assert (await _evaluate(world.client, token))["decision"] is True
+    gone = await world.client.delete(
+        f"/v1/grants/{world.grant['id']}",
+        headers={"Authorization": f"Bearer {world.user_token}"},
+    )
+    assert gone.status_code == 200, gone.text
+    assert gone.json()["state"] == "revoked"
+    refused = await _evaluate(world.client, token)
+    assert refused["decision"] is False
+    actor = await svid(world.client, world.shop)
+    again = await _exchange(world.client, world.user_token, actor)
+    assert again.status_code == 400
+    assert again.json()["error"] == "invalid_grant"
+
+
+async def test_subject_token_replayed_after_user_is_disabled_is_refused(world: World) -> None:
+    token = await _delegated(world)
+    disabled = await world.client.post("/v1/users/alice/disable")
+    assert disabled.status_code == 200, disabled.text
+    assert (await _evaluate(world.client, token))["decision"] is False
+    actor = await svid(world.client, world.shop)
+    replay = await _exchange(world.client, world.user_token, actor)
+    assert replay.status_code == 400
+    assert replay.json()["error"] == "invalid_request"
+    grant = await world.client.get(f"/v1/grants/{world.grant['id']}")
+    assert grant.json()["state"] == "revoked"
+
+
+async def test_user_token_presented_by_an_agent_is_impersonation(world: World) -> None:
+    events = world.services.events.subscribe()
+    try:
+        verdict = await _evaluate(world.client, world.user_token)
+        assert verdict["decision"] is False
+        seen = [e.type for e in events.drain()]
+    finally:
+        events.close()
+    assert "impersonation" in seen
+    records = await _records(world.services, "decision")
+    assert any("impersonation" in " ".join(r["reasons"]) for r in records)
+
+
+async def test_delegated_token_at_a_resource_it_was_not_minted_for_is_refused(
+    world: World,
+) -> None:
+    token = await _delegated(world, audience="https://api.acme.org")
+    verdict = await _evaluate(world.client, token)
+    assert verdict["decision"] is False
+
+
+async def test_introspection_shows_the_delegation_and_revocation_ends_it(world: World) -> None:
+    token = await _delegated(world)
+    seen = await world.client.post("/oauth2/introspect", data={"token": token})
+    assert seen.status_code == 200, seen.text
+    body = seen.json()
+    assert body["active"] is True
+    assert body["sub"] == "alice"
+    assert body["grant_id"] == world.grant["id"]
+    assert body["purpose"] == "order-tracking"
+    assert "sub" in body["act"]
+    revoked = await world.client.post(
+        "/oauth2/revoke", data={"token": token}, headers={"Authorization": ""}
+    )
+    assert revoked.status_code == 200
+    after = await world.client.post("/oauth2/introspect", data={"token": token})
+    assert after.json() == {"active": False}
+    assert (await _evaluate(world.client, token))["decision"] is False
+
+
+async def test_revocation_endpoint_answers_200_for_garbage(world: World) -> None:
+    answer = await world.client.post(
+        "/oauth2/revoke", data={"token": "not-a-token"}, headers={"Authorization": ""}
+    )
+    assert answer.status_code == 200
+
+
+async def test_introspection_needs_an_authenticated_resource_server(world: World) -> None:
+    answer = await world.client.post(
+        "/oauth2/introspect", data={"token": world.user_token}, headers={"Authorization": ""}
+    )
+    assert answer.status_code == 401
+
+
+async def test_agent_to_agent_chain_nests_act_and_cannot_widen_at_hop_two(
+    world: World, make_agent: AgentFactory
+) -> None:
+    helper = await make_agent("ship-bot")
+    helper_id = f"spiffe://{TRUST_DOMAIN}/agent/ship-bot"
+    hop1 = await _delegated(world, audience=helper_id, scope="orders:read")
+    helper_consent = {
+        "agent": "ship-bot",
+        "scopes": ["orders:read", "orders:write"],
+        "purpose": "ship my orders",
+        "purpose_code": "order-tracking",
+    }
+    consented = await world.client.post(
+        "/v1/grants", json=helper_consent, headers={"Authorization": f"Bearer {world.user_token}"}
+    )
+    assert consented.status_code == 201, consented.text
+    actor = await svid(world.client, helper)
+    wider = await _exchange(world.client, hop1, actor, scope="orders:read orders:write")
+    assert wider.status_code == 400
+    assert wider.json()["error"] == "invalid_scope"
+    hop2 = await _exchange(world.client, hop1, actor)
+    assert hop2.status_code == 200, hop2.text
+    claims = UnverifiedToken.parse(hop2.json()["access_token"]).claims
+    first = UnverifiedToken.parse(hop1).claims
+    assert claims["sub"] == "alice"
+    assert claims["act"]["act"] == first["act"]
+    assert claims["scope"] == "orders:read"
+    assert claims["prior_grants"] == [world.grant["id"]]
+    assert claims["exp"] <= first["exp"]
+
+
+async def test_a_user_sees_only_their_own_grants(world: World, services: Services) -> None:
+    added = await world.client.post("/v1/users", json={"name": "bob", "password": "b" * 16})
+    assert added.status_code == 201
+    bob = await _user_token(services, "bob", {"orders:read"})
+    as_bob = {"Authorization": f"Bearer {bob}"}
+    listed = await world.client.get("/v1/grants", headers=as_bob)
+    assert listed.json()["grants"] == []
+    other = await world.client.get(f"/v1/grants/{world.grant['id']}", headers=as_bob)
+    assert other.status_code == 404
+    revoke = await world.client.delete(f"/v1/grants/{world.grant['id']}", headers=as_bob)
+    assert revoke.status_code == 404
+
+
+async def test_users_never_show_a_password_or_its_hash(world: World) -> None:
+    shown = await world.client.get("/v1/users/alice")
+    assert shown.status_code == 200
+    body = shown.json()
+    assert body["password_set"] is True
+    assert "a" * 16 not in shown.text
+    assert "argon2" not in shown.text
