@@ -48,7 +48,16 @@ from tether.policy._cedar import CedarEngine
 from tether.policy.service import PolicySets
 from tether.store.interfaces import Store
 from tether.store.sql import SqlStore, open_sql_store
-from tether.store.sql.changes import ALL, POLICIES, REVOCATIONS, ChangeListener, topics
+from tether.store.sql.changes import (
+    ALL,
+    GRANT_PREFIX,
+    GRANTS,
+    POLICIES,
+    REVOCATIONS,
+    USER_PREFIX,
+    ChangeListener,
+    topics,
+)
 from tether.store.witness import witnesses_from
 
 __all__ = ["Services"]
@@ -287,17 +296,31 @@ class Services:
         changes`): the revocation list, the policy set, agents; everything for ``*``."""
         plain, agents = topics(payload)
         every = ALL in plain
-        # The directory first: it does no I/O, so a failing refresh below cannot skip it.
+        # The caches first: they do no I/O, so a failing refresh below cannot skip them.
         if every:
             self.directory.invalidate_all()
         for name in agents:
             self.directory.invalidate(name)
+        self._forget_delegation(plain, every=every)
         if every or REVOCATIONS in plain:
             await self.revocations.refresh()
         if every or POLICIES in plain:
             await self.policies.refresh()
         if every:
             self.listening.set()
+
+    def _forget_delegation(self, plain: Sequence[str], *, every: bool) -> None:
+        """Users and grants another replica changed are read afresh on the next check."""
+        grants, tokens = self.delegation.grants, self.delegation.tokens
+        if every or GRANTS in plain:
+            grants.cache.invalidate_all()
+        for topic in plain:
+            if topic.startswith(GRANT_PREFIX):
+                grants.cache.invalidate(topic.removeprefix(GRANT_PREFIX))
+            elif topic.startswith(USER_PREFIX):
+                tokens.forget_user(topic.removeprefix(USER_PREFIX))
+        if every:
+            tokens.forget_users()
 
     async def close(self) -> None:
         try:

@@ -137,6 +137,9 @@ class AccessTokens:
         """Read the user afresh on the next check (the users service disabled them)."""
         self._users.invalidate(name)
 
+    def forget_users(self) -> None:
+        self._users.invalidate_all()
+
     def sign_delegated(self, claims: Mapping[str, Any]) -> str:
         return self._keyring.signer.sign_jwt(claims, typ=ACCESS_TOKEN_TYPE)
 

@@ -184,3 +184,59 @@ async def test_an_agent_registered_here_is_known_there_by_note(
     while await replica.directory.get("new-bot") is None:
         assert time.monotonic() < deadline, "the replica kept 'no such agent'"
         await asyncio.sleep(0.02)
+
+
+async def _grant_and_user(services: Services, client: httpx.AsyncClient) -> tuple[str, str]:
+    """Alice (with a password-less account) consented to faq-bot: her token and the grant."""
+    added = await client.post("/v1/users", json={"name": "alice"})
+    assert added.status_code == 201, added.text
+    user = await services.store.get_user("alice")
+    assert user is not None
+    issued = await services.delegation.tokens.issue_user_token(
+        user=user, client_id="console", scopes={"faq:read"}, session=None
+    )
+    consent = {"agent": "faq-bot", "scopes": ["faq:read"], "purpose": "answers",
+               "purpose_code": "support"}  # fmt: skip
+    made = await client.post(
+        "/v1/grants", json=consent, headers={"Authorization": f"Bearer {issued.token}"}
+    )
+    assert made.status_code == 201, made.text
+    return issued.token, made.json()["id"]
+
+
+async def test_a_grant_revoked_here_is_refused_there_by_note(
+    client: httpx.AsyncClient, agent_token: str, services: Services, replica: Services
+) -> None:
+    del agent_token  # registered faq-bot
+    _, grant_id = await _grant_and_user(services, client)
+    grant = await replica.delegation.grants.cache.get(grant_id)  # now kept for a minute
+    assert grant is not None
+    assert grant.in_force(replica.clock.now())
+    assert (await client.delete(f"/v1/grants/{grant_id}")).status_code == 200
+
+    async def in_force() -> bool:
+        seen = await replica.delegation.grants.cache.get(grant_id)
+        return seen is not None and seen.in_force(replica.clock.now())
+
+    deadline = time.monotonic() + 5
+    while await in_force():
+        assert time.monotonic() < deadline, "the replica kept the revoked grant"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_user_disabled_here_is_refused_there_by_note(
+    client: httpx.AsyncClient, agent_token: str, services: Services, replica: Services
+) -> None:
+    del agent_token
+    token, _ = await _grant_and_user(services, client)
+    issuer = (ISSUER,)
+    assert await replica.delegation.tokens.verify(token, audiences=issuer)  # kept a minute
+    assert (await client.post("/v1/users/alice/disable")).status_code == 200
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            await replica.delegation.tokens.verify(token, audiences=issuer)
+        except Unauthenticated:
+            break
+        assert time.monotonic() < deadline, "the replica kept the disabled user"
+        await asyncio.sleep(0.02)

@@ -38,9 +38,11 @@ __all__ = [
     "CHANNEL",
     "CONNECTION_OPTIONS",
     "GRANTS",
+    "GRANT_PREFIX",
     "MAX_GRANT_TOPICS",
     "POLICIES",
     "REVOCATIONS",
+    "USER_PREFIX",
     "ChangeListener",
     "agent_topic",
     "both",
@@ -63,8 +65,8 @@ GRANTS = "grants"
 #: it was away are lost.
 ALL = "*"
 _AGENT = "agent:"
-_USER = "user:"
-_GRANT = "grant:"
+USER_PREFIX = "user:"
+GRANT_PREFIX = "grant:"
 #: The most grants one note names; beyond, it says :data:`GRANTS`. PostgreSQL refuses a
 #: payload of 8000 bytes or more, and 50 topics of 64-character ids stay well below.
 MAX_GRANT_TOPICS = 50
@@ -88,11 +90,11 @@ def agent_topic(name: str) -> str:
 
 
 def user_topic(name: str) -> str:
-    return f"{_USER}{name}"
+    return f"{USER_PREFIX}{name}"
 
 
 def grant_topic(grant_id: str) -> str:
-    return f"{_GRANT}{grant_id}"
+    return f"{GRANT_PREFIX}{grant_id}"
 
 
 def grant_topics(grant_ids: Sequence[str]) -> str:
