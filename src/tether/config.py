@@ -51,6 +51,7 @@ _BOUNDS: tuple[tuple[str, float, float, str], ...] = (
     ("delegated_token_max_ttl_seconds", 10, 24 * 3600, "10 s and 24 h"),
     ("max_delegation_depth", 1, 8, "1 and 8"),
     ("grant_max_ttl_seconds", 60, 365 * 24 * 3600, "60 s and 365 days"),
+    ("user_session_ttl_seconds", 60, 30 * 24 * 3600, "60 s and 30 days"),
     ("password_memory_kib", 32, 4 * 1024 * 1024, "32 KiB and 4 GiB"),
     ("password_time_cost", 1, 20, "1 and 20"),
 )
@@ -128,6 +129,8 @@ class Settings:
     delegated_token_max_ttl_seconds: int = 600
     #: The most actors on a delegation chain (user → agent → agent …).
     max_delegation_depth: int = 4
+    #: A sign-in session of the built-in provider (its cookie) lasts this long.
+    user_session_ttl_seconds: int = 8 * 3600
     #: A user's grant lasts at most this long (30 days by default).
     grant_max_ttl_seconds: int = 30 * 24 * 3600
     #: Argon2id cost for users' passwords (RFC 9106 §4, second recommended option).

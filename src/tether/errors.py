@@ -24,7 +24,8 @@ The hierarchy::
     │   ├── LeaseNotFound               lease_not_found
     │   ├── EngineNotFound              engine_not_found
     │   ├── UserNotFound                user_not_found
-    │   └── GrantNotFound               grant_not_found
+    │   ├── GrantNotFound               grant_not_found
+    │   └── ClientNotFound              client_not_found
     ├── Conflict                        conflict                 409
     │   ├── AgentExists                 agent_exists
     │   ├── KeyExists                   key_exists
@@ -76,6 +77,7 @@ __all__ = [
     "AuditUnavailable",
     "BodyTooLarge",
     "CertificateInvalid",
+    "ClientNotFound",
     "ConfigError",
     "Conflict",
     "EngineExists",
@@ -217,6 +219,12 @@ class UserNotFound(NotFound):
 
 class GrantNotFound(NotFound):
     code = "grant_not_found"
+
+
+class ClientNotFound(NotFound):
+    """No OAuth client of the built-in provider has this id."""
+
+    code = "client_not_found"
 
 
 class Conflict(Error):

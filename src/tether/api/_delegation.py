@@ -17,11 +17,15 @@ from tether.checkpoint import Checkpoint
 from tether.config import Settings
 from tether.credentials.leases import Leases
 from tether.credentials.models import LeaseMatch
+from tether.crypto.kek import KeyEncryptionKey
 from tether.crypto.keyring import KeyRing
 from tether.crypto.passwords import PasswordCost, PasswordHasher
+from tether.crypto.sealed import Sealer
+from tether.delegation.clients import Clients
 from tether.delegation.exchange import TokenExchanger
 from tether.delegation.grants import Grants
 from tether.delegation.models import Grant, User
+from tether.delegation.provider import Provider
 from tether.delegation.tokens import AccessTokens
 from tether.delegation.users import Users
 from tether.identity.access import Actor
@@ -33,12 +37,18 @@ from tether.store.interfaces import Store
 __all__ = ["Delegation", "access_tokens", "delegation_services"]
 
 
+#: What the sealed values of the built-in provider (requests, codes, sessions) are keyed with.
+SEALING_PURPOSE = b"tether sealed values v1"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Delegation:
     users: Users
     grants: Grants
     tokens: AccessTokens
     exchanger: TokenExchanger
+    clients: Clients
+    provider: Provider
 
 
 def access_tokens(
@@ -86,6 +96,7 @@ def delegation_services(
     directory: AgentDirectory,
     checkpoint: Checkpoint,
     leases: Leases,
+    kek: KeyEncryptionKey,
 ) -> Delegation:
     hasher = PasswordHasher(
         PasswordCost(time_cost=settings.password_time_cost, memory_kib=settings.password_memory_kib)
@@ -121,4 +132,25 @@ def delegation_services(
         max_ttl=settings.delegated_token_max_ttl_seconds,
         max_depth=settings.max_delegation_depth,
     )
-    return Delegation(users=users, grants=grants, tokens=tokens, exchanger=exchanger)
+    clients = Clients(store=store, agents=store, audit=audit, clock=clock)
+    provider = Provider(
+        clients=clients,
+        users=users,
+        grants=grants,
+        tokens=tokens,
+        directory=directory,
+        replay=store,
+        sealer=Sealer(kek.derive(SEALING_PURPOSE)),
+        audit=audit,
+        clock=clock,
+        issuer=settings.issuer_url,
+        session_ttl=settings.user_session_ttl_seconds,
+    )
+    return Delegation(
+        users=users,
+        grants=grants,
+        tokens=tokens,
+        exchanger=exchanger,
+        clients=clients,
+        provider=provider,
+    )

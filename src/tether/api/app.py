@@ -3,6 +3,8 @@
 Example::
 
     from tether.config import Settings
+
+STATIC = Path(__file__).resolve().parents[1] / "console" / "static"
     app = create_app(Settings.from_environ())
     # uvicorn.run(app, host="127.0.0.1", port=8200)
 """
@@ -12,8 +14,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from tether import __version__
 from tether._internal.clock import Clock
@@ -23,7 +27,9 @@ from tether.api.middleware import BodyLimit
 from tether.api.routes import (
     agents,
     audit,
+    authorize,
     authzen,
+    clients,
     discovery,
     engines,
     grants,
@@ -39,6 +45,8 @@ from tether.api.services import Services
 from tether.config import Settings
 
 __all__ = ["create_app"]
+
+STATIC = Path(__file__).resolve().parents[1] / "console" / "static"
 
 
 def create_app(
@@ -76,6 +84,7 @@ def create_app(
         health,
         discovery,
         oauth,
+        authorize,
         agents,
         tokens,
         svid,
@@ -85,9 +94,12 @@ def create_app(
         engines,
         users,
         grants,
+        clients,
     )
     for module in routers:
         app.include_router(module.router)
+    # The pages' stylesheet (no script is ever served).
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=True), name="static")
     # Added first, so inside the body cap: the decision endpoints without the per-request
     # machinery (see tether.api.fastpath).
     app.add_middleware(DecisionFastPath, routes=authzen.HOT_PATHS, owner=app)

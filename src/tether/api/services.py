@@ -151,7 +151,7 @@ class Services:
         )
         delegation = delegation_services(
             settings, clock, store, audit, tokens=tokens, grants=grants, svids=svids,
-            directory=directory, checkpoint=checkpoint, leases=leases,
+            directory=directory, checkpoint=checkpoint, leases=leases, kek=kek,
         )  # fmt: skip
         return cls(
             settings=settings,

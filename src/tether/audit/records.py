@@ -38,6 +38,9 @@ tag is never reused for another meaning):
   expiry), ``token.exchanged`` (RFC 8693: the delegated token's ``jti``, user, actor chain,
   grant, scopes, audience, expiry and the determining policies), ``token.exchange_refused``
   (the OAuth error code and why), ``token.revoked`` (RFC 7009: the ``jti``)
+* ``client.registered``, ``client.removed`` (an OAuth client of the built-in provider: its
+  redirect URIs and agent), ``oauth.code_issued`` (a user signed in to a client: the client,
+  the scopes approved, the grant made, the session — never the code)
 
 A change that was recorded but then failed to apply is followed by a record of the same type
 with outcome ``failure``. Refused operator requests (403) are not state changes and are not
@@ -105,6 +108,9 @@ RECORD_TYPES = frozenset(
         "token.exchanged",
         "token.exchange_refused",
         "token.revoked",
+        "client.registered",
+        "client.removed",
+        "oauth.code_issued",
     }
 )
 

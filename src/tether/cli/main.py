@@ -12,7 +12,20 @@ from __future__ import annotations
 
 import typer
 
-from tether.cli.commands import agent, audit, demo, engine, lease, policy, serve, status, token
+from tether.cli.commands import (
+    agent,
+    audit,
+    client,
+    demo,
+    engine,
+    grant,
+    lease,
+    policy,
+    serve,
+    status,
+    token,
+    user,
+)
 
 app = typer.Typer(
     name="tether",
@@ -26,6 +39,9 @@ app.add_typer(policy.app, name="policy")
 app.add_typer(audit.app, name="audit")
 app.add_typer(lease.app, name="lease")
 app.add_typer(engine.app, name="engine")
+app.add_typer(user.app, name="user")
+app.add_typer(grant.app, name="grant")
+app.add_typer(client.app, name="client")
 app.command("serve")(serve.serve)
 app.command("status")(status.status)
 app.command("demo")(demo.demo)

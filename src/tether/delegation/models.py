@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-__all__ = ["Grant", "GrantMatch", "GrantState", "User", "UserState"]
+__all__ = ["Grant", "GrantMatch", "GrantState", "OAuthClient", "User", "UserState"]
 
 
 class UserState(StrEnum):
@@ -94,3 +94,21 @@ class GrantMatch:
     @property
     def empty(self) -> bool:
         return self.user is None and self.agent is None and self.session is None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OAuthClient:
+    """An application people sign in to through Tether's built-in provider (authorization
+    code flow with PKCE). Clients are public: they hold no secret, PKCE (S256) binds the code
+    to the client that asked for it (RFC 7636, RFC 8252 for native apps).
+
+    ``agent``, when set, is the agent the application fronts: what a user approves on the
+    consent page is a grant for that agent."""
+
+    id: str
+    name: str
+    redirect_uris: tuple[str, ...]
+    agent: str | None
+    created_at: datetime
+    created_by: str
+    version: int = 1

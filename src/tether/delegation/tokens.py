@@ -140,6 +140,10 @@ class AccessTokens:
     def forget_users(self) -> None:
         self._users.invalidate_all()
 
+    def sign_id_token(self, claims: Mapping[str, Any]) -> str:
+        """An OpenID Connect ID token (``aud`` the client; never an access token)."""
+        return self._keyring.signer.sign_jwt(claims)
+
     def sign_delegated(self, claims: Mapping[str, Any]) -> str:
         return self._keyring.signer.sign_jwt(claims, typ=ACCESS_TOKEN_TYPE)
 

@@ -52,6 +52,8 @@ class Permission(StrEnum):
     USER_MANAGE = "user.manage"
     GRANT_READ = "grant.read"
     GRANT_REVOKE = "grant.revoke"
+    CLIENT_READ = "client.read"
+    CLIENT_MANAGE = "client.manage"
 
 
 _ALL_OPERATORS = frozenset(Role)
@@ -92,6 +94,9 @@ _GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.USER_MANAGE: _SECURITY,
     Permission.GRANT_READ: _SECURITY | {Role.AUDITOR},
     Permission.GRANT_REVOKE: _SECURITY,
+    #: OAuth clients of the built-in provider (the applications people sign in to).
+    Permission.CLIENT_READ: _ALL_OPERATORS,
+    Permission.CLIENT_MANAGE: _ADMINS,
 }
 #: What a developer may also do, but only on agents they own.
 _OWNER_GRANTS = frozenset(

@@ -1,10 +1,11 @@
-"""``MemoryStore``'s users and grants: the reference for the SQL store's.
+"""``MemoryStore``'s users, grants and OAuth clients: the reference for the SQL store's.
 
 A mixin over the store's one ``asyncio.Lock``, which makes each call atomic: a bulk revocation
 computes every new value before it writes any. Values come back as the SQL store returns them:
 datetimes in UTC (a naive one is a ``ValueError`` before anything is written), states as
-enums, a grant's scopes as a ``frozenset``. Users are kept by id with indexes by name and by
-``(issuer, subject)``, the SQL store's unique constraints.
+enums, a grant's scopes as a ``frozenset``, a client's redirect URIs as a tuple. Users are
+kept by id with indexes by name and by ``(issuer, subject)``, the SQL store's unique
+constraints.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 
-from tether.delegation.models import Grant, GrantMatch, GrantState, User, UserState
+from tether.delegation.models import Grant, GrantMatch, GrantState, OAuthClient, User, UserState
 from tether.errors import (
+    ClientNotFound,
     Conflict,
     GrantNotFound,
     InvalidInput,
@@ -39,6 +41,10 @@ def _stored_grant(grant: Grant) -> Grant:
     return replace(in_utc(grant), scopes=frozenset(grant.scopes), state=GrantState(grant.state))
 
 
+def _stored_client(client: OAuthClient) -> OAuthClient:
+    return replace(in_utc(client), redirect_uris=tuple(client.redirect_uris))
+
+
 def _page(limit: int) -> int:
     return max(0, min(limit, _MAX_PAGE))
 
@@ -59,7 +65,7 @@ def _user_taken(user: User) -> UserExists:
 
 
 class MemoryDelegation:
-    """Users and grants in dictionaries, under the store's ``_lock``.
+    """Users, grants and OAuth clients in dictionaries, under the store's ``_lock``.
 
     Cooperative: its ``__init__`` calls the next one's, so the store lists it before
     :class:`~tether.store._memory_credentials.MemoryCredentials` and both are set up.
@@ -73,6 +79,7 @@ class MemoryDelegation:
         self._user_ids_by_name: dict[str, str] = {}
         self._user_ids_by_subject: dict[tuple[str, str], str] = {}
         self._grants: dict[str, Grant] = {}
+        self._clients: dict[str, OAuthClient] = {}
 
     # -- users ---------------------------------------------------------------------------
 
@@ -214,3 +221,26 @@ class MemoryDelegation:
             for grant in revoked:
                 self._grants[grant.id] = grant
             return revoked
+
+    # -- OAuth clients -------------------------------------------------------------------
+
+    async def create_client(self, client: OAuthClient) -> None:
+        stored = _stored_client(client)
+        async with self._lock:
+            if stored.id in self._clients:
+                raise Conflict(f"OAuth client {client.id!r} exists already")
+            self._clients[stored.id] = stored
+
+    async def get_client(self, client_id: str) -> OAuthClient | None:
+        async with self._lock:
+            return self._clients.get(client_id)
+
+    async def list_clients(self) -> list[OAuthClient]:
+        async with self._lock:
+            found = list(self._clients.values())
+        return sorted(found, key=lambda client: client.id)
+
+    async def delete_client(self, client_id: str) -> None:
+        async with self._lock:
+            if self._clients.pop(client_id, None) is None:
+                raise ClientNotFound(f"no OAuth client with id {client_id!r}")

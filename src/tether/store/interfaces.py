@@ -19,7 +19,7 @@ from tether.audit.reader import AuditReadStore
 from tether.audit.stored import AuditLogStore
 from tether.credentials.models import EngineConfig, Lease, LeaseMatch, LeaseState
 from tether.crypto.stored import KeyPurpose, StoredKey
-from tether.delegation.models import Grant, GrantMatch, User
+from tether.delegation.models import Grant, GrantMatch, OAuthClient, User
 from tether.identity.models import (
     Agent,
     AgentKey,
@@ -34,6 +34,7 @@ from tether.policy.models import PolicySetVersion
 __all__ = [
     "AgentStore",
     "AuditStore",
+    "ClientStore",
     "EngineStore",
     "GrantStore",
     "KeyRingStore",
@@ -377,6 +378,24 @@ class GrantStore(Protocol):
         ...
 
 
+class ClientStore(Protocol):
+    """OAuth clients of the built-in provider."""
+
+    async def create_client(self, client: OAuthClient) -> None:
+        """``Conflict`` if the id is taken."""
+        ...
+
+    async def get_client(self, client_id: str) -> OAuthClient | None: ...
+
+    async def list_clients(self) -> list[OAuthClient]:
+        """Every client, by id."""
+        ...
+
+    async def delete_client(self, client_id: str) -> None:
+        """``NotFound`` if there is none."""
+        ...
+
+
 class Store(
     AgentStore,
     ReplayStore,
@@ -389,6 +408,7 @@ class Store(
     EngineStore,
     UserStore,
     GrantStore,
+    ClientStore,
     Protocol,
 ):
     """Everything together, as the server uses it."""

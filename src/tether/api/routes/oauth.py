@@ -3,6 +3,8 @@
 * ``client_credentials`` (RFC 6749 §4.4) for agent instances: client authentication is
   ``private_key_jwt`` (RFC 7523) or ``tls_client_auth`` (RFC 8705); audiences come from RFC 8707
   ``resource`` or ``audience``; the answer is a JWT-SVID.
+* ``authorization_code`` (RFC 6749 §4.1.3, PKCE): the built-in provider's code for a user's
+  access token and ID token (:mod:`tether.delegation.provider`).
 * ``urn:ietf:params:oauth:grant-type:token-exchange`` (RFC 8693): a user's or delegated token
   for a delegated token, for the instance named by ``actor_token`` or by client
   authentication (:mod:`tether.delegation.exchange`).
@@ -65,6 +67,10 @@ async def token(request: Request, services: ServicesDep) -> JSONResponse:
         raise InvalidRequest("grant_type is required")
     if grant_type == TOKEN_EXCHANGE:
         return await _exchange(request, services, params, multi)
+    if grant_type == "authorization_code":
+        # A public client (RFC 6749 §2.1): PKCE, not a secret, ties the code to it.
+        body = await services.delegation.provider.redeem(params)
+        return JSONResponse(body, headers=_NO_STORE)
     if grant_type != "client_credentials":
         raise UnsupportedGrantType(f"grant type {grant_type[:80]!r} is not supported")
     if params.get("scope", "").strip():

@@ -1,8 +1,8 @@
-"""Users and grants in SQL: their rows, their queries and their units of work.
+"""Users, grants and OAuth clients in SQL: their rows, their queries and their units of work.
 
 Duplicates are found by the tables' keys: a taken user name or ``(issuer, subject)`` pair is
-``UserExists``, a taken grant id ``Conflict``. Updates are one compare-and-set statement on the
-version; a read follows only to explain a refusal.
+``UserExists``, a taken grant or client id ``Conflict``. Updates are one compare-and-set
+statement on the version; a read follows only to explain a refusal.
 
 A bulk revocation (:func:`revoke_grants_unit`) reads, decides and writes in one transaction.
 It locks the rows it selects (``FOR UPDATE`` on PostgreSQL) and, unlike the lease reaper,
@@ -10,6 +10,9 @@ does not skip rows another transaction holds: a revocation waits for a grant bei
 rather than leave it in force. On SQLite the unit runs under the database's write lock
 (``BEGIN IMMEDIATE``), which serialises it anyway. Which grants it revoked is known only once
 it has run, so on PostgreSQL it sends its change note itself, in its transaction.
+
+OAuth clients are created and deleted, never updated; their writes send no change note (the
+provider reads a client from the store each time it needs one).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from tether.delegation.models import Grant, GrantMatch, GrantState, User, UserState
+from tether.delegation.models import Grant, GrantMatch, GrantState, OAuthClient, User, UserState
 from tether.errors import (
+    ClientNotFound,
     Conflict,
     GrantNotFound,
     InvalidInput,
@@ -34,15 +38,21 @@ from tether.errors import (
 )
 from tether.store.sql import changes
 from tether.store.sql._runner import unique_violation
-from tether.store.sql.tables import as_utc, grants, users, utc_or_none
+from tether.store.sql.tables import as_utc, grants, oauth_clients, users, utc_or_none
 
 __all__ = [
+    "ALL_CLIENTS",
+    "CLIENT_BY_ID",
     "GRANT_BY_ID",
     "MAX_PAGE",
     "USER_BY_NAME",
     "USER_BY_SUBJECT",
+    "client_from_row",
+    "client_values",
+    "create_client_unit",
     "create_grant_unit",
     "create_user_unit",
+    "delete_client_unit",
     "grant_from_row",
     "grant_values",
     "grants_query",
@@ -143,6 +153,33 @@ def grant_from_row(row: Mapping[Any, Any]) -> Grant:
     )
 
 
+def client_values(client: OAuthClient) -> dict[str, Any]:
+    """The row of ``client`` (redirect URIs as a JSON list); ``ValueError`` for a naive
+    datetime, before anything is sent."""
+    return {
+        "id": client.id,
+        "name": client.name,
+        "redirect_uris": list(client.redirect_uris),
+        "agent": client.agent,
+        "created_at": as_utc(client.created_at),
+        "created_by": client.created_by,
+        "version": client.version,
+    }
+
+
+def client_from_row(row: Mapping[Any, Any]) -> OAuthClient:
+    """The client of a row (or of :func:`client_values`: what reading it back gives)."""
+    return OAuthClient(
+        id=row["id"],
+        name=row["name"],
+        redirect_uris=tuple(row["redirect_uris"]),
+        agent=row["agent"],
+        created_at=row["created_at"],
+        created_by=row["created_by"],
+        version=row["version"],
+    )
+
+
 # -- queries ---------------------------------------------------------------------------------
 
 #: Parameter ``name``.
@@ -153,6 +190,10 @@ USER_BY_SUBJECT = sa.select(users).where(
 )
 #: Parameter ``id``.
 GRANT_BY_ID = sa.select(grants).where(grants.c.id == sa.bindparam("id"))
+#: Parameter ``id``.
+CLIENT_BY_ID = sa.select(oauth_clients).where(oauth_clients.c.id == sa.bindparam("id"))
+#: Every client, by id.
+ALL_CLIENTS = sa.select(oauth_clients).order_by(oauth_clients.c.id)
 _USER_ID = sa.select(users.c.id).where(users.c.id == sa.bindparam("id"))
 _GRANT_ID = sa.select(grants.c.id).where(grants.c.id == sa.bindparam("id"))
 #: Parameters: every column of ``grants``, then ``old_id`` and ``old_version`` (the
@@ -314,5 +355,34 @@ def revoke_grants_unit(
         if conn.dialect.name == "postgresql":
             changes.notify(conn, changes.grant_topics([row["id"] for row in rows]))
         return [grant_from_row(row) for row in rows]
+
+    return unit
+
+
+# -- client units ----------------------------------------------------------------------------
+
+
+def create_client_unit(client: OAuthClient) -> Callable[[Connection], None]:
+    """``ValueError`` at once for a naive datetime; the unit raises ``Conflict`` for a taken
+    id."""
+    values = client_values(client)
+
+    def unit(conn: Connection) -> None:
+        try:
+            conn.execute(oauth_clients.insert(), values)
+        except IntegrityError as exc:
+            unique_violation(exc)
+            raise Conflict(f"OAuth client {client.id!r} exists already") from None
+
+    return unit
+
+
+def delete_client_unit(client_id: str) -> Callable[[Connection], None]:
+    """One delete; ``ClientNotFound`` if it removed nothing."""
+    delete = oauth_clients.delete().where(oauth_clients.c.id == client_id)
+
+    def unit(conn: Connection) -> None:
+        if conn.execute(delete).rowcount != 1:
+            raise ClientNotFound(f"no OAuth client with id {client_id!r}")
 
     return unit

@@ -1,17 +1,19 @@
-"""``SqlStore``'s users and grants (:class:`~tether.store.interfaces.UserStore`,
-:class:`~tether.store.interfaces.GrantStore`), as a mixin over the store's unit runner.
+"""``SqlStore``'s users, grants and OAuth clients (:class:`~tether.store.interfaces.UserStore`,
+:class:`~tether.store.interfaces.GrantStore`, :class:`~tether.store.interfaces.ClientStore`),
+as a mixin over the store's unit runner.
 
 Each method builds its unit of work in :mod:`._delegation` and hands it to ``_run``: reads and
 single writes as one statement (autocommit on PostgreSQL), a bulk revocation in one
 transaction that holds SQLite's write lock. Every write tells the other replicas what changed
-(``user:<name>``, ``grant:<id>``; see :mod:`.changes`).
+(``user:<name>``, ``grant:<id>``; see :mod:`.changes`), except a client's: clients change
+rarely and the provider reads them from the store each time.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from tether.delegation.models import Grant, GrantMatch, User
+from tether.delegation.models import Grant, GrantMatch, OAuthClient, User
 from tether.store.sql import _delegation as units
 from tether.store.sql import changes
 from tether.store.sql._runner import Runner, rows
@@ -20,7 +22,7 @@ __all__ = ["DelegationMethods"]
 
 
 class DelegationMethods:
-    """The user and grant part of ``SqlStore``; see :mod:`._delegation`."""
+    """The user, grant and OAuth client part of ``SqlStore``; see :mod:`._delegation`."""
 
     # -- users ---------------------------------------------------------------------------
 
@@ -112,3 +114,24 @@ class DelegationMethods:
         if limit <= 0:
             return []
         return await self._run(unit, write=True)  # it sends its own note (see ._delegation)
+
+    # -- OAuth clients -------------------------------------------------------------------
+
+    async def create_client(self: Runner, client: OAuthClient) -> None:
+        await self._run(units.create_client_unit(client), write=True, one_statement=True)
+
+    async def get_client(self: Runner, client_id: str) -> OAuthClient | None:
+        found = await self._run(
+            rows(units.CLIENT_BY_ID, units.client_from_row, id=client_id),
+            write=False,
+            one_statement=True,
+        )
+        return found[0] if found else None
+
+    async def list_clients(self: Runner) -> list[OAuthClient]:
+        return await self._run(
+            rows(units.ALL_CLIENTS, units.client_from_row), write=False, one_statement=True
+        )
+
+    async def delete_client(self: Runner, client_id: str) -> None:
+        await self._run(units.delete_client_unit(client_id), write=True, one_statement=True)

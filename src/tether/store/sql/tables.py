@@ -42,6 +42,7 @@ __all__ = [
     "grants",
     "leases",
     "metadata",
+    "oauth_clients",
     "operator_tokens",
     "policy_sets",
     "policy_state",
@@ -397,4 +398,19 @@ grants = sa.Table(
     sa.Column("version", sa.Integer(), nullable=False),
     # Grants in force: active ones by expiry.
     sa.Index(None, "state", "expires_at"),
+)
+
+oauth_clients = sa.Table(
+    "oauth_clients",
+    metadata,
+    # Listed by id, so compared byte by byte everywhere.
+    sa.Column("id", _binary_string(255), primary_key=True),
+    sa.Column("name", sa.Text(), nullable=False),
+    # A JSON list of the registered redirect URIs, in the order given.
+    sa.Column("redirect_uris", JsonText(), nullable=False),
+    # The agent the application fronts, if any.
+    sa.Column("agent", sa.Text(), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("created_by", sa.Text(), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
 )
