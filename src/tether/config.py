@@ -17,8 +17,10 @@ Example::
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -270,18 +272,42 @@ class Settings:
 
 @dataclass(frozen=True, kw_only=True)
 class ClientSettings:
-    """What the CLI and SDK need to reach a server: ``TETHER_ADDR`` and ``TETHER_TOKEN``."""
+    """What the CLI and SDK need to reach a server: ``TETHER_ADDR`` and ``TETHER_TOKEN``.
+
+    Without ``TETHER_TOKEN``, the token ``tether login`` stored (in ``TETHER_CREDENTIALS``,
+    by default ``~/.tether/credentials.json``, mode 0600) is used while it is valid and for
+    the same address — as ``vault`` reads ``~/.vault-token``."""
 
     addr: str = DEFAULT_ADDR
     token: str | None = None
     ca_cert: Path | None = None
+    credentials: Path | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> ClientSettings:
         env = os.environ if environ is None else environ
         ca = env.get("TETHER_CACERT")
+        addr = env.get("TETHER_ADDR", DEFAULT_ADDR).rstrip("/")
+        stored = env.get("TETHER_CREDENTIALS") or str(Path.home() / ".tether" / "credentials.json")
+        credentials = Path(stored)
+        token = env.get("TETHER_TOKEN") or _stored_token(credentials, addr)
         return cls(
-            addr=env.get("TETHER_ADDR", DEFAULT_ADDR).rstrip("/"),
-            token=env.get("TETHER_TOKEN") or None,
+            addr=addr,
+            token=token,
             ca_cert=Path(ca) if ca else None,
+            credentials=credentials,
         )
+
+
+def _stored_token(path: Path, addr: str) -> str | None:
+    """The access token ``tether login`` stored for ``addr``, if it has not expired."""
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stored, dict) or stored.get("addr") != addr:
+        return None
+    if not isinstance(stored.get("expires_at"), int) or stored["expires_at"] <= time.time():
+        return None
+    token = stored.get("access_token")
+    return token if isinstance(token, str) else None

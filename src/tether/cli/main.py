@@ -20,6 +20,7 @@ from tether.cli.commands import (
     engine,
     grant,
     lease,
+    login,
     policy,
     serve,
     status,
@@ -43,6 +44,7 @@ app.add_typer(user.app, name="user")
 app.add_typer(grant.app, name="grant")
 app.add_typer(client.app, name="client")
 app.command("serve")(serve.serve)
+app.command("login")(login.login)
 app.command("status")(status.status)
 app.command("demo")(demo.demo)
 

@@ -95,7 +95,7 @@ _GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.GRANT_READ: _SECURITY | {Role.AUDITOR},
     Permission.GRANT_REVOKE: _SECURITY,
     #: OAuth clients of the built-in provider (the applications people sign in to).
-    Permission.CLIENT_READ: _ALL_OPERATORS,
+    Permission.CLIENT_READ: _ADMINS | {Role.AUDITOR, Role.DEVELOPER},
     Permission.CLIENT_MANAGE: _ADMINS,
 }
 #: What a developer may also do, but only on agents they own.

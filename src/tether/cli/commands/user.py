@@ -104,7 +104,9 @@ def enable(name: str, output: OutputOpt = Output.TABLE) -> None:
 
 
 @app.command()
-def passwd(name: str, password_stdin: PasswordStdin = False, output: OutputOpt = Output.TABLE) -> None:
+def passwd(
+    name: str, password_stdin: PasswordStdin = False, output: OutputOpt = Output.TABLE
+) -> None:
     """Set a user's password, read from stdin (a security admin, or the user with their own
     token in TETHER_TOKEN)."""
     if not password_stdin:
