@@ -234,6 +234,11 @@ class Checkpoint:
             typ = str(UnverifiedJws.parse(request.token).header.get("typ", "JWT")).upper()
         except Error:
             typ = "JWT"  # let the SVID path refuse it with its own reason
+        if self._tokens is not None and self._tokens.is_external(request.token):
+            raise Unauthenticated(
+                "a user's token from an external provider, presented without an actor",
+                details={"reason": "impersonation"},
+            )
         if typ != "AT+JWT":
             caller = await self._svids.verify_agent_token(
                 request.token, certificate_thumbprint=request.certificate_thumbprint

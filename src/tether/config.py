@@ -135,6 +135,10 @@ class Settings:
     user_session_ttl_seconds: int = 8 * 3600
     #: A user's grant lasts at most this long (30 days by default).
     grant_max_ttl_seconds: int = 30 * 24 * 3600
+    #: External OpenID providers whose users' tokens Tether accepts: ``(name, issuer,
+    #: audience)`` — the audience being what Tether is called at that provider. From
+    #: ``TETHER_EXTERNAL_PROVIDERS``: a JSON list of ``{"name", "issuer", "audience"}``.
+    external_providers: tuple[tuple[str, str, str], ...] = ()
     #: Argon2id cost for users' passwords (RFC 9106 §4, second recommended option).
     password_memory_kib: int = 64 * 1024
     password_time_cost: int = 3
@@ -253,6 +257,8 @@ class Settings:
             values["audit_witnesses"] = tuple(
                 w.strip() for w in env["TETHER_AUDIT_WITNESSES"].split(",") if w.strip()
             )
+        if env.get("TETHER_EXTERNAL_PROVIDERS"):
+            values["external_providers"] = _external_providers(env["TETHER_EXTERNAL_PROVIDERS"])
         if env.get("TETHER_ALLOWED_AUDIENCES"):
             values["allowed_audiences"] = tuple(
                 a.strip() for a in env["TETHER_ALLOWED_AUDIENCES"].split(",") if a.strip()
@@ -268,6 +274,24 @@ class Settings:
                     raise ConfigError(f"{var} must be a whole number of seconds") from exc
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _external_providers(text: str) -> tuple[tuple[str, str, str], ...]:
+    try:
+        items = json.loads(text)
+        found = tuple((str(i["name"]), str(i["issuer"]), str(i["audience"])) for i in items)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(
+            'TETHER_EXTERNAL_PROVIDERS is a JSON list of {"name", "issuer", "audience"}',
+            details={"setting": "external_providers"},
+        ) from exc
+    for _, issuer, _ in found:
+        if not issuer.startswith(("https://", "http://127.", "http://localhost")):
+            raise ConfigError(
+                f"an external issuer is https (or loopback http): {issuer[:100]!r}",
+                details={"setting": "external_providers"},
+            )
+    return found
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,7 +8,13 @@ whether an agent may act for a user).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
 
 from tether._internal.clock import Clock
 from tether._internal.readthrough import ReadThrough
@@ -23,11 +29,13 @@ from tether.crypto.passwords import PasswordCost, PasswordHasher
 from tether.crypto.sealed import Sealer
 from tether.delegation.clients import Clients
 from tether.delegation.exchange import TokenExchanger
+from tether.delegation.federation import ExternalProvider, Federation
 from tether.delegation.grants import Grants
 from tether.delegation.models import Grant, User
 from tether.delegation.provider import Provider
 from tether.delegation.tokens import AccessTokens
 from tether.delegation.users import Users
+from tether.errors import Unauthenticated
 from tether.identity.access import Actor
 from tether.identity.directory import AgentDirectory
 from tether.identity.revocations import RevocationList
@@ -71,6 +79,15 @@ def access_tokens(
         cache_seconds=settings.agent_cache_seconds,
     )
     users: ReadThrough[str, User] = ReadThrough(store.get_user, ttl=settings.agent_cache_seconds)
+    providers = [
+        ExternalProvider(name=name, issuer=issuer, audience=audience)
+        for name, issuer, audience in settings.external_providers
+    ]
+    federation = (
+        Federation(providers=providers, fetch=fetch_json, users=store, audit=audit, clock=clock)
+        if providers
+        else None
+    )
     tokens = AccessTokens(
         keyring=keyring,
         clock=clock,
@@ -80,8 +97,38 @@ def access_tokens(
         grants=grants.cache,
         revocations=revocations,
         user_token_ttl=settings.user_token_ttl_seconds,
+        federation=federation,
     )
     return tokens, grants
+
+
+#: The most an external provider's discovery document or key set may weigh.
+MAX_FETCHED = 256 * 1024
+
+
+async def fetch_json(url: str) -> Mapping[str, Any]:
+    """GET an external provider's document: https (or loopback http), no redirects, 5 s,
+    at most 256 KiB, a JSON object — else ``Unauthenticated`` (the token is refused)."""
+    parts = urlsplit(url)
+    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise Unauthenticated("an external provider is reached over https")
+    try:
+        async with (
+            httpx.AsyncClient(timeout=5.0, follow_redirects=False) as client,
+            client.stream("GET", url, headers={"Accept": "application/json"}) as response,
+        ):
+            body = b""
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_FETCHED:
+                    raise Unauthenticated("the provider's document is too large")
+        document = json.loads(body) if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError) as exc:
+        raise Unauthenticated("the external provider cannot be read") from exc
+    if not isinstance(document, dict):
+        raise Unauthenticated("the external provider answered no JSON object")
+    return document
 
 
 def delegation_services(

@@ -84,13 +84,9 @@ async def caller(request: Request, services: Services, *, users: bool = False) -
     token = bearer_token(request)
     if token.startswith(TOKEN_PREFIX):
         return await services.operators.authenticate(token)
-    if users and _typ(token) == "AT+JWT":
-        claims = await services.delegation.tokens.verify(
-            token, audiences=(services.settings.issuer_url,)
-        )
-        if claims.claims.get("token_use") != "user" or not claims.sub:
-            raise Unauthenticated("a user's own access token is required here")
-        return Actor.user(name=claims.sub)
+    tokens = services.delegation.tokens
+    if users and (_typ(token) == "AT+JWT" or tokens.is_external(token)):
+        return Actor.user(name=await tokens.user_of(token))
     cert = client_certificate(request, services)
     agent = await services.svids.verify_agent_token(
         token, certificate_thumbprint=cert.thumbprint if cert else None

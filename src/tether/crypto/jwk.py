@@ -29,7 +29,14 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from tether.errors import InvalidKey
 
-__all__ = ["AGENT_KEY_ALGORITHMS", "MAX_JWK_BYTES", "PublicJwk", "VerifyingKey"]
+__all__ = [
+    "AGENT_KEY_ALGORITHMS",
+    "MAX_JWK_BYTES",
+    "MAX_SET_KEYS",
+    "PublicJwk",
+    "VerifyingKey",
+    "parse_key_set",
+]
 
 #: The signature algorithms an agent key may use. Never ``none``, never HS* (a shared secret).
 AGENT_KEY_ALGORITHMS = frozenset({"ES256", "ES384", "EdDSA", "Ed25519", "RS256", "PS256"})
@@ -38,6 +45,9 @@ MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 8192
 
 VerifyingKey = ECKey | OKPKey | RSAKey
+
+#: The most keys read from one published key set.
+MAX_SET_KEYS = 50
 
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _CURVE_ALGS = {"P-256": ("ES256",), "P-384": ("ES384",), "Ed25519": ("Ed25519", "EdDSA")}
@@ -90,6 +100,24 @@ class PublicJwk:
         """The public JWK as Tether publishes it: ``kid`` = thumbprint, ``alg``, ``use`` sig."""
         public: dict[str, Any] = dict(self.key.as_dict(private=False))
         return {**public, "kid": self.thumbprint, "alg": self.alg, "use": "sig"}
+
+
+def parse_key_set(document: object) -> dict[str, PublicJwk]:
+    """A published JWK Set (RFC 7517 §5) as ``{kid: key}`` — the signing keys only: a key
+    for encryption, a private or symmetric one, or one outside the allow-list is skipped, never
+    trusted. A key without ``kid`` is known by its RFC 7638 thumbprint."""
+    keys = document.get("keys") if isinstance(document, Mapping) else None
+    if not isinstance(keys, list):
+        raise _refuse("not_a_key_set", "a JWK Set is an object with a 'keys' list")
+    found: dict[str, PublicJwk] = {}
+    for data in keys[:MAX_SET_KEYS]:
+        try:
+            key = PublicJwk.parse(data)
+        except InvalidKey:
+            continue
+        kid = data.get("kid") if isinstance(data.get("kid"), str) else key.thumbprint
+        found[kid] = key
+    return found
 
 
 def _check_form(data: Mapping[str, Any]) -> str:

@@ -163,11 +163,14 @@ def password_login_flow(
     password: str,
     scope: str = "openid profile",
     redirect_uri: str = "http://127.0.0.1:9/callback",
+    client_id: str = CLI_CLIENT,
 ) -> Flow:
     """Sign in with a name and password through the built-in provider's own sign-in form
     (the JSON form of the page; no password grant exists): the same checks, records and
     limits as a person at the browser. The redirect is read, never followed."""
-    start, _ = start_login(issuer=issuer, redirect_uri=redirect_uri, scope=scope)
+    start, _ = start_login(
+        issuer=issuer, redirect_uri=redirect_uri, scope=scope, client_id=client_id
+    )
     page = yield HttpRequest(method="GET", url=start.url, headers={"Accept": "application/json"})
     if page.status != 200 or not isinstance(page.body, Mapping):
         raise FlowError(f"the sign-in page answered {page.status}")
@@ -182,7 +185,7 @@ def password_login_flow(
     if posted.status != 303:
         raise FlowError(f"the sign-in answered {posted.status}")
     signed_in = code_from_redirect(start, posted.headers.get("location", ""))
-    return (yield from code_flow(issuer=issuer, signed_in=signed_in))
+    return (yield from code_flow(issuer=issuer, signed_in=signed_in, client_id=client_id))
 
 
 def token_exchange_flow(

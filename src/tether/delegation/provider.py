@@ -292,6 +292,8 @@ class Provider:
             await self._replay.consume_once(f"code:{code['cid']}", expires_at=_at(code["exp"]))
         except ReplayDetected as exc:
             raise InvalidGrant("the code was already redeemed") from exc
+        if await self._clients.get(str(code["client"])) is None:
+            raise InvalidGrant("the client was removed")
         user = await self._users.active(str(code["user"]))
         if user is None:
             raise InvalidGrant("the user is disabled")

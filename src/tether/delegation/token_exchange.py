@@ -40,6 +40,7 @@ from tether.errors import InvalidGrant, InvalidRequest, InvalidScope
 __all__ = [
     "ACCESS_TOKEN_TYPE",
     "GRANT_TYPE",
+    "ID_TOKEN_TYPE",
     "JWT_TOKEN_TYPE",
     "ActingInstance",
     "ExchangeRequest",
@@ -52,8 +53,10 @@ __all__ = [
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
-#: What a subject token may be (a user's access token, or a delegated token, both JWTs).
-SUBJECT_TYPES = frozenset({ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE})
+ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
+#: What a subject token may be: a user's access token or a delegated token (both JWTs), or an
+#: external provider's ID token for Tether (its ``aud`` is Tether's client id there).
+SUBJECT_TYPES = frozenset({ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE, ID_TOKEN_TYPE})
 #: An actor token is the acting instance's JWT-SVID.
 ACTOR_TYPES = frozenset({JWT_TOKEN_TYPE})
 MAX_TOKEN = 8192
@@ -100,7 +103,7 @@ def parse_exchange_request(
     if len(subject) > MAX_TOKEN or len(actor or "") > MAX_TOKEN:
         raise InvalidRequest(f"a token is at most {MAX_TOKEN} characters")
     wanted = params.get("requested_token_type")
-    if wanted is not None and wanted not in SUBJECT_TYPES:
+    if wanted is not None and wanted not in (ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE):
         raise InvalidRequest("unsupported requested_token_type")
     scope = params.get("scope")
     return ExchangeRequest(
@@ -119,10 +122,11 @@ def parse_exchange_request(
 @dataclass(frozen=True, kw_only=True)
 class SubjectToken:
     """A verified subject token, as exchange reads it: a user's token (``act`` None) or a
-    delegated one."""
+    delegated one. ``scopes`` None: the token limits no scope (an external provider's ID
+    token, which carries none) — the grant alone bounds what the agent gets."""
 
     user: str
-    scopes: frozenset[str]
+    scopes: frozenset[str] | None
     expires_at: int
     session: str | None
     act: Mapping[str, Any] | None = None
@@ -173,7 +177,7 @@ def delegated_claims(
     """The claims of the delegated token, or the OAuth error that refuses it."""
     _check_grant(subject, actor, grant, now, purpose_code)
     _check_actor(subject, actor, max_depth)
-    allowed = grant.scopes & subject.scopes
+    allowed = grant.scopes if subject.scopes is None else grant.scopes & subject.scopes
     granted = allowed if scope is None else scope
     if not granted <= allowed:
         raise InvalidScope("the requested scope is wider than the grant and the subject token")

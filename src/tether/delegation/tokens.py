@@ -36,6 +36,7 @@ from tether.audit.records import AuditRecord
 from tether.audit.sink import AuditSink
 from tether.crypto.jwt import UnverifiedToken, VerifiedClaims
 from tether.crypto.keyring import ACCESS_TOKEN_TYPE, KeyRing
+from tether.delegation.federation import Federation
 from tether.delegation.models import Grant, User
 from tether.delegation.token_exchange import SubjectToken, act_chain
 from tether.errors import Error, InvalidRequest, Unauthenticated
@@ -74,7 +75,9 @@ class AccessTokens:
         grants: ReadThrough[str, Grant],
         revocations: RevocationList,
         user_token_ttl: int,
+        federation: Federation | None = None,
     ) -> None:
+        self._federation = federation
         self._keyring = keyring
         self._clock = clock
         self._audit = audit
@@ -154,9 +157,27 @@ class AccessTokens:
         await self._check_state(claims)
         return claims
 
+    def is_external(self, token: str) -> bool:
+        """Whether ``token`` claims a trusted external provider as its issuer (routing only)."""
+        return self._federation is not None and self._federation.knows(token)
+
+    async def user_of(self, token: str) -> str:
+        """The user a user's own token names: Tether's, or a trusted external provider's;
+        ``Unauthenticated`` for anything else (a delegated token included)."""
+        if self._federation is not None and self._federation.knows(token):
+            user, _ = await self._federation.verify(token)
+            return user.name
+        claims = await self.verify(token, audiences=(self._issuer,))
+        if claims.claims.get("token_use") != "user" or not claims.sub:
+            raise Unauthenticated("a user's own access token is required here")
+        return claims.sub
+
     async def subject(self, token: str, *, audiences: Iterable[str]) -> SubjectToken:
         """A subject token for exchange (RFC 8693 §2.1); ``invalid_request`` if it is not
-        one (bad signature, wrong audience, expired, revoked, its user or grant gone)."""
+        one (bad signature, wrong audience, expired, revoked, its user or grant gone). A
+        trusted external provider's token stands for its (Tether) user."""
+        if self._federation is not None and self._federation.knows(token):
+            return await _external_subject(self._federation, token)
         try:
             claims = await self.verify(token, audiences=audiences)
         except Unauthenticated as exc:
@@ -271,6 +292,25 @@ class AccessTokens:
             grant = await self._grants.get(grant_id)
             if grant is None or grant.user != user.name or not grant.in_force(moment):
                 raise Unauthenticated("a grant this token rests on is revoked or expired")
+
+
+async def _external_subject(federation: Federation, token: str) -> SubjectToken:
+    try:
+        user, claims = await federation.verify(token)
+    except Unauthenticated as exc:
+        raise InvalidRequest(f"invalid subject_token: {exc.message}") from exc
+    raw = claims.claims
+    scp = raw.get("scp")
+    named = scp if isinstance(scp, list) else raw.get("scope")
+    if isinstance(named, str):
+        named = named.split()
+    return SubjectToken(
+        user=user.name,
+        scopes=frozenset(str(s) for s in named) if isinstance(named, list) else None,
+        expires_at=claims.exp or 0,
+        session=_str(raw.get("sid")),
+        may_act=raw.get("may_act") if isinstance(raw.get("may_act"), Mapping) else None,
+    )
 
 
 def _grant_ids(raw: Mapping[str, Any]) -> tuple[str, ...]:

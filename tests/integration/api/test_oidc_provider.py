@@ -299,3 +299,23 @@ async def test_discovery_describes_the_provider(browser: httpx.AsyncClient) -> N
     assert "authorization_code" in meta["grant_types_supported"]
     assert "urn:ietf:params:oauth:grant-type:token-exchange" in meta["grant_types_supported"]
     assert meta["introspection_endpoint"] == f"{ISSUER}/oauth2/introspect"
+
+
+async def test_tethers_own_id_token_is_no_subject_token(
+    shop: None, browser: httpx.AsyncClient, client: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    """An ID token is for the client that asked for it; only an access token is exchanged."""
+    from .decisions import svid  # noqa: PLC0415 - avoids a circular import
+
+    pkce = Pkce.new()
+    back = await _sign_in_and_consent(browser, pkce)
+    id_token = (await _redeem(browser, back["code"], pkce)).json()["id_token"]
+    helper = await make_agent("helper-bot")
+    form = {"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+            "subject_token": id_token,
+            "subject_token_type": "urn:ietf:params:oauth:token-type:id_token",
+            "actor_token": await svid(client, helper),
+            "actor_token_type": "urn:ietf:params:oauth:token-type:jwt"}  # fmt: skip
+    answer = await browser.post("/oauth2/token", data=form)
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "invalid_request"

@@ -1,0 +1,279 @@
+"""``tether user``, ``tether grant`` and ``tether client`` against a real server.
+
+One server per module (each CLI call is a subprocess). An operator adds users with their
+passwords on standard input; a user signs in through the built-in provider's JSON sign-in
+(as a script would) to get their own access token, and with it, as ``TETHER_TOKEN``, consents
+to an agent (``tether grant create``). The operator then reads and revokes grants, disables a
+user (which revokes their grants) and manages OAuth clients. A password shows nowhere: not in
+any command's output, not in the server's log.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from tether.cli import exit_codes
+
+from .conftest import ROOT, ServerProcess
+
+REDIRECT = "http://127.0.0.1:9/callback"
+AGENT = "faq-bot"
+
+
+@dataclass
+class World:
+    server: ServerProcess
+    #: Every password handed to the server, to look for everywhere else.
+    passwords: dict[str, str] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+
+
+def tether(
+    world: World, *args: str, token: str | None = ROOT, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    # Wide enough that no table cell is cut short.
+    env = {**os.environ, "TETHER_ADDR": world.server.addr, "COLUMNS": "240"}
+    env.pop("TETHER_TOKEN", None)
+    if token:
+        env["TETHER_TOKEN"] = token
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    world.outputs.append(done.stdout + done.stderr)
+    return done
+
+
+def ok(done: subprocess.CompletedProcess[str]) -> Any:
+    """The JSON a command printed, once it succeeded."""
+    assert done.returncode == exit_codes.OK, done.stdout + done.stderr
+    return json.loads(done.stdout)
+
+
+def sign_in(addr: str, name: str, password: str) -> str:
+    """A user's own access token, through the built-in provider's JSON sign-in (PKCE)."""
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    challenge = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    query = {
+        "client_id": "tether-cli",
+        "redirect_uri": REDIRECT,
+        "response_type": "code",
+        "scope": "openid",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
+    with httpx.Client(base_url=addr, timeout=30) as http:
+        form = http.get("/oauth2/authorize", params=query, headers={"Accept": "application/json"})
+        assert form.status_code == 200, form.text
+        login = {"handle": form.json()["handle"], "username": name, "password": password}
+        signed = http.post(form.json()["action"], data=login)
+        assert signed.status_code == 303, signed.text
+        code = parse_qs(urlsplit(signed.headers["location"]).query)["code"][0]
+        redeem = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "client_id": "tether-cli",
+            "code_verifier": verifier,
+        }
+        answer = http.post("/oauth2/token", data=redeem)
+        assert answer.status_code == 200, answer.text
+        token: str = answer.json()["access_token"]
+        return token
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    home = tmp_path_factory.mktemp("user-grant-cli")
+    running = ServerProcess(home / "data", log=home / "server.log")
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def world(server: ServerProcess) -> World:
+    world = World(server=server)
+    register = ("agent", "register", AGENT, "--owner", "alice", "--tool", "search_faq")
+    assert ok(tether(world, *register, "--data-class", "public", "-o", "json"))["state"] == "active"
+    return world
+
+
+def _add_user(world: World, name: str, **extra: str) -> dict[str, Any]:
+    password = f"pw-{name}-{secrets.token_urlsafe(16)}"
+    world.passwords[name] = password
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in extra.items()]
+    add = ("user", "add", name, "--password-stdin", *flags, "-o", "json")
+    added: dict[str, Any] = ok(tether(world, *add, stdin=password + "\n"))
+    return added
+
+
+def _consent(world: World, token: str, *, purpose_code: str = "faq-help") -> dict[str, Any]:
+    create = ["grant", "create", "--agent", AGENT, "--scope", "faq:read", "--scope", "faq:write"]
+    create += ["--purpose", "answer my questions", "--purpose-code", purpose_code]
+    grant: dict[str, Any] = ok(tether(world, *create, "--ttl", "600", "-o", "json", token=token))
+    return grant
+
+
+def _no_password_anywhere(world: World) -> None:
+    log = world.server.output()
+    assert "Tether listening on" in log  # the log is captured: the check below can fail
+    for password in world.passwords.values():
+        assert all(password not in text for text in (log, *world.outputs))
+
+
+def test_user_add_reads_the_password_from_stdin_and_never_prints_it(world: World) -> None:
+    alice = _add_user(world, "alice", display_name="Alice Example", email="alice@example.com")
+    assert (alice["name"], alice["state"], alice["password_set"]) == ("alice", "active", True)
+    assert alice["email"] == "alice@example.com"
+    table = tether(world, "user", "add", "bob", "--password-stdin", stdin="pw-bob-0123456789\n")
+    world.passwords["bob"] = "pw-bob-0123456789"
+    assert table.returncode == exit_codes.OK, table.stderr
+    assert "password_set" in table.stdout
+    listed = ok(tether(world, "user", "list", "-o", "json"))
+    assert {"alice", "bob"} <= {u["name"] for u in listed}
+    page = ok(tether(world, "user", "list", "--limit", "1", "--after", "alice", "-o", "json"))
+    assert [u["name"] for u in page] == ["bob"]
+    human = tether(world, "user", "list")
+    assert human.returncode == exit_codes.OK
+    assert "Alice Example" in human.stdout
+    shown = ok(tether(world, "user", "show", "alice", "-o", "json"))
+    assert shown["display_name"] == "Alice Example"
+    assert "password" not in shown
+    assert "active" in tether(world, "user", "show", "alice").stdout
+    empty = tether(world, "user", "add", "carol", "--password-stdin", stdin="")
+    assert empty.returncode == exit_codes.INVALID_INPUT  # not an empty password sent
+    no_flag = tether(world, "user", "passwd", "bob")
+    assert no_flag.returncode == exit_codes.INVALID_INPUT
+    assert "--password-stdin" in no_flag.stderr
+    _no_password_anywhere(world)
+
+
+def test_passwd_sets_a_password_the_user_then_signs_in_with(world: World) -> None:
+    _add_user(world, "dave")
+    new = "dave-new-password-" + secrets.token_urlsafe(8)
+    world.passwords["dave-new"] = new
+    changed = ok(
+        tether(world, "user", "passwd", "dave", "--password-stdin", "-o", "json", stdin=new + "\n")
+    )
+    assert changed["password_set"] is True
+    assert sign_in(world.server.addr, "dave", new)
+    _no_password_anywhere(world)
+
+
+def test_grants_are_created_by_the_user_and_read_and_revoked_by_the_operator(
+    world: World,
+) -> None:
+    _add_user(world, "erin")
+    token = sign_in(world.server.addr, "erin", world.passwords["erin"])
+    grant = _consent(world, token)
+    assert (grant["user"], grant["agent"], grant["state"]) == ("erin", AGENT, "active")
+    assert grant["scopes"] == ["faq:read", "faq:write"]
+    second = _consent(world, token, purpose_code="faq-more")
+    operator = tether(
+        world,
+        "grant",
+        "create",
+        "--agent",
+        AGENT,
+        "--scope",
+        "faq:read",
+        "--purpose",
+        "p",
+        "--purpose-code",
+        "p",
+    )
+    assert operator.returncode == exit_codes.AUTH  # consent is the user's, never an admin's
+    mine = ok(tether(world, "grant", "list", "-o", "json", token=token))
+    assert {g["id"] for g in mine} == {grant["id"], second["id"]}
+    table = tether(world, "grant", "list", "--user", "erin")
+    assert table.returncode == exit_codes.OK
+    assert "faq:read faq:write" in table.stdout
+    assert ok(tether(world, "grant", "show", grant["id"], "-o", "json"))["purpose"] == (
+        "answer my questions"
+    )
+    revoke = ("grant", "revoke", grant["id"], "--reason", "done", "-o", "json")
+    revoked = ok(tether(world, *revoke))
+    assert (revoked["state"], revoked["revoke_reason"]) == ("revoked", "done")
+    in_force = ok(tether(world, "grant", "list", "--user", "erin", "--in-force", "-o", "json"))
+    assert [g["id"] for g in in_force] == [second["id"]]
+    bulk = ok(
+        tether(world, "grant", "revoke-all", "--user", "erin", "--agent", AGENT, "-o", "json")
+    )
+    assert (bulk["count"], [g["id"] for g in bulk["revoked"]]) == (1, [second["id"]])
+    again = tether(world, "grant", "revoke-all", "--user", "erin")
+    assert again.returncode == exit_codes.OK
+    _no_password_anywhere(world)
+
+
+def test_disabling_a_user_revokes_their_grants(world: World) -> None:
+    _add_user(world, "frank")
+    token = sign_in(world.server.addr, "frank", world.passwords["frank"])
+    grant = _consent(world, token)
+    disabled = ok(tether(world, "user", "disable", "frank", "-o", "json"))
+    assert (disabled["state"], disabled["disabled_at"] is not None) == ("disabled", True)
+    after = ok(tether(world, "grant", "show", grant["id"], "-o", "json"))
+    assert (after["state"], after["revoke_reason"]) == ("revoked", "user disabled")
+    refused = tether(world, "grant", "list", token=token)
+    assert refused.returncode == exit_codes.AUTH
+    enabled = ok(tether(world, "user", "enable", "frank", "-o", "json"))
+    assert enabled["state"] == "active"
+    still = ok(tether(world, "grant", "list", "--user", "frank", "--in-force", "-o", "json"))
+    assert still == []  # enabling does not bring grants back
+
+
+def test_client_add_list_remove(world: World) -> None:
+    add = ["client", "add", "shop-web", "--name", "Shop", "--agent", AGENT]
+    add += ["--redirect-uri", "https://shop.example/cb", "--redirect-uri", "http://127.0.0.1/cb"]
+    added = ok(tether(world, *add, "-o", "json"))
+    assert added["redirect_uris"] == ["https://shop.example/cb", "http://127.0.0.1/cb"]
+    assert (added["agent"], added["token_endpoint_auth_method"]) == (AGENT, "none")
+    listed = ok(tether(world, "client", "list", "-o", "json"))
+    assert {"tether-cli", "shop-web"} <= {c["client_id"] for c in listed}
+    table = tether(world, "client", "list")
+    assert "https://shop.example/cb http://127.0.0.1/cb" in table.stdout
+    twice = tether(world, *add)
+    assert twice.returncode == exit_codes.CONFLICT, twice.stdout + twice.stderr
+    plain = tether(world, "client", "add", "bad-web", "--redirect-uri", "http://shop.example/cb")
+    assert plain.returncode == exit_codes.INVALID_INPUT
+    assert ok(tether(world, "client", "remove", "shop-web", "-o", "json")) == {
+        "removed": "shop-web"
+    }
+    gone = tether(world, "client", "remove", "shop-web")
+    assert gone.returncode == exit_codes.NOT_FOUND
+
+
+def test_errors_have_the_documented_exit_codes(world: World) -> None:
+    assert tether(world, "user", "show", "nobody").returncode == exit_codes.NOT_FOUND
+    assert tether(world, "user", "disable", "nobody").returncode == exit_codes.NOT_FOUND
+    assert tether(world, "grant", "show", "grt_" + "a" * 26).returncode == exit_codes.NOT_FOUND
+    unfiltered = tether(world, "grant", "revoke-all", "--reason", "everything")
+    assert unfiltered.returncode == exit_codes.USAGE
+    assert "--user" in unfiltered.stderr
+    no_scope = tether(
+        world, "grant", "create", "--agent", AGENT, "--purpose", "p", "--purpose-code", "p"
+    )
+    assert no_scope.returncode == exit_codes.USAGE  # typer: a required option is missing
+    no_token = tether(world, "user", "list", token=None)
+    assert no_token.returncode == exit_codes.AUTH
