@@ -45,7 +45,7 @@ from tether.audit.records import AuditRecord, Outcome
 from tether.audit.redact import Redactor
 from tether.audit.sink import AuditSink
 from tether.crypto.jwt import UnverifiedJws
-from tether.delegation.tokens import AccessTokens, Delegation
+from tether.delegation.tokens import AccessTokens, Delegation, user_entity
 from tether.errors import Error, InvalidInput, Unauthenticated
 from tether.identity.directory import AgentDirectory
 from tether.identity.models import Agent
@@ -269,7 +269,7 @@ class Checkpoint:
         compiled = self._policies.current
         if self._policies.refused_version is not None:
             return Decision.deny("the active policy set cannot be compiled here")
-        person = _user_entity(user)
+        person = user_entity(user)
         evaluated = DecisionRequest(
             principal=self._principal(agent),
             action="act_for",
@@ -303,8 +303,8 @@ class Checkpoint:
         context = self._context(caller, request, digest, arguments)
         entities = request.entities
         if delegation is not None:
-            context |= _delegated_context(delegation)
-            entities = (*entities, _user_entity(delegation.user))
+            context |= delegation.policy_context()
+            entities = (*entities, user_entity(delegation.user))
         depth = context["act_depth"]
         if not isinstance(depth, int) or depth > MAX_ACT_DEPTH:
             refused = f"delegation chain deeper than {MAX_ACT_DEPTH}"
@@ -461,32 +461,6 @@ def _delegation(caller: AgentCaller | None) -> dict[str, Any]:
     # RFC 8693: in a delegated token ``sub`` is the user and ``act`` the agent acting for them.
     user = claims.get("sub") if chain and isinstance(claims.get("sub"), str) else None
     return found | {"user": user, "act": chain}
-
-
-def _user_entity(user: str) -> Entity:
-    return Entity(
-        ref=EntityRef("User", user),
-        attrs=MappingProxyType({"name": user, "groups": frozenset()}),
-    )
-
-
-def _delegated_context(delegation: Delegation) -> dict[str, Any]:
-    """What a delegated token proves, for policies: the user, the grant, the purpose, the
-    session and the chain of actors (the current one first)."""
-    grant = delegation.grant
-    context: dict[str, Any] = {
-        "user": EntityRef("User", delegation.user),
-        "grant_id": grant.id,
-        "grant_expires_at": int(grant.expires_at.timestamp()),
-        "scopes": set(delegation.scopes),
-        "purpose": grant.purpose,
-        "purpose_code": grant.purpose_code,
-        "act_chain": set(delegation.chain),
-        "act_depth": len(delegation.chain),
-    }
-    if delegation.session is not None:
-        context["session"] = delegation.session
-    return context
 
 
 def _impersonation(request: CheckRequest, exc: Error) -> dict[str, Any]:

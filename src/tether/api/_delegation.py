@@ -181,23 +181,11 @@ def delegation_services(
     )
     clients = Clients(store=store, agents=store, audit=audit, clock=clock)
     provider = Provider(
-        clients=clients,
-        users=users,
-        grants=grants,
-        tokens=tokens,
-        directory=directory,
-        replay=store,
-        sealer=Sealer(kek.derive(SEALING_PURPOSE)),
-        audit=audit,
-        clock=clock,
-        issuer=settings.issuer_url,
-        session_ttl=settings.user_session_ttl_seconds,
-    )
+        clients=clients, users=users, grants=grants, tokens=tokens, directory=directory,
+        replay=store, sealer=Sealer(kek.derive(SEALING_PURPOSE)), audit=audit, clock=clock,
+        issuer=settings.issuer_url, session_ttl=settings.user_session_ttl_seconds,
+    )  # fmt: skip
     return Delegation(
-        users=users,
-        grants=grants,
-        tokens=tokens,
-        exchanger=exchanger,
-        clients=clients,
+        users=users, grants=grants, tokens=tokens, exchanger=exchanger, clients=clients,
         provider=provider,
-    )
+    )  # fmt: skip

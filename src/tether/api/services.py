@@ -132,16 +132,13 @@ class Services:
         engine = CedarEngine()
         policies = await PolicySets.open(store=store, engine=engine, audit=audit, clock=clock)
         revocations = await RevocationList.load(
-            store,
-            clock=clock,
-            max_token_lifetime=settings.token_max_ttl_seconds,
+            store, clock=clock, max_token_lifetime=settings.token_max_ttl_seconds,
             leeway=VERIFY_LEEWAY,
-        )
+        )  # fmt: skip
         svids = _svids(settings, clock, store, audit, keyring, directory, revocations)
         redactor = Redactor(kek.derive(AUDIT_HMAC_PURPOSE))
-        tokens, grants = access_tokens(
-            settings, clock, store, audit, keyring=keyring, revocations=revocations
-        )
+        tokens, grants = access_tokens(settings, clock, store, audit, keyring=keyring,
+                                       revocations=revocations)  # fmt: skip
         checkpoint = Checkpoint(
             svids=svids, policies=policies, engine=engine, audit=audit, clock=clock,
             directory=directory, events=events, redactor=redactor, tokens=tokens,
@@ -153,21 +150,17 @@ class Services:
             settings, clock, store, audit, tokens=tokens, grants=grants, svids=svids,
             directory=directory, checkpoint=checkpoint, leases=leases, kek=kek,
         )  # fmt: skip
+        registry = Registry(
+            store=store, audit=audit, clock=clock, trust_domain=settings.trust_domain,
+            directory=directory, revocations=revocations, on_stop=leases.revoke_agent,
+        )  # fmt: skip
         return cls(
             settings=settings,
             clock=clock,
             store=store,
             audit=audit,
             keyring=keyring,
-            registry=Registry(
-                store=store,
-                audit=audit,
-                clock=clock,
-                trust_domain=settings.trust_domain,
-                directory=directory,
-                revocations=revocations,
-                on_stop=leases.revoke_agent,
-            ),
+            registry=registry,
             operators=operators,
             client_auth=_client_auth(settings, clock, store, audit),
             svids=svids,

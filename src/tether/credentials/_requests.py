@@ -13,7 +13,14 @@ from tether.identity.names import AgentRef, parse_agent_spiffe_id, parse_spiffe_
 from tether.identity.svid import AgentCaller
 from tether.policy.models import Entity, EntityRef
 
-__all__ = ["agent_name", "allowed_caller", "error_code", "instance_of", "resource_of"]
+__all__ = [
+    "agent_name",
+    "allowed_caller",
+    "delegation_of",
+    "error_code",
+    "instance_of",
+    "resource_of",
+]
 
 #: Policy entity type of each engine kind's resource.
 _RESOURCE_TYPES = {"postgres": "Database", "vault": "Secret", "token": "Api"}
@@ -34,6 +41,17 @@ def allowed_caller(verdict: Verdict) -> AgentCaller:
     if verdict.caller is None:
         raise Unauthenticated(f"the agent token was refused: {reasons}", details=details)
     raise Forbidden(f"use_credential denied: {reasons}", details=details)
+
+
+def delegation_of(caller: AgentCaller) -> tuple[str | None, str | None]:
+    """The grant and the user a caller acts for: from its delegated token (RFC 8693), which
+    the checkpoint verified — grants in force, user active; ``(None, None)`` for an agent's
+    own JWT-SVID."""
+    claims = caller.claims.claims
+    if claims.get("token_use") != "delegated":
+        return None, None
+    grant, user = claims.get("grant_id"), claims.get("sub")
+    return (grant if isinstance(grant, str) else None, user if isinstance(user, str) else None)
 
 
 def resource_of(engine: str, config: EngineConfig | None, template: RoleTemplate | None) -> Entity:

@@ -40,6 +40,7 @@ from tether.credentials import lifecycle
 from tether.credentials._requests import (
     agent_name,
     allowed_caller,
+    delegation_of,
     error_code,
     instance_of,
     resource_of,
@@ -123,18 +124,15 @@ class Leases:
         engine or role is refused only once the caller is known (and allowed), and the engine
         is connected to only for an allowed request."""
         caller, verdict, template = await self._decide(
-            token=token,
-            engine=engine,
-            role=role,
-            ttl=ttl,
-            certificate_thumbprint=certificate_thumbprint,
-            correlation_id=correlation_id,
-        )
+            token=token, engine=engine, role=role, ttl=ttl,
+            certificate_thumbprint=certificate_thumbprint, correlation_id=correlation_id,
+        )  # fmt: skip
         ttl = lifecycle.check_ttl(
             template.default_ttl if ttl is None else ttl, max_ttl=template.max_ttl
         )
         _, credential_engine = await self._engines.open(engine)
         lease_id = new_id("lea")
+        grant_id, user = delegation_of(caller)
         lease = lifecycle.new_lease(
             id=lease_id,
             engine=engine,
@@ -145,6 +143,8 @@ class Leases:
             now=self._clock.now(),
             ttl=ttl,
             max_ttl=template.max_ttl,
+            grant_id=grant_id,
+            user=user,
         )
         facts: dict[str, object] = {"decision_id": verdict.decision_id}
         try:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal
 
 from tether._internal.clock import Clock
@@ -44,8 +45,9 @@ from tether.identity.access import Actor
 from tether.identity.names import parse_agent_spiffe_id, parse_spiffe_id
 from tether.identity.revocations import RevocationKind, RevocationList
 from tether.identity.svid import VERIFY_LEEWAY, IssuedToken
+from tether.policy.models import Entity, EntityRef
 
-__all__ = ["AccessTokens", "Delegation", "TokenUse"]
+__all__ = ["AccessTokens", "Delegation", "TokenUse", "user_entity"]
 
 TokenUse = Literal["user", "delegated"]
 
@@ -61,6 +63,32 @@ class Delegation:
     grant: Grant
     scopes: frozenset[str]
     session: str | None
+
+    def policy_context(self) -> dict[str, Any]:
+        """What the token proves, for policies: the user, the grant, the purpose, the
+        session and the chain of actors (the current one first)."""
+        grant = self.grant
+        context: dict[str, Any] = {
+            "user": EntityRef("User", self.user),
+            "grant_id": grant.id,
+            "grant_expires_at": int(grant.expires_at.timestamp()),
+            "scopes": set(self.scopes),
+            "purpose": grant.purpose,
+            "purpose_code": grant.purpose_code,
+            "act_chain": set(self.chain),
+            "act_depth": len(self.chain),
+        }
+        if self.session is not None:
+            context["session"] = self.session
+        return context
+
+
+def user_entity(name: str) -> Entity:
+    """The ``Tether::User`` entity policies see for the user a token acts for."""
+    return Entity(
+        ref=EntityRef("User", name),
+        attrs=MappingProxyType({"name": name, "groups": frozenset()}),
+    )
 
 
 class AccessTokens:

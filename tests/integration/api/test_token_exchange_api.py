@@ -331,3 +331,41 @@ async def test_users_never_show_a_password_or_its_hash(world: World) -> None:
     assert body["password_set"] is True
     assert "a" * 16 not in shown.text
     assert "argon2" not in shown.text
+
+
+LEASES = """
+@id("shop-bot-takes-order-tokens-for-its-user")
+permit (principal == Tether::Agent::"shop-bot", action == Tether::Action::"use_credential",
+        resource == Tether::Api::"orders-api")
+when { context has user };
+"""
+ORDER_TOKENS = {
+    "kind": "token",
+    "roles": [{"name": "orders", "resource": "orders-api", "default_ttl": 60, "max_ttl": 300,
+               "options": {"audience": "https://orders.internal"}}],
+}  # fmt: skip
+
+
+async def test_a_lease_taken_under_a_grant_names_it_and_ends_with_it(world: World) -> None:
+    configured = await world.client.put("/v1/engines/order-tokens", json=ORDER_TOKENS)
+    assert configured.status_code == 200, configured.text
+    policies = POLICIES + LEASES
+    assert (await world.client.post("/v1/policies", json={"text": policies})).status_code == 201
+    token = await _delegated(world)
+    issued = await world.client.post(
+        "/v1/leases",
+        json={"engine": "order-tokens", "role": "orders"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert issued.status_code == 201, issued.text
+    lease = issued.json()["lease"]
+    assert lease["grant_id"] == world.grant["id"]
+    assert lease["user"] == "alice"
+    listed = await world.client.get("/v1/leases", params={"user": "alice"})
+    assert [item["id"] for item in listed.json()["leases"]] == [lease["id"]]
+    gone = await world.client.delete(
+        f"/v1/grants/{world.grant['id']}", headers={"Authorization": f"Bearer {world.user_token}"}
+    )
+    assert gone.status_code == 200
+    ended = await world.client.get(f"/v1/leases/{lease['id']}")
+    assert ended.json()["state"] in ("revoked", "revoking")
