@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from joserfc import jwt as jose_jwt
+import orjson
 from joserfc.jwk import ECKey
 from joserfc.jws import JWSRegistry
 
@@ -300,17 +300,33 @@ def _check_times(
 
 
 class Signer:
-    """Signs Tether's own tokens with the current token-signing key (ES256)."""
+    """Signs Tether's own tokens with the current token-signing key (ES256).
 
-    __slots__ = ("_key", "alg", "kid")
+    The compact serialisation (RFC 7515 §7.1) is assembled here — the encoded header per
+    ``typ`` computed once, the claims as compact JSON — and the signature is joserfc's ES256
+    (raw ``r || s``, RFC 7518 §3.4): the same token joserfc's ``jwt.encode`` makes, without
+    re-validating our own header on every call (a token is minted on every exchange)."""
+
+    __slots__ = ("_headers", "_key", "_model", "alg", "kid")
 
     def __init__(self, key: ECKey, *, kid: str, alg: str = TOKEN_ALGORITHM) -> None:
         if alg != TOKEN_ALGORITHM:
             raise ValueError("Tether signs its tokens with ES256 only")
         self._key = key
+        self._model = JWSRegistry.algorithms[alg]
+        self._headers: dict[str, str] = {}
         self.kid = kid
         self.alg = alg
 
     def sign_jwt(self, claims: Mapping[str, Any], *, typ: str = "JWT") -> str:
-        header = {"alg": self.alg, "kid": self.kid, "typ": typ}
-        return jose_jwt.encode(header, dict(claims), self._key, algorithms=[self.alg])
+        header = self._headers.get(typ)
+        if header is None:
+            fields = {"alg": self.alg, "kid": self.kid, "typ": typ}
+            header = self._headers.setdefault(typ, _b64encode(orjson.dumps(fields)))
+        signing_input = f"{header}.{_b64encode(orjson.dumps(dict(claims)))}"
+        signature = self._model.sign(signing_input.encode("ascii"), self._key)
+        return f"{signing_input}.{_b64encode(signature)}"
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
