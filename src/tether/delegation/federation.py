@@ -10,7 +10,8 @@ client id there —, and a short ``name``):
 * **keys** are cached; a token signed with a key id the cache does not hold makes it read the
   key set again — at most once every :data:`MIN_REFRESH` seconds per provider, one read at a
   time however many requests wait on it — so made-up key ids cannot turn into a fetch storm.
-  A cached set older than :data:`MAX_AGE` is read again on its next use;
+  A cached set older than :data:`MAX_AGE` is read again on its next use (if the provider
+  cannot be reached then, the keys it published stay in use until it can);
 * **tokens** are verified with an allow-listed algorithm, exact ``iss``, ``aud`` naming the
   configured audience, ``exp``/``nbf``/``iat`` with 30 s of leeway, a bounded lifetime;
 * **people** are Tether users named ``<preferred_username or sub>@<provider name>``, created the
@@ -92,7 +93,13 @@ class ProviderKeys:
             if found is not None and not self._stale(MAX_AGE):
                 return found
             if self._stale(MIN_REFRESH):
-                await self._read()
+                try:
+                    await self._read()
+                except Error:
+                    if found is None:
+                        raise
+                    # The provider is unreachable: a key it published stays trusted until
+                    # it can be read again (tokens in date keep working through an outage).
             return self._keys.get(kid)
 
     def _stale(self, age: float) -> bool:

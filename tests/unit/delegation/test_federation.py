@@ -40,8 +40,11 @@ class Idp:
         self.signer = Signer(ECKey.import_key(pair.private_pem), kid=self.jwk["kid"])
         self.reads: list[str] = []
         self.discovery_issuer = ISSUER
+        self.down = False
 
     async def fetch(self, url: str) -> Mapping[str, Any]:
+        if self.down:
+            raise Unauthenticated("the external provider cannot be read")
         self.reads.append(url)
         await asyncio.sleep(0)
         if url.endswith("/.well-known/openid-configuration"):
@@ -165,3 +168,16 @@ def test_knows_routes_by_the_claimed_issuer_only(
 def _payload(token: str) -> bytes:
     part = token.split(".")[1]
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+async def test_a_known_key_outlives_a_provider_outage(idp: Idp) -> None:
+    ticks = Ticks()
+    keys = ProviderKeys(PROVIDER, idp.fetch, monotonic=ticks)
+    assert await keys.key(idp.jwk["kid"]) is not None
+    idp.down = True
+    ticks.now += 3600  # the cached set is old: a read is due, and fails
+    assert await keys.key(idp.jwk["kid"]) is not None
+    assert await keys.key("a-key-never-seen") is None  # and no second read inside 30 s
+    ticks.now += MIN_REFRESH
+    with pytest.raises(Unauthenticated):
+        await keys.key("a-key-never-seen")
