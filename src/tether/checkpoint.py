@@ -58,7 +58,8 @@ from tether.policy.service import PolicySets
 
 __all__ = ["CheckRequest", "Checkpoint", "Verdict", "agent_entity"]
 
-#: Delegation deeper than this is refused before any policy runs.
+#: Delegation deeper than this is refused before any policy runs (by default: the server
+#: passes ``max_delegation_depth``).
 MAX_ACT_DEPTH = 4
 #: Agents whose policy entity is kept (beyond this the cache starts over).
 MAX_PRINCIPALS = 10_000
@@ -165,8 +166,10 @@ class Checkpoint:
         audit_timeout: float = 2.0,
         redactor: Redactor | None = None,
         tokens: AccessTokens | None = None,
+        max_depth: int = MAX_ACT_DEPTH,
     ) -> None:
         self._tokens = tokens
+        self._max_depth = max_depth
         # Without a deployment key, a key of this process: values are hidden all the same.
         self._redactor = redactor or Redactor(secrets.token_bytes(32))
         self._directory = directory
@@ -235,6 +238,7 @@ class Checkpoint:
         except Error:
             typ = "JWT"  # let the SVID path refuse it with its own reason
         if self._tokens is not None and self._tokens.is_external(request.token):
+            await self._tokens.external_user(request.token)  # only a valid one is flagged
             raise Unauthenticated(
                 "a user's token from an external provider, presented without an actor",
                 details={"reason": "impersonation"},
@@ -306,8 +310,8 @@ class Checkpoint:
             context |= delegation.policy_context()
             entities = (*entities, user_entity(delegation.user))
         depth = context["act_depth"]
-        if not isinstance(depth, int) or depth > MAX_ACT_DEPTH:
-            refused = f"delegation chain deeper than {MAX_ACT_DEPTH}"
+        if not isinstance(depth, int) or depth > self._max_depth:
+            refused = f"delegation chain deeper than {self._max_depth}"
             return Decision.deny(refused, policy_version=compiled.version), None
         evaluated = DecisionRequest(
             principal=self._principal(caller.agent),

@@ -286,7 +286,9 @@ def _external_providers(text: str) -> tuple[tuple[str, str, str], ...]:
             details={"setting": "external_providers"},
         ) from exc
     for _, issuer, _ in found:
-        if not issuer.startswith(("https://", "http://127.", "http://localhost")):
+        host = urlsplit(issuer).hostname or ""
+        loopback = host in ("127.0.0.1", "::1", "localhost")
+        if not (issuer.startswith("https://") or (issuer.startswith("http://") and loopback)):
             raise ConfigError(
                 f"an external issuer is https (or loopback http): {issuer[:100]!r}",
                 details={"setting": "external_providers"},

@@ -3,8 +3,6 @@
 Example::
 
     from tether.config import Settings
-
-STATIC = Path(__file__).resolve().parents[1] / "console" / "static"
     app = create_app(Settings.from_environ())
     # uvicorn.run(app, host="127.0.0.1", port=8200)
 """

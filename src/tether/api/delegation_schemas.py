@@ -33,6 +33,8 @@ class UserIn(Strict):
 
 class PasswordIn(Strict):
     password: str = Field(max_length=MAX_PASSWORD)
+    #: Required when the user changes their own password.
+    current_password: str | None = Field(default=None, max_length=MAX_PASSWORD)
 
 
 class GrantIn(Strict):

@@ -79,14 +79,13 @@ AgentDep = Annotated[AgentCaller, Depends(current_agent)]
 
 async def caller(request: Request, services: Services, *, users: bool = False) -> Actor:
     """Whoever presents the bearer token: an operator (operator token), an agent instance
-    (its JWT-SVID), or — where ``users`` — a user (their own access token, never a delegated
-    one: an agent holding a delegated token acts as the agent)."""
+    (its JWT-SVID), or — where ``users`` — a person with a token of their own account
+    (:meth:`~tether.delegation.tokens.AccessTokens.user_of`)."""
     token = bearer_token(request)
     if token.startswith(TOKEN_PREFIX):
         return await services.operators.authenticate(token)
-    tokens = services.delegation.tokens
-    if users and (_typ(token) == "AT+JWT" or tokens.is_external(token)):
-        return Actor.user(name=await tokens.user_of(token))
+    if users and _typ(token) == "AT+JWT":
+        return Actor.user(name=await services.delegation.tokens.user_of(token))
     cert = client_certificate(request, services)
     agent = await services.svids.verify_agent_token(
         token, certificate_thumbprint=cert.thumbprint if cert else None

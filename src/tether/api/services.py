@@ -142,6 +142,7 @@ class Services:
         checkpoint = Checkpoint(
             svids=svids, policies=policies, engine=engine, audit=audit, clock=clock,
             directory=directory, events=events, redactor=redactor, tokens=tokens,
+            max_depth=settings.max_delegation_depth,
         )  # fmt: skip
         engines, revoker, leases = credential_services(
             settings, clock, store, audit, kek, events, checkpoint, keyring

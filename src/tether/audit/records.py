@@ -33,7 +33,8 @@ tag is never reused for another meaning):
   ``user.sign_in_failed`` (the name asked for and why: ``unknown``, ``disabled`` or
   ``wrong_password``)
 * ``grant.created`` (the grant's facts: user, agent, scopes, purpose, purpose code, session,
-  expiry), ``grant.revoked`` (by whom, why; one record per grant, also in a bulk revocation)
+  expiry), ``grant.revoked`` (by whom, why; one record per grant, also in a bulk revocation,
+  which is announced first by a record of what it matches)
 * ``token.issued`` (a user's token from the built-in provider: ``jti``, scopes, ``sid``,
   expiry), ``token.exchanged`` (RFC 8693: the delegated token's ``jti``, user, actor chain,
   grant, scopes, audience, expiry and the determining policies), ``token.exchange_refused``

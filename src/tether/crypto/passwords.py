@@ -3,7 +3,9 @@
 Argon2id is memory-hard, the first choice of OWASP's password storage guide. The default cost
 is RFC 9106 §4's second recommended option (t=3, 64 MiB, p=4): about 0.15 s of one core here,
 so hashing runs in a worker thread, and at most ``max_concurrent`` hashes run at once (each
-holds its memory while it runs), so a burst of sign-ins queues instead of exhausting memory.
+holds its memory while it runs), so a burst of sign-ins queues instead of exhausting memory;
+beyond ``max_waiting`` in line, a sign-in is refused at once (``temporarily_unavailable``)
+rather than left to wait behind a flood.
 
 A sign-in for a name that does not exist still costs one verification (against a hash made at
 start-up), so the time of an answer does not tell which names exist.
@@ -18,13 +20,15 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from tether.errors import InvalidInput, Unauthenticated
+from tether.errors import InvalidInput, TemporarilyUnavailable, Unauthenticated
 
 __all__ = ["MAX_PASSWORD", "MIN_PASSWORD", "PasswordCost", "PasswordHasher"]
 
@@ -42,7 +46,9 @@ class PasswordCost:
 
 
 class PasswordHasher:
-    def __init__(self, cost: PasswordCost | None = None, *, max_concurrent: int = 2) -> None:
+    def __init__(
+        self, cost: PasswordCost | None = None, *, max_concurrent: int = 2, max_waiting: int = 32
+    ) -> None:
         cost = cost or PasswordCost()
         self._hasher = argon2.PasswordHasher(
             time_cost=cost.time_cost,
@@ -51,6 +57,8 @@ class PasswordHasher:
             type=argon2.Type.ID,
         )
         self._slots = asyncio.Semaphore(max_concurrent)
+        self._max_waiting = max_waiting
+        self._waiting = 0
         self._decoy: str | None = None
 
     @classmethod
@@ -70,7 +78,7 @@ class PasswordHasher:
 
     async def hash(self, password: str) -> str:
         self.check_new(password)
-        async with self._slots:
+        async with self._slot():
             return await asyncio.to_thread(self._hasher.hash, password)
 
     async def verify(self, stored: str | None, password: str) -> None:
@@ -79,13 +87,29 @@ class PasswordHasher:
         if len(password) > MAX_PASSWORD:
             raise Unauthenticated("wrong name or password")
         target = stored if stored is not None else await self._decoy_hash()
-        async with self._slots:
+        async with self._slot():
             try:
                 await asyncio.to_thread(self._hasher.verify, target, password)
             except (VerifyMismatchError, VerificationError, InvalidHashError) as exc:
                 raise Unauthenticated("wrong name or password") from exc
         if stored is None:
             raise Unauthenticated("wrong name or password")
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """One of the hashing slots; beyond ``max_waiting`` callers in line, a refusal
+        (``temporarily_unavailable``) rather than a queue that grows without end."""
+        if self._waiting >= self._max_waiting:
+            raise TemporarilyUnavailable("too many sign-ins at once; try again in a moment")
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     def needs_rehash(self, stored: str) -> bool:
         """True when ``stored`` was made with other parameters than this hasher's."""

@@ -25,13 +25,14 @@ from urllib.parse import urlsplit
 from tether._internal.clock import Clock
 from tether.audit.records import AuditRecord
 from tether.audit.sink import AuditSink, audited
+from tether.delegation.flows import CLI_CLIENT as CLI_CLIENT_ID
 from tether.delegation.models import OAuthClient
 from tether.errors import AgentNotFound, ClientNotFound, InvalidInput, InvalidRequest
 from tether.identity.access import Actor, Permission, require
 from tether.identity.names import check_agent_name
 from tether.store.interfaces import AgentStore, ClientStore
 
-__all__ = ["CLI_CLIENT", "Clients", "redirect_allowed"]
+__all__ = ["CLI_CLIENT", "FIRST_PARTY", "Clients", "redirect_allowed"]
 
 _CLIENT_ID = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
 MAX_REDIRECTS = 10
@@ -39,13 +40,15 @@ MAX_URI = 2000
 
 #: ``tether login``: a native application listening on a loopback port (RFC 8252 §7.3).
 CLI_CLIENT = OAuthClient(
-    id="tether-cli",
+    id=CLI_CLIENT_ID,
     name="Tether command line",
     redirect_uris=("http://127.0.0.1/callback",),
     agent=None,
     created_at=datetime(2026, 1, 1, tzinfo=UTC),
     created_by="tether",
 )
+#: Tether's own clients: the only ones that may ask for the person's account scope.
+FIRST_PARTY = frozenset({CLI_CLIENT.id})
 
 
 def _loopback(host: str | None) -> bool:

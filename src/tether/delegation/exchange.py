@@ -33,6 +33,7 @@ from tether.delegation.grants import Grants
 from tether.delegation.models import Grant, GrantMatch
 from tether.delegation.token_exchange import (
     ACCESS_TOKEN_TYPE,
+    ID_TOKEN_TYPE,
     ActingInstance,
     ExchangeRequest,
     SubjectToken,
@@ -136,6 +137,10 @@ class TokenExchanger:
             agent_spiffe_id=agent.spiffe_id,
             cnf=caller.cnf,
         )
+        if request.subject_token_type == ID_TOKEN_TYPE and not self._tokens.is_external(
+            request.subject_token
+        ):
+            raise InvalidRequest("only a trusted external provider's ID token is a subject token")
         subject = await self._tokens.subject(
             request.subject_token,
             audiences=(self._issuer, agent.spiffe_id, caller.spiffe_id),
@@ -165,6 +170,7 @@ class TokenExchanger:
         return ExchangedToken(
             access_token=token, expires_in=claims["exp"] - now, scope=claims["scope"],
             jti=claims["jti"],
+            issued_token_type=request.requested_token_type or ACCESS_TOKEN_TYPE,
         )  # fmt: skip
 
     async def _actor(
@@ -224,7 +230,7 @@ class TokenExchanger:
 
     async def _grant(self, request: ExchangeRequest, subject: SubjectToken, agent: Agent) -> Grant:
         if request.grant_id is not None:
-            grant = await self._grants.cache.get(request.grant_id)
+            grant = await self._grants.get_in_force(request.grant_id)
             if grant is None:
                 raise InvalidGrant("no such grant")
             return grant

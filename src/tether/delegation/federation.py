@@ -14,10 +14,13 @@ client id there —, and a short ``name``):
   cannot be reached then, the keys it published stay in use until it can);
 * **tokens** are verified with an allow-listed algorithm, exact ``iss``, ``aud`` naming the
   configured audience, ``exp``/``nbf``/``iat`` with 30 s of leeway, a bounded lifetime;
-* **people** are Tether users named ``<preferred_username or sub>@<provider name>``, created the
-  first time they are seen (``user.created`` by ``system:federation``) and found again by
-  (issuer, ``sub``) afterwards — a renamed account at the provider stays the same Tether user.
-  A disabled Tether user is refused whatever the provider says.
+* **people** are Tether users named ``<sub>@<provider name>`` — the provider's ``sub``, which
+  it never reassigns, not ``preferred_username``, which a person may choose and change (OpenID
+  Connect Core §5.7), so nobody can take another's name by choosing it first — created the
+  first time they are seen (``user.created`` by ``system:federation``, the preferred name as
+  the display name) and found again by (issuer, ``sub``) afterwards. A disabled Tether user
+  is refused whatever the provider says. A token that names an actor (``act``) is the
+  provider's delegation, not the person: refused.
 
 The HTTP reads are injected (:data:`Fetch`): the domain does no I/O of its own.
 """
@@ -25,11 +28,13 @@ The HTTP reads are injected (:data:`Fetch`): the domain does no I/O of its own.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from tether._internal.clock import Clock
 from tether._internal.ids import new_id
@@ -42,14 +47,14 @@ from tether.delegation.users import check_user_name
 from tether.errors import Error, Unauthenticated, UserExists
 from tether.store.interfaces import UserStore
 
-__all__ = ["ALGORITHMS", "ExternalProvider", "Federation", "Fetch", "ProviderKeys"]
+__all__ = ["ALGORITHMS", "ExternalProvider", "Federation", "Fetch", "ProviderKeys", "reachable"]
 
 #: What an external provider's tokens may be signed with (never ``none`` or HS*).
 ALGORITHMS = frozenset({"RS256", "PS256", "ES256", "ES384", "EdDSA"})
 MIN_REFRESH = 30.0
 MAX_AGE = 600.0
-#: The longest-lived external token accepted (a day).
-MAX_LIFETIME = 24 * 3600
+#: The longest-lived external token accepted (an hour).
+MAX_LIFETIME = 3600
 LEEWAY = 30
 _LOCAL = re.compile(r"[^a-z0-9._-]+")
 
@@ -62,6 +67,23 @@ class ExternalProvider:
     name: str
     issuer: str
     audience: str
+
+
+def _loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def reachable(url: str, *, issuer: str) -> bool:
+    """Whether Tether may read ``url`` for the provider ``issuer``: https — or plain http on a
+    loopback address when the provider itself is on loopback (a test or a sidecar), never
+    otherwise, so a provider's documents cannot point Tether at its own loopback services."""
+    parts, home = urlsplit(url), urlsplit(issuer)
+    if parts.scheme == "https" and parts.hostname:
+        return True
+    return parts.scheme == "http" and _loopback(parts.hostname) and _loopback(home.hostname)
 
 
 class ProviderKeys:
@@ -108,13 +130,15 @@ class ProviderKeys:
     async def _read(self) -> None:
         self._read_at = self._monotonic()  # a failed read also waits MIN_REFRESH
         if self._jwks_uri is None:
+            if not reachable(self._provider.issuer, issuer=self._provider.issuer):
+                raise Unauthenticated("the provider's issuer is not an https URL")
             meta = await self._fetch(f"{self._provider.issuer.rstrip('/')}"
                                      "/.well-known/openid-configuration")  # fmt: skip
             if meta.get("issuer") != self._provider.issuer:
                 raise Unauthenticated("the provider's discovery names another issuer")
             uri = meta.get("jwks_uri")
-            if not isinstance(uri, str):
-                raise Unauthenticated("the provider publishes no jwks_uri")
+            if not isinstance(uri, str) or not reachable(uri, issuer=self._provider.issuer):
+                raise Unauthenticated("the provider publishes no usable jwks_uri")
             self._jwks_uri = uri
         self.reads += 1
         self._keys = parse_key_set(await self._fetch(self._jwks_uri))
@@ -166,6 +190,8 @@ class Federation:
             )  # fmt: skip
         except (Error, KeyError) as exc:
             raise Unauthenticated("not a valid token of a trusted provider") from exc
+        if "act" in claims.claims:
+            raise Unauthenticated("a provider's delegated token is not its person's")
         user = await self._user(provider, claims)
         if user.state is not UserState.ACTIVE:
             raise Unauthenticated("the user is disabled")
@@ -176,16 +202,16 @@ class Federation:
         found = await self._users.get_user_by_subject(provider.issuer, subject)
         if found is not None:
             return found
-        preferred = claims.claims.get("preferred_username")
-        local = _LOCAL.sub("-", str(preferred or subject).lower()).strip("-._")[:100]
+        local = _LOCAL.sub("-", subject.lower()).strip("-._")[:100]
         try:
             name = check_user_name(f"{local}@{provider.name}")
         except Error as exc:
             raise Unauthenticated("the provider's account cannot be named here") from exc
         now = self._clock.now()
         email = claims.claims.get("email")
+        shown = claims.claims.get("name") or claims.claims.get("preferred_username")
         user = User(
-            id=new_id("usr"), name=name, display_name=_text(claims.claims.get("name")),
+            id=new_id("usr"), name=name, display_name=_text(shown),
             email=email if isinstance(email, str) and len(email) < 320 else None,
             state=UserState.ACTIVE, password_hash=None, issuer=provider.issuer,
             subject=subject, created_at=now, updated_at=now,

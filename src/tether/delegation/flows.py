@@ -27,6 +27,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from tether.errors import Error
 
 __all__ = [
+    "BROWSER_COOKIE",
+    "CLI_CLIENT",
     "Flow",
     "FlowError",
     "HttpRequest",
@@ -37,6 +39,7 @@ __all__ = [
     "code_flow",
     "code_from_redirect",
     "password_login_flow",
+    "s256",
     "start_login",
     "token_exchange_flow",
 ]
@@ -44,8 +47,10 @@ __all__ = [
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"
 JWT = "urn:ietf:params:oauth:token-type:jwt"
+#: ``tether login``'s client id at the built-in provider.
 CLI_CLIENT = "tether-cli"
-_BROWSER_COOKIE = "tether_browser"
+#: The cookie that binds a sign-in form to the browser that loaded it.
+BROWSER_COOKIE = "tether_browser"
 
 
 class FlowError(Error):
@@ -106,10 +111,15 @@ class SignedIn:
     verifier: str
 
 
+def s256(verifier: str) -> str:
+    """RFC 7636 §4.2: the ``S256`` code challenge of a verifier."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
 def _pkce() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(48)
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    return verifier, s256(verifier)
 
 
 def start_login(
@@ -132,12 +142,15 @@ def start_login(
     return LoginStart(url=url, state=state, verifier=verifier, redirect_uri=redirect_uri), query
 
 
-def code_from_redirect(start: LoginStart, location: str) -> SignedIn:
-    """The code a redirect brought back, once its ``state`` is this login's (RFC 6749 §10.12);
-    an ``error`` it brought is raised."""
+def code_from_redirect(start: LoginStart, location: str, *, issuer: str) -> SignedIn:
+    """The code a redirect brought back, once its ``state`` is this login's (RFC 6749 §10.12)
+    and its ``iss``, when it has one, the provider asked (RFC 9207, against mix-up); an
+    ``error`` it brought is raised."""
     query = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
     if not secrets.compare_digest(query.get("state", ""), start.state):
         raise FlowError("the redirect does not belong to this sign-in (state)")
+    if "iss" in query and query["iss"] != issuer.rstrip("/"):
+        raise FlowError("the redirect comes from another provider (iss)")
     if "error" in query:
         raise FlowError(query.get("error_description", query["error"]), error=query["error"])
     if not query.get("code"):
@@ -172,19 +185,20 @@ def password_login_flow(
         issuer=issuer, redirect_uri=redirect_uri, scope=scope, client_id=client_id
     )
     page = yield HttpRequest(method="GET", url=start.url, headers={"Accept": "application/json"})
-    if page.status != 200 or not isinstance(page.body, Mapping):
+    body = page.body if isinstance(page.body, Mapping) else {}
+    if page.status != 200 or not isinstance(body.get("handle"), str):
         raise FlowError(f"the sign-in page answered {page.status}")
-    browser = _cookie(page.headers.get("set-cookie", ""), _BROWSER_COOKIE)
-    form = {"handle": str(page.body["handle"]), "username": username, "password": password}
-    action = f"{issuer.rstrip('/')}{page.body['action']}"
+    browser = _cookie(page.headers.get("set-cookie", ""), BROWSER_COOKIE)
+    form = {"handle": body["handle"], "username": username, "password": password}
+    action = f"{issuer.rstrip('/')}{body.get('action', '/oauth2/authorize/login')}"
     posted = yield HttpRequest(
-        method="POST", url=action, form=form, headers={"Cookie": f"{_BROWSER_COOKIE}={browser}"}
+        method="POST", url=action, form=form, headers={"Cookie": f"{BROWSER_COOKIE}={browser}"}
     )
     if posted.status == 401:
         raise FlowError("wrong name or password", error="access_denied")
     if posted.status != 303:
         raise FlowError(f"the sign-in answered {posted.status}")
-    signed_in = code_from_redirect(start, posted.headers.get("location", ""))
+    signed_in = code_from_redirect(start, posted.headers.get("location", ""), issuer=issuer)
     return (yield from code_flow(issuer=issuer, signed_in=signed_in, client_id=client_id))
 
 
@@ -236,8 +250,8 @@ def _token_set(response: HttpResponse) -> TokenSet:
 
 
 def _cookie(header: str, name: str) -> str:
-    for part in header.split(";"):
-        key, _, value = part.strip().partition("=")
-        if key.endswith(name):
-            return value
-    raise FlowError("the sign-in page set no browser cookie")
+    """The value of cookie ``name`` in a ``Set-Cookie`` header (its first attribute)."""
+    key, _, value = header.split(";", 1)[0].strip().partition("=")
+    if key != name or not value:
+        raise FlowError("the sign-in page set no browser cookie")
+    return value

@@ -37,13 +37,28 @@ from tether.identity.access import Actor, Permission, allowed, require
 from tether.identity.names import check_agent_name
 from tether.store.interfaces import AgentStore, GrantStore, UserStore
 
-__all__ = ["MAX_SCOPES", "Grants", "check_purpose_code", "parse_scopes"]
+__all__ = [
+    "ACCOUNT_SCOPE",
+    "IDENTITY_SCOPES",
+    "MAX_SCOPES",
+    "RESERVED_SCOPES",
+    "Grants",
+    "check_purpose_code",
+    "parse_scopes",
+]
 
 #: RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
 _SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")
 _PURPOSE_CODE = re.compile(r"^[a-z][a-z0-9._-]{0,63}$")
 _GRANT_ID = re.compile(r"^grt_[a-z2-7]{26}$")
 MAX_SCOPES = 50
+#: The scope of a person's own account (``/v1/grants``, ``/v1/users/<me>``): given only to
+#: Tether's first-party clients (``tether login``), never to an agent, never in a grant.
+ACCOUNT_SCOPE = "tether:account"
+#: Scopes about the person themselves (OpenID Connect Core §5.4): not an agent's to hold.
+IDENTITY_SCOPES = frozenset({"openid", "profile", "email"})
+#: No grant may name these: an agent never holds the person's account or identity scopes.
+RESERVED_SCOPES = IDENTITY_SCOPES | {ACCOUNT_SCOPE}
 MAX_PURPOSE = 500
 MAX_REASON = 500
 #: The most grants one bulk revocation ends in one call (it says how many; call again).
@@ -135,6 +150,8 @@ class Grants:
         granted = parse_scopes(scopes)
         if not granted:
             raise InvalidScope("a grant names at least one scope")
+        if reserved := sorted(granted & RESERVED_SCOPES):
+            raise InvalidScope(f"no grant may give an agent {', '.join(reserved)}")
         now = self._clock.now()
         grant = Grant(
             id=new_id("grt"),
@@ -178,6 +195,10 @@ class Grants:
             match, in_force_at=at, limit=min(max(limit, 1), 500), after=after
         )
 
+    async def get_in_force(self, grant_id: str) -> Grant | None:
+        """The grant as the hot path reads it (cached; a malformed id is none at all)."""
+        return await self.cache.get(grant_id) if _GRANT_ID.fullmatch(grant_id) else None
+
     async def in_force(self, match: GrantMatch) -> builtins.list[Grant]:
         """The grants in force matching ``match`` (token exchange's lookup; no actor: the
         caller has proven who the user and the agent are)."""
@@ -220,8 +241,18 @@ class Grants:
         if match.empty:
             raise InvalidInput("name a user, an agent or a session", details={"field": "match"})
         why = _reason(reason)
-        revoked = await self._store.revoke_grants(
-            match, at=self._clock.now(), by=actor.label, reason=why, limit=REVOKE_BATCH
+        intent = AuditRecord.new(
+            type="grant.revoked", actor=actor.label, subject=None, time=self._clock.now(),
+            details={"match": {k: v for k, v in vars(match).items() if v is not None},
+                     "reason": why, "bulk": True},
+        )  # fmt: skip
+        revoked = await audited(
+            self._audit,
+            intent,
+            lambda: self._store.revoke_grants(
+                match, at=self._clock.now(), by=actor.label, reason=why, limit=REVOKE_BATCH
+            ),
+            clock=self._clock,
         )
         for grant in revoked:
             self.cache.invalidate(grant.id)

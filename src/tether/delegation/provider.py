@@ -21,8 +21,6 @@ which this flow feeds), so the flow is ours; its pieces are small and each follo
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import re
 from collections.abc import Mapping
@@ -36,10 +34,11 @@ from tether._internal.ids import new_id
 from tether.audit.records import AuditRecord
 from tether.audit.sink import AuditSink
 from tether.crypto.sealed import Sealer
-from tether.delegation.clients import Clients
-from tether.delegation.grants import Grants, parse_scopes
-from tether.delegation.models import User
-from tether.delegation.tokens import AccessTokens
+from tether.delegation.clients import FIRST_PARTY, Clients
+from tether.delegation.flows import s256
+from tether.delegation.grants import ACCOUNT_SCOPE, RESERVED_SCOPES, Grants, parse_scopes
+from tether.delegation.models import OAuthClient, User
+from tether.delegation.tokens import AccessTokens, issued_since_change
 from tether.delegation.users import Users
 from tether.errors import Error, InvalidGrant, InvalidRequest, ReplayDetected, TokenInvalid
 from tether.identity.access import Actor
@@ -48,8 +47,6 @@ from tether.store.interfaces import ReplayStore
 
 __all__ = ["AuthorizationRequest", "Provider", "Redirect", "Session"]
 
-#: Scopes about the person themselves (OpenID Connect Core §5.4); the rest are for the agent.
-IDENTITY_SCOPES = frozenset({"openid", "profile", "email"})
 CODE_TTL = 60
 #: The sign-in and consent pages must be done within this long.
 REQUEST_TTL = 600
@@ -73,7 +70,7 @@ class AuthorizationRequest:
 
     @property
     def agent_scopes(self) -> frozenset[str]:
-        return frozenset(self.scopes) - IDENTITY_SCOPES
+        return frozenset(self.scopes) - RESERVED_SCOPES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,29 +129,17 @@ class Provider:
         redirect_uri = query.get("redirect_uri", "")
         client = await self._clients.check_redirect(query.get("client_id", ""), redirect_uri)
         state = query.get("state") or None
-
-        def refuse(error: str, why: str) -> Redirect:
-            return self.error_redirect(redirect_uri, state, error, why)
-
-        if query.get("response_type") != "code":
-            return refuse("unsupported_response_type", "only response_type=code is supported")
-        if query.get("code_challenge_method") != "S256":
-            return refuse("invalid_request", "PKCE with code_challenge_method=S256 is required")
-        if not _CHALLENGE.fullmatch(query.get("code_challenge", "")):
-            return refuse("invalid_request", "code_challenge is a base64url SHA-256")
-        try:
-            scopes = parse_scopes(query.get("scope", ""))
-        except Error:
-            return refuse("invalid_scope", "scope is space-separated scope tokens")
-        agent = query.get("agent") or client.agent
+        refused = _refusal(query, client)
+        if refused is not None:
+            return self.error_redirect(redirect_uri, state, *refused)
         request = AuthorizationRequest(
             client_id=client.id,
             redirect_uri=redirect_uri,
-            scopes=tuple(sorted(scopes)),
+            scopes=tuple(sorted(parse_scopes(query.get("scope", "")))),
             state=state,
             nonce=query.get("nonce") or None,
             code_challenge=query["code_challenge"],
-            agent=agent,
+            agent=query.get("agent") or client.agent,
             purpose=query.get("purpose") or None,
             purpose_code=query.get("purpose_code") or None,
             prompt=query.get("prompt") or None,
@@ -213,7 +198,7 @@ class Provider:
         except TokenInvalid:
             return None
         user = await self._users.active(str(value.get("user")))
-        if user is None:
+        if user is None or not issued_since_change(user, int(value["auth_time"])):
             return None
         return Session(
             sid=str(value["sid"]), user=user.name, auth_time=int(value["auth_time"]),
@@ -286,7 +271,7 @@ class Provider:
             or params.get("redirect_uri") != code["redirect_uri"]
         ):
             raise InvalidGrant("the code was issued to another client or redirect URI")
-        if not hmac.compare_digest(_s256(verifier), str(code["challenge"])):
+        if not hmac.compare_digest(s256(verifier), str(code["challenge"])):
             raise InvalidGrant("the PKCE verifier does not match the challenge")
         try:
             await self._replay.consume_once(f"code:{code['cid']}", expires_at=_at(code["exp"]))
@@ -344,9 +329,32 @@ class Provider:
         return self._clock.timestamp()
 
 
-def _s256(verifier: str) -> str:
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+def _scopes_or_none(query: Mapping[str, str]) -> frozenset[str] | None:
+    try:
+        return parse_scopes(query.get("scope", ""))
+    except Error:
+        return None
+
+
+def _refusal(query: Mapping[str, str], client: OAuthClient) -> tuple[str, str] | None:
+    """The first rule of the request's form it breaks: (OAuth error, why), or None."""
+    scopes = _scopes_or_none(query)
+    asked = query.get("agent")
+    rules = (
+        ("response_type" not in query, "invalid_request", "response_type is required"),
+        (query.get("response_type", "code") != "code", "unsupported_response_type",
+         "only response_type=code is supported"),
+        (query.get("code_challenge_method") != "S256", "invalid_request",
+         "PKCE with code_challenge_method=S256 is required"),
+        (not _CHALLENGE.fullmatch(query.get("code_challenge", "")), "invalid_request",
+         "code_challenge is a base64url SHA-256"),
+        (scopes is None, "invalid_scope", "scope is space-separated scope tokens"),
+        (ACCOUNT_SCOPE in (scopes or ()) and client.id not in FIRST_PARTY, "invalid_scope",
+         f"{ACCOUNT_SCOPE} is for Tether's own clients"),
+        (client.agent is not None and asked not in (None, "", client.agent), "invalid_request",
+         "this client asks for its own agent only"),
+    )  # fmt: skip
+    return next(((error, why) for broken, error, why in rules if broken), None)
 
 
 def _with_query(uri: str, query: Mapping[str, str]) -> str:

@@ -38,6 +38,7 @@ from tether.audit.sink import AuditSink
 from tether.crypto.jwt import UnverifiedToken, VerifiedClaims
 from tether.crypto.keyring import ACCESS_TOKEN_TYPE, KeyRing
 from tether.delegation.federation import Federation
+from tether.delegation.grants import ACCOUNT_SCOPE
 from tether.delegation.models import Grant, User
 from tether.delegation.token_exchange import SubjectToken, act_chain
 from tether.errors import Error, InvalidRequest, Unauthenticated
@@ -47,7 +48,7 @@ from tether.identity.revocations import RevocationKind, RevocationList
 from tether.identity.svid import VERIFY_LEEWAY, IssuedToken
 from tether.policy.models import Entity, EntityRef
 
-__all__ = ["AccessTokens", "Delegation", "TokenUse", "user_entity"]
+__all__ = ["AccessTokens", "Delegation", "TokenUse", "issued_since_change", "user_entity"]
 
 TokenUse = Literal["user", "delegated"]
 
@@ -189,16 +190,28 @@ class AccessTokens:
         """Whether ``token`` claims a trusted external provider as its issuer (routing only)."""
         return self._federation is not None and self._federation.knows(token)
 
+    async def external_user(self, token: str) -> str:
+        """The user a trusted external provider's token names (verified); ``Unauthenticated``
+        otherwise."""
+        if self._federation is None:
+            raise Unauthenticated("no external provider is trusted here")
+        user, _ = await self._federation.verify(token)
+        return user.name
+
     async def user_of(self, token: str) -> str:
-        """The user a user's own token names: Tether's, or a trusted external provider's;
-        ``Unauthenticated`` for anything else (a delegated token included)."""
-        if self._federation is not None and self._federation.knows(token):
-            user, _ = await self._federation.verify(token)
-            return user.name
+        """The person a token of their own account names: Tether's user token carrying
+        :data:`~tether.delegation.grants.ACCOUNT_SCOPE` (``tether login``, the console) —
+        never a token an application or an agent holds, never a delegated one, never an
+        external provider's (a person of another provider signs in here to act on their
+        account). ``Unauthenticated`` otherwise."""
         claims = await self.verify(token, audiences=(self._issuer,))
-        if claims.claims.get("token_use") != "user" or not claims.sub:
-            raise Unauthenticated("a user's own access token is required here")
-        return claims.sub
+        scopes = str(claims.claims.get("scope") or "").split()
+        if claims.claims.get("token_use") != "user" or ACCOUNT_SCOPE not in scopes:
+            raise Unauthenticated(
+                "this needs the person's own sign-in (tether login): an application's or an "
+                "agent's token is not enough"
+            )
+        return claims.sub or ""
 
     async def subject(self, token: str, *, audiences: Iterable[str]) -> SubjectToken:
         """A subject token for exchange (RFC 8693 §2.1); ``invalid_request`` if it is not
@@ -226,15 +239,19 @@ class AccessTokens:
         )
 
     async def delegation(self, token: str, *, audience: str) -> Delegation:
-        """A delegated token for ``audience`` (the checkpoint's path); a user's own token is
-        ``Unauthenticated`` here — an agent presenting it would be impersonating the user."""
-        claims = await self.verify(token, audiences=(audience,))
+        """A delegated token for ``audience`` (the checkpoint's path). The token is verified
+        whatever its audience first, so that a person's own token — valid, but not an
+        agent's to present — is told apart (``details["reason"]`` ``impersonation``) from a
+        delegated token meant for another audience (refused all the same)."""
+        claims = await self.verify_any_audience(token)
         raw = claims.claims
         if raw.get("token_use") != "delegated":
             raise Unauthenticated(
                 "a user's token without an actor: agents act for users only with a delegated token",
                 details={"reason": "impersonation"},
             )
+        if audience not in claims.aud:
+            raise Unauthenticated("the delegated token was minted for another audience")
         grant = await self._grants.get(str(raw.get("grant_id")))
         if grant is None:  # checked by verify already
             raise Unauthenticated("the grant is gone")
@@ -247,15 +264,20 @@ class AccessTokens:
             session=_str(raw.get("sid")),
         )
 
+    async def verify_any_audience(self, token: str) -> VerifiedClaims:
+        """:meth:`verify`, for whichever audience the token names (the caller checks it)."""
+        try:
+            named = UnverifiedToken.parse(token).claims.get("aud")
+        except Error as exc:
+            raise Unauthenticated("not a valid access token of this server") from exc
+        audiences = [named] if isinstance(named, str) else list(named or [])
+        return await self.verify(token, audiences=[a for a in audiences if isinstance(a, str)][:5])
+
     async def introspect(self, token: str) -> VerifiedClaims | None:
         """RFC 7662: the claims of an active access token of this server, whatever its
         audience (the resource server compares ``aud`` itself), or ``None``."""
         try:
-            named = UnverifiedToken.parse(token).claims.get("aud")
-            audiences = [named] if isinstance(named, str) else list(named or [])
-            return await self.verify(
-                token, audiences=[a for a in audiences if isinstance(a, str)][:5]
-            )
+            return await self.verify_any_audience(token)
         except Error:
             return None
 
@@ -313,6 +335,8 @@ class AccessTokens:
         user = await self._users.get(claims.sub or "")
         if user is None or not user.active:
             raise Unauthenticated("the user is disabled or unknown")
+        if not issued_since_change(user, claims.iat):
+            raise Unauthenticated("the token was issued before the user's last change")
         if raw.get("token_use") != "delegated":
             return
         moment = self._clock.now()
@@ -339,6 +363,15 @@ async def _external_subject(federation: Federation, token: str) -> SubjectToken:
         session=_str(raw.get("sid")),
         may_act=raw.get("may_act") if isinstance(raw.get("may_act"), Mapping) else None,
     )
+
+
+def issued_since_change(user: User, issued_at: int | None) -> bool:
+    """Whether something issued at ``issued_at`` (a token's ``iat``, a session's sign-in)
+    postdates the user's last change — a new password, a disable, an enable — which ends
+    every earlier token and session of theirs. Federated users change at their provider."""
+    if issued_at is None:
+        return False
+    return issued_at >= int(user.updated_at.timestamp())
 
 
 def _grant_ids(raw: Mapping[str, Any]) -> tuple[str, ...]:

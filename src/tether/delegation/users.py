@@ -60,7 +60,10 @@ class Users:
         hasher: PasswordHasher,
         issuer: str,
         on_disable: OnDisable | None = None,
+        on_change: Callable[[str], object] | None = None,
     ) -> None:
+        #: Told the name of every user changed here (the hot path reads them afresh).
+        self._on_change = on_change
         self._store = store
         self._audit = audit
         self._clock = clock
@@ -139,10 +142,23 @@ class Users:
             user, actor, {"state": "active"}, state=UserState.ACTIVE, disabled_at=None
         )
 
-    async def set_password(self, name: str, password: str, *, actor: Actor) -> User:
-        if not (actor.kind == "user" and actor.name == name):
+    async def set_password(
+        self, name: str, password: str, *, actor: Actor, current: str | None = None
+    ) -> User:
+        """Set the password of a user of the built-in provider: security admins, or the user
+        with their current password (a stolen session alone cannot take the account). Every
+        earlier session and token of the user ends (they were issued before the change)."""
+        itself = actor.kind == "user" and actor.name == name
+        if not itself:
             require(actor, Permission.USER_MANAGE)
         user = await self._load(name)
+        if user.issuer != self._issuer:
+            raise InvalidInput(
+                f"{name} signs in at {user.issuer}: their password is set there",
+                details={"field": "password"},
+            )
+        if itself:
+            await self._hasher.verify(user.password_hash, current or "")
         hashed = await self._hasher.hash(password)
         return await self._change(user, actor, {"password_changed": True}, password_hash=hashed)
 
@@ -158,6 +174,9 @@ class Users:
             await self._sign_in_failed(name, why)
             raise
         if user is None:  # verify refuses a missing hash already; never reached
+            raise Unauthenticated("wrong name or password")
+        if user.issuer != self._issuer:  # a federated user signs in at their provider
+            await self._sign_in_failed(name, "federated")
             raise Unauthenticated("wrong name or password")
         if not user.active:
             await self._sign_in_failed(name, "disabled")
@@ -203,12 +222,16 @@ class Users:
             version=user.version + 1,
         )
         record = self._record("user.updated", actor, user.name, facts)
-        await audited(
-            self._audit,
-            record,
-            lambda: self._store.update_user(updated, expected_version=user.version),
-            clock=self._clock,
-        )
+        try:
+            await audited(
+                self._audit,
+                record,
+                lambda: self._store.update_user(updated, expected_version=user.version),
+                clock=self._clock,
+            )
+        finally:
+            if self._on_change is not None:
+                self._on_change(user.name)
         return updated
 
     def _record(

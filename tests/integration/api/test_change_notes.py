@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from tether.api.services import Services
 from tether.config import Settings
+from tether.delegation.grants import ACCOUNT_SCOPE
 from tether.errors import Unauthenticated
 from tether.identity.models import AgentState
 from tether.store.sql.changes import (
@@ -193,7 +194,7 @@ async def _grant_and_user(services: Services, client: httpx.AsyncClient) -> tupl
     user = await services.store.get_user("alice")
     assert user is not None
     issued = await services.delegation.tokens.issue_user_token(
-        user=user, client_id="console", scopes={"faq:read"}, session=None
+        user=user, client_id="tether-cli", scopes={"faq:read", ACCOUNT_SCOPE}, session=None
     )
     consent = {"agent": "faq-bot", "scopes": ["faq:read"], "purpose": "answers",
                "purpose_code": "support"}  # fmt: skip

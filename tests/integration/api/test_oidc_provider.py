@@ -3,6 +3,7 @@ the attacks on each (a replayed or stolen code, a foreign redirect URI, cross-si
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import re
@@ -17,6 +18,7 @@ import pytest
 from tether.api.services import Services
 from tether.config import Settings
 from tether.crypto.jwt import UnverifiedToken
+from tether.delegation.grants import ACCOUNT_SCOPE
 from tether.delegation.models import GrantMatch
 
 from .conftest import ISSUER, ROOT, TRUST_DOMAIN, AgentFactory
@@ -319,3 +321,46 @@ async def test_tethers_own_id_token_is_no_subject_token(
     answer = await browser.post("/oauth2/token", data=form)
     assert answer.status_code == 400
     assert answer.json()["error"] == "invalid_request"
+
+
+async def test_only_tethers_own_clients_may_ask_for_the_persons_account(
+    shop: None, browser: httpx.AsyncClient
+) -> None:
+    query = _query(Pkce.new(), scope=f"openid orders:read {ACCOUNT_SCOPE}")
+    answer = await browser.get("/oauth2/authorize", params=query)
+    assert _redirected(answer)["error"] == "invalid_scope"
+
+
+async def test_a_client_fronting_an_agent_cannot_ask_consent_for_another(
+    shop: None, browser: httpx.AsyncClient, make_agent: AgentFactory
+) -> None:
+    await make_agent("bank-bot")
+    answer = await browser.get("/oauth2/authorize", params=_query(Pkce.new(), agent="bank-bot"))
+    assert _redirected(answer)["error"] == "invalid_request"
+
+
+async def test_prompt_none_when_consent_is_needed_is_consent_required(
+    shop: None, browser: httpx.AsyncClient
+) -> None:
+    await _sign_in_and_consent(browser, Pkce.new())  # signed in now
+    answer = await browser.get("/oauth2/authorize", params=_query(Pkce.new(), prompt="none"))
+    assert _redirected(answer)["error"] == "consent_required"
+
+
+async def test_a_request_without_response_type_is_invalid_request(
+    shop: None, browser: httpx.AsyncClient
+) -> None:
+    query = {k: v for k, v in _query(Pkce.new()).items() if k != "response_type"}
+    answer = await browser.get("/oauth2/authorize", params=query)
+    assert _redirected(answer)["error"] == "invalid_request"
+
+
+async def test_a_password_change_ends_the_sign_in_session(
+    shop: None, browser: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    await _sign_in_and_consent(browser, Pkce.new())
+    await asyncio.sleep(1.05)  # the change falls in a later second than the sign-in
+    changed = await client.put("/v1/users/alice/password", json={"password": "n" * 16})
+    assert changed.status_code == 200
+    page = await browser.get("/oauth2/authorize", params=_query(Pkce.new()))
+    assert 'name="password"' in page.text, "the old session still signs in"

@@ -3,6 +3,7 @@ agent's delegated token, the checkpoint deciding on it, and everything that must
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from tests.support.tokens import client_credentials
 from tether.api.services import Services
 from tether.config import Settings
 from tether.crypto.jwt import UnverifiedToken
+from tether.delegation.grants import ACCOUNT_SCOPE
 from tether.delegation.token_exchange import ACCESS_TOKEN_TYPE, GRANT_TYPE, JWT_TOKEN_TYPE
 
 from .conftest import ISSUER, ROOT, TRUST_DOMAIN, AgentFactory, RegisteredAgent
@@ -67,7 +69,10 @@ async def world(client: httpx.AsyncClient, services: Services, make_agent: Agent
     assert added.status_code == 201, added.text
     applied = await client.post("/v1/policies", json={"text": POLICIES})
     assert applied.status_code == 201, applied.text
-    token = await _user_token(services, "alice", {"orders:read", "orders:write", "profile"})
+    # Alice's own sign-in (tether login): her account scope lets her consent.
+    token = await _user_token(
+        services, "alice", {"orders:read", "orders:write", "profile", ACCOUNT_SCOPE}
+    )
     consent = {
         "agent": "shop-bot",
         "scopes": ["orders:read", "orders:write"],
@@ -314,7 +319,7 @@ async def test_agent_to_agent_chain_nests_act_and_cannot_widen_at_hop_two(
 async def test_a_user_sees_only_their_own_grants(world: World, services: Services) -> None:
     added = await world.client.post("/v1/users", json={"name": "bob", "password": "b" * 16})
     assert added.status_code == 201
-    bob = await _user_token(services, "bob", {"orders:read"})
+    bob = await _user_token(services, "bob", {"orders:read", ACCOUNT_SCOPE})
     as_bob = {"Authorization": f"Bearer {bob}"}
     listed = await world.client.get("/v1/grants", headers=as_bob)
     assert listed.json()["grants"] == []
@@ -369,3 +374,43 @@ async def test_a_lease_taken_under_a_grant_names_it_and_ends_with_it(world: Worl
     assert gone.status_code == 200
     ended = await world.client.get(f"/v1/leases/{lease['id']}")
     assert ended.json()["state"] in ("revoked", "revoking")
+
+
+async def test_an_agent_holding_a_persons_app_token_cannot_consent_for_itself(
+    world: World, services: Services
+) -> None:
+    """The token an application (and so an agent) holds is not the person's account: it
+    cannot create a grant, nor change the password."""
+    app_token = await _user_token(services, "alice", {"orders:read"})
+    as_app = {"Authorization": f"Bearer {app_token}"}
+    consent = {"agent": "shop-bot", "scopes": ["orders:write"], "purpose": "mine now",
+               "purpose_code": "takeover"}  # fmt: skip
+    made = await world.client.post("/v1/grants", json=consent, headers=as_app)
+    assert made.status_code == 401
+    assert "own sign-in" in made.json()["error"]["message"]
+    changed = await world.client.put(
+        "/v1/users/alice/password", json={"password": "mallory's passphrase"}, headers=as_app
+    )
+    assert changed.status_code == 401
+
+
+async def test_no_grant_may_give_an_agent_the_account_or_identity_scopes(world: World) -> None:
+    for scope in (ACCOUNT_SCOPE, "openid"):
+        consent = {"agent": "shop-bot", "scopes": [scope], "purpose": "x", "purpose_code": "x"}
+        made = await world.client.post(
+            "/v1/grants", json=consent, headers={"Authorization": f"Bearer {world.user_token}"}
+        )
+        assert made.status_code == 400, made.text
+        assert made.json()["error"]["code"] == "invalid_scope"
+
+
+async def test_a_password_change_ends_the_persons_earlier_tokens(world: World) -> None:
+    token = await _delegated(world)
+    await asyncio.sleep(1.05)  # the change is in a later second than the tokens' iat
+    changed = await world.client.put("/v1/users/alice/password", json={"password": "b" * 16})
+    assert changed.status_code == 200, changed.text
+    assert (await _evaluate(world.client, token))["decision"] is False
+    mine = await world.client.get(
+        "/v1/grants", headers={"Authorization": f"Bearer {world.user_token}"}
+    )
+    assert mine.status_code == 401

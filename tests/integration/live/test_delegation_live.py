@@ -165,12 +165,14 @@ def test_tether_login_by_script_stores_the_tokens_for_later_commands(
     assert PASSWORD not in done.stdout + done.stderr
     assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
     assert json.loads(credentials.read_text())["access_token"] == printed["access_token"]
-    # A later command, with no TETHER_TOKEN, acts as alice.
+    # A later command, with no TETHER_TOKEN, acts as alice: her consent is hers.
+    create = ("grant", "create", "--agent", "shop-bot", "--scope", "orders:read", "--purpose",
+              "my orders", "--purpose-code", "order-tracking", "-o", "json")  # fmt: skip
+    made = _tether(dev, credentials, *create)
+    assert made.returncode == exit_codes.OK, made.stderr
+    assert json.loads(made.stdout)["user"] == "alice"
     listed = _tether(dev, credentials, "grant", "list", "-o", "json")
-    assert listed.returncode == exit_codes.OK, listed.stderr
-    with dev.ops() as ops:
-        mine = ops.get("/v1/users/alice").json()
-    assert mine["name"] == "alice"
+    assert [g["user"] for g in json.loads(listed.stdout)] == ["alice"]
 
 
 def test_tether_login_with_a_wrong_password_stores_nothing(dev: Live, tmp_path: Path) -> None:

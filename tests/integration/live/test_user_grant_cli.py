@@ -10,8 +10,6 @@ any command's output, not in the server's log.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import secrets
@@ -20,16 +18,17 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
 from tether.cli import exit_codes
+from tether.cli._drive import drive
+from tether.delegation.flows import FlowError, password_login_flow
+from tether.delegation.grants import ACCOUNT_SCOPE
 
 from .conftest import ROOT, ServerProcess
 
-REDIRECT = "http://127.0.0.1:9/callback"
 AGENT = "faq-bot"
 
 
@@ -69,36 +68,13 @@ def ok(done: subprocess.CompletedProcess[str]) -> Any:
 
 
 def sign_in(addr: str, name: str, password: str) -> str:
-    """A user's own access token, through the built-in provider's JSON sign-in (PKCE)."""
-    verifier = secrets.token_urlsafe(48)
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    challenge = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-    query = {
-        "client_id": "tether-cli",
-        "redirect_uri": REDIRECT,
-        "response_type": "code",
-        "scope": "openid",
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-    }
-    with httpx.Client(base_url=addr, timeout=30) as http:
-        form = http.get("/oauth2/authorize", params=query, headers={"Accept": "application/json"})
-        assert form.status_code == 200, form.text
-        login = {"handle": form.json()["handle"], "username": name, "password": password}
-        signed = http.post(form.json()["action"], data=login)
-        assert signed.status_code == 303, signed.text
-        code = parse_qs(urlsplit(signed.headers["location"]).query)["code"][0]
-        redeem = {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": REDIRECT,
-            "client_id": "tether-cli",
-            "code_verifier": verifier,
-        }
-        answer = http.post("/oauth2/token", data=redeem)
-        assert answer.status_code == 200, answer.text
-        token: str = answer.json()["access_token"]
-        return token
+    """A person's own access token (their account scope), through the built-in provider's
+    sign-in form, driven by the same flow ``tether login --password-stdin`` uses."""
+    flow = password_login_flow(
+        issuer=addr, username=name, password=password, scope=f"openid {ACCOUNT_SCOPE}"
+    )
+    with httpx.Client(timeout=30) as http:
+        return drive(flow, http).access_token
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +155,8 @@ def test_passwd_sets_a_password_the_user_then_signs_in_with(world: World) -> Non
     )
     assert changed["password_set"] is True
     assert sign_in(world.server.addr, "dave", new)
+    with pytest.raises(FlowError):
+        sign_in(world.server.addr, "dave", world.passwords["dave"])  # the old one no longer
     _no_password_anywhere(world)
 
 

@@ -22,6 +22,7 @@ from tether.delegation.federation import (
     ExternalProvider,
     Federation,
     ProviderKeys,
+    reachable,
 )
 from tether.delegation.models import UserState
 from tether.errors import Unauthenticated
@@ -103,11 +104,14 @@ async def test_discovery_naming_another_issuer_is_refused(idp: Idp) -> None:
         await keys.key(idp.jwk["kid"])
 
 
-async def test_a_provider_account_becomes_a_user_named_after_it_once(
+async def test_a_provider_account_becomes_a_user_named_after_its_sub_once(
     federation: Federation, idp: Idp, clock: FixedClock, store: MemoryStore
 ) -> None:
+    """Named after ``sub`` (never reassigned), not ``preferred_username`` (chosen by the
+    person, so it could be chosen to look like someone else)."""
     user, claims = await federation.verify(idp.token(clock))
-    assert user.name == "carol@corp"
+    assert user.name == "u-123@corp"
+    assert user.display_name == "Carol"
     assert (user.issuer, user.subject) == (ISSUER, "u-123")
     assert claims.sub == "u-123"
     renamed, _ = await federation.verify(idp.token(clock, preferred_username="carol.new"))
@@ -116,25 +120,54 @@ async def test_a_provider_account_becomes_a_user_named_after_it_once(
 
 
 @pytest.mark.parametrize(
-    ("claims", "why"),
-    [
-        ({"aud": "someone-else"}, "wrong audience"),
-        ({"iss": "https://other.example"}, "unknown issuer"),
-        ({"exp": 0}, "expired"),
-        ({"exp": None}, "no expiry"),
-    ],
+    "claims",
+    [{"aud": "someone-else"}, {"iss": "https://other.example"}, {"exp": 0}, {"exp": None}],
     ids=["wrong-audience", "other-issuer", "expired", "no-expiry"],
 )
 async def test_a_token_failing_a_check_is_refused(
-    federation: Federation, idp: Idp, clock: FixedClock, claims: dict[str, Any], why: str
+    federation: Federation, idp: Idp, clock: FixedClock, claims: dict[str, Any]
 ) -> None:
+    assert await federation.verify(idp.token(clock)), "the unaltered token is accepted"
     token = idp.token(clock, **claims)
     if claims.get("exp", 1) is None:
         token = idp.signer.sign_jwt(
             {k: v for k, v in json.loads(_payload(token)).items() if k != "exp"}
         )
+    with pytest.raises(Unauthenticated, match=r"not a valid token|not the provider"):
+        await federation.verify(token)
+
+
+async def test_a_token_naming_an_actor_is_the_providers_delegation_not_its_person(
+    federation: Federation, idp: Idp, clock: FixedClock
+) -> None:
+    token = idp.token(clock, act={"sub": "some-service"})
+    with pytest.raises(Unauthenticated, match="delegated"):
+        await federation.verify(token)
+
+
+async def test_a_token_living_longer_than_an_hour_is_refused(
+    federation: Federation, idp: Idp, clock: FixedClock
+) -> None:
+    token = idp.token(clock, exp=clock.timestamp() + 2 * 3600)
     with pytest.raises(Unauthenticated):
         await federation.verify(token)
+
+
+async def test_a_local_users_name_cannot_be_taken_by_a_provider_account(
+    federation: Federation, idp: Idp, clock: FixedClock, store: MemoryStore
+) -> None:
+    local, _ = await federation.verify(idp.token(clock))  # u-123@corp now exists
+    other = idp.token(clock, sub="U-123")  # sanitised to the same name, another person
+    with pytest.raises(Unauthenticated, match="taken"):
+        await federation.verify(other)
+    assert (await store.get_user("u-123@corp")) == local
+
+
+def test_documents_are_read_over_https_or_from_a_loopback_provider_only() -> None:
+    assert reachable("https://idp.example/jwks", issuer="https://idp.example")
+    assert not reachable("http://idp.example/jwks", issuer="https://idp.example")
+    assert not reachable("http://127.0.0.1:8080/admin", issuer="https://idp.example")
+    assert reachable("http://127.0.0.1:9000/jwks", issuer="http://127.0.0.1:9000")
 
 
 async def test_an_unsigned_token_is_refused(

@@ -451,7 +451,10 @@ async def test_the_on_revoke_hook_runs_once_per_revoked_grant(
     assert await grants.revoke_all(GrantMatch(user="alice"), actor=SAM) == []
     assert len(revoked_log) == 3
     bulk = [r for r in await records(store, "grant.revoked") if r.details.get("bulk")]
-    assert sorted(str(r.details["id"]) for r in bulk) == sorted(g.id for g in revoked)
+    announced = [r for r in bulk if "match" in r.details]
+    assert [r.details["match"] for r in announced] == [{"user": "alice"}] * 2
+    each = [r for r in bulk if "id" in r.details]
+    assert sorted(str(r.details["id"]) for r in each) == sorted(g.id for g in revoked)
 
 
 async def test_revoke_user_ends_every_grant_of_that_user(

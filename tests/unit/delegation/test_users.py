@@ -3,6 +3,8 @@ an audit trail that never holds a password."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from tether._internal.canonical import canonical_json
@@ -203,7 +205,9 @@ async def test_no_audit_record_holds_the_password_or_its_hash(
     await users.authenticate(name="alice", password=PASSWORD)
     with pytest.raises(Unauthenticated):
         await users.authenticate(name="alice", password=PASSWORD + "!")
-    changed = await users.set_password("alice", new_password, actor=Actor.user(name="alice"))
+    changed = await users.set_password(
+        "alice", new_password, actor=Actor.user(name="alice"), current=PASSWORD
+    )
     await users.authenticate(name="alice", password=new_password)
     await users.disable("alice", actor=SAM)
     with pytest.raises(Unauthenticated):
@@ -305,8 +309,35 @@ async def test_a_developer_may_not_list_users(users: Users) -> None:
 async def test_a_user_may_change_their_own_password_but_not_anothers(users: Users) -> None:
     await users.add(actor=SAM, name="alice", password=PASSWORD)
     await users.add(actor=SAM, name="bob", password=PASSWORD)
-    await users.set_password("alice", "alice's new passphrase", actor=Actor.user(name="alice"))
+    alice = Actor.user(name="alice")
+    await users.set_password("alice", "alice's new passphrase", actor=alice, current=PASSWORD)
     await users.authenticate(name="alice", password="alice's new passphrase")
     with pytest.raises(Forbidden):
         await users.set_password("bob", "bob's stolen passphrase", actor=Actor.user(name="alice"))
     await users.authenticate(name="bob", password=PASSWORD)
+
+
+async def test_a_stolen_session_cannot_change_the_password_without_the_current_one(
+    users: Users,
+) -> None:
+    await users.add(actor=SAM, name="alice", password=PASSWORD)
+    alice = Actor.user(name="alice")
+    with pytest.raises(Unauthenticated):
+        await users.set_password("alice", "mallory's passphrase!", actor=alice)
+    with pytest.raises(Unauthenticated):
+        await users.set_password("alice", "mallory's passphrase!", actor=alice, current="guess")
+    await users.authenticate(name="alice", password=PASSWORD)
+
+
+async def test_a_federated_user_gets_no_local_password_and_cannot_sign_in_here(
+    users: Users, store: MemoryStore
+) -> None:
+    await users.add(actor=SAM, name="carol@corp", password=None)
+    carol = await store.get_user("carol@corp")
+    assert carol is not None
+    federated = replace(carol, issuer="https://idp.corp.example", version=carol.version + 1)
+    await store.update_user(federated, expected_version=carol.version)
+    with pytest.raises(InvalidInput, match="signs in at"):
+        await users.set_password("carol@corp", "a local passphrase!", actor=SAM)
+    with pytest.raises(Unauthenticated):
+        await users.authenticate(name="carol@corp", password="a local passphrase!")

@@ -21,8 +21,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from tether.api.deps import ServicesDep, bearer_token
 from tether.api.services import Services
+from tether.delegation.flows import BROWSER_COOKIE
 from tether.delegation.provider import AuthorizationRequest, Redirect, Session
-from tether.errors import Error, InvalidRequest, Unauthenticated
+from tether.errors import Error, InvalidRequest, TemporarilyUnavailable, Unauthenticated
 
 router = APIRouter(tags=["oauth"])
 
@@ -30,7 +31,7 @@ _TEMPLATES = Path(__file__).resolve().parents[2] / "console" / "templates"
 _PAGES = Environment(
     loader=FileSystemLoader(_TEMPLATES), autoescape=select_autoescape(default=True)
 )
-_BROWSER = "tether_browser"
+_BROWSER = BROWSER_COOKIE
 _SESSION = "tether_session"
 _COOKIE_PATH = "/oauth2"
 
@@ -96,6 +97,11 @@ async def authorize(request: Request, services: ServicesDep) -> Response:
         return _see(_no_session(services, begun))
     if session is None or begun.prompt == "login":
         return await _login_page(request, services, begun)
+    if begun.prompt == "none" and begun.agent is not None:
+        # OpenID Connect Core §3.1.2.1: no page may be shown, and consent is needed.
+        return _see(provider.error_redirect(
+            begun.redirect_uri, begun.state, "consent_required", "the user must consent"
+        ))  # fmt: skip
     return await _after_sign_in(services, begun, session)
 
 
@@ -114,6 +120,9 @@ async def login(request: Request, services: ServicesDep) -> Response:
     except Unauthenticated:
         return await _login_page(request, services, pending, error="Wrong name or password.",
                                  username=name, status=401)  # fmt: skip
+    except TemporarilyUnavailable:
+        return await _login_page(request, services, pending, error="Too many sign-ins at once: "
+                                 "try again in a moment.", username=name, status=503)  # fmt: skip
     response = await _after_sign_in(services, pending, session)
     _set_cookie(
         response, services, _SESSION, session.cookie, services.settings.user_session_ttl_seconds

@@ -31,6 +31,7 @@ from tether.errors import (
 )
 from tether.identity.access import Actor, Permission, require
 from tether.identity.client_auth import AuthenticatedClient
+from tether.identity.names import agent_spiffe_id, parse_agent_spiffe_id, parse_spiffe_id
 
 router = APIRouter(tags=["oauth"])
 _REPEATABLE = frozenset({"resource", "audience"})
@@ -102,11 +103,12 @@ async def _exchange(
     multi: dict[str, list[str]],
 ) -> JSONResponse:
     exchange = parse_exchange_request(params, multi)
-    client = None
-    if "client_assertion" in params or "client_assertion_type" in params:
-        client = await _authenticate(request, services, params)
     cert = client_certificate(request, services)
     thumbprint = cert.thumbprint if cert is not None else None
+    client = None
+    if "client_assertion" in params or "client_assertion_type" in params or cert is not None:
+        # The actor authenticates the request itself: private_key_jwt, or its X.509-SVID.
+        client = await _authenticate(request, services, params)
     issued = await services.delegation.exchanger.exchange(
         exchange, client=client, certificate_thumbprint=thumbprint
     )
@@ -165,18 +167,28 @@ _INTROSPECTED = (
 @router.post("/oauth2/introspect", summary="RFC 7662: is this access token active, and what is it")
 async def introspect(request: Request, services: ServicesDep) -> JSONResponse:
     """For resource servers: an operator token allowed to evaluate decisions (an enforcement
-    point), or an agent's JWT-SVID. An inactive, unknown or malformed token is
-    ``{"active": false}`` and nothing more (§2.2)."""
+    point: any token), or an agent's JWT-SVID (tokens meant for that agent). An inactive,
+    unknown, malformed or not-yours token is ``{"active": false}`` and nothing more (§2.2)."""
     actor = await caller(request, services)
     if actor.kind == "operator":
         require(actor, Permission.DECISION_EVALUATE)
     params, _ = await _form(request)
     claims = await services.delegation.tokens.introspect(params.get("token") or "")
-    if claims is None:
+    if claims is None or not _may_see(actor, claims.aud):
         return JSONResponse({"active": False}, headers=_NO_STORE)
     body: dict[str, object] = {"active": True, "token_type": "Bearer"}
     body |= {k: claims.claims[k] for k in _INTROSPECTED if k in claims.claims}
     return JSONResponse(body, headers=_NO_STORE)
+
+
+def _may_see(actor: Actor, audiences: tuple[str, ...]) -> bool:
+    """An enforcement point may introspect any token; an agent only one meant for it (its
+    SPIFFE ID or its instance's) — RFC 7662 §4: no scanning of others' tokens."""
+    if actor.kind != "agent":
+        return True
+    domain = parse_spiffe_id(actor.id).trust_domain
+    agent = agent_spiffe_id(domain, parse_agent_spiffe_id(actor.id, trust_domain=domain).name)
+    return actor.id in audiences or agent in audiences
 
 
 @router.post("/oauth2/revoke", summary="RFC 7009: revoke a user's or a delegated token")

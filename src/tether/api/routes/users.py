@@ -62,5 +62,7 @@ async def set_password(
     name: str, body: PasswordIn, request: Request, services: ServicesDep
 ) -> Json:
     actor = await caller(request, services, users=True)
-    user = await services.delegation.users.set_password(name, body.password, actor=actor)
+    user = await services.delegation.users.set_password(
+        name, body.password, actor=actor, current=body.current_password
+    )
     return user_json(user)

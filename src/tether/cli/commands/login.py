@@ -19,12 +19,12 @@ import json
 import os
 import ssl
 import sys
-import threading
 import time
 import webbrowser
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import typer
@@ -35,7 +35,6 @@ from tether.cli.client import fail
 from tether.cli.options import OutputOpt
 from tether.cli.output import Output, show
 from tether.config import ClientSettings
-from tether.crypto.jwt import UnverifiedToken
 from tether.delegation.flows import (
     FlowError,
     SignedIn,
@@ -45,7 +44,10 @@ from tether.delegation.flows import (
     password_login_flow,
     start_login,
 )
+from tether.delegation.grants import ACCOUNT_SCOPE
 
+#: The person's identity and their own account (grants, password) — what the CLI acts on.
+DEFAULT_SCOPE = f"openid profile {ACCOUNT_SCOPE}"
 #: How long the browser sign-in may take.
 BROWSER_WAIT = 300.0
 
@@ -58,18 +60,18 @@ def login(
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="read the password from standard input")
     ] = False,
-    scope: Annotated[str, typer.Option(help="scopes to ask for")] = "openid profile",
+    scope: Annotated[str, typer.Option(help="scopes to ask for")] = DEFAULT_SCOPE,
     no_browser: Annotated[
         bool, typer.Option("--no-browser", help="print the sign-in address instead of opening it")
     ] = False,
 ) -> None:
     """Sign in to the built-in provider and store the tokens for later commands."""
     settings = ClientSettings.from_environ()
+    if username is not None and not password_stdin:
+        fail("--username needs --password-stdin", exit_codes.USAGE)
     with httpx.Client(timeout=30.0, verify=_verify(settings)) as client:
         try:
             if username is not None:
-                if not password_stdin:
-                    fail("--username needs --password-stdin", exit_codes.USAGE)
                 password = sys.stdin.readline().rstrip("\r\n")
                 flow = password_login_flow(
                     issuer=settings.addr, username=username, password=password, scope=scope
@@ -77,12 +79,13 @@ def login(
                 tokens = drive(flow, client)
             else:
                 tokens = _browser_login(settings, client, scope=scope, open_browser=not no_browser)
+            user = _who(settings, client, tokens)
         except FlowError as exc:
             code = exit_codes.AUTH if exc.error == "access_denied" else exit_codes.ERROR
             fail(exc.message, code)
         except httpx.TransportError as exc:
             fail(f"cannot reach {settings.addr}: {type(exc).__name__}", exit_codes.UNAVAILABLE)
-    stored = _store(settings, tokens)
+    stored = _store(settings, tokens, user=user)
     if output is Output.JSON:
         show(stored, output)
     else:
@@ -95,13 +98,17 @@ def _verify(settings: ClientSettings) -> Any:
 
 
 class _Callback(BaseHTTPRequestHandler):
-    """Receives the one redirect, answers a short page, remembers where it came to."""
+    """Receives redirects until one carries this sign-in's ``state`` (any other local
+    process may knock on the port: it is answered 400 and ignored, it cannot end the
+    sign-in)."""
 
+    state: str = ""
     received: str | None = None
 
     def do_GET(self) -> None:
-        if not self.path.startswith("/callback"):
-            self.send_error(404)
+        query = parse_qs(urlsplit(self.path).query)
+        if not self.path.startswith("/callback") or query.get("state") != [type(self).state]:
+            self.send_error(400)
             return
         type(self).received = self.path
         body = b"<!doctype html><title>Tether</title><p>Signed in. You may close this window."
@@ -124,16 +131,14 @@ def _browser_login(
         start, _ = start_login(
             issuer=settings.addr, redirect_uri=f"http://127.0.0.1:{port}/callback", scope=scope
         )
+        handler.state = start.state
         typer.echo(f"Sign in at: {start.url}", err=True)
         if open_browser:
             webbrowser.open(start.url)
-        thread = threading.Thread(target=_serve_until_called, args=(server, handler), daemon=True)
-        thread.start()
-        thread.join(BROWSER_WAIT)
+        _serve_until_called(server, handler)
         if handler.received is None:
-            server.shutdown()
             raise FlowError("no sign-in arrived in time", error="timeout")
-    signed_in: SignedIn = code_from_redirect(start, handler.received)
+    signed_in: SignedIn = code_from_redirect(start, handler.received, issuer=settings.addr)
     return drive(code_flow(issuer=settings.addr, signed_in=signed_in), client)
 
 
@@ -144,11 +149,20 @@ def _serve_until_called(server: HTTPServer, handler: type[_Callback]) -> None:
         server.handle_request()
 
 
-def _store(settings: ClientSettings, tokens: TokenSet) -> dict[str, Any]:
-    claims = UnverifiedToken.parse(tokens.access_token).claims  # our own token, for display
+def _who(settings: ClientSettings, client: httpx.Client, tokens: TokenSet) -> str | None:
+    """Who signed in, as the server says (the token is never read unverified here)."""
+    me = client.get(
+        f"{settings.addr}/oauth2/userinfo",
+        headers={"Authorization": f"Bearer {tokens.access_token}"},
+    )
+    sub = me.json().get("sub") if me.status_code == 200 else None
+    return sub if isinstance(sub, str) else None
+
+
+def _store(settings: ClientSettings, tokens: TokenSet, *, user: str | None) -> dict[str, Any]:
     stored = {
         "addr": settings.addr,
-        "user": claims.get("sub"),
+        "user": user,
         "access_token": tokens.access_token,
         "id_token": tokens.id_token,
         "token_type": tokens.token_type,
