@@ -29,6 +29,7 @@ from tether.crypto.passwords import PasswordCost, PasswordHasher
 from tether.crypto.sealed import Sealer
 from tether.delegation.clients import Clients
 from tether.delegation.exchange import TokenExchanger
+from tether.delegation.federated_login import FederatedSignIn
 from tether.delegation.federation import ExternalProvider, Federation
 from tether.delegation.grants import Grants
 from tether.delegation.models import Grant, User
@@ -57,6 +58,8 @@ class Delegation:
     exchanger: TokenExchanger
     clients: Clients
     provider: Provider
+    #: Signing in through an external provider (None when none is configured).
+    federated: FederatedSignIn | None = None
 
 
 def access_tokens(
@@ -129,6 +132,20 @@ async def fetch_json(url: str) -> Mapping[str, Any]:
     return document
 
 
+async def post_form(url: str, form: Mapping[str, str]) -> tuple[int, Mapping[str, Any]]:
+    """POST a form to an external provider's token endpoint (Tether redeeming the code of a
+    federated sign-in): the same limits as :func:`fetch_json`."""
+    try:
+        async with asyncio.timeout(5.0), httpx.AsyncClient(timeout=5.0) as client:
+            response = await client.post(url, data=dict(form), follow_redirects=False)
+            if len(response.content) > MAX_FETCHED:
+                raise Unauthenticated("the provider's answer is too large")
+            body = response.json()
+    except (httpx.HTTPError, ValueError, TimeoutError) as exc:
+        raise Unauthenticated("the external provider cannot be reached") from exc
+    return response.status_code, body if isinstance(body, dict) else {}
+
+
 def delegation_services(
     settings: Settings,
     clock: Clock,
@@ -156,14 +173,9 @@ def delegation_services(
 
     grants.on_revoke(end_leases)
     users = Users(
-        store=store,
-        audit=audit,
-        clock=clock,
-        hasher=hasher,
-        issuer=settings.issuer_url,
-        on_disable=revoke_grants,
-        on_change=tokens.forget_user,
-    )
+        store=store, audit=audit, clock=clock, hasher=hasher, issuer=settings.issuer_url,
+        on_disable=revoke_grants, on_change=tokens.forget_user,
+    )  # fmt: skip
     exchanger = TokenExchanger(
         tokens=tokens,
         svids=svids,
@@ -179,12 +191,32 @@ def delegation_services(
         max_depth=settings.max_delegation_depth,
     )
     clients = Clients(store=store, agents=store, audit=audit, clock=clock)
+    sealer = Sealer(kek.derive(SEALING_PURPOSE))
     provider = Provider(
         clients=clients, users=users, grants=grants, tokens=tokens, directory=directory,
-        replay=store, sealer=Sealer(kek.derive(SEALING_PURPOSE)), audit=audit, clock=clock,
+        replay=store, sealer=sealer, audit=audit, clock=clock,
         issuer=settings.issuer_url, session_ttl=settings.user_session_ttl_seconds,
     )  # fmt: skip
+    federated = _federated(settings, clock, audit, tokens=tokens, provider=provider, sealer=sealer)
     return Delegation(
         users=users, grants=grants, tokens=tokens, exchanger=exchanger, clients=clients,
-        provider=provider,
+        provider=provider, federated=federated,
+    )  # fmt: skip
+
+
+def _federated(
+    settings: Settings,
+    clock: Clock,
+    audit: AuditSink,
+    *,
+    tokens: AccessTokens,
+    provider: Provider,
+    sealer: Sealer,
+) -> FederatedSignIn | None:
+    """Signing in through the external providers, when some are configured."""
+    if tokens.federation is None:
+        return None
+    return FederatedSignIn(
+        federation=tokens.federation, provider=provider, sealer=sealer, post_form=post_form,
+        audit=audit, clock=clock, issuer=settings.issuer_url,
     )  # fmt: skip

@@ -100,7 +100,7 @@ class ProviderKeys:
         self._fetch = fetch
         self._monotonic = monotonic
         self._keys: dict[str, PublicJwk] = {}
-        self._jwks_uri: str | None = None
+        self._meta: Mapping[str, Any] | None = None
         self._read_at: float | None = None
         self._lock = asyncio.Lock()
         #: How many times the key set was read (for tests and metrics).
@@ -127,21 +127,28 @@ class ProviderKeys:
     def _stale(self, age: float) -> bool:
         return self._read_at is None or self._monotonic() - self._read_at >= age
 
+    async def endpoint(self, name: str) -> str:
+        """One of the provider's endpoints from its discovery document (``jwks_uri``,
+        ``authorization_endpoint``, ``token_endpoint``), read once; ``Unauthenticated`` if it
+        publishes none Tether may reach."""
+        if self._meta is None:
+            issuer = self._provider.issuer
+            if not reachable(issuer, issuer=issuer):
+                raise Unauthenticated("the provider's issuer is not an https URL")
+            meta = await self._fetch(f"{issuer.rstrip('/')}/.well-known/openid-configuration")
+            if meta.get("issuer") != issuer:
+                raise Unauthenticated("the provider's discovery names another issuer")
+            self._meta = meta
+        uri = self._meta.get(name)
+        if not isinstance(uri, str) or not reachable(uri, issuer=self._provider.issuer):
+            raise Unauthenticated(f"the provider publishes no usable {name}")
+        return uri
+
     async def _read(self) -> None:
         self._read_at = self._monotonic()  # a failed read also waits MIN_REFRESH
-        if self._jwks_uri is None:
-            if not reachable(self._provider.issuer, issuer=self._provider.issuer):
-                raise Unauthenticated("the provider's issuer is not an https URL")
-            meta = await self._fetch(f"{self._provider.issuer.rstrip('/')}"
-                                     "/.well-known/openid-configuration")  # fmt: skip
-            if meta.get("issuer") != self._provider.issuer:
-                raise Unauthenticated("the provider's discovery names another issuer")
-            uri = meta.get("jwks_uri")
-            if not isinstance(uri, str) or not reachable(uri, issuer=self._provider.issuer):
-                raise Unauthenticated("the provider publishes no usable jwks_uri")
-            self._jwks_uri = uri
+        uri = await self.endpoint("jwks_uri")
         self.reads += 1
-        self._keys = parse_key_set(await self._fetch(self._jwks_uri))
+        self._keys = parse_key_set(await self._fetch(uri))
 
 
 class Federation:
@@ -155,6 +162,7 @@ class Federation:
         clock: Clock,
     ) -> None:
         self._providers = {p.issuer: p for p in providers}
+        self.by_name = {p.name: p for p in providers}
         self._keys = {p.issuer: ProviderKeys(p, fetch) for p in providers}
         self._users = users
         self._audit = audit

@@ -53,6 +53,9 @@ REQUEST_TTL = 600
 _VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 _CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _MAX_PARAM = 500
+#: ``state`` is the client's to fill (a client often seals its own pending request in it, as
+#: Tether does as a client of an external provider): longer than the other parameters.
+_MAX_STATE = 2048
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,8 +127,10 @@ class Provider:
     async def begin(self, query: Mapping[str, str]) -> AuthorizationRequest | Redirect:
         """The checked request, or a redirect carrying the error to the client. An unknown
         client or a redirect URI not its own raises ``InvalidRequest`` (shown, not sent)."""
-        if any(len(v) > _MAX_PARAM for v in query.values()):
-            raise InvalidRequest(f"a parameter is at most {_MAX_PARAM} characters")
+        if any(len(v) > (_MAX_STATE if k == "state" else _MAX_PARAM) for k, v in query.items()):
+            raise InvalidRequest(
+                f"a parameter is at most {_MAX_PARAM} characters ({_MAX_STATE} for state)"
+            )
         redirect_uri = query.get("redirect_uri", "")
         client = await self._clients.check_redirect(query.get("client_id", ""), redirect_uri)
         state = query.get("state") or None
@@ -183,11 +188,16 @@ class Provider:
 
     async def sign_in(self, *, name: str, password: str) -> Session:
         user = await self._users.authenticate(name=name, password=password)
+        return self.start_session(user.name)
+
+    def start_session(self, user: str) -> Session:
+        """A new sign-in session for ``user``, who has just proven who they are (a password
+        here, or an ID token of their provider)."""
         now = self._now()
         sid = new_id("sid")
-        value = {"sid": sid, "user": user.name, "auth_time": now}
+        value = {"sid": sid, "user": user, "auth_time": now}
         cookie = self._sealer.seal(value, purpose="session", expires_at=now + self._session_ttl)
-        return Session(sid=sid, user=user.name, auth_time=now, cookie=cookie)
+        return Session(sid=sid, user=user, auth_time=now, cookie=cookie)
 
     async def session(self, cookie: str | None) -> Session | None:
         """The sign-in session a cookie carries, if it is still good and its user active."""

@@ -186,6 +186,10 @@ class AccessTokens:
         await self._check_state(claims)
         return claims
 
+    @property
+    def federation(self) -> Federation | None:
+        return self._federation
+
     def is_external(self, token: str) -> bool:
         """Whether ``token`` claims a trusted external provider as its issuer (routing only)."""
         return self._federation is not None and self._federation.knows(token)

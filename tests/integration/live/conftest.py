@@ -127,8 +127,9 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "TETHER_ROOT_TOKEN": ROOT, "TETHER_TRUST_DOMAIN": TD, **self.env}
-        env.pop("TETHER_ISSUER", None)
+        env = {**os.environ, "TETHER_ROOT_TOKEN": ROOT, "TETHER_TRUST_DOMAIN": TD}
+        env.pop("TETHER_ISSUER", None)  # unless this server's own environment names one
+        env |= self.env
         command = [sys.executable, "-m", "tether", "serve", "--port", str(self.port)]
         command += ["--data-dir", str(self.data_dir)]
         if self.log is None:

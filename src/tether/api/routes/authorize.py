@@ -21,6 +21,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from tether.api.deps import ServicesDep, bearer_token
 from tether.api.services import Services
+from tether.delegation.federated_login import CALLBACK_PATH
 from tether.delegation.flows import BROWSER_COOKIE
 from tether.delegation.provider import AuthorizationRequest, Redirect, Session
 from tether.errors import Error, InvalidRequest, TemporarilyUnavailable, Unauthenticated
@@ -130,6 +131,43 @@ async def login(request: Request, services: ServicesDep) -> Response:
     return response
 
 
+@router.get("/oauth2/authorize/federated", summary="Sign in through an external provider")
+async def federated(request: Request, services: ServicesDep) -> Response:
+    """From the sign-in page: off to the person's provider, the pending request sealed in
+    ``state`` (:mod:`tether.delegation.federated_login`)."""
+    signing = services.delegation.federated
+    if signing is None:
+        return _error_page("No external provider is configured.", 404)
+    try:
+        url = await signing.start(
+            provider=request.query_params.get("provider", ""),
+            handle=request.query_params.get("handle", ""),
+            browser=request.cookies.get(_BROWSER, ""),
+        )
+    except Error as exc:
+        return _error_page(exc.message)
+    return RedirectResponse(url, status_code=303, headers=_headers())
+
+
+@router.get(CALLBACK_PATH, summary="The external provider's answer")
+async def federated_callback(request: Request, services: ServicesDep) -> Response:
+    signing = services.delegation.federated
+    if signing is None:
+        return _error_page("No external provider is configured.", 404)
+    try:
+        pending, session = await signing.finish(
+            query=dict(request.query_params), browser=request.cookies.get(_BROWSER, "")
+        )
+    except InvalidRequest as exc:
+        return _error_page(exc.message)
+    except Unauthenticated as exc:
+        return _error_page(f"Signing in failed: {exc.message}", 401)
+    response = await _after_sign_in(services, pending, session)
+    ttl = services.settings.user_session_ttl_seconds
+    _set_cookie(response, services, _SESSION, session.cookie, ttl)
+    return response
+
+
 @router.post("/oauth2/authorize/consent", summary="The consent form")
 async def consent(request: Request, services: ServicesDep) -> Response:
     provider = services.delegation.provider
@@ -197,6 +235,7 @@ async def _login_page(
         client_name=client.name if client else pending.client_id,
         error=error,
         username=username,
+        providers=services.delegation.federated.providers if services.delegation.federated else [],
     )
     _set_cookie(response, services, _BROWSER, browser, 3600)
     return response
