@@ -190,6 +190,7 @@ async def test_actor_token_minted_for_another_audience_is_refused(world: World) 
     answer = await _exchange(world.client, world.user_token, issued.json()["access_token"])
     assert answer.status_code == 400
     assert answer.json()["error"] == "invalid_request"
+    assert "invalid actor_token" in answer.json()["error_description"]
 
 
 async def test_audience_off_the_allow_list_is_invalid_target(world: World) -> None:
