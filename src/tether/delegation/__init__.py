@@ -6,3 +6,5 @@ or an external one), consents to one agent for some scopes and a purpose — a
 delegated token (RFC 8693) that says: this agent instance, for this user, for this purpose, in
 this session, under this grant — never more than the grant and the user's token allow.
 """
+
+__all__: list[str] = []

@@ -82,6 +82,8 @@ class _Actor:
 
 
 class TokenExchanger:
+    """The token endpoint's ``token-exchange`` grant (see the module for the steps)."""
+
     def __init__(
         self,
         *,

@@ -152,6 +152,9 @@ class ProviderKeys:
 
 
 class Federation:
+    """The configured external providers: whose token a token claims to be, and the Tether
+    user a verified one names (see the module)."""
+
     def __init__(
         self,
         *,

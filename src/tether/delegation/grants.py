@@ -90,6 +90,8 @@ def check_purpose_code(code: str) -> str:
 
 
 class Grants:
+    """Users' consent grants (see the module)."""
+
     def __init__(
         self,
         *,

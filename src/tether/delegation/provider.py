@@ -93,6 +93,8 @@ class Session:
 
 
 class Provider:
+    """The built-in provider's authorization code flow (see the module)."""
+
     def __init__(
         self,
         *,

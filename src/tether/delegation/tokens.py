@@ -93,6 +93,9 @@ def user_entity(name: str) -> Entity:
 
 
 class AccessTokens:
+    """Mints users' and delegated access tokens and verifies them against the state that can
+    end them (the user, the grants, the revocation list) — see the module."""
+
     def __init__(
         self,
         *,
@@ -125,8 +128,8 @@ class AccessTokens:
         session: str | None,
         correlation_id: str | None = None,
     ) -> IssuedToken:
-        """A user's access token for Tether (what they exchange, and what signs them in to
-        the API), recorded as ``token.issued``."""
+        """A user's access token for Tether (what an agent exchanges; with the account scope,
+        also what signs the person in to their own account), recorded as ``token.issued``."""
         now = self._clock.timestamp()
         jti = new_id("jti")
         claims: dict[str, Any] = {
@@ -166,7 +169,7 @@ class AccessTokens:
         )
 
     def forget_user(self, name: str) -> None:
-        """Read the user afresh on the next check (the users service disabled them)."""
+        """Read the user afresh on the next check (the users service changed them)."""
         self._users.invalidate(name)
 
     def forget_users(self) -> None:

@@ -51,6 +51,8 @@ def check_user_name(name: str) -> str:
 
 
 class Users:
+    """The built-in provider's people (see the module)."""
+
     def __init__(
         self,
         *,
