@@ -95,6 +95,9 @@ class Verdict:
     decision: Decision
     call_digest: str
     caller: AgentCaller | None = None
+    #: What a delegated token proved (the user, the grant in force); None for an agent's own
+    #: token.
+    delegation: Delegation | None = None
     #: Set when the decision could not be recorded (the caller should answer 503).
     audit_failed: bool = False
 
@@ -218,6 +221,7 @@ class Checkpoint:
             decision=decision,
             call_digest=digest,
             caller=caller,
+            delegation=delegation,
             audit_failed=not recorded,
         )
 

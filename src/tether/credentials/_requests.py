@@ -3,6 +3,8 @@ policy entity a ``use_credential`` decision is taken."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from types import MappingProxyType
 
 from tether.checkpoint import Verdict
@@ -14,6 +16,7 @@ from tether.identity.svid import AgentCaller
 from tether.policy.models import Entity, EntityRef
 
 __all__ = [
+    "Delegated",
     "agent_name",
     "allowed_caller",
     "delegation_of",
@@ -43,15 +46,33 @@ def allowed_caller(verdict: Verdict) -> AgentCaller:
     raise Forbidden(f"use_credential denied: {reasons}", details=details)
 
 
-def delegation_of(caller: AgentCaller) -> tuple[str | None, str | None]:
-    """The grant and the user a caller acts for: from its delegated token (RFC 8693), which
-    the checkpoint verified — grants in force, user active; ``(None, None)`` for an agent's
-    own JWT-SVID."""
-    claims = caller.claims.claims
-    if claims.get("token_use") != "delegated":
-        return None, None
-    grant, user = claims.get("grant_id"), claims.get("sub")
-    return (grant if isinstance(grant, str) else None, user if isinstance(user, str) else None)
+@dataclass(frozen=True, kw_only=True)
+class Delegated:
+    """Whom a lease is taken for, and the TTLs it may have under that grant."""
+
+    grant_id: str | None
+    user: str | None
+    ttl: int
+    max_ttl: int
+
+
+def delegation_of(verdict: Verdict, *, ttl: int, max_ttl: int, now: datetime) -> Delegated:
+    """The grant and the user the caller acts for — from its delegated token (RFC 8693),
+    which the checkpoint verified: grants in force, user active — and the TTLs bounded so the
+    lease never outlives the grant (its renewals included). An agent's own JWT-SVID: no grant,
+    no user, the TTLs as asked."""
+    found = verdict.delegation
+    if found is None:
+        return Delegated(grant_id=None, user=None, ttl=ttl, max_ttl=max_ttl)
+    remaining = int((found.grant.expires_at - now).total_seconds())
+    if remaining < 1:
+        raise Forbidden("the grant this agent acts under ends now: no lease outlives it")
+    return Delegated(
+        grant_id=found.grant.id,
+        user=found.user,
+        ttl=min(ttl, remaining),
+        max_ttl=min(max_ttl, remaining),
+    )
 
 
 def resource_of(engine: str, config: EngineConfig | None, template: RoleTemplate | None) -> Entity:

@@ -130,22 +130,16 @@ class Leases:
         ttl = lifecycle.check_ttl(
             template.default_ttl if ttl is None else ttl, max_ttl=template.max_ttl
         )
+        now = self._clock.now()
+        owner = delegation_of(verdict, ttl=ttl, max_ttl=template.max_ttl, now=now)
         _, credential_engine = await self._engines.open(engine)
         lease_id = new_id("lea")
-        grant_id, user = delegation_of(caller)
         lease = lifecycle.new_lease(
-            id=lease_id,
-            engine=engine,
-            role=role,
-            credential=credential_engine.credential_name(lease_id),
-            agent=caller.agent.name,
-            instance=caller.instance_id,
-            now=self._clock.now(),
-            ttl=ttl,
-            max_ttl=template.max_ttl,
-            grant_id=grant_id,
-            user=user,
-        )
+            id=lease_id, engine=engine, role=role,
+            credential=credential_engine.credential_name(lease_id), agent=caller.agent.name,
+            instance=caller.instance_id, now=now, ttl=owner.ttl, max_ttl=owner.max_ttl,
+            grant_id=owner.grant_id, user=owner.user,
+        )  # fmt: skip
         facts: dict[str, object] = {"decision_id": verdict.decision_id}
         try:
             credential = await credential_engine.create(

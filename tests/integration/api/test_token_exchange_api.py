@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -415,3 +416,26 @@ async def test_a_password_change_ends_the_persons_earlier_tokens(world: World) -
         "/v1/grants", headers={"Authorization": f"Bearer {world.user_token}"}
     )
     assert mine.status_code == 401
+
+
+async def test_a_lease_under_a_grant_never_outlives_the_grant(world: World) -> None:
+    configured = await world.client.put("/v1/engines/order-tokens", json=ORDER_TOKENS)
+    assert configured.status_code == 200, configured.text
+    policies = POLICIES + LEASES
+    assert (await world.client.post("/v1/policies", json={"text": policies})).status_code == 201
+    short = {"agent": "shop-bot", "scopes": ["orders:read"], "purpose": "a quick look",
+             "purpose_code": "quick-look", "session": "sid_1", "ttl_seconds": 90}  # fmt: skip
+    as_alice = {"Authorization": f"Bearer {world.user_token}"}
+    grant = await world.client.post("/v1/grants", json=short, headers=as_alice)
+    assert grant.status_code == 201, grant.text
+    token = await _delegated(world, grant_id=grant.json()["id"])
+    issued = await world.client.post(
+        "/v1/leases",
+        json={"engine": "order-tokens", "role": "orders", "ttl": 300},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert issued.status_code == 201, issued.text
+    lease = issued.json()["lease"]
+    ends = datetime.fromisoformat(grant.json()["expires_at"])
+    assert datetime.fromisoformat(lease["expires_at"]) <= ends
+    assert datetime.fromisoformat(lease["max_expires_at"]) <= ends
