@@ -131,6 +131,9 @@ class SubjectToken:
     session: str | None
     act: Mapping[str, Any] | None = None
     grants: tuple[str, ...] = ()
+    #: The ``jti`` of this token and of every token it was exchanged from (revoking any of
+    #: them ends every token derived from it).
+    lineage: tuple[str, ...] = ()
     purpose_code: str | None = None
     may_act: Mapping[str, Any] | None = None
 
@@ -208,6 +211,8 @@ def delegated_claims(
         claims["sid"] = subject.session
     if subject.grants:
         claims["prior_grants"] = list(subject.grants)
+    if subject.lineage:
+        claims["prior_jtis"] = list(subject.lineage)
     if actor.cnf is not None:
         claims["cnf"] = dict(actor.cnf)
     return claims

@@ -9,10 +9,12 @@ not the shape of the request that presents it:
   client it was issued to, the scopes the user approved, the sign-in session ``sid``;
 * a **delegated token** (``token_use`` ``delegated``, from :mod:`tether.delegation.exchange`):
   ``sub`` the user, ``act`` the agent instance (earlier actors nested), ``grant_id`` (and
-  ``prior_grants`` up the chain), ``scope``, ``purpose``, ``sid``, one ``aud``.
+  ``prior_grants`` up the chain), ``prior_jtis`` (the tokens it was exchanged from), ``scope``,
+  ``purpose``, ``sid``, one ``aud``.
 
 Verification is not only the signature: the user must still be active, every grant on the
-chain still in force and the ``jti`` not revoked — looked up in memory (the grants' and users'
+chain still in force, and neither its ``jti`` nor that of any token it was exchanged from
+revoked — looked up in memory (the grants' and users'
 read-through caches, the revocation list), so revoking a grant or disabling a user refuses every
 token derived from it at once, not at its expiry.
 
@@ -40,7 +42,7 @@ from tether.crypto.keyring import ACCESS_TOKEN_TYPE, KeyRing
 from tether.delegation.federation import Federation
 from tether.delegation.grants import ACCOUNT_SCOPE
 from tether.delegation.models import Grant, User
-from tether.delegation.token_exchange import SubjectToken, act_chain
+from tether.delegation.token_exchange import MAX_READ_DEPTH, SubjectToken, act_chain
 from tether.errors import Error, InvalidRequest, Unauthenticated
 from tether.identity.access import Actor
 from tether.identity.names import parse_agent_spiffe_id, parse_spiffe_id
@@ -235,6 +237,7 @@ class AccessTokens:
         grants = _grant_ids(raw) if delegated else ()
         may_act = raw.get("may_act")
         return SubjectToken(
+            lineage=(*_prior_jtis(raw), claims.jti or ""),
             user=claims.sub or "",
             scopes=frozenset(str(raw.get("scope") or "").split()),
             expires_at=claims.exp or 0,
@@ -339,6 +342,9 @@ class AccessTokens:
         )
         if revoked is not None:
             raise Unauthenticated("the token is revoked")
+        if any(self._revocations.is_revoked(jti=j, agent="", instance=None, issued_at=None)
+               for j in _prior_jtis(raw)):  # fmt: skip
+            raise Unauthenticated("a token this one was exchanged from is revoked")
         user = await self._users.get(claims.sub or "")
         if user is None or not user.active:
             raise Unauthenticated("the user is disabled or unknown")
@@ -379,6 +385,14 @@ def issued_since_change(user: User, issued_at: int | None) -> bool:
     if issued_at is None:
         return False
     return issued_at >= int(user.updated_at.timestamp())
+
+
+def _prior_jtis(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    """The tokens this one was exchanged from (oldest first), as its ``prior_jtis`` says."""
+    prior = raw.get("prior_jtis") or []
+    if not isinstance(prior, list) or len(prior) > MAX_READ_DEPTH:
+        raise Unauthenticated("a malformed prior_jtis claim")
+    return tuple(str(j) for j in prior)
 
 
 def _grant_ids(raw: Mapping[str, Any]) -> tuple[str, ...]:

@@ -439,3 +439,19 @@ async def test_a_lease_under_a_grant_never_outlives_the_grant(world: World) -> N
     ends = datetime.fromisoformat(grant.json()["expires_at"])
     assert datetime.fromisoformat(lease["expires_at"]) <= ends
     assert datetime.fromisoformat(lease["max_expires_at"]) <= ends
+
+
+async def test_revoking_a_token_ends_every_token_exchanged_from_it(world: World) -> None:
+    delegated = await _delegated(world)
+    assert (await _evaluate(world.client, delegated))["decision"] is True
+    revoked = await world.client.post(
+        "/oauth2/revoke", data={"token": world.user_token}, headers={"Authorization": ""}
+    )
+    assert revoked.status_code == 200
+    refused = await world.client.post(
+        "/access/v1/evaluation?explain=true",
+        json={"action": {"name": "read"}, "resource": ORDERS},
+        headers={"Authorization": f"Bearer {delegated}"},
+    )
+    assert refused.json()["decision"] is False
+    assert any("exchanged from is revoked" in r for r in refused.json()["context"]["reasons"])
