@@ -288,6 +288,9 @@ class Provider:
         try:
             await self._replay.consume_once(f"code:{code['cid']}", expires_at=_at(code["exp"]))
         except ReplayDetected as exc:
+            # RFC 6749 §4.1.2: a code used twice is stolen — what it gave is revoked too.
+            await self._tokens.revoke_jti(_token_jti(code), actor=Actor.system("oauth2-code"),
+                                          facts={"reason": "code redeemed twice"})  # fmt: skip
             raise InvalidGrant("the code was already redeemed") from exc
         if await self._clients.get(str(code["client"])) is None:
             raise InvalidGrant("the client was removed")
@@ -299,8 +302,9 @@ class Provider:
     async def _tokens_for(self, user: User, code: Mapping[str, Any]) -> dict[str, Any]:
         scopes = [str(s) for s in code["scopes"]]
         issued = await self._tokens.issue_user_token(
-            user=user, client_id=str(code["client"]), scopes=scopes, session=str(code["sid"])
-        )
+            user=user, client_id=str(code["client"]), scopes=scopes, session=str(code["sid"]),
+            jti=_token_jti(code),
+        )  # fmt: skip
         body: dict[str, Any] = {
             "access_token": issued.token,
             "token_type": "Bearer",
@@ -367,6 +371,12 @@ def _refusal(query: Mapping[str, str], client: OAuthClient) -> tuple[str, str] |
          "this client asks for its own agent only"),
     )  # fmt: skip
     return next(((error, why) for broken, error, why in rules if broken), None)
+
+
+def _token_jti(code: Mapping[str, Any]) -> str:
+    """The ``jti`` of the access token a code gives (one per code), so a second use of the
+    code can revoke it."""
+    return "jti_" + str(code["cid"]).removeprefix("cod_")
 
 
 def _with_query(uri: str, query: Mapping[str, str]) -> str:

@@ -129,11 +129,12 @@ class AccessTokens:
         scopes: Collection[str],
         session: str | None,
         correlation_id: str | None = None,
+        jti: str | None = None,
     ) -> IssuedToken:
         """A user's access token for Tether (what an agent exchanges; with the account scope,
         also what signs the person in to their own account), recorded as ``token.issued``."""
         now = self._clock.timestamp()
-        jti = new_id("jti")
+        jti = jti or new_id("jti")
         claims: dict[str, Any] = {
             "iss": self._issuer,
             "sub": user.name,
@@ -299,6 +300,14 @@ class AccessTokens:
         if claims is None:
             return None
         jti = claims.jti or ""
+        facts = {"token_use": claims.claims.get("token_use"), "sub": claims.sub}
+        await self.revoke_jti(jti, actor=actor, facts=facts)
+        return jti
+
+    async def revoke_jti(
+        self, jti: str, *, actor: Actor, facts: Mapping[str, object] | None = None
+    ) -> None:
+        """Revoke the token with this ``jti`` (and so every token exchanged from it)."""
         entry = self._revocations.entry(kind=RevocationKind.JTI, target=jti, actor=actor.label)
         await self._audit.append(
             AuditRecord.new(
@@ -306,15 +315,10 @@ class AccessTokens:
                 actor=actor.label,
                 subject=f"jti:{jti}",
                 time=entry.revoked_at,
-                details={
-                    "jti": jti,
-                    "token_use": claims.claims.get("token_use"),
-                    "sub": claims.sub,
-                },
+                details={"jti": jti, **(facts or {})},
             )
         )
         await self._revocations.record(entry)
-        return jti
 
     async def _verified(self, token: str, audiences: Iterable[str] | None) -> VerifiedClaims:
         """The signature, ``typ``, issuer, times and one of ``audiences`` (Tether when None)."""

@@ -142,13 +142,20 @@ async def test_sign_in_consent_and_code_give_tokens_and_a_grant(
     assert grant.session == access["sid"]
 
 
-async def test_a_code_is_redeemed_once(shop: None, browser: httpx.AsyncClient) -> None:
+async def test_a_code_is_redeemed_once_and_a_second_use_revokes_what_it_gave(
+    shop: None, browser: httpx.AsyncClient
+) -> None:
     pkce = Pkce.new()
     back = await _sign_in_and_consent(browser, pkce)
-    assert (await _redeem(browser, back["code"], pkce)).status_code == 200
+    first = await _redeem(browser, back["code"], pkce)
+    assert first.status_code == 200
+    as_first = {"Authorization": f"Bearer {first.json()['access_token']}"}
+    assert (await browser.get("/oauth2/userinfo", headers=as_first)).status_code == 200
     again = await _redeem(browser, back["code"], pkce)
     assert again.status_code == 400
     assert again.json()["error"] == "invalid_grant"
+    # RFC 6749 §4.1.2: the code was stolen, so the token it gave is revoked too.
+    assert (await browser.get("/oauth2/userinfo", headers=as_first)).status_code == 401
 
 
 async def test_a_stolen_code_without_the_pkce_verifier_is_refused(
