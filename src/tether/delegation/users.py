@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import builtins
+import contextlib
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -26,7 +27,7 @@ from tether.audit.records import AuditRecord, Outcome
 from tether.audit.sink import AuditSink, audited
 from tether.crypto.passwords import PasswordHasher
 from tether.delegation.models import User, UserState
-from tether.errors import InvalidInput, InvalidName, Unauthenticated, UserNotFound
+from tether.errors import Error, InvalidInput, InvalidName, Unauthenticated, UserNotFound
 from tether.identity.access import Actor, Permission, require
 from tether.store.interfaces import UserStore
 
@@ -183,12 +184,31 @@ class Users:
         if not user.active:
             await self._sign_in_failed(name, "disabled")
             raise Unauthenticated("wrong name or password")
+        if user.password_hash and self._hasher.needs_rehash(user.password_hash):
+            with contextlib.suppress(Error):  # a sign-in never fails for want of a rehash
+                user = await self._rehash(user, password)
         await self._audit.append(
             self._record(
                 "user.signed_in", Actor.user(name=user.name), user.name, {"method": "password"}
             )
         )
         return user
+
+    async def _rehash(self, user: User, password: str) -> User:
+        """The password hashed again at today's cost (stored hashes follow a raised cost as
+        people sign in). Not a change of the person's: their sessions and tokens stay."""
+        updated = replace(
+            user, password_hash=await self._hasher.hash(password), version=user.version + 1
+        )
+        record = self._record(
+            "user.updated", Actor.system("passwords"), user.name, {"password_rehashed": True}
+        )
+        await audited(
+            self._audit, record,
+            lambda: self._store.update_user(updated, expected_version=user.version),
+            clock=self._clock,
+        )  # fmt: skip
+        return updated
 
     async def active(self, name: str) -> User | None:
         """The user if they exist and are active (for token checks; no permission needed)."""

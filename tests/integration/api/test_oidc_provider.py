@@ -371,3 +371,17 @@ async def test_a_password_change_ends_the_sign_in_session(
     assert changed.status_code == 200
     page = await browser.get("/oauth2/authorize", params=_query(Pkce.new()))
     assert 'name="password"' in page.text, "the old session still signs in"
+
+
+async def test_authorize_and_userinfo_also_answer_post(
+    shop: None, browser: httpx.AsyncClient
+) -> None:
+    """OpenID Connect Core §3.1.2.1 and §5.3.1: GET and POST both."""
+    page = await browser.post("/oauth2/authorize", data=_query(Pkce.new()))
+    assert page.status_code == 200
+    assert 'name="password"' in page.text
+    pkce = Pkce.new()
+    back = await _sign_in_and_consent(browser, pkce)
+    token = (await _redeem(browser, back["code"], pkce)).json()["access_token"]
+    info = await browser.post("/oauth2/userinfo", headers={"Authorization": f"Bearer {token}"})
+    assert info.json()["sub"] == "alice"

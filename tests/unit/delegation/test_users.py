@@ -11,7 +11,7 @@ from tether._internal.canonical import canonical_json
 from tether._internal.clock import FixedClock
 from tether.audit.log import AuditLog
 from tether.audit.records import AuditRecord, Outcome
-from tether.crypto.passwords import PasswordHasher
+from tether.crypto.passwords import PasswordCost, PasswordHasher
 from tether.delegation.models import UserState
 from tether.delegation.users import Users
 from tether.errors import (
@@ -341,3 +341,22 @@ async def test_a_federated_user_gets_no_local_password_and_cannot_sign_in_here(
         await users.set_password("carol@corp", "a local passphrase!", actor=SAM)
     with pytest.raises(Unauthenticated):
         await users.authenticate(name="carol@corp", password="a local passphrase!")
+
+
+async def test_a_stored_hash_follows_a_raised_cost_at_sign_in_without_ending_sessions(
+    store: MemoryStore, audit: AuditLog, clock: FixedClock
+) -> None:
+    cheap = Users(store=store, audit=audit, clock=clock, hasher=PasswordHasher.fast_for_tests(),
+                  issuer=ISSUER)  # fmt: skip
+    await cheap.add(actor=SAM, name="alice", password=PASSWORD)
+    before = await store.get_user("alice")
+    assert before is not None
+    dearer = PasswordHasher(PasswordCost(time_cost=2, memory_kib=64, parallelism=1))
+    users = Users(store=store, audit=audit, clock=clock, hasher=dearer, issuer=ISSUER)
+    await users.authenticate(name="alice", password=PASSWORD)
+    after = await store.get_user("alice")
+    assert after is not None
+    assert after.password_hash != before.password_hash
+    assert not dearer.needs_rehash(after.password_hash or "")
+    assert after.updated_at == before.updated_at  # not a change of hers: sessions stay
+    await users.authenticate(name="alice", password=PASSWORD)

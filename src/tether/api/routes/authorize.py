@@ -86,9 +86,19 @@ def _set_cookie(response: Response, services: Services, name: str, value: str, a
 
 @router.get("/oauth2/authorize", summary="Sign in and consent (authorization code + PKCE)")
 async def authorize(request: Request, services: ServicesDep) -> Response:
+    return await _authorize(request, services, dict(request.query_params))
+
+
+@router.post("/oauth2/authorize", summary="The same, its parameters as a form (OIDC Core §3.1.2.1)")
+async def authorize_form(request: Request, services: ServicesDep) -> Response:
+    form = await request.form()
+    return await _authorize(request, services, {k: str(v) for k, v in form.items()})
+
+
+async def _authorize(request: Request, services: Services, query: dict[str, str]) -> Response:
     provider = services.delegation.provider
     try:
-        begun = await provider.begin(dict(request.query_params))
+        begun = await provider.begin(query)
     except InvalidRequest as exc:
         return _error_page(exc.message)
     if isinstance(begun, Redirect):
@@ -186,6 +196,7 @@ async def consent(request: Request, services: ServicesDep) -> Response:
 
 
 @router.get("/oauth2/userinfo", summary="OpenID Connect UserInfo for a user's access token")
+@router.post("/oauth2/userinfo", summary="The same, by POST (OIDC Core §5.3.1)")
 async def userinfo(request: Request, services: ServicesDep) -> JSONResponse:
     claims = await services.delegation.tokens.verify(
         bearer_token(request), audiences=(services.settings.issuer_url,)
