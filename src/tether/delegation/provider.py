@@ -38,9 +38,17 @@ from tether.delegation.clients import FIRST_PARTY, Clients
 from tether.delegation.flows import s256
 from tether.delegation.grants import ACCOUNT_SCOPE, RESERVED_SCOPES, Grants, parse_scopes
 from tether.delegation.models import OAuthClient, User
+from tether.delegation.throttle import SignInThrottle
 from tether.delegation.tokens import AccessTokens, issued_since_change
 from tether.delegation.users import Users
-from tether.errors import Error, InvalidGrant, InvalidRequest, ReplayDetected, TokenInvalid
+from tether.errors import (
+    Error,
+    InvalidGrant,
+    InvalidRequest,
+    ReplayDetected,
+    TokenInvalid,
+    Unauthenticated,
+)
 from tether.identity.access import Actor
 from tether.identity.directory import AgentDirectory
 from tether.store.interfaces import ReplayStore
@@ -109,7 +117,7 @@ class Provider:
         clock: Clock,
         issuer: str,
         session_ttl: int,
-        grant_ttl: int | None = None,
+        throttle: SignInThrottle | None = None,
     ) -> None:
         self._clients = clients
         self._users = users
@@ -122,7 +130,7 @@ class Provider:
         self._clock = clock
         self._issuer = issuer
         self._session_ttl = session_ttl
-        self._grant_ttl = grant_ttl
+        self._throttle = throttle or SignInThrottle()
 
     # -- the request ---------------------------------------------------------------------
 
@@ -188,8 +196,16 @@ class Provider:
 
     # -- sign-in -------------------------------------------------------------------------
 
-    async def sign_in(self, *, name: str, password: str) -> Session:
-        user = await self._users.authenticate(name=name, password=password)
+    async def sign_in(self, *, name: str, password: str, address: str | None = None) -> Session:
+        """A session for the person whose password this is; ``Unauthenticated``, or
+        ``temporarily_unavailable`` while the name or the address has failed too often."""
+        self._throttle.check(name=name, address=address)
+        try:
+            user = await self._users.authenticate(name=name, password=password)
+        except Unauthenticated:
+            self._throttle.failed(name=name, address=address)
+            raise
+        self._throttle.succeeded(name=name)
         return self.start_session(user.name)
 
     def start_session(self, user: str) -> Session:
@@ -236,7 +252,6 @@ class Provider:
                 purpose=request.purpose or "",
                 purpose_code=request.purpose_code or "",
                 session=session.sid,
-                ttl_seconds=self._grant_ttl,
             )
             grant_id = grant.id
         code_id = new_id("cod")

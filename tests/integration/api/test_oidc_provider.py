@@ -385,3 +385,17 @@ async def test_authorize_and_userinfo_also_answer_post(
     token = (await _redeem(browser, back["code"], pkce)).json()["access_token"]
     info = await browser.post("/oauth2/userinfo", headers={"Authorization": f"Bearer {token}"})
     assert info.json()["sub"] == "alice"
+
+
+async def test_password_guessing_at_the_form_is_slowed_down(
+    shop: None, browser: httpx.AsyncClient
+) -> None:
+    login = await browser.get("/oauth2/authorize", params=_query(Pkce.new()))
+    handle = _handle(login)
+    for attempt in range(5):
+        form = {"handle": handle, "username": "alice", "password": f"guess number {attempt}"}
+        assert (await browser.post("/oauth2/authorize/login", data=form)).status_code == 401
+    right = {"handle": handle, "username": "alice", "password": PASSWORD}
+    held = await browser.post("/oauth2/authorize/login", data=right)
+    assert held.status_code == 429, "the sixth attempt is refused before any password check"
+    assert "too many failed sign-ins" in held.text

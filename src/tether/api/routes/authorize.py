@@ -127,13 +127,17 @@ async def login(request: Request, services: ServicesDep) -> Response:
         return _error_page(exc.message)
     name = str(form.get("username", ""))[:128]
     try:
-        session = await provider.sign_in(name=name, password=str(form.get("password", "")))
+        session = await provider.sign_in(
+            name=name,
+            password=str(form.get("password", "")),
+            address=request.client.host if request.client else None,
+        )
     except Unauthenticated:
         return await _login_page(request, services, pending, error="Wrong name or password.",
                                  username=name, status=401)  # fmt: skip
-    except TemporarilyUnavailable:
-        return await _login_page(request, services, pending, error="Too many sign-ins at once: "
-                                 "try again in a moment.", username=name, status=503)  # fmt: skip
+    except TemporarilyUnavailable as exc:
+        return await _login_page(request, services, pending, error=f"{exc.message}.",
+                                 username=name, status=429)  # fmt: skip
     response = await _after_sign_in(services, pending, session)
     _set_cookie(
         response, services, _SESSION, session.cookie, services.settings.user_session_ttl_seconds
