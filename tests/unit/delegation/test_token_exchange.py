@@ -539,12 +539,15 @@ class DelegationChains(RuleBasedStateMachine):
         self.hops = 0
         self.attempts = 0
         self.last: dict[str, Any] | None = None
+        self.max_depth = MAX_DEPTH
 
     @initialize(
         scopes=st.frozensets(st.sampled_from(UNIVERSE), min_size=1),
         ttl=st.integers(60, 7200),
+        max_depth=st.integers(1, 8),
     )
-    def sign_in(self, scopes: frozenset[str], ttl: int) -> None:
+    def sign_in(self, scopes: frozenset[str], ttl: int, max_depth: int) -> None:
+        self.max_depth = max_depth  # the configured limit, 1 to 8 (the issue's range)
         self.subject = SubjectToken(
             user="alice", scopes=scopes, expires_at=NOW + ttl, session=SESSION
         )
@@ -597,7 +600,7 @@ class DelegationChains(RuleBasedStateMachine):
         )
         actor = instance(agent, self.attempts)
         expected: set[type[OAuthError]] = set()
-        if self.hops + 1 > MAX_DEPTH:
+        if self.hops + 1 > self.max_depth:
             expected.add(InvalidRequest)
         granted = allowed if requested is None else requested
         if not granted or not granted <= allowed:
@@ -614,7 +617,7 @@ class DelegationChains(RuleBasedStateMachine):
                 audience=AUDIENCE,
                 now=self.now,
                 max_ttl=max_ttl,
-                max_depth=MAX_DEPTH,
+                max_depth=self.max_depth,
                 issuer=ISSUER,
                 jti=f"jti_{self.attempts}",
             )
@@ -658,7 +661,7 @@ class DelegationChains(RuleBasedStateMachine):
 
     @invariant()
     def chain_never_exceeds_max_depth(self) -> None:
-        assert self.hops <= MAX_DEPTH
+        assert self.hops <= self.max_depth
         assert len(act_chain(self.subject.act)) == self.hops
         assert len(self.subject.grants) == self.hops
 
