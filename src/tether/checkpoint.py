@@ -44,7 +44,7 @@ from tether._internal.kept import KeptFor
 from tether.audit.records import AuditRecord, Outcome
 from tether.audit.redact import Redactor
 from tether.audit.sink import AuditSink
-from tether.crypto.jwt import UnverifiedJws
+from tether.crypto.jwt import declared_type
 from tether.delegation.tokens import AccessTokens, Delegation, user_entity
 from tether.errors import Error, InvalidInput, Unauthenticated
 from tether.identity.directory import AgentDirectory
@@ -237,10 +237,7 @@ class Checkpoint:
     async def _authenticate(self, request: CheckRequest) -> tuple[AgentCaller, Delegation | None]:
         """The calling instance, from its JWT-SVID or from a delegated token (told apart by
         the signed ``typ`` header, then verified as that kind only)."""
-        try:
-            typ = str(UnverifiedJws.parse(request.token).header.get("typ", "JWT")).upper()
-        except Error:
-            typ = "JWT"  # let the SVID path refuse it with its own reason
+        typ = declared_type(request.token)  # an unreadable one: the SVID path refuses it
         if self._tokens is not None and self._tokens.is_external(request.token):
             await self._tokens.external_user(request.token)  # only a valid one is flagged
             raise Unauthenticated(

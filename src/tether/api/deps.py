@@ -10,8 +10,8 @@ from fastapi import Depends, Request
 
 from tether.api.services import Services
 from tether.crypto.ca import VerifiedClientCertificate
-from tether.crypto.jwt import UnverifiedJws
-from tether.errors import Error, Unauthenticated
+from tether.crypto.jwt import declared_type
+from tether.errors import Unauthenticated
 from tether.identity.access import Actor
 from tether.identity.operators import TOKEN_PREFIX
 from tether.identity.svid import AgentCaller
@@ -84,17 +84,10 @@ async def caller(request: Request, services: Services, *, users: bool = False) -
     token = bearer_token(request)
     if token.startswith(TOKEN_PREFIX):
         return await services.operators.authenticate(token)
-    if users and _typ(token) == "AT+JWT":
+    if users and declared_type(token) == "AT+JWT":
         return Actor.user(name=await services.delegation.tokens.user_of(token))
     cert = client_certificate(request, services)
     agent = await services.svids.verify_agent_token(
         token, certificate_thumbprint=cert.thumbprint if cert else None
     )
     return Actor.agent(spiffe_id=agent.spiffe_id)
-
-
-def _typ(token: str) -> str:
-    try:
-        return str(UnverifiedJws.parse(token).header.get("typ", "JWT")).upper()
-    except Error:
-        return "JWT"

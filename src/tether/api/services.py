@@ -124,9 +124,8 @@ class Services:
         keyring = await _keyring(settings, clock, store, kek)
         audit = await _audit_log(settings, clock, store, keyring, events, depth=audit_depth)
         await _audit_key_changes(audit, clock, keyring.changes)
-        operators = OperatorTokens(
-            store=store, audit=audit, clock=clock, default_ttl=settings.operator_token_ttl_seconds
-        )
+        operators = OperatorTokens(store=store, audit=audit, clock=clock,
+                                   default_ttl=settings.operator_token_ttl_seconds)  # fmt: skip
         new_root = await operators.ensure_root(settings.root_token)
         directory = AgentDirectory(store, ttl=settings.agent_cache_seconds)
         engine = CedarEngine()

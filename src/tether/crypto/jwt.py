@@ -44,6 +44,7 @@ __all__ = [
     "UnverifiedJws",
     "UnverifiedToken",
     "VerifiedClaims",
+    "declared_type",
     "verify_jwt",
     "verify_signature",
 ]
@@ -150,6 +151,16 @@ class UnverifiedJws:
     @property
     def alg(self) -> str:
         return str(self.header["alg"])
+
+
+def declared_type(token: object) -> str:
+    """The ``typ`` a token's header declares, upper-cased (``JWT`` when absent or unreadable).
+    Unverified: for routing a token to the verification of its kind only — that
+    verification checks the ``typ`` again, signed."""
+    try:
+        return str(UnverifiedJws.parse(token).header.get("typ", "JWT")).upper()
+    except TokenInvalid:
+        return "JWT"
 
 
 @dataclass(frozen=True, slots=True)

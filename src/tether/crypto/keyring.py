@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import base64
 import functools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -369,13 +369,14 @@ class KeyRing:
         self,
         token: str,
         *,
-        audience: str,
+        audience: str | Collection[str],
         issuer: str,
         now: int,
         leeway: int = 30,
         kind: Literal["svid", "access"] = "svid",
     ) -> VerifiedClaims:
-        """A token this server signed, still valid, for ``audience``; else ``TokenInvalid``.
+        """A token this server signed, still valid, for ``audience`` (or one of several);
+        else ``TokenInvalid``.
 
         ``kind`` ``svid``: a JWT-SVID, whose ``typ``, if present, is ``JWT`` or ``JOSE``
         (SPIFFE JWT-SVID §2) — an access token this server also signs (``at+jwt``) is never
@@ -406,7 +407,7 @@ class KeyRing:
         self,
         token: str,
         *,
-        audience: str,
+        audience: str | Collection[str],
         issuer: str,
         now: int,
         leeway: int = 30,

@@ -321,18 +321,17 @@ class AccessTokens:
         await self._revocations.record(entry)
 
     async def _verified(self, token: str, audiences: Iterable[str] | None) -> VerifiedClaims:
-        """The signature, ``typ``, issuer, times and one of ``audiences`` (Tether when None)."""
-        claims: VerifiedClaims | None = None
-        for audience in tuple(audiences or ()) or (self._issuer,):
-            try:
-                claims = await self._keyring.verify_issued_reloading(
-                    token, audience=audience, issuer=self._issuer,
-                    now=self._clock.timestamp(), leeway=VERIFY_LEEWAY, kind="access",
-                )  # fmt: skip
-                break
-            except Error:
-                continue
-        if claims is None or claims.claims.get("token_use") not in ("user", "delegated"):
+        """The signature, ``typ``, issuer, times and one of ``audiences`` (Tether when None),
+        in one verification."""
+        wanted = tuple(audiences or ()) or (self._issuer,)
+        try:
+            claims = await self._keyring.verify_issued_reloading(
+                token, audience=wanted, issuer=self._issuer, now=self._clock.timestamp(),
+                leeway=VERIFY_LEEWAY, kind="access",
+            )  # fmt: skip
+        except Error as exc:
+            raise Unauthenticated("not a valid access token of this server") from exc
+        if claims.claims.get("token_use") not in ("user", "delegated"):
             raise Unauthenticated("not a valid access token of this server")
         return claims
 

@@ -37,7 +37,7 @@ from tether.errors import (
     VersionConflict,
 )
 from tether.store.sql import changes
-from tether.store.sql._runner import unique_violation
+from tether.store.sql._runner import insert_once, unique_violation
 from tether.store.sql.tables import as_utc, grants, oauth_clients, users, utc_or_none
 
 __all__ = [
@@ -292,16 +292,9 @@ def update_user_unit(user: User, *, expected_version: int) -> Callable[[Connecti
 def create_grant_unit(grant: Grant) -> Callable[[Connection], None]:
     """``ValueError`` at once for a naive datetime; the unit raises ``Conflict`` for a taken
     id."""
-    values = grant_values(grant)
-
-    def unit(conn: Connection) -> None:
-        try:
-            conn.execute(grants.insert(), values)
-        except IntegrityError as exc:
-            unique_violation(exc)
-            raise Conflict(f"grant {grant.id!r} exists already") from None
-
-    return unit
+    return insert_once(
+        grants, grant_values(grant), lambda: Conflict(f"grant {grant.id!r} exists already")
+    )
 
 
 def update_grant_unit(grant: Grant, *, expected_version: int) -> Callable[[Connection], None]:
@@ -365,16 +358,11 @@ def revoke_grants_unit(
 def create_client_unit(client: OAuthClient) -> Callable[[Connection], None]:
     """``ValueError`` at once for a naive datetime; the unit raises ``Conflict`` for a taken
     id."""
-    values = client_values(client)
-
-    def unit(conn: Connection) -> None:
-        try:
-            conn.execute(oauth_clients.insert(), values)
-        except IntegrityError as exc:
-            unique_violation(exc)
-            raise Conflict(f"OAuth client {client.id!r} exists already") from None
-
-    return unit
+    return insert_once(
+        oauth_clients,
+        client_values(client),
+        lambda: Conflict(f"OAuth client {client.id!r} exists already"),
+    )
 
 
 def delete_client_unit(client_id: str) -> Callable[[Connection], None]:

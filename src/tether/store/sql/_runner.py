@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-__all__ = ["Runner", "rows", "unique_violation"]
+__all__ = ["Runner", "insert_once", "rows", "unique_violation"]
 
 _T = TypeVar("_T")
 
@@ -35,6 +35,21 @@ def rows(
 
     def unit(conn: Connection) -> list[_T]:
         return [convert(row) for row in conn.execute(query, params).mappings()]
+
+    return unit
+
+
+def insert_once(
+    table: sa.Table, values: dict[str, Any], taken: Callable[[], Exception]
+) -> Callable[[Connection], None]:
+    """A unit that inserts one row, raising ``taken()`` if a unique key already holds it."""
+
+    def unit(conn: Connection) -> None:
+        try:
+            conn.execute(table.insert(), values)
+        except IntegrityError as exc:
+            unique_violation(exc)
+            raise taken() from None
 
     return unit
 
