@@ -30,7 +30,7 @@ from tether.errors import StoreUnavailable
 from tether.store import _sqlite_audit
 from tether.store.sql import SqlStore, open_sql_store
 from tether.store.sql._audit import entry_rows
-from tether.store.sql._audit_writer import AuditWriter
+from tether.store.sql._audit_writer import CHECKPOINT_TURN, AuditWriter
 from tether.store.sql.tables import audit_checkpoints, audit_records, audit_tree_nodes
 
 CLOCK = FixedClock()
@@ -97,16 +97,19 @@ async def test_a_killed_writer_fails_the_batch_it_held_and_the_next_starts_a_new
     os.kill(first, signal.SIGSTOP)  # the batch below waits in its socket, unread
     held = Chainer()
     held.tree, held.chain = chainer.tree.copy(), chainer.chain
-    waiting = asyncio.ensure_future(store.append_audit_entries(*held.entries([record(2)])))
+    # Two records: a lone one would be committed on this thread (the process holds nothing).
+    waiting = asyncio.ensure_future(
+        store.append_audit_entries(*held.entries([record(2), record(3)]))
+    )
     await asyncio.sleep(0.05)
     os.kill(first, signal.SIGKILL)
     with pytest.raises(StoreUnavailable, match="writer process stopped"):
         await waiting
     await _gone(store)
     # Nothing of the failed batch was written; the next append starts a new process.
-    assert await store.append_audit_entries(*chainer.entries([record(3)])) == [2]
+    assert await store.append_audit_entries(*chainer.entries([record(4), record(5)])) == [2, 3]
     assert _pid(store) != first
-    assert await _verified(store) == 2
+    assert await _verified(store) == 3
 
 
 async def test_a_writer_killed_between_batches_is_started_again_and_nothing_is_lost(
@@ -222,3 +225,117 @@ async def test_a_writer_that_cannot_open_the_database_says_why_and_starts_nothin
         await writer.start()
     await writer.close()
     assert writer._process is None
+
+
+# -- a lone record, committed on the caller's thread -----------------------------------------
+
+
+async def test_a_lone_record_is_durable_while_the_writer_process_is_stopped(
+    store: SqlStore,
+) -> None:
+    chainer = Chainer()
+    await store.append_audit_entries(*chainer.entries([record(1)]))
+    process = _pid(store)
+    os.kill(process, signal.SIGSTOP)
+    try:
+        # The process holds nothing: the record is committed here, not left waiting for it.
+        async with asyncio.timeout(10):
+            assert await store.append_audit_entries(*chainer.entries([record(2)])) == [2]
+    finally:
+        os.kill(process, signal.SIGCONT)
+    with sqlite3.connect(_writer(store)._path) as db:
+        assert db.execute("SELECT count(*) FROM audit_records").fetchone() == (2,)
+    assert await _verified(store) == 2
+
+
+async def test_a_lone_record_behind_a_batch_the_process_holds_waits_its_turn(
+    store: SqlStore,
+) -> None:
+    # Committed here before the batch ahead of it, it would sit at the batch's place: the
+    # log forks or refuses. It goes behind the batch instead, in order.
+    chainer = Chainer()
+    process = _pid(store)
+    os.kill(process, signal.SIGSTOP)
+    try:
+        ahead = asyncio.ensure_future(
+            store.append_audit_entries(*chainer.entries([record(1), record(2)]))
+        )
+        await asyncio.sleep(0.05)  # the batch is in the process's socket, unread
+        behind = asyncio.ensure_future(store.append_audit_entries(*chainer.entries([record(3)])))
+        await asyncio.sleep(0.05)
+        assert not behind.done(), "a lone record went ahead of a batch the process held"
+    finally:
+        os.kill(process, signal.SIGCONT)
+    assert await ahead == [1, 2]
+    assert await behind == [3]
+    assert await _verified(store) == 3
+
+
+async def test_a_lone_record_goes_to_the_process_while_another_connection_writes(
+    store: SqlStore,
+) -> None:
+    # The write lock is held elsewhere: the caller's thread never waits for it (the event
+    # loop keeps running); the process waits, and writes once the lock is free.
+    holder = sqlite3.connect(_writer(store)._path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    running = asyncio.ensure_future(ticker())
+    try:
+        append = asyncio.ensure_future(store.append_audit_entries(*Chainer().entries([record(1)])))
+        await asyncio.sleep(0.2)
+        assert not append.done(), "written while another connection held the write lock"
+        seen = ticks
+        holder.execute("COMMIT")
+        assert await append == [1]
+    finally:
+        running.cancel()
+        holder.close()
+    assert seen >= 5, "the event loop waited for the lock"
+    assert await _verified(store) == 1
+
+
+async def test_lone_records_leave_the_wal_for_the_process_to_checkpoint(store: SqlStore) -> None:
+    # The caller's thread never checkpoints the WAL (the copy would hold the event loop);
+    # every CHECKPOINT_TURN-th lone record goes to the process, whose connection does. Were
+    # that turn missing, 10 turns of records would leave the WAL ten times as long.
+    chainer = Chainer()
+    for n in range(10 * CHECKPOINT_TURN):
+        await store.append_audit_entries(*chainer.entries([record(n)]))
+    with sqlite3.connect(_writer(store)._path) as db:
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+        autocheckpoint = db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    wal = await asyncio.to_thread(os.path.getsize, f"{_writer(store)._path}-wal")
+    frames_a_record = 16  # a record's rows and index entries, with room to spare
+    assert wal <= (autocheckpoint + CHECKPOINT_TURN * frames_a_record) * (page + 24)
+    assert await _verified(store) == 10 * CHECKPOINT_TURN
+
+
+async def test_slow_commits_send_lone_records_to_the_process(tmp_path: Path) -> None:
+    # A slow disk must not hold the event loop commit after commit: once this thread's
+    # commits are slow on average (here: any commit at all), lone records go to the process.
+    opened = await open_sql_store(f"sqlite:///{tmp_path}/tether.db", clock=CLOCK)
+    writer = AuditWriter(str(tmp_path / "tether.db"), direct_slow=0.0)
+    try:
+        await writer.start()
+        chainer = Chainer()
+        assert await writer.append(*chainer.entries([record(1)])) == [1]  # here, and slow
+        process = writer._process
+        assert process is not None
+        os.kill(process.pid, signal.SIGSTOP)
+        try:
+            second = asyncio.ensure_future(writer.append(*chainer.entries([record(2)])))
+            await asyncio.sleep(0.1)
+            assert not second.done(), "committed on the event loop after a slow commit"
+        finally:
+            os.kill(process.pid, signal.SIGCONT)
+        assert await second == [2]
+    finally:
+        await writer.close()
+        await opened.close()

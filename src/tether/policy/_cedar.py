@@ -129,7 +129,13 @@ def _uid(ref: EntityRef) -> dict[str, str]:
     return {"type": f"{NAMESPACE}::{ref.type}", "id": ref.id}
 
 
+#: Values Cedar's JSON takes as they are (checked first: most context values are these).
+_PLAIN = frozenset({str, int, bool, float})
+
+
 def _value(value: Any) -> Any:
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, EntityRef):
         return {"__entity": _uid(value)}
     if isinstance(value, Mapping):

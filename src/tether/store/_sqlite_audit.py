@@ -45,6 +45,7 @@ __all__ = [
     "PRAGMAS",
     "RECORDS",
     "add_checkpoint",
+    "answer_unless_busy",
     "append_rows",
     "check_end",
     "main",
@@ -202,9 +203,32 @@ def _answer(raw: sqlite3.Connection, group: list[tuple[Any, ...]]) -> list[tuple
     """Each request (``("append", log, first, rows, nodes)`` or ``("checkpoint", values)``)
     in a savepoint of one transaction: ``("ok", value)``, or its refusal (its savepoint
     rolled back, the others kept). If the transaction fails, every request fails."""
-    answers: list[tuple[str, Any]] = []
     try:
         raw.execute("BEGIN IMMEDIATE")
+    except Exception as exc:  # noqa: BLE001 - answered; the server decides
+        return [_failed(exc)] * len(group)
+    return _commit(raw, group)
+
+
+def answer_unless_busy(
+    raw: sqlite3.Connection, group: list[tuple[Any, ...]]
+) -> list[tuple[str, Any]] | None:
+    """:func:`_answer`, or None without waiting when another connection holds the write
+    lock (``raw``'s busy timeout 0): the caller hands the requests to a writer that may
+    wait."""
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return None
+        return [_failed(exc)] * len(group)
+    return _commit(raw, group)
+
+
+def _commit(raw: sqlite3.Connection, group: list[tuple[Any, ...]]) -> list[tuple[str, Any]]:
+    """The requests in the transaction just begun, each in a savepoint, then the commit."""
+    answers: list[tuple[str, Any]] = []
+    try:
         for request in group:
             raw.execute("SAVEPOINT request")
             try:
@@ -220,8 +244,12 @@ def _answer(raw: sqlite3.Connection, group: list[tuple[Any, ...]]) -> list[tuple
     except Exception as exc:  # noqa: BLE001 - answered; the server decides
         if raw.in_transaction:
             raw.execute("ROLLBACK")
-        return [("error", f"{type(exc).__name__}: {exc}")] * len(group)
+        return [_failed(exc)] * len(group)
     return answers
+
+
+def _failed(exc: Exception) -> tuple[str, str]:
+    return ("error", f"{type(exc).__name__}: {exc}")
 
 
 def _do(raw: sqlite3.Connection, request: tuple[Any, ...]) -> Any:

@@ -17,6 +17,20 @@ append), answered in order: nothing is acknowledged before its commit returned. 
 process dies, every request waiting for an answer fails (``StoreUnavailable``; the audit log
 then reads the log's end back) and the next starts a new process. If the server dies, the
 process reads the end of its socket, finishes the transaction under way and exits.
+
+**A lone record is committed here.** When nothing else is waiting, the hop to the process
+and back costs about as much as the commit itself, and a caller waiting alone for its record
+pays it all (measured on this project's 2-core VM: a lone append took 0.65 ms through the
+process, 0.4 ms committed here, 0.28 ms of it the commit). So a batch of one record, handed
+over while the process holds no request, is committed on the caller's thread, on a
+connection of its own: the process has answered everything it was sent, so the log's order
+is kept. That connection never waits for the write lock (busy timeout 0: while another
+connection writes, the batch goes to the process, which waits) and never checkpoints the
+WAL, which would hold the event loop for the copy: every ``CHECKPOINT_TURN``-th lone batch
+goes to the process, whose connection does. The event loop is held for the commit: when
+these commits take more than ``DIRECT_SLOW`` on average (a moving average, so one slow fsync
+does not count for much; a slow or busy disk does), lone batches go to the process for the
+next ``DIRECT_PAUSE`` seconds, then the disk is tried again.
 """
 
 from __future__ import annotations
@@ -26,8 +40,10 @@ import contextlib
 import os
 import pickle  # with tether.store._sqlite_audit only, over a socket pair
 import socket
+import sqlite3
 import subprocess  # this interpreter, on tether.store._sqlite_audit
 import sys
+import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -35,7 +51,7 @@ from typing import Any
 from tether.audit.stored import LogEntry
 from tether.audit.tiles import TreeNode
 from tether.errors import Conflict, LogPositionTaken, StoreUnavailable
-from tether.store._sqlite_audit import HEADER
+from tether.store._sqlite_audit import HEADER, PRAGMAS, answer_unless_busy
 from tether.store.sql._audit import entry_rows
 
 __all__ = ["AuditWriter"]
@@ -44,13 +60,34 @@ __all__ = ["AuditWriter"]
 _MAIN = "from tether.store._sqlite_audit import main; main()"
 #: How long closing waits for the process to exit before it is killed.
 _EXIT_WAIT = 5.0
+#: A batch of at most this many records may be committed on the caller's thread.
+DIRECT_ENTRIES = 1
+#: When commits on the caller's thread take longer than this on average (seconds), lone
+#: batches go to the process for ``DIRECT_PAUSE`` seconds.
+DIRECT_SLOW = 0.002
+DIRECT_PAUSE = 1.0
+#: The weight of the newest commit in that moving average.
+DIRECT_WEIGHT = 1 / 8
+#: Every this many lone batches, one goes to the process, whose connection checkpoints the
+#: WAL (the caller's thread's connection never does).
+CHECKPOINT_TURN = 64
+#: The connection on the caller's thread: never waits for a lock, never checkpoints.
+_DIRECT_PRAGMAS = (*PRAGMAS, "PRAGMA busy_timeout=0", "PRAGMA wal_autocheckpoint=0")
 
 
 class AuditWriter:
-    """Audit appends for the SQLite database at ``path``, in a process of their own."""
+    """Audit appends for the SQLite database at ``path``: in a process of their own, a lone
+    record on the caller's thread."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, direct_slow: float = DIRECT_SLOW) -> None:
         self._path = path
+        self._direct: sqlite3.Connection | None = None
+        self._direct_slow = direct_slow
+        self._direct_turn = 0
+        #: The moving average of the commits' durations on this thread (seconds).
+        self._direct_pace = 0.0
+        #: Until then (``time.monotonic``), lone batches go to the process.
+        self._direct_after = 0.0
         self._process: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -96,30 +133,54 @@ class AuditWriter:
         append. Batches are written in the order this is called."""
         log = entries[0].log
         nodes_of = [(log, *node) for node in nodes]
-        first = await self._ask(("append", log, entries[0].index, entry_rows(entries), nodes_of))
+        request = ("append", log, entries[0].index, entry_rows(entries), nodes_of)
+        answer = self._here(request) if len(entries) <= DIRECT_ENTRIES else None
+        first = _result(answer or await self._ask(request))
         return list(range(first, first + len(entries)))
 
     async def add_checkpoint(self, values: tuple[Any, ...]) -> None:
         """Store a checkpoint (:func:`~tether.store.sql._audit.sqlite_checkpoint_values`)
         after the batches sent before it, on the same connection: never waiting for the
         appends' write lock, nor making them wait for its own."""
-        await self._ask(("checkpoint", values))
+        _result(await self._ask(("checkpoint", values)))
 
-    async def _ask(self, request: tuple[Any, ...]) -> Any:
+    def _here(self, request: tuple[Any, ...]) -> tuple[str, Any] | None:
+        """``request`` committed on this thread (see the module docstring), or None: it goes
+        to the process."""
+        if self._sock is None or self._waiting or time.monotonic() < self._direct_after:
+            return None
+        self._direct_turn = (self._direct_turn + 1) % CHECKPOINT_TURN
+        if self._direct_turn == 0:
+            return None
+        try:
+            if self._direct is None:
+                self._direct = _connect(self._path)
+        except sqlite3.Error:
+            return None
+        start = time.perf_counter()
+        answers = answer_unless_busy(self._direct, [request])
+        self._direct_pace += (time.perf_counter() - start - self._direct_pace) * DIRECT_WEIGHT
+        if self._direct_pace > self._direct_slow:
+            self._direct_after, self._direct_pace = time.monotonic() + DIRECT_PAUSE, 0.0
+        if answers is None:  # another connection writes: the process waits for it
+            return None
+        if answers[0][0] == "error":  # opened afresh for the next one
+            self._close_direct()
+        return answers[0]
+
+    def _close_direct(self) -> None:
+        direct, self._direct = self._direct, None
+        if direct is not None:
+            direct.close()
+
+    async def _ask(self, request: tuple[Any, ...]) -> tuple[str, Any]:
         if self._sock is None:
             await self.start()
         answer: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
         # Both at once, with no wait between: answers come in the order the frames go.
         self._waiting.append(answer)
         self._outgoing.put_nowait(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
-        kind, value = await answer
-        if kind == "ok":
-            return value
-        if kind == "position":
-            raise LogPositionTaken(value)
-        if kind == "conflict":
-            raise Conflict(value)
-        raise StoreUnavailable(f"the audit writer process failed: {value}")
+        return await answer
 
     async def _send(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -167,6 +228,7 @@ class AuditWriter:
         await self._end()
 
     async def _end(self) -> None:
+        self._close_direct()
         for task in self._tasks:
             task.cancel()
         self._tasks = []
@@ -175,6 +237,29 @@ class AuditWriter:
         process, self._process = self._process, None
         if process is not None:
             await asyncio.get_running_loop().run_in_executor(None, _join, process)
+
+
+def _result(answer: tuple[str, Any]) -> Any:
+    """The value of an answer, or the error it stands for."""
+    kind, value = answer
+    if kind == "ok":
+        return value
+    if kind == "position":
+        raise LogPositionTaken(value)
+    if kind == "conflict":
+        raise Conflict(value)
+    raise StoreUnavailable(f"the audit write failed: {value}")
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    raw = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        for pragma in _DIRECT_PRAGMAS:
+            raw.execute(pragma)
+    except sqlite3.Error:
+        raw.close()
+        raise
+    return raw
 
 
 def _spawn(command: list[str], fd: int) -> subprocess.Popen[bytes]:
