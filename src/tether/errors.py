@@ -25,7 +25,8 @@ The hierarchy::
     │   ├── EngineNotFound              engine_not_found
     │   ├── UserNotFound                user_not_found
     │   ├── GrantNotFound               grant_not_found
-    │   └── ClientNotFound              client_not_found
+    │   ├── ClientNotFound              client_not_found
+    │   └── ApprovalNotFound            approval_not_found
     ├── Conflict                        conflict                 409
     │   ├── AgentExists                 agent_exists
     │   ├── KeyExists                   key_exists
@@ -45,7 +46,14 @@ The hierarchy::
     │   ├── UnsupportedGrantType        unsupported_grant_type
     │   ├── UnsupportedTokenType        unsupported_token_type (RFC 7009)
     │   ├── InvalidScope                invalid_scope
-    │   └── InvalidTarget               invalid_target (RFC 8707)
+    │   ├── InvalidTarget               invalid_target (RFC 8707)
+    │   ├── UnknownUserId               unknown_user_id (CIBA Core §13)
+    │   ├── InvalidBindingMessage       invalid_binding_message (CIBA Core §13)
+    │   ├── InvalidAuthorizationDetails invalid_authorization_details (RFC 9396 §5)
+    │   ├── AuthorizationPending        authorization_pending (CIBA Core §11)
+    │   ├── SlowDown                    slow_down (CIBA Core §11)
+    │   ├── ExpiredToken                expired_token (CIBA Core §11)
+    │   └── AccessDenied                access_denied (CIBA Core §11)
     ├── TokenInvalid                    token_invalid            401
     │   └── CertificateInvalid          certificate_invalid
     ├── ReplayDetected                  replay_detected          401
@@ -71,10 +79,13 @@ from types import MappingProxyType
 from typing import ClassVar
 
 __all__ = [
+    "AccessDenied",
     "AgentExists",
     "AgentNotFound",
+    "ApprovalNotFound",
     "AuditLogInvalid",
     "AuditUnavailable",
+    "AuthorizationPending",
     "BodyTooLarge",
     "CertificateInvalid",
     "ClientNotFound",
@@ -84,8 +95,11 @@ __all__ = [
     "EngineNotFound",
     "EngineUnavailable",
     "Error",
+    "ExpiredToken",
     "Forbidden",
     "GrantNotFound",
+    "InvalidAuthorizationDetails",
+    "InvalidBindingMessage",
     "InvalidClient",
     "InvalidCsr",
     "InvalidDeclaration",
@@ -110,11 +124,13 @@ __all__ = [
     "OperatorTokenNotFound",
     "PolicySetNotFound",
     "ReplayDetected",
+    "SlowDown",
     "StoreUnavailable",
     "TemporarilyUnavailable",
     "TokenInvalid",
     "Unauthenticated",
     "UnauthorizedClient",
+    "UnknownUserId",
     "UnsupportedGrantType",
     "UnsupportedMediaType",
     "UnsupportedTokenType",
@@ -227,6 +243,12 @@ class ClientNotFound(NotFound):
     code = "client_not_found"
 
 
+class ApprovalNotFound(NotFound):
+    """No approval request (CIBA) has this id, or not one the caller may see."""
+
+    code = "approval_not_found"
+
+
 class Conflict(Error):
     code = "conflict"
 
@@ -313,6 +335,48 @@ class InvalidScope(OAuthError):
 
 class InvalidTarget(OAuthError):
     code = "invalid_target"
+
+
+class UnknownUserId(OAuthError):
+    """CIBA: the hint names no user the server knows (or one who may not be asked)."""
+
+    code = "unknown_user_id"
+
+
+class InvalidBindingMessage(OAuthError):
+    """CIBA: the binding message is too long or has characters a device cannot show."""
+
+    code = "invalid_binding_message"
+
+
+class InvalidAuthorizationDetails(OAuthError):
+    """RFC 9396: ``authorization_details`` is malformed or describes what is not allowed."""
+
+    code = "invalid_authorization_details"
+
+
+class AuthorizationPending(OAuthError):
+    """CIBA poll: the user has not answered yet."""
+
+    code = "authorization_pending"
+
+
+class SlowDown(OAuthError):
+    """CIBA poll: asked again sooner than ``interval`` seconds after the last poll."""
+
+    code = "slow_down"
+
+
+class ExpiredToken(OAuthError):
+    """CIBA: the ``auth_req_id`` has expired (a timeout is a refusal)."""
+
+    code = "expired_token"
+
+
+class AccessDenied(OAuthError):
+    """CIBA: the user refused."""
+
+    code = "access_denied"
 
 
 class TemporarilyUnavailable(OAuthError):

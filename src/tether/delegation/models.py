@@ -1,4 +1,4 @@
-"""The values of delegation: users and grants.
+"""The values of delegation: users, grants, OAuth clients and approval requests.
 
 Both are frozen; a change is a new value (``dataclasses.replace``) stored with optimistic
 versioning, as agents are.
@@ -10,11 +10,23 @@ never deleted, so a name is never given to someone else (OpenID Connect Core §2
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-__all__ = ["Grant", "GrantMatch", "GrantState", "OAuthClient", "User", "UserState"]
+__all__ = [
+    "Approval",
+    "ApprovalMatch",
+    "ApprovalState",
+    "Grant",
+    "GrantMatch",
+    "GrantState",
+    "OAuthClient",
+    "User",
+    "UserState",
+]
 
 
 class UserState(StrEnum):
@@ -112,3 +124,67 @@ class OAuthClient:
     created_at: datetime
     created_by: str
     version: int = 1
+
+
+class ApprovalState(StrEnum):
+    """Where an approval request is: waiting for the user, answered, or used. An expired
+    request keeps its state; ``Approval.expired`` says it is past its time."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    REDEEMED = "redeemed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Approval:
+    """A CIBA request (OpenID CIBA Core 1.0): an agent instance asks a user to approve the
+    operations in ``details`` (RFC 9396 ``authorization_details`` items, each carrying the
+    ``call_digest`` of the exact call), out of band.
+
+    ``id`` is public (it names the approval in tokens and records); the client holds the
+    ``auth_req_id``, of which only ``auth_req_key`` (its SHA-256) is stored. ``approved``
+    holds the positions in ``details`` the user approved: some, all, or none (refused)."""
+
+    id: str
+    auth_req_key: str
+    #: The agent instance (SPIFFE ID) that asked, the only client that may redeem it.
+    client: str
+    agent: str
+    user: str
+    scope: frozenset[str]
+    binding_message: str | None
+    details: tuple[Mapping[str, Any], ...]
+    created_at: datetime
+    expires_at: datetime
+    #: Seconds the client waits between polls.
+    interval: int
+    #: The grant the request was made under (a delegated token as ``login_hint_token``).
+    grant_id: str | None = None
+    #: Ping mode (CIBA Core §10.2): where Tether tells the client the answer is in, and the
+    #: bearer token it authenticates with there. ``None``: poll mode.
+    notification_endpoint: str | None = None
+    notification_token: str | None = None
+    state: ApprovalState = ApprovalState.PENDING
+    approved: tuple[int, ...] = ()
+    decided_at: datetime | None = None
+    decided_by: str | None = None
+    last_polled_at: datetime | None = None
+    redeemed_at: datetime | None = None
+    version: int = 1
+
+    def expired(self, now: datetime) -> bool:
+        return now >= self.expires_at
+
+    @property
+    def approved_details(self) -> tuple[Mapping[str, Any], ...]:
+        return tuple(self.details[i] for i in self.approved)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalMatch:
+    """Which approval requests a listing is about (``None`` matches any)."""
+
+    user: str | None = None
+    agent: str | None = None
+    state: ApprovalState | None = None
