@@ -19,7 +19,14 @@ from tether.audit.reader import AuditReadStore
 from tether.audit.stored import AuditLogStore
 from tether.credentials.models import EngineConfig, Lease, LeaseMatch, LeaseState
 from tether.crypto.stored import KeyPurpose, StoredKey
-from tether.delegation.models import Grant, GrantMatch, OAuthClient, User
+from tether.delegation.models import (
+    Approval,
+    ApprovalMatch,
+    Grant,
+    GrantMatch,
+    OAuthClient,
+    User,
+)
 from tether.identity.models import (
     Agent,
     AgentKey,
@@ -33,6 +40,7 @@ from tether.policy.models import PolicySetVersion
 
 __all__ = [
     "AgentStore",
+    "ApprovalStore",
     "AuditStore",
     "ClientStore",
     "EngineStore",
@@ -396,6 +404,39 @@ class ClientStore(Protocol):
         ...
 
 
+class ApprovalStore(Protocol):
+    """CIBA approval requests. Writes are compare-and-set on ``version``."""
+
+    async def create_approval(self, approval: Approval) -> None:
+        """``Conflict`` if the id or the ``auth_req_key`` is taken."""
+        ...
+
+    async def get_approval(self, approval_id: str) -> Approval | None: ...
+
+    async def find_approval(self, auth_req_key: str) -> Approval | None:
+        """The request whose ``auth_req_id`` hashes to ``auth_req_key``."""
+        ...
+
+    async def update_approval(self, approval: Approval, *, expected_version: int) -> None:
+        """Replace the request whose version is ``expected_version`` with ``approval`` as
+        given: ``approval.version`` is the new version, chosen by the caller (the store does
+        not bump it), as in :meth:`GrantStore.update_grant`. ``ApprovalNotFound``, or
+        ``VersionConflict`` if it moved; ``Conflict`` if it takes another request's
+        ``auth_req_key``; nothing written then."""
+        ...
+
+    async def list_approvals(
+        self, match: ApprovalMatch, *, limit: int = 100, after: str | None = None
+    ) -> list[Approval]:
+        """Requests matching ``match`` ordered by id (``after``: the last id of the previous
+        page)."""
+        ...
+
+    async def count_approvals(self, *, user: str, since: datetime) -> int:
+        """How many requests were made to ``user`` at or after ``since`` (a rate limit)."""
+        ...
+
+
 class Store(
     AgentStore,
     ReplayStore,
@@ -409,6 +450,7 @@ class Store(
     UserStore,
     GrantStore,
     ClientStore,
+    ApprovalStore,
     Protocol,
 ):
     """Everything together, as the server uses it."""

@@ -53,6 +53,7 @@ from tether.identity.models import (
 )
 from tether.identity.revocations import Revocation
 from tether.policy.models import PolicySetVersion
+from tether.store._memory_approvals import MemoryApprovals
 from tether.store._memory_credentials import MemoryCredentials
 from tether.store._memory_delegation import MemoryDelegation
 from tether.store._memory_values import as_utc, in_utc
@@ -67,11 +68,12 @@ def _version_name(version: int | None) -> str:
     return "none" if version is None else f"version {version}"
 
 
-class MemoryStore(MemoryDelegation, MemoryCredentials):
+class MemoryStore(MemoryDelegation, MemoryApprovals, MemoryCredentials):
     """Everything in dictionaries; ``clock`` decides when a replay key has expired. Leases and
     credential engines come from :class:`~tether.store._memory_credentials.MemoryCredentials`,
-    users and grants from :class:`~tether.store._memory_delegation.MemoryDelegation` (whose
-    ``__init__`` runs the next one's, so it comes first)."""
+    users and grants from :class:`~tether.store._memory_delegation.MemoryDelegation`, approval
+    requests from :class:`~tether.store._memory_approvals.MemoryApprovals` (whose
+    ``__init__`` each run the next one's, so they come first)."""
 
     def __init__(self, *, clock: Clock | None = None) -> None:
         super().__init__()

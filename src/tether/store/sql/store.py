@@ -76,6 +76,7 @@ from tether.store.sql import _codec as codec
 from tether.store.sql import _policies as policies
 from tether.store.sql import _statements as statements
 from tether.store.sql import changes
+from tether.store.sql._approvals import ApprovalMethods
 from tether.store.sql._audit_writer import AuditWriter
 from tether.store.sql._credential_methods import CredentialMethods
 from tether.store.sql._delegation_methods import DelegationMethods
@@ -166,10 +167,11 @@ def _agent_write_refused(exc: IntegrityError, agent: Agent) -> AgentNotFound | A
     return AgentExists(f"an agent named {agent.name!r} already exists")
 
 
-class SqlStore(CredentialMethods, DelegationMethods):
+class SqlStore(CredentialMethods, DelegationMethods, ApprovalMethods):
     """The store on SQLite or PostgreSQL; open it with :func:`tether.store.sql.open_sql_store`.
     Leases and credential engines come from :class:`._credential_methods.CredentialMethods`,
-    users and grants from :class:`._delegation_methods.DelegationMethods`."""
+    users and grants from :class:`._delegation_methods.DelegationMethods`, approval requests
+    from :class:`._approvals.ApprovalMethods`."""
 
     def __init__(self, url: URL, *, clock: Clock) -> None:
         """Set up the engine (and, for SQLite, the worker thread) for ``url`` from

@@ -34,6 +34,7 @@ __all__ = [
     "agent_instances",
     "agent_keys",
     "agents",
+    "approvals",
     "as_utc",
     "audit_checkpoints",
     "audit_records",
@@ -413,4 +414,39 @@ oauth_clients = sa.Table(
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("created_by", sa.Text(), nullable=False),
     sa.Column("version", sa.Integer(), nullable=False),
+)
+
+approvals = sa.Table(
+    "approvals",
+    metadata,
+    # Listed and paged by id, so compared byte by byte everywhere.
+    sa.Column("id", _binary_string(64), primary_key=True),
+    # The SHA-256 of the ``auth_req_id`` the client holds (never the id itself).
+    sa.Column("auth_req_key", sa.String(64), nullable=False, unique=True),
+    # The agent instance (SPIFFE ID) that asked.
+    sa.Column("client", sa.Text(), nullable=False),
+    sa.Column("agent", sa.Text(), nullable=False, index=True),
+    # ``Approval.user``: ``user`` is a reserved word in PostgreSQL.
+    sa.Column("user_name", sa.Text(), nullable=False),
+    # A sorted JSON list of the scopes.
+    sa.Column("scope", JsonText(), nullable=False),
+    sa.Column("binding_message", sa.Text(), nullable=True),
+    # A JSON list of the RFC 9396 ``authorization_details`` items, in the order given.
+    sa.Column("details", JsonText(), nullable=False),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("expires_at", UtcDateTime(), nullable=False),
+    sa.Column("interval", sa.Integer(), nullable=False),
+    sa.Column("grant_id", sa.Text(), nullable=True),
+    sa.Column("notification_endpoint", sa.Text(), nullable=True),
+    sa.Column("notification_token", sa.Text(), nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    # A JSON list of the positions in ``details`` the user approved.
+    sa.Column("approved", JsonText(), nullable=False),
+    sa.Column("decided_at", UtcDateTime(), nullable=True),
+    sa.Column("decided_by", sa.Text(), nullable=True),
+    sa.Column("last_polled_at", UtcDateTime(), nullable=True),
+    sa.Column("redeemed_at", UtcDateTime(), nullable=True),
+    sa.Column("version", sa.Integer(), nullable=False),
+    # The rate limit: a user's requests since a time.
+    sa.Index(None, "user_name", "created_at"),
 )
