@@ -13,7 +13,9 @@ evaluation all come here, so they are checked, audited and (later) monitored the
    a delegation chain deeper than allowed;
 3. **decide** with the policy set in force (:class:`~tether.policy.service.PolicySets`);
 4. on ``approval_required``, answer with what the caller needs to start an approval: the
-   obligations and the digest of this exact call;
+   obligations and the digest of this exact call. An approval token (CIBA,
+   :mod:`tether.delegation.approvals`) presented with the call proves the approval when it
+   approves exactly this call, for this instance and user; the allow it gives spends it;
 5. **append the decision record durably before answering** — allow or not. If the record
    cannot be written within ``audit_timeout`` seconds the answer is deny
    (``audit_unavailable``): no audit, no access;
@@ -45,7 +47,9 @@ from tether.audit.records import AuditRecord, Outcome
 from tether.audit.redact import Redactor
 from tether.audit.sink import AuditSink
 from tether.crypto.jwt import declared_type
-from tether.delegation.tokens import AccessTokens, Delegation, user_entity
+from tether.delegation.approvals import ApprovalGate
+from tether.delegation.token_exchange import delegation_facts
+from tether.delegation.tokens import AccessTokens, Delegation, ProvenApproval, user_entity
 from tether.errors import Error, InvalidInput, Unauthenticated
 from tether.identity.directory import AgentDirectory
 from tether.identity.models import Agent
@@ -87,6 +91,8 @@ class CheckRequest:
     #: The enforcement point's own identifier, which a delegated token must be minted for
     #: (its ``aud``); Tether's issuer when not given.
     audience: str | None = None
+    #: An approval token for this exact call (single use).
+    approval_token: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,10 +137,8 @@ def agent_entity(agent: Agent) -> Entity:
 
 
 #: Context keys only the checkpoint sets, from what it verified; a caller's values for them are
-#: dropped. ``approval`` above all: an approval exists only as a server-side record (the CIBA
-#: flow), so until one is looked up here, a call under an approval obligation stays
-#: ``approval_required`` whatever the caller claims. ``session`` and ``purpose`` come from
-#: grants, which do not exist yet.
+#: dropped. ``approval`` above all: only an approval token verified here proves one, so a call
+#: under an approval obligation stays ``approval_required`` whatever the caller claims.
 _PROVEN = frozenset(
     {
         "now",
@@ -170,8 +174,10 @@ class Checkpoint:
         redactor: Redactor | None = None,
         tokens: AccessTokens | None = None,
         max_depth: int = MAX_ACT_DEPTH,
+        approvals: ApprovalGate | None = None,
     ) -> None:
         self._tokens = tokens
+        self._approvals = approvals
         self._max_depth = max_depth
         # Without a deployment key, a key of this process: values are hidden all the same.
         self._redactor = redactor or Redactor(secrets.token_bytes(32))
@@ -193,6 +199,7 @@ class Checkpoint:
         caller: AgentCaller | None = None
         delegation: Delegation | None = None
         evaluated: DecisionRequest | None = None
+        approval: ProvenApproval | None = None
         try:
             caller, delegation = await self._authenticate(request)
         except Error as exc:
@@ -203,7 +210,12 @@ class Checkpoint:
         else:
             try:
                 request = await self._known_agents(request)
-                decision, evaluated = self._decide(caller, request, digest, arguments, delegation)
+                approval = await self._approval(request, caller, delegation, digest)
+                decision, evaluated = self._decide(
+                    caller, request, digest, arguments, delegation=delegation, approval=approval
+                )
+                if self._approvals is not None:
+                    decision = await self._approvals.spend(approval, decision)
             except Error as exc:
                 decision = Decision.deny(exc.message)
             except Exception as exc:  # noqa: BLE001 - an engine fault is a recorded deny
@@ -211,6 +223,8 @@ class Checkpoint:
         if decision.effect is Effect.APPROVAL_REQUIRED:
             decision = replace(decision, details=MappingProxyType({"call_digest": digest}))
         details = self._details(decision_id, request, caller, decision, digest)
+        if approval is not None:
+            details |= {"approval_id": approval.id, "approver": approval.approver}
         recorded = await self._record(request, caller, decision, details, evaluated)
         if not recorded:
             decision = Decision.deny("audit_unavailable: the decision could not be recorded")
@@ -290,7 +304,9 @@ class Checkpoint:
         request: CheckRequest,
         digest: str,
         arguments: bytes,
+        *,
         delegation: Delegation | None = None,
+        approval: ProvenApproval | None = None,
     ) -> tuple[Decision, DecisionRequest | None]:
         """The decision, and the request the engine evaluated (None when refused before)."""
         compiled = self._policies.current
@@ -310,6 +326,8 @@ class Checkpoint:
         if delegation is not None:
             context |= delegation.policy_context()
             entities = (*entities, user_entity(delegation.user))
+        if approval is not None:
+            context["approval"] = approval.policy_context()
         depth = context["act_depth"]
         if not isinstance(depth, int) or depth > self._max_depth:
             refused = f"delegation chain deeper than {self._max_depth}"
@@ -322,6 +340,16 @@ class Checkpoint:
             entities=entities,
         )
         return self._engine.decide(compiled, evaluated), evaluated
+
+    async def _approval(
+        self, request: CheckRequest, caller: AgentCaller, delegation: Delegation | None, digest: str
+    ) -> ProvenApproval | None:
+        if self._approvals is None or request.approval_token is None:
+            return None
+        user = delegation.user if delegation is not None else None
+        return await self._approvals.proven(
+            request.approval_token, call_digest=digest, instance=caller.spiffe_id, user=user
+        )
 
     def _principal(self, agent: Agent) -> Entity:
         """The agent's entity, built once per registry record: the directory hands out the
@@ -397,7 +425,7 @@ class Checkpoint:
             "agent": agent.name if agent else None,
             "instance": caller.instance_id if caller else None,
             "risk_tier": str(agent.risk_tier) if agent else None,
-            **_delegation(caller),
+            **delegation_facts(caller.claims.claims if caller else {}),
             "action": request.action,
             "resource": _uid(request.resource.ref),
             "effect": str(decision.effect),
@@ -438,34 +466,6 @@ class Checkpoint:
         except (Error, TimeoutError, OSError):
             return False
         return True
-
-
-#: The token claims a decision record carries when a delegated token has them.
-_DELEGATION_CLAIMS = {
-    "grant_id": "grant_id",
-    "purpose": "purpose",
-    "session": "sid",
-    "approval_id": "approval_id",
-    "approver": "approver",
-    "lease_id": "lease_id",
-}
-
-
-def _delegation(caller: AgentCaller | None) -> dict[str, Any]:
-    """Who the agent acts for and on what authority, from its token (all null for a token
-    that carries no delegation, as an agent's own JWT-SVID)."""
-    claims = caller.claims.claims if caller else {}
-    found: dict[str, Any] = {
-        field: value if isinstance(value := claims.get(claim), str) else None
-        for field, claim in _DELEGATION_CLAIMS.items()
-    }
-    act, chain = claims.get("act"), list[str]()
-    while isinstance(act, Mapping) and isinstance(act.get("sub"), str) and len(chain) < 16:
-        chain.append(act["sub"])  # RFC 8693 §4.1: the current actor first, then who it acts for
-        act = act.get("act")
-    # RFC 8693: in a delegated token ``sub`` is the user and ``act`` the agent acting for them.
-    user = claims.get("sub") if chain and isinstance(claims.get("sub"), str) else None
-    return found | {"user": user, "act": chain}
 
 
 def _impersonation(request: CheckRequest, exc: Error) -> dict[str, Any]:

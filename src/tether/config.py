@@ -56,6 +56,8 @@ _BOUNDS: tuple[tuple[str, float, float, str], ...] = (
     ("user_session_ttl_seconds", 60, 30 * 24 * 3600, "60 s and 30 days"),
     ("password_memory_kib", 32, 4 * 1024 * 1024, "32 KiB and 4 GiB"),
     ("password_time_cost", 1, 20, "1 and 20"),
+    ("approval_max_expiry_seconds", 10, 24 * 3600, "10 s and 24 h"),
+    ("approval_requests_per_minute", 1, 1000, "1 and 1000"),
 )
 
 
@@ -135,6 +137,11 @@ class Settings:
     user_session_ttl_seconds: int = 8 * 3600
     #: A user's grant lasts at most this long (30 days by default).
     grant_max_ttl_seconds: int = 30 * 24 * 3600
+    #: An approval request (CIBA) waits at most this long for the user's answer; one not
+    #: answered in time is refused.
+    approval_max_expiry_seconds: int = 600
+    #: Approval requests one person may receive a minute (prompt bombing is an attack).
+    approval_requests_per_minute: int = 5
     #: External OpenID providers whose users' tokens Tether accepts: ``(name, issuer,
     #: audience)`` — the audience being what Tether is called at that provider. From
     #: ``TETHER_EXTERNAL_PROVIDERS``: a JSON list of ``{"name", "issuer", "audience"}``.
@@ -266,6 +273,8 @@ class Settings:
         for var, name in {
             "TETHER_JWT_SVID_TTL": "jwt_svid_ttl_seconds",
             "TETHER_X509_SVID_TTL": "x509_svid_ttl_seconds",
+            "TETHER_APPROVAL_MAX_EXPIRY": "approval_max_expiry_seconds",
+            "TETHER_APPROVAL_REQUESTS_PER_MINUTE": "approval_requests_per_minute",
         }.items():
             if env.get(var):
                 try:

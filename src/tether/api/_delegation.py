@@ -1,4 +1,5 @@
-"""Wiring of the delegation services: users, grants, access tokens and token exchange.
+"""Wiring of the delegation services: users, grants, access tokens, token exchange and
+approvals (CIBA).
 
 Built once by :class:`tether.api.services.Services`; kept apart so the composition root stays
 one screen per concern. The order matters: the access tokens come first (the checkpoint
@@ -27,6 +28,7 @@ from tether.crypto.kek import KeyEncryptionKey
 from tether.crypto.keyring import KeyRing
 from tether.crypto.passwords import PasswordCost, PasswordHasher
 from tether.crypto.sealed import Sealer
+from tether.delegation.approvals import Approvals
 from tether.delegation.clients import Clients
 from tether.delegation.exchange import TokenExchanger
 from tether.delegation.federated_login import FederatedSignIn
@@ -58,6 +60,7 @@ class Delegation:
     exchanger: TokenExchanger
     clients: Clients
     provider: Provider
+    approvals: Approvals
     #: Signing in through an external provider (None when none is configured).
     federated: FederatedSignIn | None = None
 
@@ -198,9 +201,15 @@ def delegation_services(
         issuer=settings.issuer_url, session_ttl=settings.user_session_ttl_seconds,
     )  # fmt: skip
     federated = _federated(settings, clock, audit, tokens=tokens, provider=provider, sealer=sealer)
+    approvals = Approvals(
+        store=store, users=store, tokens=tokens, audit=audit, clock=clock,
+        issuer=settings.issuer_url, max_expiry=settings.approval_max_expiry_seconds,
+        default_expiry=min(300, settings.approval_max_expiry_seconds),
+        per_user_per_minute=settings.approval_requests_per_minute,
+    )  # fmt: skip
     return Delegation(
         users=users, grants=grants, tokens=tokens, exchanger=exchanger, clients=clients,
-        provider=provider, federated=federated,
+        provider=provider, approvals=approvals, federated=federated,
     )  # fmt: skip
 
 

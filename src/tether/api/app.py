@@ -24,6 +24,7 @@ from tether.api.fastpath import DecisionFastPath
 from tether.api.middleware import BodyLimit
 from tether.api.routes import (
     agents,
+    approvals,
     audit,
     authorize,
     authzen,
@@ -93,6 +94,7 @@ def create_app(
         users,
         grants,
         clients,
+        approvals,
     )
     for module in routers:
         app.include_router(module.router)

@@ -1,10 +1,11 @@
-"""Request bodies and response shapes of ``/v1/users`` and ``/v1/grants``.
+"""Request bodies and response shapes of ``/v1/users``, ``/v1/grants`` and ``/v1/approvals``.
 
 A response never carries a password nor its hash: a user shows only ``password_set``.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import Field
@@ -12,13 +13,15 @@ from pydantic import Field
 from tether.api.schemas import Strict
 from tether.crypto.passwords import MAX_PASSWORD
 from tether.delegation.grants import MAX_PURPOSE, MAX_SCOPES
-from tether.delegation.models import Grant, User
+from tether.delegation.models import Approval, ApprovalState, Grant, User
 
 __all__ = [
+    "ApprovalAnswerIn",
     "BulkGrantRevokeIn",
     "GrantIn",
     "PasswordIn",
     "UserIn",
+    "approval_json",
     "grant_json",
     "user_json",
 ]
@@ -88,3 +91,37 @@ def grant_json(grant: Grant) -> dict[str, Any]:
         "revoke_reason": grant.revoke_reason,
         "version": grant.version,
     }
+
+
+class ApprovalAnswerIn(Strict):
+    #: The positions (in the request's ``authorization_details``) approved; all when absent.
+    items: list[int] | None = Field(default=None, min_length=1, max_length=64)
+
+
+def approval_json(approval: Approval, *, now: datetime) -> dict[str, Any]:
+    """An approval request as its user (or security) sees it: what the agent asks to do,
+    never the ``auth_req_id`` or the client's notification token."""
+    return {
+        "id": approval.id,
+        "user": approval.user,
+        "agent": approval.agent,
+        "client": approval.client,
+        "scope": sorted(approval.scope),
+        "binding_message": approval.binding_message,
+        "authorization_details": [dict(d) for d in approval.details],
+        "state": "expired" if _lapsed(approval, now) else str(approval.state),
+        "approved": list(approval.approved),
+        "grant_id": approval.grant_id,
+        "created_at": approval.created_at.isoformat(),
+        "expires_at": approval.expires_at.isoformat(),
+        "decided_at": approval.decided_at.isoformat() if approval.decided_at else None,
+        "decided_by": approval.decided_by,
+        "redeemed_at": approval.redeemed_at.isoformat() if approval.redeemed_at else None,
+        "version": approval.version,
+    }
+
+
+def _lapsed(approval: Approval, now: datetime) -> bool:
+    """Past its time without a token: a timeout is a refusal."""
+    waiting = approval.state in (ApprovalState.PENDING, ApprovalState.APPROVED)
+    return waiting and approval.expired(now)

@@ -35,6 +35,7 @@ from tether.credentials.leases import Leases
 from tether.credentials.revocation import Revoker
 from tether.crypto.kek import KeyEncryptionKey
 from tether.crypto.keyring import KeyRing, KeyRingChange
+from tether.delegation.approvals import ApprovalGate
 from tether.errors import Error
 from tether.identity.access import Actor
 from tether.identity.client_auth import ClientAuthenticator
@@ -142,6 +143,7 @@ class Services:
             svids=svids, policies=policies, engine=engine, audit=audit, clock=clock,
             directory=directory, events=events, redactor=redactor, tokens=tokens,
             max_depth=settings.max_delegation_depth,
+            approvals=ApprovalGate(tokens=tokens, replay=store),
         )  # fmt: skip
         engines, revoker, leases = credential_services(
             settings, clock, store, audit, kek, events, checkpoint, keyring
@@ -417,7 +419,13 @@ def _client_auth(
         audit=audit,
         clock=clock,
         trust_domain=settings.trust_domain,
-        audiences=frozenset({settings.token_endpoint, settings.issuer_url}),
+        audiences=frozenset(
+            {
+                settings.token_endpoint,
+                settings.issuer_url,
+                f"{settings.issuer_url}/oauth2/bc-authorize",
+            }
+        ),
         max_lifetime=settings.assertion_max_lifetime_seconds,
         leeway=settings.clock_skew_seconds,
     )

@@ -42,6 +42,11 @@ tag is never reused for another meaning):
 * ``client.registered``, ``client.removed`` (an OAuth client of the built-in provider: its
   redirect URIs and agent), ``oauth.code_issued`` (a user signed in to a client: the client,
   the scopes approved, the grant made, the session — never the code)
+* ``approval.requested`` (CIBA: the approval id, the asking instance, the user, the items
+  with their call digests, the binding message, the expiry — never the ``auth_req_id``),
+  ``approval.approved`` / ``approval.denied`` (the approver and the positions approved),
+  ``approval.redeemed`` (the approval token's ``jti``, the approver, the items it carries),
+  ``approval.redeem_refused`` (a second redemption, or another client's: the OAuth code)
 
 A change that was recorded but then failed to apply is followed by a record of the same type
 with outcome ``failure``. Refused operator requests (403) are not state changes and are not
@@ -112,6 +117,11 @@ RECORD_TYPES = frozenset(
         "client.registered",
         "client.removed",
         "oauth.code_issued",
+        "approval.requested",
+        "approval.approved",
+        "approval.denied",
+        "approval.redeemed",
+        "approval.redeem_refused",
     }
 )
 

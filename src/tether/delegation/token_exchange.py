@@ -47,6 +47,7 @@ __all__ = [
     "SubjectToken",
     "act_chain",
     "delegated_claims",
+    "delegation_facts",
     "parse_exchange_request",
 ]
 
@@ -161,6 +162,35 @@ def act_chain(act: object) -> tuple[str, ...]:
         chain.append(act["sub"])
         act = act.get("act")
     return tuple(chain)
+
+
+#: The token claims a decision record carries when a token has them.
+_RECORDED_CLAIMS = {
+    "grant_id": "grant_id",
+    "purpose": "purpose",
+    "session": "sid",
+    "approval_id": "approval_id",
+    "approver": "approver",
+    "lease_id": "lease_id",
+}
+
+
+def delegation_facts(claims: Mapping[str, Any]) -> dict[str, Any]:
+    """Who a token's bearer acts for and on what authority, for a decision record: the
+    fields of ``_RECORDED_CLAIMS``, the user and the actor chain (all null and empty for a
+    token that carries no delegation, as an agent's own JWT-SVID). Lenient: a malformed
+    ``act`` ends the chain where it breaks (the token was verified before)."""
+    found: dict[str, Any] = {
+        field: value if isinstance(value := claims.get(claim), str) else None
+        for field, claim in _RECORDED_CLAIMS.items()
+    }
+    act, chain = claims.get("act"), list[str]()
+    while isinstance(act, Mapping) and isinstance(act.get("sub"), str) and len(chain) < 16:
+        chain.append(act["sub"])  # RFC 8693 §4.1: the current actor first, then who it acts for
+        act = act.get("act")
+    # RFC 8693: in a delegated token ``sub`` is the user and ``act`` the agent acting for them.
+    user = claims.get("sub") if chain and isinstance(claims.get("sub"), str) else None
+    return found | {"user": user, "act": chain}
 
 
 def delegated_claims(

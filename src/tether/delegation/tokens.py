@@ -39,6 +39,7 @@ from tether.audit.records import AuditRecord
 from tether.audit.sink import AuditSink
 from tether.crypto.jwt import UnverifiedToken, VerifiedClaims
 from tether.crypto.keyring import ACCESS_TOKEN_TYPE, KeyRing
+from tether.delegation.ciba import bound_approval
 from tether.delegation.federation import Federation
 from tether.delegation.grants import ACCOUNT_SCOPE
 from tether.delegation.models import Grant, User
@@ -50,9 +51,31 @@ from tether.identity.revocations import RevocationKind, RevocationList
 from tether.identity.svid import VERIFY_LEEWAY, IssuedToken
 from tether.policy.models import Entity, EntityRef
 
-__all__ = ["AccessTokens", "Delegation", "TokenUse", "issued_since_change", "user_entity"]
+__all__ = [
+    "AccessTokens",
+    "Delegation",
+    "ProvenApproval",
+    "TokenUse",
+    "issued_since_change",
+    "user_entity",
+]
 
 TokenUse = Literal["user", "delegated"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProvenApproval:
+    """What an approval token (CIBA) proves for one exact call: the approval, its approver,
+    the call's digest; its ``jti`` and expiry, for its single use."""
+
+    id: str
+    approver: str
+    call_digest: str
+    jti: str
+    expires_at: int
+
+    def policy_context(self) -> dict[str, str]:
+        return {"id": self.id, "approver": self.approver, "call_digest": self.call_digest}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -275,6 +298,32 @@ class AccessTokens:
             session=_str(raw.get("sid")),
         )
 
+    async def approval(
+        self, token: str, *, call_digest: str, instance: str, user: str | None
+    ) -> ProvenApproval:
+        """The approval an approval token (:mod:`tether.delegation.ciba`) proves for one
+        exact call by ``instance`` (for ``user``, when the call is made for one):
+        ``Unauthenticated`` if it is not a live approval token of this server — its user
+        active, its grant in force, not revoked — or if it approves another call, instance
+        or user. Its single use is the caller's to spend."""
+        try:
+            claims = await self._keyring.verify_issued_reloading(
+                token, audience=(self._issuer,), issuer=self._issuer,
+                now=self._clock.timestamp(), leeway=VERIFY_LEEWAY, kind="access",
+            )  # fmt: skip
+        except Error as exc:
+            raise Unauthenticated("not a valid approval token of this server") from exc
+        proven = bound_approval(
+            claims.claims, call_digest=call_digest, instance=instance, user=user
+        )
+        if proven is None:
+            raise Unauthenticated("the approval token does not approve this exact call")
+        await self._check_state(claims)
+        return ProvenApproval(
+            id=proven["id"], approver=proven["approver"], call_digest=call_digest,
+            jti=claims.jti or "", expires_at=claims.exp or 0,
+        )  # fmt: skip
+
     async def verify_any_audience(self, token: str) -> VerifiedClaims:
         """:meth:`verify`, for whichever audience the token names (the caller checks it)."""
         try:
@@ -337,7 +386,8 @@ class AccessTokens:
 
     async def _check_state(self, claims: VerifiedClaims) -> None:
         raw = claims.claims
-        chain = act_chain(raw.get("act")) if raw.get("token_use") == "delegated" else ()
+        use = raw.get("token_use")
+        chain = act_chain(raw.get("act")) if use in ("delegated", "approval") else ()
         current = chain[0] if chain else None
         agent = _agent_of(current)
         revoked = self._revocations.is_revoked(
@@ -353,10 +403,12 @@ class AccessTokens:
             raise Unauthenticated("the user is disabled or unknown")
         if not issued_since_change(user, claims.iat):
             raise Unauthenticated("the token was issued before the user's last change")
-        if raw.get("token_use") != "delegated":
+        if use not in ("delegated", "approval"):
             return
         moment = self._clock.now()
-        for grant_id in _grant_ids(raw):
+        named = _str(raw.get("grant_id"))
+        grants = _grant_ids(raw) if use == "delegated" else (named,) if named else ()
+        for grant_id in grants:
             grant = await self._grants.get(grant_id)
             if grant is None or grant.user != user.name or not grant.in_force(moment):
                 raise Unauthenticated("a grant this token rests on is revoked or expired")

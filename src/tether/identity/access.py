@@ -54,6 +54,7 @@ class Permission(StrEnum):
     GRANT_REVOKE = "grant.revoke"
     CLIENT_READ = "client.read"
     CLIENT_MANAGE = "client.manage"
+    APPROVAL_READ = "approval.read"
 
 
 _ALL_OPERATORS = frozenset(Role)
@@ -97,6 +98,8 @@ _GRANTS: dict[Permission, frozenset[Role]] = {
     #: OAuth clients of the built-in provider (the applications people sign in to).
     Permission.CLIENT_READ: _ADMINS | {Role.AUDITOR, Role.DEVELOPER},
     Permission.CLIENT_MANAGE: _ADMINS,
+    #: Approval requests (CIBA): a user reads and answers their own; only they answer.
+    Permission.APPROVAL_READ: _SECURITY | {Role.AUDITOR},
 }
 #: What a developer may also do, but only on agents they own.
 _OWNER_GRANTS = frozenset(

@@ -8,7 +8,9 @@ Every evaluation goes through the checkpoint, like every other enforcement point
   bearer, and the agent's JWT-SVID in ``subject.properties.token``.
 
 The subject's identity is never taken on the caller's word: the token is verified. The action's
-``properties.arguments`` are the call's arguments (the approval digest covers them). ``explain``
+``properties.arguments`` are the call's arguments (the approval digest covers them); an answer
+``approval_required`` names the call's digest, which a CIBA request binds its approval to, and
+``context.approval_token`` carries the approval token it gave (single use). ``explain``
 (``?explain=true``) adds the determining policies and reasons to each answer's ``context``.
 An evaluation whose record cannot be written is refused with HTTP 503.
 """
@@ -260,7 +262,10 @@ async def _evaluate(
     if not isinstance(raw_entities, list) or not all(isinstance(e, dict) for e in raw_entities):
         raise InvalidInput("context.entities is a list of {type, id, properties?}")
     entities = tuple(parse_entity(e, what="context.entities[]") for e in raw_entities)
-    context = {k: v for k, v in body.context.items() if k != "entities"}
+    context = {k: v for k, v in body.context.items() if k not in ("entities", "approval_token")}
+    approval = body.context.get("approval_token")
+    if approval is not None and not isinstance(approval, str):
+        raise InvalidInput("context.approval_token is the approval token (a string)")
     return await services.checkpoint.check(
         CheckRequest(
             token=token,
@@ -273,6 +278,7 @@ async def _evaluate(
             context=context,
             correlation_id=request.headers.get("x-request-id"),
             subject=subject.id if subject else None,
+            approval_token=approval,
         )
     )
 

@@ -14,6 +14,7 @@ from tether.api.deps import ServicesDep
 from tether.config import Settings
 from tether.crypto.jwk import AGENT_KEY_ALGORITHMS
 from tether.crypto.jwt import TOKEN_ALGORITHM
+from tether.delegation.ciba import GRANT_TYPE as CIBA
 from tether.delegation.token_exchange import GRANT_TYPE as TOKEN_EXCHANGE
 
 router = APIRouter(tags=["discovery"])
@@ -27,7 +28,15 @@ def metadata(settings: Settings) -> dict[str, Any]:
         "jwks_uri": f"{base}/.well-known/jwks.json",
         "authorization_endpoint": f"{base}/oauth2/authorize",
         "userinfo_endpoint": f"{base}/oauth2/userinfo",
-        "grant_types_supported": ["authorization_code", "client_credentials", TOKEN_EXCHANGE],
+        "grant_types_supported": [
+            "authorization_code",
+            "client_credentials",
+            TOKEN_EXCHANGE,
+            CIBA,
+        ],
+        "backchannel_authentication_endpoint": f"{base}/oauth2/bc-authorize",
+        "backchannel_token_delivery_modes_supported": ["poll"],
+        "backchannel_user_code_parameter_supported": False,
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,
         "introspection_endpoint": f"{base}/oauth2/introspect",

@@ -8,6 +8,8 @@
 * ``urn:ietf:params:oauth:grant-type:token-exchange`` (RFC 8693): a user's or delegated token
   for a delegated token, for the instance named by ``actor_token`` or by client
   authentication (:mod:`tether.delegation.exchange`).
+* ``urn:openid:params:grant-type:ciba`` (OpenID CIBA Core §10.1, poll mode): an approved
+  request's ``auth_req_id`` for its approval token (:mod:`tether.api.routes.approvals`).
 * ``POST /oauth2/introspect`` (RFC 7662) for resource servers, ``POST /oauth2/revoke``
   (RFC 7009) for whoever holds a user's or delegated token.
 
@@ -20,6 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from tether.api.deps import ServicesDep, caller, client_certificate
+from tether.delegation.ciba import GRANT_TYPE as CIBA
 from tether.delegation.token_exchange import GRANT_TYPE as TOKEN_EXCHANGE
 from tether.delegation.token_exchange import parse_exchange_request
 from tether.errors import (
@@ -35,13 +38,13 @@ from tether.identity.names import agent_spiffe_id, parse_agent_spiffe_id, parse_
 
 router = APIRouter(tags=["oauth"])
 _REPEATABLE = frozenset({"resource", "audience"})
-_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-async def _form(request: Request) -> tuple[dict[str, str], dict[str, list[str]]]:
+async def read_form(request: Request) -> tuple[dict[str, str], dict[str, list[str]]]:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
-        raise InvalidRequest("the token endpoint takes application/x-www-form-urlencoded")
+        raise InvalidRequest("this endpoint takes application/x-www-form-urlencoded")
     form = await request.form()
     single: dict[str, str] = {}
     multi: dict[str, list[str]] = {}
@@ -62,16 +65,18 @@ async def _form(request: Request) -> tuple[dict[str, str], dict[str, list[str]]]
     summary="Issue a JWT-SVID (client credentials) or a delegated token (token exchange)",
 )
 async def token(request: Request, services: ServicesDep) -> JSONResponse:
-    params, multi = await _form(request)
+    params, multi = await read_form(request)
     grant_type = params.get("grant_type")
     if not grant_type:
         raise InvalidRequest("grant_type is required")
     if grant_type == TOKEN_EXCHANGE:
         return await _exchange(request, services, params, multi)
+    if grant_type == CIBA:
+        return await _approval(request, services, params)
     if grant_type == "authorization_code":
         # A public client (RFC 6749 §2.1): PKCE, not a secret, ties the code to it.
         body = await services.delegation.provider.redeem(params)
-        return JSONResponse(body, headers=_NO_STORE)
+        return JSONResponse(body, headers=NO_STORE)
     if grant_type != "client_credentials":
         raise UnsupportedGrantType(f"grant type {grant_type[:80]!r} is not supported")
     if params.get("scope", "").strip():
@@ -84,7 +89,7 @@ async def token(request: Request, services: ServicesDep) -> JSONResponse:
             message="shared secrets are not accepted: use private_key_jwt or mTLS",
         )
     audience = services.svids.check_audience(multi.get("resource", []) + multi.get("audience", []))
-    client = await _authenticate(request, services, params)
+    client = await authenticate_client(request, services, params)
     issued = await services.svids.issue_jwt_svid(client, audience=audience)
     return JSONResponse(
         {
@@ -92,7 +97,7 @@ async def token(request: Request, services: ServicesDep) -> JSONResponse:
             "token_type": issued.token_type,
             "expires_in": issued.expires_in,
         },
-        headers=_NO_STORE,
+        headers=NO_STORE,
     )
 
 
@@ -108,7 +113,7 @@ async def _exchange(
     client = None
     if "client_assertion" in params or "client_assertion_type" in params or cert is not None:
         # The actor authenticates the request itself: private_key_jwt, or its X.509-SVID.
-        client = await _authenticate(request, services, params)
+        client = await authenticate_client(request, services, params)
     issued = await services.delegation.exchanger.exchange(
         exchange, client=client, certificate_thumbprint=thumbprint
     )
@@ -120,11 +125,30 @@ async def _exchange(
             "expires_in": issued.expires_in,
             "scope": issued.scope,
         },
-        headers=_NO_STORE,
+        headers=NO_STORE,
     )
 
 
-async def _authenticate(
+async def _approval(
+    request: Request, services: ServicesDep, params: dict[str, str]
+) -> JSONResponse:
+    """CIBA Core §10.1 (poll mode): the asking instance redeems its approved request."""
+    client = await authenticate_client(request, services, params)
+    issued = await services.delegation.approvals.redeem(
+        params.get("auth_req_id", ""), client=client
+    )
+    return JSONResponse(
+        {
+            "access_token": issued.access_token,
+            "token_type": "Bearer",
+            "expires_in": issued.expires_in,
+            "id_token": issued.id_token,
+        },
+        headers=NO_STORE,
+    )
+
+
+async def authenticate_client(
     request: Request, services: ServicesDep, params: dict[str, str]
 ) -> AuthenticatedClient:
     if "client_assertion" in params or "client_assertion_type" in params:
@@ -172,13 +196,13 @@ async def introspect(request: Request, services: ServicesDep) -> JSONResponse:
     actor = await caller(request, services)
     if actor.kind == "operator":
         require(actor, Permission.DECISION_EVALUATE)
-    params, _ = await _form(request)
+    params, _ = await read_form(request)
     claims = await services.delegation.tokens.introspect(params.get("token") or "")
     if claims is None or not _may_see(actor, claims.aud):
-        return JSONResponse({"active": False}, headers=_NO_STORE)
+        return JSONResponse({"active": False}, headers=NO_STORE)
     body: dict[str, object] = {"active": True, "token_type": "Bearer"}
     body |= {k: claims.claims[k] for k in _INTROSPECTED if k in claims.claims}
-    return JSONResponse(body, headers=_NO_STORE)
+    return JSONResponse(body, headers=NO_STORE)
 
 
 def _may_see(actor: Actor, audiences: tuple[str, ...]) -> bool:
@@ -195,7 +219,7 @@ def _may_see(actor: Actor, audiences: tuple[str, ...]) -> bool:
 async def revoke(request: Request, services: ServicesDep) -> Response:
     """Holding the token is the authority to end it (revoking only ever takes access away).
     The answer is 200 whether or not the token was valid (§2.2)."""
-    params, _ = await _form(request)
+    params, _ = await read_form(request)
     token = params.get("token")
     if not token:
         raise InvalidRequest("token is required")
@@ -203,4 +227,4 @@ async def revoke(request: Request, services: ServicesDep) -> Response:
     if hint is not None and hint not in ("access_token", "refresh_token"):
         raise UnsupportedTokenType("token_type_hint must be access_token")
     await services.delegation.tokens.revoke(token, actor=Actor.system("oauth2-revoke"))
-    return Response(status_code=200, headers=_NO_STORE)
+    return Response(status_code=200, headers=NO_STORE)

@@ -1,0 +1,384 @@
+"""Approvals: OpenID CIBA requests an agent makes so that its user approves one exact call.
+
+The service around the pure rules of :mod:`tether.delegation.ciba`: an agent instance,
+authenticated with ``private_key_jwt``, asks (``POST /oauth2/bc-authorize``); the request is
+recorded, stored and the user is told (the notifier; the approvals inbox is the listing
+below); the user answers — all, some or none of the items — with their own sign-in; the agent
+polls the token endpoint with its ``auth_req_id`` and, once approved, gets a single-use,
+short-lived approval token carrying the approved items only, which the checkpoint accepts for
+exactly the calls those items' digests name.
+
+Every request, answer and redemption is an audit record naming the approver; so is every
+refused redemption (a second one, or another client's): a sign of a leaked ``auth_req_id``.
+Requests to one user are limited (``per_user_per_minute``): a prompt bombing a person's
+phone until they tap "approve" is an attack on people, not on code.
+
+Example::
+
+    started = await approvals.start(form, client=authenticated_instance)
+    await approvals.answer(approval_id, actor=Actor.user(name="alice"), approve=[0])
+    issued = await approvals.redeem(started.auth_req_id, client=authenticated_instance)
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tether._internal.clock import Clock
+from tether._internal.ids import new_id
+from tether.audit.records import AuditRecord, Outcome
+from tether.audit.sink import AuditSink, audited
+from tether.delegation import ciba
+from tether.delegation.ciba import APPROVAL_TOKEN_TTL, BackchannelRequest, auth_req_key
+from tether.delegation.models import Approval, ApprovalMatch, ApprovalState
+from tether.delegation.token_exchange import act_chain
+from tether.delegation.tokens import AccessTokens, ProvenApproval
+from tether.errors import (
+    ApprovalNotFound,
+    Error,
+    Forbidden,
+    InvalidGrant,
+    InvalidRequest,
+    ReplayDetected,
+    SlowDown,
+    UnknownUserId,
+    VersionConflict,
+)
+from tether.identity.access import Actor, Permission, allowed
+from tether.identity.client_auth import AuthenticatedClient
+from tether.policy.engine import APPROVAL
+from tether.policy.models import Decision
+from tether.store.interfaces import ApprovalStore, ReplayStore, UserStore
+
+__all__ = ["ApprovalGate", "Approvals", "IssuedApproval", "Notify", "Started"]
+
+#: Told of every new request (the webhook, ntfy, …); a failing notifier never fails the
+#: request: the inbox still holds it.
+Notify = Callable[[Approval], Awaitable[object]]
+
+
+async def _nobody(_approval: Approval) -> None:
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Started:
+    """The answer to a backchannel authentication request (CIBA Core §7.3)."""
+
+    auth_req_id: str
+    expires_in: int
+    interval: int
+    approval_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class IssuedApproval:
+    """What a redeemed request gives (CIBA Core §11.1): the approval token and an ID token."""
+
+    access_token: str
+    id_token: str
+    expires_in: int
+    jti: str
+    approval: Approval
+
+
+class Approvals:
+    def __init__(
+        self,
+        *,
+        store: ApprovalStore,
+        users: UserStore,
+        tokens: AccessTokens,
+        audit: AuditSink,
+        clock: Clock,
+        issuer: str,
+        max_expiry: int = 600,
+        default_expiry: int = 300,
+        interval: int = 5,
+        per_user_per_minute: int = 5,
+        notify: Notify = _nobody,
+        on_problem: Callable[[str, Mapping[str, object]], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._users = users
+        self._tokens = tokens
+        self._audit = audit
+        self._clock = clock
+        self._issuer = issuer
+        self._max_expiry = max_expiry
+        self._default_expiry = default_expiry
+        self._interval = interval
+        self._per_minute = per_user_per_minute
+        self._notify = notify
+        self._on_problem = on_problem
+
+    # -- the agent asks ----------------------------------------------------------------
+
+    async def start(self, form: Mapping[str, str], *, client: AuthenticatedClient) -> Started:
+        """A backchannel authentication request from ``client`` (its fields in ``form``)."""
+        request = ciba.parse_backchannel_request(
+            form, max_expiry=self._max_expiry, default_expiry=self._default_expiry
+        )
+        if request.client_notification_token is not None:
+            raise InvalidRequest("ping mode is not offered yet: poll the token endpoint")
+        instance = client.instance.spiffe_id
+        user, grant_id = await self._user(request, instance)
+        now = self._clock.now()
+        recent = await self._store.count_approvals(user=user, since=now - timedelta(minutes=1))
+        if recent >= self._per_minute:
+            raise SlowDown(f"at most {self._per_minute} approval requests a minute to one person")
+        auth_req_id = ciba.new_auth_req_id()
+        approval = Approval(
+            id=new_id("apr"),
+            auth_req_key=auth_req_key(auth_req_id),
+            client=instance,
+            agent=client.agent.name,
+            user=user,
+            scope=request.scope,
+            binding_message=request.binding_message,
+            details=request.details,
+            created_at=now,
+            expires_at=now + timedelta(seconds=request.expires_in),
+            interval=self._interval,
+            grant_id=grant_id,
+        )
+        record = _record("approval.requested", instance, approval, now, _requested(approval))
+        await audited(
+            self._audit, record, lambda: self._store.create_approval(approval), clock=self._clock
+        )
+        await self._tell(approval)
+        return Started(
+            auth_req_id=auth_req_id,
+            expires_in=request.expires_in,
+            interval=self._interval,
+            approval_id=approval.id,
+        )
+
+    async def _user(self, request: BackchannelRequest, instance: str) -> tuple[str, str | None]:
+        """The user the hint names (active), and the grant when a delegated token named them."""
+        if request.hint == "login_hint":
+            user = await self._users.get_user(request.hint_value)
+            if user is None or not user.active:
+                raise UnknownUserId("login_hint names no active user")
+            return user.name, None
+        if request.hint == "login_hint_token":
+            return await self._delegated_user(request.hint_value, instance)
+        raise InvalidRequest(
+            "id_token_hint is not supported: name the user by login_hint, or by "
+            "login_hint_token (the delegated token the agent holds for them)"
+        )
+
+    async def _delegated_user(self, token: str, instance: str) -> tuple[str, str | None]:
+        """A delegated token this instance holds for the user: its ``sub`` and its grant."""
+        try:
+            claims = await self._tokens.verify_any_audience(token)
+        except Error as exc:
+            raise UnknownUserId("login_hint_token is not a valid delegated token") from exc
+        raw = claims.claims
+        chain = act_chain(raw.get("act")) if raw.get("token_use") == "delegated" else ()
+        if not chain or chain[0] != instance:
+            raise UnknownUserId("login_hint_token was not given to this agent instance")
+        grant_id = raw.get("grant_id")
+        return claims.sub or "", grant_id if isinstance(grant_id, str) else None
+
+    async def _tell(self, approval: Approval) -> None:
+        try:
+            await self._notify(approval)
+        except Exception as exc:  # noqa: BLE001 - reported; the inbox holds the request
+            if self._on_problem is not None:
+                details = {"approval_id": approval.id, "error": type(exc).__name__}
+                self._on_problem("approval.notify_failed", details)
+
+    # -- the user answers --------------------------------------------------------------
+
+    async def answer(
+        self, approval_id: str, *, actor: Actor, approve: Iterable[int] | None
+    ) -> Approval:
+        """The user's answer: the items at ``approve`` (some or all), or none (refused).
+        Only the person asked answers — never an administrator for them."""
+        found = await self._get(approval_id, actor=actor)
+        if actor.kind != "user":
+            raise Forbidden("only the person asked may answer an approval request")
+        now = self._clock.now()
+        answered = ciba.answer(found, user=actor.name, approve=approve, now=now)
+        kind = (
+            "approval.approved" if answered.state is ApprovalState.APPROVED else "approval.denied"
+        )
+        details = {"approver": actor.name, "approved": list(answered.approved)}
+        record = _record(kind, actor.label, answered, now, details)
+        stored = replace(answered, version=found.version + 1)
+        await audited(
+            self._audit,
+            record,
+            lambda: self._store.update_approval(stored, expected_version=found.version),
+            clock=self._clock,
+        )
+        return stored
+
+    async def get(self, approval_id: str, *, actor: Actor) -> Approval:
+        return await self._get(approval_id, actor=actor)
+
+    async def list(
+        self, match: ApprovalMatch, *, actor: Actor, limit: int = 100, after: str | None = None
+    ) -> builtins.list[Approval]:
+        """A user sees the requests made to them; security admins and auditors see all."""
+        if not allowed(actor, Permission.APPROVAL_READ):
+            if actor.kind != "user":
+                raise Forbidden("approval requests are read by the person asked, or by security")
+            match = replace(match, user=actor.name)
+        return await self._store.list_approvals(match, limit=limit, after=after)
+
+    async def _get(self, approval_id: str, *, actor: Actor) -> Approval:
+        found = await self._store.get_approval(approval_id)
+        mine = found is not None and actor.kind == "user" and actor.name == found.user
+        if found is None or not (mine or allowed(actor, Permission.APPROVAL_READ)):
+            raise ApprovalNotFound("no such approval request")
+        return found
+
+    # -- the agent redeems -------------------------------------------------------------
+
+    async def redeem(self, auth_req_id: str, *, client: AuthenticatedClient) -> IssuedApproval:
+        """The token endpoint, ``grant_type=urn:openid:params:grant-type:ciba``."""
+        if not auth_req_id:
+            raise InvalidRequest("auth_req_id is required")
+        instance = client.instance.spiffe_id
+        found = await self._store.find_approval(auth_req_key(auth_req_id))
+        if found is None:
+            raise InvalidGrant("unknown auth_req_id")
+        now = self._clock.now()
+        result = ciba.poll(found, client=instance, now=now)
+        if isinstance(result.error, InvalidGrant):
+            await self._refused(found, instance, result.error)
+            raise result.error
+        if not result.ready:
+            await self._polled(result.approval, found.version)
+            assert result.error is not None
+            raise result.error
+        return await self._issue(result.approval, found.version, instance)
+
+    async def _polled(self, approval: Approval, version: int) -> None:
+        """Keep the poll's time (for ``slow_down``); a poll racing another is slowed down."""
+        try:
+            await self._store.update_approval(
+                replace(approval, version=version + 1), expected_version=version
+            )
+        except VersionConflict:
+            raise SlowDown(f"poll at most every {approval.interval} seconds") from None
+
+    async def _issue(self, approval: Approval, version: int, instance: str) -> IssuedApproval:
+        now = self._clock.now()
+        used = replace(ciba.redeemed(approval, now=now), version=version + 1)
+        stamp = int(now.timestamp())
+        jti = new_id("jti")
+        claims = ciba.approval_claims(
+            approval, now=stamp, issuer=self._issuer, audience=self._issuer, jti=jti,
+            ttl=APPROVAL_TOKEN_TTL,
+        )  # fmt: skip
+        details = {
+            "jti": jti,
+            "approver": used.decided_by,
+            "call_digests": [d.get("call_digest") for d in used.approved_details],
+            "exp": claims["exp"],
+        }
+        record = _record("approval.redeemed", instance, used, now, details)
+
+        async def store() -> None:
+            try:
+                await self._store.update_approval(used, expected_version=version)
+            except VersionConflict:  # redeemed (or polled) at the same moment: once only
+                raise InvalidGrant("the auth_req_id was redeemed") from None
+
+        await audited(self._audit, record, store, clock=self._clock)
+        return IssuedApproval(
+            access_token=self._tokens.sign_delegated(claims),
+            id_token=self._tokens.sign_id_token(_id_claims(used, now=stamp, issuer=self._issuer)),
+            expires_in=claims["exp"] - stamp,
+            jti=jti,
+            approval=used,
+        )  # fmt: skip
+
+    async def _refused(self, approval: Approval, instance: str, error: Error) -> None:
+        details = {"error": error.code, "asker": approval.client}
+        now = self._clock.now()
+        record = _record("approval.redeem_refused", instance, approval, now, details)
+        await self._audit.append(record)
+
+
+def _record(
+    kind: str, actor: str, approval: Approval, now: datetime, details: Mapping[str, Any]
+) -> AuditRecord:
+    return AuditRecord.new(
+        type=kind,
+        actor=actor,
+        subject=f"user:{approval.user}",
+        time=now,
+        outcome=Outcome.FAILURE if kind == "approval.redeem_refused" else Outcome.SUCCESS,
+        details={"approval_id": approval.id, **details},
+    )
+
+
+def _requested(approval: Approval) -> dict[str, Any]:
+    return {
+        "agent": approval.agent,
+        "user": approval.user,
+        "grant_id": approval.grant_id,
+        "items": [
+            {"type": d.get("type"), "call_digest": d.get("call_digest")} for d in approval.details
+        ],
+        "binding_message": approval.binding_message,
+        "expires_at": approval.expires_at.isoformat(),
+    }
+
+
+def _id_claims(approval: Approval, *, now: int, issuer: str) -> dict[str, Any]:
+    """The ID token of a redeemed request (CIBA Core §7.4 asks for it with ``openid``): the
+    user, for the asking instance, authenticated when they answered."""
+    decided = approval.decided_at or approval.created_at
+    return {
+        "iss": issuer,
+        "sub": approval.user,
+        "aud": approval.client,
+        "iat": now,
+        "exp": now + APPROVAL_TOKEN_TTL,
+        "auth_time": int(decided.timestamp()),
+        "jti": new_id("jti"),
+        "approval_id": approval.id,
+    }
+
+
+class ApprovalGate:
+    """The checkpoint's side of approvals: which approval an approval token proves for one
+    exact call, and its single use — spent by the call it lets through, and only then (a
+    call refused for another reason leaves the approval for the call it was meant for)."""
+
+    def __init__(self, *, tokens: AccessTokens, replay: ReplayStore) -> None:
+        self._tokens = tokens
+        self._replay = replay
+
+    async def proven(
+        self, token: str | None, *, call_digest: str, instance: str, user: str | None
+    ) -> ProvenApproval | None:
+        """``None`` without a token; ``Unauthenticated`` for one that does not approve this
+        exact call by this instance (for this user)."""
+        if token is None:
+            return None
+        return await self._tokens.approval(
+            token, call_digest=call_digest, instance=instance, user=user
+        )
+
+    async def spend(self, approval: ProvenApproval | None, decision: Decision) -> Decision:
+        """``decision``, unless it is an allow that needed ``approval`` and the approval was
+        spent already (by a call with the same token, here or on another replica)."""
+        if approval is None or not decision.allowed or APPROVAL not in decision.obligations:
+            return decision
+        expires = datetime.fromtimestamp(approval.expires_at, tz=UTC)
+        try:
+            await self._replay.consume_once(f"approval:{approval.jti}", expires_at=expires)
+        except ReplayDetected:
+            why = "the approval was used already: an approval lets one call through"
+            return Decision.deny(why, policy_version=decision.policy_version)
+        return decision
