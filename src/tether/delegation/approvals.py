@@ -167,10 +167,14 @@ class Approvals:
             return user.name, None
         if request.hint == "login_hint_token":
             return await self._delegated_user(request.hint_value, instance)
-        raise InvalidRequest(
-            "id_token_hint is not supported: name the user by login_hint, or by "
-            "login_hint_token (the delegated token the agent holds for them)"
-        )
+        try:  # id_token_hint: an ID token this server gave this instance (CIBA Core §7.1)
+            claims = await self._tokens.id_token(request.hint_value, audiences=(instance,))
+        except Error as exc:
+            raise UnknownUserId("id_token_hint is not an ID token given to this client") from exc
+        user = await self._users.get_user(claims.sub or "")
+        if user is None or not user.active:
+            raise UnknownUserId("id_token_hint names no active user")
+        return user.name, None
 
     async def _delegated_user(self, token: str, instance: str) -> tuple[str, str | None]:
         """A delegated token this instance holds for the user: its ``sub`` and its grant."""

@@ -324,6 +324,20 @@ class AccessTokens:
             jti=claims.jti or "", expires_at=claims.exp or 0,
         )  # fmt: skip
 
+    async def id_token(self, token: str, *, audiences: Collection[str]) -> VerifiedClaims:
+        """An ID token this server issued to one of ``audiences`` (signature, issuer, times,
+        ``auth_time``); ``Unauthenticated`` otherwise — a JWT-SVID is no ID token."""
+        try:
+            claims = await self._keyring.verify_issued_reloading(
+                token, audience=audiences, issuer=self._issuer, now=self._clock.timestamp(),
+                leeway=VERIFY_LEEWAY,
+            )  # fmt: skip
+        except Error as exc:
+            raise Unauthenticated("not an ID token of this server") from exc
+        if "auth_time" not in claims.claims:
+            raise Unauthenticated("not an ID token of this server")
+        return claims
+
     async def verify_any_audience(self, token: str) -> VerifiedClaims:
         """:meth:`verify`, for whichever audience the token names (the caller checks it)."""
         try:

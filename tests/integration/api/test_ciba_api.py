@@ -22,6 +22,8 @@ from tether.crypto.jwt import UnverifiedToken
 from tether.delegation.ciba import GRANT_TYPE as CIBA
 from tether.delegation.grants import ACCOUNT_SCOPE
 from tether.delegation.models import ApprovalMatch
+from tether.delegation.token_exchange import ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE
+from tether.delegation.token_exchange import GRANT_TYPE as TOKEN_EXCHANGE
 from tether.identity.client_auth import ASSERTION_TYPE
 
 from .conftest import ISSUER, ROOT, TRUST_DOMAIN, AgentFactory, RegisteredAgent
@@ -337,3 +339,54 @@ async def test_ciba_approval_token_is_not_an_access_token(world: World) -> None:
     assert answered["decision"] is False
     introspected = await world.client.post("/oauth2/introspect", data={"token": approval})
     assert introspected.json() == {"active": False}
+
+
+async def _delegated_token(world: World) -> tuple[str, str]:
+    """Alice's grant to bank-bot, and the delegated token its instance pod-1 holds for her."""
+    user = await world.services.store.get_user("alice")
+    assert user is not None
+    issued = await world.services.delegation.tokens.issue_user_token(
+        user=user, client_id="bank-app", scopes={"payments", ACCOUNT_SCOPE}, session="sid_1"
+    )
+    consent = {"agent": "bank-bot", "scopes": ["payments"], "purpose": "pay my bills",
+               "purpose_code": "bill-payment", "session": "sid_1"}  # fmt: skip
+    grant = await world.client.post("/v1/grants", json=consent, headers=world.alice)
+    assert grant.status_code == 201, grant.text
+    form = {
+        "grant_type": TOKEN_EXCHANGE, "subject_token": issued.token,
+        "subject_token_type": ACCESS_TOKEN_TYPE,
+        "actor_token": await svid(world.client, world.bank), "actor_token_type": JWT_TOKEN_TYPE,
+    }  # fmt: skip
+    exchanged = await world.client.post("/oauth2/token", data=form, headers={"Authorization": ""})
+    assert exchanged.status_code == 200, exchanged.text
+    return str(grant.json()["id"]), str(exchanged.json()["access_token"])
+
+
+async def test_ciba_login_hint_token_names_the_user_and_the_grant(world: World) -> None:
+    grant_id, delegated = await _delegated_token(world)
+    asked = await world.ask(TRANSFER, login_hint="", login_hint_token=delegated)
+    assert asked.status_code == 200, asked.text
+    [pending] = await world.inbox(world.alice)
+    assert pending["grant_id"] == grant_id
+
+
+async def test_ciba_login_hint_token_of_another_instance_is_unknown_user_id(world: World) -> None:
+    _, delegated = await _delegated_token(world)
+    form = {"login_hint_token": delegated, **world.auth("pod-2")}
+    asked = await world.ask(TRANSFER, login_hint="", **form)
+    assert _error(asked) == "unknown_user_id"
+
+
+async def test_ciba_id_token_hint_is_an_id_token_given_to_this_instance(world: World) -> None:
+    auth_req_id = (await world.ask(TRANSFER)).json()["auth_req_id"]
+    [pending] = await world.inbox(world.alice)
+    await world.client.post(f"/v1/approvals/{pending['id']}/approve", json={}, headers=world.alice)
+    id_token = (await world.poll(auth_req_id)).json()["id_token"]
+    again = await world.ask(FEE, login_hint="", id_token_hint=id_token)
+    assert again.status_code == 200, again.text
+    elsewhere = await world.ask(FEE, login_hint="", id_token_hint=id_token, **world.auth("pod-2"))
+    assert _error(elsewhere) == "unknown_user_id"
+    agent_token = await svid(world.client, world.bank)
+    assert _error(await world.ask(FEE, login_hint="", id_token_hint=agent_token)) == (
+        "unknown_user_id"
+    )
