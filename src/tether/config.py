@@ -22,7 +22,7 @@ import os
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -34,6 +34,8 @@ __all__ = ["ClientSettings", "Settings"]
 DEFAULT_ADDR = "http://127.0.0.1:8200"
 _TRUST_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,253}[a-z0-9])?$")
 _REPLICA_ID = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+#: The shortest secret a webhook of approval requests is signed with.
+MIN_WEBHOOK_SECRET = 32
 #: Numeric settings and their bounds: (name, lowest, highest, the bounds in words).
 _BOUNDS: tuple[tuple[str, float, float, str], ...] = (
     ("jwt_svid_ttl_seconds", 10, 24 * 3600, "10 s and 24 h"),
@@ -149,6 +151,17 @@ class Settings:
     #: Argon2id cost for users' passwords (RFC 9106 §4, second recommended option).
     password_memory_kib: int = 64 * 1024
     password_time_cost: int = 3
+    #: Where the person asked to approve is told of a new request (:mod:`tether.api._notify`):
+    #: a webhook (https, or loopback http) that gets a JSON notice signed with HMAC-SHA256
+    #: under ``approval_webhook_secret`` (required with it, at least 32 characters) …
+    approval_webhook_url: str | None = field(default=None, repr=False)
+    approval_webhook_secret: str | None = field(default=None, repr=False)
+    #: … an ntfy topic (``https://ntfy.sh/<topic>`` or self-hosted; the topic name is a
+    #: password there), with an access token if the server asks for one …
+    approval_ntfy_url: str | None = field(default=None, repr=False)
+    approval_ntfy_token: str | None = field(default=None, repr=False)
+    #: … and Apprise's service URLs (the ``notify`` extra installs Apprise).
+    approval_apprise_urls: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def token_max_ttl_seconds(self) -> int:
@@ -181,6 +194,26 @@ class Settings:
                 "a forwarded client-certificate header needs TETHER_TRUSTED_PROXIES: "
                 "the addresses of the proxies that verify client certificates",
                 details={"setting": "trusted_proxies"},
+            )
+        self._check_approval_sinks()
+
+    def _check_approval_sinks(self) -> None:
+        """Approval notices go to https (or loopback http) addresses; a webhook's are signed
+        with a secret of at least :data:`MIN_WEBHOOK_SECRET` characters."""
+        for name in ("approval_webhook_url", "approval_ntfy_url"):
+            url = getattr(self, name)
+            if url is not None and not _https_or_loopback(url):
+                raise ConfigError(
+                    f"{name} is an https URL (or loopback http)", details={"setting": name}
+                )
+        secret = self.approval_webhook_secret
+        if (self.approval_webhook_url is not None and secret is None) or (
+            secret is not None and len(secret) < MIN_WEBHOOK_SECRET
+        ):
+            raise ConfigError(
+                "approval_webhook_url needs approval_webhook_secret (TETHER_APPROVAL_WEBHOOK_"
+                f"SECRET) of at least {MIN_WEBHOOK_SECRET} characters: the notices are signed",
+                details={"setting": "approval_webhook_secret"},
             )
 
     @cached_property
@@ -252,24 +285,25 @@ class Settings:
             "TETHER_ROOT_TOKEN": "root_token",
             "TETHER_FORWARDED_CLIENT_CERT_HEADER": "forwarded_client_cert_header",
             "TETHER_REPLICA_ID": "replica_id",
+            "TETHER_APPROVAL_WEBHOOK_URL": "approval_webhook_url",
+            "TETHER_APPROVAL_WEBHOOK_SECRET": "approval_webhook_secret",
+            "TETHER_APPROVAL_NTFY_URL": "approval_ntfy_url",
+            "TETHER_APPROVAL_NTFY_TOKEN": "approval_ntfy_token",
         }
         for var, name in simple.items():
             if env.get(var):
                 values[name] = env[var]
-        if env.get("TETHER_TRUSTED_PROXIES"):
-            values["trusted_proxies"] = tuple(
-                p.strip() for p in env["TETHER_TRUSTED_PROXIES"].split(",") if p.strip()
-            )
-        if env.get("TETHER_AUDIT_WITNESSES"):
-            values["audit_witnesses"] = tuple(
-                w.strip() for w in env["TETHER_AUDIT_WITNESSES"].split(",") if w.strip()
-            )
+        for var, name in {
+            "TETHER_TRUSTED_PROXIES": "trusted_proxies",
+            "TETHER_AUDIT_WITNESSES": "audit_witnesses",
+            "TETHER_ALLOWED_AUDIENCES": "allowed_audiences",
+        }.items():
+            if env.get(var):
+                values[name] = tuple(p.strip() for p in env[var].split(",") if p.strip())
         if env.get("TETHER_EXTERNAL_PROVIDERS"):
             values["external_providers"] = _external_providers(env["TETHER_EXTERNAL_PROVIDERS"])
-        if env.get("TETHER_ALLOWED_AUDIENCES"):
-            values["allowed_audiences"] = tuple(
-                a.strip() for a in env["TETHER_ALLOWED_AUDIENCES"].split(",") if a.strip()
-            )
+        if env.get("TETHER_APPROVAL_APPRISE_URLS"):  # Apprise URLs may hold commas: spaces
+            values["approval_apprise_urls"] = tuple(env["TETHER_APPROVAL_APPRISE_URLS"].split())
         for var, name in {
             "TETHER_JWT_SVID_TTL": "jwt_svid_ttl_seconds",
             "TETHER_X509_SVID_TTL": "x509_svid_ttl_seconds",
@@ -295,14 +329,19 @@ def _external_providers(text: str) -> tuple[tuple[str, str, str], ...]:
             details={"setting": "external_providers"},
         ) from exc
     for _, issuer, _ in found:
-        host = urlsplit(issuer).hostname or ""
-        loopback = host in ("127.0.0.1", "::1", "localhost")
-        if not (issuer.startswith("https://") or (issuer.startswith("http://") and loopback)):
+        if not _https_or_loopback(issuer):
             raise ConfigError(
                 f"an external issuer is https (or loopback http): {issuer[:100]!r}",
                 details={"setting": "external_providers"},
             )
     return found
+
+
+def _https_or_loopback(url: str) -> bool:
+    """Whether ``url`` is https, or http to this machine (tests, a sidecar)."""
+    host = urlsplit(url).hostname or ""
+    loopback = host in ("127.0.0.1", "::1", "localhost")
+    return url.startswith("https://") or (url.startswith("http://") and loopback)
 
 
 @dataclass(frozen=True, kw_only=True)
