@@ -14,6 +14,7 @@ import typer
 
 from tether.cli.commands import (
     agent,
+    approval,
     audit,
     client,
     demo,
@@ -42,6 +43,7 @@ app.add_typer(lease.app, name="lease")
 app.add_typer(engine.app, name="engine")
 app.add_typer(user.app, name="user")
 app.add_typer(grant.app, name="grant")
+app.add_typer(approval.app, name="approval")
 app.add_typer(client.app, name="client")
 app.command("serve")(serve.serve)
 app.command("login")(login.login)
