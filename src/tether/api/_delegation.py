@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import structlog
 
 from tether._internal.clock import Clock
 from tether._internal.readthrough import ReadThrough
+from tether.api._notify import notifier, ping_agent, sinks_from
 from tether.audit.sink import AuditSink
 from tether.checkpoint import Checkpoint
 from tether.config import Settings
@@ -50,6 +52,8 @@ __all__ = ["Delegation", "access_tokens", "delegation_services"]
 
 #: What the sealed values of the built-in provider (requests, codes, sessions) are keyed with.
 SEALING_PURPOSE = b"tether sealed values v1"
+
+log = structlog.get_logger("tether.approvals")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -206,11 +210,21 @@ def delegation_services(
         issuer=settings.issuer_url, max_expiry=settings.approval_max_expiry_seconds,
         default_expiry=min(300, settings.approval_max_expiry_seconds),
         per_user_per_minute=settings.approval_requests_per_minute,
+        notify=notifier(sinks_from(settings, clock=clock)), on_problem=_problem,
+        sealer=sealer, ping=ping_agent,
     )  # fmt: skip
     return Delegation(
         users=users, grants=grants, tokens=tokens, exchanger=exchanger, clients=clients,
         provider=provider, approvals=approvals, federated=federated,
     )  # fmt: skip
+
+
+def _problem(kind: str, details: Mapping[str, object]) -> None:
+    """A problem the approvals report (``approval.notify_failed``: nobody was told of a
+    request, which waits in the inbox; ``approval.ping_failed``: an agent in ping mode was
+    not told of the answer, which it may still poll for), logged as the audit log's
+    problems are."""
+    log.error(kind, **details)
 
 
 def _federated(

@@ -57,6 +57,7 @@ class DeclarationsIn(Strict):
     external_connections: Connectivity = Connectivity.NONE
     autonomy: Autonomy = Autonomy.SUPERVISED
     may_call_agents: bool = False
+    notification_endpoint: str | None = Field(default=None, max_length=2000)
 
     def to_domain(self) -> Declarations:
         return Declarations(
@@ -66,6 +67,7 @@ class DeclarationsIn(Strict):
             external_connections=self.external_connections,
             autonomy=self.autonomy,
             may_call_agents=self.may_call_agents,
+            notification_endpoint=self.notification_endpoint,
         )
 
 

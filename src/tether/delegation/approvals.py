@@ -4,7 +4,10 @@ The service around the pure rules of :mod:`tether.delegation.ciba`: an agent ins
 authenticated with ``private_key_jwt``, asks (``POST /oauth2/bc-authorize``); the request is
 recorded, stored and the user is told (the notifier; the approvals inbox is the listing
 below); the user answers — all, some or none of the items — with their own sign-in; the agent
-polls the token endpoint with its ``auth_req_id`` and, once approved, gets a single-use,
+polls the token endpoint with its ``auth_req_id`` (ping mode, CIBA Core §10.2: an agent that
+declared a notification endpoint is told there, with its own ``client_notification_token``,
+when the answer is in; the ``auth_req_id`` it needs then is kept sealed by the key-encryption
+key) and, once approved, gets a single-use,
 short-lived approval token carrying the approved items only, which the checkpoint accepts for
 exactly the calls those items' digests name.
 
@@ -32,6 +35,7 @@ from tether._internal.clock import Clock
 from tether._internal.ids import new_id
 from tether.audit.records import AuditRecord, Outcome
 from tether.audit.sink import AuditSink, audited
+from tether.crypto.sealed import Sealer
 from tether.delegation import ciba
 from tether.delegation.ciba import APPROVAL_TOKEN_TTL, BackchannelRequest, auth_req_key
 from tether.delegation.models import Approval, ApprovalMatch, ApprovalState
@@ -54,11 +58,18 @@ from tether.policy.engine import APPROVAL
 from tether.policy.models import Decision
 from tether.store.interfaces import ApprovalStore, ReplayStore, UserStore
 
-__all__ = ["ApprovalGate", "Approvals", "IssuedApproval", "Notify", "Started"]
+__all__ = ["ApprovalGate", "Approvals", "IssuedApproval", "Notify", "Ping", "Started"]
 
 #: Told of every new request (the webhook, ntfy, …); a failing notifier never fails the
 #: request: the inbox still holds it.
 Notify = Callable[[Approval], Awaitable[object]]
+#: Tells an agent in ping mode (CIBA Core §10.2) that its request was answered: POST
+#: ``{"auth_req_id"}`` to ``endpoint`` with the client's ``client_notification_token`` as the
+#: bearer token — ``(endpoint, token, auth_req_id)``.
+Ping = Callable[[str, str, str], Awaitable[object]]
+#: What the client's notification token and the ``auth_req_id`` are sealed for (ping mode
+#: needs the id itself; the store keeps it sealed, never in the clear).
+_PING_PURPOSE = "approval-ping"
 
 
 async def _nobody(_approval: Approval) -> None:
@@ -102,7 +113,11 @@ class Approvals:
         per_user_per_minute: int = 5,
         notify: Notify = _nobody,
         on_problem: Callable[[str, Mapping[str, object]], None] | None = None,
+        sealer: Sealer | None = None,
+        ping: Ping | None = None,
     ) -> None:
+        self._sealer = sealer
+        self._ping = ping
         self._store = store
         self._users = users
         self._tokens = tokens
@@ -123,8 +138,8 @@ class Approvals:
         request = ciba.parse_backchannel_request(
             form, max_expiry=self._max_expiry, default_expiry=self._default_expiry
         )
-        if request.client_notification_token is not None:
-            raise InvalidRequest("ping mode is not offered yet: poll the token endpoint")
+        endpoint = client.agent.declarations.notification_endpoint
+        self._check_mode(endpoint, request.client_notification_token)
         instance = client.instance.spiffe_id
         user, grant_id = await self._user(request, instance)
         now = self._clock.now()
@@ -145,7 +160,9 @@ class Approvals:
             expires_at=now + timedelta(seconds=request.expires_in),
             interval=self._interval,
             grant_id=grant_id,
+            notification_endpoint=endpoint,
         )
+        approval = self._sealed(approval, auth_req_id, request.client_notification_token)
         record = _record("approval.requested", instance, approval, now, _requested(approval))
         await audited(
             self._audit, record, lambda: self._store.create_approval(approval), clock=self._clock
@@ -157,6 +174,38 @@ class Approvals:
             interval=self._interval,
             approval_id=approval.id,
         )
+
+    def _check_mode(self, endpoint: str | None, token: str | None) -> None:
+        """Ping mode for an agent that declared a notification endpoint (its token then
+        required, CIBA Core §7.1), poll mode for the others."""
+        if endpoint is None and token is not None:
+            raise InvalidRequest("this agent polls: it declared no notification endpoint")
+        if endpoint is not None and token is None:
+            raise InvalidRequest("client_notification_token is required in ping mode")
+        if endpoint is not None and (self._sealer is None or self._ping is None):
+            raise InvalidRequest("ping mode is not offered by this server: poll")
+
+    def _sealed(self, approval: Approval, auth_req_id: str, token: str | None) -> Approval:
+        if approval.notification_endpoint is None or token is None or self._sealer is None:
+            return approval
+        value = {"token": token, "auth_req_id": auth_req_id}
+        expires = int(approval.expires_at.timestamp())
+        sealed = self._sealer.seal(value, purpose=_PING_PURPOSE, expires_at=expires)
+        return replace(approval, notification_token=sealed)
+
+    async def _pinged(self, approval: Approval) -> None:
+        """Ping mode: tell the agent its request was answered; a failed ping is reported
+        (the agent may still poll)."""
+        sealed, endpoint = approval.notification_token, approval.notification_endpoint
+        if sealed is None or endpoint is None or self._sealer is None or self._ping is None:
+            return
+        try:
+            value = self._sealer.open(sealed, purpose=_PING_PURPOSE, now=self._clock.timestamp())
+            await self._ping(endpoint, str(value["token"]), str(value["auth_req_id"]))
+        except Exception as exc:  # noqa: BLE001 - reported; the agent may still poll
+            if self._on_problem is not None:
+                details = {"approval_id": approval.id, "error": type(exc).__name__}
+                self._on_problem("approval.ping_failed", details)
 
     async def _user(self, request: BackchannelRequest, instance: str) -> tuple[str, str | None]:
         """The user the hint names (active), and the grant when a delegated token named them."""
@@ -221,6 +270,7 @@ class Approvals:
             lambda: self._store.update_approval(stored, expected_version=found.version),
             clock=self._clock,
         )
+        await self._pinged(stored)
         return stored
 
     async def get(self, approval_id: str, *, actor: Actor) -> Approval:
@@ -335,6 +385,7 @@ def _requested(approval: Approval) -> dict[str, Any]:
         ],
         "binding_message": approval.binding_message,
         "expires_at": approval.expires_at.isoformat(),
+        "mode": "poll" if approval.notification_endpoint is None else "ping",
     }
 
 

@@ -6,7 +6,9 @@ lists are de-duplicated and sorted so that equal declarations compare equal.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from urllib.parse import urlsplit
 
 from tether.errors import InvalidDeclaration
 from tether.identity.models import DataClass, Declarations
@@ -47,4 +49,41 @@ def check_declarations(d: Declarations) -> Declarations:
         external_connections=d.external_connections,
         autonomy=d.autonomy,
         may_call_agents=bool(d.may_call_agents),
+        notification_endpoint=_endpoint(d.notification_endpoint),
     )
+
+
+_ENDPOINT_RULE = "an https URL (http only to a loopback address), without credentials or fragment"
+
+
+def _endpoint(url: str | None) -> str | None:
+    """A notification endpoint Tether may POST to: https (http only to loopback, for
+    development), at most 2,000 characters, no user information, no fragment."""
+    if url is None:
+        return None
+    if not _postable(url):
+        raise InvalidDeclaration(
+            f"notification_endpoint is {_ENDPOINT_RULE}",
+            details={"field": "notification_endpoint", "rule": _ENDPOINT_RULE},
+        )
+    return url
+
+
+def _postable(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return False
+    if not host or len(url) > 2000 or parts.username is not None or parts.fragment:
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and _loopback(host))
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

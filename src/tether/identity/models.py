@@ -86,6 +86,10 @@ class Declarations:
     external_connections: Connectivity = Connectivity.NONE
     autonomy: Autonomy = Autonomy.SUPERVISED
     may_call_agents: bool = False
+    #: Where the agent wants to hear that its user answered an approval request (OpenID
+    #: CIBA ping mode, the client's ``backchannel_client_notification_endpoint``); ``None``:
+    #: it polls.
+    notification_endpoint: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -95,6 +99,7 @@ class Declarations:
             "external_connections": str(self.external_connections),
             "autonomy": str(self.autonomy),
             "may_call_agents": self.may_call_agents,
+            "notification_endpoint": self.notification_endpoint,
         }
 
 

@@ -101,7 +101,14 @@ async def _own_token(services: Services, name: str) -> dict[str, str]:
 
 @pytest.fixture
 async def world(client: httpx.AsyncClient, services: Services, make_agent: AgentFactory) -> World:
-    bank = await make_agent("bank-bot")
+    return await make_world(client, services, make_agent)
+
+
+async def make_world(
+    client: httpx.AsyncClient, services: Services, make_agent: AgentFactory, **declarations: object
+) -> World:
+    """bank-bot (with ``declarations``), alice and bob, and their own sign-ins."""
+    bank = await make_agent("bank-bot", **declarations)
     for name in ("alice", "bob"):
         added = await client.post("/v1/users", json={"name": name, "password": "p" * 16})
         assert added.status_code == 201, added.text
@@ -266,7 +273,7 @@ async def test_ciba_every_request_answer_and_redemption_is_recorded_naming_the_a
 async def test_ciba_discovery_names_the_backchannel_endpoint(world: World) -> None:
     meta = (await world.client.get("/.well-known/openid-configuration")).json()
     assert meta["backchannel_authentication_endpoint"] == f"{ISSUER}/oauth2/bc-authorize"
-    assert meta["backchannel_token_delivery_modes_supported"] == ["poll"]
+    assert meta["backchannel_token_delivery_modes_supported"] == ["poll", "ping"]
     assert CIBA in meta["grant_types_supported"]
 
 

@@ -35,7 +35,7 @@ def metadata(settings: Settings) -> dict[str, Any]:
             CIBA,
         ],
         "backchannel_authentication_endpoint": f"{base}/oauth2/bc-authorize",
-        "backchannel_token_delivery_modes_supported": ["poll"],
+        "backchannel_token_delivery_modes_supported": ["poll", "ping"],
         "backchannel_user_code_parameter_supported": False,
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": True,

@@ -63,6 +63,7 @@ def declarations_from_json(data: Mapping[str, Any]) -> Declarations:
         external_connections=Connectivity(data["external_connections"]),
         autonomy=Autonomy(data["autonomy"]),
         may_call_agents=bool(data["may_call_agents"]),
+        notification_endpoint=data.get("notification_endpoint"),
     )
 
 
