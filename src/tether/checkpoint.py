@@ -348,7 +348,7 @@ class Checkpoint:
             return None
         user = delegation.user if delegation is not None else None
         return await self._approvals.proven(
-            request.approval_token, call_digest=digest, instance=caller.spiffe_id, user=user
+            request.approval_token, call_digest=digest, caller=caller, user=user
         )
 
     def _principal(self, agent: Agent) -> Entity:

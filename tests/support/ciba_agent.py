@@ -79,8 +79,14 @@ class Agent:
         return result
 
     def ask(self, user: str, digest: str, amount: int, ping: bool) -> str:
+        call = {
+            "action": "call_tool",
+            "resource": {"type": "Tool", "id": "transfer"},
+            "arguments": {"amount": amount, "to": "bob"},
+        }
+        # The call itself, which Tether checks the digest against, and how a bank shows it.
         items = [{"type": "payment_initiation", "amount": f"{amount}.00", "creditor": "bob",
-                  "call_digest": digest}]  # fmt: skip
+                  "call": call, "call_digest": digest}]  # fmt: skip
         form = {"login_hint": user, "scope": "openid", "binding_message": f"PAY-{amount}",
                 "authorization_details": json.dumps(items), **self.auth()}  # fmt: skip
         if ping:

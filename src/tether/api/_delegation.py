@@ -205,17 +205,31 @@ def delegation_services(
         issuer=settings.issuer_url, session_ttl=settings.user_session_ttl_seconds,
     )  # fmt: skip
     federated = _federated(settings, clock, audit, tokens=tokens, provider=provider, sealer=sealer)
-    approvals = Approvals(
-        store=store, users=store, tokens=tokens, audit=audit, clock=clock,
+    approvals = _approvals(settings, clock, store, audit, tokens=tokens, sealer=sealer)
+    return Delegation(
+        users=users, grants=grants, tokens=tokens, exchanger=exchanger, clients=clients,
+        provider=provider, approvals=approvals, federated=federated,
+    )  # fmt: skip
+
+
+def _approvals(
+    settings: Settings,
+    clock: Clock,
+    store: Store,
+    audit: AuditSink,
+    *,
+    tokens: AccessTokens,
+    sealer: Sealer,
+) -> Approvals:
+    """Approvals (CIBA): the people told by the configured sinks, agents in ping mode by
+    HTTP, problems logged."""
+    return Approvals(
+        store=store, users=store, grants=store, tokens=tokens, audit=audit, clock=clock,
         issuer=settings.issuer_url, max_expiry=settings.approval_max_expiry_seconds,
         default_expiry=min(300, settings.approval_max_expiry_seconds),
         per_user_per_minute=settings.approval_requests_per_minute,
         notify=notifier(sinks_from(settings, clock=clock)), on_problem=_problem,
         sealer=sealer, ping=ping_agent,
-    )  # fmt: skip
-    return Delegation(
-        users=users, grants=grants, tokens=tokens, exchanger=exchanger, clients=clients,
-        provider=provider, approvals=approvals, federated=federated,
     )  # fmt: skip
 
 

@@ -117,13 +117,11 @@ class Services:
             raise
 
     @classmethod
-    async def _wire(
-        cls, settings: Settings, clock: Clock, store: Store, audit_depth: int
-    ) -> Services:
+    async def _wire(cls, settings: Settings, clock: Clock, store: Store, depth: int) -> Services:
         events = EventStream()
         kek = _kek(settings)
         keyring = await _keyring(settings, clock, store, kek)
-        audit = await _audit_log(settings, clock, store, keyring, events, depth=audit_depth)
+        audit = await _audit_log(settings, clock, store, keyring, events, depth=depth)
         await _audit_key_changes(audit, clock, keyring.changes)
         operators = OperatorTokens(store=store, audit=audit, clock=clock,
                                    default_ttl=settings.operator_token_ttl_seconds)  # fmt: skip

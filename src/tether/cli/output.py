@@ -1,4 +1,8 @@
-"""Printing results: ``--output json`` (machine-readable, stable) or a rich table."""
+"""Printing results: ``--output json`` (machine-readable, stable) or a rich table.
+
+Every value is printed as text, never read as rich markup: values come from the server and
+some from agents (an approval request's fields), and ``[conceal]…[/]`` in one must not hide
+part of what a person is asked to approve."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 __all__ = ["Output", "show", "show_rows"]
@@ -27,7 +32,7 @@ def show(data: Any, output: Output) -> None:
     table = Table(show_header=False, box=None)
     for key, value in data.items():
         shown = json.dumps(value) if isinstance(value, dict | list) else str(value)
-        table.add_row(f"[bold]{key}[/]", shown)
+        table.add_row(f"[bold]{escape(str(key))}[/]", escape(shown))
     console.print(table)
 
 
@@ -45,4 +50,4 @@ def _cell(row: dict[str, Any], column: str) -> str:
     value: Any = row
     for part in column.split("."):
         value = value.get(part) if isinstance(value, dict) else None
-    return "" if value is None else str(value)
+    return "" if value is None else escape(str(value))

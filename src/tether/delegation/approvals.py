@@ -38,7 +38,7 @@ from tether.audit.sink import AuditSink, audited
 from tether.crypto.sealed import Sealer
 from tether.delegation import ciba
 from tether.delegation.ciba import APPROVAL_TOKEN_TTL, BackchannelRequest, auth_req_key
-from tether.delegation.models import Approval, ApprovalMatch, ApprovalState
+from tether.delegation.models import Approval, ApprovalMatch, ApprovalState, GrantMatch
 from tether.delegation.token_exchange import act_chain
 from tether.delegation.tokens import AccessTokens, ProvenApproval
 from tether.errors import (
@@ -49,14 +49,17 @@ from tether.errors import (
     InvalidRequest,
     ReplayDetected,
     SlowDown,
+    Unauthenticated,
     UnknownUserId,
     VersionConflict,
 )
 from tether.identity.access import Actor, Permission, allowed
 from tether.identity.client_auth import AuthenticatedClient
+from tether.identity.models import Agent
+from tether.identity.svid import VERIFY_LEEWAY, AgentCaller
 from tether.policy.engine import APPROVAL
 from tether.policy.models import Decision
-from tether.store.interfaces import ApprovalStore, ReplayStore, UserStore
+from tether.store.interfaces import ApprovalStore, GrantStore, ReplayStore, UserStore
 
 __all__ = ["ApprovalGate", "Approvals", "IssuedApproval", "Notify", "Ping", "Started"]
 
@@ -70,6 +73,8 @@ Ping = Callable[[str, str, str], Awaitable[object]]
 #: What the client's notification token and the ``auth_req_id`` are sealed for (ping mode
 #: needs the id itself; the store keeps it sealed, never in the clear).
 _PING_PURPOSE = "approval-ping"
+#: An answer racing the agent's polls is written again on the request as it is now.
+ANSWER_TRIES = 3
 
 
 async def _nobody(_approval: Approval) -> None:
@@ -103,6 +108,7 @@ class Approvals:
         *,
         store: ApprovalStore,
         users: UserStore,
+        grants: GrantStore,
         tokens: AccessTokens,
         audit: AuditSink,
         clock: Clock,
@@ -120,6 +126,7 @@ class Approvals:
         self._ping = ping
         self._store = store
         self._users = users
+        self._grants = grants
         self._tokens = tokens
         self._audit = audit
         self._clock = clock
@@ -143,6 +150,8 @@ class Approvals:
         instance = client.instance.spiffe_id
         user, grant_id = await self._user(request, instance)
         now = self._clock.now()
+        if grant_id is None and not await self._may_ask(client.agent, user, now):
+            raise UnknownUserId("the hint names no person this agent may ask")
         recent = await self._store.count_approvals(user=user, since=now - timedelta(minutes=1))
         if recent >= self._per_minute:
             raise SlowDown(f"at most {self._per_minute} approval requests a minute to one person")
@@ -238,6 +247,14 @@ class Approvals:
         grant_id = raw.get("grant_id")
         return claims.sub or "", grant_id if isinstance(grant_id, str) else None
 
+    async def _may_ask(self, agent: Agent, user: str, now: datetime) -> bool:
+        """An agent asks the people it acts for (a grant in force) and its owners — no one
+        else: prompting strangers until one taps "approve" is no approval."""
+        if user in agent.owners:
+            return True
+        match = GrantMatch(user=user, agent=agent.name)
+        return bool(await self._grants.list_grants(match, in_force_at=now, limit=1))
+
     async def _tell(self, approval: Approval) -> None:
         try:
             await self._notify(approval)
@@ -263,13 +280,23 @@ class Approvals:
         )
         details = {"approver": actor.name, "approved": list(answered.approved)}
         record = _record(kind, actor.label, answered, now, details)
-        stored = replace(answered, version=found.version + 1)
-        await audited(
-            self._audit,
-            record,
-            lambda: self._store.update_approval(stored, expected_version=found.version),
-            clock=self._clock,
-        )
+
+        async def store() -> Approval:
+            current = found
+            for _ in range(ANSWER_TRIES):
+                stored = replace(
+                    ciba.answer(current, user=actor.name, approve=approve, now=now),
+                    version=current.version + 1,
+                )
+                try:
+                    await self._store.update_approval(stored, expected_version=current.version)
+                except VersionConflict:  # a poll moved it (its poll time): answer it as it is
+                    current = await self._get(approval_id, actor=actor)
+                else:
+                    return stored
+            raise VersionConflict("the approval request keeps changing: answer again")
+
+        stored = await audited(self._audit, record, store, clock=self._clock)
         await self._pinged(stored)
         return stored
 
@@ -415,24 +442,32 @@ class ApprovalGate:
         self._replay = replay
 
     async def proven(
-        self, token: str | None, *, call_digest: str, instance: str, user: str | None
+        self, token: str | None, *, call_digest: str, caller: AgentCaller, user: str | None
     ) -> ProvenApproval | None:
         """``None`` without a token; ``Unauthenticated`` for one that does not approve this
-        exact call by this instance (for this user)."""
+        exact call by this instance — for ``user`` when the call is made for one, else
+        approved by one of the agent's owners."""
         if token is None:
             return None
-        return await self._tokens.approval(
-            token, call_digest=call_digest, instance=instance, user=user
+        proven = await self._tokens.approval(
+            token, call_digest=call_digest, instance=caller.spiffe_id, user=user
         )
+        if user is None and proven.approver not in caller.agent.owners:
+            raise Unauthenticated("an agent's own call is approved by one of its owners")
+        return proven
 
     async def spend(self, approval: ProvenApproval | None, decision: Decision) -> Decision:
         """``decision``, unless it is an allow that needed ``approval`` and the approval was
         spent already (by a call with the same token, here or on another replica)."""
         if approval is None or not decision.allowed or APPROVAL not in decision.obligations:
             return decision
-        expires = datetime.fromtimestamp(approval.expires_at, tz=UTC)
+        # Kept until the token cannot verify any more: past its exp by the leeway it is
+        # verified with (else it would pass again once the key expired).
+        expires = datetime.fromtimestamp(approval.expires_at + VERIFY_LEEWAY + 1, tz=UTC)
+        # One call per approved item: an approval of several items lets each through once.
+        key = f"approval:{approval.jti}:{approval.call_digest}"
         try:
-            await self._replay.consume_once(f"approval:{approval.jti}", expires_at=expires)
+            await self._replay.consume_once(key, expires_at=expires)
         except ReplayDetected:
             why = "the approval was used already: an approval lets one call through"
             return Decision.deny(why, policy_version=decision.policy_version)

@@ -12,9 +12,12 @@ The rules (OpenID CIBA Core 1.0 §7, §10, §11, §13; RFC 9396 §2, §5; the is
   the user, which also names the grant the agent acts under). More or none:
   ``invalid_request``;
 * ``scope`` includes ``openid`` (§7.1); ``authorization_details`` is required: a JSON array of
-  1 to ``MAX_DETAILS`` objects, each with a ``type`` and the ``call_digest`` of the exact call
-  it approves (what the checkpoint computes from the action, the resource and the canonical
-  arguments), at most ``MAX_DETAILS_BYTES`` in all; anything else is
+  1 to ``MAX_DETAILS`` objects, each with a ``type`` and the exact ``call`` it approves —
+  ``{"action", "resource": {"type", "id"}, "arguments"}`` — whose digest (what the checkpoint
+  computes from the same three, arguments in canonical JSON) Tether computes itself and
+  stores as the item's ``call_digest``; a ``call_digest`` the client sends must be that one.
+  The person sees the call that will run, never only a description the agent wrote of it.
+  At most ``MAX_DETAILS_BYTES`` and ``MAX_DEPTH`` levels in all; anything else is
   ``invalid_authorization_details``;
 * ``binding_message`` is short plain text a phone can show (``invalid_binding_message``);
 * the request lives ``requested_expiry`` seconds, bounded by the server's maximum; a request
@@ -47,6 +50,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+from tether._internal.canonical import call_digest
 from tether._internal.ids import sha256_hex
 from tether.delegation.grants import parse_scopes
 from tether.delegation.models import Approval, ApprovalState
@@ -86,14 +90,15 @@ GRANT_TYPE = "urn:openid:params:grant-type:ciba"
 #: Items one request may hold, and their JSON size in all.
 MAX_DETAILS = 8
 MAX_DETAILS_BYTES = 8192
+#: How deeply the array of items, an item and its fields may nest, in all.
+MAX_DEPTH = 32
 #: Characters of a binding message (CIBA Core §7.1: "relatively short").
 MAX_BINDING_MESSAGE = 100
 #: An approval token's life at most (seconds): long enough to make the approved call.
 APPROVAL_TOKEN_TTL = 120
 #: The fields of an item Tether reads; the others describe the operation to the user.
-_TYPE_FIELD, _DIGEST_FIELD = "type", "call_digest"
+_TYPE_FIELD, _CALL_FIELD, _DIGEST_FIELD = "type", "call", "call_digest"
 _HINTS = ("login_hint", "id_token_hint", "login_hint_token")
-_DIGEST_PREFIX = "sha256:"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,8 +154,12 @@ def parse_authorization_details(value: str | None) -> tuple[Mapping[str, Any], .
         )
     try:
         items = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidAuthorizationDetails("authorization_details is not JSON") from None
+    if _depth(items) > MAX_DEPTH:
+        raise InvalidAuthorizationDetails(
+            f"authorization_details nests at most {MAX_DEPTH} levels deep"
+        )
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_DETAILS:
         raise InvalidAuthorizationDetails(
             f"authorization_details is a JSON array of 1 to {MAX_DETAILS} objects"
@@ -158,27 +167,65 @@ def parse_authorization_details(value: str | None) -> tuple[Mapping[str, Any], .
     return tuple(_detail(item, position) for position, item in enumerate(items))
 
 
+def _depth(value: object) -> int:
+    """How deeply ``value`` nests arrays and objects (a scalar: 0)."""
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
 def _detail(item: object, position: int) -> Mapping[str, Any]:
+    """One item, its ``call`` checked and its ``call_digest`` computed from it."""
+    where = f"authorization_details[{position}]"
     if not isinstance(item, dict):
-        raise InvalidAuthorizationDetails(f"authorization_details[{position}] is not an object")
-    kind, digest = item.get(_TYPE_FIELD), item.get(_DIGEST_FIELD)
+        raise InvalidAuthorizationDetails(f"{where} is not an object")
+    kind = item.get(_TYPE_FIELD)
     if not isinstance(kind, str) or not 1 <= len(kind) <= 64:
+        raise InvalidAuthorizationDetails(f"{where} has no type (1 to 64 characters)")
+    described = {k: v for k, v in item.items() if k not in (_CALL_FIELD, _DIGEST_FIELD)}
+    if not _plain(described):
         raise InvalidAuthorizationDetails(
-            f"authorization_details[{position}] has no type (a string of 1 to 64 characters)"
+            f"{where}: what describes the operation is plain text (no control or direction "
+            "characters): it is shown to the person as it is"
         )
-    if not _is_digest(digest):
-        raise InvalidAuthorizationDetails(
-            f"authorization_details[{position}] has no call_digest (sha256:<64 hex digits>): "
-            "an approval is bound to one exact call"
-        )
-    return MappingProxyType(item)
+    digest = _call_digest(item.get(_CALL_FIELD), where)
+    sent = item.get(_DIGEST_FIELD)
+    if sent is not None and sent != digest:
+        raise InvalidAuthorizationDetails(f"{where}: call_digest is not the digest of its call")
+    return MappingProxyType({**item, _DIGEST_FIELD: digest})
 
 
-def _is_digest(value: object) -> bool:
-    if not isinstance(value, str) or not value.startswith(_DIGEST_PREFIX):
-        return False
-    hex_part = value[len(_DIGEST_PREFIX) :]
-    return len(hex_part) == 64 and all(c in "0123456789abcdef" for c in hex_part)
+def _call_digest(call: object, where: str) -> str:
+    """The digest of ``{"action", "resource": {"type", "id"}, "arguments"}`` — the checkpoint's
+    for the same call."""
+    rule = (
+        f'{where} has no call: {{"action", "resource": {{"type", "id"}}, "arguments"}}, the '
+        "exact call it approves"
+    )
+    if not isinstance(call, dict) or not set(call) <= {"action", "resource", "arguments"}:
+        raise InvalidAuthorizationDetails(rule)
+    action, resource = call.get("action"), call.get("resource")
+    if not isinstance(action, str) or not 1 <= len(action) <= 128:
+        raise InvalidAuthorizationDetails(rule)
+    if not isinstance(resource, dict) or set(resource) != {"type", "id"}:
+        raise InvalidAuthorizationDetails(rule)
+    if not all(isinstance(v, str) and 1 <= len(v) <= 256 for v in resource.values()):
+        raise InvalidAuthorizationDetails(rule)
+    uid = f'{resource["type"]}::"{resource["id"]}"'
+    return call_digest(action, uid, call.get("arguments"))
+
+
+def _plain(value: object) -> bool:
+    """Every text in ``value`` (keys included) showable as it is."""
+    if isinstance(value, str):
+        return all(_showable(c) for c in value)
+    if isinstance(value, dict):
+        return all(_plain(k) and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return True
 
 
 def _binding_message(value: str | None) -> str | None:

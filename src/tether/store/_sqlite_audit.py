@@ -219,7 +219,8 @@ def answer_unless_busy(
     try:
         raw.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
-        if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        # Extended codes (SQLITE_BUSY_SNAPSHOT, …) carry the primary one in their low byte.
+        if (exc.sqlite_errorcode & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             return None
         return [_failed(exc)] * len(group)
     return _commit(raw, group)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from tests.support.calls import TRANSFER_CALL, item
 from tether._internal.clock import SystemClock
 from tether.api._notify import (
     SIGNATURE_HEADER,
@@ -170,9 +171,7 @@ async def test_webhook_notice_is_signed_and_a_tampered_body_fails_verification(
         "user": "alice",
         "agent": "bank-bot",
         "binding_message": "TX-42",
-        "authorization_details": [
-            {"type": "payment_initiation", "amount": "100.00", "call_digest": TRANSFER}
-        ],
+        "authorization_details": [item(TRANSFER_CALL, amount="100.00")],
         "expires_at": listed["expires_at"],
         "inbox": f"{ISSUER}/v1/approvals/{listed['id']}",
     }
@@ -285,7 +284,7 @@ def _approval() -> Approval:
         user="alice",
         scope=frozenset({"openid"}),
         binding_message="TX-42",
-        details=({"type": "payment_initiation", "call_digest": TRANSFER},),
+        details=(item(TRANSFER_CALL),),
         created_at=now,
         expires_at=now + timedelta(minutes=5),
         interval=5,

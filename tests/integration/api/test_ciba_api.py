@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tether._internal.canonical import call_digest
+from tests.support.calls import CALLS, FEE, TRANSFER, TRANSFER_CALL, item
 from tether.api.services import Services
 from tether.config import Settings
 from tether.crypto.assertion import sign_client_assertion
@@ -29,8 +29,7 @@ from tether.identity.client_auth import ASSERTION_TYPE
 from .conftest import ISSUER, ROOT, TRUST_DOMAIN, AgentFactory, RegisteredAgent
 from .decisions import evaluation, svid
 
-TRANSFER = call_digest("call_tool", "Tool::transfer", {"amount": 100, "to": "bob"})
-FEE = call_digest("call_tool", "Tool::pay_fee", {"amount": 2})
+__all__ = ["FEE", "TRANSFER", "World", "make_world"]
 
 
 @pytest.fixture
@@ -67,9 +66,7 @@ class World:
         }
 
     async def ask(self, *digests: str, **fields: str) -> httpx.Response:
-        items = [
-            {"type": "payment_initiation", "amount": "100.00", "call_digest": d} for d in digests
-        ]
+        items = [item(CALLS[d], amount="100.00") for d in digests]
         form = {
             "login_hint": "alice",
             "scope": "openid",
@@ -226,7 +223,7 @@ async def test_ciba_request_without_client_authentication_is_refused(world: Worl
     form = {
         "login_hint": "alice",
         "scope": "openid",
-        "authorization_details": json.dumps([{"type": "t", "call_digest": TRANSFER}]),
+        "authorization_details": json.dumps([item(TRANSFER_CALL)]),
     }
     refused = await world.client.post("/oauth2/bc-authorize", data=form)
     assert refused.status_code in (400, 401)
@@ -322,6 +319,8 @@ async def test_ciba_approval_lets_exactly_the_approved_call_through_once(world: 
     first = await _evaluate(world, agent_token, _transfer(100))
     assert first["decision"] is False
     assert first["context"]["effect"] == "approval_required"
+    # The checkpoint's digest of the call is the one Tether computes from the item's call.
+    assert first["context"]["call_digest"] == TRANSFER
     approval = await _approved_token(world, first["context"]["call_digest"])
     # A substituted amount is refused, and does not spend the approval ...
     substituted = await _evaluate(world, agent_token, _transfer(10_000, approval))
@@ -397,3 +396,30 @@ async def test_ciba_id_token_hint_is_an_id_token_given_to_this_instance(world: W
     assert _error(await world.ask(FEE, login_hint="", id_token_hint=agent_token)) == (
         "unknown_user_id"
     )
+
+
+async def test_ciba_an_agent_asks_only_its_owners_and_the_people_it_acts_for(world: World) -> None:
+    # bob neither owns bank-bot nor gave it a grant: it may not prompt him.
+    assert _error(await world.ask(TRANSFER, login_hint="bob")) == "unknown_user_id"
+    consent = {"agent": "bank-bot", "scopes": ["payments"], "purpose": "pay my bills",
+               "purpose_code": "bill-payment"}  # fmt: skip
+    granted = await world.client.post("/v1/grants", json=consent, headers=world.bob)
+    assert granted.status_code == 201, granted.text
+    assert (await world.ask(TRANSFER, login_hint="bob")).status_code == 200
+
+
+async def test_ciba_an_agents_own_call_is_approved_by_one_of_its_owners(world: World) -> None:
+    applied = await world.client.post("/v1/policies", json={"text": BANK_POLICIES})
+    assert applied.status_code == 201, applied.text
+    consent = {"agent": "bank-bot", "scopes": ["payments"], "purpose": "pay my bills",
+               "purpose_code": "bill-payment"}  # fmt: skip
+    assert (await world.client.post("/v1/grants", json=consent, headers=world.bob)).is_success
+    agent_token = await svid(world.client, world.bank)
+    auth_req_id = (await world.ask(TRANSFER, login_hint="bob")).json()["auth_req_id"]
+    [pending] = await world.inbox(world.bob)
+    await world.client.post(f"/v1/approvals/{pending['id']}/approve", json={}, headers=world.bob)
+    by_bob = (await world.poll(auth_req_id)).json()["access_token"]
+    # bob approved, but the call is the agent's own (no delegated token): its owners decide.
+    assert (await _evaluate(world, agent_token, _transfer(100, by_bob)))["decision"] is False
+    by_alice = await _approved_token(world, TRANSFER)
+    assert (await _evaluate(world, agent_token, _transfer(100, by_alice)))["decision"] is True

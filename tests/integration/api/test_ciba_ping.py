@@ -141,6 +141,8 @@ async def test_ciba_the_database_holds_neither_the_auth_req_id_nor_the_ping_toke
         "auth_req_id"
     ]
     stored = b"".join(p.read_bytes() for p in (tmp_path / "data").rglob("*.db*") if p.is_file())
+    [request] = await pinged.inbox(pinged.alice)
+    assert request["id"].encode() in stored, "the request itself is on disk"
     assert auth_req_id.encode() not in stored
     assert PING_TOKEN.encode() not in stored
 

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tether._internal.canonical import call_digest
+from tests.support.calls import CALLS, FEE, TRANSFER, item
 from tether.cli import exit_codes
 from tether.crypto.assertion import generate_agent_key, sign_client_assertion
 from tether.crypto.jwt import UnverifiedToken
@@ -33,8 +33,9 @@ from .test_delegation_live import PASSWORD, _tether
 from .test_user_grant_cli import ok
 
 AGENT = "bank-bot"
-TRANSFER = call_digest("call_tool", "Tool::transfer", {"amount": 100, "to": "bob"})
-FEE = call_digest("call_tool", "Tool::pay_fee", {"amount": 2})
+#: The people of the tests: the agent's owners, so it may ask them (an agent asks its owners
+#: and the people who gave it a grant, no one else).
+PEOPLE = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy")
 
 
 @dataclass
@@ -59,10 +60,7 @@ class Bank:
 
     def ask(self, user: str, *digests: str) -> str:
         """Ask ``user`` to approve a payment per digest; the ``auth_req_id``."""
-        items = [
-            {"type": "payment_initiation", "amount": f"{100 + n}.00", "call_digest": digest}
-            for n, digest in enumerate(digests)
-        ]
+        items = [item(CALLS[d], amount=f"{100 + n}.00") for n, d in enumerate(digests)]
         form = {
             "login_hint": user,
             "scope": "openid",
@@ -97,7 +95,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 def bank(live: Live) -> Bank:
     key = generate_agent_key()
     with live.ops() as ops:
-        agent = ops.post("/v1/agents", json={"name": AGENT, "owners": ["sam"]})
+        agent = ops.post("/v1/agents", json={"name": AGENT, "owners": ["sam", *PEOPLE]})
         assert agent.status_code == 201, agent.text
         added = ops.post(f"/v1/agents/{AGENT}/keys", json={"jwk": key.public_jwk})
         assert added.status_code == 201, added.text

@@ -38,7 +38,8 @@ def _setup(server: Live, tmp_path: Path, **declarations: object) -> tuple[str, P
     and its private key's file."""
     key = generate_agent_key()
     with server.ops() as ops:
-        agent = {"name": "bank-bot", "owners": ["sam"], "declarations": declarations}
+        # alice owns it: for its own calls (no delegated token), its owners approve.
+        agent = {"name": "bank-bot", "owners": ["sam", "alice"], "declarations": declarations}
         created = ops.post("/v1/agents", json=agent)
         assert created.status_code == 201, created.text
         added = ops.post("/v1/agents/bank-bot/keys", json={"jwk": key.public_jwk})

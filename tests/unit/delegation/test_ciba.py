@@ -13,7 +13,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from tether._internal.canonical import call_digest
+from tests.support.calls import CALLS, FEE, TRANSFER, TRANSFER_CALL, digest, item, tool_call
 from tether.delegation.ciba import (
     APPROVAL_TOKEN_TTL,
     MAX_BINDING_MESSAGE,
@@ -45,15 +45,17 @@ from tether.errors import (
 T0 = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 CLIENT = "spiffe://acme.org/agent/bank-bot/instance/pod-1"
 OTHER_CLIENT = "spiffe://acme.org/agent/bank-bot/instance/pod-2"
-TRANSFER = call_digest("call_tool", "Tool::transfer", {"amount": 100, "to": "bob"})
-SUBSTITUTED = call_digest("call_tool", "Tool::transfer", {"amount": 10_000, "to": "mallory"})
-FEE = call_digest("call_tool", "Tool::pay_fee", {"amount": 2})
+SUBSTITUTED = digest(tool_call("transfer", amount=10_000, to="mallory"))
 
 
 def details(*digests: str) -> str:
-    return json.dumps(
-        [{"type": "payment_initiation", "amount": "100.00", "call_digest": d} for d in digests]
-    )
+    return json.dumps([item(CALLS[d], amount="100.00") for d in digests])
+
+
+def one(**changes: Any) -> str:
+    """A single item approving the transfer, with ``changes`` (``None``: the field removed)."""
+    fields = item(TRANSFER_CALL) | changes
+    return json.dumps([{k: v for k, v in fields.items() if v is not None}])
 
 
 def form(**fields: str) -> dict[str, str]:
@@ -116,13 +118,22 @@ def test_ciba_request_without_authorization_details_is_refused() -> None:
         "{}",
         "[]",
         json.dumps(["a string"]),
-        json.dumps([{"call_digest": TRANSFER}]),
-        json.dumps([{"type": "", "call_digest": TRANSFER}]),
-        json.dumps([{"type": "payment_initiation"}]),
-        json.dumps([{"type": "payment_initiation", "call_digest": "sha256:abc"}]),
-        json.dumps([{"type": "payment_initiation", "call_digest": TRANSFER.upper()}]),
-        json.dumps([{"type": "t", "call_digest": TRANSFER}] * (MAX_DETAILS + 1)),
-        json.dumps([{"type": "t", "call_digest": TRANSFER, "pad": "x" * 9000}]),
+        one(type=None),
+        one(type=""),
+        one(call=None),
+        one(call_digest=None, call={"action": "call_tool"}),
+        one(call={**TRANSFER_CALL, "resource": {"type": "Tool"}}),
+        one(call={**TRANSFER_CALL, "resource": {"type": "Tool", "id": 7}}),
+        one(call={**TRANSFER_CALL, "extra": 1}),
+        one(call={**TRANSFER_CALL, "action": ""}),
+        one(call_digest="sha256:abc"),
+        json.dumps([item(TRANSFER_CALL)] * (MAX_DETAILS + 1)),
+        json.dumps([item(TRANSFER_CALL, pad="x" * 9000)]),
+        json.dumps([item(TRANSFER_CALL, deep=json.loads("[" * 40 + "]" * 40))]),
+        "[" * 5000 + "]" * 5000,
+        json.dumps([item(TRANSFER_CALL, amount="10\x1b[8m00000")]),
+        json.dumps([item(TRANSFER_CALL, creditor="bob\u202emallory")]),
+        json.dumps([item(TRANSFER_CALL, type="payment\ninitiation")]),
     ],
 )
 def test_ciba_authorization_details_not_bound_to_an_exact_call_are_refused(value: str) -> None:
@@ -136,6 +147,16 @@ def test_ciba_authorization_details_not_bound_to_an_exact_call_are_refused(value
 def test_ciba_binding_message_a_device_cannot_show_plainly_is_refused(message: str) -> None:
     with pytest.raises(InvalidBindingMessage):
         parse(binding_message=message)
+
+
+def test_ciba_an_items_digest_is_computed_from_its_call_never_taken_on_trust() -> None:
+    # The agent shows the person "100 to bob" but sends the digest of another call: refused.
+    with pytest.raises(InvalidAuthorizationDetails, match="not the digest of its call"):
+        parse(authorization_details=one(call_digest=SUBSTITUTED))
+    # Without a digest, Tether computes it: the checkpoint's digest for the same call.
+    request = parse(authorization_details=one(call_digest=None))
+    assert request.details[0]["call_digest"] == TRANSFER
+    assert request.details[0]["call"] == TRANSFER_CALL
 
 
 def test_ciba_request_keeps_the_items_the_hint_and_a_plain_binding_message() -> None:

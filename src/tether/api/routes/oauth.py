@@ -143,6 +143,8 @@ async def _approval(
             "token_type": "Bearer",
             "expires_in": issued.expires_in,
             "id_token": issued.id_token,
+            # RFC 9396 §7: what was granted — with a partial approval, less than was asked.
+            "authorization_details": [dict(d) for d in issued.approval.approved_details],
         },
         headers=NO_STORE,
     )

@@ -71,8 +71,13 @@ DIRECT_WEIGHT = 1 / 8
 #: Every this many lone batches, one goes to the process, whose connection checkpoints the
 #: WAL (the caller's thread's connection never does).
 CHECKPOINT_TURN = 64
-#: The connection on the caller's thread: never waits for a lock, never checkpoints.
-_DIRECT_PRAGMAS = (*PRAGMAS, "PRAGMA busy_timeout=0", "PRAGMA wal_autocheckpoint=0")
+#: The connection on the caller's thread: never waits for a lock (from its first statement
+#: on), never checkpoints.
+_DIRECT_PRAGMAS = (
+    "PRAGMA busy_timeout=0",
+    *(p for p in PRAGMAS if not p.startswith("PRAGMA busy_timeout")),
+    "PRAGMA wal_autocheckpoint=0",
+)
 
 
 class AuditWriter:
@@ -252,7 +257,7 @@ def _result(answer: tuple[str, Any]) -> Any:
 
 
 def _connect(path: str) -> sqlite3.Connection:
-    raw = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    raw = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
     try:
         for pragma in _DIRECT_PRAGMAS:
             raw.execute(pragma)
