@@ -1,11 +1,13 @@
 """The client side of delegation as sans-I/O flows: sign-in (authorization code + PKCE, by a
-browser or by name and password) and token exchange (RFC 8693).
+browser or by name and password), token exchange (RFC 8693), and approvals (OpenID CIBA, poll
+mode: ask, then wait a bounded time or hand back the pending request to poll later).
 
 A flow is a generator that yields the :class:`HttpRequest` to send and receives the
 :class:`HttpResponse` that came back, until it returns its result — the shape of httpx's
 ``Auth.auth_flow``. The same flow is driven by the CLI with a blocking client
 (:func:`tether.cli._drive.drive`) and by the SDK with an async one, so the protocol is written
-once. Failures raise :class:`FlowError` with the OAuth error code the server sent.
+once. Failures raise :class:`FlowError` with the OAuth error code the server sent. An approval
+flow also yields :class:`Pause` (the driver sleeps that long, then sends ``None``).
 
 Example::
 
@@ -18,9 +20,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import secrets
-from collections.abc import Generator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -29,13 +32,19 @@ from tether.errors import Error
 __all__ = [
     "BROWSER_COOKIE",
     "CLI_CLIENT",
+    "ApprovalFlow",
+    "ApprovalPending",
+    "Approved",
     "Flow",
     "FlowError",
     "HttpRequest",
     "HttpResponse",
     "LoginStart",
+    "Pause",
     "SignedIn",
     "TokenSet",
+    "approval_flow",
+    "approval_poll_flow",
     "code_flow",
     "code_from_redirect",
     "password_login_flow",
@@ -255,3 +264,115 @@ def _cookie(header: str, name: str) -> str:
     if key != name or not value:
         raise FlowError("the sign-in page set no browser cookie")
     return value
+
+
+# -- approvals (OpenID CIBA, poll mode) ----------------------------------------------------
+
+CIBA = "urn:openid:params:grant-type:ciba"
+#: CIBA Core §11: a ``slow_down`` adds this to the interval (as RFC 8628 §3.5 does).
+SLOW_DOWN_STEP = 5
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Wait this many seconds, then send ``None`` back into the flow."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Approved:
+    """The person approved: the approval token (single use, short-lived) and what it grants
+    (RFC 9396: with a partial approval, less than was asked)."""
+
+    access_token: str
+    expires_in: int
+    authorization_details: tuple[Mapping[str, Any], ...]
+    id_token: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalPending:
+    """No answer within the wait: poll again later with :func:`approval_poll_flow`."""
+
+    auth_req_id: str
+    expires_in: int
+    interval: int
+
+
+ApprovalFlow = Generator[HttpRequest | Pause, HttpResponse | None, Approved | ApprovalPending]
+#: Fresh client authentication fields for each request (a ``private_key_jwt`` assertion is
+#: single use): ``client_assertion_type``, ``client_assertion``, ``instance_id``.
+Authenticate = Callable[[], Mapping[str, str]]
+
+
+def approval_flow(
+    *,
+    issuer: str,
+    authenticate: Authenticate,
+    details: Sequence[Mapping[str, Any]],
+    hint: tuple[str, str],
+    binding_message: str | None = None,
+    wait: float = 0.0,
+) -> ApprovalFlow:
+    """Ask the person ``hint`` names (``("login_hint", name)``, or ``("login_hint_token",
+    delegated_token)``) to approve the calls in ``details`` (RFC 9396 items, each with its
+    ``call``), then poll for up to ``wait`` seconds: :class:`Approved`, or
+    :class:`ApprovalPending` to poll later. A refusal or a timeout raises :class:`FlowError`
+    (``access_denied``, ``expired_token``)."""
+    form = {hint[0]: hint[1], "scope": "openid",
+            "authorization_details": json.dumps(list(details))}  # fmt: skip
+    if binding_message is not None:
+        form["binding_message"] = binding_message
+    url = f"{issuer.rstrip('/')}/oauth2/bc-authorize"
+    started = yield HttpRequest(method="POST", url=url, form=form | dict(authenticate()))
+    body = _ok(started)
+    pending = ApprovalPending(
+        auth_req_id=str(body["auth_req_id"]),
+        expires_in=int(body["expires_in"]),
+        interval=int(body["interval"]),
+    )
+    flow = approval_poll_flow(issuer=issuer, authenticate=authenticate, pending=pending, wait=wait)
+    return (yield from flow)
+
+
+def approval_poll_flow(
+    *, issuer: str, authenticate: Authenticate, pending: ApprovalPending, wait: float
+) -> ApprovalFlow:
+    """Poll for ``pending`` every ``interval`` seconds (5 more after each ``slow_down``) for
+    up to ``wait`` seconds."""
+    interval, waited = pending.interval, 0.0
+    while True:
+        form = {"grant_type": CIBA, "auth_req_id": pending.auth_req_id, **authenticate()}
+        response = yield _token_request(issuer, form)
+        body = response.body if response is not None and isinstance(response.body, Mapping) else {}
+        if response is not None and response.status == 200 and "access_token" in body:
+            return _approved(body)
+        error = str(body.get("error") or "server_error")
+        if error == "slow_down":
+            interval += SLOW_DOWN_STEP
+        elif error != "authorization_pending":
+            raise FlowError(str(body.get("error_description") or error), error=error)
+        if waited + interval > wait:
+            left = max(0, pending.expires_in - int(waited))
+            return replace(pending, expires_in=left, interval=interval)
+        yield Pause(interval)
+        waited += interval
+
+
+def _ok(response: HttpResponse | None) -> Mapping[str, Any]:
+    body = response.body if response is not None and isinstance(response.body, Mapping) else {}
+    if response is None or response.status != 200:
+        error = str(body.get("error") or "server_error")
+        raise FlowError(str(body.get("error_description") or error), error=error)
+    return body
+
+
+def _approved(body: Mapping[str, Any]) -> Approved:
+    granted = body.get("authorization_details")
+    return Approved(
+        access_token=str(body["access_token"]),
+        expires_in=int(body.get("expires_in", 0)),
+        authorization_details=tuple(granted) if isinstance(granted, list) else (),
+        id_token=body.get("id_token"),
+    )
