@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import builtins
+import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -46,6 +47,7 @@ from tether.errors import (
     Error,
     Forbidden,
     InvalidGrant,
+    InvalidInput,
     InvalidRequest,
     ReplayDetected,
     SlowDown,
@@ -73,6 +75,8 @@ Ping = Callable[[str, str, str], Awaitable[object]]
 #: What the client's notification token and the ``auth_req_id`` are sealed for (ping mode
 #: needs the id itself; the store keeps it sealed, never in the clear).
 _PING_PURPOSE = "approval-ping"
+#: The ``type`` of the item an enforcement point asks for: one call, as the checkpoint saw it.
+CALL_TYPE = "tether_call"
 #: An answer racing the agent's polls is written again on the request as it is now.
 ANSWER_TRIES = 3
 
@@ -149,8 +153,51 @@ class Approvals:
         self._check_mode(endpoint, request.client_notification_token)
         instance = client.instance.spiffe_id
         user, grant_id = await self._user(request, instance)
+        return await self._open(
+            client.agent, instance, request, user=user, grant_id=grant_id, endpoint=endpoint
+        )
+
+    async def start_for_call(
+        self,
+        *,
+        caller: AgentCaller,
+        call: Mapping[str, Any],
+        call_digest: str,
+        user: str,
+        grant_id: str | None,
+        binding_message: str | None = None,
+    ) -> Started:
+        """An enforcement point starts the request for the agent whose ``call`` needs an
+        approval — for the user it acts for (``grant_id``), or, for its own call, one of its
+        owners — in poll mode: the agent redeems it with its own client authentication.
+        ``call_digest`` is the checkpoint's; the item's must be the same."""
+        details = ciba.parse_authorization_details(
+            json.dumps([{"type": CALL_TYPE, "call": dict(call)}])
+        )
+        if details[0]["call_digest"] != call_digest:
+            raise InvalidInput("the call to approve is not the call that was decided")
+        request = BackchannelRequest(
+            hint="enforcement_point", hint_value=user, scope=frozenset({"openid"}),
+            details=details, binding_message=ciba.plain_binding_message(binding_message),
+            expires_in=self._default_expiry, client_notification_token=None,
+        )  # fmt: skip
+        return await self._open(
+            caller.agent, caller.spiffe_id, request, user=user, grant_id=grant_id, endpoint=None
+        )
+
+    async def _open(
+        self,
+        agent: Agent,
+        instance: str,
+        request: BackchannelRequest,
+        *,
+        user: str,
+        grant_id: str | None,
+        endpoint: str | None,
+    ) -> Started:
+        """Store, record and announce a request of ``instance`` to ``user``."""
         now = self._clock.now()
-        if grant_id is None and not await self._may_ask(client.agent, user, now):
+        if grant_id is None and not await self._may_ask(agent, user, now):
             raise UnknownUserId("the hint names no person this agent may ask")
         recent = await self._store.count_approvals(user=user, since=now - timedelta(minutes=1))
         if recent >= self._per_minute:
@@ -160,7 +207,7 @@ class Approvals:
             id=new_id("apr"),
             auth_req_key=auth_req_key(auth_req_id),
             client=instance,
-            agent=client.agent.name,
+            agent=agent.name,
             user=user,
             scope=request.scope,
             binding_message=request.binding_message,

@@ -81,7 +81,9 @@ __all__ = [
     "auth_req_key",
     "bound_approval",
     "new_auth_req_id",
+    "parse_authorization_details",
     "parse_backchannel_request",
+    "plain_binding_message",
     "poll",
     "redeemed",
 ]
@@ -134,7 +136,7 @@ def parse_backchannel_request(
         hint_value=form[hints[0]],
         scope=scope,
         details=parse_authorization_details(form.get("authorization_details")),
-        binding_message=_binding_message(form.get("binding_message")),
+        binding_message=plain_binding_message(form.get("binding_message")),
         expires_in=_expiry(form.get("requested_expiry"), max_expiry, default_expiry),
         client_notification_token=notification,
     )
@@ -228,7 +230,8 @@ def _plain(value: object) -> bool:
     return True
 
 
-def _binding_message(value: str | None) -> str | None:
+def plain_binding_message(value: str | None) -> str | None:
+    """``value`` if a device can show it as it is (``invalid_binding_message`` otherwise)."""
     if not value:
         return None
     if len(value) > MAX_BINDING_MESSAGE or not all(_showable(c) for c in value):

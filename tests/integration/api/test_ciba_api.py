@@ -423,3 +423,39 @@ async def test_ciba_an_agents_own_call_is_approved_by_one_of_its_owners(world: W
     assert (await _evaluate(world, agent_token, _transfer(100, by_bob)))["decision"] is False
     by_alice = await _approved_token(world, TRANSFER)
     assert (await _evaluate(world, agent_token, _transfer(100, by_alice)))["decision"] is True
+
+
+async def test_ciba_an_enforcement_point_starts_the_approval_and_the_agent_polls_for_it(
+    world: World,
+) -> None:
+    applied = await world.client.post("/v1/policies", json={"text": BANK_POLICIES})
+    assert applied.status_code == 201, applied.text
+    agent_token = await svid(world.client, world.bank)
+    asking = _transfer(100)
+    asking["context"] = {"approval_request": {"login_hint": "alice", "binding_message": "TX-9"}}
+    answered = await _evaluate(world, agent_token, asking)
+    assert answered["decision"] is False
+    pending = answered["context"]["approval_pending"]
+    [request] = await world.inbox(world.alice, state="pending")
+    [asked] = request["authorization_details"]
+    assert asked["call"] == TRANSFER_CALL  # what the person sees is the call that was decided
+    assert asked["call_digest"] == answered["context"]["call_digest"]
+    await world.client.post(f"/v1/approvals/{request['id']}/approve", json={}, headers=world.alice)
+    redeemed = await world.poll(pending["auth_req_id"])
+    assert redeemed.status_code == 200, redeemed.text
+    token = redeemed.json()["access_token"]
+    assert (await _evaluate(world, agent_token, _transfer(100, token)))["decision"] is True
+
+
+async def test_ciba_an_enforcement_point_asks_no_stranger_for_an_agent(world: World) -> None:
+    applied = await world.client.post("/v1/policies", json={"text": BANK_POLICIES})
+    assert applied.status_code == 201, applied.text
+    asking = _transfer(100)
+    asking["context"] = {"approval_request": {"login_hint": "bob"}}
+    answered = await world.client.post(
+        "/access/v1/evaluation", json=asking,
+        headers={"Authorization": f"Bearer {await svid(world.client, world.bank)}"},
+    )  # fmt: skip
+    assert answered.status_code == 400
+    assert answered.json()["error"]["code"] == "unknown_user_id"
+    assert await world.inbox(world.bob) == []

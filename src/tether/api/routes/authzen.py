@@ -10,7 +10,12 @@ Every evaluation goes through the checkpoint, like every other enforcement point
 The subject's identity is never taken on the caller's word: the token is verified. The action's
 ``properties.arguments`` are the call's arguments (the approval digest covers them); an answer
 ``approval_required`` names the call's digest, which a CIBA request binds its approval to, and
-``context.approval_token`` carries the approval token it gave (single use). ``explain``
+``context.approval_token`` carries the approval token it gave (single use). With
+``context.approval_request`` (``{"binding_message"?, "login_hint"?}``, one evaluation only), an
+``approval_required`` answer also starts that request for the agent — for the user its
+delegated token names, or for its own call one of its owners (``login_hint``) — and says
+``approval_pending`` (``auth_req_id``, ``expires_in``, ``interval``): the agent polls the token
+endpoint for it with its own client authentication. ``explain``
 (``?explain=true``) adds the determining policies and reasons to each answer's ``context``.
 An evaluation whose record cannot be written is refused with HTTP 503.
 """
@@ -183,7 +188,38 @@ async def evaluation(request: Request) -> JSONResponse:
     services = _services(request)
     verdict = await _evaluate(services, request, body, await _asker(services, request))
     answer = _answer(verdict, explain=explain)
+    answer["context"] |= await _approval_pending(services, body, verdict)
     return JSONResponse(answer, status_code=503 if verdict.audit_failed else 200)
+
+
+#: Context fields that ask something of this endpoint, not facts for policies.
+_NOT_CONTEXT = frozenset({"entities", "approval_token", "approval_request"})
+
+
+async def _approval_pending(
+    services: Services, body: EvaluationIn, verdict: Verdict
+) -> dict[str, Any]:
+    """``approval_request`` asked and approval required: start it for the agent."""
+    wanted = body.context.get("approval_request")
+    needed = verdict.decision.effect is Effect.APPROVAL_REQUIRED and not verdict.audit_failed
+    if wanted is None or not needed or verdict.caller is None:
+        return {}
+    if not isinstance(wanted, dict) or not set(wanted) <= {"binding_message", "login_hint"}:
+        raise InvalidInput('context.approval_request is {"binding_message"?, "login_hint"?}')
+    resource = parse_entity(body.resource.model_dump(), what="resource")
+    target = {"type": resource.ref.type, "id": resource.ref.id}
+    arguments = body.action.properties.get("arguments")
+    call = {"action": body.action.name, "resource": target, "arguments": arguments}
+    delegation = verdict.delegation
+    started = await services.delegation.approvals.start_for_call(
+        caller=verdict.caller, call=call, call_digest=verdict.call_digest,
+        user=delegation.user if delegation else str(wanted.get("login_hint") or ""),
+        grant_id=delegation.grant.id if delegation else None,
+        binding_message=wanted.get("binding_message"),
+    )  # fmt: skip
+    pending = {"auth_req_id": started.auth_req_id, "expires_in": started.expires_in,
+               "interval": started.interval}  # fmt: skip
+    return {"approval_pending": pending}
 
 
 @router.post(
@@ -262,7 +298,7 @@ async def _evaluate(
     if not isinstance(raw_entities, list) or not all(isinstance(e, dict) for e in raw_entities):
         raise InvalidInput("context.entities is a list of {type, id, properties?}")
     entities = tuple(parse_entity(e, what="context.entities[]") for e in raw_entities)
-    context = {k: v for k, v in body.context.items() if k not in ("entities", "approval_token")}
+    context = {k: v for k, v in body.context.items() if k not in _NOT_CONTEXT}
     approval = body.context.get("approval_token")
     if approval is not None and not isinstance(approval, str):
         raise InvalidInput("context.approval_token is the approval token (a string)")
