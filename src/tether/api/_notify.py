@@ -29,11 +29,14 @@ import asyncio
 import hashlib
 import hmac
 import importlib
+import ipaddress
 import re
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -186,14 +189,34 @@ async def _post(url: str, *, content: bytes, headers: Mapping[str, str]) -> None
         raise NotifyFailed(f"HTTP {status}")
 
 
-async def ping_agent(endpoint: str, token: str, auth_req_id: str) -> None:
+async def ping_agent(
+    endpoint: str, token: str, auth_req_id: str, *, private_ok: bool = False
+) -> None:
     """OpenID CIBA ping (Core §10.2): tell an agent its approval request was answered — POST
     ``{"auth_req_id"}`` to the notification endpoint it declared, its own
-    ``client_notification_token`` as the bearer token; 5 s in all."""
-    body = canonical_json({"auth_req_id": auth_req_id})
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    ``client_notification_token`` as the bearer token; 5 s in all. An endpoint whose name
+    resolves to a loopback, private, link-local or reserved address is refused unless
+    ``private_ok`` (``tether serve --dev``): an agent must not make Tether post into the
+    network it runs in. (A name that resolves differently a moment later is not caught.)"""
     async with asyncio.timeout(TIMEOUT):
+        if not private_ok:
+            await _public(endpoint)
+        body = canonical_json({"auth_req_id": auth_req_id})
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
         await _post(endpoint, content=body, headers=headers)
+
+
+async def _public(url: str) -> None:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(
+            parts.hostname or "", port, type=socket.SOCK_STREAM
+        )
+    except OSError as exc:
+        raise NotifyFailed("the notification endpoint's name does not resolve") from exc
+    if not found or not all(ipaddress.ip_address(info[4][0]).is_global for info in found):
+        raise NotifyFailed("the notification endpoint is not a public address")
 
 
 @dataclass(frozen=True, kw_only=True)

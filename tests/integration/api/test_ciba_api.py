@@ -42,6 +42,7 @@ def settings(tmp_path: Path) -> Settings:
         password_memory_kib=32,
         password_time_cost=1,
         approval_requests_per_minute=3,
+        dev=True,  # pings reach the tests' receivers on loopback
     )
 
 

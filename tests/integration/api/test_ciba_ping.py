@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tether.api._notify import NotifyFailed, ping_agent
 from tether.api.services import Services
 
 from .conftest import AgentFactory
@@ -165,3 +166,14 @@ async def test_ciba_a_notification_endpoint_tether_must_not_post_to_is_refused(
     created = await client.post("/v1/agents", json=body)
     assert created.status_code == 400, created.text
     assert created.json()["error"]["code"] == "invalid_declaration"
+
+
+async def test_ciba_a_ping_into_the_servers_own_network_is_refused_outside_dev_mode(
+    receiver: Receiver,
+) -> None:
+    # The endpoint resolves to loopback: outside --dev, Tether does not post there.
+    with pytest.raises(NotifyFailed, match="not a public address"):
+        await ping_agent(receiver.url, PING_TOKEN, "req-1")
+    assert receiver.received == []
+    await ping_agent(receiver.url, PING_TOKEN, "req-1", private_ok=True)
+    assert [body for _, body in receiver.received] == [{"auth_req_id": "req-1"}]
