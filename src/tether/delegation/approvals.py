@@ -176,6 +176,9 @@ class Approvals:
         )
         if details[0]["call_digest"] != call_digest:
             raise InvalidInput("the call to approve is not the call that was decided")
+        person = await self._users.get_user(user) if grant_id is None else None
+        if grant_id is None and (person is None or not person.active):
+            raise UnknownUserId("login_hint names no active user")
         request = BackchannelRequest(
             hint="enforcement_point", hint_value=user, scope=frozenset({"openid"}),
             details=details, binding_message=ciba.plain_binding_message(binding_message),
