@@ -47,7 +47,7 @@ from tether.audit.records import AuditRecord, Outcome
 from tether.audit.redact import Redactor
 from tether.audit.sink import AuditSink
 from tether.crypto.jwt import declared_type
-from tether.delegation.approvals import ApprovalGate
+from tether.delegation.approval_gate import ApprovalGate
 from tether.delegation.token_exchange import delegation_facts
 from tether.delegation.tokens import AccessTokens, Delegation, ProvenApproval, user_entity
 from tether.errors import Error, InvalidInput, Unauthenticated
@@ -56,7 +56,7 @@ from tether.identity.models import Agent
 from tether.identity.names import parse_agent_spiffe_id
 from tether.identity.svid import AgentCaller, SvidIssuer
 from tether.monitor.events import Event, EventStream
-from tether.policy.engine import PolicyEngine
+from tether.policy.engine import APPROVAL, PolicyEngine
 from tether.policy.models import Decision, DecisionRequest, Effect, Entity, EntityRef
 from tether.policy.service import PolicySets
 
@@ -223,7 +223,7 @@ class Checkpoint:
         if decision.effect is Effect.APPROVAL_REQUIRED:
             decision = replace(decision, details=MappingProxyType({"call_digest": digest}))
         details = self._details(decision_id, request, caller, decision, digest)
-        if approval is not None:
+        if approval is not None and APPROVAL in decision.obligations:  # the approval counted
             details |= {"approval_id": approval.id, "approver": approval.approver}
         recorded = await self._record(request, caller, decision, details, evaluated)
         if not recorded:

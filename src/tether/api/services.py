@@ -35,7 +35,7 @@ from tether.credentials.leases import Leases
 from tether.credentials.revocation import Revoker
 from tether.crypto.kek import KeyEncryptionKey
 from tether.crypto.keyring import KeyRing, KeyRingChange
-from tether.delegation.approvals import ApprovalGate
+from tether.delegation.approval_gate import ApprovalGate
 from tether.errors import Error
 from tether.identity.access import Actor
 from tether.identity.client_auth import ClientAuthenticator

@@ -29,7 +29,7 @@ import builtins
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from tether._internal.clock import Clock
@@ -41,7 +41,7 @@ from tether.delegation import ciba
 from tether.delegation.ciba import APPROVAL_TOKEN_TTL, BackchannelRequest, auth_req_key
 from tether.delegation.models import Approval, ApprovalMatch, ApprovalState, GrantMatch
 from tether.delegation.token_exchange import act_chain
-from tether.delegation.tokens import AccessTokens, ProvenApproval
+from tether.delegation.tokens import AccessTokens
 from tether.errors import (
     ApprovalNotFound,
     Error,
@@ -49,21 +49,17 @@ from tether.errors import (
     InvalidGrant,
     InvalidInput,
     InvalidRequest,
-    ReplayDetected,
     SlowDown,
-    Unauthenticated,
     UnknownUserId,
     VersionConflict,
 )
 from tether.identity.access import Actor, Permission, allowed
 from tether.identity.client_auth import AuthenticatedClient
 from tether.identity.models import Agent
-from tether.identity.svid import VERIFY_LEEWAY, AgentCaller
-from tether.policy.engine import APPROVAL
-from tether.policy.models import Decision
-from tether.store.interfaces import ApprovalStore, GrantStore, ReplayStore, UserStore
+from tether.identity.svid import AgentCaller
+from tether.store.interfaces import ApprovalStore, GrantStore, UserStore
 
-__all__ = ["ApprovalGate", "Approvals", "IssuedApproval", "Notify", "Ping", "Started"]
+__all__ = ["Approvals", "IssuedApproval", "Notify", "Ping", "Started"]
 
 #: Told of every new request (the webhook, ntfy, …); a failing notifier never fails the
 #: request: the inbox still holds it.
@@ -385,9 +381,8 @@ class Approvals:
         if isinstance(result.error, InvalidGrant):
             await self._refused(found, instance, result.error)
             raise result.error
-        if not result.ready:
+        if result.error is not None:
             await self._polled(result.approval, found.version)
-            assert result.error is not None
             raise result.error
         return await self._issue(result.approval, found.version, instance)
 
@@ -480,45 +475,3 @@ def _id_claims(approval: Approval, *, now: int, issuer: str) -> dict[str, Any]:
         "jti": new_id("jti"),
         "approval_id": approval.id,
     }
-
-
-class ApprovalGate:
-    """The checkpoint's side of approvals: which approval an approval token proves for one
-    exact call, and its single use — spent by the call it lets through, and only then (a
-    call refused for another reason leaves the approval for the call it was meant for)."""
-
-    def __init__(self, *, tokens: AccessTokens, replay: ReplayStore) -> None:
-        self._tokens = tokens
-        self._replay = replay
-
-    async def proven(
-        self, token: str | None, *, call_digest: str, caller: AgentCaller, user: str | None
-    ) -> ProvenApproval | None:
-        """``None`` without a token; ``Unauthenticated`` for one that does not approve this
-        exact call by this instance — for ``user`` when the call is made for one, else
-        approved by one of the agent's owners."""
-        if token is None:
-            return None
-        proven = await self._tokens.approval(
-            token, call_digest=call_digest, instance=caller.spiffe_id, user=user
-        )
-        if user is None and proven.approver not in caller.agent.owners:
-            raise Unauthenticated("an agent's own call is approved by one of its owners")
-        return proven
-
-    async def spend(self, approval: ProvenApproval | None, decision: Decision) -> Decision:
-        """``decision``, unless it is an allow that needed ``approval`` and the approval was
-        spent already (by a call with the same token, here or on another replica)."""
-        if approval is None or not decision.allowed or APPROVAL not in decision.obligations:
-            return decision
-        # Kept until the token cannot verify any more: past its exp by the leeway it is
-        # verified with (else it would pass again once the key expired).
-        expires = datetime.fromtimestamp(approval.expires_at + VERIFY_LEEWAY + 1, tz=UTC)
-        # One call per approved item: an approval of several items lets each through once.
-        key = f"approval:{approval.jti}:{approval.call_digest}"
-        try:
-            await self._replay.consume_once(key, expires_at=expires)
-        except ReplayDetected:
-            why = "the approval was used already: an approval lets one call through"
-            return Decision.deny(why, policy_version=decision.policy_version)
-        return decision

@@ -1,5 +1,5 @@
 """An approval token lets each approved call through once, for as long as the token verifies:
-the spend of :class:`tether.delegation.approvals.ApprovalGate` on the memory store's replay
+the spend of :class:`tether.delegation.approval_gate.ApprovalGate` on the memory store's replay
 keys, on a clock the test moves."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from tether._internal.clock import FixedClock
-from tether.delegation.approvals import ApprovalGate
+from tether.delegation.approval_gate import ApprovalGate
 from tether.delegation.tokens import ProvenApproval
 from tether.identity.svid import VERIFY_LEEWAY
 from tether.policy.engine import APPROVAL

@@ -8,8 +8,9 @@
 * ``urn:ietf:params:oauth:grant-type:token-exchange`` (RFC 8693): a user's or delegated token
   for a delegated token, for the instance named by ``actor_token`` or by client
   authentication (:mod:`tether.delegation.exchange`).
-* ``urn:openid:params:grant-type:ciba`` (OpenID CIBA Core §10.1, poll mode): an approved
-  request's ``auth_req_id`` for its approval token (:mod:`tether.api.routes.approvals`).
+* ``urn:openid:params:grant-type:ciba`` (OpenID CIBA Core §10.1 and §10.2, poll and ping
+  modes): an approved request's ``auth_req_id`` for its approval token
+  (:mod:`tether.api.routes.approvals`).
 * ``POST /oauth2/introspect`` (RFC 7662) for resource servers, ``POST /oauth2/revoke``
   (RFC 7009) for whoever holds a user's or delegated token.
 
