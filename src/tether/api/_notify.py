@@ -44,7 +44,7 @@ import structlog
 from tether._internal.canonical import canonical_json
 from tether._internal.clock import Clock
 from tether.config import Settings
-from tether.delegation.approvals import Notify
+from tether.delegation.approvals import Notify, tell_nobody
 from tether.delegation.models import Approval
 from tether.errors import ConfigError, Error, Unauthenticated
 
@@ -320,16 +320,12 @@ def sinks_from(settings: Settings, *, clock: Clock) -> tuple[Sink, ...]:
 # -- the fan-out ---------------------------------------------------------------------------
 
 
-async def _nobody(_approval: Approval) -> None:
-    return None
-
-
 def notifier(sinks: Sequence[Sink]) -> Notify:
     """Tell every sink of a new request, all at once, each within its own timeout; then raise
     one ``NotifyFailed`` naming those that failed (each failure is logged as it happens)."""
     chosen = tuple(sinks)
     if not chosen:
-        return _nobody
+        return tell_nobody
 
     async def notify(approval: Approval) -> None:
         outcomes = await asyncio.gather(*(_deliver(sink, approval) for sink in chosen))

@@ -59,7 +59,7 @@ from tether.identity.models import Agent
 from tether.identity.svid import AgentCaller
 from tether.store.interfaces import ApprovalStore, GrantStore, UserStore
 
-__all__ = ["Approvals", "IssuedApproval", "Notify", "Ping", "Started"]
+__all__ = ["Approvals", "IssuedApproval", "Notify", "Ping", "Started", "tell_nobody"]
 
 #: Told of every new request (the webhook, ntfy, …); a failing notifier never fails the
 #: request: the inbox still holds it.
@@ -77,8 +77,8 @@ CALL_TYPE = "tether_call"
 ANSWER_TRIES = 3
 
 
-async def _nobody(_approval: Approval) -> None:
-    return None
+async def tell_nobody(_approval: Approval) -> None:
+    """The notifier when none is configured: the inbox alone holds the request."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,7 +117,7 @@ class Approvals:
         default_expiry: int = 300,
         interval: int = 5,
         per_user_per_minute: int = 5,
-        notify: Notify = _nobody,
+        notify: Notify = tell_nobody,
         on_problem: Callable[[str, Mapping[str, object]], None] | None = None,
         sealer: Sealer | None = None,
         ping: Ping | None = None,
@@ -258,9 +258,7 @@ class Approvals:
             value = self._sealer.open(sealed, purpose=_PING_PURPOSE, now=self._clock.timestamp())
             await self._ping(endpoint, str(value["token"]), str(value["auth_req_id"]))
         except Exception as exc:  # noqa: BLE001 - reported; the agent may still poll
-            if self._on_problem is not None:
-                details = {"approval_id": approval.id, "error": type(exc).__name__}
-                self._on_problem("approval.ping_failed", details)
+            self._report("approval.ping_failed", approval, exc)
 
     async def _user(self, request: BackchannelRequest, instance: str) -> tuple[str, str | None]:
         """The user the hint names (active), and the grant when a delegated token named them."""
@@ -305,9 +303,11 @@ class Approvals:
         try:
             await self._notify(approval)
         except Exception as exc:  # noqa: BLE001 - reported; the inbox holds the request
-            if self._on_problem is not None:
-                details = {"approval_id": approval.id, "error": type(exc).__name__}
-                self._on_problem("approval.notify_failed", details)
+            self._report("approval.notify_failed", approval, exc)
+
+    def _report(self, kind: str, approval: Approval, exc: Exception) -> None:
+        if self._on_problem is not None:
+            self._on_problem(kind, {"approval_id": approval.id, "error": type(exc).__name__})
 
     # -- the user answers --------------------------------------------------------------
 
