@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
@@ -50,7 +50,7 @@ from tether.crypto.jwt import declared_type
 from tether.delegation.approval_gate import ApprovalGate
 from tether.delegation.token_exchange import delegation_facts
 from tether.delegation.tokens import AccessTokens, Delegation, ProvenApproval, user_entity
-from tether.errors import Error, InvalidInput, Unauthenticated
+from tether.errors import Error, Forbidden, InvalidInput, Unauthenticated
 from tether.identity.directory import AgentDirectory
 from tether.identity.models import Agent
 from tether.identity.names import parse_agent_spiffe_id
@@ -88,11 +88,14 @@ class CheckRequest:
     #: Who the enforcement point says is asking (an agent name or SPIFFE ID); must match the
     #: token, or the answer is deny.
     subject: str | None = None
-    #: The enforcement point's own identifier, which a delegated token must be minted for
-    #: (its ``aud``); Tether's issuer when not given.
+    #: The enforcement point's own identifier, which the token (a delegated token or a
+    #: JWT-SVID) must be minted for (its ``aud``); Tether's issuer when not given.
     audience: str | None = None
     #: An approval token for this exact call (single use).
     approval_token: str | None = None
+    #: Why the enforcement point refuses the call itself (a quarantined tool): the caller is
+    #: authenticated and the refusal recorded as the decision, no policy asked.
+    refusal: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -239,6 +242,36 @@ class Checkpoint:
             audit_failed=not recorded,
         )
 
+    async def check_listing(
+        self, request: CheckRequest, candidates: Sequence[Entity], *, action: str
+    ) -> tuple[Verdict, tuple[str, ...]]:
+        """What of ``request.resource`` (an MCP server being listed) the caller may see: one
+        authentication, one decision of ``action`` per candidate (its tools, no arguments)
+        and **one** record naming the ids of the visible ones — those not denied (a tool that
+        needs an approval is shown: it can be called with one). Nothing is visible when the
+        caller is refused or the record cannot be written."""
+        decision_id = new_id("dec")
+        digest = call_digest_of(request.action, _uid(request.resource.ref), b"null")
+        caller: AgentCaller | None = None
+        visible: list[str] = []
+        try:
+            caller, delegation = await self._authenticate(request)
+            for candidate in candidates:
+                each = replace(request, action=action, resource=candidate, arguments=None)
+                answer, _ = self._decide(caller, each, digest, b"null", delegation=delegation)
+                if answer.effect is not Effect.DENY:
+                    visible.append(candidate.ref.id)
+            decision = Decision(effect=Effect.ALLOW, reasons=(f"{len(visible)} visible",),
+                                policy_version=self._policies.current.version)  # fmt: skip
+        except Error as exc:
+            decision, visible = Decision.deny(exc.message), []
+        details = self._details(decision_id, request, caller, decision, digest)
+        recorded = await self._record(request, caller, decision, details | {"visible": visible},
+                                      None)  # fmt: skip
+        verdict = Verdict(decision_id=decision_id, decision=decision, call_digest=digest,
+                          caller=caller, audit_failed=not recorded)  # fmt: skip
+        return verdict, tuple(visible) if recorded else ()
+
     def _publish(self, type: str, data: Mapping[str, Any]) -> None:
         if self._events is None:
             return
@@ -247,6 +280,12 @@ class Checkpoint:
         self._events.publish(
             Event(type=type, time=self._clock.now().timestamp(), data=MappingProxyType(frozen))
         )
+
+    async def identify(self, request: CheckRequest) -> tuple[AgentCaller, Delegation | None]:
+        """Step 1 alone, for an enforcement point that must know the caller before it can
+        ask (the MCP gateway binds its sessions to it): ``Unauthenticated`` (or another
+        ``Error``) when the token does not prove an active agent instance."""
+        return await self._authenticate(request)
 
     async def _authenticate(self, request: CheckRequest) -> tuple[AgentCaller, Delegation | None]:
         """The calling instance, from its JWT-SVID or from a delegated token (told apart by
@@ -260,7 +299,9 @@ class Checkpoint:
             )
         if typ != "AT+JWT":
             caller = await self._svids.verify_agent_token(
-                request.token, certificate_thumbprint=request.certificate_thumbprint
+                request.token,
+                certificate_thumbprint=request.certificate_thumbprint,
+                audience=request.audience,
             )
             return caller, None
         if self._tokens is None or self._directory is None:
@@ -362,6 +403,8 @@ class Checkpoint:
         """Agents are described by the registry, never by the caller: an ``Agent`` resource
         (``invoke_agent``) is replaced by the registry's record; other ``Agent`` entities are
         refused."""
+        if request.refusal is not None:  # the enforcement point refused it: recorded as such
+            raise Forbidden(request.refusal)
         if any(e.ref.type == "Agent" for e in request.entities):
             raise InvalidInput("agents are described by the registry, not in the request")
         if request.resource.ref.type != "Agent":

@@ -60,6 +60,9 @@ _BOUNDS: tuple[tuple[str, float, float, str], ...] = (
     ("password_time_cost", 1, 20, "1 and 20"),
     ("approval_max_expiry_seconds", 10, 24 * 3600, "10 s and 24 h"),
     ("approval_requests_per_minute", 1, 1000, "1 and 1000"),
+    ("mcp_approval_wait_seconds", 0, 300, "0 s and 5 min"),
+    ("mcp_listing_ttl_seconds", 0, 3600, "0 s and 1 h"),
+    ("mcp_upstream_timeout_seconds", 1, 600, "1 s and 10 min"),
 )
 
 
@@ -162,6 +165,17 @@ class Settings:
     approval_ntfy_token: str | None = field(default=None, repr=False)
     #: … and Apprise's service URLs (the ``notify`` extra installs Apprise).
     approval_apprise_urls: tuple[str, ...] = field(default=(), repr=False)
+    #: A tool call through the MCP gateway that needs an approval waits this long for the
+    #: answer before it is told "approval pending" with the request's id (0: never waits).
+    mcp_approval_wait_seconds: float = 30.0
+    #: The gateway re-reads an upstream server's tool listing (and re-checks every pin) when
+    #: its copy is older than this, before a listing or a call is served.
+    mcp_listing_ttl_seconds: float = 5.0
+    #: The longest the gateway waits for an upstream server's answer.
+    mcp_upstream_timeout_seconds: float = 60.0
+    #: ``Host`` values the gateway answers to besides the issuer's (DNS-rebinding defence:
+    #: any other is refused with 421); ``host:*`` allows any port.
+    mcp_allowed_hosts: tuple[str, ...] = ()
 
     @property
     def token_max_ttl_seconds(self) -> int:
@@ -297,6 +311,7 @@ class Settings:
             "TETHER_TRUSTED_PROXIES": "trusted_proxies",
             "TETHER_AUDIT_WITNESSES": "audit_witnesses",
             "TETHER_ALLOWED_AUDIENCES": "allowed_audiences",
+            "TETHER_MCP_ALLOWED_HOSTS": "mcp_allowed_hosts",
         }.items():
             if env.get(var):
                 values[name] = tuple(p.strip() for p in env[var].split(",") if p.strip())
@@ -304,19 +319,38 @@ class Settings:
             values["external_providers"] = _external_providers(env["TETHER_EXTERNAL_PROVIDERS"])
         if env.get("TETHER_APPROVAL_APPRISE_URLS"):  # Apprise URLs may hold commas: spaces
             values["approval_apprise_urls"] = tuple(env["TETHER_APPROVAL_APPRISE_URLS"].split())
-        for var, name in {
-            "TETHER_JWT_SVID_TTL": "jwt_svid_ttl_seconds",
-            "TETHER_X509_SVID_TTL": "x509_svid_ttl_seconds",
-            "TETHER_APPROVAL_MAX_EXPIRY": "approval_max_expiry_seconds",
-            "TETHER_APPROVAL_REQUESTS_PER_MINUTE": "approval_requests_per_minute",
-        }.items():
-            if env.get(var):
-                try:
-                    values[name] = int(env[var])
-                except ValueError as exc:
-                    raise ConfigError(f"{var} must be a whole number of seconds") from exc
+        values |= _numbers(env, _WHOLE_NUMBERS, int, "a whole number")
+        values |= _numbers(env, _SECONDS, float, "a number of seconds")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+#: Whole-number settings from the environment.
+_WHOLE_NUMBERS = {
+    "TETHER_JWT_SVID_TTL": "jwt_svid_ttl_seconds",
+    "TETHER_X509_SVID_TTL": "x509_svid_ttl_seconds",
+    "TETHER_APPROVAL_MAX_EXPIRY": "approval_max_expiry_seconds",
+    "TETHER_APPROVAL_REQUESTS_PER_MINUTE": "approval_requests_per_minute",
+}
+#: Settings in (fractional) seconds from the environment.
+_SECONDS = {
+    "TETHER_MCP_APPROVAL_WAIT": "mcp_approval_wait_seconds",
+    "TETHER_MCP_LISTING_TTL": "mcp_listing_ttl_seconds",
+    "TETHER_MCP_UPSTREAM_TIMEOUT": "mcp_upstream_timeout_seconds",
+}
+
+
+def _numbers(
+    env: Mapping[str, str], names: Mapping[str, str], kind: type[int | float], words: str
+) -> dict[str, object]:
+    found: dict[str, object] = {}
+    for var, name in names.items():
+        if env.get(var):
+            try:
+                found[name] = kind(env[var])
+            except ValueError as exc:
+                raise ConfigError(f"{var} must be {words}") from exc
+    return found
 
 
 def _external_providers(text: str) -> tuple[tuple[str, str, str], ...]:

@@ -26,7 +26,8 @@ The hierarchy::
     │   ├── UserNotFound                user_not_found
     │   ├── GrantNotFound               grant_not_found
     │   ├── ClientNotFound              client_not_found
-    │   └── ApprovalNotFound            approval_not_found
+    │   ├── ApprovalNotFound            approval_not_found
+    │   └── McpServerNotFound           mcp_server_not_found
     ├── Conflict                        conflict                 409
     │   ├── AgentExists                 agent_exists
     │   ├── KeyExists                   key_exists
@@ -35,7 +36,8 @@ The hierarchy::
     │   ├── VersionConflict             version_conflict
     │   ├── LogPositionTaken            audit_log_position_taken
     │   ├── EngineExists                engine_exists
-    │   └── LeaseMaxTtl                 lease_max_ttl_reached
+    │   ├── LeaseMaxTtl                 lease_max_ttl_reached
+    │   └── McpServerExists             mcp_server_exists
     ├── Unauthenticated                 unauthenticated          401
     ├── Forbidden                       forbidden                403
     ├── OAuthError                      (RFC 6749 §5.2 codes)    400 / 401
@@ -119,6 +121,8 @@ __all__ = [
     "LeaseMaxTtl",
     "LeaseNotFound",
     "LogPositionTaken",
+    "McpServerExists",
+    "McpServerNotFound",
     "NotFound",
     "OAuthError",
     "OperatorTokenNotFound",
@@ -249,6 +253,12 @@ class ApprovalNotFound(NotFound):
     code = "approval_not_found"
 
 
+class McpServerNotFound(NotFound):
+    """No MCP server of the gateway has this name (or no tool of it this name)."""
+
+    code = "mcp_server_not_found"
+
+
 class Conflict(Error):
     code = "conflict"
 
@@ -287,6 +297,10 @@ class LeaseMaxTtl(Conflict):
     """A renewal asked for while the lease is already at its max TTL."""
 
     code = "lease_max_ttl_reached"
+
+
+class McpServerExists(Conflict):
+    code = "mcp_server_exists"
 
 
 class Unauthenticated(Error):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from tether import __version__
 from tether._internal.clock import Clock
@@ -34,6 +35,7 @@ from tether.api.routes import (
     grants,
     health,
     leases,
+    mcp,
     oauth,
     policies,
     svid,
@@ -60,7 +62,8 @@ def create_app(
         app.state.services = opened
         upkeep = asyncio.create_task(opened.run_maintenance(), name="tether-maintenance")
         try:
-            yield
+            async with opened.mcp.app.running():
+                yield
         finally:
             upkeep.cancel()
             with suppress(asyncio.CancelledError):
@@ -95,9 +98,12 @@ def create_app(
         grants,
         clients,
         approvals,
+        mcp,
     )
     for module in routers:
         app.include_router(module.router)
+    # The MCP gateway: /mcp/<server>, MCP streamable HTTP (tether.enforcement.mcp.asgi).
+    app.mount("/mcp", _GatewayMount(app), name="mcp")
     # The pages' stylesheet (no script is ever served).
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=True), name="static")
     # Added first, so inside the body cap: the decision endpoints without the per-request
@@ -105,3 +111,14 @@ def create_app(
     app.add_middleware(DecisionFastPath, routes=authzen.HOT_PATHS, owner=app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
+
+
+class _GatewayMount:
+    """The MCP gateway's front of the services the app opened (they exist once it started)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        services: Services = self._app.state.services
+        await services.mcp.app(scope, receive, send)

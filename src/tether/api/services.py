@@ -24,6 +24,7 @@ import structlog
 from tether._internal.clock import Clock, SystemClock
 from tether.api._credentials import credential_services
 from tether.api._delegation import Delegation, access_tokens, delegation_services
+from tether.api._mcp import McpServices, mcp_services
 from tether.audit.log import AuditLog
 from tether.audit.records import AuditRecord
 from tether.audit.redact import Redactor
@@ -96,6 +97,8 @@ class Services:
     revoker: Revoker
     #: Users, their grants, their and delegated access tokens, and token exchange.
     delegation: Delegation
+    #: The MCP gateway: its registry of upstream servers, its handlers and HTTP front.
+    mcp: McpServices
     #: Set once this replica listens for other replicas' change notes and has caught up
     #: (PostgreSQL only).
     listening: asyncio.Event = field(default_factory=asyncio.Event)
@@ -154,6 +157,8 @@ class Services:
             store=store, audit=audit, clock=clock, trust_domain=settings.trust_domain,
             directory=directory, revocations=revocations, on_stop=leases.revoke_agent,
         )  # fmt: skip
+        mcp = mcp_services(settings, clock, store, audit, events, checkpoint,
+                           delegation.approvals, leases, engines)  # fmt: skip
         return cls(
             settings=settings,
             clock=clock,
@@ -174,6 +179,7 @@ class Services:
             leases=leases,
             revoker=revoker,
             delegation=delegation,
+            mcp=mcp,
             new_root_token=new_root,
         )
 
@@ -317,6 +323,7 @@ class Services:
 
     async def close(self) -> None:
         try:
+            await self.mcp.close()
             await self.engines.close()
             await self.audit.close()
         finally:

@@ -47,6 +47,11 @@ tag is never reused for another meaning):
   ``approval.approved`` / ``approval.denied`` (the approver and the positions approved),
   ``approval.redeemed`` (the approval token's ``jti``, the approver, the items it carries),
   ``approval.redeem_refused`` (a second redemption, or another client's: the OAuth code)
+* ``mcp.server_added``, ``mcp.server_removed`` (an upstream MCP server of the gateway: its
+  transport, where it is, the credential it gets by engine and role, its tool allow-list — never
+  a credential's value), ``mcp.tool_approved`` (a ``platform-admin`` pinned a tool's definition:
+  its digest), ``mcp.tool_held`` (a tool held back from agents — new, changed since approved,
+  with invisible characters, or shadowing another server's — with both digests)
 
 A change that was recorded but then failed to apply is followed by a record of the same type
 with outcome ``failure``. Refused operator requests (403) are not state changes and are not
@@ -122,6 +127,10 @@ RECORD_TYPES = frozenset(
         "approval.denied",
         "approval.redeemed",
         "approval.redeem_refused",
+        "mcp.server_added",
+        "mcp.server_removed",
+        "mcp.tool_approved",
+        "mcp.tool_held",
     }
 )
 

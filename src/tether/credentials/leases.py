@@ -115,8 +115,10 @@ class Leases:
         ttl: int | None = None,
         certificate_thumbprint: str | None = None,
         correlation_id: str | None = None,
+        audience: str | None = None,
     ) -> Issued:
-        """A new lease for the agent instance that presents ``token``: ``Unauthenticated``,
+        """A new lease for the agent instance that presents ``token`` (minted for ``audience``:
+        an enforcement point taking the lease for the agent names itself): ``Unauthenticated``,
         ``Forbidden`` (the decision's reasons), ``NotFound`` (no such engine or role),
         ``InvalidInput`` (the TTL), ``EngineUnavailable``, ``AuditUnavailable``.
 
@@ -126,6 +128,7 @@ class Leases:
         caller, verdict, template = await self._decide(
             token=token, engine=engine, role=role, ttl=ttl,
             certificate_thumbprint=certificate_thumbprint, correlation_id=correlation_id,
+            audience=audience,
         )  # fmt: skip
         ttl = lifecycle.check_ttl(
             template.default_ttl if ttl is None else ttl, max_ttl=template.max_ttl
@@ -163,6 +166,7 @@ class Leases:
         ttl: int | None,
         certificate_thumbprint: str | None,
         correlation_id: str | None,
+        audience: str | None = None,
     ) -> tuple[AgentCaller, Verdict, RoleTemplate]:
         """The caller, the allowing verdict and the role's template; the refusal otherwise.
         An unknown engine or role is told only to a caller that is known and allowed."""
@@ -183,6 +187,7 @@ class Leases:
                 certificate_thumbprint=certificate_thumbprint,
                 arguments={"engine": engine, "role": role, "ttl": ttl},
                 correlation_id=correlation_id,
+                audience=audience,
             )
         )
         caller = allowed_caller(verdict)

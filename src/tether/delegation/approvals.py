@@ -370,9 +370,18 @@ class Approvals:
 
     async def redeem(self, auth_req_id: str, *, client: AuthenticatedClient) -> IssuedApproval:
         """The token endpoint, ``grant_type=urn:openid:params:grant-type:ciba``."""
+        return await self.redeem_for(auth_req_id, instance=client.instance.spiffe_id)
+
+    async def status(self, auth_req_id: str) -> Approval | None:
+        """The request as stored, for an enforcement point of this process waiting on the
+        one it started (no poll is counted); None if ``auth_req_id`` names none."""
+        return await self._store.find_approval(auth_req_key(auth_req_id)) if auth_req_id else None
+
+    async def redeem_for(self, auth_req_id: str, *, instance: str) -> IssuedApproval:
+        """:meth:`redeem` for ``instance`` as an enforcement point of this process
+        authenticated it (the MCP gateway, redeeming the request it started for a call)."""
         if not auth_req_id:
             raise InvalidRequest("auth_req_id is required")
-        instance = client.instance.spiffe_id
         found = await self._store.find_approval(auth_req_key(auth_req_id))
         if found is None:
             raise InvalidGrant("unknown auth_req_id")

@@ -50,7 +50,7 @@ from tether.errors import (
 from tether.identity.client_auth import AuthenticatedClient
 from tether.identity.directory import AgentDirectory
 from tether.identity.models import Agent
-from tether.identity.names import agent_spiffe_id, parse_agent_spiffe_id
+from tether.identity.names import agent_spiffe_id, is_gateway_resource, parse_agent_spiffe_id
 from tether.identity.svid import AgentCaller, SvidIssuer
 from tether.policy.models import Decision
 
@@ -217,7 +217,11 @@ class TokenExchanger:
         if len(requested) > 1:
             raise InvalidTarget("a delegated token has exactly one audience")
         audience = requested[0] if requested else self._issuer
-        if audience == self._issuer or audience in self._audiences:
+        if (
+            audience == self._issuer
+            or audience in self._audiences
+            or is_gateway_resource(self._issuer, audience)
+        ):
             return audience
         try:
             target = parse_agent_spiffe_id(audience, trust_domain=self._trust_domain)

@@ -55,6 +55,8 @@ class Permission(StrEnum):
     CLIENT_READ = "client.read"
     CLIENT_MANAGE = "client.manage"
     APPROVAL_READ = "approval.read"
+    MCP_READ = "mcp.read"
+    MCP_MANAGE = "mcp.manage"
 
 
 _ALL_OPERATORS = frozenset(Role)
@@ -100,6 +102,9 @@ _GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.CLIENT_MANAGE: _ADMINS,
     #: Approval requests (CIBA): a user reads and answers their own; only they answer.
     Permission.APPROVAL_READ: _SECURITY | {Role.AUDITOR},
+    #: The MCP gateway's upstream servers and their tool pins: the platform's to manage.
+    Permission.MCP_READ: _ADMINS | {Role.AUDITOR, Role.DEVELOPER},
+    Permission.MCP_MANAGE: frozenset({Role.ROOT, Role.PLATFORM_ADMIN}),
 }
 #: What a developer may also do, but only on agents they own.
 _OWNER_GRANTS = frozenset(

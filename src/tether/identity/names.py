@@ -26,7 +26,9 @@ __all__ = [
     "check_agent_name",
     "check_instance_id",
     "check_owner",
+    "gateway_resource",
     "instance_spiffe_id",
+    "is_gateway_resource",
     "parse_agent_spiffe_id",
     "parse_spiffe_id",
 ]
@@ -92,6 +94,19 @@ def agent_spiffe_id(trust_domain: str, name: str) -> str:
 
 def instance_spiffe_id(trust_domain: str, name: str, instance_id: str) -> str:
     return f"{agent_spiffe_id(trust_domain, name)}/i/{check_instance_id(instance_id)}"
+
+
+def gateway_resource(issuer: str, server: str) -> str:
+    """The resource identifier (RFC 8707, RFC 9728) of the MCP server ``server`` behind
+    Tether's gateway: the ``aud`` of a token the gateway takes for it."""
+    return f"{issuer}/mcp/{server}"
+
+
+def is_gateway_resource(issuer: str, value: str) -> bool:
+    """Whether ``value`` is :func:`gateway_resource` of some well-named server."""
+    prefix = f"{issuer}/mcp/"
+    name = value[len(prefix) :]
+    return value.startswith(prefix) and bool(_NAME.fullmatch(name)) and "--" not in name
 
 
 def _bad(rule: str) -> InvalidSpiffeId:

@@ -43,13 +43,19 @@ from tether.errors import (
     InvalidInput,
     InvalidTarget,
     TemporarilyUnavailable,
+    TokenInvalid,
     Unauthenticated,
 )
 from tether.identity.access import Actor, Permission, require
 from tether.identity.client_auth import AuthenticatedClient
 from tether.identity.directory import AgentDirectory
 from tether.identity.models import Agent
-from tether.identity.names import check_agent_name, instance_spiffe_id, parse_agent_spiffe_id
+from tether.identity.names import (
+    check_agent_name,
+    instance_spiffe_id,
+    is_gateway_resource,
+    parse_agent_spiffe_id,
+)
 from tether.identity.revocations import Revocation, RevocationKind, RevocationList
 from tether.store.interfaces import AgentStore
 
@@ -125,7 +131,11 @@ class SvidIssuer:
         wanted = tuple(dict.fromkeys(a for a in requested if a)) or (self._issuer,)
         if len(wanted) > MAX_AUDIENCES:
             raise InvalidTarget(f"at most {MAX_AUDIENCES} audiences")
-        refused = [a for a in wanted if a not in self._audiences]
+        refused = [
+            a
+            for a in wanted
+            if a not in self._audiences and not is_gateway_resource(self._issuer, a)
+        ]
         if refused:
             raise InvalidTarget("an audience is not on this server's allow-list")
         return wanted
@@ -183,12 +193,13 @@ class SvidIssuer:
         return IssuedToken(token=token, expires_in=self._jwt_ttl, jti=jti, audience=aud)
 
     async def verify_agent_token(
-        self, token: str, *, certificate_thumbprint: str | None
+        self, token: str, *, certificate_thumbprint: str | None, audience: str | None = None
     ) -> AgentCaller:
-        """A JWT-SVID Tether issued, meant for Tether itself, from an active agent; a
-        certificate-bound token only together with its certificate (RFC 8705 §3)."""
+        """A JWT-SVID Tether issued, meant for ``audience`` (Tether itself by default), from an
+        active agent; a certificate-bound token only together with its certificate (RFC 8705
+        §3)."""
         try:
-            claims = await self._verify(token)
+            claims = await self._verify(token, audience or self._issuer)
             ref = parse_agent_spiffe_id(claims.sub or "", trust_domain=self._trust_domain)
         except Error as exc:
             raise Unauthenticated("a valid agent token for this server is required") from exc
@@ -218,13 +229,15 @@ class SvidIssuer:
             agent=agent, instance_id=ref.instance_id, spiffe_id=claims.sub or "", claims=claims
         )
 
-    async def _verify(self, token: str) -> VerifiedClaims:
+    async def _verify(self, token: str, audience: str) -> VerifiedClaims:
         now = self._clock.timestamp()
         cached = self._verified.get(token)
         if cached is not None and cached.exp is not None and now <= cached.exp:
-            return cached
+            if audience in cached.aud:
+                return cached
+            raise TokenInvalid("the token is not meant for this audience")
         claims = await self._keyring.verify_issued_reloading(
-            token, audience=self._issuer, issuer=self._issuer, now=now, leeway=VERIFY_LEEWAY
+            token, audience=audience, issuer=self._issuer, now=now, leeway=VERIFY_LEEWAY
         )
         return self._verified.put(token, claims)
 

@@ -2,7 +2,8 @@
 
 Two implementations satisfy them: :mod:`tether.store.memory` (the reference, used by unit tests
 of the domain) and :mod:`tether.store.sql` (SQLAlchemy on SQLite or PostgreSQL). One test suite
-runs against all of them (``tests/integration/test_store_contract.py``).
+runs against all of them (``tests/integration/test_store_contract.py``). The MCP gateway's
+registry, :class:`McpStore`, is defined in :mod:`tether.store._mcp_interfaces`.
 
 Conventions: every write is atomic; ``create_*`` raises the domain's ``*Exists`` error on a
 duplicate; ``update_agent`` is optimistic (``expected_version``) and raises
@@ -37,6 +38,7 @@ from tether.identity.models import (
 )
 from tether.identity.revocations import Revocation
 from tether.policy.models import PolicySetVersion
+from tether.store._mcp_interfaces import McpStore
 
 __all__ = [
     "AgentStore",
@@ -47,6 +49,7 @@ __all__ = [
     "GrantStore",
     "KeyRingStore",
     "LeaseStore",
+    "McpStore",
     "OperatorTokenStore",
     "PolicyStore",
     "ReplayStore",
@@ -451,6 +454,7 @@ class Store(
     GrantStore,
     ClientStore,
     ApprovalStore,
+    McpStore,
     Protocol,
 ):
     """Everything together, as the server uses it."""

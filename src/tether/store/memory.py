@@ -56,6 +56,7 @@ from tether.policy.models import PolicySetVersion
 from tether.store._memory_approvals import MemoryApprovals
 from tether.store._memory_credentials import MemoryCredentials
 from tether.store._memory_delegation import MemoryDelegation
+from tether.store._memory_mcp import MemoryMcp
 from tether.store._memory_values import as_utc, in_utc
 
 __all__ = ["MemoryStore"]
@@ -68,11 +69,12 @@ def _version_name(version: int | None) -> str:
     return "none" if version is None else f"version {version}"
 
 
-class MemoryStore(MemoryDelegation, MemoryApprovals, MemoryCredentials):
+class MemoryStore(MemoryMcp, MemoryDelegation, MemoryApprovals, MemoryCredentials):
     """Everything in dictionaries; ``clock`` decides when a replay key has expired. Leases and
     credential engines come from :class:`~tether.store._memory_credentials.MemoryCredentials`,
     users and grants from :class:`~tether.store._memory_delegation.MemoryDelegation`, approval
-    requests from :class:`~tether.store._memory_approvals.MemoryApprovals` (whose
+    requests from :class:`~tether.store._memory_approvals.MemoryApprovals`, the MCP gateway's
+    upstreams and tool pins from :class:`~tether.store._memory_mcp.MemoryMcp` (whose
     ``__init__`` each run the next one's, so they come first)."""
 
     def __init__(self, *, clock: Clock | None = None) -> None:

@@ -42,6 +42,8 @@ __all__ = [
     "credential_engines",
     "grants",
     "leases",
+    "mcp_servers",
+    "mcp_tool_pins",
     "metadata",
     "oauth_clients",
     "operator_tokens",
@@ -449,4 +451,46 @@ approvals = sa.Table(
     sa.Column("version", sa.Integer(), nullable=False),
     # The rate limit: a user's requests since a time.
     sa.Index(None, "user_name", "created_at"),
+)
+
+mcp_servers = sa.Table(
+    "mcp_servers",
+    metadata,
+    # Listed by name, so compared byte by byte everywhere.
+    sa.Column("name", _binary_string(63), primary_key=True),
+    sa.Column("transport", sa.String(16), nullable=False),
+    sa.Column("url", sa.Text(), nullable=True),
+    # A JSON list: the command line, program first (empty for an HTTP server).
+    sa.Column("command", JsonText(), nullable=False),
+    # A JSON object of the ``Injection`` fields, or null: never a secret, only where to get it.
+    sa.Column("credential", JsonText(), nullable=True),
+    # A sorted JSON list of the only tools forwarded, or null: every tool.
+    sa.Column("allowed_tools", JsonText(), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("created_by", sa.Text(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+)
+
+mcp_tool_pins = sa.Table(
+    "mcp_tool_pins",
+    metadata,
+    # Deleting a server deletes its pins (SQLite runs with foreign keys on); a server's pins
+    # are listed by tool name, compared byte by byte everywhere.
+    sa.Column("server", _binary_string(63), sa.ForeignKey("mcp_servers.name", ondelete="CASCADE")),
+    sa.Column("tool", sa.Text().with_variant(sa.Text(collation="C"), "postgresql")),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("digest", sa.Text(), nullable=True),
+    sa.Column("seen_digest", sa.Text(), nullable=False),
+    # The definition the server gave last, as a JSON object.
+    sa.Column("definition", JsonText(), nullable=False),
+    sa.Column("first_seen_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=True),
+    sa.Column("approved_by", sa.Text(), nullable=True),
+    sa.Column("approved_at", UtcDateTime(), nullable=True),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint("server", "tool"),
+    # A tool's pins across servers (shadowing).
+    sa.Index(None, "tool"),
 )

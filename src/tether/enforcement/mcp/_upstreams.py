@@ -1,0 +1,232 @@
+"""Kept connections to upstream MCP servers, on the official ``mcp`` SDK's client.
+
+One MCP session per (server, injected credential) is opened on first use and kept: a call
+never pays for a new TCP connection, handshake or child process (a gateway that opens one per
+call adds tens of milliseconds to each). Servers without a credential, or with one the same for
+every caller (a vault secret), share one session; a per-agent credential (a downstream token)
+gets its own session, so no caller's credential is ever sent on another's behalf. Sessions
+unused for :data:`IDLE_SECONDS` are closed, at most :data:`MAX_SESSIONS` are kept, and a
+session whose transport failed is dropped and reopened by the next call.
+
+The SDK's client holds anyio task groups, which must be left by the task that entered them:
+each session is therefore owned by a task of its own that opens it, waits to be told to
+close, and closes it; calls from any task go through the open session.
+
+Nothing of the caller passes upstream but the tool's name and arguments: not its token, not
+its headers. HTTP upstreams get only the injected header; stdio servers start with the SDK's
+short list of safe environment variables plus the injected one. The trace context goes in the
+request's ``_meta`` (``traceparent``, the MCP convention) and, for HTTP, also as the W3C
+``traceparent`` header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import httpx2
+import mcp_types as types
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+from tether.enforcement.mcp.models import Transport, Upstream
+from tether.errors import EngineUnavailable
+
+__all__ = ["UpstreamPool", "UpstreamUnavailable"]
+
+IDLE_SECONDS = 300.0
+MAX_SESSIONS = 256
+#: Pages of a tool listing read at most (a server that never stops paging is cut off).
+MAX_PAGES = 20
+#: How long opening a session may take (a stdio server starts a Python process: seconds).
+OPEN_TIMEOUT = 30.0
+
+
+class UpstreamUnavailable(EngineUnavailable):
+    """The upstream MCP server could not be reached or failed mid-call (503)."""
+
+
+@dataclass(eq=False, kw_only=True)
+class _Session:
+    key: tuple[str, int, str]
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    client: Client | None = None
+    error: BaseException | None = None
+    task: asyncio.Task[None] | None = None
+    used: float = field(default_factory=time.monotonic)
+
+
+class UpstreamPool:
+    def __init__(self, *, timeout: float) -> None:
+        self._timeout = timeout
+        self._sessions: dict[tuple[str, int, str], _Session] = {}
+        self._opening = asyncio.Lock()
+
+    async def list_tools(self, upstream: Upstream, secret: str | None) -> list[dict[str, Any]]:
+        """Every tool definition the server lists (all pages, up to :data:`MAX_PAGES`), as
+        JSON objects with the wire's field names."""
+        found: list[dict[str, Any]] = []
+        async with self._use(upstream, secret) as client:
+            cursor: str | None = None
+            for _ in range(MAX_PAGES):
+                page = await client.session.list_tools(
+                    params=types.PaginatedRequestParams(cursor=cursor)
+                )
+                found += [t.model_dump(mode="json", by_alias=True, exclude_none=True)
+                          for t in page.tools]  # fmt: skip
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+        return found
+
+    async def call_tool(
+        self,
+        upstream: Upstream,
+        secret: str | None,
+        *,
+        name: str,
+        arguments: Mapping[str, Any] | None,
+        meta: Mapping[str, Any],
+    ) -> types.CallToolResult:
+        async with self._use(upstream, secret) as client:
+            result: types.CallToolResult = await client.session.call_tool(
+                name, dict(arguments) if arguments is not None else None,
+                read_timeout_seconds=self._timeout, meta=cast(types.RequestParamsMeta, dict(meta)),
+            )  # fmt: skip
+        return result
+
+    @contextlib.asynccontextmanager
+    async def _use(self, upstream: Upstream, secret: str | None) -> AsyncIterator[Client]:
+        session = await self._session(upstream, secret)
+        assert session.client is not None
+        try:
+            async with asyncio.timeout(self._timeout):
+                yield session.client
+        except (TimeoutError, OSError, httpx2.HTTPError, RuntimeError) as exc:
+            self._drop(session)
+            raise UpstreamUnavailable(
+                f"MCP server {upstream.name!r} did not answer: {type(exc).__name__}"
+            ) from exc
+        finally:
+            session.used = time.monotonic()
+
+    async def _session(self, upstream: Upstream, secret: str | None) -> _Session:
+        key = (upstream.name, upstream.version, _fingerprint(secret))
+        session = self._sessions.get(key)
+        if session is None or session.error is not None:
+            async with self._opening:
+                session = self._sessions.get(key)
+                if session is None or session.error is not None:
+                    session = self._open(key, upstream, secret)
+        try:
+            async with asyncio.timeout(OPEN_TIMEOUT):
+                await session.ready.wait()
+        except TimeoutError:
+            self._drop(session)
+            raise UpstreamUnavailable(f"MCP server {upstream.name!r} did not start") from None
+        if session.error is not None or session.client is None:
+            self._drop(session)
+            raise UpstreamUnavailable(
+                f"MCP server {upstream.name!r} cannot be reached: {type(session.error).__name__}"
+            ) from session.error
+        return session
+
+    def _open(self, key: tuple[str, int, str], upstream: Upstream, secret: str | None) -> _Session:
+        self._evict()
+        session = _Session(key=key)
+        self._sessions[key] = session
+        session.task = asyncio.create_task(
+            self._own(session, upstream, secret), name=f"mcp-upstream-{upstream.name}"
+        )
+        return session
+
+    async def _own(self, session: _Session, upstream: Upstream, secret: str | None) -> None:
+        """Open the session, keep it until told to stop, close it — all in this task."""
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                client = await stack.enter_async_context(
+                    _client(upstream, secret, stack, timeout=self._timeout)
+                )
+                session.client = client
+                session.ready.set()
+                await session.stop.wait()
+        except Exception as exc:  # noqa: BLE001 - any failure to open is the upstream's
+            session.error = exc
+        finally:
+            session.client = None if session.error is not None else session.client
+            session.ready.set()
+            if self._sessions.get(session.key) is session:
+                del self._sessions[session.key]
+
+    def _drop(self, session: _Session) -> None:
+        if self._sessions.get(session.key) is session:
+            del self._sessions[session.key]
+        session.stop.set()
+
+    def _evict(self) -> None:
+        """Close sessions idle too long, and the least recently used beyond the limit."""
+        now = time.monotonic()
+        for session in list(self._sessions.values()):
+            if now - session.used > IDLE_SECONDS:
+                self._drop(session)
+        while len(self._sessions) >= MAX_SESSIONS:
+            self._drop(min(self._sessions.values(), key=lambda s: s.used))
+
+    async def forget(self, name: str) -> None:
+        """Close every session of server ``name`` (removed, or changed)."""
+        for session in [s for s in self._sessions.values() if s.key[0] == name]:
+            self._drop(session)
+
+    async def close(self) -> None:
+        sessions = list(self._sessions.values())
+        for session in sessions:
+            self._drop(session)
+        tasks = [s.task for s in sessions if s.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
+
+
+def _fingerprint(secret: str | None) -> str:
+    """Which credential a session carries, without keeping it as a key."""
+    return "" if secret is None else hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _client(
+    upstream: Upstream, secret: str | None, stack: contextlib.AsyncExitStack, *, timeout: float
+) -> Client:
+    info = types.Implementation(name="tether-mcp-gateway", version="1")
+    injection = upstream.credential
+    if upstream.transport is Transport.STDIO:
+        env = {injection.env: secret} if injection and injection.env and secret else None
+        params = StdioServerParameters(
+            command=upstream.command[0], args=list(upstream.command[1:]), env=env
+        )
+        return Client(params, cache=None, client_info=info, read_timeout_seconds=timeout)
+    headers: dict[str, str] = {}
+    if injection is not None and injection.header and secret is not None:
+        headers[injection.header] = injection.prefix + secret
+    http = httpx2.AsyncClient(
+        headers=headers, timeout=httpx2.Timeout(timeout), follow_redirects=False,
+        event_hooks={"request": [_traceparent_header]},
+    )  # fmt: skip
+    stack.push_async_callback(http.aclose)
+    transport = streamable_http_client(upstream.url or "", http_client=http)
+    return Client(transport, cache=None, client_info=info, read_timeout_seconds=timeout)
+
+
+async def _traceparent_header(request: httpx2.Request) -> None:
+    """Copy a JSON-RPC request's ``params._meta.traceparent`` into the W3C header."""
+    if request.method != "POST" or b"traceparent" not in request.content:
+        return
+    with contextlib.suppress(ValueError, AttributeError, TypeError):
+        message = json.loads(request.content)
+        value = message["params"]["_meta"]["traceparent"]
+        if isinstance(value, str) and len(value) == 55:
+            request.headers["traceparent"] = value

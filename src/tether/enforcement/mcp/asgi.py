@@ -1,0 +1,269 @@
+"""The MCP gateway's HTTP front: ``/mcp/<server>``, MCP streamable HTTP, authenticated.
+
+Before the ``mcp`` SDK's streamable-HTTP transport sees a request, this front:
+
+1. finds the server (an unknown one is ``404``);
+2. authenticates the bearer token — a delegated token or an agent's JWT-SVID — **minted for
+   this server** (``aud`` = ``<issuer>/mcp/<server>``, RFC 8707): a token for Tether's API,
+   another server or anything else is refused, so no token passes from one service to
+   another. Without a valid one the answer is ``401`` with ``WWW-Authenticate: Bearer
+   resource_metadata="…"`` pointing at the RFC 9728 protected-resource metadata
+   (``/.well-known/oauth-protected-resource/mcp/<server>``), from which MCP clients discover
+   Tether as the authorization server;
+3. binds sessions to the caller: the session id a client sees is 256 random bits
+   (``secrets.token_urlsafe(32)``) that the front maps to the SDK's own; a session id
+   presented by another agent instance, another user or at another server's path is answered
+   exactly like an unknown one (``404``);
+4. leaves the caller (:class:`~tether.enforcement.mcp.gateway.GatewayCaller`), with a fresh
+   correlation id and W3C trace context, in the scope for the handlers.
+
+``Host`` and ``Origin`` are checked by the SDK's DNS-rebinding protection against the
+issuer's host, loopback when the issuer is loopback, and ``mcp_allowed_hosts`` (``421``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import orjson
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.types import Message, Receive, Scope, Send
+
+from tether.checkpoint import Checkpoint, CheckRequest
+from tether.enforcement.mcp.gateway import SCOPE_KEY, Gateway, GatewayCaller
+from tether.enforcement.mcp.registry import McpRegistry
+from tether.errors import Error
+from tether.identity.names import gateway_resource
+from tether.policy.models import Entity, EntityRef
+
+__all__ = ["GatewayApp", "resource_metadata"]
+
+SESSION_HEADER = b"mcp-session-id"
+#: Sessions the front remembers (beyond this the least recently used are forgotten: their
+#: clients start a new session).
+MAX_SESSIONS = 10_000
+_SERVER = re.compile(r"^/([a-z][a-z0-9-]{0,61}[a-z0-9])/?$")
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+@dataclass(frozen=True)
+class _Bound:
+    inner: str
+    server: str
+    owner: tuple[str, str | None]
+
+
+def resource_metadata(issuer: str, server: str) -> dict[str, object]:
+    """RFC 9728 §2 metadata of the gateway's resource for ``server``."""
+    return {
+        "resource": gateway_resource(issuer, server),
+        "authorization_servers": [issuer],
+        "bearer_methods_supported": ["header"],
+        "resource_name": f"MCP server {server!r} through the Tether gateway",
+    }
+
+
+def security_settings(issuer: str, extra_hosts: Collection[str]) -> TransportSecuritySettings:
+    """Hosts (and origins) the gateway answers to: the issuer's, loopback when the issuer is
+    on loopback, and the configured ones."""
+    parts = urlsplit(issuer)
+    hosts = [parts.netloc, *extra_hosts]
+    if parts.hostname in _LOOPBACK:
+        hosts += ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+    origins = [f"{scheme}://{host}" for host in hosts for scheme in ("http", "https")]
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+    )
+
+
+class GatewayApp:
+    """The ASGI app mounted at ``/mcp``; :meth:`running` must be entered while it serves."""
+
+    def __init__(
+        self,
+        *,
+        gateway: Gateway,
+        registry: McpRegistry,
+        checkpoint: Checkpoint,
+        issuer: str,
+        allowed_hosts: Collection[str] = (),
+    ) -> None:
+        self._gateway = gateway
+        self._registry = registry
+        self._checkpoint = checkpoint
+        self._issuer = issuer
+        self._security = security_settings(issuer, allowed_hosts)
+        self._manager: StreamableHTTPSessionManager | None = None
+        self._sessions: OrderedDict[str, _Bound] = OrderedDict()
+        self._outer: dict[str, str] = {}
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Serve while entered (the SDK's session manager runs once: a new one each time)."""
+        manager = StreamableHTTPSessionManager(
+            app=self._gateway.server, security_settings=self._security
+        )
+        async with manager.run():
+            self._manager = manager
+            try:
+                yield
+            finally:
+                self._manager = None
+                self._sessions.clear()
+                self._outer.clear()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        manager = self._manager
+        if scope["type"] != "http":
+            return
+        if manager is None:
+            down: dict[str, object] = {"error": "temporarily_unavailable",
+                                       "error_description": "not running"}  # fmt: skip
+            await _answer(send, 503, down)
+            return
+        path = scope["path"]
+        root = scope.get("root_path", "")
+        found = _SERVER.match(path[len(root) :] if root and path.startswith(root) else path)
+        server = found.group(1) if found else None
+        if server is None or await self._registry.upstream(server) is None:
+            await _answer(send, 404, {"error": "mcp_server_not_found",
+                                      "error_description": "no such MCP server"})  # fmt: skip
+            return
+        who = await self._caller(scope, server, send)
+        if who is None:
+            return
+        owner = (who.instance, who.user)
+        outer = _header(scope, SESSION_HEADER)
+        if outer is not None:
+            bound = self._sessions.get(outer)
+            if bound is None or bound.server != server or bound.owner != owner:
+                await _answer(send, 404, {"error": "session_not_found",
+                                          "error_description": "Session not found"})  # fmt: skip
+                return
+            self._sessions.move_to_end(outer)
+            scope = _with_header(scope, SESSION_HEADER, bound.inner)
+            if scope["method"] == "DELETE":
+                self._forget(outer)
+        scope = {**scope, "state": {**scope.get("state", {}), SCOPE_KEY: who}}
+        await manager.handle_request(scope, receive, self._renaming(send, server, owner))
+
+    async def _caller(self, scope: Scope, server: str, send: Send) -> GatewayCaller | None:
+        """The verified caller, or None once a 401 has been sent."""
+        audience = gateway_resource(self._issuer, server)
+        token = _bearer(scope)
+        if token is None:
+            await self._unauthorized(send, server, None)
+            return None
+        # Certificate-bound tokens (RFC 8705) are not taken here yet: without the client
+        # certificate the checkpoint refuses them (fail closed).
+        thumbprint = None
+        probe = CheckRequest(
+            token=token, action="call_tool", resource=Entity(ref=EntityRef("McpServer", server)),
+            enforcement_point="mcp-gateway", audience=audience, certificate_thumbprint=thumbprint,
+        )  # fmt: skip
+        try:
+            caller, delegation = await self._checkpoint.identify(probe)
+        except Error as exc:
+            await self._unauthorized(send, server, exc.message)
+            return None
+        trace_id, traceparent = _trace(scope)
+        return GatewayCaller(
+            token=token, server=server, audience=audience, instance=caller.spiffe_id,
+            certificate_thumbprint=thumbprint, correlation_id=trace_id, traceparent=traceparent,
+            user=delegation.user if delegation is not None else None,
+        )  # fmt: skip
+
+    async def _unauthorized(self, send: Send, server: str, why: str | None) -> None:
+        metadata = f"{self._issuer}/.well-known/oauth-protected-resource/mcp/{server}"
+        challenge = f'Bearer resource_metadata="{metadata}"'
+        body: dict[str, object] = {"error": "unauthenticated",
+                                   "error_description": "a bearer token for this MCP server "
+                                                        "is required"}  # fmt: skip
+        if why is not None:
+            challenge += ', error="invalid_token"'
+            body = {"error": "invalid_token", "error_description": why}
+        await _answer(send, 401, body, headers=[(b"www-authenticate", challenge.encode())])
+
+    def _renaming(self, send: Send, server: str, owner: tuple[str, str | None]) -> Send:
+        """``send`` with the SDK's new session id replaced by one of 256 random bits."""
+
+        async def renamed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = []
+                for key, value in message.get("headers", []):
+                    if key.lower() == SESSION_HEADER:
+                        outer = self._bind(value.decode("latin-1"), server, owner)
+                        headers.append((key, outer.encode()))
+                    else:
+                        headers.append((key, value))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        return renamed
+
+    def _bind(self, inner: str, server: str, owner: tuple[str, str | None]) -> str:
+        known = self._outer.get(inner)
+        if known is not None:
+            return known
+        outer = secrets.token_urlsafe(32)
+        self._sessions[outer] = _Bound(inner=inner, server=server, owner=owner)
+        self._outer[inner] = outer
+        while len(self._sessions) > MAX_SESSIONS:
+            self._forget(next(iter(self._sessions)))
+        return outer
+
+    def _forget(self, outer: str) -> None:
+        bound = self._sessions.pop(outer, None)
+        if bound is not None:
+            self._outer.pop(bound.inner, None)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _with_header(scope: Scope, name: bytes, value: str) -> Scope:
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() != name]
+    return {**scope, "headers": [*headers, (name, value.encode("latin-1"))]}
+
+
+def _bearer(scope: Scope) -> str | None:
+    value = _header(scope, b"authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _trace(scope: Scope) -> tuple[str, str]:
+    """The trace id (the call's correlation id) and the ``traceparent`` to send upstream: the
+    caller's trace continued with a new span, or a new trace."""
+    given = _TRACEPARENT.match(_header(scope, b"traceparent") or "")
+    trace_id = given.group(1) if given else secrets.token_hex(16)
+    return trace_id, f"00-{trace_id}-{secrets.token_hex(8)}-01"
+
+
+async def _answer(
+    send: Send,
+    status: int,
+    body: dict[str, object],
+    *,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    data = orjson.dumps(body)
+    start = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+             (b"cache-control", b"no-store"), *(headers or [])]  # fmt: skip
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": data})

@@ -1,0 +1,328 @@
+"""The MCP gateway's handlers: every ``tools/list`` and ``tools/call`` through the checkpoint.
+
+A low-level ``mcp`` SDK server (both protocol eras: the ``2025-11-25`` handshake and the
+stateless ``2026-07-28``) whose handlers run for a caller the HTTP front
+(:mod:`tether.enforcement.mcp.asgi`) already authenticated for ``/mcp/<server>``:
+
+* ``tools/list``: the upstream's listing (kept for ``listing_ttl`` seconds, re-read and
+  re-checked against the pins after that), without the tools held back by pinning, filtered by
+  policy with **one** decision record per listing (:meth:`Checkpoint.check_listing`);
+* ``tools/call``: the tool must be offered as approved (else refused, and the refusal recorded
+  as the decision); the checkpoint decides ``call_tool`` on ``Tool::"<server>/<tool>"`` (in
+  ``McpServer::"<server>"``) with the arguments; a deny is an MCP tool error carrying the
+  reasons; ``approval_required`` starts a CIBA request bound to the call's digest and waits up
+  to ``approval_wait`` seconds for the answer — or answers "approval pending" with the
+  request's ``auth_req_id``, which the agent sends back in ``_meta`` (:data:`APPROVAL_META`)
+  with the same call once the person approved; an allow forwards the call upstream with the
+  injected credential and the trace context (:data:`CORRELATION_META`, ``traceparent``).
+
+Any failure on the way is a refusal: the gateway fails closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import Server
+
+from tether import __version__
+from tether._internal.clock import Clock
+from tether.checkpoint import Checkpoint, CheckRequest, Verdict
+from tether.delegation.approvals import Approvals
+from tether.delegation.models import ApprovalState
+from tether.enforcement.mcp._inject import Injector
+from tether.enforcement.mcp._upstreams import UpstreamPool
+from tether.enforcement.mcp.models import Upstream
+from tether.enforcement.mcp.registry import McpRegistry
+from tether.errors import Error, UnknownUserId
+from tether.policy.models import Effect, Entity, EntityRef
+
+__all__ = ["APPROVAL_META", "CORRELATION_META", "SCOPE_KEY", "Gateway", "GatewayCaller"]
+
+#: Where the HTTP front leaves the authenticated caller in the ASGI scope's ``state``.
+SCOPE_KEY = "tether.mcp"
+#: ``_meta`` key of a call that redeems the approval it was told is pending.
+APPROVAL_META = "tether.dev/auth_req_id"
+#: ``_meta`` key of the correlation id sent upstream (also in every record of the call).
+CORRELATION_META = "tether.dev/correlation_id"
+ENFORCEMENT_POINT = "mcp-gateway"
+#: How often a call waiting for an approval reads the request's state.
+APPROVAL_POLL = 0.5
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayCaller:
+    """Who is calling, as the HTTP front verified: the bearer token (checked again by the
+    checkpoint for every request), the server, and the gateway resource it was minted for."""
+
+    token: str = field(repr=False)
+    server: str
+    audience: str
+    instance: str
+    certificate_thumbprint: str | None
+    correlation_id: str
+    traceparent: str
+    #: The user a delegated token acts for; None for an agent's own token.
+    user: str | None = None
+
+
+@dataclass(kw_only=True)
+class _Listing:
+    version: int
+    fetched: float
+    tools: Mapping[str, Mapping[str, Any]]
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        registry: McpRegistry,
+        checkpoint: Checkpoint,
+        approvals: Approvals,
+        pool: UpstreamPool,
+        injector: Injector,
+        clock: Clock,
+        listing_ttl: float,
+        approval_wait: float,
+    ) -> None:
+        self._registry = registry
+        self._checkpoint = checkpoint
+        self._approvals = approvals
+        self._pool = pool
+        self._injector = injector
+        self._clock = clock
+        self._listing_ttl = listing_ttl
+        self._approval_wait = approval_wait
+        self._listings: dict[str, _Listing] = {}
+        self._refreshing: dict[str, asyncio.Lock] = {}
+        self.server: Server[Any] = Server(
+            "tether-mcp-gateway", version=__version__,
+            on_list_tools=self._list_tools, on_call_tool=self._call_tool,
+        )  # fmt: skip
+
+    # -- tools/list ----------------------------------------------------------------------
+
+    async def _list_tools(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        who = caller_of(ctx)
+        upstream = await self._upstream(who.server)
+        tools = await self.offered(upstream, who)
+        candidates = [_tool_entity(upstream.name, name, d) for name, d in tools.items()]
+        listing = CheckRequest(
+            token=who.token, action="list_tools", resource=_server_entity(upstream.name),
+            enforcement_point=ENFORCEMENT_POINT, correlation_id=who.correlation_id,
+            audience=who.audience, certificate_thumbprint=who.certificate_thumbprint,
+        )  # fmt: skip
+        _, visible = await self._checkpoint.check_listing(listing, candidates, action="call_tool")
+        shown = {entity_id.split("/", 1)[1] for entity_id in visible}
+        return types.ListToolsResult(
+            tools=[types.Tool.model_validate(d) for name, d in tools.items() if name in shown]
+        )
+
+    async def offered(self, upstream: Upstream, who: GatewayCaller) -> Mapping[str, Any]:
+        """The upstream's tools agents may see (approved and unchanged), by name: the kept
+        listing while it is younger than ``listing_ttl``, else a fresh one, re-checked."""
+        kept = self._listings.get(upstream.name)
+        if kept is not None and kept.version == upstream.version and self._fresh(kept):
+            return kept.tools
+        lock = self._refreshing.setdefault(upstream.name, asyncio.Lock())
+        async with lock:
+            kept = self._listings.get(upstream.name)
+            if kept is not None and kept.version == upstream.version and self._fresh(kept):
+                return kept.tools
+            secret = await self._secret(upstream, who)
+            listed = await self._pool.list_tools(upstream, secret)
+            usable = await self._registry.review(upstream, listed)
+            tools = MappingProxyType({str(d["name"]): d for d in usable})
+            self._listings[upstream.name] = _Listing(
+                version=upstream.version, fetched=time.monotonic(), tools=tools
+            )
+            return tools
+
+    def _fresh(self, kept: _Listing) -> bool:
+        return time.monotonic() - kept.fetched < self._listing_ttl
+
+    def forget(self, server: str) -> None:
+        """Read ``server``'s listing again on next use (a tool approved, the server changed)."""
+        self._listings.pop(server, None)
+
+    # -- tools/call ----------------------------------------------------------------------
+
+    async def _call_tool(
+        self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        who = caller_of(ctx)
+        upstream = await self._upstream(who.server)
+        arguments = dict(params.arguments or {})
+        offered = await self.offered(upstream, who)
+        definition = offered.get(params.name)
+        refusal = None
+        if definition is None:
+            refusal = (f"tool {params.name!r} is not offered by {upstream.name!r}: unknown, not "
+                       "approved, or changed since it was approved")  # fmt: skip
+        request = CheckRequest(
+            token=who.token, action="call_tool",
+            resource=_tool_entity(upstream.name, params.name, definition or {}),
+            entities=(_server_entity(upstream.name),), arguments=arguments,
+            enforcement_point=ENFORCEMENT_POINT, correlation_id=who.correlation_id,
+            audience=who.audience, certificate_thumbprint=who.certificate_thumbprint,
+            refusal=refusal,
+        )  # fmt: skip
+        verdict = await self._checkpoint.check(request)
+        pending = (params.meta or {}).get(APPROVAL_META)
+        if verdict.decision.effect is Effect.APPROVAL_REQUIRED and not verdict.audit_failed:
+            verdict, answer = await self._approved(request, verdict, who, pending)
+            if answer is not None:
+                return answer
+        if not verdict.allowed:
+            return _refused(verdict)
+        return await self._forward(upstream, who, params.name, arguments, verdict)
+
+    async def _forward(
+        self,
+        upstream: Upstream,
+        who: GatewayCaller,
+        name: str,
+        arguments: Mapping[str, Any],
+        verdict: Verdict,
+    ) -> types.CallToolResult:
+        meta = {"traceparent": who.traceparent, CORRELATION_META: who.correlation_id}
+        try:
+            secret = await self._secret(upstream, who)
+            return await self._pool.call_tool(
+                upstream, secret, name=name, arguments=arguments, meta=meta
+            )
+        except Error as exc:
+            return _error(f"refused: {exc.message} (decision {verdict.decision_id})")
+
+    async def _secret(self, upstream: Upstream, who: GatewayCaller) -> str | None:
+        if upstream.credential is None:
+            return None
+        injected = await self._injector.value(
+            upstream.credential, token=who.token, instance=who.instance, audience=who.audience
+        )
+        return injected.value
+
+    async def _upstream(self, name: str) -> Upstream:
+        found = await self._registry.upstream(name)
+        if found is None:  # removed since the front looked
+            raise Error(f"no MCP server {name!r}")
+        return found
+
+    # -- approvals -----------------------------------------------------------------------
+
+    async def _approved(
+        self, request: CheckRequest, verdict: Verdict, who: GatewayCaller, pending: object
+    ) -> tuple[Verdict, types.CallToolResult | None]:
+        """The verdict with the approval redeemed, or the answer to give instead (pending,
+        refused)."""
+        try:
+            auth_req_id = pending if isinstance(pending, str) and pending else None
+            if auth_req_id is None:
+                auth_req_id = await self._start(request, verdict)
+            approval = await self._wait(auth_req_id)
+            if approval is None or approval.state is ApprovalState.PENDING:
+                return verdict, _pending(auth_req_id, verdict)
+            issued = await self._approvals.redeem_for(auth_req_id, instance=who.instance)
+        except Error as exc:
+            return verdict, _error(f"approval refused: {exc.message}")
+        again = await self._checkpoint.check(
+            CheckRequest(**{**_fields(request), "approval_token": issued.access_token})
+        )
+        return again, None
+
+    async def _start(self, request: CheckRequest, verdict: Verdict) -> str:
+        caller = verdict.caller
+        if caller is None:
+            raise Error("the caller is not known")
+        delegation = verdict.delegation
+        call = {"action": request.action,
+                "resource": {"type": request.resource.ref.type, "id": request.resource.ref.id},
+                "arguments": request.arguments}  # fmt: skip
+        message = f"{caller.agent.name} calls {request.resource.ref.id}"[:100]
+        people = [delegation.user] if delegation is not None else list(caller.agent.owners)
+        for person in people:
+            try:
+                started = await self._approvals.start_for_call(
+                    caller=caller, call=call, call_digest=verdict.call_digest, user=person,
+                    grant_id=delegation.grant.id if delegation is not None else None,
+                    binding_message=message,
+                )  # fmt: skip
+            except UnknownUserId:
+                continue
+            return started.auth_req_id
+        raise UnknownUserId("no one who may approve this call is a user of this server")
+
+    async def _wait(self, auth_req_id: str) -> Any:
+        deadline = time.monotonic() + self._approval_wait
+        while True:
+            approval = await self._approvals.status(auth_req_id)
+            if approval is None or approval.state is not ApprovalState.PENDING:
+                return approval
+            if approval.expired(self._clock.now()) or time.monotonic() >= deadline:
+                return approval
+            await asyncio.sleep(APPROVAL_POLL)
+
+
+def caller_of(ctx: ServerRequestContext[Any]) -> GatewayCaller:
+    """The caller the HTTP front authenticated (a request that did not pass it has none)."""
+    request = ctx.request
+    state = getattr(request, "scope", {}).get("state", {}) if request is not None else {}
+    who = state.get(SCOPE_KEY)
+    if not isinstance(who, GatewayCaller):
+        raise Error("unauthenticated")
+    return who
+
+
+def _fields(request: CheckRequest) -> dict[str, Any]:
+    return {name: getattr(request, name) for name in request.__dataclass_fields__}
+
+
+def _server_entity(server: str) -> Entity:
+    return Entity(ref=EntityRef("McpServer", server), attrs=MappingProxyType({"name": server}))
+
+
+def _tool_entity(server: str, name: str, definition: Mapping[str, Any]) -> Entity:
+    """``Tool::"<server>/<name>"`` in its server. A tool the server marks read-only
+    (``annotations.readOnlyHint``) is not state-changing; any other is."""
+    annotations = definition.get("annotations")
+    read_only = isinstance(annotations, Mapping) and annotations.get("readOnlyHint") is True
+    attrs = {"name": name, "data_class": "internal", "state_changing": not read_only}
+    return Entity(
+        ref=EntityRef("Tool", f"{server}/{name}"), attrs=MappingProxyType(attrs),
+        parents=(EntityRef("McpServer", server),),
+    )  # fmt: skip
+
+
+def _error(text: str, structured: Mapping[str, Any] | None = None) -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)], is_error=True,
+        structured_content=dict(structured) if structured is not None else None,
+    )  # fmt: skip
+
+
+def _refused(verdict: Verdict) -> types.CallToolResult:
+    reasons = "; ".join(verdict.decision.reasons) or "no policy allows it"
+    return _error(
+        f"refused by Tether: {reasons} (decision {verdict.decision_id})",
+        {"tether": {"effect": str(verdict.decision.effect), "decision_id": verdict.decision_id,
+                    "reasons": list(verdict.decision.reasons)}},
+    )  # fmt: skip
+
+
+def _pending(auth_req_id: str, verdict: Verdict) -> types.CallToolResult:
+    return _error(
+        "approval pending: the person asked has not answered yet. Call the tool again with the "
+        f'same arguments and _meta {{"{APPROVAL_META}": "{auth_req_id}"}} once they approve.',
+        {"tether": {"effect": "approval_pending", "auth_req_id": auth_req_id,
+                    "decision_id": verdict.decision_id}},
+    )  # fmt: skip

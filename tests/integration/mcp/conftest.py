@@ -1,0 +1,195 @@
+"""The MCP gateway, served for real: Tether on a loopback port (uvicorn, in the test's event
+loop, on a SQLite store), upstream MCP servers started by the tests (one over stdio, one over
+streamable HTTP in a process of its own), and agents that call through the official ``mcp``
+client."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+import uvicorn
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.integration.live.conftest import free_port
+from tests.support.tokens import client_credentials
+from tether.api.app import create_app
+from tether.api.services import Services
+from tether.config import Settings
+from tether.crypto.assertion import AgentKeyPair, generate_agent_key
+
+ROOT = "tto_mcp-gateway-root-token-00000000"
+TD = "acme.org"
+UPSTREAM = Path(__file__).resolve().parents[2] / "support" / "mcp_upstream.py"
+
+POLICIES = """
+@id("shop-bot-uses-the-tools")
+permit (principal == Tether::Agent::"shop-bot", action == Tether::Action::"call_tool",
+        resource in Tether::McpServer::"tools");
+
+@id("shop-bot-uses-the-stdio-tools")
+permit (principal == Tether::Agent::"shop-bot", action == Tether::Action::"call_tool",
+        resource in Tether::McpServer::"local");
+
+@id("nobody-deletes-everything")
+forbid (principal, action == Tether::Action::"call_tool", resource)
+when { resource.name == "delete_all" };
+
+@id("transfers-need-approval")
+@obligation("approval")
+permit (principal == Tether::Agent::"shop-bot", action == Tether::Action::"call_tool",
+        resource == Tether::Tool::"tools/transfer");
+"""
+
+
+@dataclass
+class Agent:
+    name: str
+    spiffe_id: str
+    key: AgentKeyPair
+
+
+@dataclass
+class Gateway:
+    addr: str
+    services: Services
+    ops: httpx.AsyncClient
+    tmp: Path
+    agents: dict[str, Agent] = field(default_factory=dict)
+
+    def resource(self, server: str) -> str:
+        return f"{self.addr}/mcp/{server}"
+
+    async def agent(self, name: str = "shop-bot", **declarations: object) -> Agent:
+        body = {"name": name, "owners": ["alice"], "declarations": declarations}
+        created = await self.ops.post("/v1/agents", json=body)
+        assert created.status_code == 201, created.text
+        key = generate_agent_key()
+        added = await self.ops.post(f"/v1/agents/{name}/keys", json={"jwk": key.public_jwk})
+        assert added.status_code == 201, added.text
+        self.agents[name] = Agent(name=name, spiffe_id=created.json()["spiffe_id"], key=key)
+        return self.agents[name]
+
+    async def token(self, agent: Agent, audience: str, instance: str = "pod-1") -> str:
+        """The agent's JWT-SVID for ``audience``."""
+        form = client_credentials(agent.key.private_pem, client_id=agent.spiffe_id,
+                                  audience=f"{self.addr}/oauth2/token", now=int(time.time()),
+                                  instance_id=instance)  # fmt: skip
+        issued = await self.ops.post("/oauth2/token", data=form | {"audience": audience},
+                                     headers={"Authorization": ""})  # fmt: skip
+        assert issued.status_code == 200, issued.text
+        token: str = issued.json()["access_token"]
+        return token
+
+    async def add_server(self, name: str, **body: Any) -> dict[str, Any]:
+        added = await self.ops.post("/v1/mcp/servers", json={"name": name, **body})
+        assert added.status_code == 201, added.text
+        found: dict[str, Any] = added.json()
+        return found
+
+    async def records(self, prefix: str) -> list[dict[str, Any]]:
+        found = await self.ops.get("/v1/audit", params={"type_prefix": prefix, "limit": 1000})
+        assert found.status_code == 200, found.text
+        return [r for r in found.json()["records"] if r["type"].startswith(prefix)]
+
+    @asynccontextmanager
+    async def client(self, server: str, token: str, mode: str = "auto") -> AsyncIterator[Client]:
+        """The official MCP client at ``/mcp/<server>`` with ``token`` as its bearer."""
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
+            transport = streamable_http_client(f"{self.addr}/mcp/{server}", http_client=http)
+            async with Client(transport, mode=mode, cache=None) as client:
+                yield client
+
+
+def gateway_settings(tmp_path: Path, port: int, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data", "issuer": f"http://127.0.0.1:{port}", "trust_domain": TD,
+        "root_token": ROOT, "mcp_listing_ttl_seconds": 0.0, "mcp_approval_wait_seconds": 10.0,
+    } | overrides  # fmt: skip
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def serving(settings: Settings, tmp_path: Path) -> AsyncIterator[Gateway]:
+    services = await Services.open(settings)
+    app = create_app(settings, services=services)
+    port = int(settings.issuer_url.rsplit(":", 1)[1])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not task.done(), "the server stopped at start"
+            await asyncio.sleep(0.02)
+        async with httpx.AsyncClient(
+            base_url=settings.issuer_url, headers={"Authorization": f"Bearer {ROOT}"}, timeout=30
+        ) as ops:
+            yield Gateway(addr=settings.issuer_url, services=services, ops=ops, tmp=tmp_path)
+    finally:
+        server.should_exit = True
+        await task
+        await services.close()
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    async with serving(gateway_settings(tmp_path, free_port()), tmp_path) as gw:
+        applied = await gw.ops.post("/v1/policies", json={"text": POLICIES})
+        assert applied.status_code == 201, applied.text
+        yield gw
+
+
+@dataclass
+class HttpUpstream:
+    url: str
+    calls: Path
+    mutate: Path
+
+    def received(self) -> list[dict[str, Any]]:
+        import json  # noqa: PLC0415
+
+        if not self.calls.exists():
+            return []
+        return [json.loads(line) for line in self.calls.read_text().splitlines()]
+
+
+@pytest.fixture
+def http_upstream(tmp_path: Path) -> Iterator[HttpUpstream]:
+    """The test upstream over streamable HTTP, in a process of its own."""
+    port = free_port()
+    calls, mutate = tmp_path / "http-calls.jsonl", tmp_path / "http-mutate.txt"
+    env = {**os.environ, "CALLS_FILE": str(calls), "MUTATE_FILE": str(mutate)}
+    proc = subprocess.Popen([sys.executable, str(UPSTREAM), "http", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else "exited"
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "upstream not ready in 30 s"
+                time.sleep(0.1)
+        yield HttpUpstream(url=url, calls=calls, mutate=mutate)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def stdio_command(tmp_path: Path) -> list[str]:
+    return [sys.executable, str(UPSTREAM), "stdio"]
