@@ -50,8 +50,10 @@ tag is never reused for another meaning):
 * ``mcp.server_added``, ``mcp.server_removed`` (an upstream MCP server of the gateway: its
   transport, where it is, the credential it gets by engine and role, its tool allow-list — never
   a credential's value), ``mcp.tool_approved`` (a ``platform-admin`` pinned a tool's definition:
-  its digest), ``mcp.tool_held`` (a tool held back from agents — new, changed since approved,
-  with invisible characters, or shadowing another server's — with both digests)
+  its digest; or ``system:mcp-gateway`` restored a quarantined tool whose server gave back the
+  approved definition exactly), ``mcp.tool_held`` (a tool held back from agents — new,
+  changed since approved, with invisible characters, or shadowing another server's — with both
+  digests)
 
 A change that was recorded but then failed to apply is followed by a record of the same type
 with outcome ``failure``. Refused operator requests (403) are not state changes and are not

@@ -47,6 +47,10 @@ permit (principal == Tether::Agent::"shop-bot", action == Tether::Action::"call_
 forbid (principal, action == Tether::Action::"call_tool", resource)
 when { resource.name == "delete_all" };
 
+@id("shop-bot-uses-the-crm-key")
+permit (principal == Tether::Agent::"shop-bot", action == Tether::Action::"use_credential",
+        resource == Tether::Secret::"crm");
+
 @id("transfers-need-approval")
 @obligation("approval")
 permit (principal == Tether::Agent::"shop-bot", action == Tether::Action::"call_tool",
@@ -82,13 +86,19 @@ class Gateway:
         self.agents[name] = Agent(name=name, spiffe_id=created.json()["spiffe_id"], key=key)
         return self.agents[name]
 
-    async def token(self, agent: Agent, audience: str, instance: str = "pod-1") -> str:
-        """The agent's JWT-SVID for ``audience``."""
+    async def ask_token(
+        self, agent: Agent, audience: str, instance: str = "pod-1"
+    ) -> httpx.Response:
+        """The token endpoint's answer to the agent asking a JWT-SVID for ``audience``."""
         form = client_credentials(agent.key.private_pem, client_id=agent.spiffe_id,
                                   audience=f"{self.addr}/oauth2/token", now=int(time.time()),
                                   instance_id=instance)  # fmt: skip
-        issued = await self.ops.post("/oauth2/token", data=form | {"audience": audience},
-                                     headers={"Authorization": ""})  # fmt: skip
+        return await self.ops.post("/oauth2/token", data=form | {"audience": audience},
+                                   headers={"Authorization": ""})  # fmt: skip
+
+    async def token(self, agent: Agent, audience: str, instance: str = "pod-1") -> str:
+        """The agent's JWT-SVID for ``audience``."""
+        issued = await self.ask_token(agent, audience, instance)
         assert issued.status_code == 200, issued.text
         token: str = issued.json()["access_token"]
         return token

@@ -31,12 +31,13 @@ from typing import Any
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
+from mcp.shared.exceptions import MCPError
 
 from tether import __version__
 from tether._internal.clock import Clock
 from tether.checkpoint import Checkpoint, CheckRequest, Verdict
 from tether.delegation.approvals import Approvals
-from tether.delegation.models import ApprovalState
+from tether.delegation.models import Approval, ApprovalState
 from tether.enforcement.mcp._inject import Injector
 from tether.enforcement.mcp._upstreams import UpstreamPool
 from tether.enforcement.mcp.models import Upstream
@@ -115,7 +116,11 @@ class Gateway:
     ) -> types.ListToolsResult:
         who = caller_of(ctx)
         upstream = await self._upstream(who.server)
-        tools = await self.offered(upstream, who)
+        try:
+            tools = await self.offered(upstream, who)
+        except Error as exc:
+            why = f"the tools cannot be listed: {exc.message}"
+            raise MCPError(types.INTERNAL_ERROR, why) from exc
         candidates = [_tool_entity(upstream.name, name, d) for name, d in tools.items()]
         listing = CheckRequest(
             token=who.token, action="list_tools", resource=_server_entity(upstream.name),
@@ -163,12 +168,7 @@ class Gateway:
         who = caller_of(ctx)
         upstream = await self._upstream(who.server)
         arguments = dict(params.arguments or {})
-        offered = await self.offered(upstream, who)
-        definition = offered.get(params.name)
-        refusal = None
-        if definition is None:
-            refusal = (f"tool {params.name!r} is not offered by {upstream.name!r}: unknown, not "
-                       "approved, or changed since it was approved")  # fmt: skip
+        definition, refusal = await self._definition(upstream, who, params.name)
         request = CheckRequest(
             token=who.token, action="call_tool",
             resource=_tool_entity(upstream.name, params.name, definition or {}),
@@ -186,6 +186,19 @@ class Gateway:
         if not verdict.allowed:
             return _refused(verdict)
         return await self._forward(upstream, who, params.name, arguments, verdict)
+
+    async def _definition(
+        self, upstream: Upstream, who: GatewayCaller, name: str
+    ) -> tuple[Mapping[str, Any] | None, str | None]:
+        """The tool's approved definition, or why the call is refused before any policy."""
+        try:
+            definition = (await self.offered(upstream, who)).get(name)
+        except Error as exc:
+            return None, f"the tools of {upstream.name!r} cannot be read: {exc.message}"
+        if definition is None:
+            return None, (f"tool {name!r} is not offered by {upstream.name!r}: unknown, not "
+                          "approved, or changed since it was approved")  # fmt: skip
+        return definition, None
 
     async def _forward(
         self,
@@ -230,8 +243,14 @@ class Gateway:
             if auth_req_id is None:
                 auth_req_id = await self._start(request, verdict)
             approval = await self._wait(auth_req_id)
-            if approval is None or approval.state is ApprovalState.PENDING:
+            if approval is None:
+                return verdict, _error("approval refused: no such approval request")
+            if approval.state is ApprovalState.PENDING:
                 return verdict, _pending(auth_req_id, verdict)
+            digests = {item.get("call_digest") for item in approval.details}
+            if approval.client != who.instance or verdict.call_digest not in digests:
+                # Not redeemed: the approval stays for the call (and the caller) it is for.
+                return verdict, _error("approval refused: it was given for another call")
             issued = await self._approvals.redeem_for(auth_req_id, instance=who.instance)
         except Error as exc:
             return verdict, _error(f"approval refused: {exc.message}")
@@ -262,7 +281,7 @@ class Gateway:
             return started.auth_req_id
         raise UnknownUserId("no one who may approve this call is a user of this server")
 
-    async def _wait(self, auth_req_id: str) -> Any:
+    async def _wait(self, auth_req_id: str) -> Approval | None:
         deadline = time.monotonic() + self._approval_wait
         while True:
             approval = await self._approvals.status(auth_req_id)

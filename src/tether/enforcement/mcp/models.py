@@ -13,6 +13,9 @@ description, input schema and the rest of what the server says of it, canonical 
 ``platform-admin`` approved it. Its states::
 
     pending ──approve──▶ approved ──definition changed──▶ quarantined ──approve──▶ approved
+                                    ▲                           │
+                                    └── the server gives back ──┘
+                                        the approved bytes exactly
 
 A tool is forwarded only while ``approved`` and its definition still hashes to the pin; a
 pending or quarantined tool is hidden from listings and refused by name.

@@ -13,7 +13,10 @@ what to write: a tool seen for the first time is ``pending`` (approved at once o
 server is being registered and the tool is clean); an approved tool whose definition changed is
 ``quarantined`` before the next call is forwarded; a tool whose definition holds invisible or
 bidirectional-control characters, or whose name another server's approved tool already has, is
-never approved without a person looking. Every quarantine is an alert.
+never approved without a person looking. Every quarantine is an alert. A quarantined tool
+whose server lists it again exactly as approved (the same digest) is usable again: what agents
+see is still only what a person approved. A name the server lists twice is reviewed (and
+offered) in its first definition only.
 
 Example::
 
@@ -54,6 +57,17 @@ SHADOWS = "another server already offers a tool of this name"
 #: private use, unassigned, surrogates, and control characters other than line breaks and tabs.
 _HIDDEN = frozenset({"Cf", "Co", "Cn", "Cs"})
 _SHOWN_CONTROLS = frozenset("\n\r\t")
+#: Default-ignorable code points (Unicode's ``Default_Ignorable_Code_Point``) outside those
+#: categories: combining grapheme joiner, Hangul fillers, Khmer inherent vowels, Mongolian
+#: variation selectors, and the variation selectors, which can carry a hidden text one byte
+#: per selector ("emoji smuggling").
+_IGNORABLE = (
+    (0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F), (0x3164, 0x3164),
+    (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0), (0xE0100, 0xE01EF),
+)  # fmt: skip
+#: The text and emoji presentation selectors ("⚠️"): shown when they follow a visible
+#: character, hidden anywhere else (first, after a space, or after another ignorable one).
+_PRESENTATION = frozenset("\ufe0e\ufe0f")
 
 
 def definition_digest(definition: Mapping[str, Any]) -> str:
@@ -67,15 +81,29 @@ def invisible_characters(value: Any) -> list[str]:
     reviewing the definition would not see, at most 16."""
     found: list[str] = []
     for text in _strings(value):
+        bare = True  # nothing visible just before: a presentation selector here shows nothing
         for char in text:
-            hidden = unicodedata.category(char) in _HIDDEN or (
-                unicodedata.category(char) == "Cc" and char not in _SHOWN_CONTROLS
-            )
+            hidden = _hidden(char, bare=bare)
+            bare = hidden or _ignorable(char) or char.isspace()
             if hidden and f"U+{ord(char):04X}" not in found:
                 found.append(f"U+{ord(char):04X}")
                 if len(found) == 16:
                     return found
     return found
+
+
+def _hidden(char: str, *, bare: bool) -> bool:
+    category = unicodedata.category(char)
+    if category == "Cc":
+        return char not in _SHOWN_CONTROLS
+    if char in _PRESENTATION:
+        return bare
+    return category in _HIDDEN or _ignorable(char)
+
+
+def _ignorable(char: str) -> bool:
+    code = ord(char)
+    return code >= 0x034F and any(low <= code <= high for low, high in _IGNORABLE)
 
 
 def _strings(value: Any) -> Iterable[str]:
@@ -136,14 +164,18 @@ def review(
     usable: list[Mapping[str, Any]] = []
     writes: list[PinWrite] = []
     alerts: list[Alert] = []
+    names: set[str] = set()
     for definition in listed:
         name = str(definition.get("name", ""))
+        if name in names:
+            continue  # listed twice: the first definition is the one reviewed and offered
+        names.add(name)
         seen = definition_digest(definition)
         pin = pins.get(name)
-        if pin is not None and pin.digest == seen and pin.state is PinState.APPROVED:
+        if pin is not None and pin.digest == seen:  # as approved (maybe back to it)
             usable.append(definition)
-            if pin.seen_digest != seen:  # back to what was approved
-                again = _seen(pin, seen, definition, now)
+            if not pin.usable:
+                again = _restored(pin, seen, definition, now)
                 writes.append(PinWrite(pin=again, expected_version=pin.version))
             continue
         write, alert = _held(server, name, definition, seen, pin, shadowed.get(name, ()), now,
@@ -204,6 +236,11 @@ def _seen(pin: ToolPin, seen: str, definition: Mapping[str, Any], now: datetime)
         pin, seen_digest=seen, definition=MappingProxyType(dict(definition)), updated_at=now,
         version=pin.version + 1,
     )  # fmt: skip
+
+
+def _restored(pin: ToolPin, seen: str, definition: Mapping[str, Any], now: datetime) -> ToolPin:
+    """``pin`` listed again as it was approved: approved again, by the same approval."""
+    return replace(_seen(pin, seen, definition, now), state=PinState.APPROVED, reason=None)
 
 
 def approved(pin: ToolPin, *, by: str, now: datetime) -> ToolPin:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,8 +31,14 @@ from tether._internal.clock import Clock
 from tether.audit.records import AuditRecord
 from tether.audit.sink import AuditSink, audited
 from tether.enforcement.mcp import pinning
-from tether.enforcement.mcp.models import Injection, PinState, ToolPin, Transport, Upstream
-from tether.errors import InvalidInput, McpServerExists, McpServerNotFound, VersionConflict
+from tether.enforcement.mcp.models import Injection, ToolPin, Transport, Upstream
+from tether.errors import (
+    Conflict,
+    InvalidInput,
+    McpServerExists,
+    McpServerNotFound,
+    VersionConflict,
+)
 from tether.identity.access import Actor, Permission, require
 from tether.monitor.events import Event, EventStream
 from tether.store.interfaces import McpStore
@@ -47,6 +54,10 @@ MAX_ARG_CHARS = 4096
 MAX_URL_CHARS = 2048
 MAX_ALLOWED_TOOLS = 1024
 MAX_TOOL_NAME = 128
+#: How records name the gateway when it holds a tool back, or lets one through again.
+GATEWAY = "system:mcp-gateway"
+#: Why the gateway approves a quarantined tool again (its record's ``reason``).
+RESTORED = "definition back to the one approved"
 _ENV = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
 _HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 #: Headers the gateway sets itself (or that would change what the request is).
@@ -148,6 +159,8 @@ class McpRegistry:
         if await self._store.get_upstream(upstream.name) is not None:
             raise McpServerExists(f"an MCP server is named {upstream.name!r}")
         listed = await self._lister(upstream)
+        for definition in listed or ():  # a listing that cannot be pinned registers nothing
+            pinning.definition_digest(definition)
         record = AuditRecord.new(
             type="mcp.server_added", actor=actor.label, subject=f"mcp:{upstream.name}",
             time=upstream.created_at, details=_facts(upstream),
@@ -245,7 +258,8 @@ class McpRegistry:
         approve_clean: str | None = None,
     ) -> tuple[Mapping[str, Any], ...]:
         """The definitions agents may see of a fresh listing: approved and unchanged (and on
-        the allow-list); the rest is held back, recorded and alerted."""
+        the allow-list); the rest is held back, recorded and alerted (once: by the listing
+        whose write of the pin won, when two race)."""
         offered = [d for d in listed if upstream.offers(str(d.get("name", "")))]
         pins = {p.tool: p for p in await self._store.list_pins(upstream.name)}
         shadowed = await self._shadowed(upstream.name, offered, pins)
@@ -255,8 +269,9 @@ class McpRegistry:
         )  # fmt: skip
         written = await self._write(result.writes, approve_clean)
         for alert in result.alerts:
-            await self._held(alert)
-        return tuple(d for d in result.usable if written.get(str(d.get("name")), True))
+            if written.get(alert.tool, True):
+                await self._held(alert)
+        return tuple(d for d in result.usable if written.get(str(d.get("name", "")), True))
 
     async def _shadowed(
         self, server: str, listed: Sequence[Mapping[str, Any]], pins: Mapping[str, ToolPin]
@@ -268,8 +283,9 @@ class McpRegistry:
             name = str(definition.get("name", ""))
             if name in pins:
                 continue
+            # Approved once (approved, or quarantined since): the name is that server's.
             others = [p.server for p in await self._store.pins_of_tool(name)
-                      if p.server != server and p.state is PinState.APPROVED]  # fmt: skip
+                      if p.server != server and p.digest is not None]  # fmt: skip
             if others:
                 found[name] = others
         return found
@@ -277,23 +293,23 @@ class McpRegistry:
     async def _write(
         self, writes: Sequence[pinning.PinWrite], approver: str | None
     ) -> dict[str, bool]:
-        """Store each pin; a pin another listing moved meanwhile is left as that one wrote it
-        (and its tool not offered this time). Tools approved by the adding are recorded."""
+        """Store each pin; a pin another listing created or moved meanwhile is left as that
+        one wrote it (and its tool not offered this time). A write that makes a tool usable
+        (approved by the adding, or back to its approved definition) is recorded before it is
+        made: no record, no change."""
         written: dict[str, bool] = {}
         for write in writes:
+            put = partial(self._store.put_pin, write.pin, expected_version=write.expected_version)
+            record = _approval(write, approver)
             try:
-                await self._store.put_pin(write.pin, expected_version=write.expected_version)
-            except VersionConflict:
+                if record is None:
+                    await put()
+                else:
+                    await audited(self._audit, record, put, clock=self._clock)
+            except Conflict:  # VersionConflict, or a pin created by the other listing
                 written[write.pin.tool] = False
-                continue
-            written[write.pin.tool] = True
-            if write.pin.usable and write.expected_version is None and approver is not None:
-                await self._audit.append(AuditRecord.new(
-                    type="mcp.tool_approved", actor=approver,
-                    subject=f"mcp:{write.pin.server}/{write.pin.tool}", time=write.pin.updated_at,
-                    details={"server": write.pin.server, "tool": write.pin.tool,
-                             "digest": write.pin.digest, "previous_digest": None},
-                ))  # fmt: skip
+            else:
+                written[write.pin.tool] = True
         return written
 
     async def _held(self, alert: pinning.Alert) -> None:
@@ -304,7 +320,7 @@ class McpRegistry:
         }  # fmt: skip
         now = self._clock.now()
         record = AuditRecord.new(
-            type="mcp.tool_held", actor="system:mcp-gateway",
+            type="mcp.tool_held", actor=GATEWAY,
             subject=f"mcp:{alert.server}/{alert.tool}", time=now, details=facts,
         )  # fmt: skip
         try:
@@ -313,6 +329,26 @@ class McpRegistry:
             if self._events is not None:
                 data = MappingProxyType({"kind": "tool_definition_changed", **facts})
                 self._events.publish(Event(type="alert", time=now.timestamp(), data=data))
+
+
+def _approval(write: pinning.PinWrite, approver: str | None) -> AuditRecord | None:
+    """The record of a pin write that makes its tool usable: a new tool approved by whoever
+    adds the server, or a quarantined one listed again exactly as approved (the gateway lets
+    it through again, on the approval it had)."""
+    pin = write.pin
+    if not pin.usable:
+        return None
+    restored = write.expected_version is not None
+    details: dict[str, object] = {
+        "server": pin.server, "tool": pin.tool, "digest": pin.digest,
+        "previous_digest": pin.digest if restored else None,
+    }  # fmt: skip
+    if restored:
+        details |= {"reason": RESTORED, "approved_by": pin.approved_by}
+    return AuditRecord.new(
+        type="mcp.tool_approved", actor=GATEWAY if restored or approver is None else approver,
+        subject=f"mcp:{pin.server}/{pin.tool}", time=pin.updated_at, details=details,
+    )  # fmt: skip
 
 
 def _facts(upstream: Upstream) -> dict[str, object]:
