@@ -22,6 +22,7 @@ from tether.cli.commands import (
     grant,
     lease,
     login,
+    mcp,
     policy,
     serve,
     status,
@@ -45,6 +46,7 @@ app.add_typer(user.app, name="user")
 app.add_typer(grant.app, name="grant")
 app.add_typer(approval.app, name="approval")
 app.add_typer(client.app, name="client")
+app.add_typer(mcp.app, name="mcp")
 app.command("serve")(serve.serve)
 app.command("login")(login.login)
 app.command("status")(status.status)
