@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tether import __version__
 from tether._internal.clock import Clock
@@ -102,23 +102,28 @@ def create_app(
     )
     for module in routers:
         app.include_router(module.router)
-    # The MCP gateway: /mcp/<server>, MCP streamable HTTP (tether.enforcement.mcp.asgi).
-    app.mount("/mcp", _GatewayMount(app), name="mcp")
     # The pages' stylesheet (no script is ever served).
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=True), name="static")
     # Added first, so inside the body cap: the decision endpoints without the per-request
     # machinery (see tether.api.fastpath).
     app.add_middleware(DecisionFastPath, routes=authzen.HOT_PATHS, owner=app)
+    # The MCP gateway, /mcp/<server> (tether.enforcement.mcp.asgi), ahead of route matching too.
+    app.add_middleware(_McpFront, owner=app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
 
 
-class _GatewayMount:
-    """The MCP gateway's front of the services the app opened (they exist once it started)."""
+class _McpFront:
+    """``/mcp/<server>`` straight to the MCP gateway's HTTP front of the services the app
+    opened, without matching every route first (a tool call is a hot path)."""
 
-    def __init__(self, app: FastAPI) -> None:
-        self._app = app
+    def __init__(self, app: ASGIApp, *, owner: FastAPI) -> None:
+        self.app = app
+        self._owner = owner
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        services: Services = self._app.state.services
-        await services.mcp.app(scope, receive, send)
+        if scope["type"] == "http" and scope["path"].startswith("/mcp/"):
+            services: Services = self._owner.state.services
+            await services.mcp.app(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -113,7 +113,7 @@ async def remove(name: str, actor: OperatorDep, services: ServicesDep) -> Json:
 
 
 @router.post(
-    "/v1/mcp/servers/{name}/tools/{tool}/approve",
+    "/v1/mcp/servers/{name}/tools/{tool:path}/approve",
     summary="Approve (pin) a tool's definition as last seen",
 )
 async def approve_tool(

@@ -134,7 +134,7 @@ class UpstreamPool:
         if session.error is not None or session.client is None:
             self._drop(session)
             raise UpstreamUnavailable(
-                f"MCP server {upstream.name!r} cannot be reached: {type(session.error).__name__}"
+                f"MCP server {upstream.name!r} cannot be reached: {_cause(session.error)}"
             ) from session.error
         return session
 
@@ -191,6 +191,17 @@ class UpstreamPool:
         tasks = [s.task for s in sessions if s.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=5.0)
+
+
+def _cause(error: BaseException | None) -> str:
+    """What went wrong, through anyio's exception groups: the first real error's type and
+    message (at most 200 characters)."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    if error is None:
+        return "it closed"
+    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return text[:200]
 
 
 def _fingerprint(secret: str | None) -> str:

@@ -37,7 +37,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import Message, Receive, Scope, Send
 
 from tether.checkpoint import Checkpoint, CheckRequest
-from tether.enforcement.mcp.gateway import SCOPE_KEY, Gateway, GatewayCaller
+from tether.enforcement.mcp.gateway import SCOPE_KEY, SERVING, Gateway, GatewayCaller
 from tether.enforcement.mcp.registry import McpRegistry
 from tether.errors import Error
 from tether.identity.names import gateway_resource
@@ -49,7 +49,7 @@ SESSION_HEADER = b"mcp-session-id"
 #: Sessions the front remembers (beyond this the least recently used are forgotten: their
 #: clients start a new session).
 MAX_SESSIONS = 10_000
-_SERVER = re.compile(r"^/([a-z][a-z0-9-]{0,61}[a-z0-9])/?$")
+_SERVER = re.compile(r"^/mcp/([a-z][a-z0-9-]{0,61}[a-z0-9])/?$")
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
@@ -85,7 +85,8 @@ def security_settings(issuer: str, extra_hosts: Collection[str]) -> TransportSec
 
 
 class GatewayApp:
-    """The ASGI app mounted at ``/mcp``; :meth:`running` must be entered while it serves."""
+    """The ASGI app of ``/mcp/<server>`` paths; :meth:`running` must be entered while it
+    serves."""
 
     def __init__(
         self,
@@ -129,9 +130,7 @@ class GatewayApp:
                                        "error_description": "not running"}  # fmt: skip
             await _answer(send, 503, down)
             return
-        path = scope["path"]
-        root = scope.get("root_path", "")
-        found = _SERVER.match(path[len(root) :] if root and path.startswith(root) else path)
+        found = _SERVER.match(scope["path"])
         server = found.group(1) if found else None
         if server is None or await self._registry.upstream(server) is None:
             await _answer(send, 404, {"error": "mcp_server_not_found",
@@ -153,7 +152,11 @@ class GatewayApp:
             if scope["method"] == "DELETE":
                 self._forget(outer)
         scope = {**scope, "state": {**scope.get("state", {}), SCOPE_KEY: who}}
-        await manager.handle_request(scope, receive, self._renaming(send, server, owner))
+        serving = SERVING.set(server)
+        try:
+            await manager.handle_request(scope, receive, self._renaming(send, server, owner))
+        finally:
+            SERVING.reset(serving)
 
     async def _caller(self, scope: Scope, server: str, send: Send) -> GatewayCaller | None:
         """The verified caller, or None once a 401 has been sent."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -45,7 +46,7 @@ from tether.enforcement.mcp.registry import McpRegistry
 from tether.errors import Error, UnknownUserId
 from tether.policy.models import Effect, Entity, EntityRef
 
-__all__ = ["APPROVAL_META", "CORRELATION_META", "SCOPE_KEY", "Gateway", "GatewayCaller"]
+__all__ = ["APPROVAL_META", "CORRELATION_META", "SCOPE_KEY", "SERVING", "Gateway", "GatewayCaller"]
 
 #: Where the HTTP front leaves the authenticated caller in the ASGI scope's ``state``.
 SCOPE_KEY = "tether.mcp"
@@ -56,6 +57,9 @@ CORRELATION_META = "tether.dev/correlation_id"
 ENFORCEMENT_POINT = "mcp-gateway"
 #: How often a call waiting for an approval reads the request's state.
 APPROVAL_POLL = 0.5
+#: The server of the request being served (set by the HTTP front): the SDK asks for a tool's
+#: input schema by name alone.
+SERVING: ContextVar[str | None] = ContextVar("tether_mcp_serving", default=None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,7 +109,7 @@ class Gateway:
         self._listings: dict[str, _Listing] = {}
         self._refreshing: dict[str, asyncio.Lock] = {}
         self.server: Server[Any] = Server(
-            "tether-mcp-gateway", version=__version__,
+            "tether-mcp-gateway", version=__version__, get_tool_input_schema=self._input_schema,
             on_list_tools=self._list_tools, on_call_tool=self._call_tool,
         )  # fmt: skip
 
@@ -152,6 +156,16 @@ class Gateway:
                 version=upstream.version, fetched=time.monotonic(), tools=tools
             )
             return tools
+
+    def _input_schema(self, name: str) -> Mapping[str, Any] | None:
+        """The pinned input schema of tool ``name`` of the server being served, for the SDK's
+        check of ``Mcp-Param-*`` headers (2026-07-28) — from the kept listing, so a call does
+        not cost a listing (and its record); None (the SDK skips the check) when not kept."""
+        server = SERVING.get()
+        kept = self._listings.get(server) if server is not None else None
+        definition = kept.tools.get(name) if kept is not None else None
+        schema = definition.get("inputSchema") if definition is not None else None
+        return schema if isinstance(schema, Mapping) else None
 
     def _fresh(self, kept: _Listing) -> bool:
         return time.monotonic() - kept.fetched < self._listing_ttl

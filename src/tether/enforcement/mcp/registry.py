@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tether._internal.clock import Clock
+from tether._internal.readthrough import ReadThrough
 from tether.audit.records import AuditRecord
 from tether.audit.sink import AuditSink, audited
 from tether.enforcement.mcp import pinning
@@ -139,6 +140,10 @@ class McpRegistry:
         self._clock = clock
         self._lister = lister
         self._events = events
+        #: Servers as the gateway reads them on every request: from memory, at most a second old,
+        #: forgotten at once when this replica adds or removes one.
+        self._upstreams: ReadThrough[str, Upstream] = ReadThrough(store.get_upstream, ttl=1.0,
+                                                                   max_entries=10_000)  # fmt: skip
 
     # -- servers -------------------------------------------------------------------------
 
@@ -167,6 +172,7 @@ class McpRegistry:
         )  # fmt: skip
         await audited(self._audit, record, lambda: self._store.create_upstream(upstream),
                       clock=self._clock)  # fmt: skip
+        self._upstreams.invalidate(upstream.name)
         if listed is not None:
             await self.review(upstream, listed, approve_clean=actor.label)
         return upstream, await self._store.list_pins(upstream.name)
@@ -202,6 +208,7 @@ class McpRegistry:
         )  # fmt: skip
         await audited(self._audit, record, lambda: self._store.delete_upstream(name),
                       clock=self._clock)  # fmt: skip
+        self._upstreams.invalidate(name)
 
     async def get(self, name: str, *, actor: Actor) -> tuple[Upstream, list[ToolPin]]:
         require(actor, Permission.MCP_READ)
@@ -212,8 +219,9 @@ class McpRegistry:
         return await self._store.list_upstreams()
 
     async def upstream(self, name: str) -> Upstream | None:
-        """The server agents reach at ``/mcp/<name>`` (the gateway's read; no actor)."""
-        return await self._store.get_upstream(name)
+        """The server agents reach at ``/mcp/<name>`` (the gateway's read; no actor): at most a
+        second old, or fresh after a change on this replica."""
+        return await self._upstreams.get(name)
 
     async def _get(self, name: str) -> Upstream:
         found = await self._store.get_upstream(name)
