@@ -57,7 +57,31 @@ $(CERBOS_STAMP):
 	@npm install --prefix $(PEERS) --no-audit --no-fund --loglevel=error $(CERBOS) >/dev/null
 	@touch $@
 
-bench-deps: $(BENCH_STAMP) $(CERBOS_STAMP)
+# IBM ContextForge (the MCP gateway benchmark's peer) needs Python >= 3.12, < 3.14: the first such
+# interpreter found gets a venv in .bench-peers/. None found: say so and go on (the benchmark then
+# reports ContextForge as not available). 3.12 first: the version it was measured on here.
+# bench/_contextforge.py looks for the same stamp.
+CONTEXTFORGE_VERSION := 1.1.0
+CONTEXTFORGE         := mcp-contextforge-gateway==$(CONTEXTFORGE_VERSION)
+CONTEXTFORGE_VENV    := $(PEERS)/contextforge-venv
+CONTEXTFORGE_STAMP   := $(CONTEXTFORGE_VENV)/.installed-$(CONTEXTFORGE_VERSION)
+
+$(CONTEXTFORGE_STAMP):
+	@py=; for p in python3.12 python3.13 $$(pyenv root 2>/dev/null)/versions/3.1[23]*/bin/python3; do \
+	  $$p -c 'import sys; sys.exit(not (3, 12) <= sys.version_info < (3, 14))' 2>/dev/null && \
+	    { py=$$p; break; }; done; \
+	if [ -z "$$py" ]; then \
+	  echo "no Python 3.12 or 3.13 found: IBM ContextForge ($(CONTEXTFORGE)) not installed;"; \
+	  echo "the MCP gateway benchmark will report it as not available"; exit 0; fi; \
+	echo "installing IBM ContextForge ($(CONTEXTFORGE), PyPI) into $(CONTEXTFORGE_VENV)/ with $$py"; \
+	rm -rf $(CONTEXTFORGE_VENV) && $$py -m venv $(CONTEXTFORGE_VENV) && \
+	$(CONTEXTFORGE_VENV)/bin/python -m pip install --quiet --upgrade pip && \
+	$(CONTEXTFORGE_VENV)/bin/python -m pip install --quiet '$(CONTEXTFORGE)' && touch $@
+
+.PHONY: bench-contextforge
+bench-contextforge: $(CONTEXTFORGE_STAMP)
+
+bench-deps: $(BENCH_STAMP) $(CERBOS_STAMP) bench-contextforge
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian)"; \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }

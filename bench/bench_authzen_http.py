@@ -29,18 +29,17 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from _procs import free_port, running, wait_ready
 from tether.crypto.assertion import generate_agent_key, sign_client_assertion
 
 ROOT = "tto_" + "d" * 32
@@ -123,13 +122,6 @@ def _cerbos_body(
     return {"subject": subject, "action": BODY["action"], "resource": resource}
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _cerbos_binary() -> Path:
     """The Cerbos binary in ``.bench-peers/``; exits saying how to install it when missing."""
     binary = CERBOS_DIR / "cerbos-linux-x64"
@@ -143,45 +135,6 @@ def _cerbos_binary() -> Path:
             f"  npm install --prefix .bench-peers {CERBOS_PACKAGE}@{CERBOS_VERSION}"
         )
     return binary
-
-
-def _wait_ready(url: str, server: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if server.poll() is not None:
-            raise SystemExit(f"{what} exited with status {server.returncode} before it was ready")
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{what} did not start within 30 s")
-        time.sleep(0.2)
-
-
-@contextmanager
-def _running(
-    argv: list[str], *, env: Mapping[str, str], log: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A server process with its output in ``log``, stopped on the way out whatever happened;
-    if something went wrong, the end of its log is shown."""
-    with log.open("wb") as out:
-        server = subprocess.Popen(argv, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
-        failed = True
-        try:
-            yield server
-            failed = False
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-            if failed:
-                tail = log.read_text(errors="replace").splitlines()[-20:]
-                print(f"-- the end of {argv[0]}'s output:", *tail, sep="\n", file=sys.stderr)
 
 
 def _prepare(addr: str) -> str:
@@ -283,13 +236,13 @@ def _decision(url: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> 
 
 
 def tether(seconds: float, tmp: Path) -> dict[str, Any]:
-    port = _port()
+    port = free_port()
     addr = f"http://127.0.0.1:{port}"
     argv = [sys.executable, "-m", "tether", "serve", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--data-dir", str(tmp / "d")]
     env = {**os.environ, "TETHER_ROOT_TOKEN": ROOT}
-    with _running(argv, env=env, log=tmp / "tether.log") as server:
-        _wait_ready(f"{addr}/readyz", server, "tether serve")
+    with running(argv, env=env, log=tmp / "tether.log") as server:
+        wait_ready(f"{addr}/readyz", server, "tether serve")
         token = _prepare(addr)
         url = f"{addr}/access/v1/evaluation"
         headers = {"Authorization": f"Bearer {token}"}
@@ -304,15 +257,15 @@ def cerbos(binary: Path, seconds: float, tmp: Path) -> dict[str, Any]:
     policies = tmp / "cerbos-policies"
     policies.mkdir()
     (policies / "tool.yaml").write_text(CERBOS_POLICY)
-    http, grpc, debug = _port(), _port(), _port()
+    http, grpc, debug = free_port(), free_port(), free_port()
     config = tmp / "cerbos.yaml"
     config.write_text(CERBOS_CONFIG.format(http=http, grpc=grpc, policies=policies))
     argv = [str(binary), "server", f"--config={config}", "--log-level=warn"]
     argv.append(f"--debug-listen-addr=127.0.0.1:{debug}")  # ":6666", all interfaces, by default
     env = {**os.environ, "CERBOS_NO_TELEMETRY": "1"}
     addr = f"http://127.0.0.1:{http}"
-    with _running(argv, env=env, log=tmp / "cerbos.log") as server:
-        _wait_ready(f"{addr}/_cerbos/health", server, "the Cerbos PDP")
+    with running(argv, env=env, log=tmp / "cerbos.log") as server:
+        wait_ready(f"{addr}/_cerbos/health", server, "the Cerbos PDP")
         url = f"{addr}/access/v1/evaluation"
         denied = [_cerbos_body("other"), _cerbos_body(state="suspended"), _cerbos_body(server="x")]
         if not _decision(url, _cerbos_body(), {}) or any(_decision(url, b, {}) for b in denied):

@@ -1,0 +1,310 @@
+"""The MCP gateway: the latency it adds to a tool call, and its throughput, in the same run as a
+bare ``mcp`` SDK pass-through proxy, the upstream called directly, and IBM ContextForge.
+
+Every path calls the same upstream MCP server (this file run as ``upstream``: the official
+SDK's low-level server with one tool, ``add``, over streamable HTTP on 127.0.0.1) with the
+official ``mcp`` client, over HTTP on loopback:
+
+* **direct** — the client talks to the upstream;
+* **bare proxy** — the floor: this file run as ``proxy``, a low-level SDK server whose
+  handlers forward ``tools/list`` and ``tools/call`` to one kept upstream client session, with
+  no authentication, no check and no record;
+* **Tether** — a real ``tether serve`` (SQLite, ``synchronous=FULL``) with the upstream
+  registered at ``/mcp/calc`` and a policy that permits ``add`` to the agent: every call is
+  authenticated (the agent's JWT-SVID for the gateway's resource, the same token throughout: a
+  verified-token cache hit), checked against the pinned listing, decided, recorded durably
+  **before** it is forwarded, and forwarded on a kept upstream session;
+* **ContextForge** 1.1.0 (``mcp-contextforge-gateway``, installed by ``make bench`` into
+  ``.bench-peers/``; Python ≥ 3.12) with a virtual server exposing only ``add`` in front of the
+  same upstream (see ``bench/_contextforge.py``) — skipped, and said so, when not installed.
+
+Latency: one client session per path, ``WARM_UP`` calls, then ``CALLS`` sequential calls per
+round, ``ROUNDS`` rounds alternating the paths; the figures are medians over all calls. Every
+result is checked (``2 + 3`` is ``5``). Throughput: ``SESSIONS`` client sessions in one process
+calling as fast as answers come, for ``LOAD_SECONDS``. The issue's aims: Tether adds ≤ 0.5 ms
+p50 over the bare proxy and ≤ 2 ms p50 over the direct call, adds ≤ 1/50 of what ContextForge
+adds, at ≥ 20× its throughput. The bench process, the servers and the upstream share the
+machine's cores. Bounded: every load stops by itself.
+
+Run: ``make bench`` or ``.venv/bin/python bench/bench_mcp_gateway.py [CALLS]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import mcp_types as types
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.server.lowlevel.server import Server
+
+from _contextforge import running_contextforge
+from _procs import free_port, running, wait_ready
+from tether.crypto.assertion import generate_agent_key, sign_client_assertion
+
+ROOT = "tto_" + "m" * 32
+CALLS = 400
+WARM_UP = 50
+ROUNDS = 3
+SESSIONS = 8
+LOAD_SECONDS = 5.0
+POLICY = """
+@id("calc-bot-adds")
+permit (principal == Tether::Agent::"calc-bot", action == Tether::Action::"call_tool",
+        resource == Tether::Tool::"calc/add");
+"""
+HERE = Path(__file__).resolve()
+
+
+# -- the upstream and the bare proxy (this file, run as a server) ------------------------------
+
+
+def _upstream_server() -> Server[Any]:
+    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        schema = {"type": "object", "properties": {"a": {"type": "number"},
+                                                   "b": {"type": "number"}}}  # fmt: skip
+        return types.ListToolsResult(
+            tools=[types.Tool(name="add", description="Add two numbers.", input_schema=schema)]
+        )
+
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        args = params.arguments or {}
+        text = str(args.get("a", 0) + args.get("b", 0))
+        return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
+
+    return Server("bench-upstream", on_list_tools=list_tools, on_call_tool=call_tool)
+
+
+def _proxy_server(upstream_url: str) -> Server[Any]:
+    """The floor: forward, nothing else, on one kept upstream session."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(server: Server[Any]) -> AsyncIterator[dict[str, Client]]:
+        async with Client(upstream_url, cache=None) as upstream:
+            yield {"upstream": upstream}
+
+    async def list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        result: types.ListToolsResult = await ctx.lifespan_context["upstream"].list_tools()
+        return result
+
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        upstream: Client = ctx.lifespan_context["upstream"]
+        result: types.CallToolResult = await upstream.session.call_tool(
+            params.name, params.arguments
+        )
+        return result
+
+    return Server("bare-proxy", lifespan=lifespan, on_list_tools=list_tools,
+                  on_call_tool=call_tool)  # fmt: skip
+
+
+def _serve(server: Server[Any], port: int) -> None:
+    import uvicorn  # noqa: PLC0415 - only the server modes need it
+
+    app = server.streamable_http_app(host="127.0.0.1")
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+# -- the clients -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    url: str
+    token: str | None = None
+    #: ContextForge names the upstream's tools ``<gateway>-<tool>``.
+    tool: str = "add"
+
+
+@contextlib.asynccontextmanager
+async def _session(target: Target) -> AsyncIterator[Client]:
+    """A session in the handshake era (2025-11-25), the one all four paths serve fastest."""
+    headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
+    async with httpx2.AsyncClient(headers=headers, timeout=60) as http:
+        transport = streamable_http_client(target.url, http_client=http)
+        async with Client(transport, cache=None, mode="legacy") as client:
+            await client.list_tools()
+            yield client
+
+
+async def _call(client: Client, tool: str) -> None:
+    result = await client.call_tool(tool, {"a": 2, "b": 3})
+    text = "".join(getattr(part, "text", "") for part in result.content)
+    if result.is_error or text != "5":
+        raise SystemExit(f"a call answered {text!r} (is_error={result.is_error})")
+
+
+async def _latencies(client: Client, tool: str, n: int) -> list[float]:
+    times: list[float] = []
+    for _ in range(n):
+        start = time.perf_counter()
+        await _call(client, tool)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+async def _throughput(target: Target) -> float:
+    """Calls per second with ``SESSIONS`` sessions calling back to back for ``LOAD_SECONDS``."""
+    done = 0
+    stop = time.monotonic() + LOAD_SECONDS
+
+    async def worker() -> None:
+        nonlocal done
+        async with _session(target) as client:
+            await _latencies(client, target.tool, 5)
+            while time.monotonic() < stop:
+                await _call(client, target.tool)
+                done += 1
+
+    begun = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(SESSIONS)))
+    return done / (time.monotonic() - begun)
+
+
+async def _measure(targets: list[Target], calls: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {t.name: [] for t in targets}
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {t.name: await stack.enter_async_context(_session(t)) for t in targets}
+        for target in targets:
+            await _latencies(clients[target.name], target.tool, WARM_UP)
+        for _ in range(ROUNDS):
+            for target in targets:
+                times[target.name] += await _latencies(clients[target.name], target.tool, calls)
+    return times
+
+
+# -- Tether ------------------------------------------------------------------------------------
+
+
+def _prepare_tether(addr: str, upstream_url: str) -> str:
+    """The upstream registered as ``calc``, calc-bot with a key and a policy: its token."""
+    ops = httpx.Client(base_url=addr, headers={"Authorization": f"Bearer {ROOT}"}, timeout=60)
+    ops.post("/v1/mcp/servers", json={"name": "calc", "url": upstream_url}).raise_for_status()
+    body = {"name": "calc-bot", "owners": ["bench"], "declarations": {"tools": ["add"]}}
+    spiffe_id = ops.post("/v1/agents", json=body).json()["spiffe_id"]
+    pair = generate_agent_key()
+    ops.post("/v1/agents/calc-bot/keys", json={"jwk": pair.public_jwk}).raise_for_status()
+    ops.post("/v1/policies", json={"text": POLICY}).raise_for_status()
+    audience, now = f"{addr}/oauth2/token", int(time.time())
+    assertion = sign_client_assertion(
+        pair.private_pem, client_id=spiffe_id, audience=audience, now=now
+    )
+    form = {"grant_type": "client_credentials", "client_assertion": assertion,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "instance_id": "bench-1", "audience": f"{addr}/mcp/calc"}  # fmt: skip
+    issued = httpx.post(f"{addr}/oauth2/token", data=form, timeout=60)
+    issued.raise_for_status()
+    token: str = issued.json()["access_token"]
+    return token
+
+
+@contextlib.contextmanager
+def _servers(tmp: Path) -> Iterator[tuple[str, str, str, str]]:
+    """The upstream, the bare proxy and Tether, running: their URLs and Tether's token."""
+    env = dict(os.environ)
+    up_port, proxy_port, tether_port = free_port(), free_port(), free_port()
+    upstream = f"http://127.0.0.1:{up_port}/mcp"
+    me = [sys.executable, str(HERE)]
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(running([*me, "upstream", str(up_port)], env=env,
+                                             log=tmp / "upstream.log"))  # fmt: skip
+        _wait_mcp(upstream, server, "the upstream")
+        proxy = f"http://127.0.0.1:{proxy_port}/mcp"
+        server = stack.enter_context(running([*me, "proxy", str(proxy_port), upstream], env=env,
+                                             log=tmp / "proxy.log"))  # fmt: skip
+        _wait_mcp(proxy, server, "the bare proxy")
+        addr = f"http://127.0.0.1:{tether_port}"
+        tether_env = env | {"TETHER_ROOT_TOKEN": ROOT, "TETHER_ISSUER": addr}
+        argv = [sys.executable, "-m", "tether", "serve", "--port", str(tether_port),
+                "--data-dir", str(tmp / "tether")]  # fmt: skip
+        server = stack.enter_context(running(argv, env=tether_env, log=tmp / "tether.log"))
+        wait_ready(f"{addr}/readyz", server, "tether serve")
+        yield upstream, proxy, addr, _prepare_tether(addr, upstream)
+
+
+def _wait_mcp(url: str, server: Any, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            httpx.get(url, timeout=1)
+            return
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"{what} did not start")
+        time.sleep(0.1)
+
+
+# -- the report --------------------------------------------------------------------------------
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def _report(times: dict[str, list[float]], rates: dict[str, float]) -> None:
+    print(f"{'path':<14}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'calls/s':>10}")
+    for name, values in times.items():
+        rate = rates.get(name)
+        shown = f"{rate:>10,.0f}" if rate is not None else f"{'-':>10}"
+        print(f"{name:<14}{_pct(values, .5):>9.2f}{_pct(values, .95):>9.2f}"
+              f"{_pct(values, .99):>9.2f}{shown}")  # fmt: skip
+    p50 = {name: statistics.median(v) * 1000 for name, v in times.items()}
+    over_proxy = p50["Tether"] - p50["bare proxy"]
+    over_direct = p50["Tether"] - p50["direct"]
+    print(f"Tether adds {over_proxy:.2f} ms p50 over the bare proxy (aim <= 0.5 ms), "
+          f"{over_direct:.2f} ms over the direct call (aim <= 2 ms)")  # fmt: skip
+    if "ContextForge" in p50:
+        theirs = p50["ContextForge"] - p50["direct"]
+        ratio = rates["Tether"] / rates["ContextForge"]
+        print(f"ContextForge adds {theirs:.2f} ms p50 over the direct call; Tether adds "
+              f"{over_direct / theirs:.3f}x that (aim <= 0.020x); Tether's throughput is "
+              f"{ratio:.1f}x ContextForge's (aim >= 20x)")  # fmt: skip
+    else:
+        print("ContextForge: not installed (make bench installs it when Python >= 3.12 exists)")
+
+
+async def _run(
+    targets: list[Target], calls: int
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    times = await _measure(targets, calls)
+    rates = {t.name: await _throughput(t) for t in targets}
+    return times, rates
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in {"upstream", "proxy"}:
+        serve: Callable[[], Server[Any]] = (
+            _upstream_server if sys.argv[1] == "upstream" else lambda: _proxy_server(sys.argv[3])
+        )
+        _serve(serve(), int(sys.argv[2]))
+        return
+    calls = int(sys.argv[1]) if len(sys.argv) > 1 else CALLS
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    print(f"{machine}; {calls} calls x {ROUNDS} rounds per path, {SESSIONS} sessions for "
+          "throughput")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp, _servers(Path(tmp)) as (up, proxy, addr, token):
+        targets = [Target("direct", up), Target("bare proxy", proxy),
+                   Target("Tether", f"{addr}/mcp/calc", token)]  # fmt: skip
+        with running_contextforge(up, tmp=Path(tmp) / "cf") as cf:
+            if cf is not None:
+                targets.append(Target("ContextForge", cf.url, cf.token, tool=cf.tool))
+            times, rates = asyncio.run(_run(targets, calls))
+    _report(times, rates)
+
+
+if __name__ == "__main__":
+    main()
