@@ -10,6 +10,9 @@ HTTP on 127.0.0.1). Its tools:
 * ``transfer(amount, to)`` — a state-changing call a policy may require approval for;
 * ``delete_all()`` — what no policy should allow.
 
+Resources ``kb://hours`` and ``kb://payroll`` (text), the template ``kb://faq/{topic}``, and the
+prompt ``greet(name)`` (with completion of ``name``) are there too, for the gateway's relay.
+
 Rug pull: when the file named by ``MUTATE_FILE`` exists, ``add``'s description becomes that
 file's text (the server never says the listing changed). Every ``tools/call`` it receives is
 appended as one JSON line to ``CALLS_FILE`` (when set), so a test can see what arrived.
@@ -94,7 +97,61 @@ async def call_tool(
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
 
 
-SERVER = Server("test-upstream", version="1", on_list_tools=list_tools, on_call_tool=call_tool)
+_TEXTS = {"kb://hours": "We are open 9 to 5.", "kb://payroll": "Everyone's salary."}
+
+
+async def list_resources(
+    ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+) -> types.ListResourcesResult:
+    return types.ListResourcesResult(
+        resources=[types.Resource(uri=uri, name=uri.split("//")[1]) for uri in _TEXTS]
+    )
+
+
+async def list_templates(
+    ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+) -> types.ListResourceTemplatesResult:
+    template = types.ResourceTemplate(uri_template="kb://faq/{topic}", name="faq")
+    return types.ListResourceTemplatesResult(resource_templates=[template])
+
+
+async def read_resource(
+    ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
+) -> types.ReadResourceResult:
+    text = _TEXTS.get(params.uri, f"about {params.uri.rsplit('/', 1)[-1]}")
+    content = types.TextResourceContents(uri=params.uri, text=text, mime_type="text/plain")
+    return types.ReadResourceResult(contents=[content])
+
+
+async def list_prompts(
+    ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+) -> types.ListPromptsResult:
+    argument = types.PromptArgument(name="name", required=True)
+    return types.ListPromptsResult(prompts=[types.Prompt(name="greet", arguments=[argument])])
+
+
+async def get_prompt(
+    ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams
+) -> types.GetPromptResult:
+    name = (params.arguments or {}).get("name", "you")
+    content = types.TextContent(type="text", text=f"Greet {name}.")
+    message = types.PromptMessage(role="user", content=content)
+    return types.GetPromptResult(messages=[message])
+
+
+async def complete(
+    ctx: ServerRequestContext[Any], params: types.CompleteRequestParams
+) -> types.CompleteResult:
+    names = [n for n in ("alice", "albert", "bob") if n.startswith(params.argument.value)]
+    return types.CompleteResult(completion=types.Completion(values=names))
+
+
+SERVER = Server(
+    "test-upstream", version="1", on_list_tools=list_tools, on_call_tool=call_tool,
+    on_list_resources=list_resources, on_list_resource_templates=list_templates,
+    on_read_resource=read_resource, on_list_prompts=list_prompts, on_get_prompt=get_prompt,
+    on_completion=complete,
+)  # fmt: skip
 
 
 async def _stdio() -> None:

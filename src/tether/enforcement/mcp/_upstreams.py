@@ -34,6 +34,7 @@ import httpx2
 import mcp_types as types
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.dispatcher import ProgressFnT
 
 from tether.enforcement.mcp.models import Transport, Upstream
 from tether.errors import EngineUnavailable
@@ -73,7 +74,7 @@ class UpstreamPool:
         """Every tool definition the server lists (all pages, up to :data:`MAX_PAGES`), as
         JSON objects with the wire's field names."""
         found: list[dict[str, Any]] = []
-        async with self._use(upstream, secret) as client:
+        async with self.use(upstream, secret) as client:
             cursor: str | None = None
             for _ in range(MAX_PAGES):
                 page = await client.session.list_tools(
@@ -94,16 +95,20 @@ class UpstreamPool:
         name: str,
         arguments: Mapping[str, Any] | None,
         meta: Mapping[str, Any],
+        progress: ProgressFnT | None = None,
     ) -> types.CallToolResult:
-        async with self._use(upstream, secret) as client:
+        async with self.use(upstream, secret) as client:
             result: types.CallToolResult = await client.session.call_tool(
                 name, dict(arguments) if arguments is not None else None,
                 read_timeout_seconds=self._timeout, meta=cast(types.RequestParamsMeta, dict(meta)),
+                progress_callback=progress,
             )  # fmt: skip
         return result
 
     @contextlib.asynccontextmanager
-    async def _use(self, upstream: Upstream, secret: str | None) -> AsyncIterator[Client]:
+    async def use(self, upstream: Upstream, secret: str | None) -> AsyncIterator[Client]:
+        """The kept session to ``upstream`` carrying ``secret``, for one exchange: bounded by
+        the timeout; a transport failure drops the session and is ``UpstreamUnavailable``."""
         session = await self._session(upstream, secret)
         assert session.client is not None
         try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from typing import Any
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
 from tether import __version__
 from tether._internal.clock import Clock
@@ -40,6 +41,7 @@ from tether.checkpoint import Checkpoint, CheckRequest, Verdict
 from tether.delegation.approvals import Approvals
 from tether.delegation.models import Approval, ApprovalState
 from tether.enforcement.mcp._inject import Injector
+from tether.enforcement.mcp._relay import REFUSED, Relay, fields_of
 from tether.enforcement.mcp._upstreams import UpstreamPool
 from tether.enforcement.mcp.models import Upstream
 from tether.enforcement.mcp.registry import McpRegistry
@@ -108,10 +110,19 @@ class Gateway:
         self._approval_wait = approval_wait
         self._listings: dict[str, _Listing] = {}
         self._refreshing: dict[str, asyncio.Lock] = {}
-        self.server: Server[Any] = Server(
-            "tether-mcp-gateway", version=__version__, get_tool_input_schema=self._input_schema,
-            on_list_tools=self._list_tools, on_call_tool=self._call_tool,
-        )  # fmt: skip
+        relay = Relay(checkpoint=checkpoint, pool=pool, reach=self._reach)
+        with warnings.catch_warnings():  # logging/setLevel is deprecated as of 2026-07-28
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            self.server: Server[Any] = Server(
+                "tether-mcp-gateway", version=__version__,
+                get_tool_input_schema=self._input_schema,
+                on_list_tools=self._list_tools, on_call_tool=self._call_tool,
+                on_list_resources=relay.list_resources,
+                on_list_resource_templates=relay.list_resource_templates,
+                on_read_resource=relay.read_resource, on_list_prompts=relay.list_prompts,
+                on_get_prompt=relay.get_prompt, on_completion=relay.complete,
+                on_set_logging_level=relay.set_logging_level,
+            )  # fmt: skip
 
     # -- tools/list ----------------------------------------------------------------------
 
@@ -199,7 +210,7 @@ class Gateway:
                 return answer
         if not verdict.allowed:
             return _refused(verdict)
-        return await self._forward(upstream, who, params.name, arguments, verdict)
+        return await self._forward(ctx, upstream, params.name, arguments, verdict)
 
     async def _definition(
         self, upstream: Upstream, who: GatewayCaller, name: str
@@ -216,18 +227,22 @@ class Gateway:
 
     async def _forward(
         self,
+        ctx: ServerRequestContext[Any],
         upstream: Upstream,
-        who: GatewayCaller,
         name: str,
         arguments: Mapping[str, Any],
         verdict: Verdict,
     ) -> types.CallToolResult:
+        """Send the allowed call upstream; the upstream's progress notices go back to the
+        caller (if it asked for progress)."""
+        who = caller_of(ctx)
         meta = {"traceparent": who.traceparent, CORRELATION_META: who.correlation_id}
         try:
             secret = await self._secret(upstream, who)
             return await self._pool.call_tool(
-                upstream, secret, name=name, arguments=arguments, meta=meta
-            )
+                upstream, secret, name=name, arguments=arguments, meta=meta,
+                progress=ctx.session.report_progress,
+            )  # fmt: skip
         except Error as exc:
             return _error(f"refused: {exc.message} (decision {verdict.decision_id})")
 
@@ -238,6 +253,23 @@ class Gateway:
             upstream.credential, token=who.token, instance=who.instance, audience=who.audience
         )
         return injected.value
+
+    async def _reach(
+        self, ctx: ServerRequestContext[Any]
+    ) -> tuple[Upstream, str | None, CheckRequest]:
+        """For the relay: the caller's upstream, the credential to send, and the caller's
+        part of a check request (the relay sets the action and the resource)."""
+        who = caller_of(ctx)
+        upstream = await self._upstream(who.server)
+        base = CheckRequest(
+            token=who.token, action="", resource=_server_entity(upstream.name),
+            enforcement_point=ENFORCEMENT_POINT, correlation_id=who.correlation_id,
+            audience=who.audience, certificate_thumbprint=who.certificate_thumbprint,
+        )  # fmt: skip
+        try:
+            return upstream, await self._secret(upstream, who), base
+        except Error as exc:
+            raise MCPError(REFUSED, f"refused by Tether: {exc.message}") from exc
 
     async def _upstream(self, name: str) -> Upstream:
         found = await self._registry.upstream(name)
@@ -269,7 +301,7 @@ class Gateway:
         except Error as exc:
             return verdict, _error(f"approval refused: {exc.message}")
         again = await self._checkpoint.check(
-            CheckRequest(**{**_fields(request), "approval_token": issued.access_token})
+            CheckRequest(**{**fields_of(request), "approval_token": issued.access_token})
         )
         return again, None
 
@@ -314,10 +346,6 @@ def caller_of(ctx: ServerRequestContext[Any]) -> GatewayCaller:
     if not isinstance(who, GatewayCaller):
         raise Error("unauthenticated")
     return who
-
-
-def _fields(request: CheckRequest) -> dict[str, Any]:
-    return {name: getattr(request, name) for name in request.__dataclass_fields__}
 
 
 def _server_entity(server: str) -> Entity:

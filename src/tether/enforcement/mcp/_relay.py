@@ -1,0 +1,212 @@
+"""The rest of an MCP server behind the gateway: resources, prompts, completion — checked.
+
+What the model reads through them is as much an agent's action as a tool call, so each goes
+through the checkpoint the same way:
+
+* ``resources/list`` and ``resources/templates/list`` show what ``read_resource`` may read
+  (``McpResource::"<server>/<uri or template>"`` in the server), ``prompts/list`` what
+  ``get_prompt`` may get (``Prompt::"<server>/<name>"``) — one decision per candidate and
+  **one** record per listing (:meth:`Checkpoint.check_listing`), as for tools;
+* ``resources/read`` decides ``read_resource`` with the URI as its argument, ``prompts/get``
+  ``get_prompt`` with the prompt's arguments, and ``completion/complete`` the action of what it
+  completes (a prompt's arguments, or a resource template's), each recorded like a tool call;
+  a refusal is a JSON-RPC error ``-32001`` carrying the reasons and the decision id;
+* the request goes upstream as the client sent it, without its ``_meta`` (the caller's
+  protocol metadata is not the upstream's business), with the injected credential.
+
+``logging/setLevel`` is answered here and not forwarded: the upstream session is shared by
+callers and the gateway relays no log notifications, so no caller's level could be honoured
+upstream. Definitions of resources and prompts are not pinned (only tools are).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
+from mcp.shared.exceptions import MCPError
+from pydantic import BaseModel
+
+from tether.checkpoint import Checkpoint, CheckRequest, Verdict
+from tether.enforcement.mcp._upstreams import UpstreamPool
+from tether.enforcement.mcp.models import Upstream
+from tether.errors import Error
+from tether.policy.models import Entity, EntityRef
+
+__all__ = ["REFUSED", "Relay", "fields_of"]
+
+#: The JSON-RPC error code of a request Tether refused (the server-error range of JSON-RPC).
+REFUSED = -32001
+ENFORCEMENT_POINT = "mcp-gateway"
+
+_R = TypeVar("_R", bound=BaseModel)
+#: What the gateway knows of the caller of a request: its server, and how to reach it.
+Reach = Callable[
+    [ServerRequestContext[Any]], Awaitable[tuple[Upstream, str | None, "CheckRequest"]]
+]
+
+
+def _server(server: str) -> Entity:
+    return Entity(ref=EntityRef("McpServer", server), attrs=MappingProxyType({"name": server}))
+
+
+def _resource(server: str, uri: str) -> Entity:
+    return Entity(
+        ref=EntityRef("McpResource", f"{server}/{uri}"),
+        attrs=MappingProxyType({"name": uri, "data_class": "internal"}),
+        parents=(EntityRef("McpServer", server),),
+    )
+
+
+def _prompt(server: str, name: str) -> Entity:
+    return Entity(ref=EntityRef("Prompt", f"{server}/{name}"), attrs=MappingProxyType(
+        {"name": name}), parents=(EntityRef("McpServer", server),))  # fmt: skip
+
+
+def _refused(verdict: Verdict) -> MCPError:
+    reasons = "; ".join(verdict.decision.reasons) or "no policy allows it"
+    return MCPError(REFUSED, f"refused by Tether: {reasons} (decision {verdict.decision_id})",
+                    {"effect": str(verdict.decision.effect),
+                     "decision_id": verdict.decision_id})  # fmt: skip
+
+
+def _without_meta(params: BaseModel | None) -> dict[str, Any]:
+    if params is None:
+        return {}
+    return params.model_dump(by_alias=True, exclude_none=True, exclude={"meta"})
+
+
+class Relay:
+    """Handlers of the SDK server for everything but tools (see the module)."""
+
+    def __init__(self, *, checkpoint: Checkpoint, pool: UpstreamPool, reach: Reach) -> None:
+        self._checkpoint = checkpoint
+        self._pool = pool
+        #: The caller's upstream, the credential to inject, and a check request to build on.
+        self._reach = reach
+
+    async def _ask(self, ctx: ServerRequestContext[Any], request: types.Request[Any, Any],
+                   result: type[_R]) -> _R:  # fmt: skip
+        upstream, secret, _ = await self._reach(ctx)
+        try:
+            async with self._pool.use(upstream, secret) as client:
+                return await client.session.send_request(request, result)
+        except Error as exc:
+            raise MCPError(types.INTERNAL_ERROR, exc.message) from exc
+
+    async def _visible(
+        self,
+        ctx: ServerRequestContext[Any],
+        listing: str,
+        action: str,
+        candidates: Sequence[Entity],
+    ) -> set[str]:
+        upstream, _, base = await self._reach(ctx)
+        request = CheckRequest(**{**fields_of(base), "action": listing,
+                                  "resource": _server(upstream.name)})  # fmt: skip
+        _, visible = await self._checkpoint.check_listing(request, candidates, action=action)
+        return set(visible)
+
+    async def _decide(
+        self, ctx: ServerRequestContext[Any], action: str, resource: Entity, arguments: Any
+    ) -> None:
+        upstream, _, base = await self._reach(ctx)
+        request = CheckRequest(**{**fields_of(base), "action": action, "resource": resource,
+                                  "entities": (_server(upstream.name),),
+                                  "arguments": arguments})  # fmt: skip
+        verdict = await self._checkpoint.check(request)
+        if not verdict.allowed:
+            raise _refused(verdict)
+
+    # -- resources -------------------------------------------------------------------------
+
+    async def list_resources(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        upstream, _, _ = await self._reach(ctx)
+        page = await self._ask(ctx, types.ListResourcesRequest(
+            params=types.PaginatedRequestParams(**_without_meta(params))),
+            types.ListResourcesResult)  # fmt: skip
+        entities = [_resource(upstream.name, r.uri) for r in page.resources]
+        shown = await self._visible(ctx, "list_resources", "read_resource", entities)
+        kept = [r for r, e in zip(page.resources, entities, strict=True) if e.ref.id in shown]
+        return types.ListResourcesResult(resources=kept, next_cursor=page.next_cursor)
+
+    async def list_resource_templates(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        upstream, _, _ = await self._reach(ctx)
+        page = await self._ask(ctx, types.ListResourceTemplatesRequest(
+            params=types.PaginatedRequestParams(**_without_meta(params))),
+            types.ListResourceTemplatesResult)  # fmt: skip
+        entities = [_resource(upstream.name, t.uri_template) for t in page.resource_templates]
+        shown = await self._visible(ctx, "list_resources", "read_resource", entities)
+        kept = [t for t, e in zip(page.resource_templates, entities, strict=True)
+                if e.ref.id in shown]  # fmt: skip
+        return types.ListResourceTemplatesResult(
+            resource_templates=kept, next_cursor=page.next_cursor
+        )
+
+    async def read_resource(
+        self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        upstream, _, _ = await self._reach(ctx)
+        await self._decide(ctx, "read_resource", _resource(upstream.name, params.uri),
+                           {"uri": params.uri})  # fmt: skip
+        request = types.ReadResourceRequest(
+            params=types.ReadResourceRequestParams(**_without_meta(params))
+        )
+        return await self._ask(ctx, request, types.ReadResourceResult)
+
+    # -- prompts and completion ------------------------------------------------------------
+
+    async def list_prompts(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        upstream, _, _ = await self._reach(ctx)
+        page = await self._ask(ctx, types.ListPromptsRequest(
+            params=types.PaginatedRequestParams(**_without_meta(params))),
+            types.ListPromptsResult)  # fmt: skip
+        entities = [_prompt(upstream.name, p.name) for p in page.prompts]
+        shown = await self._visible(ctx, "list_prompts", "get_prompt", entities)
+        kept = [p for p, e in zip(page.prompts, entities, strict=True) if e.ref.id in shown]
+        return types.ListPromptsResult(prompts=kept, next_cursor=page.next_cursor)
+
+    async def get_prompt(
+        self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult:
+        upstream, _, _ = await self._reach(ctx)
+        await self._decide(ctx, "get_prompt", _prompt(upstream.name, params.name),
+                           dict(params.arguments or {}))  # fmt: skip
+        request = types.GetPromptRequest(
+            params=types.GetPromptRequestParams(**_without_meta(params))
+        )
+        return await self._ask(ctx, request, types.GetPromptResult)
+
+    async def complete(
+        self, ctx: ServerRequestContext[Any], params: types.CompleteRequestParams
+    ) -> types.CompleteResult:
+        upstream, _, _ = await self._reach(ctx)
+        ref = params.ref
+        argument = {"argument": params.argument.name, "value": params.argument.value}
+        if isinstance(ref, types.PromptReference):
+            await self._decide(ctx, "get_prompt", _prompt(upstream.name, ref.name), argument)
+        else:
+            resource = _resource(upstream.name, ref.uri)
+            await self._decide(ctx, "read_resource", resource, argument)
+        request = types.CompleteRequest(params=types.CompleteRequestParams(**_without_meta(params)))
+        return await self._ask(ctx, request, types.CompleteResult)
+
+    async def set_logging_level(
+        self, ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams
+    ) -> types.EmptyResult:
+        await self._reach(ctx)  # the caller is known; nothing is forwarded (see the module)
+        return types.EmptyResult()
+
+
+def fields_of(request: CheckRequest) -> dict[str, Any]:
+    """``request``'s fields, to build another from it."""
+    return {name: getattr(request, name) for name in request.__dataclass_fields__}
