@@ -26,7 +26,6 @@ Example::
 from __future__ import annotations
 
 import shlex
-import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Any
@@ -37,7 +36,7 @@ import typer
 from tether.cli.client import Api, fail
 from tether.cli.exit_codes import ERROR, INVALID_INPUT
 from tether.cli.options import OutputOpt
-from tether.cli.output import Output, console, show, show_rows
+from tether.cli.output import Output, console, glyphs, show, show_rows, visible
 from tether.config import ClientSettings
 
 app = typer.Typer(
@@ -53,10 +52,6 @@ _TOOL_COLUMNS = ("tool", "state", "reason", "digest", "seen_digest", "approved",
 _SHORT = 8
 #: Characters of a description's first line a table shows.
 _DESCRIPTION = 60
-#: Unicode categories shown as ``<U+XXXX>``: controls (a terminal acts on them: ESC starts an
-#: escape sequence), format characters (zero-width, bidi controls), private use, unassigned,
-#: surrogates, and line and paragraph separators.
-_HIDDEN = frozenset({"Cc", "Cf", "Co", "Cn", "Cs", "Zl", "Zp"})
 #: Adding lists the server's tools: starting a stdio server may take the server seconds, and
 #: it waits up to 30 s for the start and 60 s for the answer.
 _ADD_TIMEOUT = 100.0
@@ -75,32 +70,20 @@ def _path(name: str, *rest: str) -> str:
 # -- showing what a server says --------------------------------------------------------------
 
 
-def _glyphs(text: str) -> list[str]:
-    """Each character of ``text`` as shown: itself, or ``<U+XXXX>`` if hidden."""
-    return [
-        f"<U+{ord(char):04X}>" if unicodedata.category(char) in _HIDDEN else char for char in text
-    ]
-
-
-def _visible(value: Any) -> str:
-    """A server's string as plain text a person can read (never None)."""
-    return "" if value is None else "".join(_glyphs(str(value)))
-
-
 def _first_line(description: Any) -> str:
     """The first line of a description, visible, cut at :data:`_DESCRIPTION` characters
     (``…`` when anything was left out)."""
     if not isinstance(description, str):
         return ""
     lines = description.strip().splitlines()
-    glyphs = _glyphs(lines[0]) if lines else []
+    shapes = glyphs(lines[0]) if lines else []
     shown, length = [], 0
-    for glyph in glyphs:
+    for glyph in shapes:
         if length + len(glyph) > _DESCRIPTION - 1:
             break
         shown.append(glyph)
         length += len(glyph)
-    cut = len(shown) < len(glyphs) or len(lines) > 1
+    cut = len(shown) < len(shapes) or len(lines) > 1
     return "".join(shown).rstrip() + ("…" if cut else "")
 
 
@@ -109,7 +92,7 @@ def _short(digest: Any) -> str:
     if not isinstance(digest, str):
         return ""
     algorithm, _, hexdigits = digest.partition(":")
-    return _visible(f"{algorithm}:{hexdigits[:_SHORT]}" if hexdigits else digest[:_SHORT])
+    return visible(f"{algorithm}:{hexdigits[:_SHORT]}" if hexdigits else digest[:_SHORT])
 
 
 def _to_the_second(moment: Any) -> str:
@@ -122,8 +105,8 @@ def _to_the_second(moment: Any) -> str:
 def _target(server: Mapping[str, Any]) -> str:
     """Where the gateway reaches it: the URL, or the command line."""
     if server.get("url"):
-        return _visible(server["url"])
-    return _visible(shlex.join(server.get("command") or ()))
+        return visible(server["url"])
+    return visible(shlex.join(server.get("command") or ()))
 
 
 def _credential(server: Mapping[str, Any]) -> str:
@@ -135,7 +118,7 @@ def _credential(server: Mapping[str, Any]) -> str:
         if credential.get("header")
         else f"env {credential.get('env')}"
     )
-    return _visible(f"{credential['engine']}/{credential['role']} ({where})")
+    return visible(f"{credential['engine']}/{credential['role']} ({where})")
 
 
 def _allowed(server: Mapping[str, Any], *, brief: bool) -> str:
@@ -143,13 +126,13 @@ def _allowed(server: Mapping[str, Any], *, brief: bool) -> str:
     tools = server.get("allowed_tools")
     if tools is None:
         return "any"
-    return str(len(tools)) if brief else " ".join(_visible(t) for t in tools)
+    return str(len(tools)) if brief else " ".join(visible(t) for t in tools)
 
 
 def _server_row(server: Mapping[str, Any]) -> dict[str, str]:
     return {
-        "name": _visible(server["name"]),
-        "transport": _visible(server["transport"]),
+        "name": visible(server["name"]),
+        "transport": visible(server["transport"]),
         "target": _target(server),
         "credential": _credential(server),
         "allowed_tools": _allowed(server, brief=True),
@@ -159,16 +142,16 @@ def _server_row(server: Mapping[str, Any]) -> dict[str, str]:
 def _approved(pin: Mapping[str, Any]) -> str:
     """Who approved the tool's pinned definition, and (on a line of its own) when."""
     at = _to_the_second(pin.get("approved_at"))
-    return _visible(pin.get("approved_by")) + (f"\n{at}" if at else "")
+    return visible(pin.get("approved_by")) + (f"\n{at}" if at else "")
 
 
 def _tool_row(pin: Mapping[str, Any], *, brief: bool) -> dict[str, str]:
     """A tool's row (``brief``: ``digest`` is the digest of the definition as listed)."""
     definition = pin.get("definition") or {}
     return {
-        "tool": _visible(pin["tool"]),
-        "state": _visible(pin["state"]),
-        "reason": _visible(pin.get("reason")),
+        "tool": visible(pin["tool"]),
+        "state": visible(pin["state"]),
+        "reason": visible(pin.get("reason")),
         "digest": _short(pin.get("seen_digest") if brief else pin.get("digest")),
         "seen_digest": _short(pin.get("seen_digest")),
         "approved": _approved(pin),
@@ -183,13 +166,13 @@ def _say(line: str) -> None:
 
 def _waiting(server: Mapping[str, Any], tools: Sequence[Mapping[str, Any]]) -> None:
     """For each tool agents cannot use, how to approve the definition shown."""
-    name = server["name"]
+    name = visible(server["name"])
     held = [pin for pin in tools if not pin.get("usable")]
     if held:
         _say(f"Waiting for review (whole definitions: tether mcp show {name} --output json):")
     for pin in held:
-        tool = shlex.quote(_visible(pin["tool"]))
-        digest = _visible(pin.get("seen_digest"))
+        tool = shlex.quote(visible(pin["tool"]))
+        digest = visible(pin.get("seen_digest"))
         _say(f"  tether mcp approve-tool {name} {tool} --digest {digest}")
 
 
@@ -200,15 +183,15 @@ def _show_server(answer: Mapping[str, Any], output: Output, *, brief: bool) -> N
         return
     facts = _server_row(answer) | {
         "allowed_tools": _allowed(answer, brief=False),
-        "created_by": _visible(answer.get("created_by")),
+        "created_by": visible(answer.get("created_by")),
         "created_at": _to_the_second(answer.get("created_at")),
-        "version": _visible(answer.get("version")),
+        "version": visible(answer.get("version")),
     }
     show(facts, output)
     tools = answer.get("tools") or []
     if not tools and answer.get("credential"):
         _say("Its tools are listed when an agent first calls it (with the agent's lease);")
-        _say(f"they wait for review then: tether mcp show {answer['name']}")
+        _say(f"they wait for review then: tether mcp show {visible(answer['name'])}")
         return
     columns = _BRIEF_COLUMNS if brief else _TOOL_COLUMNS
     show_rows([_tool_row(pin, brief=brief) for pin in tools], columns, output)
@@ -414,6 +397,6 @@ def approve_tool(
         return
     row = _tool_row(pin, brief=False)
     facts = {k: row[k] for k in ("tool", "state", "description")}
-    by, at = _visible(pin.get("approved_by")), _to_the_second(pin.get("approved_at"))
+    by, at = visible(pin.get("approved_by")), _to_the_second(pin.get("approved_at"))
     show(facts | {"approved_by": by, "approved_at": at}, output)
-    _say(f"pinned {_visible(pin.get('digest'))}")
+    _say(f"pinned {visible(pin.get('digest'))}")
