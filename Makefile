@@ -57,6 +57,15 @@ $(CERBOS_STAMP):
 	@npm install --prefix $(PEERS) --no-audit --no-fund --loglevel=error $(CERBOS) >/dev/null
 	@touch $@
 
+# The official MCP conformance suite (npm), run against an MCP server and through the gateway.
+CONFORMANCE       := @modelcontextprotocol/conformance@0.1.11
+CONFORMANCE_STAMP := $(PEERS)/.installed-$(subst /,-,$(CONFORMANCE))
+
+$(CONFORMANCE_STAMP):
+	@echo "installing the MCP conformance suite ($(CONFORMANCE), npm) into $(PEERS)/"
+	@npm install --prefix $(PEERS) --no-audit --no-fund --loglevel=error $(CONFORMANCE) >/dev/null
+	@touch $@
+
 # IBM ContextForge (the MCP gateway benchmark's peer) needs Python >= 3.12, < 3.14: the first such
 # interpreter found gets a venv in .bench-peers/. None found: say so and go on (the benchmark then
 # reports ContextForge as not available). 3.12 first: the version it was measured on here.
@@ -81,7 +90,7 @@ $(CONTEXTFORGE_STAMP):
 .PHONY: bench-contextforge
 bench-contextforge: $(CONTEXTFORGE_STAMP)
 
-bench-deps: $(BENCH_STAMP) $(CERBOS_STAMP) bench-contextforge
+bench-deps: $(BENCH_STAMP) $(CERBOS_STAMP) $(CONFORMANCE_STAMP) bench-contextforge
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian)"; \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }

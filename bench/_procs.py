@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["free_port", "running", "wait_ready"]
+__all__ = ["free_port", "running", "wait_listening", "wait_ready"]
 
 
 def free_port() -> int:
@@ -60,3 +60,18 @@ def running(
             if failed:
                 tail = log.read_text(errors="replace").splitlines()[-20:]
                 print(f"-- the end of {argv[0]}'s output:", *tail, sep="\n", file=sys.stderr)
+
+
+def wait_listening(url: str, server: subprocess.Popen[bytes], what: str) -> None:
+    """Until something answers at ``url``, whatever the status (an MCP endpoint answers a
+    plain GET with an error)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(url, timeout=1)
+        except httpx.TransportError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{what} did not start") from None
+            time.sleep(0.1)
+        else:
+            return

@@ -52,7 +52,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server.lowlevel.server import Server
 
 from _contextforge import running_contextforge
-from _procs import free_port, running, wait_ready
+from _procs import free_port, running, wait_listening, wait_ready
 from tether.crypto.assertion import generate_agent_key, sign_client_assertion
 
 ROOT = "tto_" + "m" * 32
@@ -222,11 +222,11 @@ def _servers(tmp: Path) -> Iterator[tuple[str, str, str, str]]:
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(running([*me, "upstream", str(up_port)], env=env,
                                              log=tmp / "upstream.log"))  # fmt: skip
-        _wait_mcp(upstream, server, "the upstream")
+        wait_listening(upstream, server, "the upstream")
         proxy = f"http://127.0.0.1:{proxy_port}/mcp"
         server = stack.enter_context(running([*me, "proxy", str(proxy_port), upstream], env=env,
                                              log=tmp / "proxy.log"))  # fmt: skip
-        _wait_mcp(proxy, server, "the bare proxy")
+        wait_listening(proxy, server, "the bare proxy")
         addr = f"http://127.0.0.1:{tether_port}"
         tether_env = env | {"TETHER_ROOT_TOKEN": ROOT, "TETHER_ISSUER": addr}
         argv = [sys.executable, "-m", "tether", "serve", "--port", str(tether_port),
@@ -234,17 +234,6 @@ def _servers(tmp: Path) -> Iterator[tuple[str, str, str, str]]:
         server = stack.enter_context(running(argv, env=tether_env, log=tmp / "tether.log"))
         wait_ready(f"{addr}/readyz", server, "tether serve")
         yield upstream, proxy, addr, _prepare_tether(addr, upstream)
-
-
-def _wait_mcp(url: str, server: Any, what: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        with contextlib.suppress(httpx.TransportError):
-            httpx.get(url, timeout=1)
-            return
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"{what} did not start")
-        time.sleep(0.1)
 
 
 # -- the report --------------------------------------------------------------------------------

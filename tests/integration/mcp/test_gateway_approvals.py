@@ -124,3 +124,23 @@ async def test_approval_pending_then_the_same_call_redeems_it_and_a_substituted_
         again = await client.call_tool("transfer", call, meta=_redeeming(auth_req_id))
         assert again.is_error, "an approval was used twice"
     assert [c["arguments"] for c in http_upstream.received()] == [call]
+
+
+async def test_an_approval_left_unanswered_until_it_expires_refuses_the_call(
+    tmp_path: Path, http_upstream: HttpUpstream
+) -> None:
+    settings = gateway_settings(tmp_path, free_port(), mcp_approval_wait_seconds=0.0,
+                                approval_max_expiry_seconds=10)  # fmt: skip
+    async with serving(settings, tmp_path) as gw:
+        applied = await gw.ops.post("/v1/policies", json={"text": POLICIES})
+        assert applied.status_code == 201, applied.text
+        token, _ = await _setup(gw, http_upstream)
+        call = {"amount": 1, "to": "bob"}
+        async with gw.client("tools", token, mode="legacy") as client:
+            first = await client.call_tool("transfer", call)
+            auth_req_id = first.structured_content["tether"]["auth_req_id"]
+            await asyncio.sleep(10.5)
+            late = await client.call_tool("transfer", call, meta=_redeeming(auth_req_id))
+    assert late.is_error
+    assert "expired" in _text(late)
+    assert http_upstream.received() == []

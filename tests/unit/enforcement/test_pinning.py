@@ -240,7 +240,7 @@ def test_invisible_characters_reports_at_most_16() -> None:
 # -- review: first sight ---------------------------------------------------------------------
 
 
-def test_first_sight_without_approver_is_pending_not_usable_and_not_alerted() -> None:
+def test_first_sight_without_approver_is_pending_not_usable_and_alerted_as_new() -> None:
     result = _review([_add()])
     [write] = result.writes
     assert write.expected_version is None
@@ -251,7 +251,8 @@ def test_first_sight_without_approver_is_pending_not_usable_and_not_alerted() ->
     assert write.pin.definition["description"] == "Add two integers."
     assert not write.pin.usable
     assert result.usable == ()
-    assert result.alerts == ()
+    [alert] = result.alerts  # a person must know a tool waits for them
+    assert (alert.tool, alert.reason, alert.approved_digest) == ("add", pinning.NEW, None)
 
 
 def test_at_registration_clean_tools_are_approved_and_usable() -> None:
@@ -296,8 +297,9 @@ def test_tool_shadowing_a_new_tool_named_as_another_servers_approved_tool_is_hel
     assert pin.state is PinState.PENDING
     assert pin.reason == pinning.SHADOWS
     assert not pin.usable
-    [alert] = result.alerts
-    assert (alert.tool, alert.reason) == ("add", pinning.SHADOWS)
+    reasons = {alert.tool: alert.reason for alert in result.alerts}
+    assert reasons["add"] == pinning.SHADOWS
+    assert reasons.get("sub") == (None if approve_clean else pinning.NEW)
 
 
 def test_invisible_characters_outrank_shadowing_as_the_reason() -> None:

@@ -8,8 +8,9 @@ ends. A vault secret with ``handout: inject`` is read through
 :meth:`~tether.credentials.vault.VaultEngine.reveal`, which checks the lease is in force; a
 downstream token (or any engine's secret handed out with the lease) is kept in memory for the
 lease's life, never stored. The lease is read again before each use, so a revoked lease is
-never injected. The agent never sees the value; the decision record of the call names the
-lease.
+never injected, and one taken under a user's grant serves only calls under that grant. The
+agent never sees the value; the ``lease.issued`` record names the agent instance, the grant
+and the decision that allowed the lease.
 """
 
 from __future__ import annotations
@@ -55,16 +56,23 @@ class Injector:
         self._engines = engines
         self._store = store
         self._clock = clock
-        self._held: dict[tuple[str, str, str], _Held] = {}
-        self._taking: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._held: dict[tuple[str, str, str, str], _Held] = {}
+        self._taking: dict[tuple[str, str, str, str], asyncio.Lock] = {}
 
     async def value(
-        self, injection: Injection, *, token: str, instance: str, audience: str
+        self,
+        injection: Injection,
+        *,
+        token: str,
+        instance: str,
+        audience: str,
+        grant_id: str | None = None,
     ) -> Injected:
-        """The value to send for ``instance`` (whose ``token``, minted for ``audience``, the
-        gateway verified): ``Forbidden`` and the rest of :meth:`Leases.issue`'s refusals
-        when no lease can be had."""
-        key = (instance, injection.engine, injection.role)
+        """The value to send for ``instance`` acting under ``grant_id`` (whose ``token``,
+        minted for ``audience``, the gateway verified): ``Forbidden`` and the rest of
+        :meth:`Leases.issue`'s refusals when no lease can be had. A lease taken under one
+        user's grant is never used for another's."""
+        key = (instance, grant_id or "", injection.engine, injection.role)
         found = await self._in_force(key, injection)
         if found is not None:
             return found
@@ -89,7 +97,9 @@ class Injector:
             raise Forbidden("the lease taken for this call is not in force")
         return found
 
-    async def _in_force(self, key: tuple[str, str, str], injection: Injection) -> Injected | None:
+    async def _in_force(
+        self, key: tuple[str, str, str, str], injection: Injection
+    ) -> Injected | None:
         held = self._held.get(key)
         if held is None:
             return None

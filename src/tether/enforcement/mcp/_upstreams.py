@@ -96,12 +96,18 @@ class UpstreamPool:
         arguments: Mapping[str, Any] | None,
         meta: Mapping[str, Any],
         progress: ProgressFnT | None = None,
-    ) -> types.CallToolResult:
+        answers: types.InputResponses | None = None,
+        state: str | None = None,
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        """The upstream's answer: a result, or (2026-07-28) the input it needs first — the
+        caller's sampling or elicitation — to send back with ``answers`` and ``state``."""
         async with self.use(upstream, secret) as client:
-            result: types.CallToolResult = await client.session.call_tool(
+            result: types.CallToolResult | types.InputRequiredResult
+            result = await client.session.call_tool(
                 name, dict(arguments) if arguments is not None else None,
                 read_timeout_seconds=self._timeout, meta=cast(types.RequestParamsMeta, dict(meta)),
-                progress_callback=progress,
+                progress_callback=progress, input_responses=answers, request_state=state,
+                allow_input_required=True,
             )  # fmt: skip
         return result
 
@@ -198,6 +204,18 @@ class UpstreamPool:
             await asyncio.wait(tasks, timeout=5.0)
 
 
+async def _not_relayed(context: Any, params: Any) -> types.ErrorData:
+    """A handshake-era upstream's own sampling or elicitation request, mid-call: not routed
+    to a caller (the session is shared), so refused. A 2026-07-28 upstream asks through the
+    call's result instead, which the gateway relays to the caller who made the call."""
+    why = "this gateway relays input requests in the 2026-07-28 era only"
+    return types.ErrorData(code=types.INVALID_REQUEST, message=why)
+
+
+#: The upstream may ask the caller for input (sampling, elicitation): declared to it.
+_INPUT: dict[str, Any] = {"sampling_callback": _not_relayed, "elicitation_callback": _not_relayed}
+
+
 def _cause(error: BaseException | None) -> str:
     """What went wrong, through anyio's exception groups: the first real error's type and
     message (at most 200 characters)."""
@@ -224,7 +242,8 @@ def _client(
         params = StdioServerParameters(
             command=upstream.command[0], args=list(upstream.command[1:]), env=env
         )
-        return Client(params, cache=None, client_info=info, read_timeout_seconds=timeout)
+        return Client(params, cache=None, client_info=info, read_timeout_seconds=timeout,
+                      **_INPUT)  # fmt: skip
     headers: dict[str, str] = {}
     if injection is not None and injection.header and secret is not None:
         headers[injection.header] = injection.prefix + secret
@@ -234,7 +253,7 @@ def _client(
     )  # fmt: skip
     stack.push_async_callback(http.aclose)
     transport = streamable_http_client(upstream.url or "", http_client=http)
-    return Client(transport, cache=None, client_info=info, read_timeout_seconds=timeout)
+    return Client(transport, cache=None, client_info=info, read_timeout_seconds=timeout, **_INPUT)
 
 
 async def _traceparent_header(request: httpx2.Request) -> None:

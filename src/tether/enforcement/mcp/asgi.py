@@ -2,7 +2,9 @@
 
 Before the ``mcp`` SDK's streamable-HTTP transport sees a request, this front:
 
-1. finds the server (an unknown one is ``404``);
+1. refuses a foreign ``Host`` (``421``) or ``Origin`` (``403``) before anything else (DNS
+   rebinding), and a path that names no registered server (``404``) only once the caller is
+   authenticated;
 2. authenticates the bearer token — a delegated token or an agent's JWT-SVID — **minted for
    this server** (``aud`` = ``<issuer>/mcp/<server>``, RFC 8707): a token for Tether's API,
    another server or anything else is refused, so no token passes from one service to
@@ -17,8 +19,8 @@ Before the ``mcp`` SDK's streamable-HTTP transport sees a request, this front:
 4. leaves the caller (:class:`~tether.enforcement.mcp.gateway.GatewayCaller`), with a fresh
    correlation id and W3C trace context, in the scope for the handlers.
 
-``Host`` and ``Origin`` are checked by the SDK's DNS-rebinding protection against the
-issuer's host, loopback when the issuer is loopback, and ``mcp_allowed_hosts`` (``421``).
+``Host`` and ``Origin`` are checked with the SDK's DNS-rebinding rules against the issuer's
+host, loopback when the issuer is loopback, and ``mcp_allowed_hosts``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from urllib.parse import urlsplit
 
 import orjson
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from tether.checkpoint import Checkpoint, CheckRequest
@@ -102,6 +105,7 @@ class GatewayApp:
         self._checkpoint = checkpoint
         self._issuer = issuer
         self._security = security_settings(issuer, allowed_hosts)
+        self._guard = TransportSecurityMiddleware(self._security)
         self._manager: StreamableHTTPSessionManager | None = None
         self._sessions: OrderedDict[str, _Bound] = OrderedDict()
         self._outer: dict[str, str] = {}
@@ -130,14 +134,18 @@ class GatewayApp:
                                        "error_description": "not running"}  # fmt: skip
             await _answer(send, 503, down)
             return
-        found = _SERVER.match(scope["path"])
-        server = found.group(1) if found else None
-        if server is None or await self._registry.upstream(server) is None:
-            await _answer(send, 404, {"error": "mcp_server_not_found",
-                                      "error_description": "no such MCP server"})  # fmt: skip
+        refused = await self._guard.validate_request(Request(scope), is_post=False)
+        if refused is not None:  # DNS rebinding: a foreign Host or Origin, before all else
+            await refused(scope, receive, send)
             return
+        found = _SERVER.match(scope["path"])
+        server = found.group(1) if found else "-"
         who = await self._caller(scope, server, send)
         if who is None:
+            return
+        if found is None or await self._registry.upstream(server) is None:
+            await _answer(send, 404, {"error": "mcp_server_not_found",
+                                      "error_description": "no such MCP server"})  # fmt: skip
             return
         owner = (who.instance, who.user)
         outer = _header(scope, SESSION_HEADER)
@@ -182,6 +190,7 @@ class GatewayApp:
             token=token, server=server, audience=audience, instance=caller.spiffe_id,
             certificate_thumbprint=thumbprint, correlation_id=trace_id, traceparent=traceparent,
             user=delegation.user if delegation is not None else None,
+            grant_id=delegation.grant.id if delegation is not None else None,
         )  # fmt: skip
 
     async def _unauthorized(self, send: Send, server: str, why: str | None) -> None:

@@ -34,6 +34,8 @@ import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp.shared.message import ServerMessageMetadata
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from tether import __version__
 from tether._internal.clock import Clock
@@ -59,6 +61,8 @@ CORRELATION_META = "tether.dev/correlation_id"
 ENFORCEMENT_POINT = "mcp-gateway"
 #: How often a call waiting for an approval reads the request's state.
 APPROVAL_POLL = 0.5
+#: Rounds of input (sampling, elicitation) one call may ask of a handshake-era caller.
+MAX_INPUT_ROUNDS = 8
 #: The server of the request being served (set by the HTTP front): the SDK asks for a tool's
 #: input schema by name alone.
 SERVING: ContextVar[str | None] = ContextVar("tether_mcp_serving", default=None)
@@ -76,8 +80,10 @@ class GatewayCaller:
     certificate_thumbprint: str | None
     correlation_id: str
     traceparent: str
-    #: The user a delegated token acts for; None for an agent's own token.
+    #: The user a delegated token acts for, and the grant it acts under; None for an agent's
+    #: own token.
     user: str | None = None
+    grant_id: str | None = None
 
 
 @dataclass(kw_only=True)
@@ -189,7 +195,7 @@ class Gateway:
 
     async def _call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
-    ) -> types.CallToolResult:
+    ) -> types.CallToolResult | types.InputRequiredResult:
         who = caller_of(ctx)
         upstream = await self._upstream(who.server)
         arguments = dict(params.arguments or {})
@@ -210,7 +216,7 @@ class Gateway:
                 return answer
         if not verdict.allowed:
             return _refused(verdict)
-        return await self._forward(ctx, upstream, params.name, arguments, verdict)
+        return await self._forward(ctx, upstream, params, verdict)
 
     async def _definition(
         self, upstream: Upstream, who: GatewayCaller, name: str
@@ -229,29 +235,37 @@ class Gateway:
         self,
         ctx: ServerRequestContext[Any],
         upstream: Upstream,
-        name: str,
-        arguments: Mapping[str, Any],
+        params: types.CallToolRequestParams,
         verdict: Verdict,
-    ) -> types.CallToolResult:
-        """Send the allowed call upstream; the upstream's progress notices go back to the
-        caller (if it asked for progress)."""
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        """Send the allowed call upstream; its progress notices go back to the caller (if it
+        asked for them), and so does any input it needs (sampling, elicitation): returned
+        as is to a 2026-07-28 caller, who calls again with its answers; asked of a
+        handshake-era caller on this request's stream, then sent upstream here."""
         who = caller_of(ctx)
         meta = {"traceparent": who.traceparent, CORRELATION_META: who.correlation_id}
+        answers, state = params.input_responses, params.request_state
         try:
             secret = await self._secret(upstream, who)
-            return await self._pool.call_tool(
-                upstream, secret, name=name, arguments=arguments, meta=meta,
-                progress=ctx.session.report_progress,
-            )  # fmt: skip
-        except Error as exc:
+            for _ in range(MAX_INPUT_ROUNDS):
+                result = await self._pool.call_tool(
+                    upstream, secret, name=params.name, arguments=params.arguments, meta=meta,
+                    progress=ctx.session.report_progress, answers=answers, state=state,
+                )  # fmt: skip
+                if isinstance(result, types.CallToolResult) or _modern(ctx):
+                    return result
+                answers, state = await _ask_caller(ctx, result), result.request_state
+        except Error as exc:  # the upstream's own errors (MCPError) reach the caller as they are
             return _error(f"refused: {exc.message} (decision {verdict.decision_id})")
+        return _error(f"the upstream asked for input more than {MAX_INPUT_ROUNDS} times")
 
     async def _secret(self, upstream: Upstream, who: GatewayCaller) -> str | None:
         if upstream.credential is None:
             return None
         injected = await self._injector.value(
-            upstream.credential, token=who.token, instance=who.instance, audience=who.audience
-        )
+            upstream.credential, token=who.token, instance=who.instance, audience=who.audience,
+            grant_id=who.grant_id,
+        )  # fmt: skip
         return injected.value
 
     async def _reach(
@@ -291,6 +305,8 @@ class Gateway:
             approval = await self._wait(auth_req_id)
             if approval is None:
                 return verdict, _error("approval refused: no such approval request")
+            if approval.state is ApprovalState.PENDING and approval.expired(self._clock.now()):
+                return verdict, _error("approval refused: the request expired unanswered")
             if approval.state is ApprovalState.PENDING:
                 return verdict, _pending(auth_req_id, verdict)
             digests = {item.get("call_digest") for item in approval.details}
@@ -336,6 +352,28 @@ class Gateway:
             if approval.expired(self._clock.now()) or time.monotonic() >= deadline:
                 return approval
             await asyncio.sleep(APPROVAL_POLL)
+
+
+def _modern(ctx: ServerRequestContext[Any]) -> bool:
+    return ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+
+
+async def _ask_caller(
+    ctx: ServerRequestContext[Any], needed: types.InputRequiredResult
+) -> types.InputResponses:
+    """Each input the upstream needs, asked of the caller as a request of its own related to
+    the call (the handshake era's way), and its answer."""
+    answers: types.InputResponses = {}
+    related = ServerMessageMetadata(related_request_id=ctx.request_id)
+    for key, request in (needed.input_requests or {}).items():
+        kind: type[types.InputResponse] = (
+            types.ElicitResult if isinstance(request, types.ElicitRequest)
+            else types.ListRootsResult if isinstance(request, types.ListRootsRequest)
+            else types.CreateMessageResultWithTools if request.params.tools
+            else types.CreateMessageResult
+        )  # fmt: skip
+        answers[key] = await ctx.session.send_request(request, kind, metadata=related)
+    return answers
 
 
 def caller_of(ctx: ServerRequestContext[Any]) -> GatewayCaller:

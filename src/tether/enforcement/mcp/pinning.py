@@ -208,9 +208,9 @@ def _held(  # noqa: PLR0917 - private, one caller
             clean = approved(fresh, by=approve_clean, now=now)
             return PinWrite(pin=clean, expected_version=None), None
         held = replace(fresh, reason=reason or NEW)
-        alert = None if reason is None else Alert(server=server, tool=name, reason=reason,
-                                                  approved_digest=None, seen_digest=seen,
-                                                  invisible=invisible)  # fmt: skip
+        # A person must look at every tool that waits: a new one is told of too.
+        alert = Alert(server=server, tool=name, reason=reason or NEW, approved_digest=None,
+                      seen_digest=seen, invisible=invisible)  # fmt: skip
         return PinWrite(pin=held, expected_version=None), alert
     if pin.seen_digest == seen and pin.state is not PinState.APPROVED:
         return None, None  # already held for this very definition: alerted when first seen
