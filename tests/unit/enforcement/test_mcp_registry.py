@@ -638,11 +638,11 @@ async def test_two_first_listings_of_a_credentialed_server_race_without_raising(
         "sub": (PinState.PENDING, 1),
     }
     held = await world.records("mcp.tool_held")  # each once, by the listing that won
-    assert sorted((r.details["tool"], r.details["reason"]) for r in held) == [
+    assert sorted((str(r.details["tool"]), str(r.details["reason"])) for r in held) == [
         ("add", "new tool"),
         ("sub", "definition holds invisible or bidirectional-control characters"),
     ]
-    assert sorted(e.data["tool"] for e in world.raised()) == ["add", "sub"]
+    assert sorted(str(e.data["tool"]) for e in world.raised()) == ["add", "sub"]
 
 
 async def test_a_restore_that_loses_the_race_to_a_new_change_is_not_offered(
