@@ -7,7 +7,9 @@ character the terminal would act on (ESC starts an escape sequence that may clea
 screen, retitle the window or plant a hyperlink; BEL, backspace, a carriage return, the C1
 controls such as the 8-bit CSI U+009B) or a reader would not see (bidi overrides, zero-width
 characters): each is shown as ``<U+XXXX>`` (:func:`visible`). In tables and key/value views a
-value keeps its line breaks (``\\n``, ``\\r\\n``) and a tab becomes a space.
+value keeps its line breaks (``\\n``, ``\\r\\n``) and a tab becomes a space. A server's text
+of many lines (a policy, a diff, a schema) is printed line by line (:func:`show_text`): its tabs
+stay tabs, expanded by rich to the next tab stop.
 
 ``--output json`` prints the server's JSON (sorted, indented) with every character outside
 printable ASCII escaped as ``\\uXXXX``, so it holds no control character either.
@@ -25,7 +27,17 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["HIDDEN", "Output", "glyphs", "printable", "show", "show_rows", "visible"]
+__all__ = [
+    "HIDDEN",
+    "Output",
+    "glyphs",
+    "printable",
+    "show",
+    "show_rows",
+    "show_text",
+    "text_block",
+    "visible",
+]
 
 console = Console()
 
@@ -66,6 +78,24 @@ def printable(value: Any) -> str:
     """
     text = str(value).replace("\r\n", "\n").replace("\t", " ")
     return "\n".join(visible(line) for line in text.split("\n"))
+
+
+def text_block(value: Any) -> Text:
+    """A server's text of many lines (a policy, a diff, a schema) as printed: :func:`visible`
+    line by line, but line breaks (``\\n``, ``\\r\\n``) stay line breaks and tabs stay tabs
+    (rich expands them to the next tab stop); never markup, emoji codes or highlighting.
+
+    >>> text_block("permit\\t(\\x1b[2J [allow]);\\r\\n").plain
+    'permit\\t(<U+001B>[2J [allow]);\\n'
+    """
+    text = "" if value is None else str(value).replace("\r\n", "\n")
+    lines = ("\t".join(visible(part) for part in line.split("\t")) for line in text.split("\n"))
+    return Text("\n".join(lines))
+
+
+def show_text(value: Any) -> None:
+    """Print a server's text of many lines as :func:`text_block` shows it."""
+    console.print(text_block(value))
 
 
 def _text(value: Any, style: str = "") -> Text:

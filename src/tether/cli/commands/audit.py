@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from tether.audit.bundle import BundleInvalid, signature_verifies, verify_bundle
 from tether.audit.chain import LogInvalid, LogVerifier
@@ -28,7 +29,7 @@ from tether.audit.notes import NoteInvalid, TreeHead, open_note, parse_verifier_
 from tether.cli.client import Api, fail
 from tether.cli.exit_codes import INVALID_INPUT, NOT_PROVEN
 from tether.cli.options import OutputOpt
-from tether.cli.output import Output, console, show, show_rows
+from tether.cli.output import Output, console, show, show_rows, visible
 from tether.config import ClientSettings
 
 app = typer.Typer(
@@ -108,15 +109,26 @@ def trace(
         show(found, output)
         return
     for step in found["steps"]:
-        path = " → ".join(f"{h['kind']} {h['id']}" for h in step["path"]) or step["actor"]
-        effect = step["effect"] or step["outcome"]
-        console.print(f"[bold]{step['time']}[/] {step['type']} [{effect}]", highlight=False)
-        console.print(f"  {path}", markup=False, highlight=False)
-        extra = {
-            k: step[k] for k in ("policy_ids", "approver", "approval_id", "grant_id") if step[k]
-        }
-        if extra:
-            console.print(f"  {json.dumps(extra)}", markup=False, highlight=False)
+        for line in _trace_step(step):
+            console.print(line)
+
+
+def _trace_step(step: dict[str, Any]) -> list[Text]:
+    """One step of a trace as printed: its time, type and effect in brackets (``[allow]``, as
+    is), its path, and who decided. Text, never markup; each value from the server on one line
+    (:func:`visible`), so a line break in one cannot pass for another step."""
+    hops = " → ".join(f"{visible(h['kind'])} {visible(h['id'])}" for h in step["path"])
+    effect = step["effect"] or step["outcome"]
+    lines = [
+        Text.assemble(
+            (visible(step["time"]), "bold"), f" {visible(step['type'])} [{visible(effect)}]"
+        ),
+        Text(f"  {hops or visible(step['actor'])}"),
+    ]
+    extra = {k: step[k] for k in ("policy_ids", "approver", "approval_id", "grant_id") if step[k]}
+    if extra:
+        lines.append(Text(f"  {visible(json.dumps(extra))}"))
+    return lines
 
 
 @app.command()

@@ -5,7 +5,9 @@ Everything on the embedded defaults (SQLite in a throwaway data directory), driv
 exactly as a user or an agent would: identity (registration, key, JWT-SVID, a replay refused),
 then decisions (a policy applied, a permitted tool call allowed, an unpermitted one denied, the
 token revoked and refused, every decision on record). It exits 0 only if every step behaved as
-expected; ``--serve`` keeps the server running afterwards.
+expected; ``--serve`` keeps the server running afterwards. What the server answers is printed
+as text (:func:`_ok`, :func:`_say`): never markup, every character a terminal would act on
+shown as ``<U+XXXX>``.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from typing import Annotated, Any
 import httpx
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from tether._internal.ids import new_secret
 from tether.audit.bundle import BundleInvalid, verify_bundle
+from tether.cli.output import printable
 from tether.crypto.assertion import generate_agent_key, sign_client_assertion
 from tether.identity.client_auth import ASSERTION_TYPE
 
@@ -31,6 +35,21 @@ console = Console()
 
 class DemoFailed(Exception):
     pass
+
+
+def _ok(message: str) -> None:
+    """A step that behaved: ``✔`` and ``message`` (which may hold the server's words) as text."""
+    console.print(Text.assemble(("✔", "green"), " ", printable(message)))
+
+
+def _say(message: str) -> None:
+    """``message`` (which may hold the server's words) as text."""
+    console.print(Text(printable(message)))
+
+
+def _failed(exc: DemoFailed) -> None:
+    """Why the demo failed (often the server's answer), as text."""
+    console.print(Text.assemble(("demo failed:", "bold red"), " ", printable(exc)))
 
 
 def demo(
@@ -58,7 +77,7 @@ def demo(
             console.print("press Ctrl-C to stop")
             server.wait()
     except DemoFailed as exc:
-        console.print(f"[bold red]demo failed:[/] {exc}")
+        _failed(exc)
         raise typer.Exit(1) from exc
     except KeyboardInterrupt:
         pass
@@ -91,7 +110,7 @@ def _wait_ready(addr: str, server: subprocess.Popen[str]) -> None:
 def _expect(response: httpx.Response, status: int, what: str) -> Any:
     if response.status_code != status:
         raise DemoFailed(f"{what}: HTTP {response.status_code} {response.text[:300]}")
-    console.print(f"[green]✔[/] {what}")
+    _ok(what)
     return response.json()
 
 
@@ -109,7 +128,7 @@ def _play(addr: str, root: str) -> None:
             },
         }
         agent = _expect(ops.post("/v1/agents", json=body), 201, "registered agent faq-bot")
-        console.print(
+        _say(
             f"  {agent['spiffe_id']} risk {agent['risk']['score']} ({agent['risk']['tier']}),"
             f" state {agent['state']}"
         )
@@ -119,7 +138,7 @@ def _play(addr: str, root: str) -> None:
             201,
             "registered the agent's public key",
         )
-        console.print(f"  kid {key['kid']} ({key['alg']}); the private key never leaves the agent")
+        _say(f"  kid {key['kid']} ({key['alg']}); the private key never leaves the agent")
         meta = _expect(ops.get("/.well-known/oauth-authorization-server"), 200, "read discovery")
         form = {
             "grant_type": "client_credentials",
@@ -133,15 +152,15 @@ def _play(addr: str, root: str) -> None:
             "instance_id": "pod-1",
         }
         issued = _expect(httpx.post(meta["token_endpoint"], data=form), 200, "got a JWT-SVID")
-        console.print(f"  expires in {issued['expires_in']} s")
+        _say(f"  expires in {issued['expires_in']} s")
         replay = httpx.post(meta["token_endpoint"], data=form)
         if replay.status_code != 401 or replay.json().get("error") != "invalid_client":
             raise DemoFailed("a replayed assertion was not refused")
-        console.print("[green]✔[/] a replayed assertion is refused (invalid_client)")
+        _ok("a replayed assertion is refused (invalid_client)")
         instances = _expect(
             ops.get("/v1/agents/faq-bot/instances"), 200, "the instance is on record"
         )["instances"]
-        console.print(f"  {instances[0]['spiffe_id']} first seen {instances[0]['first_seen']}")
+        _say(f"  {instances[0]['spiffe_id']} first seen {instances[0]['first_seen']}")
         _decisions(ops, issued["access_token"])
 
 
@@ -183,34 +202,32 @@ def _decide(ops: httpx.Client, token: str, tool: str, server: str) -> dict[str, 
 
 def _decisions(ops: httpx.Client, token: str) -> None:
     applied = _expect(ops.post("/v1/policies", json={"text": DEMO_POLICY}), 201, "applied a policy")
-    console.print(f"  version {applied['version']}: faq-bot may call the tools of support-kb")
+    _say(f"  version {applied['version']}: faq-bot may call the tools of support-kb")
     allowed = _decide(ops, token, "search_faq", "support-kb")
     if allowed["decision"] is not True:
         raise DemoFailed(f"search_faq was not allowed: {allowed['context']}")
-    console.print(
-        f"[green]✔[/] search_faq is allowed by {allowed['context']['policy_ids']} "
+    _ok(
+        f"search_faq is allowed by {allowed['context']['policy_ids']} "
         f"(decision {allowed['context']['id']}, recorded before the answer)"
     )
     denied = _decide(ops, token, "drop_tables", "admin-db")
     if denied["decision"] is not False:
         raise DemoFailed("drop_tables (of admin-db) was allowed")
-    console.print(
-        f"[green]✔[/] drop_tables (of admin-db) is denied: {denied['context']['reasons'][0]}"
-    )
+    _ok(f"drop_tables (of admin-db) is denied: {denied['context']['reasons'][0]}")
     revoke = {"agent": "faq-bot", "instance": "pod-1", "reason": "demo"}
     _expect(ops.post("/v1/svid/revocations", json=revoke), 201, "revoked pod-1's tokens")
     refused = _decide(ops, token, "search_faq", "support-kb")
     if refused["decision"] is not False:
         raise DemoFailed("a revoked token was still allowed")
-    console.print(f"[green]✔[/] the revoked token is refused: {refused['context']['reasons'][0]}")
+    _ok(f"the revoked token is refused: {refused['context']['reasons'][0]}")
     listed = ops.get("/v1/audit", params={"type_prefix": "decision", "limit": 10})
     records = listed.json()["records"] if listed.status_code == 200 else []
     if len(records) != 3:
         raise DemoFailed(f"{len(records)} decision records on record, not 3")
-    console.print("[green]✔[/] every decision is on record")
+    _ok("every decision is on record")
     for record in records:
         details = record["details"]
-        console.print(f"  {details['decision_id']} {details['effect']:<5} {details['resource']}")
+        _say(f"  {details['decision_id']} {details['effect']!s:<5} {details['resource']}")
     _proof(ops, records[0]["id"])
 
 
@@ -227,14 +244,12 @@ def _proof(ops: httpx.Client, record_id: str) -> None:
         verify_bundle(bundle, verifier_key=key)
     except BundleInvalid as exc:
         raise DemoFailed(f"the proof bundle does not verify: {exc}") from exc
-    console.print(
-        f"[green]✔[/] the bundle checks offline with the public key alone: entry "
+    _ok(
+        f"the bundle checks offline with the public key alone: entry "
         f"{bundle['index']} of {bundle['log']}, in the tree of {bundle['size']} signed"
     )
     report = _expect(ops.get("/v1/audit/verify"), 200, "verified the audit log")
     if not report["ok"]:
         raise DemoFailed(f"the audit log does not verify: {report['logs']}")
     sizes = ", ".join(f"{log['size']} entries" for log in report["logs"])
-    console.print(
-        f"  hash chain and Merkle tree intact, every checkpoint's signature good ({sizes})"
-    )
+    _say(f"  hash chain and Merkle tree intact, every checkpoint's signature good ({sizes})")

@@ -1,6 +1,9 @@
 """``tether policy …``: the operators' Cedar policy set from the command line.
 
 ``PATH`` is a ``.cedar`` file or a directory of them (read in name order, joined).
+
+What the server says (policy text, diffs, the schema, validation errors) is printed as text,
+never markup, with every character a terminal would act on shown as ``<U+XXXX>``.
 """
 
 from __future__ import annotations
@@ -9,11 +12,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from tether.cli.client import Api, fail
 from tether.cli.exit_codes import INVALID_INPUT
 from tether.cli.options import OutputOpt
-from tether.cli.output import Output, console, show, show_rows
+from tether.cli.output import Output, console, printable, show, show_rows, show_text
 from tether.config import ClientSettings
 
 app = typer.Typer(
@@ -51,7 +55,7 @@ def _text_or_json(data: dict[str, Any], output: Output) -> None:
         return
     show(_without_text(data), output)
     if "text" in data:
-        console.print(data["text"], markup=False, highlight=False)
+        show_text(data["text"])
 
 
 @app.command()
@@ -65,7 +69,7 @@ def validate(path: PathArg, output: OutputOpt = Output.TABLE) -> None:
         console.print("[green]valid[/]")
     else:
         for error in result["errors"]:
-            console.print(f"✗ {error}", markup=False, highlight=False)
+            console.print(Text(f"✗ {printable(error)}"))
     if not result["valid"]:
         raise typer.Exit(INVALID_INPUT)
 
@@ -115,7 +119,7 @@ def diff(
     if output is Output.JSON:
         show(data, output)
     else:
-        console.print(data["diff"] or "(no difference)", markup=False, highlight=False)
+        show_text(data["diff"] or "(no difference)")
 
 
 @app.command()
@@ -134,7 +138,7 @@ def schema() -> None:
     """Print the Cedar schema policies are checked against."""
     with _api() as api:
         response = api.raw("GET", "/v1/policies/schema")
-    console.print(response, markup=False, highlight=False)
+    show_text(response)
 
 
 @app.command("test")
@@ -212,8 +216,9 @@ def replay(
         ("time", "agent", "action", "resource", "before", "after", "after_policies"),
         output,
     )
-    console.print(
+    summary = (
         f"{len(report['flips'])} would flip of {report['evaluated']} decisions since "
         f"{report['since']} ({report['skipped']} not replayable)"
         + (" — list truncated" if report["truncated"] else "")
     )
+    console.print(Text(printable(summary)))
