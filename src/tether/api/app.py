@@ -107,8 +107,7 @@ def create_app(
     # Added first, so inside the body cap: the decision endpoints without the per-request
     # machinery (see tether.api.fastpath).
     app.add_middleware(DecisionFastPath, routes=authzen.HOT_PATHS, owner=app)
-    # The MCP gateway, /mcp/<server> (tether.enforcement.mcp.asgi), ahead of route matching too.
-    app.add_middleware(_McpFront, owner=app)
+    app.add_middleware(_McpFront, owner=app)  # /mcp/<server>, ahead of route matching too
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
 

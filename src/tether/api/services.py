@@ -160,28 +160,13 @@ class Services:
         mcp = mcp_services(settings, clock, store, audit, events, checkpoint,
                            delegation.approvals, leases, engines)  # fmt: skip
         return cls(
-            settings=settings,
-            clock=clock,
-            store=store,
-            audit=audit,
-            keyring=keyring,
-            registry=registry,
-            operators=operators,
-            client_auth=_client_auth(settings, clock, store, audit),
-            svids=svids,
-            revocations=revocations,
-            policies=policies,
-            checkpoint=checkpoint,
-            events=events,
-            directory=directory,
-            redactor=redactor,
-            engines=engines,
-            leases=leases,
-            revoker=revoker,
-            delegation=delegation,
-            mcp=mcp,
-            new_root_token=new_root,
-        )
+            settings=settings, clock=clock, store=store, audit=audit, keyring=keyring,
+            registry=registry, operators=operators,
+            client_auth=_client_auth(settings, clock, store, audit), svids=svids,
+            revocations=revocations, policies=policies, checkpoint=checkpoint, events=events,
+            directory=directory, redactor=redactor, engines=engines, leases=leases,
+            revoker=revoker, delegation=delegation, mcp=mcp, new_root_token=new_root,
+        )  # fmt: skip
 
     async def maintain(self) -> None:
         """One round of upkeep: rotate keys past their age (and learn of rotations other

@@ -251,45 +251,50 @@ def _injection(
 # -- commands --------------------------------------------------------------------------------
 
 
+#: The options of ``tether mcp add``.
+_Url = Annotated[str | None, typer.Option(help="Its streamable-HTTP endpoint (or --command)")]
+_Command = Annotated[
+    str | None,
+    typer.Option(
+        help="Start it as a child process speaking stdio: one string, split as a shell "
+        'would ("npx -y some-server /srv"); or --url'
+    ),
+]
+_Engine = Annotated[
+    str | None,
+    typer.Option(help="Send it a credential: a lease of this engine, taken by the agent"),
+]
+_Role = Annotated[str | None, typer.Option(help="The engine role of that lease")]
+_Header = Annotated[
+    str | None,
+    typer.Option(help="HTTP: the header the credential goes in (default: Authorization)"),
+]
+_Prefix = Annotated[
+    str | None, typer.Option(help='HTTP: the text before the credential (default: "Bearer ")')
+]
+_Env = Annotated[
+    str | None, typer.Option(help="stdio: the environment variable the credential goes in")
+]
+_AllowTool = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-tool",
+        help="The only tools ever offered (repeat); without it every tool (policies decide)",
+    ),
+]
+
+
 @app.command("add")
 def add(
     name: Annotated[str, typer.Argument(help="Agents reach it at /mcp/NAME")],
-    url: Annotated[
-        str | None, typer.Option(help="Its streamable-HTTP endpoint (or --command)")
-    ] = None,
-    command: Annotated[
-        str | None,
-        typer.Option(
-            help="Start it as a child process speaking stdio: one string, split as a shell "
-            'would ("npx -y some-server /srv"); or --url'
-        ),
-    ] = None,
-    credential_engine: Annotated[
-        str | None,
-        typer.Option(help="Send it a credential: a lease of this engine, taken by the agent"),
-    ] = None,
-    credential_role: Annotated[
-        str | None, typer.Option(help="The engine role of that lease")
-    ] = None,
-    header: Annotated[
-        str | None,
-        typer.Option(help="HTTP: the header the credential goes in (default: Authorization)"),
-    ] = None,
-    prefix: Annotated[
-        str | None,
-        typer.Option(help='HTTP: the text before the credential (default: "Bearer ")'),
-    ] = None,
-    env: Annotated[
-        str | None,
-        typer.Option(help="stdio: the environment variable the credential goes in"),
-    ] = None,
-    allow_tool: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--allow-tool",
-            help="The only tools ever offered (repeat); without it every tool (policies decide)",
-        ),
-    ] = None,
+    url: _Url = None,
+    command: _Command = None,
+    credential_engine: _Engine = None,
+    credential_role: _Role = None,
+    header: _Header = None,
+    prefix: _Prefix = None,
+    env: _Env = None,
+    allow_tool: _AllowTool = None,
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """Add an upstream MCP server; its clean tools are approved (pinned) at once.

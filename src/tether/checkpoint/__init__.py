@@ -46,6 +46,7 @@ from tether._internal.kept import KeptFor
 from tether.audit.records import AuditRecord, Outcome
 from tether.audit.redact import Redactor
 from tether.audit.sink import AuditSink
+from tether.checkpoint._entities import PROVEN, agent_entity
 from tether.crypto.jwt import declared_type
 from tether.delegation.approval_gate import ApprovalGate
 from tether.delegation.token_exchange import delegation_facts
@@ -113,53 +114,6 @@ class Verdict:
     @property
     def allowed(self) -> bool:
         return self.decision.allowed and not self.audit_failed
-
-
-def agent_entity(agent: Agent) -> Entity:
-    """The ``Tether::Agent`` entity policies see, from the registry's record (immutable all
-    the way down: the checkpoint and the engine keep what they derive from it)."""
-    d = agent.declarations
-    return Entity(
-        ref=EntityRef("Agent", agent.name),
-        attrs=MappingProxyType(
-            {
-                "name": agent.name,
-                "state": str(agent.state),
-                "risk_tier": str(agent.risk_tier),
-                "risk_score": agent.risk_score,
-                "owners": frozenset(agent.owners),
-                "tools": frozenset(d.tools),
-                "resources": frozenset(d.resources),
-                "data_classes": frozenset(str(c) for c in d.data_classes),
-                "external_connections": str(d.external_connections),
-                "autonomy": str(d.autonomy),
-                "may_call_agents": d.may_call_agents,
-            }
-        ),
-    )
-
-
-#: Context keys only the checkpoint sets, from what it verified; a caller's values for them are
-#: dropped. ``approval`` above all: only an approval token verified here proves one, so a call
-#: under an approval obligation stays ``approval_required`` whatever the caller claims.
-_PROVEN = frozenset(
-    {
-        "now",
-        "instance",
-        "user",
-        "grant_id",
-        "grant_expires_at",
-        "scopes",
-        "act_chain",
-        "act_depth",
-        "approval",
-        "call_digest",
-        "arguments",
-        "session",
-        "purpose",
-        "purpose_code",
-    }
-)
 
 
 class Checkpoint:
@@ -419,7 +373,7 @@ class Checkpoint:
     def _context(
         self, caller: AgentCaller, request: CheckRequest, digest: str, arguments: bytes
     ) -> dict[str, Any]:
-        supplied = {k: v for k, v in request.context.items() if k not in _PROVEN}
+        supplied = {k: v for k, v in request.context.items() if k not in PROVEN}
         claims = caller.claims.claims
         scope = claims.get("scope")
         proven: dict[str, Any] = {
