@@ -32,15 +32,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from _agents import agent_token
 from _procs import free_port, running, wait_ready
-from tether.crypto.assertion import generate_agent_key, sign_client_assertion
 
 ROOT = "tto_" + "d" * 32
 THREADS = 2
@@ -137,29 +136,6 @@ def _cerbos_binary() -> Path:
     return binary
 
 
-def _prepare(addr: str) -> str:
-    ops = httpx.Client(base_url=addr, headers={"Authorization": f"Bearer {ROOT}"})
-    body = {"name": "faq-bot", "owners": ["bench"], "declarations": {"tools": ["search_faq"]}}
-    spiffe_id = ops.post("/v1/agents", json=body).json()["spiffe_id"]
-    pair = generate_agent_key()
-    ops.post("/v1/agents/faq-bot/keys", json={"jwk": pair.public_jwk}).raise_for_status()
-    ops.post("/v1/policies", json={"text": POLICY}).raise_for_status()
-    assertion = sign_client_assertion(
-        pair.private_pem, client_id=spiffe_id, audience=f"{addr}/oauth2/token", now=int(time.time())
-    )
-    token = ops.post(
-        "/oauth2/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            "client_assertion": assertion,
-            "instance_id": "pod-1",
-        },
-    ).json()["access_token"]
-    ops.close()
-    return str(token)
-
-
 _LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -243,7 +219,8 @@ def tether(seconds: float, tmp: Path) -> dict[str, Any]:
     env = {**os.environ, "TETHER_ROOT_TOKEN": ROOT}
     with running(argv, env=env, log=tmp / "tether.log") as server:
         wait_ready(f"{addr}/readyz", server, "tether serve")
-        token = _prepare(addr)
+        token = agent_token(addr, root=ROOT, name="faq-bot", policy=POLICY, tools=("search_faq",),
+                            instance="pod-1")  # fmt: skip
         url = f"{addr}/access/v1/evaluation"
         headers = {"Authorization": f"Bearer {token}"}
         other = {**BODY, "resource": {"type": "Tool", "id": "delete_faq"}}

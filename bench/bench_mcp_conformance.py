@@ -27,7 +27,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -35,8 +34,8 @@ from typing import Any
 
 import httpx
 
+from _agents import agent_token
 from _procs import free_port, running, wait_listening, wait_ready
-from tether.crypto.assertion import generate_agent_key, sign_client_assertion
 
 ROOT = "tto_" + "c" * 32
 HERE = Path(__file__).resolve()
@@ -118,26 +117,13 @@ def _front(port: int, target: str, token: str) -> None:
 
 def _prepare(addr: str, fixtures: str) -> str:
     """The fixture server registered as ``everything``, its agent and policy: its token."""
-    ops = httpx.Client(base_url=addr, headers={"Authorization": f"Bearer {ROOT}"}, timeout=120)
-    added = ops.post("/v1/mcp/servers", json={"name": "everything", "url": fixtures})
+    with httpx.Client(base_url=addr, headers={"Authorization": f"Bearer {ROOT}"},
+                      timeout=120) as ops:  # fmt: skip
+        added = ops.post("/v1/mcp/servers", json={"name": "everything", "url": fixtures})
     if added.status_code != 201:
         raise SystemExit(f"registering the fixture server: {added.status_code} {added.text[:300]}")
-    body = {"name": "conformance-bot", "owners": ["bench"], "declarations": {}}
-    spiffe_id = ops.post("/v1/agents", json=body).json()["spiffe_id"]
-    pair = generate_agent_key()
-    ops.post("/v1/agents/conformance-bot/keys", json={"jwk": pair.public_jwk}).raise_for_status()
-    ops.post("/v1/policies", json={"text": POLICY}).raise_for_status()
-    audience, now = f"{addr}/oauth2/token", int(time.time())
-    assertion = sign_client_assertion(
-        pair.private_pem, client_id=spiffe_id, audience=audience, now=now
-    )
-    form = {"grant_type": "client_credentials", "client_assertion": assertion,
-            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            "instance_id": "conformance-1", "audience": f"{addr}/mcp/everything"}  # fmt: skip
-    issued = httpx.post(f"{addr}/oauth2/token", data=form, timeout=60)
-    issued.raise_for_status()
-    token: str = issued.json()["access_token"]
-    return token
+    return agent_token(addr, root=ROOT, name="conformance-bot", policy=POLICY,
+                       audience=f"{addr}/mcp/everything", instance="conformance-1")  # fmt: skip
 
 
 @contextmanager

@@ -51,9 +51,9 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.lowlevel.server import Server
 
+from _agents import agent_token
 from _contextforge import running_contextforge
 from _procs import free_port, running, wait_listening, wait_ready
-from tether.crypto.assertion import generate_agent_key, sign_client_assertion
 
 ROOT = "tto_" + "m" * 32
 CALLS = 400
@@ -192,24 +192,11 @@ async def _measure(targets: list[Target], calls: int) -> dict[str, list[float]]:
 
 def _prepare_tether(addr: str, upstream_url: str) -> str:
     """The upstream registered as ``calc``, calc-bot with a key and a policy: its token."""
-    ops = httpx.Client(base_url=addr, headers={"Authorization": f"Bearer {ROOT}"}, timeout=60)
-    ops.post("/v1/mcp/servers", json={"name": "calc", "url": upstream_url}).raise_for_status()
-    body = {"name": "calc-bot", "owners": ["bench"], "declarations": {"tools": ["add"]}}
-    spiffe_id = ops.post("/v1/agents", json=body).json()["spiffe_id"]
-    pair = generate_agent_key()
-    ops.post("/v1/agents/calc-bot/keys", json={"jwk": pair.public_jwk}).raise_for_status()
-    ops.post("/v1/policies", json={"text": POLICY}).raise_for_status()
-    audience, now = f"{addr}/oauth2/token", int(time.time())
-    assertion = sign_client_assertion(
-        pair.private_pem, client_id=spiffe_id, audience=audience, now=now
-    )
-    form = {"grant_type": "client_credentials", "client_assertion": assertion,
-            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-            "instance_id": "bench-1", "audience": f"{addr}/mcp/calc"}  # fmt: skip
-    issued = httpx.post(f"{addr}/oauth2/token", data=form, timeout=60)
-    issued.raise_for_status()
-    token: str = issued.json()["access_token"]
-    return token
+    with httpx.Client(base_url=addr, headers={"Authorization": f"Bearer {ROOT}"},
+                      timeout=60) as ops:  # fmt: skip
+        ops.post("/v1/mcp/servers", json={"name": "calc", "url": upstream_url}).raise_for_status()
+    return agent_token(addr, root=ROOT, name="calc-bot", policy=POLICY, tools=("add",),
+                       audience=f"{addr}/mcp/calc")  # fmt: skip
 
 
 @contextlib.contextmanager

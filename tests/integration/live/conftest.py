@@ -33,6 +33,22 @@ class Live:
         )
 
 
+def run_cli(
+    addr: str, *args: str, token: str | None = ROOT, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``tether ARGS`` in a process of its own against ``addr``, as ``token`` (none: no
+    ``TETHER_TOKEN`` at all), with ``stdin`` as its input, wide enough that no table cell is
+    cut short."""
+    env = {**os.environ, "TETHER_ADDR": addr, "COLUMNS": "240"}
+    env.pop("TETHER_TOKEN", None)
+    if token:
+        env["TETHER_TOKEN"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "tether", *args],
+        env=env, input=stdin, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
 def free_port() -> int:
     """A loopback port no one listens on now."""
     with socket.socket() as s:

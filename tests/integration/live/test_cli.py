@@ -12,24 +12,13 @@ from pathlib import Path
 
 from tether.cli import exit_codes
 
-from .conftest import ROOT, Live, free_port, wait_ready
+from .conftest import ROOT, Live, free_port, run_cli, wait_ready
 
 
 def tether(
     live: Live, *args: str, token: str | None = ROOT, addr: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TETHER_ADDR": addr or live.addr}
-    env.pop("TETHER_TOKEN", None)
-    if token:
-        env["TETHER_TOKEN"] = token
-    return subprocess.run(
-        [sys.executable, "-m", "tether", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli(addr or live.addr, *args, token=token)
 
 
 def test_readme_flow_register_key_token(live: Live, tmp_path: Path) -> None:

@@ -10,9 +10,7 @@ the one answer that issues them: not in another command's output, not in the ser
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +24,7 @@ from tests.conftest import PgCluster
 from tests.integration.api.leases import POLICIES, ManagedDb, managed_db
 from tether.cli import exit_codes
 
-from .conftest import ROOT, ServerProcess
+from .conftest import ROOT, ServerProcess, run_cli
 
 pytestmark = pytest.mark.postgres
 
@@ -46,19 +44,7 @@ class World:
 def tether(
     server: ServerProcess, *args: str, token: str | None = ROOT, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TETHER_ADDR": server.addr}
-    env.pop("TETHER_TOKEN", None)
-    if token:
-        env["TETHER_TOKEN"] = token
-    return subprocess.run(
-        [sys.executable, "-m", "tether", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli(server.addr, *args, token=token, stdin=stdin)
 
 
 def ok(done: subprocess.CompletedProcess[str]) -> Any:

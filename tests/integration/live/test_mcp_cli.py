@@ -15,18 +15,17 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.integration.mcp.conftest import upstream_process
 from tether.cli import exit_codes
 
-from .conftest import ROOT, Live, _start, free_port
+from .conftest import ROOT, Live, _start, free_port, run_cli
 
 UPSTREAM = Path(__file__).resolve().parents[2] / "support" / "mcp_upstream.py"
 STDIO = shlex.join([sys.executable, str(UPSTREAM), "stdio"])
@@ -38,21 +37,7 @@ WRONG = "sha256:" + "0" * 64
 def tether(
     live: Live, *args: str, token: str | None = ROOT, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    """``tether ARGS`` as ``test_cli.tether`` runs it, with ``stdin`` as its standard input
-    and wide enough that no table cell is cut short."""
-    env = {**os.environ, "TETHER_ADDR": live.addr, "COLUMNS": "240"}
-    env.pop("TETHER_TOKEN", None)
-    if token:
-        env["TETHER_TOKEN"] = token
-    return subprocess.run(
-        [sys.executable, "-m", "tether", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli(live.addr, *args, token=token, stdin=stdin)
 
 
 def ok(done: subprocess.CompletedProcess[str]) -> Any:
@@ -121,32 +106,9 @@ class HttpUpstream:
 @pytest.fixture
 def http_upstream(tmp_path: Path) -> Iterator[HttpUpstream]:
     """The test upstream over streamable HTTP, in a process of its own, on a free port."""
-    port = free_port()
     mutate = tmp_path / "mutate.txt"
-    env = {**os.environ, "MUTATE_FILE": str(mutate)}
-    proc = subprocess.Popen(
-        [sys.executable, str(UPSTREAM), "http", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}/mcp"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else "exited"
-            try:
-                httpx.get(url, timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "upstream not ready in 30 s"
-                time.sleep(0.05)
+    with upstream_process({**os.environ, "MUTATE_FILE": str(mutate)}) as url:
         yield HttpUpstream(url=url, mutate=mutate)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stderr:
-            proc.stderr.close()
 
 
 def test_mcp_add_pins_the_tools_it_lists(live: Live) -> None:

@@ -11,10 +11,8 @@ any command's output, not in the server's log.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +25,7 @@ from tether.cli._drive import drive
 from tether.delegation.flows import FlowError, password_login_flow
 from tether.delegation.grants import ACCOUNT_SCOPE
 
-from .conftest import ROOT, ServerProcess
+from .conftest import ROOT, ServerProcess, run_cli
 
 AGENT = "faq-bot"
 
@@ -43,20 +41,7 @@ class World:
 def tether(
     world: World, *args: str, token: str | None = ROOT, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    # Wide enough that no table cell is cut short.
-    env = {**os.environ, "TETHER_ADDR": world.server.addr, "COLUMNS": "240"}
-    env.pop("TETHER_TOKEN", None)
-    if token:
-        env["TETHER_TOKEN"] = token
-    done = subprocess.run(
-        [sys.executable, "-m", "tether", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_cli(world.server.addr, *args, token=token, stdin=stdin)
     world.outputs.append(done.stdout + done.stderr)
     return done
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,12 +174,11 @@ class HttpUpstream:
         return [json.loads(line) for line in self.calls.read_text().splitlines()]
 
 
-@pytest.fixture
-def http_upstream(tmp_path: Path) -> Iterator[HttpUpstream]:
-    """The test upstream over streamable HTTP, in a process of its own."""
+@contextmanager
+def upstream_process(env: dict[str, str]) -> Iterator[str]:
+    """The test upstream over streamable HTTP on a free loopback port, in a process of its own
+    with ``env``: its URL, until it is stopped on the way out."""
     port = free_port()
-    calls, mutate = tmp_path / "http-calls.jsonl", tmp_path / "http-mutate.txt"
-    env = {**os.environ, "CALLS_FILE": str(calls), "MUTATE_FILE": str(mutate)}
     proc = subprocess.Popen([sys.executable, str(UPSTREAM), "http", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     url = f"http://127.0.0.1:{port}/mcp"
@@ -192,13 +191,22 @@ def http_upstream(tmp_path: Path) -> Iterator[HttpUpstream]:
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "upstream not ready in 30 s"
-                time.sleep(0.1)
-        yield HttpUpstream(url=url, calls=calls, mutate=mutate)
+                time.sleep(0.05)
+        yield url
     finally:
         proc.terminate()
         proc.wait(timeout=10)
         if proc.stderr:
             proc.stderr.close()
+
+
+@pytest.fixture
+def http_upstream(tmp_path: Path) -> Iterator[HttpUpstream]:
+    """The test upstream over streamable HTTP; what it receives lands in ``calls``."""
+    calls, mutate = tmp_path / "http-calls.jsonl", tmp_path / "http-mutate.txt"
+    env = {**os.environ, "CALLS_FILE": str(calls), "MUTATE_FILE": str(mutate)}
+    with upstream_process(env) as url:
+        yield HttpUpstream(url=url, calls=calls, mutate=mutate)
 
 
 def stdio_command(tmp_path: Path) -> list[str]:
