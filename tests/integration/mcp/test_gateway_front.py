@@ -146,3 +146,15 @@ async def test_the_sdks_own_session_id_is_never_shown(tools: Gateway) -> None:
     assert inner[0] != session
     refused = await _post(tools, "tools", LIST, _bearer(token) | {"mcp-session-id": inner[0]})
     assert refused.status_code == 404
+
+
+async def test_a_foreign_host_is_refused_before_any_token_is_asked_for(tools: Gateway) -> None:
+    answer = await _post(tools, "tools", INITIALIZE, ACCEPT | {"Host": "attacker.example"})
+    assert answer.status_code == 421
+
+
+async def test_whether_a_server_exists_is_told_to_authenticated_callers_only(
+    tools: Gateway,
+) -> None:
+    assert (await _post(tools, "nope", INITIALIZE, ACCEPT)).status_code == 401
+    assert (await _post(tools, "tools", INITIALIZE, ACCEPT)).status_code == 401

@@ -3,8 +3,8 @@
 Before the ``mcp`` SDK's streamable-HTTP transport sees a request, this front:
 
 1. refuses a foreign ``Host`` (``421``) or ``Origin`` (``403``) before anything else (DNS
-   rebinding), and a path that names no registered server (``404``) only once the caller is
-   authenticated;
+   rebinding), then a path that is not ``/mcp/<name>`` (``404``); that no server is
+   registered under the name is told (``404``) only to an authenticated caller;
 2. authenticates the bearer token — a delegated token or an agent's JWT-SVID — **minted for
    this server** (``aud`` = ``<issuer>/mcp/<server>``, RFC 8707): a token for Tether's API,
    another server or anything else is refused, so no token passes from one service to
@@ -134,19 +134,10 @@ class GatewayApp:
                                        "error_description": "not running"}  # fmt: skip
             await _answer(send, 503, down)
             return
-        refused = await self._guard.validate_request(Request(scope), is_post=False)
-        if refused is not None:  # DNS rebinding: a foreign Host or Origin, before all else
-            await refused(scope, receive, send)
-            return
-        found = _SERVER.match(scope["path"])
-        server = found.group(1) if found else "-"
-        who = await self._caller(scope, server, send)
+        who = await self._admitted(scope, receive, send)
         if who is None:
             return
-        if found is None or await self._registry.upstream(server) is None:
-            await _answer(send, 404, {"error": "mcp_server_not_found",
-                                      "error_description": "no such MCP server"})  # fmt: skip
-            return
+        server = who.server
         owner = (who.instance, who.user)
         outer = _header(scope, SESSION_HEADER)
         if outer is not None:
@@ -165,6 +156,24 @@ class GatewayApp:
             await manager.handle_request(scope, receive, self._renaming(send, server, owner))
         finally:
             SERVING.reset(serving)
+
+    async def _admitted(self, scope: Scope, receive: Receive, send: Send) -> GatewayCaller | None:
+        """The caller, once its request passed the front's checks; None once refused."""
+        refused = await self._guard.validate_request(Request(scope), is_post=False)
+        if refused is not None:  # DNS rebinding: a foreign Host or Origin, before all else
+            await refused(scope, receive, send)
+            return None
+        found = _SERVER.match(scope["path"])
+        missing: dict[str, object] = {"error": "mcp_server_not_found",
+                                      "error_description": "no such MCP server"}  # fmt: skip
+        if found is None:  # not a server's path at all
+            await _answer(send, 404, missing)
+            return None
+        who = await self._caller(scope, found.group(1), send)
+        if who is not None and await self._registry.upstream(who.server) is None:
+            await _answer(send, 404, missing)  # told to a known caller only
+            return None
+        return who
 
     async def _caller(self, scope: Scope, server: str, send: Send) -> GatewayCaller | None:
         """The verified caller, or None once a 401 has been sent."""
