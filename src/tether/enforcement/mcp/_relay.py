@@ -36,7 +36,7 @@ from tether.enforcement.mcp.models import Upstream
 from tether.errors import Error
 from tether.policy.models import Entity, EntityRef
 
-__all__ = ["REFUSED", "Relay", "fields_of"]
+__all__ = ["ENFORCEMENT_POINT", "REFUSED", "Relay", "fields_of", "server_entity"]
 
 #: The JSON-RPC error code of a request Tether refused (the server-error range of JSON-RPC).
 REFUSED = -32001
@@ -49,7 +49,8 @@ Reach = Callable[
 ]
 
 
-def _server(server: str) -> Entity:
+def server_entity(server: str) -> Entity:
+    """``McpServer::"<server>"``, the parent of its tools, resources and prompts."""
     return Entity(ref=EntityRef("McpServer", server), attrs=MappingProxyType({"name": server}))
 
 
@@ -106,7 +107,7 @@ class Relay:
     ) -> set[str]:
         upstream, _, base = await self._reach(ctx)
         request = CheckRequest(**{**fields_of(base), "action": listing,
-                                  "resource": _server(upstream.name)})  # fmt: skip
+                                  "resource": server_entity(upstream.name)})  # fmt: skip
         _, visible = await self._checkpoint.check_listing(request, candidates, action=action)
         return set(visible)
 
@@ -115,7 +116,7 @@ class Relay:
     ) -> None:
         upstream, _, base = await self._reach(ctx)
         request = CheckRequest(**{**fields_of(base), "action": action, "resource": resource,
-                                  "entities": (_server(upstream.name),),
+                                  "entities": (server_entity(upstream.name),),
                                   "arguments": arguments})  # fmt: skip
         verdict = await self._checkpoint.check(request)
         if not verdict.allowed:

@@ -116,10 +116,12 @@ class UpstreamPool:
         """The kept session to ``upstream`` carrying ``secret``, for one exchange: bounded by
         the timeout; a transport failure drops the session and is ``UpstreamUnavailable``."""
         session = await self._session(upstream, secret)
-        assert session.client is not None
+        client = session.client
+        if client is None:  # closed between its opening and now
+            raise UpstreamUnavailable(f"MCP server {upstream.name!r} closed the session")
         try:
             async with asyncio.timeout(self._timeout):
-                yield session.client
+                yield client
         except (TimeoutError, OSError, httpx2.HTTPError, RuntimeError) as exc:
             self._drop(session)
             raise UpstreamUnavailable(

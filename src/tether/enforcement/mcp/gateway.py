@@ -43,7 +43,13 @@ from tether.checkpoint import Checkpoint, CheckRequest, Verdict
 from tether.delegation.approvals import Approvals
 from tether.delegation.models import Approval, ApprovalState
 from tether.enforcement.mcp._inject import Injector
-from tether.enforcement.mcp._relay import REFUSED, Relay, fields_of
+from tether.enforcement.mcp._relay import (
+    ENFORCEMENT_POINT,
+    REFUSED,
+    Relay,
+    fields_of,
+    server_entity,
+)
 from tether.enforcement.mcp._upstreams import UpstreamPool
 from tether.enforcement.mcp.models import Upstream
 from tether.enforcement.mcp.registry import McpRegistry
@@ -58,7 +64,6 @@ SCOPE_KEY = "tether.mcp"
 APPROVAL_META = "tether.dev/auth_req_id"
 #: ``_meta`` key of the correlation id sent upstream (also in every record of the call).
 CORRELATION_META = "tether.dev/correlation_id"
-ENFORCEMENT_POINT = "mcp-gateway"
 #: How often a call waiting for an approval reads the request's state.
 APPROVAL_POLL = 0.5
 #: Rounds of input (sampling, elicitation) one call may ask of a handshake-era caller.
@@ -144,7 +149,7 @@ class Gateway:
             raise MCPError(types.INTERNAL_ERROR, why) from exc
         candidates = [_tool_entity(upstream.name, name, d) for name, d in tools.items()]
         listing = CheckRequest(
-            token=who.token, action="list_tools", resource=_server_entity(upstream.name),
+            token=who.token, action="list_tools", resource=server_entity(upstream.name),
             enforcement_point=ENFORCEMENT_POINT, correlation_id=who.correlation_id,
             audience=who.audience, certificate_thumbprint=who.certificate_thumbprint,
         )  # fmt: skip
@@ -203,7 +208,7 @@ class Gateway:
         request = CheckRequest(
             token=who.token, action="call_tool",
             resource=_tool_entity(upstream.name, params.name, definition or {}),
-            entities=(_server_entity(upstream.name),), arguments=arguments,
+            entities=(server_entity(upstream.name),), arguments=arguments,
             enforcement_point=ENFORCEMENT_POINT, correlation_id=who.correlation_id,
             audience=who.audience, certificate_thumbprint=who.certificate_thumbprint,
             refusal=refusal,
@@ -276,7 +281,7 @@ class Gateway:
         who = caller_of(ctx)
         upstream = await self._upstream(who.server)
         base = CheckRequest(
-            token=who.token, action="", resource=_server_entity(upstream.name),
+            token=who.token, action="", resource=server_entity(upstream.name),
             enforcement_point=ENFORCEMENT_POINT, correlation_id=who.correlation_id,
             audience=who.audience, certificate_thumbprint=who.certificate_thumbprint,
         )  # fmt: skip
@@ -384,10 +389,6 @@ def caller_of(ctx: ServerRequestContext[Any]) -> GatewayCaller:
     if not isinstance(who, GatewayCaller):
         raise Error("unauthenticated")
     return who
-
-
-def _server_entity(server: str) -> Entity:
-    return Entity(ref=EntityRef("McpServer", server), attrs=MappingProxyType({"name": server}))
 
 
 def _tool_entity(server: str, name: str, definition: Mapping[str, Any]) -> Entity:

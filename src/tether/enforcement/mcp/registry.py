@@ -335,7 +335,9 @@ class McpRegistry:
             await self._audit.append(record)
         finally:
             if self._events is not None:
-                data = MappingProxyType({"kind": "tool_definition_changed", **facts})
+                # Changed since it was approved (a rug pull), or never approved yet.
+                kind = "tool_definition_changed" if alert.approved_digest else "tool_held"
+                data = MappingProxyType({"kind": kind, **facts})
                 self._events.publish(Event(type="alert", time=now.timestamp(), data=data))
 
 
