@@ -8,6 +8,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from tether.delegation.grants import ACCOUNT_SCOPE
 from tether.delegation.token_exchange import ACCESS_TOKEN_TYPE, GRANT_TYPE, JWT_TOKEN_TYPE
 
@@ -46,12 +48,17 @@ def _text(result: Any) -> str:
     return "".join(getattr(part, "text", "") for part in result.content)
 
 
-async def test_a_delegated_token_for_this_server_calls_for_the_person_under_their_grant(
-    gateway: Gateway, http_upstream: HttpUpstream
-) -> None:
+@pytest.fixture
+async def alice(gateway: Gateway, http_upstream: HttpUpstream) -> str:
+    """The test upstream as ``tools``, shop-bot, and alice's grant to it: her access token."""
     await gateway.add_server("tools", url=http_upstream.url)
     await gateway.agent("shop-bot")
-    alice = await _alice(gateway)
+    return await _alice(gateway)
+
+
+async def test_a_delegated_token_for_this_server_calls_for_the_person_under_their_grant(
+    gateway: Gateway, http_upstream: HttpUpstream, alice: str
+) -> None:
     token = await _delegated(gateway, alice, gateway.resource("tools"))
     async with gateway.client("tools", token, mode="legacy") as client:
         added = await client.call_tool("add", {"a": 1, "b": 2})
@@ -65,11 +72,8 @@ async def test_a_delegated_token_for_this_server_calls_for_the_person_under_thei
 
 
 async def test_a_delegated_token_for_another_server_is_refused(
-    gateway: Gateway, http_upstream: HttpUpstream
+    gateway: Gateway, http_upstream: HttpUpstream, alice: str
 ) -> None:
-    await gateway.add_server("tools", url=http_upstream.url)
-    await gateway.agent("shop-bot")
-    alice = await _alice(gateway)
     token = await _delegated(gateway, alice, gateway.resource("crm"))
     initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
                   "params": {"protocolVersion": "2025-11-25", "capabilities": {},
@@ -82,11 +86,8 @@ async def test_a_delegated_token_for_another_server_is_refused(
 
 
 async def test_an_approval_for_a_delegated_call_is_asked_of_the_person_it_acts_for(
-    gateway: Gateway, http_upstream: HttpUpstream
+    gateway: Gateway, http_upstream: HttpUpstream, alice: str
 ) -> None:
-    await gateway.add_server("tools", url=http_upstream.url)
-    await gateway.agent("shop-bot")
-    alice = await _alice(gateway)
     token = await _delegated(gateway, alice, gateway.resource("tools"))
     mine = {"Authorization": f"Bearer {alice}"}
     async with gateway.client("tools", token, mode="legacy") as client:

@@ -22,6 +22,7 @@ upstream. Definitions of resources and prompts are not pinned (only tools are).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -36,17 +37,17 @@ from tether.enforcement.mcp.models import Upstream
 from tether.errors import Error
 from tether.policy.models import Entity, EntityRef
 
-__all__ = ["ENFORCEMENT_POINT", "REFUSED", "Relay", "fields_of", "server_entity"]
+__all__ = ["ENFORCEMENT_POINT", "REFUSED", "Relay", "server_entity"]
 
 #: The JSON-RPC error code of a request Tether refused (the server-error range of JSON-RPC).
 REFUSED = -32001
 ENFORCEMENT_POINT = "mcp-gateway"
 
 _R = TypeVar("_R", bound=BaseModel)
-#: What the gateway knows of the caller of a request: its server, and how to reach it.
-Reach = Callable[
-    [ServerRequestContext[Any]], Awaitable[tuple[Upstream, str | None, "CheckRequest"]]
-]
+#: The caller's upstream and the caller's part of a check request, its resource the server.
+Reach = Callable[[ServerRequestContext[Any]], Awaitable[tuple[Upstream, CheckRequest]]]
+#: The credential to send ``upstream`` for the caller of a request (None: none).
+Credential = Callable[[ServerRequestContext[Any], Upstream], Awaitable[str | None]]
 
 
 def server_entity(server: str) -> Entity:
@@ -83,15 +84,27 @@ def _without_meta(params: BaseModel | None) -> dict[str, Any]:
 class Relay:
     """Handlers of the SDK server for everything but tools (see the module)."""
 
-    def __init__(self, *, checkpoint: Checkpoint, pool: UpstreamPool, reach: Reach) -> None:
+    def __init__(
+        self, *, checkpoint: Checkpoint, pool: UpstreamPool, reach: Reach, credential: Credential
+    ) -> None:
         self._checkpoint = checkpoint
         self._pool = pool
-        #: The caller's upstream, the credential to inject, and a check request to build on.
+        #: The caller's upstream and the caller's part of a check request (once per request).
         self._reach = reach
+        #: The credential to send upstream for the caller (taken only once a call is allowed).
+        self._credential = credential
 
-    async def _ask(self, ctx: ServerRequestContext[Any], request: types.Request[Any, Any],
-                   result: type[_R]) -> _R:  # fmt: skip
-        upstream, secret, _ = await self._reach(ctx)
+    async def _ask(
+        self,
+        ctx: ServerRequestContext[Any],
+        upstream: Upstream,
+        request: types.Request[Any, Any],
+        result: type[_R],
+    ) -> _R:
+        try:
+            secret = await self._credential(ctx, upstream)
+        except Error as exc:
+            raise MCPError(REFUSED, f"refused by Tether: {exc.message}") from exc
         try:
             async with self._pool.use(upstream, secret) as client:
                 return await client.session.send_request(request, result)
@@ -99,25 +112,17 @@ class Relay:
             raise MCPError(types.INTERNAL_ERROR, exc.message) from exc
 
     async def _visible(
-        self,
-        ctx: ServerRequestContext[Any],
-        listing: str,
-        action: str,
-        candidates: Sequence[Entity],
+        self, base: CheckRequest, listing: str, action: str, candidates: Sequence[Entity]
     ) -> set[str]:
-        upstream, _, base = await self._reach(ctx)
-        request = CheckRequest(**{**fields_of(base), "action": listing,
-                                  "resource": server_entity(upstream.name)})  # fmt: skip
+        request = replace(base, action=listing)
         _, visible = await self._checkpoint.check_listing(request, candidates, action=action)
         return set(visible)
 
     async def _decide(
-        self, ctx: ServerRequestContext[Any], action: str, resource: Entity, arguments: Any
+        self, base: CheckRequest, action: str, target: Entity, arguments: Any
     ) -> None:
-        upstream, _, base = await self._reach(ctx)
-        request = CheckRequest(**{**fields_of(base), "action": action, "resource": resource,
-                                  "entities": (server_entity(upstream.name),),
-                                  "arguments": arguments})  # fmt: skip
+        request = replace(base, action=action, resource=target, entities=(base.resource,),
+                          arguments=arguments)  # fmt: skip
         verdict = await self._checkpoint.check(request)
         if not verdict.allowed:
             raise _refused(verdict)
@@ -127,24 +132,24 @@ class Relay:
     async def list_resources(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
-        upstream, _, _ = await self._reach(ctx)
-        page = await self._ask(ctx, types.ListResourcesRequest(
+        upstream, base = await self._reach(ctx)
+        page = await self._ask(ctx, upstream, types.ListResourcesRequest(
             params=types.PaginatedRequestParams(**_without_meta(params))),
             types.ListResourcesResult)  # fmt: skip
         entities = [_resource(upstream.name, r.uri) for r in page.resources]
-        shown = await self._visible(ctx, "list_resources", "read_resource", entities)
+        shown = await self._visible(base, "list_resources", "read_resource", entities)
         kept = [r for r, e in zip(page.resources, entities, strict=True) if e.ref.id in shown]
         return types.ListResourcesResult(resources=kept, next_cursor=page.next_cursor)
 
     async def list_resource_templates(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
-        upstream, _, _ = await self._reach(ctx)
-        page = await self._ask(ctx, types.ListResourceTemplatesRequest(
+        upstream, base = await self._reach(ctx)
+        page = await self._ask(ctx, upstream, types.ListResourceTemplatesRequest(
             params=types.PaginatedRequestParams(**_without_meta(params))),
             types.ListResourceTemplatesResult)  # fmt: skip
         entities = [_resource(upstream.name, t.uri_template) for t in page.resource_templates]
-        shown = await self._visible(ctx, "list_resources", "read_resource", entities)
+        shown = await self._visible(base, "list_resources", "read_resource", entities)
         kept = [t for t, e in zip(page.resource_templates, entities, strict=True)
                 if e.ref.id in shown]  # fmt: skip
         return types.ListResourceTemplatesResult(
@@ -154,60 +159,54 @@ class Relay:
     async def read_resource(
         self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
-        upstream, _, _ = await self._reach(ctx)
-        await self._decide(ctx, "read_resource", _resource(upstream.name, params.uri),
+        upstream, base = await self._reach(ctx)
+        await self._decide(base, "read_resource", _resource(upstream.name, params.uri),
                            {"uri": params.uri})  # fmt: skip
         request = types.ReadResourceRequest(
             params=types.ReadResourceRequestParams(**_without_meta(params))
         )
-        return await self._ask(ctx, request, types.ReadResourceResult)
+        return await self._ask(ctx, upstream, request, types.ReadResourceResult)
 
     # -- prompts and completion ------------------------------------------------------------
 
     async def list_prompts(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListPromptsResult:
-        upstream, _, _ = await self._reach(ctx)
-        page = await self._ask(ctx, types.ListPromptsRequest(
+        upstream, base = await self._reach(ctx)
+        page = await self._ask(ctx, upstream, types.ListPromptsRequest(
             params=types.PaginatedRequestParams(**_without_meta(params))),
             types.ListPromptsResult)  # fmt: skip
         entities = [_prompt(upstream.name, p.name) for p in page.prompts]
-        shown = await self._visible(ctx, "list_prompts", "get_prompt", entities)
+        shown = await self._visible(base, "list_prompts", "get_prompt", entities)
         kept = [p for p, e in zip(page.prompts, entities, strict=True) if e.ref.id in shown]
         return types.ListPromptsResult(prompts=kept, next_cursor=page.next_cursor)
 
     async def get_prompt(
         self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams
     ) -> types.GetPromptResult:
-        upstream, _, _ = await self._reach(ctx)
-        await self._decide(ctx, "get_prompt", _prompt(upstream.name, params.name),
+        upstream, base = await self._reach(ctx)
+        await self._decide(base, "get_prompt", _prompt(upstream.name, params.name),
                            dict(params.arguments or {}))  # fmt: skip
         request = types.GetPromptRequest(
             params=types.GetPromptRequestParams(**_without_meta(params))
         )
-        return await self._ask(ctx, request, types.GetPromptResult)
+        return await self._ask(ctx, upstream, request, types.GetPromptResult)
 
     async def complete(
         self, ctx: ServerRequestContext[Any], params: types.CompleteRequestParams
     ) -> types.CompleteResult:
-        upstream, _, _ = await self._reach(ctx)
+        upstream, base = await self._reach(ctx)
         ref = params.ref
         argument = {"argument": params.argument.name, "value": params.argument.value}
         if isinstance(ref, types.PromptReference):
-            await self._decide(ctx, "get_prompt", _prompt(upstream.name, ref.name), argument)
+            await self._decide(base, "get_prompt", _prompt(upstream.name, ref.name), argument)
         else:
-            resource = _resource(upstream.name, ref.uri)
-            await self._decide(ctx, "read_resource", resource, argument)
+            await self._decide(base, "read_resource", _resource(upstream.name, ref.uri), argument)
         request = types.CompleteRequest(params=types.CompleteRequestParams(**_without_meta(params)))
-        return await self._ask(ctx, request, types.CompleteResult)
+        return await self._ask(ctx, upstream, request, types.CompleteResult)
 
     async def set_logging_level(
         self, ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams
     ) -> types.EmptyResult:
         await self._reach(ctx)  # the caller is known; nothing is forwarded (see the module)
         return types.EmptyResult()
-
-
-def fields_of(request: CheckRequest) -> dict[str, Any]:
-    """``request``'s fields, to build another from it."""
-    return {name: getattr(request, name) for name in request.__dataclass_fields__}

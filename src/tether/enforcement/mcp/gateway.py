@@ -26,7 +26,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -45,9 +45,7 @@ from tether.delegation.models import Approval, ApprovalState
 from tether.enforcement.mcp._inject import Injector
 from tether.enforcement.mcp._relay import (
     ENFORCEMENT_POINT,
-    REFUSED,
     Relay,
-    fields_of,
     server_entity,
 )
 from tether.enforcement.mcp._upstreams import UpstreamPool
@@ -121,7 +119,8 @@ class Gateway:
         self._approval_wait = approval_wait
         self._listings: dict[str, _Listing] = {}
         self._refreshing: dict[str, asyncio.Lock] = {}
-        relay = Relay(checkpoint=checkpoint, pool=pool, reach=self._reach)
+        relay = Relay(checkpoint=checkpoint, pool=pool, reach=self._reach,
+                      credential=self._credential)  # fmt: skip
         with warnings.catch_warnings():  # logging/setLevel is deprecated as of 2026-07-28
             warnings.simplefilter("ignore", MCPDeprecationWarning)
             self.server: Server[Any] = Server(
@@ -148,11 +147,7 @@ class Gateway:
             why = f"the tools cannot be listed: {exc.message}"
             raise MCPError(types.INTERNAL_ERROR, why) from exc
         candidates = [_tool_entity(upstream.name, name, d) for name, d in tools.items()]
-        listing = CheckRequest(
-            token=who.token, action="list_tools", resource=server_entity(upstream.name),
-            enforcement_point=ENFORCEMENT_POINT, correlation_id=who.correlation_id,
-            audience=who.audience, certificate_thumbprint=who.certificate_thumbprint,
-        )  # fmt: skip
+        listing = replace(_base(who, upstream), action="list_tools")
         _, visible = await self._checkpoint.check_listing(listing, candidates, action="call_tool")
         shown = {entity_id.split("/", 1)[1] for entity_id in visible}
         return types.ListToolsResult(
@@ -205,13 +200,10 @@ class Gateway:
         upstream = await self._upstream(who.server)
         arguments = dict(params.arguments or {})
         definition, refusal = await self._definition(upstream, who, params.name)
-        request = CheckRequest(
-            token=who.token, action="call_tool",
+        request = replace(
+            _base(who, upstream), action="call_tool",
             resource=_tool_entity(upstream.name, params.name, definition or {}),
-            entities=(server_entity(upstream.name),), arguments=arguments,
-            enforcement_point=ENFORCEMENT_POINT, correlation_id=who.correlation_id,
-            audience=who.audience, certificate_thumbprint=who.certificate_thumbprint,
-            refusal=refusal,
+            entities=(server_entity(upstream.name),), arguments=arguments, refusal=refusal,
         )  # fmt: skip
         verdict = await self._checkpoint.check(request)
         pending = (params.meta or {}).get(APPROVAL_META)
@@ -273,22 +265,14 @@ class Gateway:
         )  # fmt: skip
         return injected.value
 
-    async def _reach(
-        self, ctx: ServerRequestContext[Any]
-    ) -> tuple[Upstream, str | None, CheckRequest]:
-        """For the relay: the caller's upstream, the credential to send, and the caller's
-        part of a check request (the relay sets the action and the resource)."""
+    async def _reach(self, ctx: ServerRequestContext[Any]) -> tuple[Upstream, CheckRequest]:
+        """For the relay: the caller's upstream and the caller's part of a check request."""
         who = caller_of(ctx)
         upstream = await self._upstream(who.server)
-        base = CheckRequest(
-            token=who.token, action="", resource=server_entity(upstream.name),
-            enforcement_point=ENFORCEMENT_POINT, correlation_id=who.correlation_id,
-            audience=who.audience, certificate_thumbprint=who.certificate_thumbprint,
-        )  # fmt: skip
-        try:
-            return upstream, await self._secret(upstream, who), base
-        except Error as exc:
-            raise MCPError(REFUSED, f"refused by Tether: {exc.message}") from exc
+        return upstream, _base(who, upstream)
+
+    async def _credential(self, ctx: ServerRequestContext[Any], upstream: Upstream) -> str | None:
+        return await self._secret(upstream, caller_of(ctx))
 
     async def _upstream(self, name: str) -> Upstream:
         found = await self._registry.upstream(name)
@@ -321,9 +305,7 @@ class Gateway:
             issued = await self._approvals.redeem_for(auth_req_id, instance=who.instance)
         except Error as exc:
             return verdict, _error(f"approval refused: {exc.message}")
-        again = await self._checkpoint.check(
-            CheckRequest(**{**fields_of(request), "approval_token": issued.access_token})
-        )
+        again = await self._checkpoint.check(replace(request, approval_token=issued.access_token))
         return again, None
 
     async def _start(self, request: CheckRequest, verdict: Verdict) -> str:
@@ -357,6 +339,16 @@ class Gateway:
             if approval.expired(self._clock.now()) or time.monotonic() >= deadline:
                 return approval
             await asyncio.sleep(APPROVAL_POLL)
+
+
+def _base(who: GatewayCaller, upstream: Upstream) -> CheckRequest:
+    """The caller's part of every check request of a request to ``upstream`` (the server as
+    the resource until the action's own is set)."""
+    return CheckRequest(
+        token=who.token, action="", resource=server_entity(upstream.name),
+        enforcement_point=ENFORCEMENT_POINT, correlation_id=who.correlation_id,
+        audience=who.audience, certificate_thumbprint=who.certificate_thumbprint,
+    )  # fmt: skip
 
 
 def _modern(ctx: ServerRequestContext[Any]) -> bool:
