@@ -15,6 +15,8 @@ The hierarchy::
     │   ├── InvalidKey                  invalid_key
     │   ├── InvalidCsr                  invalid_csr
     │   ├── InvalidPolicySet            invalid_policy_set
+    │   ├── MalformedHeader             malformed_header
+    │   ├── UnsafePath                  unsafe_path
     │   └── BodyTooLarge                body_too_large           413
     ├── NotFound                        not_found                404
     │   ├── AgentNotFound               agent_not_found
@@ -40,6 +42,10 @@ The hierarchy::
     │   └── McpServerExists             mcp_server_exists
     ├── Unauthenticated                 unauthenticated          401
     ├── Forbidden                       forbidden                403
+    │   └── Denied                      denied (the SDK: the checkpoint said no)
+    │       ├── ApprovalRequired        approval_required
+    │       ├── CheckUnavailable        check_unavailable (no answer in time: denied)
+    │       └── StatementDenied         statement_denied (the SQL guard)
     ├── OAuthError                      (RFC 6749 §5.2 codes)    400 / 401
     │   ├── InvalidRequest              invalid_request
     │   ├── InvalidClient               invalid_client           401
@@ -65,6 +71,7 @@ The hierarchy::
     ├── AuditUnavailable                audit_unavailable        503
     │   └── AuditLogInvalid             audit_log_invalid
     └── ConfigError                     config_invalid
+        └── InvalidRouteMap             route_map_invalid
 
 Example::
 
@@ -85,14 +92,17 @@ __all__ = [
     "AgentExists",
     "AgentNotFound",
     "ApprovalNotFound",
+    "ApprovalRequired",
     "AuditLogInvalid",
     "AuditUnavailable",
     "AuthorizationPending",
     "BodyTooLarge",
     "CertificateInvalid",
+    "CheckUnavailable",
     "ClientNotFound",
     "ConfigError",
     "Conflict",
+    "Denied",
     "EngineExists",
     "EngineNotFound",
     "EngineUnavailable",
@@ -111,6 +121,7 @@ __all__ = [
     "InvalidName",
     "InvalidPolicySet",
     "InvalidRequest",
+    "InvalidRouteMap",
     "InvalidScope",
     "InvalidSpiffeId",
     "InvalidTarget",
@@ -121,6 +132,7 @@ __all__ = [
     "LeaseMaxTtl",
     "LeaseNotFound",
     "LogPositionTaken",
+    "MalformedHeader",
     "McpServerExists",
     "McpServerNotFound",
     "NotFound",
@@ -129,12 +141,14 @@ __all__ = [
     "PolicySetNotFound",
     "ReplayDetected",
     "SlowDown",
+    "StatementDenied",
     "StoreUnavailable",
     "TemporarilyUnavailable",
     "TokenInvalid",
     "Unauthenticated",
     "UnauthorizedClient",
     "UnknownUserId",
+    "UnsafePath",
     "UnsupportedGrantType",
     "UnsupportedMediaType",
     "UnsupportedTokenType",
@@ -199,6 +213,21 @@ class InvalidPolicySet(InvalidInput):
     holds ``errors`` (one line each)."""
 
     code = "invalid_policy_set"
+
+
+class MalformedHeader(InvalidInput):
+    """A request header an enforcement point cannot read safely: repeated where one is
+    expected, of the wrong form, too long, or with characters it may not hold; ``details``
+    name the ``header``."""
+
+    code = "malformed_header"
+
+
+class UnsafePath(InvalidInput):
+    """A request path that could mean two things to two parsers (dot segments, an encoded
+    ``/``, double encoding, empty segments): refused rather than guessed."""
+
+    code = "unsafe_path"
 
 
 class BodyTooLarge(InvalidInput):
@@ -309,6 +338,33 @@ class Unauthenticated(Error):
 
 class Forbidden(Error):
     code = "forbidden"
+
+
+class Denied(Forbidden):
+    """The SDK's answer to a deny: ``details`` carry the decision id and, when the server
+    explained it, the reasons and the determining policies."""
+
+    code = "denied"
+
+
+class ApprovalRequired(Denied):
+    """The call needs a person's approval first (CIBA); ``details`` carry the call digest and,
+    when the SDK started the request, its ``auth_req_id``."""
+
+    code = "approval_required"
+
+
+class CheckUnavailable(Denied):
+    """No decision in time (the checkpoint unreachable, slow or failing): the SDK denies."""
+
+    code = "check_unavailable"
+
+
+class StatementDenied(Denied):
+    """The SQL guard refused a statement: it does not parse, its class is not allowed, it
+    calls a forbidden function, or the checkpoint denied it."""
+
+    code = "statement_denied"
 
 
 class OAuthError(Error):
@@ -448,3 +504,10 @@ class AuditLogInvalid(AuditUnavailable):
 
 class ConfigError(Error):
     code = "config_invalid"
+
+
+class InvalidRouteMap(ConfigError):
+    """The ext_authz route file does not parse or breaks a rule; ``details`` name ``where``
+    (the TOML key path) and the ``rule``."""
+
+    code = "route_map_invalid"

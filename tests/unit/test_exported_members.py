@@ -7,7 +7,18 @@ import tether.errors
 
 
 def test_public_names_are_exactly_the_curated_ones() -> None:
-    assert tether.__all__ == ["Error", "__version__"]
+    assert tether.__all__ == [
+        "ApprovalRequired",
+        "AsyncClient",
+        "CheckUnavailable",
+        "Client",
+        "Decision",
+        "Denied",
+        "Error",
+        "Lease",
+        "__version__",
+        "guard",
+    ]
 
 
 def test_all_lists_are_sorted_and_resolve() -> None:

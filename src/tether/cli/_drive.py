@@ -18,6 +18,7 @@ def drive(flow: Flow, client: httpx.Client) -> TokenSet:
             request.url,
             headers=dict(request.headers),
             data=dict(request.form) if request.form is not None else None,
+            json=request.json,
             follow_redirects=False,
         )
         try:

@@ -78,6 +78,8 @@ class HttpRequest:
     url: str
     headers: Mapping[str, str] = field(default_factory=dict)
     form: Mapping[str, str] | None = None
+    #: A JSON body (the decision and lease endpoints); never sent together with ``form``.
+    json: Any = None
 
 
 @dataclass(frozen=True, kw_only=True)
