@@ -10,9 +10,26 @@ import httpx
 
 from tether.crypto.assertion import generate_agent_key, sign_client_assertion
 
-__all__ = ["agent_token"]
+__all__ = ["agent_token", "register_agent"]
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def register_agent(
+    addr: str, *, root: str, name: str, policy: str, tools: tuple[str, ...] = ()
+) -> tuple[str, bytes]:
+    """Register ``name`` (declaring ``tools``) with a new key as ``root`` and apply
+    ``policy``: the agent's SPIFFE ID and its private key (PEM)."""
+    with httpx.Client(base_url=addr, headers={"Authorization": f"Bearer {root}"},
+                      timeout=60) as ops:  # fmt: skip
+        body = {"name": name, "owners": ["bench"], "declarations": {"tools": list(tools)}}
+        created = ops.post("/v1/agents", json=body)
+        created.raise_for_status()
+        pair = generate_agent_key()
+        ops.post(f"/v1/agents/{name}/keys", json={"jwk": pair.public_jwk}).raise_for_status()
+        ops.post("/v1/policies", json={"text": policy}).raise_for_status()
+    spiffe_id: str = created.json()["spiffe_id"]
+    return spiffe_id, pair.private_pem
 
 
 def agent_token(
@@ -27,17 +44,9 @@ def agent_token(
 ) -> str:
     """Register ``name`` (declaring ``tools``) with a new key as ``root``, apply ``policy``
     and return the agent's JWT-SVID for ``audience`` (Tether itself when None)."""
-    with httpx.Client(base_url=addr, headers={"Authorization": f"Bearer {root}"},
-                      timeout=60) as ops:  # fmt: skip
-        body = {"name": name, "owners": ["bench"], "declarations": {"tools": list(tools)}}
-        created = ops.post("/v1/agents", json=body)
-        created.raise_for_status()
-        pair = generate_agent_key()
-        ops.post(f"/v1/agents/{name}/keys", json={"jwk": pair.public_jwk}).raise_for_status()
-        ops.post("/v1/policies", json={"text": policy}).raise_for_status()
+    spiffe_id, private_pem = register_agent(addr, root=root, name=name, policy=policy, tools=tools)
     assertion = sign_client_assertion(
-        pair.private_pem, client_id=created.json()["spiffe_id"],
-        audience=f"{addr}/oauth2/token", now=int(time.time()),
+        private_pem, client_id=spiffe_id, audience=f"{addr}/oauth2/token", now=int(time.time()),
     )  # fmt: skip
     form = {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
             "client_assertion": assertion, "instance_id": instance}  # fmt: skip

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -52,9 +53,17 @@ def current_async_client() -> AsyncClient | None:
 class AsyncClient(Base):
     """An asynchronous client for one agent instance (one event loop)."""
 
-    def __init__(self, addr: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        addr: str,
+        *,
+        verify: ssl.SSLContext | str | bool = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """The arguments of :class:`tether.Client`, with an asynchronous ``transport``."""
         super().__init__(addr, **kwargs)
-        self._http = httpx.AsyncClient(timeout=self.timeout)
+        self._http = httpx.AsyncClient(timeout=self.timeout, verify=verify, transport=transport)
         self._fetching = asyncio.Lock()
         self._wake = asyncio.Event()
         self._keeper: asyncio.Task[None] | None = None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
@@ -60,9 +61,21 @@ def current_client() -> Client | None:
 class Client(Base):
     """A blocking client for one agent instance; thread-safe."""
 
-    def __init__(self, addr: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        addr: str,
+        *,
+        verify: ssl.SSLContext | str | bool = True,
+        transport: httpx.BaseTransport | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``agent``: its SPIFFE ID; ``key``: its private key (PEM bytes or a file);
+        ``instance_id``: this running copy (a new one when omitted); ``timeout``: seconds
+        before the SDK denies; ``verify``: the CA bundle (or SSL context) Tether's TLS
+        certificate is checked with; ``transport``: an httpx transport (a Unix socket, a
+        proxy)."""
         super().__init__(addr, **kwargs)
-        self._http = httpx.Client(timeout=self.timeout)
+        self._http = httpx.Client(timeout=self.timeout, verify=verify, transport=transport)
         self._lock = threading.RLock()
         #: Wakes the keeper when something new is kept, or when the work ends.
         self._changed = threading.Condition(self._lock)

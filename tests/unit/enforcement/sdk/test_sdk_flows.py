@@ -4,10 +4,12 @@ a guarded call reach the checkpoint."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pytest
 
+import tether
 from tether.crypto.assertion import generate_agent_key
 from tether.delegation.flows import HttpRequest, HttpResponse
 from tether.enforcement.sdk._flows import (
@@ -203,3 +205,26 @@ def test_arguments_that_are_not_json_are_named_by_their_type_only() -> None:
                       "filters": {"k": [None, True]}})  # fmt: skip
     assert sent == {"query": "x", "limit": 3, "db": {"$type": Connection.__qualname__},
                     "tags": ["a", 1], "filters": {"k": [None, True]}}  # fmt: skip
+
+
+def test_a_guarded_function_keeps_what_agent_frameworks_read_of_it() -> None:
+    """LangChain's ``@tool``, the OpenAI Agents SDK's ``@function_tool`` and others build the
+    tool's schema from the name, docstring and signature, and await coroutine functions."""
+
+    @tether.guard(action="call_tool", resource={"type": "Tool", "id": "kb/search"})
+    def search(query: str, limit: int = 3) -> list[str]:
+        """Search the knowledge base."""
+        return []
+
+    @tether.guard(action="call_tool", resource={"type": "Tool", "id": "kb/search"})
+    async def asearch(query: str) -> list[str]:
+        """Search, asynchronously."""
+        return []
+
+    assert search.__name__ == "search"
+    assert search.__doc__ == "Search the knowledge base."
+    assert (
+        str(inspect.signature(search, eval_str=True)) == "(query: str, limit: int = 3) -> list[str]"
+    )
+    assert inspect.iscoroutinefunction(asearch)
+    assert not inspect.iscoroutinefunction(search)
