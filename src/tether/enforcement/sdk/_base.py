@@ -50,14 +50,18 @@ __all__ = [
     "FINAL",
     "TOKEN_KEY",
     "Base",
+    "audience_of",
+    "is_token_key",
     "request_args",
     "response_of",
+    "token_key",
     "unreachable",
 ]
 
 #: Seconds the SDK waits for an answer before it denies (``timeout=`` changes it).
 DEFAULT_TIMEOUT = 2.0
-#: The schedule's key for the client's own token.
+#: The schedule's key for the client's own token; a token for another audience (an MCP
+#: server behind the gateway, an API behind ext_authz) is ``token:<audience>``.
 TOKEN_KEY = "token"
 #: Renewal refusals that no retry can change: the lease is at its max TTL or gone, the
 #: agent no longer active. The credential then lives out its TTL.
@@ -94,7 +98,8 @@ class Base:
         )
         self.timeout = timeout
         self.schedule = Schedule()
-        self._token: _Token | None = None
+        #: JWT-SVIDs by audience (None: Tether itself).
+        self._tokens: dict[str | None, _Token] = {}
         self.leases: dict[str, Lease] = {}
         #: The delegated token checks are made with inside :meth:`acting_for`.
         self._acting: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -103,23 +108,28 @@ class Base:
 
     # -- the token -----------------------------------------------------------------------
 
-    def cached_token(self, now: float) -> str | None:
+    def cached_token(self, now: float, audience: str | None = None) -> str | None:
         """The token, while more than a sliver of its life is left."""
-        token = self._token
+        token = self._tokens.get(audience)
         if token is None or now >= token.expires - min(5.0, (token.expires - token.issued) / 10):
             return None
         return token.value
 
-    def svid(self) -> Step[TokenSet]:
-        return svid_flow(token_endpoint=self.token_endpoint, key=self.key, now=int(time.time()))
+    def svid(self, audience: str | None = None) -> Step[TokenSet]:
+        return svid_flow(token_endpoint=self.token_endpoint, key=self.key, now=int(time.time()),
+                         audience=audience)  # fmt: skip
 
-    def keep_token(self, value: str, expires_in: int, *, now: float) -> None:
-        self._token = _Token(value=value, issued=now, expires=now + max(1, expires_in))
-        self.schedule.keep(TOKEN_KEY, issued=now, expires=now + max(1, expires_in))
+    def keep_token(
+        self, value: str, expires_in: int, *, now: float, audience: str | None = None
+    ) -> None:
+        expires = now + max(1, expires_in)
+        self._tokens[audience] = _Token(value=value, issued=now, expires=expires)
+        self.schedule.keep(token_key(audience), issued=now, expires=expires)
 
-    def drop_token(self) -> None:
-        self._token = None
-        self.schedule.drop(TOKEN_KEY)
+    def drop_tokens(self) -> None:
+        for audience in list(self._tokens):
+            self.schedule.drop(token_key(audience))
+        self._tokens.clear()
 
     def bearer(self, own: str) -> str:
         """The token a check presents: the delegated one inside :meth:`acting_for`."""
@@ -194,6 +204,21 @@ class Base:
     def drop_lease(self, lease_id: str) -> None:
         self.leases.pop(lease_id, None)
         self.schedule.drop(lease_id)
+
+
+def token_key(audience: str | None) -> str:
+    """The schedule's key for the token of ``audience``."""
+    return TOKEN_KEY if audience is None else f"{TOKEN_KEY}:{audience}"
+
+
+def is_token_key(key: str) -> bool:
+    """Whether a schedule key names a token (lease ids start with ``lea_``)."""
+    return key == TOKEN_KEY or key.startswith(f"{TOKEN_KEY}:")
+
+
+def audience_of(key: str) -> str | None:
+    """The audience of a token's schedule key (None: Tether itself)."""
+    return None if key == TOKEN_KEY else key.removeprefix(f"{TOKEN_KEY}:")
 
 
 def response_of(sent: httpx.Response) -> HttpResponse:

@@ -28,8 +28,9 @@ import httpx
 from tether.delegation.flows import ApprovalPending, Approved, HttpRequest, Pause, TokenSet
 from tether.enforcement.sdk._base import (
     FINAL,
-    TOKEN_KEY,
     Base,
+    audience_of,
+    is_token_key,
     request_args,
     response_of,
     unreachable,
@@ -91,18 +92,18 @@ class AsyncClient(Base):
             self._keeper = None
         for lease_id in list(self.leases):
             await self._end_lease(lease_id, reason="the work ended")
-        self.drop_token()
+        self.drop_tokens()
         await self._http.aclose()
 
-    async def token(self) -> str:
-        """The agent instance's JWT-SVID (cached; renewed before it expires)."""
-        cached = self.cached_token(time.monotonic())
+    async def token(self, audience: str | None = None) -> str:
+        """The agent instance's JWT-SVID for ``audience``, as :meth:`tether.Client.token`."""
+        cached = self.cached_token(time.monotonic(), audience)
         if cached is not None:
             return cached
         async with self._fetching:
-            cached = self.cached_token(time.monotonic())
+            cached = self.cached_token(time.monotonic(), audience)
             if cached is None:
-                cached = await self._fetch_token()
+                cached = await self._fetch_token(audience)
         return cached
 
     async def check(
@@ -191,9 +192,11 @@ class AsyncClient(Base):
                 result: T = done.value
                 return result
 
-    async def _fetch_token(self) -> str:
-        issued = await self.run(self.svid())
-        self.keep_token(issued.access_token, issued.expires_in, now=time.monotonic())
+    async def _fetch_token(self, audience: str | None = None) -> str:
+        issued = await self.run(self.svid(audience))
+        self.keep_token(
+            issued.access_token, issued.expires_in, now=time.monotonic(), audience=audience
+        )
         self._wake.set()
         return issued.access_token
 
@@ -208,9 +211,9 @@ class AsyncClient(Base):
 
     async def _renew(self, key: str) -> None:
         try:
-            if key == TOKEN_KEY:
+            if is_token_key(key):
                 async with self._fetching:
-                    await self._fetch_token()
+                    await self._fetch_token(audience_of(key))
                 return
             lease = self.leases.get(key)
             if lease is None:

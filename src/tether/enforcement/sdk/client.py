@@ -35,8 +35,9 @@ import httpx
 from tether.delegation.flows import ApprovalPending, Approved, HttpRequest, Pause, TokenSet
 from tether.enforcement.sdk._base import (
     FINAL,
-    TOKEN_KEY,
     Base,
+    audience_of,
+    is_token_key,
     request_args,
     response_of,
     unreachable,
@@ -111,20 +112,22 @@ class Client(Base):
         for lease_id in list(self.leases):
             self._end_lease(lease_id, reason="the work ended")
         with self._lock:
-            self.drop_token()
+            self.drop_tokens()
         self._http.close()
 
     # -- calls ----------------------------------------------------------------------------
 
-    def token(self) -> str:
-        """The agent instance's JWT-SVID (cached; renewed before it expires)."""
-        cached = self.cached_token(time.monotonic())
+    def token(self, audience: str | None = None) -> str:
+        """The agent instance's JWT-SVID for ``audience`` (Tether itself when None; an MCP
+        server behind the gateway is ``<addr>/mcp/<name>``), cached and renewed before it
+        expires."""
+        cached = self.cached_token(time.monotonic(), audience)
         if cached is not None:
             return cached
         with self._lock:
-            cached = self.cached_token(time.monotonic())
+            cached = self.cached_token(time.monotonic(), audience)
             if cached is None:
-                cached = self._fetch_token()
+                cached = self._fetch_token(audience)
         return cached
 
     def check(
@@ -218,10 +221,12 @@ class Client(Base):
 
     # -- background renewal ---------------------------------------------------------------
 
-    def _fetch_token(self) -> str:
-        issued = self.run(self.svid())
+    def _fetch_token(self, audience: str | None = None) -> str:
+        issued = self.run(self.svid(audience))
         with self._changed:
-            self.keep_token(issued.access_token, issued.expires_in, now=time.monotonic())
+            self.keep_token(
+                issued.access_token, issued.expires_in, now=time.monotonic(), audience=audience
+            )
             self._changed.notify_all()
         return issued.access_token
 
@@ -239,9 +244,9 @@ class Client(Base):
 
     def _renew(self, key: str) -> None:
         try:
-            if key == TOKEN_KEY:
+            if is_token_key(key):
                 with self._lock:
-                    self._fetch_token()
+                    self._fetch_token(audience_of(key))
                 return
             lease = self.leases.get(key)
             if lease is None:
