@@ -176,6 +176,10 @@ class Settings:
     #: ``Host`` values the gateway answers to besides the issuer's (DNS-rebinding defence:
     #: any other is refused with 421); ``host:*`` allows any port.
     mcp_allowed_hosts: tuple[str, ...] = ()
+    #: The route file of the HTTP enforcement point (``/v1/ext_authz/<service>/…``, for
+    #: Envoy's ext_authz and nginx ``auth_request``): TOML, read and checked at start. Unset:
+    #: no service is known, so every such request is refused.
+    ext_authz_routes: Path | None = None
 
     @property
     def token_max_ttl_seconds(self) -> int:
@@ -315,6 +319,8 @@ class Settings:
         }.items():
             if env.get(var):
                 values[name] = tuple(p.strip() for p in env[var].split(",") if p.strip())
+        if env.get("TETHER_EXT_AUTHZ_ROUTES"):
+            values["ext_authz_routes"] = Path(env["TETHER_EXT_AUTHZ_ROUTES"])
         if env.get("TETHER_EXTERNAL_PROVIDERS"):
             values["external_providers"] = _external_providers(env["TETHER_EXTERNAL_PROVIDERS"])
         if env.get("TETHER_APPROVAL_APPRISE_URLS"):  # Apprise URLs may hold commas: spaces

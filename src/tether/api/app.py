@@ -32,6 +32,7 @@ from tether.api.routes import (
     clients,
     discovery,
     engines,
+    ext_authz,
     grants,
     health,
     leases,
@@ -83,6 +84,7 @@ def create_app(
     # The decision endpoints first: they are the hot path, and routes are matched in order.
     routers = (
         authzen,
+        ext_authz,
         health,
         discovery,
         oauth,
@@ -106,7 +108,14 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=True), name="static")
     # Added first, so inside the body cap: the decision endpoints without the per-request
     # machinery (see tether.api.fastpath).
-    app.add_middleware(DecisionFastPath, routes=authzen.HOT_PATHS, owner=app)
+    # The ext_authz route map (TETHER_EXT_AUTHZ_ROUTES), read and checked now: at start.
+    app.state.ext_authz_routes = ext_authz.load_route_map(settings)
+    app.add_middleware(
+        DecisionFastPath,
+        routes=authzen.HOT_PATHS,
+        prefixes={ext_authz.PREFIX: ext_authz.ext_authz},
+        owner=app,
+    )
     app.add_middleware(_McpFront, owner=app)  # /mcp/<server>, ahead of route matching too
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

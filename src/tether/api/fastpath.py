@@ -9,6 +9,10 @@ middleware answers exactly those two paths by calling the very same endpoint fun
 no injected dependencies, so both ways in behave alike; the FastAPI routes stay registered and
 carry the OpenAPI description.
 
+The HTTP enforcement point, ``/v1/ext_authz/<service>/<path>``
+(:func:`tether.api.routes.ext_authz.ext_authz`), is answered the same way by prefix, for any
+method: a proxy asks about every request its API serves.
+
 It sits inside the body-size cap (:class:`~tether.api.middleware.BodyLimit`) and inside
 Starlette's server-error middleware (an unexpected exception is still a logged 500 without
 internals); Tether's own errors are answered with :func:`~tether.api.errors.error_response`,
@@ -32,18 +36,35 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class DecisionFastPath:
-    def __init__(self, app: ASGIApp, *, routes: Mapping[str, Endpoint], owner: ASGIApp) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        routes: Mapping[str, Endpoint],
+        owner: ASGIApp,
+        prefixes: Mapping[str, Endpoint] | None = None,
+    ) -> None:
         self.app = app
+        #: Exact paths, POST only.
         self.routes = dict(routes)
+        #: Path prefixes, any method.
+        self.prefixes = tuple((prefix, endpoint) for prefix, endpoint in (prefixes or {}).items())
         #: The application the endpoints belong to (``request.app`` in them).
         self.owner = owner
 
+    def _endpoint(self, scope: Scope) -> Endpoint | None:
+        if scope["type"] != "http":
+            return None
+        path: str = scope["path"]
+        if scope["method"] == "POST" and path in self.routes:
+            return self.routes[path]
+        for prefix, endpoint in self.prefixes:
+            if path.startswith(prefix):
+                return endpoint
+        return None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = (
-            self.routes.get(scope["path"])
-            if scope["type"] == "http" and scope["method"] == "POST"
-            else None
-        )
+        endpoint = self._endpoint(scope)
         if endpoint is None:
             await self.app(scope, receive, send)
             return
