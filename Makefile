@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-SRC    := src tests bench
+SRC    := src tests bench examples
 
 .PHONY: help install demo serve test lint typecheck contracts unit bench bench-deps clean
 
@@ -16,7 +16,7 @@ help:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[server,dev]'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[server,dev,sql]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -49,7 +49,7 @@ CERBOS_STAMP := $(PEERS)/.installed-$(subst /,-,$(CERBOS))
 SUDO         := $(if $(filter 0,$(shell id -u)),,sudo)
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[server,dev,bench]'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[server,dev,sql,bench]'
 	touch $(BENCH_STAMP)
 
 $(CERBOS_STAMP):

@@ -11,6 +11,9 @@ The subject's identity is never taken on the caller's word: the token is verifie
 ``properties.arguments`` are the call's arguments (the approval digest covers them); an answer
 ``approval_required`` names the call's digest, which a CIBA request binds its approval to, and
 ``context.approval_token`` carries the approval token it gave (single use). With
+``context.refusal`` (a reason), the caller refuses the call itself — the SQL guard, for a
+statement it will not run: the agent is authenticated and the refusal recorded as a deny, no
+policy asked (a caller can only ever make its own answer a deny). With
 ``context.approval_request`` (``{"binding_message"?, "login_hint"?}``, one evaluation only), an
 ``approval_required`` answer also starts that request for the agent — for the user its
 delegated token names, or for its own call one of its owners (``login_hint``) — and says
@@ -193,7 +196,9 @@ async def evaluation(request: Request) -> JSONResponse:
 
 
 #: Context fields that ask something of this endpoint, not facts for policies.
-_NOT_CONTEXT = frozenset({"entities", "approval_token", "approval_request"})
+_NOT_CONTEXT = frozenset({"entities", "approval_token", "approval_request", "refusal"})
+#: The longest ``context.refusal`` (why the enforcement point refuses the call itself).
+MAX_REFUSAL = 500
 
 
 async def _approval_pending(
@@ -302,6 +307,13 @@ async def _evaluate(
     approval = body.context.get("approval_token")
     if approval is not None and not isinstance(approval, str):
         raise InvalidInput("context.approval_token is the approval token (a string)")
+    refusal = body.context.get("refusal")
+    if refusal is not None and (
+        not isinstance(refusal, str) or not 0 < len(refusal) <= MAX_REFUSAL
+    ):
+        raise InvalidInput(
+            f"context.refusal is why the call is refused (1 to {MAX_REFUSAL} characters)"
+        )
     return await services.checkpoint.check(
         CheckRequest(
             token=token,
@@ -315,6 +327,7 @@ async def _evaluate(
             correlation_id=request.headers.get("x-request-id"),
             subject=subject.id if subject else None,
             approval_token=approval,
+            refusal=refusal,
         )
     )
 
