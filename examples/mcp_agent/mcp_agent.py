@@ -9,7 +9,7 @@ injects the upstream's own credential; the agent's token never reaches the MCP s
 Run against a Tether where a platform admin added the server (``tether mcp add kb --url …``)
 and registered the agent with its public key::
 
-    python examples/mcp_agent/agent.py --tether http://127.0.0.1:8200 \\
+    python examples/mcp_agent/mcp_agent.py --tether http://127.0.0.1:8200 \\
         --agent spiffe://acme.org/agent/faq-bot --key faq-bot.pem --server kb \\
         --tool search --arguments '{"query": "business hours"}'
 """

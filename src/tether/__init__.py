@@ -22,10 +22,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tether.errors import ApprovalRequired, CheckUnavailable, Denied, Error
+from tether.errors import ApprovalRequired, CheckUnavailable, Denied, Error, StatementDenied
 
 if TYPE_CHECKING:
-    from tether.enforcement.sdk import AsyncClient, Client, Decision, Lease, guard
+    from tether.enforcement.sdk import (
+        AsyncClient,
+        Client,
+        Decision,
+        Lease,
+        current_async_client,
+        current_client,
+        guard,
+    )
 
 __all__ = [
     "ApprovalRequired",
@@ -36,13 +44,19 @@ __all__ = [
     "Denied",
     "Error",
     "Lease",
+    "StatementDenied",
     "__version__",
+    "current_async_client",
+    "current_client",
     "guard",
 ]
 
 __version__ = "0.1.0.dev0"
 
-_SDK = frozenset({"AsyncClient", "Client", "Decision", "Lease", "guard"})
+_SDK = frozenset(
+    {"AsyncClient", "Client", "Decision", "Lease", "current_async_client", "current_client",
+     "guard"}
+)  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:

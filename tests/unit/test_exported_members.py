@@ -16,7 +16,10 @@ def test_public_names_are_exactly_the_curated_ones() -> None:
         "Denied",
         "Error",
         "Lease",
+        "StatementDenied",
         "__version__",
+        "current_async_client",
+        "current_client",
         "guard",
     ]
 

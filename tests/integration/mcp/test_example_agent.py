@@ -1,4 +1,4 @@
-"""``examples/mcp_agent/agent.py`` runs as published: the official MCP client with a token
+"""``examples/mcp_agent/mcp_agent.py`` runs as published: the official MCP client with a token
 from ``tether.AsyncClient``, through the gateway to a real upstream — an allowed call answers,
 a forbidden one is refused, and neither listing nor refusal reaches past policy."""
 
@@ -12,7 +12,7 @@ from .conftest import Gateway, HttpUpstream
 async def test_the_mcp_agent_example_calls_through_the_gateway_as_published(
     gateway: Gateway, http_upstream: HttpUpstream
 ) -> None:
-    example = load_example("mcp_agent/agent.py")
+    example = load_example("mcp_agent/mcp_agent.py")
     await gateway.add_server("tools", url=http_upstream.url)
     agent = await gateway.agent("shop-bot")
     allowed = await example.ask(gateway.addr, agent=agent.spiffe_id, key=agent.key.private_pem,

@@ -48,6 +48,7 @@ _CURRENT: contextvars.ContextVar[AsyncClient | None] = contextvars.ContextVar(
 
 
 def current_async_client() -> AsyncClient | None:
+    """The client of the innermost ``async with client:`` block (None outside any)."""
     return _CURRENT.get()
 
 

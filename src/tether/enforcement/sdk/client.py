@@ -56,6 +56,7 @@ _CURRENT: contextvars.ContextVar[Client | None] = contextvars.ContextVar(
 
 
 def current_client() -> Client | None:
+    """The client of the innermost ``with client:`` block (None outside any)."""
     return _CURRENT.get()
 
 
