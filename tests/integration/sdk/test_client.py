@@ -20,6 +20,7 @@ import pytest
 
 import tether
 from tests.integration.live.conftest import ServerProcess, free_port
+from tests.support.records import decision_record
 from tether.cli._drive import drive
 from tether.crypto.assertion import generate_agent_key
 from tether.delegation.flows import (
@@ -86,13 +87,7 @@ class Setup:
 
     def decision(self, decision_id: str) -> dict[str, Any]:
         with self.server.ops() as ops:
-            found = ops.get("/v1/audit", params={"type_prefix": "decision", "limit": 1000})
-        assert found.status_code == 200, found.text
-        records = [r["details"] for r in found.json()["records"]
-                   if r["details"].get("decision_id") == decision_id]  # fmt: skip
-        assert len(records) == 1, decision_id
-        record: dict[str, Any] = records[0]
-        return record
+            return decision_record(ops, decision_id)
 
     def lease(self, lease_id: str) -> dict[str, Any]:
         with self.server.ops() as ops:

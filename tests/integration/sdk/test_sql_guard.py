@@ -23,6 +23,7 @@ import tether.sql
 from tests.conftest import PgCluster
 from tests.integration.live.conftest import ServerProcess
 from tests.support.examples import load_example
+from tests.support.records import decision_record
 from tether.crypto.assertion import generate_agent_key
 from tether.enforcement.sdk._flows import Lease
 from tether.errors import CheckUnavailable, InvalidInput, StatementDenied
@@ -95,13 +96,7 @@ class Shop:
 
     def record(self, decision_id: object) -> dict[str, Any]:
         with self.server.ops() as ops:
-            found = ops.get("/v1/audit", params={"type_prefix": "decision", "limit": 1000})
-        assert found.status_code == 200, found.text
-        records = [r["details"] for r in found.json()["records"]
-                   if r["details"].get("decision_id") == decision_id]  # fmt: skip
-        assert len(records) == 1, decision_id
-        record: dict[str, Any] = records[0]
-        return record
+            return decision_record(ops, decision_id)
 
 
 def _prepare_database(cluster: PgCluster) -> tuple[str, str]:

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.sqlguard import accesses, reason, refused
 from tether.enforcement.sdk.sqlguard import (
     DEFAULT_RULES,
     Access,
@@ -15,22 +16,6 @@ from tether.enforcement.sdk.sqlguard import (
     analyse,
 )
 from tether.errors import StatementDenied
-
-
-def accesses(sql: str, rules: Rules = DEFAULT_RULES) -> set[tuple[str, str]]:
-    return {(a.action, a.table) for s in analyse(sql, rules=rules) for a in s.accesses}
-
-
-def refused(sql: str, rules: Rules = DEFAULT_RULES) -> StatementDenied:
-    with pytest.raises(StatementDenied) as caught:
-        analyse(sql, rules=rules)
-    assert caught.value.code == "statement_denied"
-    return caught.value
-
-
-def reason(sql: str, rules: Rules = DEFAULT_RULES) -> str:
-    return str(refused(sql, rules).details["reason"])
-
 
 # -- what is allowed, and what it touches -------------------------------------------------------
 
