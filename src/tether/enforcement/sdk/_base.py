@@ -43,7 +43,7 @@ from tether.enforcement.sdk._flows import (
     svid_flow,
 )
 from tether.enforcement.sdk._keeper import Schedule
-from tether.errors import CheckUnavailable
+from tether.errors import CheckUnavailable, Error
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -51,6 +51,7 @@ __all__ = [
     "TOKEN_KEY",
     "Base",
     "audience_of",
+    "failure_code",
     "is_token_key",
     "request_args",
     "response_of",
@@ -209,6 +210,13 @@ class Base:
 def token_key(audience: str | None) -> str:
     """The schedule's key for the token of ``audience``."""
     return TOKEN_KEY if audience is None else f"{TOKEN_KEY}:{audience}"
+
+
+def failure_code(exc: Error) -> str:
+    """The server's own error code when it sent one (``lease_max_ttl_reached``), else the
+    SDK's (``check_unavailable``)."""
+    sent = exc.details.get("error")
+    return sent if isinstance(sent, str) else exc.code
 
 
 def is_token_key(key: str) -> bool:

@@ -30,6 +30,7 @@ from tether.enforcement.sdk._base import (
     FINAL,
     Base,
     audience_of,
+    failure_code,
     is_token_key,
     request_args,
     response_of,
@@ -223,8 +224,9 @@ class AsyncClient(Base):
             if key in self.leases:
                 self.keep_lease(renewed, now=time.monotonic())
         except Error as exc:
-            log.warning("tether: renewing %s failed (%s)", key, exc.code)
-            self.schedule.failed(key, now=time.monotonic(), final=exc.code in FINAL)
+            code = failure_code(exc)
+            log.warning("tether: renewing %s failed (%s)", key, code)
+            self.schedule.failed(key, now=time.monotonic(), final=code in FINAL)
 
     async def _end_lease(self, lease_id: str, *, reason: str) -> None:
         if lease_id not in self.leases:

@@ -37,6 +37,7 @@ from tether.enforcement.sdk._base import (
     FINAL,
     Base,
     audience_of,
+    failure_code,
     is_token_key,
     request_args,
     response_of,
@@ -257,9 +258,10 @@ class Client(Base):
                 if key in self.leases:  # not ended meanwhile
                     self.keep_lease(renewed, now=time.monotonic())
         except Error as exc:
-            log.warning("tether: renewing %s failed (%s)", key, exc.code)
+            code = failure_code(exc)
+            log.warning("tether: renewing %s failed (%s)", key, code)
             with self._lock:
-                self.schedule.failed(key, now=time.monotonic(), final=exc.code in FINAL)
+                self.schedule.failed(key, now=time.monotonic(), final=code in FINAL)
 
     def _end_lease(self, lease_id: str, *, reason: str) -> None:
         with self._lock:

@@ -95,8 +95,9 @@ class _Call:
         self.arguments = arguments
         self.context = dict(context or {})
         self.approval_wait = approval_wait
+        #: Asked only when the call will wait for the answer (``approval_wait`` > 0).
         self.approval_request = (
-            {"login_hint": approver} if approver else {} if approval_wait > 0 else None
+            ({"login_hint": approver} if approver else {}) if approval_wait > 0 else None
         )
 
     def ask(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -12,12 +12,15 @@ import pytest
 import tether
 from tether.crypto.assertion import generate_agent_key
 from tether.delegation.flows import HttpRequest, HttpResponse
+from tether.enforcement.sdk._base import FINAL, failure_code
 from tether.enforcement.sdk._flows import (
     AgentKey,
+    Lease,
     check_flow,
     decision_of,
     evaluation_body,
     lease_flow,
+    renew_flow,
     svid_flow,
 )
 from tether.enforcement.sdk._keeper import RETRY_SECONDS, Schedule, renew_time
@@ -228,3 +231,14 @@ def test_a_guarded_function_keeps_what_agent_frameworks_read_of_it() -> None:
     )
     assert inspect.iscoroutinefunction(asearch)
     assert not inspect.iscoroutinefunction(search)
+
+
+def test_a_lease_at_its_max_ttl_is_a_final_refusal_not_retried_every_second() -> None:
+    lease = Lease(id="lea_1", engine="pg", role="reader", expires_at=None, max_expires_at=None)
+    flow = renew_flow(addr="http://127.0.0.1:1", token="tok", lease=lease)
+    next(flow)
+    body = {"error": {"code": "lease_max_ttl_reached", "message": "at its max TTL"}}
+    with pytest.raises(Error) as refused:
+        flow.send(_answer(409, body))
+    assert failure_code(refused.value) in FINAL
+    assert failure_code(CheckUnavailable("no answer")) not in FINAL  # retried while it lasts
