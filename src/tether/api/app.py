@@ -81,6 +81,24 @@ def create_app(
     if services is not None:
         app.state.services = services
     install_error_handlers(app)
+    _install_routes(app)
+    # The ext_authz route map (TETHER_EXT_AUTHZ_ROUTES), read and checked now: at start.
+    app.state.ext_authz_routes = ext_authz.load_route_map(settings)
+    # Added first, so inside the body cap: the decision endpoints without the per-request
+    # machinery (see tether.api.fastpath).
+    app.add_middleware(
+        DecisionFastPath,
+        routes=authzen.HOT_PATHS,
+        prefixes={ext_authz.PREFIX: ext_authz.ext_authz},
+        owner=app,
+    )
+    app.add_middleware(_McpFront, owner=app)  # /mcp/<server>, ahead of route matching too
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def _install_routes(app: FastAPI) -> None:
+    """Every router, and the pages' static files."""
     # The decision endpoints first: they are the hot path, and routes are matched in order.
     routers = (
         authzen,
@@ -106,19 +124,6 @@ def create_app(
         app.include_router(module.router)
     # The pages' stylesheet (no script is ever served).
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=True), name="static")
-    # Added first, so inside the body cap: the decision endpoints without the per-request
-    # machinery (see tether.api.fastpath).
-    # The ext_authz route map (TETHER_EXT_AUTHZ_ROUTES), read and checked now: at start.
-    app.state.ext_authz_routes = ext_authz.load_route_map(settings)
-    app.add_middleware(
-        DecisionFastPath,
-        routes=authzen.HOT_PATHS,
-        prefixes={ext_authz.PREFIX: ext_authz.ext_authz},
-        owner=app,
-    )
-    app.add_middleware(_McpFront, owner=app)  # /mcp/<server>, ahead of route matching too
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    return app
 
 
 class _McpFront:
