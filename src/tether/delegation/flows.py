@@ -51,6 +51,7 @@ __all__ = [
     "s256",
     "start_login",
     "token_exchange_flow",
+    "token_set",
 ]
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -177,7 +178,7 @@ def code_flow(*, issuer: str, signed_in: SignedIn, client_id: str = CLI_CLIENT) 
         "code_verifier": signed_in.verifier,
     }  # fmt: skip
     response = yield _token_request(issuer, form)
-    return _token_set(response)
+    return token_set(response)
 
 
 def password_login_flow(
@@ -237,14 +238,15 @@ def token_exchange_flow(
     form |= {k: v for k, v in optional.items() if v is not None}
     form |= dict(client_assertion or {})
     response = yield HttpRequest(method="POST", url=token_endpoint, form=form)
-    return _token_set(response)
+    return token_set(response)
 
 
 def _token_request(issuer: str, form: Mapping[str, str]) -> HttpRequest:
     return HttpRequest(method="POST", url=f"{issuer.rstrip('/')}/oauth2/token", form=form)
 
 
-def _token_set(response: HttpResponse) -> TokenSet:
+def token_set(response: HttpResponse) -> TokenSet:
+    """The token endpoint's answer, or :class:`FlowError` with the OAuth error it sent."""
     body = response.body if isinstance(response.body, Mapping) else {}
     if response.status != 200 or "access_token" not in body:
         error = str(body.get("error") or "server_error")

@@ -25,7 +25,6 @@ from tether.delegation.flows import (
     Flow,
     HttpRequest,
     HttpResponse,
-    TokenSet,
     approval_flow,
     approval_poll_flow,
     token_exchange_flow,
@@ -116,7 +115,7 @@ class Base:
             return None
         return token.value
 
-    def svid(self, audience: str | None = None) -> Step[TokenSet]:
+    def svid(self, audience: str | None = None) -> Flow:
         return svid_flow(token_endpoint=self.token_endpoint, key=self.key, now=int(time.time()),
                          audience=audience)  # fmt: skip
 

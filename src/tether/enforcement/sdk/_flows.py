@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from tether.crypto.assertion import sign_client_assertion
-from tether.delegation.flows import HttpRequest, HttpResponse, Pause, TokenSet
+from tether.delegation.flows import (
+    Flow,
+    FlowError,
+    HttpRequest,
+    HttpResponse,
+    Pause,
+    token_set,
+)
 from tether.errors import (
     ApprovalRequired,
     CheckUnavailable,
@@ -119,7 +126,7 @@ class Lease:
 
 def svid_flow(
     *, token_endpoint: str, key: AgentKey, now: int, audience: str | None = None
-) -> Step[TokenSet]:
+) -> Flow:
     """RFC 6749 §4.4 with ``private_key_jwt``: the instance's JWT-SVID (for ``audience``, or
     for Tether itself)."""
     form = {"grant_type": "client_credentials",
@@ -127,19 +134,13 @@ def svid_flow(
     if audience is not None:
         form["audience"] = audience
     response = yield HttpRequest(method="POST", url=token_endpoint, form=form)
-    body = _body(response)
-    if response is None or response.status != 200 or "access_token" not in body:
-        error = str(body.get("error") or "server_error")
+    try:
+        return token_set(response)
+    except FlowError as refused:
         raise TokenInvalid(
-            f"the agent could not authenticate: {body.get('error_description') or error}",
-            details={"error": error},
-        )
-    return TokenSet(
-        access_token=str(body["access_token"]),
-        token_type=str(body.get("token_type", "Bearer")),
-        expires_in=int(body.get("expires_in", 0)),
-        scope=str(body.get("scope", "")),
-    )
+            f"the agent could not authenticate: {refused.message}",
+            details={"error": refused.error or "server_error"},
+        ) from None
 
 
 def evaluation_body(
@@ -273,9 +274,8 @@ def _ok(response: HttpResponse | None, status: int) -> Mapping[str, Any]:
     if got == status:
         return body
     error = body.get("error")
-    code = str(error.get("code")) if isinstance(error, Mapping) else str(error or "error")
     message = str(error.get("message")) if isinstance(error, Mapping) else f"answered {got}"
-    details = {"status": got, "error": code}
+    details = {"status": got, "error": _error(body).get("error", "error")}
     if got == 401:
         raise TokenInvalid(message, details=details)
     if got == 403:
