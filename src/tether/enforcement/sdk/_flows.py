@@ -124,9 +124,7 @@ class Lease:
         return f"Lease(id={self.id!r}, engine={self.engine!r}, role={self.role!r})"
 
 
-def svid_flow(
-    *, token_endpoint: str, key: AgentKey, now: int, audience: str | None = None
-) -> Flow:
+def svid_flow(*, token_endpoint: str, key: AgentKey, now: int, audience: str | None = None) -> Flow:
     """RFC 6749 §4.4 with ``private_key_jwt``: the instance's JWT-SVID (for ``audience``, or
     for Tether itself)."""
     form = {"grant_type": "client_credentials",
