@@ -217,6 +217,10 @@ def _parse(sql: str) -> list[tuple[exp.Expr, str]]:
         _deny("parse_error", "the SQL does not parse: it does not tokenize")
     except RecursionError:
         _deny("parse_error", "the SQL does not parse: nested too deeply")
+    except (TypeError, ValueError, AttributeError, IndexError, KeyError):
+        # sqlglot's own faults on odd input (``0?`` makes its compiled parser build a JSONB
+        # operator from nothing): whatever sqlglot cannot read is not run.
+        _deny("parse_error", "the SQL does not parse: the parser failed on it")
     return parsed
 
 

@@ -298,6 +298,12 @@ def test_unicode_escaped_identifiers_are_refused_not_guessed() -> None:
     assert reason(r'select * from U&"p\0061yroll"') == "parse_error"
 
 
+@pytest.mark.parametrize("sql", ["0?", "select 1 ?"])
+def test_sql_the_parser_itself_fails_on_is_refused_as_a_parse_error(sql: str) -> None:
+    # Found by the fuzz test below: sqlglot's compiled parser raises TypeError on "0?".
+    assert reason(sql) == "parse_error"
+
+
 # -- placeholders ----------------------------------------------------------------------------------
 
 
