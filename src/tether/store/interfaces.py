@@ -3,7 +3,8 @@
 Two implementations satisfy them: :mod:`tether.store.memory` (the reference, used by unit tests
 of the domain) and :mod:`tether.store.sql` (SQLAlchemy on SQLite or PostgreSQL). One test suite
 runs against all of them (``tests/integration/test_store_contract.py``). The MCP gateway's
-registry, :class:`McpStore`, is defined in :mod:`tether.store._mcp_interfaces`.
+registry, :class:`McpStore`, is defined in :mod:`tether.store._mcp_interfaces`; the monitor's
+alerts and observed use, :class:`MonitorStore`, in :mod:`tether.store._monitor_interfaces`.
 
 Conventions: every write is atomic; ``create_*`` raises the domain's ``*Exists`` error on a
 duplicate; ``update_agent`` is optimistic (``expected_version``) and raises
@@ -39,9 +40,11 @@ from tether.identity.models import (
 from tether.identity.revocations import Revocation
 from tether.policy.models import PolicySetVersion
 from tether.store._mcp_interfaces import McpStore
+from tether.store._monitor_interfaces import AlertMatch, MonitorStore
 
 __all__ = [
     "AgentStore",
+    "AlertMatch",
     "ApprovalStore",
     "AuditStore",
     "ClientStore",
@@ -50,6 +53,7 @@ __all__ = [
     "KeyRingStore",
     "LeaseStore",
     "McpStore",
+    "MonitorStore",
     "OperatorTokenStore",
     "PolicyStore",
     "ReplayStore",
@@ -455,6 +459,7 @@ class Store(
     ClientStore,
     ApprovalStore,
     McpStore,
+    MonitorStore,
     Protocol,
 ):
     """Everything together, as the server uses it."""

@@ -57,6 +57,7 @@ from tether.store._memory_approvals import MemoryApprovals
 from tether.store._memory_credentials import MemoryCredentials
 from tether.store._memory_delegation import MemoryDelegation
 from tether.store._memory_mcp import MemoryMcp
+from tether.store._memory_monitor import MemoryMonitor
 from tether.store._memory_values import as_utc, in_utc
 
 __all__ = ["MemoryStore"]
@@ -69,12 +70,13 @@ def _version_name(version: int | None) -> str:
     return "none" if version is None else f"version {version}"
 
 
-class MemoryStore(MemoryMcp, MemoryDelegation, MemoryApprovals, MemoryCredentials):
+class MemoryStore(MemoryMonitor, MemoryMcp, MemoryDelegation, MemoryApprovals, MemoryCredentials):
     """Everything in dictionaries; ``clock`` decides when a replay key has expired. Leases and
     credential engines come from :class:`~tether.store._memory_credentials.MemoryCredentials`,
     users and grants from :class:`~tether.store._memory_delegation.MemoryDelegation`, approval
     requests from :class:`~tether.store._memory_approvals.MemoryApprovals`, the MCP gateway's
-    upstreams and tool pins from :class:`~tether.store._memory_mcp.MemoryMcp` (whose
+    upstreams and tool pins from :class:`~tether.store._memory_mcp.MemoryMcp`, alerts and
+    observed use from :class:`~tether.store._memory_monitor.MemoryMonitor` (whose
     ``__init__`` each run the next one's, so they come first)."""
 
     def __init__(self, *, clock: Clock | None = None) -> None:

@@ -81,6 +81,7 @@ from tether.store.sql._audit_writer import AuditWriter
 from tether.store.sql._credential_methods import CredentialMethods
 from tether.store.sql._delegation_methods import DelegationMethods
 from tether.store.sql._mcp import McpMethods
+from tether.store.sql._monitor import MonitorMethods
 from tether.store.sql._units import open_units
 from tether.store.sql.engine import unavailable
 from tether.store.sql.tables import (
@@ -168,12 +169,12 @@ def _agent_write_refused(exc: IntegrityError, agent: Agent) -> AgentNotFound | A
     return AgentExists(f"an agent named {agent.name!r} already exists")
 
 
-class SqlStore(CredentialMethods, DelegationMethods, ApprovalMethods, McpMethods):
+class SqlStore(CredentialMethods, DelegationMethods, ApprovalMethods, McpMethods, MonitorMethods):
     """The store on SQLite or PostgreSQL; open it with :func:`tether.store.sql.open_sql_store`.
     Leases and credential engines come from :class:`._credential_methods.CredentialMethods`,
     users and grants from :class:`._delegation_methods.DelegationMethods`, approval requests
     from :class:`._approvals.ApprovalMethods`, the MCP gateway's upstreams and tool pins from
-    :class:`._mcp.McpMethods`."""
+    :class:`._mcp.McpMethods`, alerts and observed use from :class:`._monitor.MonitorMethods`."""
 
     def __init__(self, url: URL, *, clock: Clock) -> None:
         """Set up the engine (and, for SQLite, the worker thread) for ``url`` from

@@ -34,6 +34,7 @@ __all__ = [
     "agent_instances",
     "agent_keys",
     "agents",
+    "alerts",
     "approvals",
     "as_utc",
     "audit_checkpoints",
@@ -45,6 +46,7 @@ __all__ = [
     "mcp_servers",
     "mcp_tool_pins",
     "metadata",
+    "monitor_usage",
     "oauth_clients",
     "operator_tokens",
     "policy_sets",
@@ -493,4 +495,54 @@ mcp_tool_pins = sa.Table(
     sa.PrimaryKeyConstraint("server", "tool"),
     # A tool's pins across servers (shadowing).
     sa.Index(None, "tool"),
+)
+
+#: The monitor's open and acknowledged alerts: at most one per ``(kind, key)``.
+_ACTIVE_ALERT = sa.text("state <> 'resolved'")
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    # Listed and paged by (first_seen, id), so compared byte by byte everywhere.
+    sa.Column("id", _binary_string(64), primary_key=True),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("key", sa.Text(), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("summary", sa.Text(), nullable=False),
+    sa.Column("agent", sa.Text(), nullable=True, index=True),
+    # JSON: the owners as a list, the details as an object.
+    sa.Column("owners", JsonText(), nullable=False),
+    sa.Column("details", JsonText(), nullable=False),
+    sa.Column("first_seen", UtcDateTime(), nullable=False),
+    sa.Column("last_seen", UtcDateTime(), nullable=False),
+    sa.Column("count", sa.Integer(), nullable=False),
+    sa.Column("acknowledged_by", sa.Text(), nullable=True),
+    sa.Column("acknowledged_at", UtcDateTime(), nullable=True),
+    sa.Column("resolved_by", sa.Text(), nullable=True),
+    sa.Column("resolved_at", UtcDateTime(), nullable=True),
+    sa.Column("note", sa.Text(), nullable=True),
+    sa.Column("version", sa.Integer(), nullable=False),
+    # Replicas racing to open the same alert: the database lets one win.
+    sa.Index(
+        "ix_alerts_active_kind_key",
+        "kind",
+        "key",
+        unique=True,
+        postgresql_where=_ACTIVE_ALERT,
+        sqlite_where=_ACTIVE_ALERT,
+    ),
+    sa.Index(None, "state", "first_seen"),
+)
+
+monitor_usage = sa.Table(
+    "monitor_usage",
+    metadata,
+    # Listed in key order, compared byte by byte everywhere.
+    sa.Column("agent", sa.Text().with_variant(sa.Text(collation="C"), "postgresql")),
+    sa.Column("action", sa.Text().with_variant(sa.Text(collation="C"), "postgresql")),
+    sa.Column("resource", sa.Text().with_variant(sa.Text(collation="C"), "postgresql")),
+    sa.Column("last_used", UtcDateTime(), nullable=False),
+    sa.Column("count", sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint("agent", "action", "resource"),
 )
