@@ -27,6 +27,7 @@ The hierarchy::
     │   ├── EngineNotFound              engine_not_found
     │   ├── UserNotFound                user_not_found
     │   ├── GrantNotFound               grant_not_found
+    │   ├── AlertNotFound               alert_not_found
     │   ├── ClientNotFound              client_not_found
     │   ├── ApprovalNotFound            approval_not_found
     │   └── McpServerNotFound           mcp_server_not_found
@@ -91,6 +92,7 @@ __all__ = [
     "AccessDenied",
     "AgentExists",
     "AgentNotFound",
+    "AlertNotFound",
     "ApprovalNotFound",
     "ApprovalRequired",
     "AuditLogInvalid",
@@ -268,6 +270,10 @@ class UserNotFound(NotFound):
 
 class GrantNotFound(NotFound):
     code = "grant_not_found"
+
+
+class AlertNotFound(NotFound):
+    code = "alert_not_found"
 
 
 class ClientNotFound(NotFound):

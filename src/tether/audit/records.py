@@ -54,6 +54,12 @@ tag is never reused for another meaning):
   approved definition exactly), ``mcp.tool_held`` (a tool held back from agents — new,
   changed since approved, with invisible characters, or shadowing another server's — with both
   digests)
+* ``agent.reassessed`` (the monitor saw an agent use what it did not declare: the new score,
+  tier and factors, and the ``undeclared`` uses)
+* ``alert.raised`` (a detector's finding opened an alert: its kind, key, severity, summary,
+  agent, owners and details), ``alert.acknowledged``, ``alert.resolved`` (by whom, the note),
+  ``alert.response`` (an automatic response to an alert: the ``action`` — ``quarantine`` —,
+  the agent, and the alert id; outcome ``failure`` when it could not be carried out)
 
 A change that was recorded but then failed to apply is followed by a record of the same type
 with outcome ``failure``. Refused operator requests (403) are not state changes and are not
@@ -133,6 +139,11 @@ RECORD_TYPES = frozenset(
         "mcp.server_removed",
         "mcp.tool_approved",
         "mcp.tool_held",
+        "agent.reassessed",
+        "alert.raised",
+        "alert.acknowledged",
+        "alert.resolved",
+        "alert.response",
     }
 )
 

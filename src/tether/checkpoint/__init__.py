@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -47,7 +48,7 @@ from tether.audit.records import AuditRecord, Outcome
 from tether.audit.redact import Redactor
 from tether.audit.sink import AuditSink
 from tether.checkpoint._entities import PROVEN, agent_entity
-from tether.crypto.jwt import declared_type
+from tether.crypto.jwt import declared_type, unverified_subject
 from tether.delegation.approval_gate import ApprovalGate
 from tether.delegation.token_exchange import delegation_facts
 from tether.delegation.tokens import AccessTokens, Delegation, ProvenApproval, user_entity
@@ -149,6 +150,7 @@ class Checkpoint:
         self._audit_timeout = audit_timeout
 
     async def check(self, request: CheckRequest) -> Verdict:
+        started = time.perf_counter()
         decision_id = new_id("dec")
         # The arguments in canonical form: what the digest covers and what policies read.
         arguments = canonical_json(request.arguments)
@@ -157,10 +159,13 @@ class Checkpoint:
         delegation: Delegation | None = None
         evaluated: DecisionRequest | None = None
         approval: ProvenApproval | None = None
+        #: Why it was refused before any policy ran, for monitoring (never in the record).
+        refusal: dict[str, Any] = {}
         try:
             caller, delegation = await self._authenticate(request)
         except Error as exc:
             decision = Decision.deny(f"unauthenticated: {exc.message}")
+            refusal = _unauthenticated(request, exc)
             if exc.details.get("reason") == "impersonation":
                 decision = Decision.deny(f"impersonation: {exc.message}")
                 self._publish("impersonation", _impersonation(request, exc))
@@ -175,8 +180,11 @@ class Checkpoint:
                     decision = await self._approvals.spend(approval, decision)
             except Error as exc:
                 decision = Decision.deny(exc.message)
+                refusal = {"refusal": exc.code}
             except Exception as exc:  # noqa: BLE001 - an engine fault is a recorded deny
                 decision = Decision.deny(f"engine error: {type(exc).__name__}")
+                refusal = {"refusal": "engine_error"}
+        refusal = refusal or _refusal_of(decision)
         if decision.effect is Effect.APPROVAL_REQUIRED:
             decision = replace(decision, details=MappingProxyType({"call_digest": digest}))
         details = self._details(decision_id, request, caller, decision, digest)
@@ -185,7 +193,8 @@ class Checkpoint:
         recorded = await self._record(request, caller, decision, details, evaluated)
         if not recorded:
             decision = Decision.deny("audit_unavailable: the decision could not be recorded")
-        data = details | {"effect": str(decision.effect), "audit_failed": not recorded}
+        data = details | refusal | {"effect": str(decision.effect), "audit_failed": not recorded}
+        data["elapsed"] = time.perf_counter() - started
         self._publish("decision", data)
         return Verdict(
             decision_id=decision_id,
@@ -308,7 +317,8 @@ class Checkpoint:
         unusable = self._policies.refused_version
         if unusable is not None:
             why = f"the active policy set v{unusable} cannot be compiled here"
-            return Decision.deny(why, policy_version=compiled.version), None
+            unusable_set = Decision.deny(why, policy_version=compiled.version)
+            return replace(unusable_set, details=_POLICY_UNUSABLE), None
         named = {caller.spiffe_id, caller.agent.spiffe_id, caller.agent.name}
         if request.subject is not None and request.subject not in named:
             refused = "the subject does not match the presented token"
@@ -325,8 +335,9 @@ class Checkpoint:
             context["approval"] = approval.policy_context()
         depth = context["act_depth"]
         if not isinstance(depth, int) or depth > self._max_depth:
-            refused = f"delegation chain deeper than {self._max_depth}"
-            return Decision.deny(refused, policy_version=compiled.version), None
+            too_deep = Decision.deny(f"delegation chain deeper than {self._max_depth}",
+                                     policy_version=compiled.version)  # fmt: skip
+            return replace(too_deep, details=_CHAIN_TOO_DEEP), None
         evaluated = DecisionRequest(
             principal=self._principal(caller.agent),
             action=request.action,
@@ -465,11 +476,35 @@ class Checkpoint:
         return True
 
 
+#: The refusal of a delegation chain deeper than allowed, as the monitor reads it.
+_CHAIN_TOO_DEEP = MappingProxyType({"refusal": "chain_too_deep"})
+#: The refusal of every call while the active policy set cannot be compiled here.
+_POLICY_UNUSABLE = MappingProxyType({"refusal": "policy_unusable"})
+
+
+def _refusal_of(decision: Decision) -> dict[str, Any]:
+    """The refusal a decision made before any policy ran names (none for the engine's)."""
+    refusal = decision.details.get("refusal")
+    return {} if refusal is None else {"refusal": refusal}
+
+
+def _unauthenticated(request: CheckRequest, exc: Error) -> dict[str, Any]:
+    """What the monitor learns of a refused token: why (``revoked``, ``unknown_agent``,
+    ``invalid_token`` and its cause, …) and whom it *claims* to be (unverified)."""
+    return {
+        "refusal": exc.details.get("reason") or exc.code,
+        "refusal_cause": exc.details.get("cause"),
+        "presented": unverified_subject(request.token),
+    }
+
+
 def _impersonation(request: CheckRequest, exc: Error) -> dict[str, Any]:
     """The ``impersonation`` event: a user's own token presented where an agent acts."""
     return {
         "enforcement_point": request.enforcement_point,
         "subject": request.subject,
+        # Whose token it is: verified before it was found to be a user's own.
+        "presented": unverified_subject(request.token),
         "action": request.action,
         "resource": _uid(request.resource.ref),
         "reason": exc.message,

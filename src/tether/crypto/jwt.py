@@ -45,6 +45,7 @@ __all__ = [
     "UnverifiedToken",
     "VerifiedClaims",
     "declared_type",
+    "unverified_subject",
     "verify_jwt",
     "verify_signature",
 ]
@@ -161,6 +162,23 @@ def declared_type(token: object) -> str:
         return str(UnverifiedJws.parse(token).header.get("typ", "JWT")).upper()
     except TokenInvalid:
         return "JWT"
+
+
+#: The longest claimed subject :func:`unverified_subject` reports.
+MAX_REPORTED_SUBJECT = 200
+
+
+def unverified_subject(token: object) -> str | None:
+    """The ``sub`` a refused token *claims* (None when unreadable or absent), for telling who
+    knocked — a monitoring report, never a decision: nothing about it is verified, so it is
+    cut to :data:`MAX_REPORTED_SUBJECT` characters and only printable ones are kept."""
+    try:
+        sub = UnverifiedToken.parse(token).claims.get("sub")
+    except TokenInvalid:
+        return None
+    if not isinstance(sub, str) or not sub:
+        return None
+    return "".join(c for c in sub[:MAX_REPORTED_SUBJECT] if c.isprintable())
 
 
 @dataclass(frozen=True, slots=True)

@@ -408,10 +408,12 @@ class AccessTokens:
             jti=claims.jti, agent=agent or "", instance=current, issued_at=claims.iat
         )
         if revoked is not None:
-            raise Unauthenticated("the token is revoked")
+            raise Unauthenticated("the token is revoked", details={"reason": "revoked"})
         if any(self._revocations.is_revoked(jti=j, agent="", instance=None, issued_at=None)
                for j in _prior_jtis(raw)):  # fmt: skip
-            raise Unauthenticated("a token this one was exchanged from is revoked")
+            raise Unauthenticated(
+                "a token this one was exchanged from is revoked", details={"reason": "revoked"}
+            )
         user = await self._users.get(claims.sub or "")
         if user is None or not user.active:
             raise Unauthenticated("the user is disabled or unknown")
@@ -425,7 +427,10 @@ class AccessTokens:
         for grant_id in grants:
             grant = await self._grants.get(grant_id)
             if grant is None or grant.user != user.name or not grant.in_force(moment):
-                raise Unauthenticated("a grant this token rests on is revoked or expired")
+                raise Unauthenticated(
+                    "a grant this token rests on is revoked or expired",
+                    details={"reason": "revoked"},
+                )
 
 
 async def _external_subject(federation: Federation, token: str) -> SubjectToken:

@@ -57,6 +57,10 @@ class Permission(StrEnum):
     APPROVAL_READ = "approval.read"
     MCP_READ = "mcp.read"
     MCP_MANAGE = "mcp.manage"
+    ALERT_READ = "alert.read"
+    ALERT_MANAGE = "alert.manage"
+    POSTURE_READ = "posture.read"
+    POSTURE_SECRETS = "posture.secrets"
 
 
 _ALL_OPERATORS = frozenset(Role)
@@ -105,6 +109,15 @@ _GRANTS: dict[Permission, frozenset[Role]] = {
     #: The MCP gateway's upstream servers and their tool pins: the platform's to manage.
     Permission.MCP_READ: _ADMINS | {Role.AUDITOR, Role.DEVELOPER},
     Permission.MCP_MANAGE: frozenset({Role.ROOT, Role.PLATFORM_ADMIN}),
+    #: The monitor's alerts: security acts on them; everyone who answers for agents reads them
+    #: (a developer those of the agents they own).
+    Permission.ALERT_READ: _ADMINS | {Role.AUDITOR},
+    Permission.ALERT_MANAGE: _SECURITY,
+    #: The posture report: how security is set up, across every agent.
+    Permission.POSTURE_READ: _SECURITY | {Role.AUDITOR},
+    #: Asking whether a secret found in a file is one Tether manages answers whether a guess
+    #: is right: security's only.
+    Permission.POSTURE_SECRETS: _SECURITY,
 }
 #: What a developer may also do, but only on agents they own.
 _OWNER_GRANTS = frozenset(
@@ -116,6 +129,8 @@ _OWNER_GRANTS = frozenset(
         Permission.SVID_REVOKE,
         Permission.LEASE_READ,
         Permission.LEASE_REVOKE,
+        Permission.ALERT_READ,
+        Permission.ALERT_MANAGE,
     }
 )
 

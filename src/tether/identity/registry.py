@@ -219,10 +219,7 @@ class Registry:
                 at=self._clock.now(),
                 assessed_by=actor.label,
             )
-            changes.update(risk_score=assessment.score, risk_tier=assessment.tier)
-            if assessment.tier is RiskTier.CRITICAL and agent.state is AgentState.ACTIVE:
-                changes["state"] = AgentState.PENDING_REVIEW
-                changes["state_reason"] = "risk rose to critical: waiting for security review"
+            changes |= _risk_changes(agent, assessment)
         updated = self._next(agent, **changes)
         stop = self._stop_entry(agent, updated, actor)
         facts = _agent_facts(updated, assessment) | {"changed": sorted(changes)}
@@ -311,6 +308,28 @@ class Registry:
         )
 
     # -- internals -----------------------------------------------------------------------
+
+    async def reassess(
+        self, name: str, *, undeclared: Sequence[str], actor: Actor | None = None
+    ) -> Agent:
+        """Assess the agent again, counting what it was seen using without declaring it (the
+        monitor's out-of-declaration finding). Its tier follows the new score; an active agent
+        that becomes critical waits for security's review, as on an update."""
+        actor = actor or Actor.system("monitor")
+        agent = await self._load(name)
+        assessment = risk.assess(agent.declarations, agent_id=agent.id, at=self._clock.now(),
+                                 assessed_by=actor.label, undeclared=undeclared)  # fmt: skip
+        updated = self._next(agent, **_risk_changes(agent, assessment))
+        stop = self._stop_entry(agent, updated, actor)
+        facts = _agent_facts(updated, assessment) | {"undeclared": sorted(set(undeclared))}
+        record = self._record("agent.reassessed", actor, updated, _with_stop(facts, stop))
+        await self._audited(
+            record,
+            lambda: self._save(agent, updated, assessment=assessment, stop=stop),
+            agent=agent.name,
+        )
+        await self._stopped(agent, actor, stop)
+        return updated
 
     async def _load(self, name: str) -> Agent:
         agent = await self._store.get_agent(name)
@@ -404,6 +423,15 @@ class Registry:
             # Applied or not, the hot path re-reads this agent on its next decision.
             if self._directory is not None and agent is not None:
                 self._directory.invalidate(agent)
+
+
+def _risk_changes(agent: Agent, assessment: RiskAssessment) -> dict[str, object]:
+    """The agent's new score and tier; an active agent that became critical waits for review."""
+    changes: dict[str, object] = {"risk_score": assessment.score, "risk_tier": assessment.tier}
+    if assessment.tier is RiskTier.CRITICAL and agent.state is AgentState.ACTIVE:
+        changes["state"] = AgentState.PENDING_REVIEW
+        changes["state_reason"] = "risk rose to critical: waiting for security review"
+    return changes
 
 
 def _owners(owners: Sequence[str]) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 
 from tether._internal.ids import new_id
@@ -114,8 +115,30 @@ def score_declarations(d: Declarations) -> tuple[int, RiskTier, tuple[RiskFactor
     return score, tier_for(score), factors
 
 
-def assess(d: Declarations, *, agent_id: str, at: datetime, assessed_by: str) -> RiskAssessment:
+#: Points for each tool or resource the agent was seen using without declaring it, and the most
+#: such use adds: an agent that does more than it said is riskier than its words.
+_UNDECLARED_POINTS, _UNDECLARED_MAX = 10, 30
+
+
+def assess(
+    d: Declarations,
+    *,
+    agent_id: str,
+    at: datetime,
+    assessed_by: str,
+    undeclared: Sequence[str] = (),
+) -> RiskAssessment:
+    """The assessment of ``d``; ``undeclared``: what the agent was *seen* using beyond its
+    declarations (the monitor's out-of-declaration detector re-assesses with it)."""
     score, tier, factors = score_declarations(d)
+    if undeclared:
+        seen = sorted(set(undeclared))
+        points = min(_UNDECLARED_MAX, _UNDECLARED_POINTS * len(seen))
+        shown = ", ".join(seen[:5])
+        factor = RiskFactor(code="undeclared_use", points=points, detail=f"seen using {shown}")
+        factors = (*factors, factor)
+        score = min(100, score + points)
+        tier = tier_for(score)
     return RiskAssessment(
         id=new_id("ras"),
         agent_id=agent_id,

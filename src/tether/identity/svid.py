@@ -202,7 +202,11 @@ class SvidIssuer:
             claims = await self._verify(token, audience or self._issuer)
             ref = parse_agent_spiffe_id(claims.sub or "", trust_domain=self._trust_domain)
         except Error as exc:
-            raise Unauthenticated("a valid agent token for this server is required") from exc
+            raise Unauthenticated(
+                "a valid agent token for this server is required",
+                # Why, for monitoring: an expired token is routine, a forged one is not.
+                details={"reason": "invalid_token", "cause": exc.details.get("reason")},
+            ) from exc
         # After the cache: a token verified before its revocation is refused all the same.
         revoked = self._revocations.is_revoked(
             jti=claims.jti,
@@ -213,7 +217,7 @@ class SvidIssuer:
         if revoked is not None:
             # Not the operator's reason: whoever holds a revoked token may be the one it was
             # revoked against.
-            raise Unauthenticated("the token is revoked")
+            raise Unauthenticated("the token is revoked", details={"reason": "revoked"})
         bound = claims.claims.get("cnf")
         if bound is not None:
             want = bound.get("x5t#S256") if isinstance(bound, dict) else None
@@ -224,7 +228,9 @@ class SvidIssuer:
         else:
             agent = await self._store.get_agent(ref.name)
         if agent is None or ref.instance_id is None or not agent.can_authenticate:
-            raise Unauthenticated("the agent is not active")
+            # A valid signature on an agent no longer registered, or not active.
+            reason = "unknown_agent" if agent is None else "agent_not_active"
+            raise Unauthenticated("the agent is not active", details={"reason": reason})
         return AgentCaller(
             agent=agent, instance_id=ref.instance_id, spiffe_id=claims.sub or "", claims=claims
         )

@@ -1,4 +1,4 @@
-"""Monitoring: the event stream (detectors, alerts and posture come with issue 10)."""
+"""Monitoring: the event stream, detectors, alerts (:mod:`.service`) and posture."""
 
 from tether.monitor.events import Event, EventStream, Subscription
 

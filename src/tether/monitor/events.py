@@ -1,4 +1,9 @@
-"""The event stream: what the checkpoint decided (and, later, what changed), for monitoring.
+"""The event stream: what the checkpoint decided and what changed, for monitoring.
+
+Events: ``decision`` (the checkpoint), ``change`` (every other durable audit record — an agent
+registered, a lease revoked, a policy applied; :func:`change_event`), and the troubles the
+parts report (``impersonation``, ``lease.revocation_failed``, ``audit.sink_failed``, …; see
+:mod:`tether.monitor.detectors`).
 
 In process, fan-out, bounded. Every subscriber (a detector, the console's live feed, a metrics
 exporter) has its own queue of at most ``capacity`` events. Publishing never waits and never
@@ -27,7 +32,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-__all__ = ["Event", "EventStream", "Subscription"]
+from tether.audit.records import AuditRecord
+
+__all__ = ["Event", "EventStream", "Subscription", "change_event"]
 
 #: Events a subscriber may hold before new ones are dropped for it, unless it asks otherwise.
 DEFAULT_CAPACITY = 10_000
@@ -67,6 +74,11 @@ class Subscription:
         """The oldest waiting event; waits for one."""
         return await self._queue.get()
 
+    @property
+    def depth(self) -> int:
+        """Events waiting to be read."""
+        return self._queue.qsize()
+
     def drain(self) -> list[Event]:
         """Every waiting event, oldest first, without waiting."""
         taken: list[Event] = []
@@ -103,3 +115,17 @@ class EventStream:
                 self.dropped += 1
                 delivered = False
         return delivered
+
+
+def change_event(record: AuditRecord) -> Event:
+    """The ``change`` event of a durable audit record: what changed, by whom, on what, and
+    whether it worked (the details stay in the log, to be read with the record's id)."""
+    data = {
+        "record_id": record.id,
+        "record_type": record.type,
+        "actor": record.actor,
+        "subject": record.subject,
+        "outcome": str(record.outcome),
+        "correlation_id": record.correlation_id,
+    }
+    return Event(type="change", time=record.time.timestamp(), data=MappingProxyType(data))
