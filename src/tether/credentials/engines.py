@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -272,6 +273,26 @@ class Engines:
         """The names of vault engine ``name``'s secrets, sorted (never a value)."""
         require(actor, Permission.ENGINE_MANAGE)
         return sorted(vault.parse_secrets(self._unseal(await self._vault(name))))
+
+    def held_digests(self, config: EngineConfig) -> dict[str, str]:
+        """What ``config`` holds, by name, each as the hex SHA-256 of its value (never the
+        value): every secret of a vault engine, else the admin secret under the admin user's
+        name. Empty when it holds none or it cannot be opened. The posture's secret-sprawl
+        check compares these with the digests of secrets found in files."""
+        try:
+            secret = self._unseal(config)
+        except Error:
+            return {}
+        if secret is None:
+            return {}
+        if config.kind == vault.VAULT_KIND:
+            try:
+                held = vault.parse_secrets(secret)
+            except Error:
+                return {}
+        else:
+            held = {str(config.settings.get("admin_user", "admin")): secret}
+        return {name: hashlib.sha256(value.encode()).hexdigest() for name, value in held.items()}
 
     async def _vault(self, name: str) -> EngineConfig:
         config = await self._load(name)
