@@ -1,5 +1,11 @@
 """How the server logs: one JSON object per line on standard error, never a secret.
 
+Each line is an object with ``event``, ``level``, ``timestamp`` (ISO 8601, UTC), the event's
+own fields and, for a failure, ``exception``. Lines logged while a request is served also
+carry its ``correlation_id``: :class:`~tether.api.middleware.CorrelationId` binds it in
+structlog's context variables, which :func:`~structlog.contextvars.merge_contextvars` (the
+first processor below) adds to every line (see docs/monitoring.md).
+
 structlog's default (a development console) renders an exception's traceback with every
 frame's local variables — which, in a frame that opened a credential engine or created a
 credential, would be an admin password or an issued one. The server's logs therefore render
