@@ -36,6 +36,8 @@ _TRUST_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,253}[a-z0-9])?$")
 _REPLICA_ID = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 #: The shortest secret a webhook of approval requests is signed with.
 MIN_WEBHOOK_SECRET = 32
+#: The shortest bearer token ``GET /metrics`` may be protected with.
+MIN_METRICS_TOKEN = 16
 #: Numeric settings and their bounds: (name, lowest, highest, the bounds in words).
 _BOUNDS: tuple[tuple[str, float, float, str], ...] = (
     ("jwt_svid_ttl_seconds", 10, 24 * 3600, "10 s and 24 h"),
@@ -63,7 +65,16 @@ _BOUNDS: tuple[tuple[str, float, float, str], ...] = (
     ("mcp_approval_wait_seconds", 0, 300, "0 s and 5 min"),
     ("mcp_listing_ttl_seconds", 0, 3600, "0 s and 1 h"),
     ("mcp_upstream_timeout_seconds", 1, 600, "1 s and 10 min"),
+    ("monitor_burst_limit", 2, 100_000, "2 and 100,000"),
+    ("monitor_burst_window_seconds", 1, 3600, "1 s and 1 h"),
+    ("monitor_spike_window_seconds", 1, 3600, "1 s and 1 h"),
+    ("monitor_spike_min_decisions", 1, 1_000_000, "1 and 1,000,000"),
+    ("monitor_deny_rate", 0.01, 1, "0.01 and 1"),
+    ("monitor_error_rate", 0.001, 1, "0.001 and 1"),
+    ("monitor_reaper_lag_seconds", 1, 24 * 3600, "1 s and 24 h"),
 )
+#: Severities an automatic quarantine may start at (``TETHER_ALERT_QUARANTINE_AT``).
+_QUARANTINE_SEVERITIES = ("medium", "high", "critical")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,6 +191,30 @@ class Settings:
     #: Envoy's ext_authz and nginx ``auth_request``): TOML, read and checked at start. Unset:
     #: no service is known, so every such request is refused.
     ext_authz_routes: Path | None = None
+    #: The monitor's windowed detectors (:mod:`tether.monitor.windows`): a burst is this many
+    #: denials of one agent within the window; a rate spike is judged over its window once it
+    #: holds enough decisions.
+    monitor_burst_limit: int = 20
+    monitor_burst_window_seconds: float = 60.0
+    monitor_spike_window_seconds: float = 60.0
+    monitor_spike_min_decisions: int = 50
+    monitor_deny_rate: float = 0.5
+    monitor_error_rate: float = 0.05
+    #: A lease still live this long past its expiry is an alert (the reaper lags).
+    monitor_reaper_lag_seconds: float = 60.0
+    #: Alerts also go to this webhook (https, or loopback http), signed as approval notices
+    #: are, under ``alert_webhook_secret`` (required with it, at least 32 characters).
+    alert_webhook_url: str | None = field(default=None, repr=False)
+    alert_webhook_secret: str | None = field(default=None, repr=False)
+    #: Quarantine the agent of an alert of this severity or above that its own behaviour
+    #: raised (``medium``, ``high``, ``critical``); None, the default: never automatically.
+    alert_quarantine_at: str | None = None
+    #: ``GET /metrics`` answers only a request bearing this token (``Authorization: Bearer``,
+    #: at least :data:`MIN_METRICS_TOKEN` characters) when set; open otherwise (counts only).
+    metrics_token: str | None = field(default=None, repr=False)
+    #: The OTLP/HTTP collector traces are exported to (its base URL: ``/v1/traces`` is added).
+    #: Unset: no traces are exported. Needs the ``otel`` extra.
+    otel_exporter_otlp_endpoint: str | None = None
 
     @property
     def token_max_ttl_seconds(self) -> int:
@@ -213,25 +248,51 @@ class Settings:
                 "the addresses of the proxies that verify client certificates",
                 details={"setting": "trusted_proxies"},
             )
-        self._check_approval_sinks()
+        self._check_sinks()
+        if self.alert_quarantine_at not in (None, *_QUARANTINE_SEVERITIES):
+            raise ConfigError(
+                f"alert_quarantine_at is one of {', '.join(_QUARANTINE_SEVERITIES)} (or unset)",
+                details={"setting": "alert_quarantine_at"},
+            )
+        self._check_monitoring()
 
-    def _check_approval_sinks(self) -> None:
-        """Approval notices go to https (or loopback http) addresses; a webhook's are signed
-        with a secret of at least :data:`MIN_WEBHOOK_SECRET` characters."""
-        for name in ("approval_webhook_url", "approval_ntfy_url"):
+    def _check_sinks(self) -> None:
+        """Approval notices and alerts go to https (or loopback http) addresses; a webhook's
+        are signed with a secret of at least :data:`MIN_WEBHOOK_SECRET` characters."""
+        for name in ("approval_webhook_url", "approval_ntfy_url", "alert_webhook_url"):
             url = getattr(self, name)
             if url is not None and not _https_or_loopback(url):
                 raise ConfigError(
                     f"{name} is an https URL (or loopback http)", details={"setting": name}
                 )
-        secret = self.approval_webhook_secret
-        if (self.approval_webhook_url is not None and secret is None) or (
-            secret is not None and len(secret) < MIN_WEBHOOK_SECRET
+        for kind in ("approval", "alert"):
+            url = getattr(self, f"{kind}_webhook_url")
+            secret = getattr(self, f"{kind}_webhook_secret")
+            if (url is not None and secret is None) or (
+                secret is not None and len(secret) < MIN_WEBHOOK_SECRET
+            ):
+                raise ConfigError(
+                    f"{kind}_webhook_url needs {kind}_webhook_secret (TETHER_{kind.upper()}_"
+                    f"WEBHOOK_SECRET) of at least {MIN_WEBHOOK_SECRET} characters: the "
+                    "notices are signed",
+                    details={"setting": f"{kind}_webhook_secret"},
+                )
+
+    def _check_monitoring(self) -> None:
+        token, endpoint = self.metrics_token, self.otel_exporter_otlp_endpoint
+        if token is not None and (len(token) < MIN_METRICS_TOKEN or not token.isprintable()):
+            raise ConfigError(
+                f"metrics_token (TETHER_METRICS_TOKEN) is at least {MIN_METRICS_TOKEN} "
+                "printable characters",
+                details={"setting": "metrics_token"},
+            )
+        if endpoint is not None and not (
+            endpoint.startswith(("http://", "https://")) and urlsplit(endpoint).hostname
         ):
             raise ConfigError(
-                "approval_webhook_url needs approval_webhook_secret (TETHER_APPROVAL_WEBHOOK_"
-                f"SECRET) of at least {MIN_WEBHOOK_SECRET} characters: the notices are signed",
-                details={"setting": "approval_webhook_secret"},
+                "otel_exporter_otlp_endpoint (TETHER_OTEL_EXPORTER_OTLP_ENDPOINT) is the "
+                "http(s) URL of an OTLP/HTTP collector, such as http://otel-collector:4318",
+                details={"setting": "otel_exporter_otlp_endpoint"},
             )
 
     @cached_property
@@ -307,6 +368,11 @@ class Settings:
             "TETHER_APPROVAL_WEBHOOK_SECRET": "approval_webhook_secret",
             "TETHER_APPROVAL_NTFY_URL": "approval_ntfy_url",
             "TETHER_APPROVAL_NTFY_TOKEN": "approval_ntfy_token",
+            "TETHER_ALERT_WEBHOOK_URL": "alert_webhook_url",
+            "TETHER_ALERT_WEBHOOK_SECRET": "alert_webhook_secret",
+            "TETHER_ALERT_QUARANTINE_AT": "alert_quarantine_at",
+            "TETHER_METRICS_TOKEN": "metrics_token",
+            "TETHER_OTEL_EXPORTER_OTLP_ENDPOINT": "otel_exporter_otlp_endpoint",
         }
         for var, name in simple.items():
             if env.get(var):
@@ -337,12 +403,19 @@ _WHOLE_NUMBERS = {
     "TETHER_X509_SVID_TTL": "x509_svid_ttl_seconds",
     "TETHER_APPROVAL_MAX_EXPIRY": "approval_max_expiry_seconds",
     "TETHER_APPROVAL_REQUESTS_PER_MINUTE": "approval_requests_per_minute",
+    "TETHER_MONITOR_BURST_LIMIT": "monitor_burst_limit",
+    "TETHER_MONITOR_SPIKE_MIN_DECISIONS": "monitor_spike_min_decisions",
 }
 #: Settings in (fractional) seconds from the environment.
 _SECONDS = {
     "TETHER_MCP_APPROVAL_WAIT": "mcp_approval_wait_seconds",
     "TETHER_MCP_LISTING_TTL": "mcp_listing_ttl_seconds",
     "TETHER_MCP_UPSTREAM_TIMEOUT": "mcp_upstream_timeout_seconds",
+    "TETHER_MONITOR_BURST_WINDOW": "monitor_burst_window_seconds",
+    "TETHER_MONITOR_SPIKE_WINDOW": "monitor_spike_window_seconds",
+    "TETHER_MONITOR_DENY_RATE": "monitor_deny_rate",
+    "TETHER_MONITOR_ERROR_RATE": "monitor_error_rate",
+    "TETHER_MONITOR_REAPER_LAG": "monitor_reaper_lag_seconds",
 }
 
 

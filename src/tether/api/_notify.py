@@ -57,6 +57,7 @@ __all__ = [
     "WebhookSink",
     "notice",
     "notifier",
+    "post",
     "signature_header",
     "sinks_from",
     "verify_signature",
@@ -174,7 +175,7 @@ def _parse_signature(header: str) -> tuple[int, list[str]]:
 # -- the sinks -----------------------------------------------------------------------------
 
 
-async def _post(url: str, *, content: bytes, headers: Mapping[str, str]) -> None:
+async def post(url: str, *, content: bytes, headers: Mapping[str, str]) -> None:
     """POST ``content``; ``NotifyFailed`` unless a 2xx answers. Redirects are not followed
     and the answer's body is never read (the fan-out bounds the whole delivery)."""
     try:
@@ -203,7 +204,7 @@ async def ping_agent(
             await _public(endpoint)
         body = canonical_json({"auth_req_id": auth_req_id})
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
-        await _post(endpoint, content=body, headers=headers)
+        await post(endpoint, content=body, headers=headers)
 
 
 async def _public(url: str) -> None:
@@ -236,7 +237,7 @@ class WebhookSink:
             "Content-Type": "application/json",
             SIGNATURE_HEADER: signature_header(self.secret, body, timestamp=self.clock.timestamp()),
         }
-        await _post(self.url, content=body, headers=headers)
+        await post(self.url, content=body, headers=headers)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -261,7 +262,7 @@ class NtfySink:
         }
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        await _post(self.url, content=_message(approval).encode(), headers=headers)
+        await post(self.url, content=_message(approval).encode(), headers=headers)
 
 
 class AppriseSink:

@@ -22,9 +22,11 @@ from tether import __version__
 from tether._internal.clock import Clock
 from tether.api.errors import install_error_handlers
 from tether.api.fastpath import DecisionFastPath
-from tether.api.middleware import BodyLimit
+from tether.api.metrics import Metrics
+from tether.api.middleware import BodyLimit, CorrelationId
 from tether.api.routes import (
     agents,
+    alerts,
     approvals,
     audit,
     authorize,
@@ -37,13 +39,16 @@ from tether.api.routes import (
     health,
     leases,
     mcp,
+    metrics,
     oauth,
     policies,
+    posture,
     svid,
     tokens,
     users,
 )
 from tether.api.services import Services
+from tether.api.tracing import TraceRequests, install_tracing, tracing_on
 from tether.config import Settings
 
 __all__ = ["create_app"]
@@ -57,18 +62,19 @@ def create_app(
     """Build the app. It opens its :class:`Services` on startup unless given ones (then the
     caller owns and closes them), and runs their maintenance while it serves."""
 
+    # Checked now, at start: a tracing setting without the otel extra is refused.
+    traced = install_tracing(settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         opened = services or await Services.open(settings, clock=clock)
         app.state.services = opened
-        upkeep = asyncio.create_task(opened.run_maintenance(), name="tether-maintenance")
         try:
-            async with opened.mcp.app.running():
+            async with _background(app, opened), opened.mcp.app.running():
                 yield
         finally:
-            upkeep.cancel()
-            with suppress(asyncio.CancelledError):
-                await upkeep
+            if traced is not None:  # the spans still batched, before the process ends
+                await asyncio.to_thread(traced.force_flush)
             if services is None:
                 await opened.close()
 
@@ -80,6 +86,8 @@ def create_app(
     )
     if services is not None:
         app.state.services = services
+        # Counting from now, even when the app is driven without its lifespan.
+        app.state.metrics = Metrics(services)
     install_error_handlers(app)
     _install_routes(app)
     # The ext_authz route map (TETHER_EXT_AUTHZ_ROUTES), read and checked now: at start.
@@ -94,7 +102,32 @@ def create_app(
     )
     app.add_middleware(_McpFront, owner=app)  # /mcp/<server>, ahead of route matching too
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CorrelationId)  # outside the body cap: a 413 carries the id too
+    if tracing_on():
+        # Outside the correlation id: it hands the request span's context in (tracing).
+        app.add_middleware(TraceRequests)
     return app
+
+
+@asynccontextmanager
+async def _background(app: FastAPI, services: Services) -> AsyncIterator[None]:
+    """While the app serves: the services' upkeep, and the metrics counting decisions."""
+    counted: Metrics | None = getattr(app.state, "metrics", None)
+    counting = counted or Metrics(services)
+    app.state.metrics = counting
+    tasks = [
+        asyncio.create_task(services.run_maintenance(), name="tether-maintenance"),
+        asyncio.create_task(counting.run(), name="tether-metrics"),
+    ]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with suppress(asyncio.CancelledError):
+                await task
+        counting.close()
 
 
 def _install_routes(app: FastAPI) -> None:
@@ -104,6 +137,7 @@ def _install_routes(app: FastAPI) -> None:
         authzen,
         ext_authz,
         health,
+        metrics,
         discovery,
         oauth,
         authorize,
@@ -119,6 +153,8 @@ def _install_routes(app: FastAPI) -> None:
         clients,
         approvals,
         mcp,
+        alerts,
+        posture,
     )
     for module in routers:
         app.include_router(module.router)

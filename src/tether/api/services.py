@@ -25,6 +25,7 @@ from tether._internal.clock import Clock, SystemClock
 from tether.api._credentials import credential_services
 from tether.api._delegation import Delegation, access_tokens, delegation_services
 from tether.api._mcp import McpServices, mcp_services
+from tether.api._monitor import monitor_service
 from tether.audit.log import AuditLog
 from tether.audit.records import AuditRecord
 from tether.audit.redact import Redactor
@@ -45,7 +46,8 @@ from tether.identity.operators import OperatorTokens
 from tether.identity.registry import Registry
 from tether.identity.revocations import RevocationList
 from tether.identity.svid import VERIFY_LEEWAY, SvidIssuer
-from tether.monitor.events import Event, EventStream
+from tether.monitor.events import Event, EventStream, change_event
+from tether.monitor.service import Monitor
 from tether.policy._cedar import CedarEngine
 from tether.policy.service import PolicySets
 from tether.store.interfaces import Store
@@ -99,6 +101,8 @@ class Services:
     delegation: Delegation
     #: The MCP gateway: its registry of upstream servers, its handlers and HTTP front.
     mcp: McpServices
+    #: Detectors over the events, and the alerts they raise (run by :meth:`run_maintenance`).
+    monitor: Monitor
     #: Set once this replica listens for other replicas' change notes and has caught up
     #: (PostgreSQL only).
     listening: asyncio.Event = field(default_factory=asyncio.Event)
@@ -159,13 +163,17 @@ class Services:
         )  # fmt: skip
         mcp = mcp_services(settings, clock, store, audit, events, checkpoint,
                            delegation.approvals, leases, engines)  # fmt: skip
+        monitor = monitor_service(settings, clock=clock, store=store, audit=audit,
+                                  events=events, registry=registry, directory=directory,
+                                  revoker=revoker)  # fmt: skip
         return cls(
             settings=settings, clock=clock, store=store, audit=audit, keyring=keyring,
             registry=registry, operators=operators,
             client_auth=_client_auth(settings, clock, store, audit), svids=svids,
             revocations=revocations, policies=policies, checkpoint=checkpoint, events=events,
             directory=directory, redactor=redactor, engines=engines, leases=leases,
-            revoker=revoker, delegation=delegation, mcp=mcp, new_root_token=new_root,
+            revoker=revoker, delegation=delegation, mcp=mcp, monitor=monitor,
+            new_root_token=new_root,
         )  # fmt: skip
 
     async def maintain(self) -> None:
@@ -202,6 +210,7 @@ class Services:
                     "policy_refresh_failed",
                 )
             )
+            upkeep.create_task(self.monitor.run())
             upkeep.create_task(self._reap_leases())
             upkeep.create_task(_logged(self._sweep_and_reconcile, "lease_sweep_failed"))
             upkeep.create_task(
@@ -270,7 +279,14 @@ class Services:
         await self.revocations.refresh()
 
     async def _refresh_policies(self) -> None:
-        await self.policies.refresh()
+        try:
+            await self.policies.refresh()
+        except Exception as exc:  # told to the monitor (policy_store_failed), then logged
+            error = exc.code if isinstance(exc, Error) else type(exc).__name__
+            self.events.publish(Event(type="policy.refresh_failed",
+                                      time=self.clock.now().timestamp(),
+                                      data={"error": error}))  # fmt: skip
+            raise
 
     async def _apply_change(self, payload: str) -> None:
         await self.apply_change(payload)
@@ -382,6 +398,7 @@ async def _audit_log(
         checkpoint_every=settings.audit_checkpoint_records,
         checkpoint_seconds=settings.audit_checkpoint_seconds,
         on_problem=problem,
+        on_change=lambda record: events.publish(change_event(record)),
         depth=depth,
     ).start()
 

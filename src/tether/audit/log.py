@@ -63,6 +63,7 @@ import contextlib
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from tether._internal.clock import Clock
 from tether.audit.chain import LogInvalid, genesis
@@ -138,6 +139,7 @@ class AuditLog:
         checkpoint_every: int = 1000,
         checkpoint_seconds: float = 1.0,
         on_problem: Problem = _ignore,
+        on_change: Callable[[AuditRecord], object] | None = None,
         depth: int = 1,
     ) -> None:
         TreeHead(origin=origin, size=0, root=bytes(32)).body()  # a valid origin, or raise
@@ -152,6 +154,9 @@ class AuditLog:
         self._every = checkpoint_every
         self._seconds = checkpoint_seconds
         self._on_problem = on_problem
+        #: Told of every durable record but decisions (the checkpoint publishes its own):
+        #: the monitor's stream of state changes.
+        self._on_change = on_change
         self._depth = max(1, depth)
         self._tree = CompactTree()
         self._chain = genesis(origin)
@@ -160,6 +165,7 @@ class AuditLog:
         self._failing = False
         self.invalid: LogInvalid | None = None
         self._pending: list[_Waiting] = []
+        self._inflight: deque[_Batch] = deque()
         self._writer: asyncio.Task[None] | None = None
         self._signing = asyncio.Lock()
         self._due = asyncio.Event()
@@ -190,6 +196,14 @@ class AuditLog:
     @property
     def signed_size(self) -> int:
         return self._signed
+
+    @property
+    def backlog(self) -> tuple[int, datetime | None]:
+        """For monitoring: how many records were accepted but are not durable yet, and the
+        time of the oldest of them (None when there is none)."""
+        waiting = [r for b in self._inflight for r, f in b.waiting if not f.done()]
+        waiting += [r for r, f in self._pending if not f.done()]
+        return len(waiting), min((r.time for r in waiting), default=None)
 
     async def witnessed(self, logs: Sequence[str]) -> dict[str, list[bytes]]:
         """The newest checkpoint each witness holds of each of ``logs``."""
@@ -226,14 +240,17 @@ class AuditLog:
             # A task of its own: a caller that gives up (is cancelled) cannot stop the writes
             # that other callers are waiting for.
             self._writer = asyncio.create_task(self._drain(), name="tether-audit-writer")
-        return await future
+        receipt = await future
+        if self._on_change is not None and record.type != "decision":
+            self._on_change(record)
+        return receipt
 
     async def _drain(self) -> None:
         """Write what is pending until nothing is. Up to ``depth`` batches are in the store's
         hands at once, each built on top of the one before it, so that with a store that
         commits off the event loop's interpreter (SQLite's audit writer process) the next
         batch is built, and its callers woken, while the one before commits."""
-        inflight: deque[_Batch] = deque()
+        inflight = self._inflight = deque()
         try:
             while True:
                 while len(inflight) < self._depth:
@@ -245,7 +262,9 @@ class AuditLog:
                     await asyncio.sleep(0)  # the write starts before the next batch is built
                 if not inflight:
                     return
-                if not await self._land(inflight.popleft()):
+                landed = await self._land(inflight[0])  # in ``inflight`` while it lands
+                inflight.popleft()
+                if not landed:
                     await self._rebuild(inflight)
                 await asyncio.sleep(0)  # the callers just answered append their next records
         except BaseException as exc:

@@ -29,6 +29,7 @@ err = Console(stderr=True)
 #: The command group an API path concerns: the path's first part after ``/v1/``.
 _GROUP_OF_PATH = {
     "agents": "agent",
+    "alerts": "alert",
     "approvals": "approval",
     "audit": "audit",
     "clients": "client",
@@ -37,6 +38,7 @@ _GROUP_OF_PATH = {
     "leases": "lease",
     "mcp": "mcp",
     "policies": "policy",
+    "posture": "posture",
     "svid": "agent",
     "tokens": "token",
     "users": "user",
@@ -46,6 +48,7 @@ _GROUP_OF_PATH = {
 _GROUP_OF_CODE = {
     "agent_exists": "agent",
     "agent_not_found": "agent",
+    "alert_not_found": "alert",
     "approval_not_found": "approval",
     "client_not_found": "client",
     "engine_exists": "engine",
@@ -65,6 +68,7 @@ _GROUP_OF_CODE = {
 #: What each group's ``show`` takes (a group not here has no ``show``: its ``list`` is named).
 _SHOWN_BY = {
     "agent": "NAME",
+    "alert": "ID",
     "approval": "ID",
     "engine": "NAME",
     "grant": "ID",

@@ -14,6 +14,7 @@ import typer
 
 from tether.cli.commands import (
     agent,
+    alert,
     approval,
     audit,
     client,
@@ -24,6 +25,7 @@ from tether.cli.commands import (
     login,
     mcp,
     policy,
+    posture,
     serve,
     status,
     token,
@@ -47,6 +49,8 @@ app.add_typer(grant.app, name="grant")
 app.add_typer(approval.app, name="approval")
 app.add_typer(client.app, name="client")
 app.add_typer(mcp.app, name="mcp")
+app.add_typer(alert.app, name="alert")
+app.add_typer(posture.app, name="posture")
 app.command("serve")(serve.serve)
 app.command("login")(login.login)
 app.command("status")(status.status)

@@ -221,16 +221,9 @@ class Registry:
             )
             changes |= _risk_changes(agent, assessment)
         updated = self._next(agent, **changes)
-        stop = self._stop_entry(agent, updated, actor)
         facts = _agent_facts(updated, assessment) | {"changed": sorted(changes)}
-        record = self._record("agent.updated", actor, updated, _with_stop(facts, stop))
-        await self._audited(
-            record,
-            lambda: self._save(agent, updated, assessment=assessment, stop=stop),
-            agent=agent.name,
-        )
-        await self._stopped(agent, actor, stop)
-        return updated
+        return await self._commit(agent, updated, actor=actor, tag="agent.updated", facts=facts,
+                                  assessment=assessment)  # fmt: skip
 
     async def set_state(
         self, name: str, target: AgentState, *, actor: Actor, reason: str | None = None
@@ -320,16 +313,9 @@ class Registry:
         assessment = risk.assess(agent.declarations, agent_id=agent.id, at=self._clock.now(),
                                  assessed_by=actor.label, undeclared=undeclared)  # fmt: skip
         updated = self._next(agent, **_risk_changes(agent, assessment))
-        stop = self._stop_entry(agent, updated, actor)
         facts = _agent_facts(updated, assessment) | {"undeclared": sorted(set(undeclared))}
-        record = self._record("agent.reassessed", actor, updated, _with_stop(facts, stop))
-        await self._audited(
-            record,
-            lambda: self._save(agent, updated, assessment=assessment, stop=stop),
-            agent=agent.name,
-        )
-        await self._stopped(agent, actor, stop)
-        return updated
+        return await self._commit(agent, updated, actor=actor, tag="agent.reassessed",
+                                  facts=facts, assessment=assessment)  # fmt: skip
 
     async def _load(self, name: str) -> Agent:
         agent = await self._store.get_agent(name)
@@ -347,10 +333,28 @@ class Registry:
         tag: str = "agent.state_changed",
     ) -> Agent:
         updated = self._next(agent, state=target, state_reason=_reason(reason))
-        stop = self._stop_entry(agent, updated, actor)
         facts = {"from": str(agent.state), "to": str(target), "reason": updated.state_reason}
+        return await self._commit(agent, updated, actor=actor, tag=tag, facts=facts)
+
+    async def _commit(
+        self,
+        agent: Agent,
+        updated: Agent,
+        *,
+        actor: Actor,
+        tag: str,
+        facts: Mapping[str, object],
+        assessment: RiskAssessment | None = None,
+    ) -> Agent:
+        """Record ``agent`` becoming ``updated`` (with the revocation of its tokens when the
+        change stops it), store it, then end its leases if it stopped."""
+        stop = self._stop_entry(agent, updated, actor)
         record = self._record(tag, actor, updated, _with_stop(facts, stop))
-        await self._audited(record, lambda: self._save(agent, updated, stop=stop), agent=agent.name)
+        await self._audited(
+            record,
+            lambda: self._save(agent, updated, assessment=assessment, stop=stop),
+            agent=agent.name,
+        )
         await self._stopped(agent, actor, stop)
         return updated
 

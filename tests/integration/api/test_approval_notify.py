@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.support.calls import TRANSFER_CALL, item
+from tests.support.webhooks import Receiver, serve
 from tether._internal.clock import SystemClock
 from tether.api._notify import (
     SIGNATURE_HEADER,
@@ -45,79 +43,14 @@ SECRET = "whsec_" + "0123456789abcdef" * 2
 NTFY_TOKEN = "tk_ntfy-token-for-tests-0123456789"
 
 
-@dataclass(frozen=True)
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def notice(self) -> dict[str, Any]:
-        found: dict[str, Any] = json.loads(self.body)
-        return found
-
-
-@dataclass
-class Receiver:
-    """An HTTP server on 127.0.0.1 that records every POST and answers ``status`` (after
-    ``delay`` seconds)."""
-
-    status: int = 200
-    delay: float = 0.0
-    requests: list[Received] = field(default_factory=list)
-    port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/notices"
-
-
-def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            receiver.requests.append(Received(self.path, headers, body))
-            time.sleep(receiver.delay)
-            self.send_response(receiver.status)
-            self.send_header("Location", f"{receiver.url}/elsewhere")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *_args: object) -> None:
-            """Quiet."""
-
-    return Handler
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, *_args: object) -> None:
-        """A client that gave up (a timeout test) is expected."""
-
-
 @pytest.fixture
 def webhook() -> Iterator[Receiver]:
-    yield from _serve()
+    yield from serve()
 
 
 @pytest.fixture
 def ntfy() -> Iterator[Receiver]:
-    yield from _serve()
-
-
-def _serve() -> Iterator[Receiver]:
-    receiver = Receiver()
-    server = _Server(("127.0.0.1", 0), _handler(receiver))
-    receiver.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    yield from serve()
 
 
 @pytest.fixture

@@ -144,10 +144,14 @@ def test_demo_plays_every_step_and_exits_zero(tmp_path: Path) -> None:
         "every decision is on record",
         "the bundle checks offline with the public key alone",
         "verified the audit log",
+        "a token of an unregistered agent (ghost-bot) is refused",
+        "the monitor raised its alerts",
+        "tether posture names exactly the planted problems",
     ):
         assert step in done.stdout, step
     assert "demo passed" in done.stdout
     assert list(tmp_path.glob("tether-dev-*")) == [], "the throwaway server cleaned up"
+    assert list(tmp_path.glob("tether-demo-*.log")) == [], "its log is gone once it passed"
 
 
 def test_policy_commands_check_apply_and_roll_back(live: Live, tmp_path: Path) -> None:

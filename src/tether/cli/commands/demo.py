@@ -16,7 +16,9 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -66,24 +68,33 @@ def demo(
     cmd = [sys.executable, "-m", "tether", "serve", "--dev", "--port", str(port)]
     console.rule("[bold]Tether demo")
     console.print(f"starting [cyan]tether serve --dev[/] on {addr}")
-    # The server's banner repeats what the demo prints; its errors still reach stderr.
-    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, text=True)  # noqa: S603
+    # The server's banner repeats what the demo prints; its log (JSON lines: the alerts the
+    # demo provokes among them) goes to a file, kept and shown in part if the demo fails.
+    fd, log = tempfile.mkstemp(prefix="tether-demo-", suffix=".log")
+    with os.fdopen(fd, "w") as out:
+        server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=out, text=True)  # noqa: S603
     try:
         _wait_ready(addr, server)
         _play(addr, root)
         console.print("[bold green]demo passed[/]")
         if serve:
             console.print(f"server running: export TETHER_ADDR={addr} TETHER_TOKEN={root}")
-            console.print("press Ctrl-C to stop")
+            console.print(f"server log: {log} (removed on exit); press Ctrl-C to stop")
             server.wait()
     except DemoFailed as exc:
         _failed(exc)
+        _say(f"the server's log ({log}), last lines:\n" + _tail(Path(log)))
         raise typer.Exit(1) from exc
     except KeyboardInterrupt:
         pass
     finally:
         server.terminate()
         server.wait(timeout=15)
+    Path(log).unlink()  # kept when the demo failed (it exits above), gone when it passed
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def _free_port() -> int:
@@ -162,6 +173,7 @@ def _play(addr: str, root: str) -> None:
         )["instances"]
         _say(f"  {instances[0]['spiffe_id']} first seen {instances[0]['first_seen']}")
         _decisions(ops, issued["access_token"])
+        _monitoring(ops, addr, agent["spiffe_id"])
 
 
 #: What faq-bot may do: search the FAQ, a tool of the support knowledge base's MCP server.
@@ -253,3 +265,50 @@ def _proof(ops: httpx.Client, record_id: str) -> None:
         raise DemoFailed(f"the audit log does not verify: {report['logs']}")
     sizes = ", ".join(f"{log['size']} entries" for log in report["logs"])
     _say(f"  hash chain and Merkle tree intact, every checkpoint's signature good ({sizes})")
+
+
+def _monitoring(ops: httpx.Client, addr: str, spiffe_id: str) -> None:
+    """An unregistered caller knocks; the monitor raises its alerts, and the posture report
+    names exactly the problems planted in this environment: that caller, and the resource
+    faq-bot declared but never used."""
+    ghost = spiffe_id.replace("/agent/faq-bot", "/agent/ghost-bot") + "/i/1"
+    forged = sign_client_assertion(
+        generate_agent_key().private_pem, client_id=ghost, audience=addr, now=int(time.time())
+    )
+    refused = _decide(ops, forged, "search_faq", "support-kb")
+    if refused["decision"] is not False:
+        raise DemoFailed("a token of an unregistered agent was allowed")
+    _ok("a token of an unregistered agent (ghost-bot) is refused")
+    planted = {
+        ("unregistered_caller", ghost),
+        ("unused_declaration", "faq-bot: resources postgres:faq"),
+    }
+    report = _posture_naming(ops, planted)
+    alerts = _expect(ops.get("/v1/alerts"), 200, "the monitor raised its alerts")["alerts"]
+    for alert in sorted(alerts, key=lambda a: str(a["kind"])):
+        _say(f"  {alert['severity']:<8} {alert['kind']}: {alert['summary']}")
+    _ok("tether posture names exactly the planted problems:")
+    for problem in report["problems"]:
+        _say(f"  {problem['kind']}: {problem['subject']} ({problem['summary']})")
+    for agent in report["unused_permissions"]:
+        if agent.get("suggested_policy"):
+            _say(f"  least privilege for {agent['agent']}, from what it used:")
+            _say("    " + agent["suggested_policy"].replace("\n", "\n    "))
+
+
+def _posture_naming(ops: httpx.Client, planted: set[tuple[str, str]]) -> dict[str, Any]:
+    """The posture report, once it names exactly the planted problems (the monitor works in
+    the background, writing what agents used every few seconds: within 30 s); DemoFailed if
+    it does not in time."""
+    deadline = time.monotonic() + 30
+    while True:
+        answer = ops.get("/v1/posture")
+        if answer.status_code != 200:
+            raise DemoFailed(f"posture: HTTP {answer.status_code} {answer.text[:300]}")
+        report: dict[str, Any] = answer.json()
+        named = {(p["kind"], p["subject"]) for p in report["problems"]}
+        if named == planted:
+            return report
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"posture names {sorted(named)}, planted {sorted(planted)}")
+        time.sleep(0.2)
