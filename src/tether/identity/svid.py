@@ -241,7 +241,9 @@ class SvidIssuer:
         if cached is not None and cached.exp is not None and now <= cached.exp:
             if audience in cached.aud:
                 return cached
-            raise TokenInvalid("the token is not meant for this audience")
+            raise TokenInvalid(
+                "the token is not meant for this audience", details={"reason": "wrong_audience"}
+            )
         claims = await self._keyring.verify_issued_reloading(
             token, audience=audience, issuer=self._issuer, now=now, leeway=VERIFY_LEEWAY
         )

@@ -81,8 +81,9 @@ KINDS: Mapping[str, Severity] = {
 ERROR_REFUSALS = frozenset({"engine_error", "policy_unusable", "store_unavailable"})
 #: An agent's (or its instance's) SPIFFE ID: the agent's name.
 _AGENT_ID = re.compile(r"spiffe://[^/]+/agent/([^/]+)(?:/i/[^/]+)?")
-#: Why a token may be refused without anyone being suspicious: it aged out.
-_ROUTINE_CAUSES = frozenset({"expired", "not_yet_valid"})
+#: Why a token of a registered agent may be refused: it aged out, or it was meant for another
+#: audience of this server (a token Tether signed: its subject is known, not an intruder).
+_ROUTINE_CAUSES = frozenset({"expired", "not_yet_valid", "wrong_audience"})
 
 
 def finding(kind: str, key: str, summary: str, **extra: Any) -> Finding:

@@ -83,6 +83,7 @@ async def test_events_that_are_no_trouble_are_no_finding() -> None:
          ["unknown_caller"]),
         # An agent whose token aged out is routine, not an intruder.
         ({"refusal": "invalid_token", "refusal_cause": "expired", "presented": "x"}, []),
+        ({"refusal": "invalid_token", "refusal_cause": "wrong_audience", "presented": "x"}, []),
         ({"refusal": "agent_not_active", "presented": "x"}, []),
         ({"refusal": "chain_too_deep", "agent": "bot"}, ["chain_too_deep"]),
         ({"refusal": "policy_unusable", "agent": "bot"}, ["policy_store_failed"]),
