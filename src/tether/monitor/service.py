@@ -235,7 +235,13 @@ class Monitor:
                         details={"dropped": lost, "dropped_total": dropped})]  # fmt: skip
 
     async def _reaper(self) -> list[Finding]:
-        lag = await self.reaper_lag() if self.reaper_lag is not None else None
+        """The reaper's lag, when it lags (a probe that fails says nothing: the store's
+        trouble is reported by what depends on it)."""
+        try:
+            lag = await self.reaper_lag() if self.reaper_lag is not None else None
+        except Error as exc:
+            log.warning("reaper_probe_failed", code=exc.code)
+            return []
         if lag is None or lag < self.reaper_lag_limit:
             return []
         summary = f"a lease is {lag:.0f} s past its expiry and still live: the reaper lags"

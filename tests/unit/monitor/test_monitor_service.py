@@ -356,3 +356,23 @@ async def test_a_quarantine_that_fails_is_audited_as_a_failure_and_the_alert_sta
     assert response.outcome is Outcome.FAILURE
     assert response.subject == f"alert:{raised.id}"
     assert (response.details["agent"], response.details["error"]) == ("ghost", "agent_not_found")
+
+
+# -- what the store would not take -------------------------------------------------------
+
+
+async def test_a_finding_the_store_refused_is_reported_at_the_next_tick(
+    make_monitor: MonitorFactory, store: Outage
+) -> None:
+    async def probe_down() -> float | None:
+        raise StoreUnavailable("the store is down")
+
+    monitor = make_monitor(reaper_lag=probe_down)
+    store.failing.add("create_alert")
+    event = Event(type="lease.irrevocable", time=1.0, data={"id": "lse_1", "agent": "bot"})
+    assert await monitor.handle(event) == []  # the store refused it: kept, not lost
+    # The next tick reports it, even though the reaper's probe fails in the same round.
+    [alert] = await monitor.tick()
+    assert (alert.kind, alert.key) == ("lease_irrevocable", "lse_1")
+    assert [a.id for a in await alerts(store, "lease_irrevocable")] == [alert.id]
+    assert await monitor.tick() == []  # reported once
