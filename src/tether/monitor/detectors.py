@@ -31,7 +31,6 @@ Example::
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from typing import Any, Protocol
 
 from tether.identity.models import Declarations
 from tether.monitor.events import Event
+from tether.monitor.least_privilege import covers
 from tether.monitor.models import Finding, Severity
 
 __all__ = [
@@ -49,7 +49,6 @@ __all__ = [
     "OutOfDeclaration",
     "Thresholds",
     "finding",
-    "is_declared",
 ]
 
 #: Every kind of finding, with its severity.
@@ -268,11 +267,9 @@ _REFUSALS: dict[str, Callable[[Mapping[str, Any]], Finding | None]] = {
 
 
 class OutOfDeclaration(_ByEvent):
-    """A call of a tool or resource the agent did not declare at registration.
-
-    A ``Tool::"server/tool"`` is declared by its full name or its bare tool name in the
-    agent's ``tools``; any other resource by its id or its uid in ``resources``. Declared
-    names may hold ``*`` wildcards. Refusals before any policy ran are not uses."""
+    """A call of a tool or resource the agent did not declare at registration (read as the
+    posture reads declarations: :func:`~tether.monitor.least_privilege.covers`). Refusals
+    before any policy ran are not uses."""
 
     def __init__(self, declarations: Callable[[str], Awaitable[Declarations | None]]) -> None:
         self._declarations = declarations
@@ -283,21 +280,10 @@ class OutOfDeclaration(_ByEvent):
         if event.type != "decision" or not agent or not resource or d.get("refusal"):
             return []
         declared = await self._declarations(str(agent))
-        if declared is None or is_declared(declared, str(resource)):
+        if declared is None or covers(declared, str(resource)):
             return []
         action = _text(d.get("action"))
         summary = f"agent {agent} used {resource} ({action}), which it did not declare"
         details = {"action": action, "resource": resource, "effect": d.get("effect")}
         return [finding("out_of_declaration", f"{agent} {resource}", summary, agent=agent,
                         details=details)]  # fmt: skip
-
-
-def is_declared(declared: Declarations, uid: str) -> bool:
-    """Whether the resource ``uid`` (``Type::"id"``) is among ``declared``'s tools or
-    resources."""
-    kind, _, rest = uid.partition("::")
-    ident = rest[1:-1] if len(rest) >= 2 and rest[0] == rest[-1] == '"' else rest
-    if kind == "Tool":
-        names = (ident, ident.rpartition("/")[2])
-        return any(fnmatch.fnmatchcase(n, p) for n in names for p in declared.tools)
-    return any(fnmatch.fnmatchcase(n, p) for n in (ident, uid) for p in declared.resources)

@@ -39,7 +39,7 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from itertools import groupby
 
-from tether.identity.models import Agent
+from tether.identity.models import Agent, Declarations
 from tether.monitor.models import Usage
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "UnusedDeclaration",
     "UsedCapability",
     "cedar_string",
+    "covers",
     "declaration_used",
     "parse_uid",
     "recommend",
@@ -127,18 +128,30 @@ def _resource_matches(entry: str, resource_id: str) -> bool:
     )
 
 
+def covers(declared: Declarations, resource: str) -> bool:
+    """Whether an agent's ``declared`` tools or resources name ``resource`` (a ``Type::"id"``
+    uid): a tool by its ``server/tool`` id or the tool alone, anything else by its name (kind
+    prefix allowed), the database or server it is in, or its whole uid. The out-of-declaration
+    detector and the unused declarations both read declarations by this one rule."""
+    return any(_names("tools", t, resource) for t in declared.tools) or any(
+        _names("resources", r, resource) for r in declared.resources
+    )
+
+
+def _names(field: str, entry: str, resource: str) -> bool:
+    """Whether the declared ``tools`` or ``resources`` ``entry`` names ``resource``."""
+    parsed = parse_uid(resource)
+    if parsed is None:
+        return False
+    kind, ident = parsed
+    if field == "tools":
+        return kind == "Tool" and _tool_matches(entry, ident)
+    return kind != "Tool" and (entry == resource or _resource_matches(entry, ident))
+
+
 def declaration_used(field: str, entry: str, used: Iterable[Capability]) -> bool:
     """Whether some use matches the declared ``tools`` or ``resources`` entry."""
-    for capability in used:
-        parsed = parse_uid(capability.resource)
-        if parsed is None:
-            continue
-        kind, ident = parsed
-        if field == "tools" and kind == "Tool" and _tool_matches(entry, ident):
-            return True
-        if field == "resources" and kind != "Tool" and _resource_matches(entry, ident):
-            return True
-    return False
+    return any(_names(field, entry, capability.resource) for capability in used)
 
 
 def recommend(

@@ -13,9 +13,9 @@ from tether.monitor.detectors import (
     EventRules,
     OutOfDeclaration,
     Thresholds,
-    is_declared,
 )
 from tether.monitor.events import Event
+from tether.monitor.least_privilege import covers
 from tether.monitor.models import Severity
 from tether.monitor.windows import DeniedBurst, RateSpikes
 
@@ -123,10 +123,14 @@ async def test_an_unreadable_token_is_one_unknown_caller() -> None:
         (Declarations(resources=("faq",)), 'Database::"faq"', True),
         (Declarations(resources=('Database::"faq"',)), 'Database::"faq"', True),
         (Declarations(resources=("faq",)), 'Tool::"faq"', False),
+        # A kind prefix, and a database's tables, as the posture reads declarations too.
+        (Declarations(resources=("postgres:faq",)), 'Database::"faq"', True),
+        (Declarations(resources=("faq",)), 'Table::"faq.public.answers"', True),
+        (Declarations(resources=("faq",)), 'Table::"faqs.public.answers"', False),
     ],
 )
 def test_what_counts_as_declared(declared: Declarations, uid: str, expected: bool) -> None:
-    assert is_declared(declared, uid) is expected
+    assert covers(declared, uid) is expected
 
 
 async def test_use_of_an_undeclared_resource_is_out_of_declaration() -> None:
