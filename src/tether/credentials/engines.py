@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -48,6 +47,7 @@ from tether.credentials.models import EngineConfig, RoleTemplate
 from tether.crypto.kek import KeyEncryptionKey
 from tether.errors import Conflict, EngineNotFound, Error, InvalidInput, NotFound
 from tether.identity.access import Actor, Permission, require
+from tether.monitor.sprawl import digest
 from tether.store.interfaces import EngineStore, LeaseStore
 
 __all__ = ["MAX_ROLES", "EngineKind", "Engines", "check_role_template", "role_of"]
@@ -276,9 +276,10 @@ class Engines:
 
     def held_digests(self, config: EngineConfig) -> dict[str, str]:
         """What ``config`` holds, by name, each as the hex SHA-256 of its value (never the
-        value): every secret of a vault engine, else the admin secret under the admin user's
-        name. Empty when it holds none or it cannot be opened. The posture's secret-sprawl
-        check compares these with the digests of secrets found in files."""
+        value; :func:`tether.monitor.sprawl.digest`, as the scanner computes them): every
+        secret of a vault engine, else the admin secret under the admin user's name. Empty
+        when it holds none or it cannot be opened. The posture's secret-sprawl check compares
+        these with the digests of secrets found in files."""
         try:
             secret = self._unseal(config)
         except Error:
@@ -292,7 +293,7 @@ class Engines:
                 return {}
         else:
             held = {str(config.settings.get("admin_user", "admin")): secret}
-        return {name: hashlib.sha256(value.encode()).hexdigest() for name, value in held.items()}
+        return {name: digest(value) for name, value in held.items()}
 
     async def _vault(self, name: str) -> EngineConfig:
         config = await self._load(name)
