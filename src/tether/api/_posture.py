@@ -23,7 +23,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from tether.api.services import Services
-from tether.checkpoint._entities import agent_entity
+from tether.checkpoint._entities import agent_context, agent_entity
 from tether.credentials._requests import resource_of
 from tether.credentials.models import LIVE_STATES, EngineConfig, LeaseMatch
 from tether.credentials.vault import VAULT_KIND
@@ -249,13 +249,7 @@ def _allowed(
     now: datetime,
 ) -> AgentAccess:
     principal = agent_entity(agent)
-    context = {
-        "now": int(now.timestamp()),
-        "instance": "posture",
-        "scopes": set(),
-        "act_chain": set(),
-        "act_depth": 0,
-    }
+    context = agent_context(now=int(now.timestamp()), instance="posture", scopes=set())
     allowed = []
     for capability, resource in list(candidates.items())[:MAX_CANDIDATES]:
         request = DecisionRequest(

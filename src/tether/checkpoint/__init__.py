@@ -47,7 +47,7 @@ from tether._internal.kept import KeptFor
 from tether.audit.records import AuditRecord, Outcome
 from tether.audit.redact import Redactor
 from tether.audit.sink import AuditSink
-from tether.checkpoint._entities import PROVEN, agent_entity
+from tether.checkpoint._entities import PROVEN, agent_context, agent_entity
 from tether.crypto.jwt import declared_type, unverified_subject
 from tether.delegation.approval_gate import ApprovalGate
 from tether.delegation.token_exchange import delegation_facts
@@ -387,14 +387,12 @@ class Checkpoint:
         supplied = {k: v for k, v in request.context.items() if k not in PROVEN}
         claims = caller.claims.claims
         scope = claims.get("scope")
-        proven: dict[str, Any] = {
-            "now": self._clock.timestamp(),
-            "instance": caller.instance_id,
-            "scopes": set(scope.split()) if isinstance(scope, str) else set(),
-            "act_chain": set(),
-            "act_depth": 0,
-            "call_digest": digest,
-        }
+        proven = agent_context(
+            now=self._clock.timestamp(),
+            instance=caller.instance_id,
+            scopes=set(scope.split()) if isinstance(scope, str) else set(),
+        )
+        proven["call_digest"] = digest
         if request.arguments is not None:
             proven["arguments"] = arguments.decode()
         return supplied | proven

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from types import MappingProxyType
+from typing import Any
 
 from tether.identity.models import Agent
 from tether.policy.models import Entity, EntityRef
 
-__all__ = ["PROVEN", "agent_entity"]
+__all__ = ["PROVEN", "agent_context", "agent_entity"]
 
 
 def agent_entity(agent: Agent) -> Entity:
@@ -32,6 +33,14 @@ def agent_entity(agent: Agent) -> Entity:
             }
         ),
     )
+
+
+def agent_context(*, now: float, instance: str, scopes: set[str]) -> dict[str, Any]:
+    """The proven context of an agent instance acting for itself (no delegation yet: an
+    empty actor chain); the checkpoint adds the call's digest and arguments, a delegated
+    token's user and grant. The posture evaluates what an agent may do with the same."""
+    return {"now": now, "instance": instance, "scopes": scopes, "act_chain": set(),
+            "act_depth": 0}  # fmt: skip
 
 
 #: Context keys only the checkpoint sets, from what it verified; a caller's values for them are
