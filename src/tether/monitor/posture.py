@@ -37,7 +37,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 from types import MappingProxyType
@@ -215,7 +215,11 @@ class PostureReport:
     secret_sources: tuple[SecretSource, ...]
     policy_version: int | None
     policy_evaluated: bool
-    problems: tuple[Problem, ...]
+
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        """Every problem of the report's sections, once each, sorted."""
+        return tuple(sorted(problems_of(self)))
 
     def to_json(self) -> dict[str, Any]:
         """The report as JSON values, in a stable order (the API's and the CLI's shape)."""
@@ -388,7 +392,7 @@ def assess(
         for a in agents
         if a.state is AgentState.ACTIVE
     ]
-    report = PostureReport(
+    return PostureReport(
         generated_at=now,
         days=days,
         since=since,
@@ -406,13 +410,7 @@ def assess(
         secret_sources=tuple(sorted(inputs.sources, key=lambda s: s.engine)),
         policy_version=inputs.policy_version,
         policy_evaluated=inputs.policy_evaluated,
-        problems=(),
     )
-    return _with_problems(report)
-
-
-def _with_problems(report: PostureReport) -> PostureReport:
-    return replace(report, problems=tuple(sorted(problems_of(report))))
 
 
 def problems_of(report: PostureReport) -> list[Problem]:
