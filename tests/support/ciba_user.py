@@ -5,7 +5,8 @@ a script by the live tests:
 
 It signs in through Tether's built-in OpenID provider as a browser would (authorization code
 with PKCE, the sign-in form in its JSON form), then approves the first COUNT requests that
-reach its inbox, and prints their ids as a JSON list.
+reach its inbox (each once it has read it for READING seconds), and prints their ids as a
+JSON list.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import httpx
 
 CLIENT_ID = "tether-cli"  # the first-party public client of `tether login`
 REDIRECT = "http://127.0.0.1:9/callback"
+READING = 2.0  # seconds between seeing a request and answering it
 
 
 def sign_in(http: httpx.Client, user: str, password: str) -> str:
@@ -51,11 +53,16 @@ def main() -> None:
     http = httpx.Client(base_url=addr, timeout=10)
     me = {"Authorization": f"Bearer {sign_in(http, user, password)}"}
     answered: list[str] = []
+    seen: dict[str, float] = {}
     deadline = time.monotonic() + 90
     while len(answered) < count and time.monotonic() < deadline:
         inbox = http.get("/v1/approvals", params={"state": "pending"}, headers=me)
         inbox.raise_for_status()
         for request in inbox.json()["approvals"]:
+            # A person reads the request before answering: the agent's first poll, made as
+            # soon as it asked, finds it pending.
+            if time.monotonic() - seen.setdefault(request["id"], time.monotonic()) < READING:
+                continue
             approved = http.post(f"/v1/approvals/{request['id']}/approve", json={}, headers=me)
             approved.raise_for_status()
             answered.append(request["id"])

@@ -73,7 +73,8 @@ Ping = Callable[[str, str, str], Awaitable[object]]
 _PING_PURPOSE = "approval-ping"
 #: The ``type`` of the item an enforcement point asks for: one call, as the checkpoint saw it.
 CALL_TYPE = "tether_call"
-#: An answer racing the agent's polls is written again on the request as it is now.
+#: An answer racing the agent's polls is written again on the request as it is now; a poll
+#: racing the answer (or another poll) is answered again from the request as it is now.
 ANSWER_TRIES = 3
 
 
@@ -382,27 +383,31 @@ class Approvals:
         authenticated it (the MCP gateway, redeeming the request it started for a call)."""
         if not auth_req_id:
             raise InvalidRequest("auth_req_id is required")
-        found = await self._store.find_approval(auth_req_key(auth_req_id))
-        if found is None:
-            raise InvalidGrant("unknown auth_req_id")
-        now = self._clock.now()
-        result = ciba.poll(found, client=instance, now=now)
-        if isinstance(result.error, InvalidGrant):
-            await self._refused(found, instance, result.error)
-            raise result.error
-        if result.error is not None:
-            await self._polled(result.approval, found.version)
-            raise result.error
-        return await self._issue(result.approval, found.version, instance)
+        for _ in range(ANSWER_TRIES):
+            found = await self._store.find_approval(auth_req_key(auth_req_id))
+            if found is None:
+                raise InvalidGrant("unknown auth_req_id")
+            result = ciba.poll(found, client=instance, now=self._clock.now())
+            if isinstance(result.error, InvalidGrant):
+                await self._refused(found, instance, result.error)
+                raise result.error
+            if result.error is None:
+                return await self._issue(result.approval, found.version, instance)
+            if await self._polled(result.approval, found.version):
+                raise result.error
+            # The request changed between the read and the write: the person answered it
+            # (answer it as it is now), or another poll did (which the read now slows down).
+        raise SlowDown("the approval request keeps changing: poll again after the interval")
 
-    async def _polled(self, approval: Approval, version: int) -> None:
-        """Keep the poll's time (for ``slow_down``); a poll racing another is slowed down."""
+    async def _polled(self, approval: Approval, version: int) -> bool:
+        """Keep the poll's time (for ``slow_down``); False if the request changed meanwhile."""
         try:
             await self._store.update_approval(
                 replace(approval, version=version + 1), expected_version=version
             )
         except VersionConflict:
-            raise SlowDown(f"poll at most every {approval.interval} seconds") from None
+            return False
+        return True
 
     async def _issue(self, approval: Approval, version: int, instance: str) -> IssuedApproval:
         now = self._clock.now()

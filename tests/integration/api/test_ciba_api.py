@@ -19,9 +19,10 @@ from tether.api.services import Services
 from tether.config import Settings
 from tether.crypto.assertion import sign_client_assertion
 from tether.crypto.jwt import UnverifiedToken
+from tether.delegation import ciba
 from tether.delegation.ciba import GRANT_TYPE as CIBA
 from tether.delegation.grants import ACCOUNT_SCOPE
-from tether.delegation.models import ApprovalMatch
+from tether.delegation.models import Approval, ApprovalMatch, ApprovalState
 from tether.delegation.token_exchange import ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE
 from tether.delegation.token_exchange import GRANT_TYPE as TOKEN_EXCHANGE
 from tether.identity.client_auth import ASSERTION_TYPE
@@ -173,6 +174,38 @@ async def test_ciba_poll_faster_than_interval_gets_slow_down(world: World) -> No
     auth_req_id = (await world.ask(TRANSFER)).json()["auth_req_id"]
     assert _error(await world.poll(auth_req_id)) == "authorization_pending"
     assert _error(await world.poll(auth_req_id)) == "slow_down"
+
+
+async def test_ciba_poll_racing_the_persons_answer_is_answered_from_the_answer_not_slowed_down(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The person approves between the poll's read and its write: the poll reads the request
+    again and redeems it (once), instead of telling a well-behaved agent to slow down."""
+    auth_req_id = (await world.ask(TRANSFER)).json()["auth_req_id"]
+    assert _error(await world.poll(auth_req_id)) == "authorization_pending"
+    await _wait_interval(world)
+    store = world.services.store
+    write = store.update_approval
+    raced: list[str] = []
+
+    async def answered_first(approval: Approval, *, expected_version: int) -> None:
+        if not raced and approval.state is ApprovalState.PENDING:
+            raced.append(approval.id)  # the poll's write of its time, after its read
+            current = await store.get_approval(approval.id)
+            assert current is not None
+            now = current.last_polled_at or current.created_at
+            yes = ciba.answer(current, user="alice", approve=[0], now=now)
+            await write(replace(yes, version=current.version + 1), expected_version=current.version)
+        await write(approval, expected_version=expected_version)
+
+    monkeypatch.setattr(store, "update_approval", answered_first)
+    redeemed = await world.poll(auth_req_id)
+    assert raced, "the person's answer landed between the poll's read and write"
+    assert redeemed.status_code == 200, redeemed.text
+    token = UnverifiedToken.parse(redeemed.json()["access_token"]).claims
+    assert [d["call_digest"] for d in token["authorization_details"]] == [TRANSFER]
+    await _wait_interval(world)
+    assert _error(await world.poll(auth_req_id)) == "invalid_grant", "redeemed once only"
 
 
 async def test_ciba_user_refusal_gets_access_denied(world: World) -> None:
