@@ -15,6 +15,7 @@ import pytest
 
 from tether.delegation.models import User, UserState
 from tether.errors import UserExists, UserNotFound, VersionConflict
+from tether.identity.models import Role
 from tether.store.interfaces import Store
 from tether.store.sql import open_sql_store
 from tether.store.sql.changes import user_topic
@@ -121,6 +122,28 @@ async def test_a_taken_user_id_is_user_exists(store: Store) -> None:
     with pytest.raises(UserExists):
         await store.create_user(replace(make_user("bob"), id="usr_alice"))
     assert await store.get_user("bob") is None
+
+
+async def test_a_users_console_role_reads_back_and_changes(store: Store) -> None:
+    alice = replace(make_user("alice"), role=Role.SECURITY_ADMIN)
+    bob = make_user("bob", issuer=IDP, subject="00u1bob")
+    await store.create_user(alice)
+    await store.create_user(bob)
+    stored = await store.get_user("alice")
+    assert stored == alice
+    assert stored is not None
+    assert stored.role is Role.SECURITY_ADMIN
+    assert await store.get_user_by_subject(IDP, "00u1bob") == bob
+    assert bob.role is None  # an end user
+    developer = replace(alice, role=Role.DEVELOPER, updated_at=at(10), version=2)
+    await store.update_user(developer, expected_version=1)
+    assert await store.get_user("alice") == developer
+    end_user = replace(developer, role=None, updated_at=at(20), version=3)
+    await store.update_user(end_user, expected_version=2)
+    assert await store.list_users() == [end_user, bob]
+    with pytest.raises(VersionConflict):  # a stale role change writes nothing
+        await store.update_user(replace(developer, role=Role.AUDITOR), expected_version=2)
+    assert await store.get_user_by_subject(TETHER, "alice") == end_user
 
 
 # -- updates ---------------------------------------------------------------------------------

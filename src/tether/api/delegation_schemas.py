@@ -1,6 +1,7 @@
 """Request bodies and response shapes of ``/v1/users``, ``/v1/grants`` and ``/v1/approvals``.
 
-A response never carries a password nor its hash: a user shows only ``password_set``.
+A response never carries a password nor its hash: a user shows only ``password_set``. A user's
+``role`` is their console role, or null (an end user).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from tether.api.schemas import Strict
 from tether.crypto.passwords import MAX_PASSWORD
 from tether.delegation.grants import MAX_PURPOSE, MAX_SCOPES
 from tether.delegation.models import Approval, ApprovalState, Grant, User
+from tether.identity.models import Role
 
 __all__ = [
     "ApprovalAnswerIn",
     "BulkGrantRevokeIn",
     "GrantIn",
     "PasswordIn",
+    "RoleIn",
     "UserIn",
     "approval_json",
     "grant_json",
@@ -32,6 +35,13 @@ class UserIn(Strict):
     password: str | None = Field(default=None, max_length=MAX_PASSWORD)
     display_name: str | None = Field(default=None, max_length=200)
     email: str | None = Field(default=None, max_length=320)
+    #: A console role (never ``root`` nor ``enforcement-point``); absent or null: none.
+    role: Role | None = None
+
+
+class RoleIn(Strict):
+    #: Required, null included: ``{"role": null}`` takes the person's console role away.
+    role: Role | None
 
 
 class PasswordIn(Strict):
@@ -66,6 +76,7 @@ def user_json(user: User) -> dict[str, Any]:
         "issuer": user.issuer,
         "subject": user.subject,
         "password_set": user.password_hash is not None,
+        "role": None if user.role is None else str(user.role),
         "created_at": user.created_at.isoformat(),
         "updated_at": user.updated_at.isoformat(),
         "disabled_at": user.disabled_at.isoformat() if user.disabled_at else None,

@@ -31,7 +31,8 @@ tag is never reused for another meaning):
 * ``user.created``, ``user.updated`` (details: the changed fields — ``state``, or
   ``password_changed`` — never a password or its hash), ``user.signed_in``,
   ``user.sign_in_failed`` (the name asked for and why: ``unknown``, ``disabled`` or
-  ``wrong_password``)
+  ``wrong_password``), ``user.role_changed`` (a person's console role: ``role``, the new one
+  or null, and the ``previous`` one or null)
 * ``grant.created`` (the grant's facts: user, agent, scopes, purpose, purpose code, session,
   expiry), ``grant.revoked`` (by whom, why; one record per grant, also in a bulk revocation,
   which is announced first by a record of what it matches)
@@ -121,6 +122,7 @@ RECORD_TYPES = frozenset(
         "user.updated",
         "user.signed_in",
         "user.sign_in_failed",
+        "user.role_changed",
         "grant.created",
         "grant.revoked",
         "token.issued",

@@ -16,6 +16,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from tether.identity.models import Role
+
 __all__ = [
     "Approval",
     "ApprovalMatch",
@@ -37,7 +39,11 @@ class UserState(StrEnum):
 @dataclass(frozen=True, kw_only=True)
 class User:
     """A person. ``password_hash`` is an Argon2id PHC string for users of the built-in
-    provider; ``None`` for a user who signs in elsewhere (``issuer`` says where)."""
+    provider; ``None`` for a user who signs in elsewhere (``issuer`` says where).
+
+    ``role`` is what the person may do in the web console: one of the operator roles but
+    ``root`` and ``enforcement-point`` (:data:`tether.delegation.users.CONSOLE_ROLES`), or
+    ``None`` for an end user, who sees only their own grants and approvals."""
 
     id: str
     name: str
@@ -53,6 +59,7 @@ class User:
     created_at: datetime
     updated_at: datetime
     disabled_at: datetime | None = None
+    role: Role | None = None
     version: int = 1
 
     @property

@@ -1,6 +1,10 @@
 """Users of the built-in OpenID provider: added, listed, disabled by security admins; signed in
 with a password hashed with Argon2id (:mod:`tether.crypto.passwords`).
 
+A person may hold a console role (:data:`CONSOLE_ROLES`: an operator role but ``root`` and
+``enforcement-point``), given and taken away by security admins (:meth:`Users.set_role`,
+recorded as ``user.role_changed``); without one they are an end user of the console.
+
 Every change is recorded before it is applied, as the agent registry does. Disabling a user
 ends everything derived from them at once: their grants are revoked (which, at the checkpoint,
 refuses every delegated token under them) — the ``on_disable`` hook.
@@ -11,6 +15,7 @@ Example::
                   issuer="https://tether.example")
     alice = await users.add(actor=sam, name="alice", password="correct horse battery")
     await users.authenticate(name="alice", password="correct horse battery")   # the User
+    await users.set_role("alice", Role.DEVELOPER, actor=sam)
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ from tether.crypto.passwords import PasswordHasher
 from tether.delegation.models import User, UserState
 from tether.errors import Error, InvalidInput, InvalidName, Unauthenticated, UserNotFound
 from tether.identity.access import Actor, Permission, require
+from tether.identity.models import Role
 from tether.store.interfaces import UserStore
 
-__all__ = ["NAME_RULE", "Users", "check_user_name"]
+__all__ = ["CONSOLE_ROLES", "NAME_RULE", "Users", "check_console_role", "check_user_name"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,126}[a-z0-9]$|^[a-z0-9]$")
 NAME_RULE = (
@@ -40,6 +46,9 @@ NAME_RULE = (
 )
 MAX_DISPLAY = 200
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+#: The roles a person may hold in the web console. Never ``root`` (there is one root, a
+#: token) and never ``enforcement-point`` (a gateway's, not a person's).
+CONSOLE_ROLES = frozenset(Role) - {Role.ROOT, Role.ENFORCEMENT_POINT}
 
 #: Called with the user's name and the actor when a user is disabled (revokes their grants).
 OnDisable = Callable[[str, Actor], Awaitable[object]]
@@ -49,6 +58,23 @@ def check_user_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidName(f"a user name is {NAME_RULE}", details={"field": "name"})
     return name
+
+
+def check_console_role(role: Role | str | None) -> Role | None:
+    """``role`` as a console role (``None``: none, an end user); ``InvalidInput`` (field
+    ``role``) for ``root``, ``enforcement-point`` or anything that is not a role."""
+    if role is None:
+        return None
+    try:
+        found = Role(role)
+    except ValueError:
+        found = None
+    if found not in CONSOLE_ROLES:
+        allowed = ", ".join(sorted(CONSOLE_ROLES))
+        raise InvalidInput(
+            f"a person's console role is one of {allowed}, or none", details={"field": "role"}
+        )
+    return found
 
 
 class Users:
@@ -85,11 +111,13 @@ class Users:
         password: str | None,
         display_name: str | None = None,
         email: str | None = None,
+        role: Role | None = None,
     ) -> User:
         """A user of the built-in provider (``password`` None: one who cannot sign in with a
-        password until one is set)."""
+        password until one is set), with a console role or none."""
         require(actor, Permission.USER_MANAGE)
         check_user_name(name)
+        role = check_console_role(role)
         now = self._clock.now()
         user = User(
             id=new_id("usr"),
@@ -102,8 +130,10 @@ class Users:
             subject=name,
             created_at=now,
             updated_at=now,
+            role=role,
         )
         facts = {"id": user.id, "name": name, "issuer": user.issuer, "email": user.email}
+        facts |= {"role": _role_label(role)}
         record = self._record("user.created", actor, name, facts | {"password_set": bool(password)})
         await audited(self._audit, record, lambda: self._store.create_user(user), clock=self._clock)
         return user
@@ -144,6 +174,18 @@ class Users:
         return await self._change(
             user, actor, {"state": "active"}, state=UserState.ACTIVE, disabled_at=None
         )
+
+    async def set_role(self, name: str, role: Role | None, *, actor: Actor) -> User:
+        """Give a person a console role, or take theirs away (``None``): security admins only.
+        Like every change of the person's, it ends their earlier tokens and sign-in sessions
+        (none outlives a role taken away); setting the role they hold changes nothing."""
+        require(actor, Permission.USER_MANAGE)
+        wanted = check_console_role(role)
+        user = await self._load(name)
+        if user.role == wanted:
+            return user
+        facts = {"role": _role_label(wanted), "previous": _role_label(user.role)}
+        return await self._change(user, actor, facts, tag="user.role_changed", role=wanted)
 
     async def set_password(
         self, name: str, password: str, *, actor: Actor, current: str | None = None
@@ -235,7 +277,13 @@ class Users:
         return user
 
     async def _change(
-        self, user: User, actor: Actor, facts: Mapping[str, object], **changes: object
+        self,
+        user: User,
+        actor: Actor,
+        facts: Mapping[str, object],
+        *,
+        tag: str = "user.updated",
+        **changes: object,
     ) -> User:
         updated = replace(
             user,
@@ -243,7 +291,7 @@ class Users:
             updated_at=self._clock.now(),
             version=user.version + 1,
         )
-        record = self._record("user.updated", actor, user.name, facts)
+        record = self._record(tag, actor, user.name, facts)
         try:
             await audited(
                 self._audit,
@@ -266,6 +314,10 @@ class Users:
             time=self._clock.now(),
             details=details,
         )
+
+
+def _role_label(role: Role | None) -> str | None:
+    return None if role is None else str(role)
 
 
 def _display(text: str | None) -> str | None:

@@ -2,9 +2,9 @@
 
 A mixin over the store's one ``asyncio.Lock``, which makes each call atomic: a bulk revocation
 computes every new value before it writes any. Values come back as the SQL store returns them:
-datetimes in UTC (a naive one is a ``ValueError`` before anything is written), states as
-enums, a grant's scopes as a ``frozenset``, a client's redirect URIs as a tuple. Users are
-kept by id with indexes by name and by ``(issuer, subject)``, the SQL store's unique
+datetimes in UTC (a naive one is a ``ValueError`` before anything is written), states and a
+user's role as enums, a grant's scopes as a ``frozenset``, a client's redirect URIs as a tuple.
+Users are kept by id with indexes by name and by ``(issuer, subject)``, the SQL store's unique
 constraints.
 """
 
@@ -25,6 +25,7 @@ from tether.errors import (
     UserNotFound,
     VersionConflict,
 )
+from tether.identity.models import Role
 from tether.store._memory_values import as_utc, in_utc
 
 __all__ = ["MemoryDelegation"]
@@ -34,7 +35,8 @@ _MAX_PAGE = 500
 
 
 def _stored_user(user: User) -> User:
-    return replace(in_utc(user), state=UserState(user.state))
+    role = None if user.role is None else Role(user.role)
+    return replace(in_utc(user), state=UserState(user.state), role=role)
 
 
 def _stored_grant(grant: Grant) -> Grant:

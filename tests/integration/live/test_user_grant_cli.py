@@ -131,6 +131,33 @@ def test_user_add_reads_the_password_from_stdin_and_never_prints_it(world: World
     _no_password_anywhere(world)
 
 
+def test_a_security_admin_gives_a_person_a_console_role(world: World) -> None:
+    added = _add_user(world, "grace", role="auditor")
+    assert added["role"] == "auditor"
+    given = ok(tether(world, "user", "role", "grace", "developer", "-o", "json"))
+    assert (given["name"], given["role"]) == ("grace", "developer")
+    table = tether(world, "user", "list")
+    assert "role" in table.stdout
+    assert "developer" in next(line for line in table.stdout.splitlines() if "grace" in line)
+    taken = ok(tether(world, "user", "role", "grace", "--none", "-o", "json"))
+    assert taken["role"] is None
+    listed = ok(tether(world, "user", "list", "-o", "json"))
+    assert {u["name"]: u["role"] for u in listed}["grace"] is None
+
+
+def test_a_person_cannot_be_given_the_root_role(world: World) -> None:
+    _add_user(world, "heidi")
+    for args in (("user", "role", "heidi", "root"), ("user", "add", "ivan", "--role", "root")):
+        refused = tether(world, *args)
+        assert refused.returncode == exit_codes.INVALID_INPUT, refused.stdout + refused.stderr
+        assert "console role" in refused.stderr
+    both = tether(world, "user", "role", "heidi", "auditor", "--none")
+    neither = tether(world, "user", "role", "heidi")
+    assert both.returncode == neither.returncode == exit_codes.USAGE
+    assert ok(tether(world, "user", "show", "heidi", "-o", "json"))["role"] is None
+    assert tether(world, "user", "show", "ivan").returncode == exit_codes.NOT_FOUND
+
+
 def test_passwd_sets_a_password_the_user_then_signs_in_with(world: World) -> None:
     _add_user(world, "dave")
     new = "dave-new-password-" + secrets.token_urlsafe(8)

@@ -13,7 +13,8 @@ from tether.audit.log import AuditLog
 from tether.audit.records import AuditRecord, Outcome
 from tether.crypto.passwords import PasswordCost, PasswordHasher
 from tether.delegation.models import UserState
-from tether.delegation.users import Users
+from tether.delegation.tokens import issued_since_change
+from tether.delegation.users import CONSOLE_ROLES, Users, check_console_role
 from tether.errors import (
     Forbidden,
     InvalidInput,
@@ -360,3 +361,137 @@ async def test_a_stored_hash_follows_a_raised_cost_at_sign_in_without_ending_ses
     assert not dearer.needs_rehash(after.password_hash or "")
     assert after.updated_at == before.updated_at  # not a change of hers: sessions stay
     await users.authenticate(name="alice", password=PASSWORD)
+
+
+# -- console roles -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "role", [Role.SECURITY_ADMIN, Role.PLATFORM_ADMIN, Role.DEVELOPER, Role.AUDITOR]
+)
+async def test_a_security_admin_gives_a_person_a_console_role(
+    users: Users, store: MemoryStore, clock: FixedClock, role: Role
+) -> None:
+    alice = await users.add(actor=SAM, name="alice", password=PASSWORD)
+    assert alice.role is None  # an end user until given a role
+    clock.advance(5)
+    given = await users.set_role("alice", role, actor=SAM)
+    assert given.role is role
+    assert (given.version, given.updated_at) == (alice.version + 1, clock.now())
+    assert await store.get_user("alice") == given
+    assert (await users.set_role("alice", None, actor=SAM)).role is None
+    assert (await store.get_user("alice") or alice).role is None
+
+
+async def test_a_person_is_added_with_a_console_role(users: Users, store: MemoryStore) -> None:
+    alice = await users.add(actor=SAM, name="alice", password=None, role=Role.AUDITOR)
+    assert alice.role is Role.AUDITOR
+    assert await store.get_user("alice") == alice
+    (created,) = await records(store, "user.created")
+    assert created.details["role"] == "auditor"
+    await users.add(actor=SAM, name="bob", password=None)
+    assert (await records(store, "user.created"))[1].details["role"] is None
+
+
+@pytest.mark.parametrize("role", [Role.ROOT, Role.ENFORCEMENT_POINT])
+async def test_a_person_cannot_be_given_the_root_role(
+    users: Users, store: MemoryStore, role: Role
+) -> None:
+    """Nor an enforcement point's: refused before anything is written or recorded, on adding
+    and on a change alike."""
+    with pytest.raises(InvalidInput, match="console role is one of") as caught:
+        await users.add(actor=SAM, name="mallory", password=None, role=role)
+    assert (caught.value.code, caught.value.details["field"]) == ("invalid_input", "role")
+    assert await store.get_user("mallory") is None
+    alice = await users.add(actor=SAM, name="alice", password=None)
+    with pytest.raises(InvalidInput, match="console role is one of"):
+        await users.set_role("alice", role, actor=SAM)
+    assert await store.get_user("alice") == alice
+    assert await records(store, "user.role_changed") == []
+
+
+@pytest.mark.parametrize(
+    ("given", "role"),
+    [
+        (None, None),
+        ("developer", Role.DEVELOPER),
+        (Role.SECURITY_ADMIN, Role.SECURITY_ADMIN),
+        ("platform-admin", Role.PLATFORM_ADMIN),
+        ("auditor", Role.AUDITOR),
+        ("root", InvalidInput),
+        ("enforcement-point", InvalidInput),
+        ("wizard", InvalidInput),
+        ("Developer", InvalidInput),
+        ("", InvalidInput),
+    ],
+)
+def test_a_console_role_is_an_operator_role_but_root_and_enforcement_point(
+    given: Role | str | None, role: Role | type[InvalidInput] | None
+) -> None:
+    assert frozenset(Role) - CONSOLE_ROLES == {Role.ROOT, Role.ENFORCEMENT_POINT}
+    if role is InvalidInput:
+        with pytest.raises(InvalidInput, match="console role is one of auditor, developer"):
+            check_console_role(given)
+    else:
+        assert check_console_role(given) is role
+
+
+@pytest.mark.parametrize("role", [Role.DEVELOPER, Role.AUDITOR, Role.PLATFORM_ADMIN])
+async def test_a_developer_cannot_change_roles(
+    users: Users, store: MemoryStore, role: Role
+) -> None:
+    """Only security admins (and root) hand out console roles: not another operator, not the
+    person themselves."""
+    alice = await users.add(actor=SAM, name="alice", password=PASSWORD)
+    for actor in (operator(role), Actor.user(name="alice")):
+        with pytest.raises(Forbidden, match=r"user\.manage"):
+            await users.set_role("alice", Role.SECURITY_ADMIN, actor=actor)
+        with pytest.raises(Forbidden):
+            await users.add(actor=actor, name="bob", password=None, role=Role.DEVELOPER)
+    assert await store.get_user("alice") == alice
+    assert await records(store, "user.role_changed") == []
+
+
+async def test_a_role_change_is_an_audit_record(users: Users, store: MemoryStore) -> None:
+    await users.add(actor=SAM, name="alice", password=None)
+    await users.set_role("alice", Role.DEVELOPER, actor=SAM)
+    await users.set_role("alice", Role.AUDITOR, actor=operator(Role.ROOT, "root"))
+    await users.set_role("alice", None, actor=SAM)
+    changes = await records(store, "user.role_changed")
+    assert [(r.actor, r.subject, r.outcome) for r in changes] == [
+        ("operator:sam", "user:alice", Outcome.SUCCESS),
+        ("operator:root", "user:alice", Outcome.SUCCESS),
+        ("operator:sam", "user:alice", Outcome.SUCCESS),
+    ]
+    assert [dict(r.details) for r in changes] == [
+        {"role": "developer", "previous": None},
+        {"role": "auditor", "previous": "developer"},
+        {"role": None, "previous": "auditor"},
+    ]
+    assert await records(store, "user.updated") == []
+
+
+async def test_giving_the_role_a_person_holds_changes_nothing(
+    users: Users, store: MemoryStore
+) -> None:
+    await users.add(actor=SAM, name="alice", password=None, role=Role.DEVELOPER)
+    before = await store.get_user("alice")
+    assert await users.set_role("alice", Role.DEVELOPER, actor=SAM) == before
+    assert await records(store, "user.role_changed") == []
+
+
+async def test_a_role_change_ends_the_persons_earlier_sessions(
+    users: Users, clock: FixedClock
+) -> None:
+    """No token or sign-in session outlives the role it was issued under."""
+    alice = await users.add(actor=SAM, name="alice", password=PASSWORD, role=Role.SECURITY_ADMIN)
+    signed_in = int(clock.now().timestamp())
+    assert issued_since_change(alice, signed_in)
+    clock.advance(60)
+    demoted = await users.set_role("alice", Role.AUDITOR, actor=SAM)
+    assert not issued_since_change(demoted, signed_in)
+
+
+async def test_the_role_of_an_unknown_user_is_not_found(users: Users) -> None:
+    with pytest.raises(UserNotFound):
+        await users.set_role("nobody", Role.DEVELOPER, actor=SAM)

@@ -1,7 +1,9 @@
 """``/v1/users``: the people of the built-in OpenID provider, managed by security admins.
 
 A user reads themselves (``GET /v1/users/{name}`` with their own access token) and changes
-their own password; a password never comes back in any response.
+their own password; a password never comes back in any response. ``PUT /v1/users/{name}/role``
+gives a person a console role or takes it away (``{"role": null}``); ``root`` and
+``enforcement-point`` are refused (``400 invalid_input``, field ``role``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from tether.api.delegation_schemas import PasswordIn, UserIn, user_json
+from tether.api.delegation_schemas import PasswordIn, RoleIn, UserIn, user_json
 from tether.api.deps import OperatorDep, ServicesDep, caller
 
 router = APIRouter(prefix="/v1/users", tags=["users"])
@@ -25,6 +27,7 @@ async def add(body: UserIn, actor: OperatorDep, services: ServicesDep) -> Json:
         password=body.password,
         display_name=body.display_name,
         email=body.email,
+        role=body.role,
     )
     return user_json(user)
 
@@ -66,3 +69,8 @@ async def set_password(
         name, body.password, actor=actor, current=body.current_password
     )
     return user_json(user)
+
+
+@router.put("/{name}/role", summary="Give a person a console role, or take it away (null)")
+async def set_role(name: str, body: RoleIn, actor: OperatorDep, services: ServicesDep) -> Json:
+    return user_json(await services.delegation.users.set_role(name, body.role, actor=actor))

@@ -3,12 +3,16 @@
 A password is read from standard input (``--password-stdin``: all of it, less one final
 newline), never from an argument, so it stays out of shell history and process listings; no
 answer ever carries it back (a user shows only ``password_set``). Disabling a user revokes
-every grant they gave at once; enabling them again leaves those grants revoked.
+every grant they gave at once; enabling them again leaves those grants revoked. A person's
+console role (``security-admin``, ``platform-admin``, ``developer`` or ``auditor``; none: an end
+user) is given with ``--role`` or ``tether user role``.
 
 Example::
 
     $ printf '%s\\n' "$ALICE_PASSWORD" | tether user add alice --password-stdin \\
-        --display-name "Alice Example" --email alice@example.com
+        --display-name "Alice Example" --email alice@example.com --role developer
+    $ tether user role alice auditor
+    $ tether user role alice --none
     $ tether user list --output json
     $ tether user disable alice
 """
@@ -21,7 +25,7 @@ from typing import Annotated, Any
 import typer
 
 from tether.cli.client import Api, fail
-from tether.cli.exit_codes import INVALID_INPUT
+from tether.cli.exit_codes import INVALID_INPUT, USAGE
 from tether.cli.options import OutputOpt
 from tether.cli.output import Output, show, show_rows
 from tether.config import ClientSettings
@@ -31,7 +35,8 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-_COLUMNS = ("name", "display_name", "email", "state", "password_set", "created_at")
+_COLUMNS = ("name", "display_name", "email", "state", "role", "password_set", "created_at")
+_ROLES = "security-admin, platform-admin, developer or auditor"
 PasswordStdin = Annotated[
     bool, typer.Option("--password-stdin", help="Read the password from stdin")
 ]
@@ -55,16 +60,16 @@ def add(
     password_stdin: PasswordStdin = False,
     display_name: Annotated[str | None, typer.Option(help="The name shown to people")] = None,
     email: Annotated[str | None, typer.Option(help="Their e-mail address")] = None,
+    role: Annotated[str | None, typer.Option(help=f"Their console role: {_ROLES}")] = None,
     output: OutputOpt = Output.TABLE,
 ) -> None:
-    """Add a user (without --password-stdin they cannot sign in until `tether user passwd`)."""
+    """Add a user (without --password-stdin they cannot sign in until `tether user passwd`;
+    without --role they are an end user of the console)."""
     body: dict[str, Any] = {"name": name}
     if password_stdin:
         body["password"] = _password()
-    if display_name is not None:
-        body["display_name"] = display_name
-    if email is not None:
-        body["email"] = email
+    optional = {"display_name": display_name, "email": email, "role": role}
+    body |= {k: v for k, v in optional.items() if v is not None}
     with _api() as api:
         show(api.call("POST", "/v1/users", json=body), output)
 
@@ -101,6 +106,20 @@ def enable(name: str, output: OutputOpt = Output.TABLE) -> None:
     """Enable a disabled user (the grants revoked when they were disabled stay revoked)."""
     with _api() as api:
         show(api.call("POST", f"/v1/users/{name}/enable"), output)
+
+
+@app.command("role")
+def set_role(
+    name: str,
+    role: Annotated[str | None, typer.Argument(help=f"The console role: {_ROLES}")] = None,
+    none: Annotated[bool, typer.Option("--none", help="Take their console role away")] = False,
+    output: OutputOpt = Output.TABLE,
+) -> None:
+    """Give a user a console role, or take it away with --none (security admins)."""
+    if (role is None) == (not none):
+        fail("name a ROLE, or pass --none (not both)", USAGE)
+    with _api() as api:
+        show(api.call("PUT", f"/v1/users/{name}/role", json={"role": role}), output)
 
 
 @app.command()

@@ -36,6 +36,7 @@ from tether.errors import (
     UserNotFound,
     VersionConflict,
 )
+from tether.identity.models import Role
 from tether.store.sql import changes
 from tether.store.sql._runner import insert_once, unique_violation
 from tether.store.sql.tables import as_utc, grants, oauth_clients, users, utc_or_none
@@ -88,6 +89,7 @@ def user_values(user: User) -> dict[str, Any]:
         "created_at": as_utc(user.created_at),
         "updated_at": as_utc(user.updated_at),
         "disabled_at": utc_or_none(user.disabled_at),
+        "role": None if user.role is None else str(Role(user.role)),
         "version": user.version,
     }
 
@@ -106,6 +108,7 @@ def user_from_row(row: Mapping[Any, Any]) -> User:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         disabled_at=row["disabled_at"],
+        role=None if row["role"] is None else Role(row["role"]),
         version=row["version"],
     )
 

@@ -376,6 +376,8 @@ users = sa.Table(
     sa.Column("updated_at", UtcDateTime(), nullable=False),
     sa.Column("disabled_at", UtcDateTime(), nullable=True),
     sa.Column("version", sa.Integer(), nullable=False),
+    # The person's console role (``Role``), or null: an end user. Added by 0012.
+    sa.Column("role", sa.String(32), nullable=True),
     # Federated sign-in finds the user by what their provider calls them.
     sa.UniqueConstraint("issuer", "subject"),
 )
