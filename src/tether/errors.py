@@ -43,6 +43,7 @@ The hierarchy::
     │   └── McpServerExists             mcp_server_exists
     ├── Unauthenticated                 unauthenticated          401
     ├── Forbidden                       forbidden                403
+    │   ├── CsrfRefused                 csrf_refused (a console form without its token)
     │   └── Denied                      denied (the SDK: the checkpoint said no)
     │       ├── ApprovalRequired        approval_required
     │       ├── CheckUnavailable        check_unavailable (no answer in time: denied)
@@ -104,6 +105,7 @@ __all__ = [
     "ClientNotFound",
     "ConfigError",
     "Conflict",
+    "CsrfRefused",
     "Denied",
     "EngineExists",
     "EngineNotFound",
@@ -344,6 +346,13 @@ class Unauthenticated(Error):
 
 class Forbidden(Error):
     code = "forbidden"
+
+
+class CsrfRefused(Forbidden):
+    """A console form or request without the signed-in session's CSRF token, or sent from
+    another origin: refused before anything is read or changed."""
+
+    code = "csrf_refused"
 
 
 class Denied(Forbidden):

@@ -66,6 +66,8 @@ class Delegation:
     clients: Clients
     provider: Provider
     approvals: Approvals
+    #: Seals the values handed to browsers (one purpose each): codes, sessions, forms.
+    sealer: Sealer
     #: Signing in through an external provider (None when none is configured).
     federated: FederatedSignIn | None = None
 
@@ -198,7 +200,9 @@ def delegation_services(
         max_ttl=settings.delegated_token_max_ttl_seconds,
         max_depth=settings.max_delegation_depth,
     )
-    clients = Clients(store=store, agents=store, audit=audit, clock=clock)
+    clients = Clients(
+        store=store, agents=store, audit=audit, clock=clock, issuer=settings.issuer_url
+    )
     sealer = Sealer(kek.derive(SEALING_PURPOSE))
     provider = Provider(
         clients=clients, users=users, grants=grants, tokens=tokens, directory=directory,
@@ -209,7 +213,7 @@ def delegation_services(
     approvals = _approvals(settings, clock, store, audit, tokens=tokens, sealer=sealer)
     return Delegation(
         users=users, grants=grants, tokens=tokens, exchanger=exchanger, clients=clients,
-        provider=provider, approvals=approvals, federated=federated,
+        provider=provider, approvals=approvals, sealer=sealer, federated=federated,
     )  # fmt: skip
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -20,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tether import __version__
 from tether._internal.clock import Clock
+from tether.api import console
 from tether.api.errors import install_error_handlers
 from tether.api.fastpath import DecisionFastPath
 from tether.api.metrics import Metrics
@@ -50,10 +50,9 @@ from tether.api.routes import (
 from tether.api.services import Services
 from tether.api.tracing import TraceRequests, install_tracing, tracing_on
 from tether.config import Settings
+from tether.console import STATIC
 
 __all__ = ["create_app"]
-
-STATIC = Path(__file__).resolve().parents[1] / "console" / "static"
 
 
 def create_app(
@@ -158,7 +157,8 @@ def _install_routes(app: FastAPI) -> None:
     )
     for module in routers:
         app.include_router(module.router)
-    # The pages' stylesheet (no script is ever served).
+    console.install(app)
+    # The pages' stylesheet and the console's scripts (htmx, vendored, and its own).
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=True), name="static")
 
 

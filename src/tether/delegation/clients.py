@@ -3,8 +3,9 @@
 Every client is public (RFC 6749 §2.1): it holds no secret, and PKCE with S256 (RFC 7636) ties
 an authorization code to the client instance that asked for it. A client is registered by an
 administrator with its exact redirect URIs — ``https``, or ``http`` on a loopback address for
-native applications, whose port may then differ at each request (RFC 8252 §7.3). One client is
-built in: ``tether-cli``, the ``tether login`` command, redirected to a loopback port.
+native applications, whose port may then differ at each request (RFC 8252 §7.3). Two clients are
+built in: ``tether-cli``, the ``tether login`` command, redirected to a loopback port, and
+``tether-console``, the web console, redirected to ``/console/callback`` under the issuer.
 
 Example::
 
@@ -32,7 +33,15 @@ from tether.identity.access import Actor, Permission, require
 from tether.identity.names import check_agent_name
 from tether.store.interfaces import AgentStore, ClientStore
 
-__all__ = ["CLI_CLIENT", "FIRST_PARTY", "Clients", "redirect_allowed"]
+__all__ = [
+    "CLI_CLIENT",
+    "CONSOLE_CALLBACK",
+    "CONSOLE_CLIENT_ID",
+    "FIRST_PARTY",
+    "Clients",
+    "console_client",
+    "redirect_allowed",
+]
 
 _CLIENT_ID = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
 MAX_REDIRECTS = 10
@@ -47,8 +56,23 @@ CLI_CLIENT = OAuthClient(
     created_at=datetime(2026, 1, 1, tzinfo=UTC),
     created_by="tether",
 )
+#: The web console (:mod:`tether.api.console`): a client of the issuer it is served under.
+CONSOLE_CLIENT_ID = "tether-console"
+CONSOLE_CALLBACK = "/console/callback"
 #: Tether's own clients: the only ones that may ask for the person's account scope.
-FIRST_PARTY = frozenset({CLI_CLIENT.id})
+FIRST_PARTY = frozenset({CLI_CLIENT.id, CONSOLE_CLIENT_ID})
+
+
+def console_client(issuer: str) -> OAuthClient:
+    """The console's client: redirected only to its own callback under ``issuer``."""
+    return OAuthClient(
+        id=CONSOLE_CLIENT_ID,
+        name="Tether console",
+        redirect_uris=(issuer.rstrip("/") + CONSOLE_CALLBACK,),
+        agent=None,
+        created_at=CLI_CLIENT.created_at,
+        created_by="tether",
+    )
 
 
 def _loopback(host: str | None) -> bool:
@@ -91,12 +115,22 @@ def redirect_allowed(client: OAuthClient, uri: str) -> bool:
 
 class Clients:
     def __init__(
-        self, *, store: ClientStore, agents: AgentStore, audit: AuditSink, clock: Clock
+        self,
+        *,
+        store: ClientStore,
+        agents: AgentStore,
+        audit: AuditSink,
+        clock: Clock,
+        issuer: str | None = None,
     ) -> None:
         self._store = store
         self._agents = agents
         self._audit = audit
         self._clock = clock
+        #: The built-in clients: the command line's, and the console's when served.
+        self._builtin = {CLI_CLIENT.id: CLI_CLIENT}
+        if issuer is not None:
+            self._builtin[CONSOLE_CLIENT_ID] = console_client(issuer)
 
     async def add(
         self,
@@ -108,10 +142,10 @@ class Clients:
         agent: str | None = None,
     ) -> OAuthClient:
         require(actor, Permission.CLIENT_MANAGE)
-        if not _CLIENT_ID.fullmatch(client_id) or client_id == CLI_CLIENT.id:
+        if not _CLIENT_ID.fullmatch(client_id) or client_id in FIRST_PARTY:
             raise InvalidInput(
                 "a client id is 2 to 63 characters: lowercase letters, digits and '-', starting "
-                "with a letter (and not tether-cli)",
+                "with a letter (and not tether-cli or tether-console)",
                 details={"field": "client_id"},
             )
         if not 1 <= len(redirect_uris) <= MAX_REDIRECTS:
@@ -136,20 +170,20 @@ class Clients:
         return client
 
     async def get(self, client_id: str) -> OAuthClient | None:
-        """The client (the built-in one included), or None."""
-        if client_id == CLI_CLIENT.id:
-            return CLI_CLIENT
+        """The client (the built-in ones included), or None."""
+        if client_id in self._builtin:
+            return self._builtin[client_id]
         if not _CLIENT_ID.fullmatch(client_id or ""):
             return None
         return await self._store.get_client(client_id)
 
     async def list(self, *, actor: Actor) -> builtins.list[OAuthClient]:
         require(actor, Permission.CLIENT_READ)
-        return [CLI_CLIENT, *await self._store.list_clients()]
+        return [*self._builtin.values(), *await self._store.list_clients()]
 
     async def remove(self, client_id: str, *, actor: Actor) -> None:
         require(actor, Permission.CLIENT_MANAGE)
-        if await self.get(client_id) is None or client_id == CLI_CLIENT.id:
+        if await self.get(client_id) is None or client_id in FIRST_PARTY:
             raise ClientNotFound(f"no client {client_id!r}", details={"id": client_id})
         record = self._record("client.removed", actor, client_id, {})
         await audited(

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from tether.api.deps import ServicesDep, bearer_token
 from tether.api.services import Services
+from tether.console import PAGES
 from tether.delegation.federated_login import CALLBACK_PATH
 from tether.delegation.flows import BROWSER_COOKIE
 from tether.delegation.provider import AuthorizationRequest, Redirect, Session
@@ -28,13 +27,9 @@ from tether.errors import Error, InvalidRequest, TemporarilyUnavailable, Unauthe
 
 router = APIRouter(tags=["oauth"])
 
-_TEMPLATES = Path(__file__).resolve().parents[2] / "console" / "templates"
-_PAGES = Environment(
-    loader=FileSystemLoader(_TEMPLATES), autoescape=select_autoescape(default=True)
-)
 _BROWSER = BROWSER_COOKIE
-_SESSION = "tether_session"
-_COOKIE_PATH = "/oauth2"
+SESSION_COOKIE = "tether_session"
+COOKIE_PATH = "/oauth2"
 
 
 def _headers(form_target: str | None = None) -> dict[str, str]:
@@ -60,7 +55,7 @@ def _origin(uri: str) -> str:
 def _page(
     name: str, status: int = 200, *, form_target: str | None = None, **values: Any
 ) -> Response:
-    html = _PAGES.get_template(name).render(**values)
+    html = PAGES.get_template(name).render(**values)
     return HTMLResponse(html, status_code=status, headers=_headers(form_target))
 
 
@@ -77,7 +72,7 @@ def _set_cookie(response: Response, services: Services, name: str, value: str, a
         name,
         value,
         max_age=age,
-        path=_COOKIE_PATH,
+        path=COOKIE_PATH,
         httponly=True,
         samesite="lax",
         secure=services.settings.issuer_url.startswith("https://"),
@@ -103,7 +98,7 @@ async def _authorize(request: Request, services: Services, query: dict[str, str]
         return _error_page(exc.message)
     if isinstance(begun, Redirect):
         return _see(begun)
-    session = await provider.session(request.cookies.get(_SESSION))
+    session = await provider.session(request.cookies.get(SESSION_COOKIE))
     if begun.prompt == "none" and session is None:
         return _see(_no_session(services, begun))
     if session is None or begun.prompt == "login":
@@ -140,7 +135,11 @@ async def login(request: Request, services: ServicesDep) -> Response:
                                  username=name, status=429)  # fmt: skip
     response = await _after_sign_in(services, pending, session)
     _set_cookie(
-        response, services, _SESSION, session.cookie, services.settings.user_session_ttl_seconds
+        response,
+        services,
+        SESSION_COOKIE,
+        session.cookie,
+        services.settings.user_session_ttl_seconds,
     )
     return response
 
@@ -178,7 +177,7 @@ async def federated_callback(request: Request, services: ServicesDep) -> Respons
         return _error_page(f"Signing in failed: {exc.message}", 401)
     response = await _after_sign_in(services, pending, session)
     ttl = services.settings.user_session_ttl_seconds
-    _set_cookie(response, services, _SESSION, session.cookie, ttl)
+    _set_cookie(response, services, SESSION_COOKIE, session.cookie, ttl)
     return response
 
 
@@ -186,7 +185,7 @@ async def federated_callback(request: Request, services: ServicesDep) -> Respons
 async def consent(request: Request, services: ServicesDep) -> Response:
     provider = services.delegation.provider
     form = await request.form()
-    session = await provider.session(request.cookies.get(_SESSION))
+    session = await provider.session(request.cookies.get(SESSION_COOKIE))
     if session is None:
         return _error_page("Your sign-in has ended.", 401)
     try:
