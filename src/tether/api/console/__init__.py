@@ -13,6 +13,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 
 from tether import errors as e
@@ -29,7 +30,7 @@ from tether.api.console import (
 )
 from tether.api.console._render import page
 from tether.api.console._session import SignInNeeded
-from tether.api.errors import error_response, status_for
+from tether.api.errors import error_response, invalid_input, status_for
 
 __all__ = ["install"]
 
@@ -51,7 +52,15 @@ def install(app: FastAPI) -> None:
             return error_response(request, exc)
         return _error_page(request, exc)
 
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        error = invalid_input(exc.errors())
+        if not request.url.path.startswith(_session.COOKIE_PATH):
+            return error_response(request, error)
+        return _error_page(request, error)
+
     app.add_exception_handler(e.Error, on_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(SignInNeeded, _sign_in)
 
 
