@@ -92,7 +92,7 @@ async def activate(version: int, actor: OperatorDep, services: ServicesDep) -> d
 async def replay(body: ReplayIn, actor: OperatorDep, services: ServicesDep) -> dict[str, Any]:
     since = services.clock.now() - timedelta(seconds=body.since_seconds)
     report = await services.policies.replay(
-        body.text, actor=actor, decisions=_decisions_since(services, since)
+        body.text, actor=actor, decisions=decisions_since(services, since)
     )
     return {
         "since": since.isoformat(),
@@ -103,7 +103,9 @@ async def replay(body: ReplayIn, actor: OperatorDep, services: ServicesDep) -> d
     }
 
 
-async def _decisions_since(services: Services, since: datetime) -> AsyncIterator[AuditRecord]:
+async def decisions_since(services: Services, since: datetime) -> AsyncIterator[AuditRecord]:
+    """The recorded decisions since ``since`` (at most MAX_REPLAYED), oldest first: what a
+    replay re-decides, for the API and the console alike."""
     after, seen = 0, 0
     while seen < MAX_REPLAYED:
         page = await services.store.list_audit(
