@@ -11,6 +11,9 @@ default one: a process may hold many apps, tests do). Two kinds of figures:
   first takes what is still queued, so a scrape counts every decision published before it. A
   decision never waits for this: a full queue drops the event for this subscriber (counted in
   ``tether_monitor_events_dropped_total``);
+* **the last few minutes** — decisions per minute by effect over the current minute and the
+  four before it (:meth:`Metrics.recent`, the console's overview), from a ring of per-minute
+  counts: a constant amount of work per decision and of memory however many come;
 * **read at scrape time** — live leases, pending approvals and open alerts from the store
   (at most once every :data:`GAUGE_TTL` seconds, however many scrapes come), and from memory the
   audit backlog, the monitor's queues and the event stream's totals.
@@ -24,6 +27,7 @@ Example::
     metrics = Metrics(services)          # subscribes to services.events at once
     task = asyncio.create_task(metrics.run())
     text = await metrics.render()        # bytes in the Prometheus text format
+    rates = metrics.recent(now=time.time())  # {"allow": 12.4, "deny": 0.2, ...} per minute
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from tether.errors import Error
 from tether.monitor.events import Event
 from tether.monitor.models import AlertState, Severity
 
-__all__ = ["DECISION_BUCKETS", "GAUGE_TTL", "MAX_ENFORCEMENT_POINTS", "Metrics"]
+__all__ = ["DECISION_BUCKETS", "GAUGE_TTL", "MAX_ENFORCEMENT_POINTS", "RECENT_MINUTES", "Metrics"]
 
 log = structlog.get_logger("tether.metrics")
 
@@ -64,6 +68,8 @@ DECISION_BUCKETS = (
 GAUGE_TTL = 2.0
 #: Distinct enforcement points given a label value of their own; later ones are ``other``.
 MAX_ENFORCEMENT_POINTS = 16
+#: Minutes :meth:`Metrics.recent` averages over (the current one and those before it).
+RECENT_MINUTES = 5
 #: Events the metrics subscriber may hold before new ones are dropped for it.
 FEED_CAPACITY = 10_000
 OTHER = "other"
@@ -79,6 +85,15 @@ class _Durations:
 
     buckets: list[int] = field(default_factory=lambda: [0] * (len(DECISION_BUCKETS) + 1))
     total: float = 0.0
+
+
+@dataclass(slots=True)
+class _Minute:
+    """One slot of the ring of recent minutes: which minute (Unix seconds // 60) it counts,
+    and its decisions by effect."""
+
+    minute: int = -1
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,6 +123,7 @@ class Metrics:
         self._durations: dict[str, _Durations] = {}
         self._audit_failures: dict[str, int] = {}
         self._points: set[str] = set()
+        self._minutes = [_Minute() for _ in range(RECENT_MINUTES)]
         self._store: _StoreGauges | None = None
         self._store_errors = 0
         self._read_at = -math.inf
@@ -144,6 +160,7 @@ class Metrics:
         point = self._point(data.get("enforcement_point"))
         key = (effect, point)
         self._decisions[key] = self._decisions.get(key, 0) + 1
+        self._count_minute(effect, event.time)
         if data.get("audit_failed") is True:
             self._audit_failures[point] = self._audit_failures.get(point, 0) + 1
         elapsed = data.get("elapsed")
@@ -153,6 +170,33 @@ class Metrics:
                 durations = self._durations[point] = _Durations()
             durations.buckets[bisect_left(DECISION_BUCKETS, elapsed)] += 1
             durations.total += elapsed
+
+    def _count_minute(self, effect: str, at: float) -> None:
+        """Count a decision in its minute's slot of the ring; a slot holding an older minute
+        is reused, a decision older than the ring's minutes is left out."""
+        if not math.isfinite(at):
+            return
+        minute = int(at // 60)
+        slot = self._minutes[minute % RECENT_MINUTES]
+        if slot.minute != minute:
+            if slot.minute > minute:
+                return
+            slot.minute = minute
+            slot.counts.clear()
+        slot.counts[effect] = slot.counts.get(effect, 0) + 1
+
+    def recent(self, *, now: float) -> dict[str, float]:
+        """Decisions per minute by effect over the last :data:`RECENT_MINUTES` minutes as of
+        ``now`` (Unix seconds; the current minute included, so a burst shows at once): every
+        effect named, ``other`` only when some came. Queued events are counted first."""
+        self.catch_up()
+        current = int(now // 60)
+        rates = dict.fromkeys(sorted(_EFFECTS), 0.0)
+        for slot in self._minutes:
+            if current - RECENT_MINUTES < slot.minute <= current:
+                for effect, count in slot.counts.items():
+                    rates[effect] = rates.get(effect, 0.0) + count / RECENT_MINUTES
+        return rates
 
     def _point(self, value: object) -> str:
         if not isinstance(value, str) or not _POINT.fullmatch(value):

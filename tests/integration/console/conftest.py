@@ -39,14 +39,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     yield from _start(tmp_path_factory.mktemp("console"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
+    """Playwright's driver for one module: its event loop must be gone before the async
+    tests of other modules run (pytest-asyncio's loops and Playwright's do not mix)."""
     assert Path(CHROMIUM).exists(), f"the console tests need Debian's chromium at {CHROMIUM}"
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     launched = playwright.chromium.launch(
         executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
