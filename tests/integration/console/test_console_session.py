@@ -79,3 +79,32 @@ def test_a_console_session_cookie_is_http_only_and_kept_to_the_console(
     assert session["httpOnly"] is True
     assert session["path"] == "/console"
     assert session["sameSite"] == "Lax"
+
+
+def _tab_to(console: Console, name: str, limit: int = 40) -> None:
+    """Press Tab until the focused element is the link or button named ``name``."""
+    for _ in range(limit):
+        console.page.keyboard.press("Tab")
+        focused = console.page.evaluate("document.activeElement.textContent.trim()")
+        if focused == name:
+            return
+    raise AssertionError(f"{name!r} is not reachable with Tab")
+
+
+def test_the_console_is_used_by_keyboard_alone(console: Console, server: Live) -> None:
+    add_person(server, "tove", "auditor")
+    console.open("/console")
+    console.page.keyboard.type("tove")  # the user name field has the focus on arrival
+    console.page.keyboard.press("Tab")
+    console.page.keyboard.type("correct horse battery staple")
+    console.page.keyboard.press("Enter")
+    console.page.wait_for_url(re.compile(r".*/console/?$"))
+    console.page.keyboard.press("Tab")
+    skip = console.page.evaluate("document.activeElement.textContent.trim()")
+    assert skip == "Skip to content", "the first stop skips the navigation"
+    _tab_to(console, "Agents")
+    console.page.keyboard.press("Enter")
+    console.page.wait_for_url(re.compile(r".*/console/agents$"))
+    _tab_to(console, "Sign out")
+    console.page.keyboard.press("Enter")
+    console.page.wait_for_url(re.compile(r".*/console/signed-out$"))
