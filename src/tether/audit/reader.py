@@ -273,11 +273,13 @@ async def export_lines(
 
 
 def _path(record: AuditRecord) -> list[dict[str, object]]:
-    """user → acting agents → agent → instance → action → resource, as far as known."""
+    """user → app → acting agents → agent → instance → action → resource, as far as known."""
     d = record.details
     hops: list[dict[str, object]] = []
     if d.get("user"):
         hops.append({"kind": "user", "id": d["user"]})
+    if d.get("app"):
+        hops.append({"kind": "app", "id": d["app"]})
     act = d.get("act")
     for actor in reversed(act) if isinstance(act, list) else []:
         hops.append({"kind": "acting agent", "id": actor})

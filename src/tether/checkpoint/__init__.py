@@ -420,9 +420,9 @@ class Checkpoint:
         """What the decision record and the monitoring event both say about a decision.
 
         Every field is present in every decision record, null when it does not apply: the
-        delegation fields (``user``, ``act``, ``grant_id``, ``purpose``, ``session``) come from
-        a delegated token, ``approval_id``/``approver`` from an approval, ``lease_id`` from a
-        credential lease — an agent's own JWT-SVID carries none of them."""
+        delegation fields (``user``, ``app``, ``act``, ``grant_id``, ``purpose``, ``session``)
+        come from a delegated token, ``approval_id``/``approver`` from an approval,
+        ``lease_id`` from a credential lease — an agent's own JWT-SVID carries none of them."""
         agent = caller.agent if caller else None
         return {
             "decision_id": decision_id,

@@ -137,6 +137,9 @@ class SubjectToken:
     lineage: tuple[str, ...] = ()
     purpose_code: str | None = None
     may_act: Mapping[str, Any] | None = None
+    #: The application the person signed in through (the OAuth client their own token was
+    #: issued to), carried along every hop so each decision names it.
+    app: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,6 +169,7 @@ def act_chain(act: object) -> tuple[str, ...]:
 
 #: The token claims a decision record carries when a token has them.
 _RECORDED_CLAIMS = {
+    "app": "app",
     "grant_id": "grant_id",
     "purpose": "purpose",
     "session": "sid",
@@ -239,6 +243,8 @@ def delegated_claims(
     }
     if subject.session is not None:
         claims["sid"] = subject.session
+    if subject.app is not None:
+        claims["app"] = subject.app
     if subject.grants:
         claims["prior_grants"] = list(subject.grants)
     if subject.lineage:

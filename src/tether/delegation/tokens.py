@@ -270,6 +270,7 @@ class AccessTokens:
             grants=grants,
             purpose_code=_str(raw.get("purpose")) if delegated else None,
             may_act=may_act if isinstance(may_act, Mapping) else None,
+            app=_str(raw.get("app") if delegated else raw.get("client_id")),
         )
 
     async def delegation(self, token: str, *, audience: str) -> Delegation:
@@ -449,6 +450,7 @@ async def _external_subject(federation: Federation, token: str) -> SubjectToken:
         expires_at=claims.exp or 0,
         session=_str(raw.get("sid")),
         may_act=raw.get("may_act") if isinstance(raw.get("may_act"), Mapping) else None,
+        app=_str(raw.get("azp") or raw.get("client_id")),
     )
 
 

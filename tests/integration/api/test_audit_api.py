@@ -192,7 +192,7 @@ def test_the_verifier_key_round_trips() -> None:
 #: What the issue asks of every decision record (``time``, ``id`` and ``outcome`` are the
 #: record's own; the rest are its details, null where they do not apply).
 DECISION_FIELDS = {
-    "decision_id", "enforcement_point", "agent", "instance", "user", "act", "grant_id",
+    "decision_id", "enforcement_point", "agent", "instance", "user", "app", "act", "grant_id",
     "purpose", "session", "action", "resource", "effect", "policy_ids", "approval_id",
     "approver", "lease_id", "risk_tier",
 }  # fmt: skip

@@ -160,6 +160,7 @@ async def test_checkpoint_allows_what_the_grant_allows_and_records_who_for_whom(
     assert last["grant_id"] == world.grant["id"]
     assert last["act"] == [UnverifiedToken.parse(token).claims["act"]["sub"]]
     assert last["purpose"] == "order-tracking"
+    assert last["app"] == "console", "the app alice signed in through (her token's client)"
 
 
 async def test_scope_not_in_the_grant_is_refused_as_invalid_scope(world: World) -> None:
@@ -316,6 +317,7 @@ async def test_agent_to_agent_chain_nests_act_and_cannot_widen_at_hop_two(
     assert claims["scope"] == "orders:read"
     assert claims["prior_grants"] == [world.grant["id"]]
     assert claims["exp"] <= first["exp"]
+    assert claims["app"] == first["app"] == "console", "the app alice signed in through, kept"
 
 
 async def test_a_user_sees_only_their_own_grants(world: World, services: Services) -> None:

@@ -90,7 +90,7 @@ def _record_of(server: Live, correlation_id: str) -> str:
     return record_id
 
 
-def test_the_trace_of_a_delegated_decision_goes_from_the_user_through_the_agent_to_the_resource(
+def test_a_delegated_trace_goes_from_the_user_through_the_app_and_agent_to_the_resource(
     console: Console, server: Live
 ) -> None:
     correlation_id = f"corr-{secrets.token_hex(6)}"
@@ -108,8 +108,8 @@ def test_the_trace_of_a_delegated_decision_goes_from_the_user_through_the_agent_
     hops = step.locator("ol.chain > li").all_inner_texts()
     order = [
         next(i for i, hop in enumerate(hops) if hop.startswith(name))
-        for name in ("User tara", "Agent trace-bot", "Instance pod-7", "Action read",
-                     'Resource Api::"orders"')
+        for name in ("User tara", "Through the app trace-bot-web", "Agent trace-bot",
+                     "Instance pod-7", "Action read", 'Resource Api::"orders"')
     ]  # fmt: skip
     assert order == sorted(order), hops
     assert any(h.startswith("Delegated to spiffe://") for h in hops), hops

@@ -374,6 +374,14 @@ def test_second_hop_nests_the_prior_actor_and_carries_the_parents_grants() -> No
     assert second["scope"] == "orders:read"
 
 
+def test_the_app_the_person_signed_in_through_is_named_at_every_hop() -> None:
+    first = exchange(subject=replace(USER_TOKEN, app="shop-web"))
+    assert first["app"] == "shop-web"
+    second = exchange(subject=next_subject(first, app=first["app"]), actor=MAIL, grant=MAIL_GRANT)
+    assert second["app"] == "shop-web"
+    assert "app" not in exchange(), "no app named: none invented"
+
+
 def test_third_hop_carries_every_earlier_grant_in_order() -> None:
     first = _hop_one()
     second = exchange(subject=next_subject(first), actor=MAIL, grant=MAIL_GRANT)

@@ -48,6 +48,7 @@ _ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 #: How a hop of a decision's path is named on the page.
 _HOP_NAMES = {
     "user": "User",
+    "app": "Through the app",
     "acting agent": "Delegated to",
     "agent": "Agent",
     "instance": "Instance",
