@@ -29,6 +29,7 @@ def test_a_page_asked_for_before_signing_in_is_shown_after_it(
     console.open("/console/signed-out?x=1")
     console.open("/console?from=link")
     assert "/oauth2/authorize" in console.page.url
+    console.shot("sign-in")
     console.page.get_by_label("User name").fill("pia")
     console.page.get_by_label("Password").fill("correct horse battery staple")
     console.page.get_by_role("button", name="Sign in").click()
