@@ -30,7 +30,8 @@ The hierarchy::
     │   ├── AlertNotFound               alert_not_found
     │   ├── ClientNotFound              client_not_found
     │   ├── ApprovalNotFound            approval_not_found
-    │   └── McpServerNotFound           mcp_server_not_found
+    │   ├── McpServerNotFound           mcp_server_not_found
+    │   └── DecisionNotFound            decision_not_found (the console's lookup by id)
     ├── Conflict                        conflict                 409
     │   ├── AgentExists                 agent_exists
     │   ├── KeyExists                   key_exists
@@ -106,6 +107,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "CsrfRefused",
+    "DecisionNotFound",
     "Denied",
     "EngineExists",
     "EngineNotFound",
@@ -288,6 +290,13 @@ class ApprovalNotFound(NotFound):
     """No approval request (CIBA) has this id, or not one the caller may see."""
 
     code = "approval_not_found"
+
+
+class DecisionNotFound(NotFound):
+    """No recent decision record has this decision id (ids are not indexed: the console
+    looks among the latest audit records)."""
+
+    code = "decision_not_found"
 
 
 class McpServerNotFound(NotFound):

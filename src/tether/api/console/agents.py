@@ -28,6 +28,7 @@ from starlette.datastructures import FormData
 
 from tether.api.console._render import page
 from tether.api.console._session import CheckedForm, Viewer, ViewerDep
+from tether.api.console.decisions import last_sequence
 from tether.api.deps import ServicesDep
 from tether.api.errors import status_for
 from tether.api.schemas import AgentIn
@@ -281,11 +282,7 @@ async def _records(services: Services, agent: Agent, actor: Actor) -> dict[str, 
     if not allowed(actor, Permission.AUDIT_READ):
         return {"decisions": None, "history": None}
     store = services.store
-    size = 0
-    for log in await store.audit_logs():
-        end = await store.audit_log_end(log)
-        size += 0 if end is None else end.index + 1
-    after = max(0, size - AUDIT_WINDOW)
+    after = max(0, await last_sequence(store) - AUDIT_WINDOW)
     decisions: deque[AuditRecord] = deque(maxlen=SHOWN)
     history: deque[AuditRecord] = deque(maxlen=SHOWN)
     for _ in range(AUDIT_WINDOW // _AUDIT_PAGE + 2):  # the window, and what came since

@@ -32,12 +32,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from tether.api.console._render import HEADERS, page
-from tether.api.console._session import Viewer, ViewerDep
-from tether.api.console.decisions import HORIZON, latest_decisions
+from tether.api.console._session import ViewerDep
+from tether.api.console.decisions import HORIZON, audit_reader, latest_decisions
 from tether.api.deps import ServicesDep
 from tether.audit import reader
-from tether.errors import InvalidInput, NotFound
-from tether.identity.access import Permission, require
+from tether.errors import DecisionNotFound, InvalidInput
 
 __all__ = ["proved_record", "router"]
 
@@ -55,15 +54,6 @@ _HOP_NAMES = {
     "action": "Action",
     "resource": "Resource",
 }
-
-
-class DecisionNotFound(NotFound):
-    code = "decision_not_found"
-
-
-def _audit_reader(viewer: Viewer) -> None:
-    """The check of the ``/v1/audit`` routes: ``audit.read`` (security admins, auditors)."""
-    require(viewer.acting(), Permission.AUDIT_READ)
 
 
 def _checked(value: str, what: str) -> str:
@@ -115,7 +105,7 @@ async def audit(
     correlation_id: Annotated[str, Query(max_length=256)] = "",
     decision_id: Annotated[str, Query(max_length=256)] = "",
 ) -> Response:
-    _audit_reader(viewer)
+    audit_reader(viewer)
     correlation_id = _checked(correlation_id, "correlation id")
     decision_id = _checked(decision_id, "decision id")
     if decision_id:  # typed in the form (never filled in by the page): it wins
@@ -152,7 +142,7 @@ async def bundle(
     record_id: Annotated[str, Query(max_length=256)] = "",
 ) -> Response:
     """The proof bundle of a record, or of a correlation's decision, as a file to keep."""
-    _audit_reader(viewer)
+    audit_reader(viewer)
     record_id = _checked(record_id, "record id")
     correlation_id = _checked(correlation_id, "correlation id")
     if not record_id:

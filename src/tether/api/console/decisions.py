@@ -112,7 +112,7 @@ def _shown(
     return row
 
 
-async def _last_sequence(store: AuditReadStore) -> int:
+async def last_sequence(store: AuditReadStore) -> int:
     """The newest record's sequence number (0 for an empty log). The store reads forward only,
     so it is found by doubling then halving: about twice log2(size) small reads."""
     low, step = 0, 1024
@@ -139,7 +139,7 @@ async def latest_decisions(
 ) -> list[AuditRecord]:
     """The newest ``want`` decision records that ``keep`` accepts, newest first, among the
     last ``horizon`` audit records (a window that widens until it holds enough)."""
-    end, window = await _last_sequence(store), 512
+    end, window = await last_sequence(store), 512
     while True:
         start = max(0, end - window)
         rows = await store.list_audit(
@@ -151,7 +151,7 @@ async def latest_decisions(
         window = min(horizon, window * 4)
 
 
-def _audit_reader(viewer: Viewer) -> None:
+def audit_reader(viewer: Viewer) -> None:
     """The check of the ``/v1/audit`` routes: ``audit.read`` (security admins, auditors)."""
     require(viewer.acting(), Permission.AUDIT_READ)
 
@@ -165,7 +165,7 @@ async def decisions(  # noqa: PLR0917 - FastAPI passes query parameters by name
     user: Annotated[str, Query(max_length=MAX_NAME)] = "",
     effect: Annotated[str, Query(max_length=32)] = "",
 ) -> HTMLResponse:
-    _audit_reader(viewer)
+    audit_reader(viewer)
     filters = _filters(agent, user, effect)
     records = await latest_decisions(services.store, keep=lambda r: filters.keeps(r.details))
     rows = [_shown(r.details, at=r.time, correlation_id=r.correlation_id) for r in records]
@@ -185,7 +185,7 @@ async def stream(
     user: Annotated[str, Query(max_length=MAX_NAME)] = "",
     effect: Annotated[str, Query(max_length=32)] = "",
 ) -> Response:
-    _audit_reader(viewer)
+    audit_reader(viewer)
     return DecisionFeed(services.events, _filters(agent, user, effect))
 
 

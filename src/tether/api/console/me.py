@@ -20,15 +20,16 @@ The stores list requests and grants by id, not by time, so a listing reads at mo
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.datastructures import FormData
 
+from tether.api.console._listing import read_all
 from tether.api.console._render import page
 from tether.api.console._session import CheckedForm, Viewer, ViewerDep
 from tether.api.delegation_schemas import approval_json
@@ -65,8 +66,6 @@ _DONE = {
     "revoked": "The grant is revoked: the agent can no longer act for you under it.",
 }
 _PENDING_TARGET = "pending"
-
-T = TypeVar("T")
 
 
 # -- what the templates show ----------------------------------------------------------
@@ -167,21 +166,6 @@ def when(moment: datetime | None) -> str:
 # -- reading ----------------------------------------------------------------------------
 
 
-async def _scan(
-    read: Callable[[str | None], Awaitable[list[T]]], key: Callable[[T], str]
-) -> list[T]:
-    """Every page ``read`` gives, up to ``MAX_SCAN`` entries."""
-    found: list[T] = []
-    after: str | None = None
-    while len(found) < MAX_SCAN:
-        batch = await read(after)
-        found.extend(batch)
-        if len(batch) < _PAGE:
-            break
-        after = key(batch[-1])
-    return found
-
-
 async def _approvals(
     services: Services, viewer: Viewer, state: ApprovalState | None
 ) -> list[Approval]:
@@ -191,7 +175,8 @@ async def _approvals(
     async def read(after: str | None) -> list[Approval]:
         return await approvals.list(match, actor=viewer.person, limit=_PAGE, after=after)
 
-    return await _scan(read, lambda a: a.id)
+    found, _capped = await read_all(read, lambda a: a.id, page=_PAGE, bound=MAX_SCAN)
+    return found
 
 
 def _pending(found: list[Approval], now: datetime) -> list[Approval]:
@@ -214,10 +199,8 @@ async def _grants(services: Services, viewer: Viewer) -> list[GrantRow]:
         return await grants.list(GrantMatch(), actor=viewer.person, limit=_PAGE, after=after)
 
     now = services.clock.now()
-    rows = [
-        GrantRow(g, _grant_state(g, now), g.in_force(now))
-        for g in await _scan(read, lambda g: g.id)
-    ]
+    found, _capped = await read_all(read, lambda g: g.id, page=_PAGE, bound=MAX_SCAN)
+    rows = [GrantRow(g, _grant_state(g, now), g.in_force(now)) for g in found]
     rows.sort(key=lambda r: r.grant.created_at, reverse=True)
     rows.sort(key=lambda r: not r.in_force)  # in force first (a stable sort keeps the time)
     return rows

@@ -20,14 +20,14 @@ An end user with no role sees only their own figures: nothing about the fleet.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from tether.api._posture import posture
+from tether.api.console._listing import read_all
 from tether.api.console._render import page
 from tether.api.console._session import Viewer, ViewerDep
 from tether.api.deps import ServicesDep
@@ -43,7 +43,6 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["console"], include_in_schema=False)
 
-_T = TypeVar("_T")
 #: Items asked for per call (the services' largest page).
 PAGE = 500
 #: At most this many of any one kind are counted for the overview (then shown as "N+").
@@ -79,30 +78,13 @@ class OpenAlerts:
     newest: list[Alert]
 
 
-async def _every(
-    fetch: Callable[[str | None], Awaitable[list[_T]]], key: Callable[[_T], str]
-) -> tuple[list[_T], bool]:
-    """Every item of a listing paged by ``after``, up to :data:`MAX_COUNTED` (and whether it
-    stopped there). A listing the service filters after paging (alerts, for a developer) may
-    end early: its count is over the newest pages."""
-    found: list[_T] = []
-    after: str | None = None
-    while len(found) < MAX_COUNTED:
-        batch = await fetch(after)
-        found += batch
-        if len(batch) < PAGE:
-            return found, False
-        after = key(batch[-1])
-    return found[:MAX_COUNTED], True
-
-
 async def _fleet(services: Services, viewer: Viewer) -> Fleet:
     actor = viewer.acting()
 
     async def fetch(after: str | None) -> list[Any]:
         return await services.registry.list(actor=actor, limit=PAGE, after=after)
 
-    agents, capped = await _every(fetch, lambda a: str(a.name))
+    agents, capped = await read_all(fetch, lambda a: str(a.name), page=PAGE, bound=MAX_COUNTED)
     by_tier = {str(t): 0 for t in reversed(RiskTier)}
     by_state = {str(s): 0 for s in AgentState}
     for agent in agents:
@@ -119,7 +101,7 @@ async def _open_alerts(services: Services, viewer: Viewer) -> OpenAlerts:
     async def fetch(after: str | None) -> list[Alert]:
         return await services.monitor.list(match, actor=actor, limit=PAGE, after=after)
 
-    alerts, capped = await _every(fetch, lambda a: a.id)
+    alerts, capped = await read_all(fetch, lambda a: a.id, page=PAGE, bound=MAX_COUNTED)
     by_severity = {str(s): 0 for s in _SEVERITIES}
     for alert in alerts:
         by_severity[str(alert.severity)] += 1
@@ -137,7 +119,7 @@ async def _pending(services: Services, viewer: Viewer, *, everyone: bool) -> Cou
     async def fetch(after: str | None) -> list[Any]:
         return await services.delegation.approvals.list(match, actor=actor, limit=PAGE, after=after)
 
-    found, capped = await _every(fetch, lambda a: str(a.id))
+    found, capped = await read_all(fetch, lambda a: str(a.id), page=PAGE, bound=MAX_COUNTED)
     return Counted(total=sum(1 for a in found if not a.expired(now)), capped=capped)
 
 
@@ -148,7 +130,7 @@ async def _my_grants(services: Services, viewer: Viewer) -> Counted:
             after=after,
         )  # fmt: skip
 
-    found, capped = await _every(fetch, lambda g: str(g.id))
+    found, capped = await read_all(fetch, lambda g: str(g.id), page=PAGE, bound=MAX_COUNTED)
     return Counted(total=len(found), capped=capped)
 
 
