@@ -95,7 +95,10 @@ def _tab_to(console: Console, name: str, limit: int = 40) -> None:
 def test_the_console_is_used_by_keyboard_alone(console: Console, server: Live) -> None:
     add_person(server, "tove", "auditor")
     console.open("/console")
-    console.page.keyboard.type("tove")  # the user name field has the focus on arrival
+    # The user name field takes the focus on arrival. Chromium runs `autofocus` at its next
+    # rendering step, which may come after the load event: typing earlier would go nowhere.
+    console.page.wait_for_function("document.activeElement?.id === 'username'", timeout=5000)
+    console.page.keyboard.type("tove")
     console.page.keyboard.press("Tab")
     console.page.keyboard.type("correct horse battery staple")
     console.page.keyboard.press("Enter")
