@@ -35,6 +35,7 @@ from pathlib import Path
 import uvloop
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+import _report
 from _audit_records import decision
 from tether._internal.clock import SystemClock
 from tether.audit.chain import genesis
@@ -169,6 +170,24 @@ def main() -> None:
             f"  {label}: group commit {m['c50']:5.1f} / {m['c99']:5.1f} ms, caller's wait "
             f"{m['p50']:5.1f} / {m['p99']:5.1f} ms   (p50 / p99; aim: commit <= 10 ms)"
         )
+    record(statistics.median(ours), statistics.median(bare), waits, light)
+
+
+def record(
+    ours: float, bare: float, waits: dict[str, list[float]], light: dict[str, list[float]]
+) -> None:
+    """The figures, for ``bench/report.py``."""
+    _report.row(area="audit", path=f"durable append, {IN_FLIGHT} callers", figure=ours,
+                unit="records/s", better="higher", floor=bare,
+                floor_name=f"sqlite3 executemany, {IN_FLIGHT} per commit",
+                aim=_report.at_least(0.5, of="floor"))  # fmt: skip
+    _report.row(area="audit", path=f"group commit p99, {LIGHT} callers",
+                figure=statistics.median(light["c99"]), unit="ms", better="lower",
+                aim=_report.at_most(10))  # fmt: skip
+    _report.row(area="audit", path=f"group commit p50, {IN_FLIGHT} callers",
+                figure=statistics.median(waits["c50"]), unit="ms", better="lower",
+                aim=_report.at_most(10),
+                note="saturated: the p99 is the disk's own fsync (see the output).")  # fmt: skip
 
 
 def _percentiles(into: dict[str, list[float]], waits: list[float], commits: list[float]) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+import _report
 from _audit_records import decision
 from tether.audit.chain import genesis
 from tether.audit.merkle import CompactTree, leaf_hash
@@ -98,6 +99,11 @@ def main() -> None:
         f"  prove p50 / p99 / max               {cuts[49] * 1e3:7.1f} / {cuts[98] * 1e3:.1f} / "
         f"{max(timings) * 1e3:.1f} ms   (aim <= 50 ms, issue 4)"
     )
+    for label, cut in (("p50", cuts[49]), ("p99", cuts[98])):
+        _report.row(area="audit", path=f"prove one record of {n:,}: {label}", figure=cut * 1e3,
+                    unit="ms", better="lower", aim=_report.at_most(50),
+                    note=None if label == "p50" else "the proof checked as a third party "
+                    "would, signature included; embedded SQLite store.")  # fmt: skip
 
 
 if __name__ == "__main__":

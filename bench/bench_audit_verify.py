@@ -8,7 +8,8 @@ and compares the signed roots; the bytes an entry starts with (its place, its lo
 hash of the entry before it) are read for the entries no matched root covers — the tail
 past the last checkpoint, or the whole log if a root failed. The floor only chains
 ``sha256(prev || entry)``. Rounds alternate. The issue's aim (issue 4): full verification
->= 0.5x the raw sha256-chain rate.
+>= 0.5x the raw sha256-chain rate. The growth curve: the time to verify the first N/100, N/10
+and N entries (the median of ``ROUNDS`` alternating rounds each), Tether and the floor.
 
 Run: ``make bench`` or ``.venv/bin/python bench/bench_audit_verify.py [N]`` (N = 100,000).
 """
@@ -23,6 +24,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
+import _report
 from _audit_records import decision
 from tether.audit.chain import LogVerifier, genesis, verify_log
 from tether.audit.merkle import CompactTree, leaf_hash
@@ -74,6 +76,22 @@ def floor(log: list[bytes]) -> float:
     return len(log) / (time.perf_counter() - start)
 
 
+def growth(
+    log: list[bytes], heads: list[bytes], signed: dict[int, bytes]
+) -> dict[str, list[tuple[float, float]]]:
+    """Milliseconds to verify the first N/100, N/10 and N entries, Tether and the floor."""
+    out: dict[str, list[tuple[float, float]]] = {"tether": [], "floor": []}
+    for size in sorted({max(1, len(log) // 100), max(1, len(log) // 10), len(log)}):
+        part, marks = log[:size], {k: v for k, v in signed.items() if k <= size}
+        ours, bare = [], []
+        for _ in range(ROUNDS):
+            bare.append(size / floor(part) * 1e3)
+            ours.append(size / tether(part, heads[:size], marks) * 1e3)
+        out["tether"].append((size, statistics.median(ours)))
+        out["floor"].append((size, statistics.median(bare)))
+    return out
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     print(
@@ -101,6 +119,27 @@ def main() -> None:
         f"({strict / statistics.median(bare):.2f}x; what the server runs before it signs a tail"
         " and for tether audit verify)"
     )
+    curves = growth(log, heads, signed)
+    print("time to verify against log size (ms, medians)")
+    for (size, ms), (_, floor_ms) in zip(curves["tether"], curves["floor"], strict=True):
+        print(f"  {size:>10,.0f} entries   tether {ms:9.1f} ms   floor {floor_ms:9.1f} ms")
+    record(statistics.median(ours), statistics.median(bare), strict, curves)
+
+
+def record(
+    ours: float, bare: float, strict: float, curves: dict[str, list[tuple[float, float]]]
+) -> None:
+    """The figures, for ``bench/report.py``."""
+    floor_name = "hashlib sha256 chain"
+    _report.row(area="audit", path="full verification (verify_log)", figure=ours,
+                unit="records/s", better="higher", floor=bare, floor_name=floor_name,
+                aim=_report.at_least(0.5, of="floor"))  # fmt: skip
+    _report.row(area="audit", path="strict verification (each entry parsed)", figure=strict,
+                unit="records/s", better="higher", floor=bare, floor_name=floor_name,
+                note="what the server runs before signing a tail; tether audit verify")  # fmt: skip
+    for series, name in (("tether", "Tether verify_log"), ("floor", "sha256 chain (floor)")):
+        _report.curve("Audit verification against log size", x_label="entries",
+                      y_label="ms to verify", points=curves[series], series=name)  # fmt: skip
 
 
 if __name__ == "__main__":

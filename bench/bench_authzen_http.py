@@ -38,6 +38,7 @@ from typing import Any
 
 import httpx
 
+import _report
 from _agents import agent_token
 from _procs import free_port, running, wait_ready
 
@@ -287,6 +288,24 @@ def main() -> None:
     print("  wrk and the server under load share the machine's 2 cores (one server at a time).")
     print("  Tether verifies the agent's JWT-SVID and records each decision durably; Cerbos")
     print("  takes the subject from the request body and its audit log is off.")
+    record(ours, theirs)
+
+
+def record(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> None:
+    """The figures, for ``bench/report.py``."""
+    _report.peer("Cerbos PDP", CERBOS_VERSION)
+    peer = f"Cerbos PDP {CERBOS_VERSION}, AuthZEN"
+    where = f"AuthZEN evaluation over HTTP, {CONNECTIONS} connections"
+    note = "Tether verifies the JWT-SVID and records each decision durably; Cerbos takes the "
+    note += "subject from the body, its audit log off. wrk shares the 2 cores."
+    _report.row(area="decisions", path=f"{where}: rate", figure=ours["rate"], unit="/s",
+                better="higher", peer=theirs["rate"], peer_name=peer,
+                aim=_report.at_least(1500), note=note)  # fmt: skip
+    _report.row(area="decisions", path=f"{where}: p50", figure=ours["p50"], unit="ms",
+                better="lower", peer=theirs["p50"], peer_name=peer)  # fmt: skip
+    _report.row(area="decisions", path=f"{where}: p99", figure=ours["p99"], unit="ms",
+                better="lower", peer=theirs["p99"], peer_name=peer,
+                aim=_report.at_most(25))  # fmt: skip
 
 
 if __name__ == "__main__":

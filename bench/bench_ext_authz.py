@@ -38,6 +38,7 @@ from typing import Any
 
 import httpx
 
+import _report
 from _agents import agent_token
 from _procs import free_port, running, wait_listening, wait_ready
 
@@ -212,6 +213,27 @@ def main() -> None:
     _added(one_checked, one_bare)
     print("  Each checked request: the JWT-SVID verified, the route matched, the policy decided")
     print("  and the decision recorded durably (SQLite, group commit) before nginx goes on.")
+    record(checked, bare, one_checked, one_bare)
+
+
+def record(
+    checked: Mapping[str, Any],
+    bare: Mapping[str, Any],
+    one_checked: Mapping[str, Any],
+    one_bare: Mapping[str, Any],
+) -> None:
+    """The figures, for ``bench/report.py``."""
+    floor = "the same nginx without auth_request"
+    where = f"nginx auth_request → Tether, {CONNECTIONS} connections"
+    _report.row(area="ext_authz", path=f"{where}: rate", figure=checked["rate"], unit="/s",
+                better="higher", floor=bare["rate"], floor_name=floor,
+                aim=_report.at_least(1000))  # fmt: skip
+    _report.row(area="ext_authz", path=f"{where}: p99", figure=checked["p99"], unit="ms",
+                better="lower", floor=bare["p99"], floor_name=floor,
+                aim=_report.at_most(25))  # fmt: skip
+    _report.row(area="ext_authz", path="nginx auth_request → Tether, one at a time: p50",
+                figure=one_checked["p50"], unit="ms", better="lower", floor=one_bare["p50"],
+                floor_name=floor)  # fmt: skip
 
 
 if __name__ == "__main__":

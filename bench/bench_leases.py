@@ -36,6 +36,7 @@ from pathlib import Path
 
 import psycopg
 
+import _report
 from tether._internal.pgcluster import ThrowawayCluster
 from tether.api.services import Services
 from tether.config import Settings
@@ -238,8 +239,15 @@ async def variant(
     }
 
 
+def _pgbench_version(cluster: ThrowawayCluster) -> str | None:
+    done = subprocess.run([cluster.binary("pgbench"), "--version"], capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    return done.stdout.strip().removeprefix("pgbench (PostgreSQL) ") or None
+
+
 async def measure(seconds: float, tmp: Path) -> dict[str, dict[str, object]]:
     with ThrowawayCluster.start(password=PASSWORD, durable=True) as cluster:
+        _report.peer("pgbench", _pgbench_version(cluster))
         with _connect(cluster) as conn:
             conn.execute(f"CREATE ROLE {GROUP} NOLOGIN")
         tether = await TetherPath.open(tmp / "tether", cluster)
@@ -280,6 +288,22 @@ def report(results: dict[str, dict[str, object]]) -> None:
             f"  revocation floor (psycopg)   p50 {_pct(floor_ms, 0.5):.2f} ms  "
             f"p99 {_pct(floor_ms, 0.99):.2f} ms  (PostgreSQL's two commits alone)"
         )
+        record(kind, statistics.median(ours), statistics.median(floors), revoke_ms, floor_ms)
+
+
+def record(
+    kind: str, ours: float, floor: float, revoke_ms: list[float], floor_ms: list[float]
+) -> None:
+    """The figures, for ``bench/report.py``."""
+    _report.row(area="credentials", path=f"PostgreSQL credential issuance, {kind}", figure=ours,
+                unit="/s", better="higher", floor=floor,
+                floor_name=f"pgbench, the same CREATE ROLE, {POOL} clients",
+                aim=_report.at_least(0.7, of="floor"),
+                note=f"{CONCURRENCY} in flight, end to end (decision, lease, role, records); "
+                f"Vault's published example: 221/s (not run here).")  # fmt: skip
+    _report.row(area="credentials", path=f"revocation p50, {kind}", figure=_pct(revoke_ms, 0.5),
+                unit="ms", better="lower", floor=_pct(floor_ms, 0.5),
+                floor_name="psycopg, the same statements", aim=_report.at_most(2))  # fmt: skip
 
 
 def main() -> None:

@@ -17,7 +17,8 @@ results, names each one the gateway loses and says whether it passes the DNS-reb
 scenario (a benchmark reports; like the others it exits 0 when it could measure). Bounded:
 every scenario has the suite's own timeout.
 
-Run: ``make bench`` or ``.venv/bin/python bench/bench_mcp_conformance.py``.
+Run: ``make bench`` or ``.venv/bin/python bench/bench_mcp_conformance.py [--quick]``
+(``--quick``: only the ``QUICK`` scenarios, initialisation and DNS-rebinding protection).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 
 import httpx
 
+import _report
 from _agents import agent_token
 from _procs import free_port, running, wait_listening, wait_ready
 
@@ -51,6 +53,8 @@ permit (principal == Tether::Agent::"conformance-bot", action,
         resource in Tether::McpServer::"everything");
 """
 DNS_REBINDING = "dns-rebinding-protection"
+#: The scenarios ``--quick`` runs, one suite invocation each.
+QUICK = ("server-initialize", DNS_REBINDING)
 
 
 def _suite() -> list[str]:
@@ -65,11 +69,14 @@ def _suite() -> list[str]:
     return ["npx", "--prefix", str(PEERS), "conformance"]
 
 
-def _results(url: str, out: Path) -> dict[str, bool]:
-    """Every active scenario's result against ``url``: passed or not."""
+def _results(url: str, out: Path, *, quick: bool = False) -> dict[str, bool]:
+    """Every active scenario's result against ``url`` (``quick``: the ``QUICK`` ones):
+    passed or not."""
     env = dict(os.environ, npm_config_loglevel="error")
-    argv = [*_suite(), "server", "--url", url, "--suite", "active", "-o", str(out)]
-    subprocess.run(argv, env=env, cwd=PEERS, capture_output=True, timeout=900, check=False)
+    chosen = [["--scenario", s] for s in QUICK] if quick else [["--suite", "active"]]
+    for which in chosen:
+        argv = [*_suite(), "server", "--url", url, *which, "-o", str(out)]
+        subprocess.run(argv, env=env, cwd=PEERS, capture_output=True, timeout=900, check=False)
     found: dict[str, bool] = {}
     for checks in sorted(out.glob("server-*/checks.json")):
         named = re.match(r"server-(.+)-\d{4}-\d{2}-\d{2}T", checks.parent.name)
@@ -151,7 +158,7 @@ def _everything(tmp: Path) -> Iterator[tuple[str, str]]:
         yield fixtures, f"http://127.0.0.1:{front_port}/mcp"
 
 
-def _report(direct: dict[str, bool], gateway: dict[str, bool]) -> None:
+def _report_text(direct: dict[str, bool], gateway: dict[str, bool]) -> None:
     lost = sorted(s for s, ok in direct.items() if ok and not gateway.get(s, False))
     print(f"{'scenario':<36}{'direct':>8}{'gateway':>9}")
     for scenario in sorted(direct | gateway):
@@ -162,16 +169,27 @@ def _report(direct: dict[str, bool], gateway: dict[str, bool]) -> None:
     print("scenarios the gateway loses:", ", ".join(lost) or "none")
     rebinding = gateway.get(DNS_REBINDING, False)
     print(f"DNS-rebinding protection through the gateway: {'pass' if rebinding else 'FAIL'}")
+    _report.peer("MCP conformance suite", SUITE_VERSION)
+    _report.row(area="gateway", path="MCP conformance scenarios passed through the gateway",
+                figure=sum(gateway.values()), unit="scenarios", better="higher",
+                floor=sum(direct.values()), floor_name="the same server, directly",
+                aim=_report.at_least(1, of="floor"),
+                note=f"{SUITE}@{SUITE_VERSION}; lost: {', '.join(lost) or 'none'}")  # fmt: skip
+    _report.row(area="gateway", path="DNS-rebinding protection through the gateway",
+                figure=float(rebinding), unit="(1 = pass)", better="higher",
+                aim=_report.at_least(1))  # fmt: skip
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "front":
         _front(int(sys.argv[2]), sys.argv[3], sys.argv[4])
         return
+    quick = "--quick" in sys.argv[1:]
     _suite()
     with tempfile.TemporaryDirectory() as tmp, _everything(Path(tmp)) as (direct, gateway):
-        results = (_results(direct, Path(tmp) / "direct"), _results(gateway, Path(tmp) / "gw"))
-    _report(*results)
+        results = (_results(direct, Path(tmp) / "direct", quick=quick),
+                   _results(gateway, Path(tmp) / "gw", quick=quick))  # fmt: skip
+    _report_text(*results)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,13 @@ p50 over the bare proxy and ≤ 2 ms p50 over the direct call, adds ≤ 1/50 of 
 adds, at ≥ 20× its throughput. The bench process, the servers and the upstream share the
 machine's cores. Bounded: every load stops by itself.
 
-Run: ``make bench`` or ``.venv/bin/python bench/bench_mcp_gateway.py [CALLS]``.
+The growth curve: latency against concurrent agent sessions (``AGENTS``: 1, 4, 16, 64; one
+agent's token in each, a session each, all calling back to back for ``CURVE_SECONDS``), p50 of
+every call, for the bare proxy, Tether and ContextForge. A call that fails (an overloaded
+server sheds with 503) is counted and shown, not timed.
+
+Run: ``make bench`` or ``.venv/bin/python bench/bench_mcp_gateway.py [CALLS] [--quick]``
+(``--quick``: one second per load instead of ``LOAD_SECONDS`` and ``CURVE_SECONDS``).
 """
 
 from __future__ import annotations
@@ -51,8 +57,9 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.lowlevel.server import Server
 
+import _report
 from _agents import agent_token
-from _contextforge import running_contextforge
+from _contextforge import CONTEXTFORGE_VERSION, running_contextforge
 from _procs import free_port, running, wait_listening, wait_ready
 
 ROOT = "tto_" + "m" * 32
@@ -61,6 +68,9 @@ WARM_UP = 50
 ROUNDS = 3
 SESSIONS = 8
 LOAD_SECONDS = 5.0
+#: Concurrent agent sessions for the latency curve, and how long each level calls.
+AGENTS = (1, 4, 16, 64)
+CURVE_SECONDS = 3.0
 POLICY = """
 @id("calc-bot-adds")
 permit (principal == Tether::Agent::"calc-bot", action == Tether::Action::"call_tool",
@@ -157,10 +167,10 @@ async def _latencies(client: Client, tool: str, n: int) -> list[float]:
     return times
 
 
-async def _throughput(target: Target) -> float:
-    """Calls per second with ``SESSIONS`` sessions calling back to back for ``LOAD_SECONDS``."""
+async def _throughput(target: Target, seconds: float) -> float:
+    """Calls per second with ``SESSIONS`` sessions calling back to back for ``seconds``."""
     done = 0
-    stop = time.monotonic() + LOAD_SECONDS
+    stop = time.monotonic() + seconds
 
     async def worker() -> None:
         nonlocal done
@@ -173,6 +183,50 @@ async def _throughput(target: Target) -> float:
     begun = time.monotonic()
     await asyncio.gather(*(worker() for _ in range(SESSIONS)))
     return done / (time.monotonic() - begun)
+
+
+async def _crowd(target: Target, agents: int, seconds: float) -> tuple[list[float], int]:
+    """``agents`` sessions calling back to back for ``seconds``: every call's latency (s)
+    and how many failed."""
+    times: list[float] = []
+    failed = 0
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(_session(target)) for _ in range(agents)]
+        for client in clients:
+            await _latencies(client, target.tool, 2)
+        stop = time.monotonic() + seconds
+
+        async def worker(client: Client) -> None:
+            nonlocal failed
+            while time.monotonic() < stop:
+                began = time.perf_counter()
+                try:
+                    await _call(client, target.tool)
+                except (Exception, SystemExit):
+                    failed += 1
+                    continue
+                times.append(time.perf_counter() - began)
+
+        await asyncio.gather(*(worker(c) for c in clients))
+    return times, failed
+
+
+async def _curve(targets: list[Target], seconds: float) -> dict[str, list[tuple[int, float]]]:
+    """p50 latency (ms) against concurrent agent sessions, per path (the direct call aside)."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    print(f"latency against concurrent agent sessions ({seconds:.0f} s each)")
+    print(f"{'path':<14}{'agents':>7}{'p50 ms':>9}{'p99 ms':>9}{'calls/s':>10}{'failed':>8}")
+    for target in targets:
+        if target.name == "direct":
+            continue
+        for agents in AGENTS:
+            times, failed = await _crowd(target, agents, seconds)
+            if times:
+                out.setdefault(target.name, []).append((agents, _pct(times, 0.5)))
+            p50, p99 = (_pct(times, 0.5), _pct(times, 0.99)) if times else (0.0, 0.0)
+            print(f"{target.name:<14}{agents:>7}{p50:>9.2f}{p99:>9.2f}"
+                  f"{len(times) / seconds:>10,.0f}{failed:>8}")  # fmt: skip
+    return out
 
 
 async def _measure(targets: list[Target], calls: int) -> dict[str, list[float]]:
@@ -231,7 +285,7 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-def _report(times: dict[str, list[float]], rates: dict[str, float]) -> None:
+def _report_text(times: dict[str, list[float]], rates: dict[str, float]) -> None:
     print(f"{'path':<14}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'calls/s':>10}")
     for name, values in times.items():
         rate = rates.get(name)
@@ -254,11 +308,47 @@ def _report(times: dict[str, list[float]], rates: dict[str, float]) -> None:
 
 
 async def _run(
-    targets: list[Target], calls: int
-) -> tuple[dict[str, list[float]], dict[str, float]]:
+    targets: list[Target], calls: int, *, quick: bool
+) -> tuple[dict[str, list[float]], dict[str, float], dict[str, list[tuple[int, float]]]]:
     times = await _measure(targets, calls)
-    rates = {t.name: await _throughput(t) for t in targets}
-    return times, rates
+    seconds = 1.0 if quick else LOAD_SECONDS
+    rates = {t.name: await _throughput(t, seconds) for t in targets}
+    curves = await _curve(targets, 1.0 if quick else CURVE_SECONDS)
+    return times, rates, curves
+
+
+def record(
+    times: dict[str, list[float]],
+    rates: dict[str, float],
+    curves: dict[str, list[tuple[int, float]]],
+    contextforge: str | None,
+) -> None:
+    """The figures, for ``bench/report.py``."""
+    _report.peer("IBM ContextForge", contextforge)
+    p50 = {name: statistics.median(v) * 1000 for name, v in times.items()}
+    cf = "ContextForge" in p50
+    peer_name = f"ContextForge {contextforge}" if cf else "ContextForge"
+    proxy = "bare mcp SDK proxy"
+    _report.row(area="gateway", path="MCP tool call through the gateway: p50",
+                figure=p50["Tether"], unit="ms", better="lower", floor=p50["bare proxy"],
+                floor_name=proxy, peer=p50.get("ContextForge"), peer_name=peer_name,
+                note=f"the direct call (no gateway): {p50['direct']:.2f} ms p50")  # fmt: skip
+    _report.row(area="gateway", path="added p50 over the bare proxy",
+                figure=p50["Tether"] - p50["bare proxy"], unit="ms", better="lower",
+                aim=_report.at_most(0.5))  # fmt: skip
+    _report.row(area="gateway", path="added p50 over the direct call",
+                figure=p50["Tether"] - p50["direct"], unit="ms", better="lower",
+                floor=p50["bare proxy"] - p50["direct"], floor_name=proxy,
+                peer=p50["ContextForge"] - p50["direct"] if cf else None, peer_name=peer_name,
+                aim=_report.at_most(0.02, of="peer"))  # fmt: skip
+    _report.row(area="gateway", path=f"throughput, {SESSIONS} sessions", figure=rates["Tether"],
+                unit="calls/s", better="higher", floor=rates["bare proxy"], floor_name=proxy,
+                peer=rates.get("ContextForge"), peer_name=peer_name,
+                aim=_report.at_least(20, of="peer"))  # fmt: skip
+    for name, points in curves.items():
+        _report.curve("MCP gateway latency against concurrent agents",
+                      x_label="concurrent agent sessions", y_label="p50 ms", points=points,
+                      series=name)  # fmt: skip
 
 
 def main() -> None:
@@ -268,7 +358,10 @@ def main() -> None:
         )
         _serve(serve(), int(sys.argv[2]))
         return
-    calls = int(sys.argv[1]) if len(sys.argv) > 1 else CALLS
+    quick = "--quick" in sys.argv[1:]
+    numbers = [a for a in sys.argv[1:] if a != "--quick"]
+    calls = int(numbers[0]) if numbers else CALLS
+    version = None
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"{machine}; {calls} calls x {ROUNDS} rounds per path, {SESSIONS} sessions for "
           "throughput")  # fmt: skip
@@ -278,8 +371,10 @@ def main() -> None:
         with running_contextforge(up, tmp=Path(tmp) / "cf") as cf:
             if cf is not None:
                 targets.append(Target("ContextForge", cf.url, cf.token, tool=cf.tool))
-            times, rates = asyncio.run(_run(targets, calls))
-    _report(times, rates)
+                version = CONTEXTFORGE_VERSION
+            times, rates, curves = asyncio.run(_run(targets, calls, quick=quick))
+    _report_text(times, rates)
+    record(times, rates, curves, version)
 
 
 if __name__ == "__main__":

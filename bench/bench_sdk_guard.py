@@ -33,6 +33,7 @@ from pathlib import Path
 import httpx
 import orjson
 
+import _report
 import tether
 from _agents import register_agent
 from _procs import free_port, running, wait_ready
@@ -177,6 +178,13 @@ def report(runs: dict[str, list[float]], n: int) -> None:
             f"  overhead / floor             {statistics.median(ratios):7.2f}x "
             f"(rounds {ratios[0]:.2f} to {ratios[-1]:.2f})   aim <= 0.5x"
         )
+        where = "server's answers from memory" if bare == "mem_bare" else "live tether serve"
+        _report.row(area="sdk", path=f"@tether.guard overhead, token cached, {where}",
+                    figure=statistics.median(overheads), unit="µs/call", better="lower",
+                    floor=floor, floor_name="checkpoint floor: joserfc + cedarpy + sqlite3",
+                    aim=_report.at_most(0.5, of="floor"),
+                    note="the guarded call's time minus the same evaluation sent by hand "
+                    "with httpx.")  # fmt: skip
 
 
 if __name__ == "__main__":

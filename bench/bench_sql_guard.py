@@ -25,6 +25,7 @@ import time
 
 from sqlglot import tokens
 
+import _report
 from tether.sql import analyse
 
 ROUNDS = 7
@@ -77,6 +78,9 @@ def main() -> None:
         median, worst = per_call_us(sql, n)
         verdict = "meets the aim" if worst <= AIM_US else "MISSES the aim"
         print(f"{name:<22} {median:>10.1f} {worst:>10.1f}  {verdict}")
+        _report.row(area="sql", path=f"SQL analysis: {name}", figure=median,
+                    unit="µs/statement", better="lower", aim=_report.at_most(AIM_US),
+                    note=f"worst round {worst:.1f} µs; sqlglot compiled: {compiled}")  # fmt: skip
 
 
 if __name__ == "__main__":

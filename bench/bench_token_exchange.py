@@ -51,6 +51,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+import _report
 from tether.api.services import Services
 from tether.audit.records import AuditRecord
 from tether.checkpoint import agent_entity
@@ -535,6 +536,15 @@ def main() -> None:
         print(f"  {step:40s} {micros:6.0f} us")
     total = sum(steps.values())
     print(f"  {'sum of the steps':40s} {total:6.0f} us   (an exchange: {1e6 / our_rate:.0f} us)")
+    floor_name = "cryptography + cedarpy + sqlite3"
+    _report.row(area="tokens", path="token exchange (RFC 8693), one at a time", figure=our_rate,
+                unit="/s", better="higher", floor=floor_rate, floor_name=floor_name,
+                aim=_report.at_least(0.8, of="floor"),
+                note=f"fresh subject and actor tokens each time; Keycloak's sizing guide says "
+                f"{KEYCLOAK_PER_VCPU}/s per vCPU (published, not run here).")  # fmt: skip
+    _report.row(area="tokens", path=f"token exchange, {IN_FLIGHT} in flight", figure=busy,
+                unit="/s", better="higher", floor=floor_rate,
+                floor_name=f"{floor_name}, one at a time")  # fmt: skip
 
 
 if __name__ == "__main__":
