@@ -9,6 +9,7 @@ The hierarchy::
 
     Error                               error
     ├── InvalidInput                    invalid_input            400
+    │   ├── UnsupportedMediaType        unsupported_media_type   415
     │   ├── InvalidName                 invalid_name
     │   ├── InvalidSpiffeId             invalid_spiffe_id
     │   ├── InvalidDeclaration          invalid_declaration
@@ -64,7 +65,8 @@ The hierarchy::
     │   ├── AuthorizationPending        authorization_pending (CIBA Core §11)
     │   ├── SlowDown                    slow_down (CIBA Core §11)
     │   ├── ExpiredToken                expired_token (CIBA Core §11)
-    │   └── AccessDenied                access_denied (CIBA Core §11)
+    │   ├── AccessDenied                access_denied (CIBA Core §11)
+    │   └── TemporarilyUnavailable      temporarily_unavailable  503
     ├── TokenInvalid                    token_invalid            401
     │   └── CertificateInvalid          certificate_invalid
     ├── ReplayDetected                  replay_detected          401
@@ -73,6 +75,7 @@ The hierarchy::
     ├── EngineUnavailable               engine_unavailable       503
     ├── AuditUnavailable                audit_unavailable        503
     │   └── AuditLogInvalid             audit_log_invalid
+    ├── Overloaded                      overloaded               503 (shed: too busy)
     └── ConfigError                     config_invalid
         └── InvalidRouteMap             route_map_invalid
 
@@ -144,6 +147,7 @@ __all__ = [
     "NotFound",
     "OAuthError",
     "OperatorTokenNotFound",
+    "Overloaded",
     "PolicySetNotFound",
     "ReplayDetected",
     "SlowDown",
@@ -524,6 +528,14 @@ class AuditLogInvalid(AuditUnavailable):
     """The audit log does not verify (changed, truncated): nothing more is appended to it."""
 
     code = "audit_log_invalid"
+
+
+class Overloaded(Error):
+    """Shed: the server already works on as many requests as it may
+    (``TETHER_MAX_IN_FLIGHT``), so this one was answered at once, undecided — a denial for
+    every enforcement point, never an allow; ``details`` carry ``retry_after`` (seconds)."""
+
+    code = "overloaded"
 
 
 class ConfigError(Error):

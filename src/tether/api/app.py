@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tether import __version__
 from tether._internal.clock import Clock
 from tether.api import console
+from tether.api.admission import Admission, AdmissionGate
 from tether.api.errors import install_error_handlers
 from tether.api.fastpath import DecisionFastPath
 from tether.api.metrics import Metrics
@@ -83,10 +84,12 @@ def create_app(
         summary="Runtime security control plane for AI agents",
         lifespan=lifespan,
     )
+    # The bound on requests in flight (TETHER_MAX_IN_FLIGHT): beyond it, 503 overloaded.
+    gate = app.state.admission = AdmissionGate(limit=settings.max_in_flight)
     if services is not None:
         app.state.services = services
         # Counting from now, even when the app is driven without its lifespan.
-        app.state.metrics = Metrics(services)
+        app.state.metrics = Metrics(services, admission=gate)
     install_error_handlers(app)
     _install_routes(app)
     # The ext_authz route map (TETHER_EXT_AUTHZ_ROUTES), read and checked now: at start.
@@ -100,6 +103,8 @@ def create_app(
         owner=app,
     )
     app.add_middleware(_McpFront, owner=app)  # /mcp/<server>, ahead of route matching too
+    # Inside the body cap (a body is read whole, under the cap, before it is counted).
+    app.add_middleware(Admission, gate=gate)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(CorrelationId)  # outside the body cap: a 413 carries the id too
     if tracing_on():
@@ -112,7 +117,7 @@ def create_app(
 async def _background(app: FastAPI, services: Services) -> AsyncIterator[None]:
     """While the app serves: the services' upkeep, and the metrics counting decisions."""
     counted: Metrics | None = getattr(app.state, "metrics", None)
-    counting = counted or Metrics(services)
+    counting = counted or Metrics(services, admission=app.state.admission)
     app.state.metrics = counting
     tasks = [
         asyncio.create_task(services.run_maintenance(), name="tether-maintenance"),

@@ -2,7 +2,8 @@
 
 Management endpoints answer ``{"error": {"code", "message", "details"}}``; OAuth endpoints
 (``/oauth2/...``) answer the RFC 6749 §5.2 body ``{"error", "error_description"}`` with
-``Cache-Control: no-store``. Request validation errors become ``400 invalid_input`` naming the
+``Cache-Control: no-store``. A shed request (``overloaded``) is told when to try again
+(``Retry-After``). Request validation errors become ``400 invalid_input`` naming the
 field and the rule (not FastAPI's 422). Anything unexpected is a 500 without internals.
 """
 
@@ -39,6 +40,7 @@ _STATUS: tuple[tuple[type[e.Error], int], ...] = (
     (e.StoreUnavailable, 503),
     (e.EngineUnavailable, 503),
     (e.AuditUnavailable, 503),
+    (e.Overloaded, 503),
 )
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -61,12 +63,14 @@ def error_response(request: Request, error: e.Error) -> JSONResponse:
         error = e.StoreUnavailable("the service is temporarily unavailable; try again shortly")
     status = status_for(error)
     headers: dict[str, str] = {}
+    if isinstance(error, e.Overloaded):
+        headers["Retry-After"] = str(error.details.get("retry_after", 1))
     if _is_oauth(request):
         code = error.code if isinstance(error, e.OAuthError) else _oauth_code(error)
         return JSONResponse(
             {"error": code, "error_description": error.message},
             status_code=status,
-            headers=_NO_STORE,
+            headers=_NO_STORE | headers,
         )
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="tether"'
@@ -79,7 +83,9 @@ def error_response(request: Request, error: e.Error) -> JSONResponse:
 def _oauth_code(error: e.Error) -> str:
     if isinstance(error, e.BodyTooLarge | e.InvalidInput):
         return "invalid_request"
-    if isinstance(error, e.StoreUnavailable | e.AuditUnavailable | e.EngineUnavailable):
+    if isinstance(
+        error, e.StoreUnavailable | e.AuditUnavailable | e.EngineUnavailable | e.Overloaded
+    ):
         return "temporarily_unavailable"
     return "server_error"
 

@@ -16,7 +16,8 @@ default one: a process may hold many apps, tests do). Two kinds of figures:
   counts: a constant amount of work per decision and of memory however many come;
 * **read at scrape time** — live leases, pending approvals and open alerts from the store
   (at most once every :data:`GAUGE_TTL` seconds, however many scrapes come), and from memory the
-  audit backlog, the monitor's queues and the event stream's totals.
+  audit backlog, the monitor's queues, the event stream's totals, and the admission gate's
+  requests in flight, its limit and the requests it shed (:mod:`tether.api.admission`).
 
 Label values are bounded: an effect is one of three, an enforcement point one of the first
 :data:`MAX_ENFORCEMENT_POINTS` names seen (later ones count as ``other``), a severity one of
@@ -50,6 +51,7 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
+from tether.api.admission import AdmissionGate
 from tether.api.services import Services
 from tether.errors import Error
 from tether.monitor.events import Event
@@ -113,8 +115,15 @@ class _Queue(Protocol):
 class Metrics:
     """One app's registry and the figures behind it (see the module docstring)."""
 
-    def __init__(self, services: Services, *, gauge_ttl: float = GAUGE_TTL) -> None:
+    def __init__(
+        self,
+        services: Services,
+        *,
+        gauge_ttl: float = GAUGE_TTL,
+        admission: AdmissionGate | None = None,
+    ) -> None:
         self._services = services
+        self._admission = admission
         self._gauge_ttl = gauge_ttl
         self.registry = CollectorRegistry()
         self._feed = services.events.subscribe(capacity=FEED_CAPACITY)
@@ -242,6 +251,7 @@ class Metrics:
         yield from self._decision_families()
         yield from self._store_families()
         yield from self._memory_families()
+        yield from self._admission_families()
 
     def _decision_families(self) -> Iterable[Metric]:
         decisions = CounterMetricFamily(
@@ -321,6 +331,25 @@ class Metrics:
             "tether_monitor_events_dropped",
             "Deliveries dropped because a subscriber's queue was full (over all subscribers).",
             value=events.dropped,
+        )
+
+    def _admission_families(self) -> Iterable[Metric]:
+        gate = self._admission
+        if gate is None:
+            return
+        yield GaugeMetricFamily(
+            "tether_requests_in_flight", "Requests being worked on (health and streams aside).",
+            value=gate.in_flight,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "tether_requests_in_flight_limit",
+            "The most requests worked on at once (TETHER_MAX_IN_FLIGHT); more are shed.",
+            value=gate.limit,
+        )
+        yield CounterMetricFamily(
+            "tether_requests_shed",
+            "Requests answered 503 overloaded at once, undecided (a denial).",
+            value=gate.shed,
         )
 
 
