@@ -238,7 +238,7 @@ class SvidIssuer:
     async def _verify(self, token: str, audience: str) -> VerifiedClaims:
         now = self._clock.timestamp()
         cached = self._verified.get(token)
-        if cached is not None and cached.exp is not None and now <= cached.exp:
+        if cached is not None and _current(cached, now):
             if audience in cached.aud:
                 return cached
             raise TokenInvalid(
@@ -354,3 +354,13 @@ def _reason(text: str | None) -> str | None:
             f"a reason is at most {MAX_REASON} characters", details={"field": "reason"}
         )
     return text.strip() or None
+
+
+def _current(claims: VerifiedClaims, now: float) -> bool:
+    """Whether a token verified earlier is still within its time window at ``now``: before its
+    expiry, and — should the clock have been set back since — not yet before its ``nbf`` or
+    ``iat`` (beyond the leeway the first verification allowed). Else it is verified again."""
+    if claims.exp is None or now > claims.exp:
+        return False
+    starts = [t for t in (claims.iat, claims.claims.get("nbf")) if isinstance(t, int | float)]
+    return all(now + VERIFY_LEEWAY >= t for t in starts)
