@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tether.cli import exit_codes
 
 from .conftest import ROOT, Live, free_port, run_cli, wait_ready
@@ -119,6 +121,29 @@ def test_dev_server_removes_its_throwaway_data_on_sigterm(tmp_path: Path) -> Non
         output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, output
     assert list(tmp_path.glob("tether-dev-*")) == [], "dev mode leaves no keys or database behind"
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "code", "said"),
+    [
+        ("TETHER_MAX_IN_FLIGHT", "0", exit_codes.INVALID_INPUT, "max_in_flight must be"),
+        ("TETHER_DATABASE_URL", "postgresql://tether@127.0.0.1:9/tether",
+         exit_codes.UNAVAILABLE, "is unavailable"),
+    ],
+)  # fmt: skip
+def test_server_that_cannot_start_says_why_with_a_remedy_not_a_traceback(
+    tmp_path: Path, setting: str, value: str, code: int, said: str
+) -> None:
+    env = {**os.environ, setting: value, "TETHER_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", "serve", "--port", str(free_port())],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == code, done.stderr
+    assert "error: the server cannot start:" in done.stderr
+    assert said in done.stderr
+    assert "hint:" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_demo_plays_every_step_and_exits_zero(tmp_path: Path) -> None:

@@ -17,7 +17,10 @@ from typing import Annotated, Any
 
 import typer
 
+from tether.cli import exit_codes
+from tether.cli.client import fail
 from tether.config import Settings
+from tether.errors import AuditUnavailable, ConfigError, Error, StoreUnavailable
 
 
 def serve(
@@ -37,6 +40,32 @@ def serve(
     from tether.api.logs import configure_logging
 
     configure_logging()
+    try:
+        _serve(dev=dev, host=host, port=port, tls=tls, data_dir=data_dir)
+    except Error as error:  # a setting refused, or the store unusable: said, not a traceback
+        code, hint = next(
+            (told for kind, told in _START_FAILURES.items() if isinstance(error, kind)),
+            (exit_codes.ERROR, None),
+        )
+        fail(f"the server cannot start: {error.message}", code, hint=hint)
+
+
+#: How a failure to start is told: exit code and remedy, by the error's family.
+_START_FAILURES: dict[type[Error], tuple[int, str | None]] = {
+    ConfigError: (exit_codes.INVALID_INPUT, "fix the TETHER_* setting named above"),
+    StoreUnavailable: (
+        exit_codes.UNAVAILABLE,
+        "check TETHER_DATABASE_URL (or that the data directory's disk is writable) "
+        "and that the database is up",
+    ),
+    AuditUnavailable: (
+        exit_codes.UNAVAILABLE,
+        "check that the data directory's disk is writable and has room",
+    ),
+}
+
+
+def _serve(*, dev: bool, host: str, port: int, tls: bool, data_dir: Path | None) -> None:
     scheme = "https" if tls else "http"
     shown_host = f"[{host}]" if ":" in host else host
     overrides: dict[str, object] = {}
