@@ -93,7 +93,7 @@ def verify_bundle(bundle: Mapping[str, object], *, verifier_key: str) -> dict[st
     head = _signed_head(note, verifier_key)
     if head.origin != log or head.size != size:
         raise BundleInvalid("the checkpoint signs another log or size than the bundle names")
-    raw = entry.encode()
+    raw = _utf8(entry, "the entry")
     _check_entry(raw, log=log, index=index)
     try:
         verify_inclusion(leaf_hash(raw), index=index, size=size, proof=proof, root=head.root)
@@ -124,10 +124,18 @@ def _fields(bundle: Mapping[str, object]) -> tuple[str, int, str, int, list[byte
     return log, index, entry, size, hashes, note
 
 
+def _utf8(text: str, what: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-8 text was ever signed with one
+        raise BundleInvalid(f"{what} is not UTF-8 text") from None
+
+
 def _signed_head(note: str, verifier_key: str) -> TreeHead:
+    raw = _utf8(note, "the checkpoint")
     try:
         name, public_key = parse_verifier_key(verifier_key)
-        body = open_note(note.encode(), name=name, public_key=public_key, verify=signature_verifies)
+        body = open_note(raw, name=name, public_key=public_key, verify=signature_verifies)
         return TreeHead.parse(body)
     except NoteInvalid as exc:
         raise BundleInvalid(f"the checkpoint: {exc}") from None
@@ -139,6 +147,10 @@ def _check_entry(raw: bytes, *, log: str, index: int) -> None:
         check_entry(raw, origin=log, index=index)
     except LogInvalid as exc:
         raise BundleInvalid(f"the entry: {exc.reason}") from None
+    except RecursionError:  # nested deeper than the JSON parser goes: no entry of ours is
+        raise BundleInvalid("the entry: it is nested too deep") from None
+    except UnicodeEncodeError:  # an escaped lone surrogate: no entry of ours holds one
+        raise BundleInvalid("the entry: it holds a lone surrogate") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -208,6 +208,8 @@ class AuditRecord:
     def from_dict(cls, data: Mapping[str, Any]) -> AuditRecord:
         """The record :meth:`to_dict` wrote, its time in UTC (``ValueError``/``KeyError`` if
         it is not one)."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("details"), Mapping):
+            raise ValueError("an audit record is an object with details")  # noqa: TRY004 - documented
         return cls(
             id=str(data["id"]),
             type=str(data["type"]),
@@ -221,8 +223,15 @@ class AuditRecord:
 
     @classmethod
     def from_entry(cls, entry: bytes) -> AuditRecord:
-        """The record in a log entry (see :meth:`entry`)."""
-        return cls.from_dict(json.loads(entry)["record"])
+        """The record in a log entry (see :meth:`entry`); ``ValueError``/``KeyError`` if it
+        holds none."""
+        try:
+            parsed = json.loads(entry)
+        except RecursionError:
+            raise ValueError("the entry is nested too deep") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("an audit log entry is an object")  # noqa: TRY004 - documented
+        return cls.from_dict(parsed["record"])
 
     def to_dict(self) -> dict[str, object]:
         return {

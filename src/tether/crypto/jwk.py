@@ -78,14 +78,14 @@ class PublicJwk:
             raise _refuse("not_an_object", "a JWK is a JSON object")
         try:
             size = len(json.dumps(dict(data), separators=(",", ":")))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise _refuse("not_json", "a JWK holds only JSON values") from exc
         if size > MAX_JWK_BYTES:
             raise _refuse("too_large", f"a JWK is at most {MAX_JWK_BYTES} bytes")
         kty = _check_form(data)
         allowed = _allowed_algs(kty, data.get("crv"))
         alg = data.get("alg", allowed[0])
-        if alg not in AGENT_KEY_ALGORITHMS:
+        if not isinstance(alg, str) or alg not in AGENT_KEY_ALGORITHMS:
             raise _refuse("alg_not_allowed", f"alg must be one of {sorted(AGENT_KEY_ALGORITHMS)}")
         if alg not in allowed:
             raise _refuse("alg_mismatch", f"alg {alg} does not fit this key")
@@ -136,7 +136,7 @@ def _check_form(data: Mapping[str, Any]) -> str:
     if use is not None and use != "sig":
         raise _refuse("use_must_be_sig", "an agent key signs: use must be 'sig'")
     ops = data.get("key_ops")
-    if ops is not None and (not isinstance(ops, list) or not set(ops) <= {"verify"}):
+    if ops is not None and (not isinstance(ops, list) or any(op != "verify" for op in ops)):
         raise _refuse("key_ops_must_be_verify", "key_ops may only contain 'verify'")
     missing = [m for m in _REQUIRED[kty] if not isinstance(data.get(m), str)]
     if missing:

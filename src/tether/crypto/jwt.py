@@ -24,6 +24,7 @@ import base64
 import binascii
 import json
 import math
+import re
 import warnings
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ TOKEN_ALGORITHM = "ES256"
 MAX_TOKEN_BYTES = 8192
 #: Everything any caller may ever ask to verify; per-call lists must be subsets of it.
 _VERIFIABLE = AGENT_KEY_ALGORITHMS | {TOKEN_ALGORITHM}
+#: A JSON escape of a UTF-16 surrogate (a pair is fine; a lone one is refused).
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 _B64URL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
@@ -111,6 +114,13 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
         raise _invalid("malformed", f"the {what} is not JSON") from exc
     if not isinstance(value, dict):
         raise _invalid("malformed", f"the {what} is not a JSON object")
+    if _ESCAPED_SURROGATE.search(raw) is not None:
+        # RFC 8259 §8.2: an escaped lone surrogate is no character. It would make text that
+        # cannot be encoded again (a SPIFFE ID check, an audit record) fail far from here.
+        try:
+            orjson.dumps(value)
+        except orjson.JSONEncodeError as exc:
+            raise _invalid("malformed", f"the {what} holds a lone surrogate") from exc
     return value
 
 

@@ -116,7 +116,7 @@ def _bad(rule: str) -> InvalidSpiffeId:
 def parse_spiffe_id(value: str) -> SpiffeId:
     """Parse strictly by the SPIFFE-ID spec: no upper case in the trust domain, no port,
     user info, query or fragment, no empty, '.' or '..' segments, no trailing '/'."""
-    if not isinstance(value, str) or len(value.encode()) > _MAX_SPIFFE_ID:
+    if not isinstance(value, str) or len(value.encode("utf-8", "surrogatepass")) > _MAX_SPIFFE_ID:
         raise _bad("at most 2048 bytes")
     if not value.startswith("spiffe://"):
         raise _bad("the scheme must be 'spiffe://' in lower case")
