@@ -19,6 +19,9 @@ from tether.api.deps import OperatorDep, ServicesDep
 from tether.audit import reader
 from tether.identity.access import Permission, require
 
+#: The largest sequence number the store can hold (a signed 64-bit integer).
+MAX_INDEX = 2**63 - 1
+
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 
@@ -26,7 +29,7 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 async def list_records(  # noqa: PLR0917 - FastAPI passes query parameters by name
     actor: OperatorDep,
     services: ServicesDep,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_INDEX)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     type_prefix: str | None = None,
     correlation_id: str | None = None,
@@ -103,7 +106,12 @@ async def trace(correlation_id: str, actor: OperatorDep, services: ServicesDep) 
     return await reader.trace(services.store, correlation_id)
 
 
-@router.get("/export", summary="A log's entries as JSON lines (exact bytes) or OCSF events")
+@router.get(
+    "/export",
+    summary="A log's entries as JSON lines (exact bytes) or OCSF events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}}}}},
+)
 async def export(
     actor: OperatorDep,
     services: ServicesDep,

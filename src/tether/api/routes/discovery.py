@@ -77,7 +77,12 @@ async def spiffe_bundle(services: ServicesDep) -> Response:
     return _json(services.keyring.spiffe_bundle(now=services.clock.now()), max_age=300)
 
 
-@router.get("/v1/svid/bundle.pem", summary="The X.509 CA certificate, PEM")
+@router.get(
+    "/v1/svid/bundle.pem",
+    summary="The X.509 CA certificate, PEM",
+    response_class=Response,
+    responses={200: {"content": {"application/x-pem-file": {"schema": {"type": "string"}}}}},
+)
 async def bundle_pem(services: ServicesDep) -> Response:
     return Response(
         services.keyring.ca.bundle_pem(),

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import PlainTextResponse
 
 from tether.api.deps import OperatorDep, ServicesDep
@@ -19,6 +19,10 @@ from tether.identity.access import Permission, require
 from tether.policy._cedar import schema_text
 
 router = APIRouter(prefix="/v1/policies", tags=["policies"])
+#: The largest version the store can hold (a signed 64-bit integer): a larger one names none,
+#: and must be refused as input rather than overflow the database driver.
+_MAX = 2**63 - 1
+Version = Annotated[int, Path(ge=1, le=_MAX)]
 
 #: A replay reads at most this many decision records.
 MAX_REPLAYED = 100_000
@@ -41,7 +45,7 @@ async def list_versions(
     actor: OperatorDep,
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=_MAX)] = None,
 ) -> dict[str, Any]:
     versions = await services.policies.list(actor=actor, limit=limit, before=before)
     active = services.policies.current.version
@@ -51,7 +55,11 @@ async def list_versions(
     }
 
 
-@router.get("/schema", summary="The Cedar schema policies are checked against")
+@router.get(
+    "/schema",
+    summary="The Cedar schema policies are checked against",
+    response_class=PlainTextResponse,
+)
 async def schema(actor: OperatorDep) -> PlainTextResponse:
     require(actor, Permission.POLICY_READ)
     return PlainTextResponse(schema_text())
@@ -61,8 +69,8 @@ async def schema(actor: OperatorDep) -> PlainTextResponse:
 async def diff(
     actor: OperatorDep,
     services: ServicesDep,
-    old: Annotated[int, Query(alias="from", ge=1)],
-    new: Annotated[int | None, Query(alias="to", ge=1)] = None,
+    old: Annotated[int, Query(alias="from", ge=1, le=_MAX)],
+    new: Annotated[int | None, Query(alias="to", ge=1, le=_MAX)] = None,
 ) -> dict[str, Any]:
     return {"diff": await services.policies.diff(old, new, actor=actor)}
 
@@ -76,14 +84,14 @@ async def active(actor: OperatorDep, services: ServicesDep) -> dict[str, Any]:
 
 
 @router.get("/{version}", summary="One version, with its text")
-async def show(version: int, actor: OperatorDep, services: ServicesDep) -> dict[str, Any]:
+async def show(version: Version, actor: OperatorDep, services: ServicesDep) -> dict[str, Any]:
     found = await services.policies.show(version, actor=actor)
     assert found is not None  # show(version) raises PolicySetNotFound instead
     return policy_json(found, active=services.policies.current.version)
 
 
 @router.post("/{version}/activate", summary="Put an earlier version back in force (roll back)")
-async def activate(version: int, actor: OperatorDep, services: ServicesDep) -> dict[str, Any]:
+async def activate(version: Version, actor: OperatorDep, services: ServicesDep) -> dict[str, Any]:
     found = await services.policies.rollback(version, actor=actor)
     return policy_json(found, active=found.version)
 
