@@ -5,13 +5,17 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SRC    := src tests bench examples
 
-.PHONY: help install demo serve test lint typecheck contracts unit bench bench-deps clean monitor-clean-run
+.PHONY: help install demo serve test lint typecheck contracts unit bench bench-deps clean monitor-clean-run \
+	loadtest soak fuzz
 
 help:
-	@echo "make demo   - start 'tether serve --dev' and register an example agent with a key"
+	@echo "make demo   - play the three use cases on the embedded defaults; exit 0 only if all behave"
 	@echo "make test   - lint, type-check, layering contracts, then the test suite with coverage"
 	@echo "make lint   - ruff check and ruff format --check"
-	@echo "make bench  - run every benchmark in bench/ and print its figures"
+	@echo "make bench  - run every benchmark in bench/ and write docs/benchmarks.md"
+	@echo "make loadtest - ext_authz 300/s for 10 min, the MCP gateway 200/s for 5 min, 3x overload"
+	@echo "make soak   - an hour at half those rates: memory, descriptors, connections must stay flat"
+	@echo "make fuzz   - the hostile-input and fault suites at full length (about an hour)"
 	@echo "make monitor-clean-run - 10 minutes of clean traffic: the monitor must raise 0 alerts"
 
 $(STAMP): pyproject.toml
@@ -96,8 +100,23 @@ bench-deps: $(BENCH_STAMP) $(CERBOS_STAMP) $(CONFORMANCE_STAMP) bench-contextfor
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 
+# Runs each bench/bench_*.py, then writes its figures, floors, peers and ratios between the
+# markers of docs/benchmarks.md, with the machine described.
 bench: bench-deps
-	@for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+	$(BIN)/python bench/report.py
+
+# Issue 13: a real `tether serve` on loopback at a constant rate (open loop); about 17 minutes.
+loadtest: $(STAMP)
+	@rc=0; for run in "ext-authz --rate 300 --seconds 600" "mcp --rate 200 --seconds 300" \
+	  "overload --seconds 60"; do $(BIN)/python bench/loadtest.py $$run || rc=1; done; exit $$rc
+
+soak: $(STAMP)
+	$(BIN)/python bench/loadtest.py soak --seconds 3600
+
+# The quick versions of these run in `make test`; here each target gets thousands of cases.
+fuzz: $(STAMP)
+	TETHER_FUZZ=1 TETHER_FAULTS_FULL=1 $(BIN)/pytest -q -p no:cacheprovider tests/fuzz \
+	  tests/integration/api/test_hostile_openapi.py tests/integration/faults
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage build src/*.egg-info
