@@ -153,44 +153,45 @@ class Checkpoint:
         started = time.perf_counter()
         decision_id = new_id("dec")
         # The arguments in canonical form: what the digest covers and what policies read.
-        arguments = canonical_json(request.arguments)
+        # Arguments JSON cannot carry exactly (a number beyond I-JSON's 2^53, a lone
+        # surrogate) are refused once the caller is known, and the refusal recorded.
+        unfit: InvalidInput | None = None
+        try:
+            arguments = canonical_json(request.arguments)
+        except InvalidInput as exc:
+            arguments, unfit = b"null", exc
         digest = call_digest_of(request.action, _uid(request.resource.ref), arguments)
         caller: AgentCaller | None = None
         delegation: Delegation | None = None
-        evaluated: DecisionRequest | None = None
-        approval: ProvenApproval | None = None
-        #: Why it was refused before any policy ran, for monitoring (never in the record).
-        refusal: dict[str, Any] = {}
+        outcome = _Outcome(request=request, decision=Decision.deny("unauthenticated"))
         try:
             caller, delegation = await self._authenticate(request)
         except Error as exc:
-            decision = Decision.deny(f"unauthenticated: {exc.message}")
-            refusal = _unauthenticated(request, exc)
+            outcome.decision = Decision.deny(f"unauthenticated: {exc.message}")
+            outcome.refusal = _unauthenticated(request, exc)
             if exc.details.get("reason") == "impersonation":
-                decision = Decision.deny(f"impersonation: {exc.message}")
+                outcome.decision = Decision.deny(f"impersonation: {exc.message}")
                 self._publish("impersonation", _impersonation(request, exc))
         else:
-            try:
-                request = await self._known_agents(request)
-                approval = await self._approval(request, caller, delegation, digest)
-                decision, evaluated = self._decide(
-                    caller, request, digest, arguments, delegation=delegation, approval=approval
-                )
-                if self._approvals is not None:
-                    decision = await self._approvals.spend(approval, decision)
-            except Error as exc:
-                decision = Decision.deny(exc.message)
-                refusal = {"refusal": exc.code}
-            except Exception as exc:  # noqa: BLE001 - an engine fault is a recorded deny
-                decision = Decision.deny(f"engine error: {type(exc).__name__}")
-                refusal = {"refusal": "engine_error"}
-        refusal = refusal or _refusal_of(decision)
+            if unfit is None:
+                await self._evaluate(outcome, caller, delegation, digest, arguments)
+            else:
+                outcome.refuse(unfit)
+        decision, request = outcome.decision, outcome.request
+        refusal = outcome.refusal or _refusal_of(decision)
         if decision.effect is Effect.APPROVAL_REQUIRED:
             decision = replace(decision, details=MappingProxyType({"call_digest": digest}))
         details = self._details(decision_id, request, caller, decision, digest)
+        approval = outcome.approval
         if approval is not None and APPROVAL in decision.obligations:  # the approval counted
             details |= {"approval_id": approval.id, "approver": approval.approver}
-        recorded = await self._record(request, caller, decision, details, evaluated)
+        try:
+            recorded = await self._record(request, caller, decision, details, outcome.evaluated)
+        except InvalidInput as exc:  # what was evaluated cannot be put in canonical JSON
+            decision = Decision.deny(exc.message)
+            refusal = {"refusal": exc.code}
+            details = self._details(decision_id, request, caller, decision, digest)
+            recorded = await self._record_plain(request, caller, decision, details)
         if not recorded:
             decision = Decision.deny("audit_unavailable: the decision could not be recorded")
         data = details | refusal | {"effect": str(decision.effect), "audit_failed": not recorded}
@@ -204,6 +205,29 @@ class Checkpoint:
             delegation=delegation,
             audit_failed=not recorded,
         )
+
+    async def _evaluate(
+        self,
+        outcome: _Outcome,
+        caller: AgentCaller,
+        delegation: Delegation | None,
+        digest: str,
+        arguments: bytes,
+    ) -> None:
+        """Decide for an authenticated caller, into ``outcome``; any failure is a deny."""
+        try:
+            request = outcome.request = await self._known_agents(outcome.request)
+            approval = outcome.approval = await self._approval(request, caller, delegation, digest)
+            outcome.decision, outcome.evaluated = self._decide(
+                caller, request, digest, arguments, delegation=delegation, approval=approval
+            )
+            if self._approvals is not None:
+                outcome.decision = await self._approvals.spend(approval, outcome.decision)
+        except Error as exc:
+            outcome.refuse(exc)
+        except Exception as exc:  # noqa: BLE001 - an engine fault is a recorded deny
+            outcome.decision = Decision.deny(f"engine error: {type(exc).__name__}")
+            outcome.refusal = {"refusal": "engine_error"}
 
     async def check_listing(
         self, request: CheckRequest, candidates: Sequence[Entity], *, action: str
@@ -469,9 +493,42 @@ class Checkpoint:
             # asyncio.timeout, not wait_for: no extra task (and loop turn) per decision.
             async with asyncio.timeout(self._audit_timeout):
                 await self._audit.append(record)
+        except InvalidInput:
+            raise  # the caller's values, not the log: the caller records a refusal instead
         except (Error, TimeoutError, OSError):
             return False
         return True
+
+    async def _record_plain(
+        self,
+        request: CheckRequest,
+        caller: AgentCaller | None,
+        decision: Decision,
+        details: dict[str, Any],
+    ) -> bool:
+        """The refusal of a request whose values canonical JSON cannot carry, recorded
+        without them (no evaluated request); False if even that cannot be recorded."""
+        try:
+            return await self._record(request, caller, decision, details, None)
+        except InvalidInput:
+            return False
+
+
+@dataclass(kw_only=True)
+class _Outcome:
+    """What :meth:`Checkpoint.check` found before recording: the request as completed (known
+    agents filled in), the decision, what the engine saw, the approval spent, and why it was
+    refused before any policy ran (for monitoring, never in the record)."""
+
+    request: CheckRequest
+    decision: Decision
+    evaluated: DecisionRequest | None = None
+    approval: ProvenApproval | None = None
+    refusal: dict[str, Any] = field(default_factory=dict)
+
+    def refuse(self, error: Error) -> None:
+        self.decision = Decision.deny(error.message)
+        self.refusal = {"refusal": error.code}
 
 
 #: The refusal of a delegation chain deeper than allowed, as the monitor reads it.

@@ -59,8 +59,14 @@ def parse_entity(value: Mapping[str, Any], *, what: str) -> Entity:
     kind, ident = value.get("type"), value.get("id")
     if not isinstance(kind, str) or not isinstance(ident, str) or not kind or not ident:
         raise InvalidInput(f"{what} needs a string type and id")
-    properties = dict(value.get("properties") or {})
-    parents = [*value.get("parents", []), *properties.pop("parents", [])]
+    properties, parents = value.get("properties") or {}, value.get("parents") or []
+    if not isinstance(properties, Mapping):
+        raise InvalidInput(f"{what}: properties is an object")
+    properties = dict(properties)
+    inner = properties.pop("parents", None) or []
+    if not isinstance(parents, list) or not isinstance(inner, list):
+        raise InvalidInput(f"{what}: parents is a list of {{type, id}}")
+    parents = [*parents, *inner]
     refs = []
     for parent in parents:
         if not isinstance(parent, Mapping):
