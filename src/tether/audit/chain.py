@@ -245,16 +245,19 @@ def _well_formed(entry: bytes) -> bool:
     U+FFFF, which it sorts by UTF-16 units) the entry is only parsed."""
     try:
         parsed = json.loads(entry)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # nesting beyond the stack too
         return False
     if not isinstance(parsed, dict) or set(parsed) != {"index", "log", "prev", "record"}:
         return False
     if not isinstance(parsed["record"], dict):
         return False
-    text = json.dumps(parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    if _has_float(parsed) or any(ord(c) > 0xFFFF for c in text):
-        return True
-    return text.encode() == entry
+    try:
+        text = json.dumps(parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        if _has_float(parsed) or any(ord(c) > 0xFFFF for c in text):
+            return True
+        return text.encode() == entry
+    except (RecursionError, UnicodeEncodeError):  # an escaped lone surrogate: not canonical
+        return False
 
 
 def _has_float(value: object) -> bool:
@@ -291,7 +294,7 @@ def _refuse_entry(
     is this entry's fault; otherwise the one before may have been changed, and is named."""
     try:
         parsed = json.loads(entry)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise LogInvalid(index, "it is not JSON") from None
     if not isinstance(parsed, dict) or set(parsed) != {"index", "log", "prev", "record"}:
         raise LogInvalid(index, "it is not an entry {index, log, prev, record}")
@@ -300,7 +303,7 @@ def _refuse_entry(
     if parsed["index"] != index or isinstance(parsed["index"], bool):
         raise LogInvalid(index, f"it says it is entry {parsed['index']}")
     link = parsed["prev"]
-    if not (isinstance(link, str) and _is_hex(link.encode())):
+    if not (isinstance(link, str) and _is_hex(link.encode("utf-8", "surrogatepass"))):
         raise LogInvalid(index, "its prev is not a hex SHA-256")
     if prev is not None and link != prev.hex():
         if named or index == 0:
