@@ -20,7 +20,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
+
+from tests.integration.live.conftest import ServerProcess
+from tests.support.tokens import client_credentials
+from tether.crypto.assertion import generate_agent_key
+
+from .conftest import POLICIES
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "ext_authz"
 #: The loopback ports the example files use: Tether, the API, nginx, Envoy.
@@ -157,3 +164,20 @@ def upstream(port: int) -> Iterator[Upstream]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+def order_bot_token(tether: ServerProcess) -> str:
+    """``order-bot`` registered with a key and the policies; its JWT-SVID for Tether."""
+    with tether.ops() as ops:
+        created = ops.post("/v1/agents", json={"name": "order-bot", "owners": ["alice"]})
+        assert created.status_code == 201, created.text
+        key = generate_agent_key()
+        ops.post("/v1/agents/order-bot/keys", json={"jwk": key.public_jwk}).raise_for_status()
+        ops.post("/v1/policies", json={"text": POLICIES}).raise_for_status()
+    audience = f"{tether.addr}/oauth2/token"
+    form = client_credentials(key.private_pem, client_id=created.json()["spiffe_id"],
+                              audience=audience, now=int(time.time()))  # fmt: skip
+    issued = httpx.post(f"{tether.addr}/oauth2/token", data=form, timeout=30)
+    assert issued.status_code == 200, issued.text
+    token: str = issued.json()["access_token"]
+    return token

@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -21,11 +20,8 @@ import httpx
 import pytest
 
 from tests.integration.live.conftest import ServerProcess, free_port
-from tests.support.tokens import client_credentials
-from tether.crypto.assertion import generate_agent_key
 
-from .conftest import POLICIES
-from .proxies import EXAMPLES, Upstream, envoy, nginx, upstream
+from .proxies import EXAMPLES, Upstream, envoy, nginx, order_bot_token, upstream
 
 PROXIES = ("nginx", "envoy")
 
@@ -48,23 +44,6 @@ class Stack:
         return [r["details"] for r in found.json()["records"]]
 
 
-def _agent_token(tether: ServerProcess) -> str:
-    """``order-bot`` registered with a key and the policies; its JWT-SVID for Tether."""
-    with tether.ops() as ops:
-        created = ops.post("/v1/agents", json={"name": "order-bot", "owners": ["alice"]})
-        assert created.status_code == 201, created.text
-        key = generate_agent_key()
-        ops.post("/v1/agents/order-bot/keys", json={"jwk": key.public_jwk}).raise_for_status()
-        ops.post("/v1/policies", json={"text": POLICIES}).raise_for_status()
-    audience = f"{tether.addr}/oauth2/token"
-    form = client_credentials(key.private_pem, client_id=created.json()["spiffe_id"],
-                              audience=audience, now=int(time.time()))  # fmt: skip
-    issued = httpx.post(f"{tether.addr}/oauth2/token", data=form, timeout=30)
-    assert issued.status_code == 200, issued.text
-    token: str = issued.json()["access_token"]
-    return token
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("ext-authz")
@@ -78,7 +57,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         api = running.enter_context(upstream(ports["api"]))
         running.enter_context(nginx(tmp / "nginx", ports))
         running.enter_context(envoy(tmp / "envoy", ports))
-        yield Stack(tether=tether, api=api, ports=ports, token=_agent_token(tether))
+        yield Stack(tether=tether, api=api, ports=ports, token=order_bot_token(tether))
 
 
 def _call(stack: Stack, proxy: str, method: str, path: str, **headers: str) -> httpx.Response:

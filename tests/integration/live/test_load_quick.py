@@ -11,7 +11,6 @@ rightly again.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -20,11 +19,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.ext_authz.conftest import POLICIES
-from tests.integration.ext_authz.proxies import EXAMPLES, Upstream, envoy, nginx, upstream
+from tests.integration.ext_authz.proxies import (
+    EXAMPLES,
+    Upstream,
+    envoy,
+    nginx,
+    order_bot_token,
+    upstream,
+)
 from tests.integration.live.conftest import ServerProcess, free_port
-from tests.support.tokens import client_credentials
-from tether.crypto.assertion import generate_agent_key
 
 LIMIT = 2
 BURST = 48
@@ -36,23 +39,6 @@ def _server(tmp: Path) -> ServerProcess:
     env = {"TETHER_EXT_AUTHZ_ROUTES": str(EXAMPLES / "routes.toml"),
            "TETHER_MAX_IN_FLIGHT": str(LIMIT)}  # fmt: skip
     return ServerProcess(tmp / "data", log=tmp / "tether.log", env=env)
-
-
-def _agent_token(tether: ServerProcess) -> str:
-    """``order-bot`` (may read orders, may not delete them) with a key; its JWT-SVID."""
-    with tether.ops() as ops:
-        created = ops.post("/v1/agents", json={"name": "order-bot", "owners": ["alice"]})
-        assert created.status_code == 201, created.text
-        key = generate_agent_key()
-        ops.post("/v1/agents/order-bot/keys", json={"jwk": key.public_jwk}).raise_for_status()
-        ops.post("/v1/policies", json={"text": POLICIES}).raise_for_status()
-    audience = f"{tether.addr}/oauth2/token"
-    form = client_credentials(key.private_pem, client_id=created.json()["spiffe_id"],
-                              audience=audience, now=int(time.time()))  # fmt: skip
-    issued = httpx.post(f"{tether.addr}/oauth2/token", data=form, timeout=30)
-    assert issued.status_code == 200, issued.text
-    token: str = issued.json()["access_token"]
-    return token
 
 
 def _shed_total(tether: ServerProcess) -> float:
@@ -103,7 +89,7 @@ async def _burst(addr: str, token: str) -> tuple[list[str], list[int]]:
 def test_overload_sheds_with_503_never_allows_a_denied_request_and_recovers(
     tether: ServerProcess,
 ) -> None:
-    token = _agent_token(tether)
+    token = order_bot_token(tether)
     seen: list[str] = []
     for _ in range(MAX_BURSTS):
         verdicts, operator = asyncio.run(_burst(tether.addr, token))
@@ -157,7 +143,7 @@ def test_a_shed_ext_authz_request_is_a_denial_through_nginx_and_envoy(tmp_path: 
         api = stack.enter_context(upstream(ports["api"]))
         stack.enter_context(nginx(tmp_path / "nginx", ports))
         stack.enter_context(envoy(tmp_path / "envoy", ports))
-        token = _agent_token(tether)
+        token = order_bot_token(tether)
         for proxy in ("nginx", "envoy"):
             url = f"http://127.0.0.1:{ports[proxy]}"
             before, refused = _shed_total(tether), 0
