@@ -26,6 +26,7 @@ from schemathesis.schemas import BaseSchema
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
+    status_code_conformance,
 )
 
 #: A generated request for any operation.
@@ -133,8 +134,8 @@ async def send(
 def _error_statuses_are_tethers(
     ctx: CheckContext, response: Response, case: AnyCase
 ) -> bool | None:
-    """What the API answers beyond its declared statuses (see the report on issue 13: the
-    spec declares FastAPI's 422, which Tether never sends, and none of its own errors)."""
+    """An error status is one ``tether.api.errors`` maps to, with an error body (the shape of
+    the body is the spec's: ``tether.api.openapi``)."""
     status = response.status_code
     if status < 400 or status >= 500:
         return None
@@ -154,10 +155,11 @@ def _error_statuses_are_tethers(
 
 
 def failures(case: AnyCase, answer: httpx.Response) -> str | None:
-    """Why ``answer`` breaks the contract, or None: a server error, a content type or a body
-    the schema does not declare, an error status or body that is not Tether's."""
+    """Why ``answer`` breaks the contract, or None: a server error, a status, a content type or
+    a body the schema does not declare, an error status or body that is not Tether's."""
     checks = [
         not_a_server_error,
+        status_code_conformance,
         content_type_conformance,
         response_schema_conformance,
         _error_statuses_are_tethers,

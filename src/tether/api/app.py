@@ -25,6 +25,7 @@ from tether.api.errors import install_error_handlers
 from tether.api.fastpath import DecisionFastPath
 from tether.api.metrics import Metrics
 from tether.api.middleware import BodyLimit, CorrelationId
+from tether.api.openapi import install_openapi
 from tether.api.routes import (
     agents,
     alerts,
@@ -92,6 +93,7 @@ def create_app(
         app.state.metrics = Metrics(services, admission=gate)
     install_error_handlers(app)
     _install_routes(app)
+    install_openapi(app)  # /openapi.json declares the errors of tether.api.errors, not 422
     # The ext_authz route map (TETHER_EXT_AUTHZ_ROUTES), read and checked now: at start.
     app.state.ext_authz_routes = ext_authz.load_route_map(settings)
     # Added first, so inside the body cap: the decision endpoints without the per-request

@@ -2,9 +2,10 @@
 
 Schemathesis generates valid and invalid requests for every operation; each is sent as each
 operator role, an agent (its JWT-SVID), a person (their own account's token) and nobody. No
-answer may be a server error, a content type or body the spec does not declare, or an error
-that is not Tether's. Then one well-formed request per operation and caller: refused with
-401/403 exactly when the caller may not reach it (``hostile_routes.ROUTES``).
+answer may be a server error, a status, content type or body the spec does not declare
+(``tether.api.openapi`` declares the errors), or an error that is not Tether's. Then one
+well-formed request per operation and caller: refused with 401/403 exactly when the caller may
+not reach it (``hostile_routes.ROUTES``).
 ``TETHER_FUZZ`` (``make fuzz``) raises the number of generated requests.
 """
 
@@ -341,22 +342,25 @@ async def test_integer_beyond_the_store_range_is_invalid_input_not_a_server_erro
     assert answer.json()["error"]["code"] == "invalid_input"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 finding: the decision record cannot be put in canonical JSON "
-    "(an integer beyond 2^53), and tether.checkpoint reports that as audit_unavailable",
-)
-async def test_evaluation_with_an_integer_beyond_i_json_is_invalid_input_not_audit_unavailable(
+async def test_evaluation_with_an_integer_beyond_i_json_is_a_recorded_deny_not_audit_unavailable(
     client: httpx.AsyncClient, agent_token: str
 ) -> None:
-    # Found by make fuzz (an agent asking for itself): a 503 that blames the audit log for
-    # the caller's input. It fails closed (deny), but it is a server error and a false alarm.
+    # Found by make fuzz (an agent asking for itself): a 503 that blamed the audit log for
+    # the caller's input. Now the refusal is recorded, without the values JSON cannot carry.
     body = {
         "action": {"name": "call_tool"},
         "resource": {"type": "Tool", "id": "search_faq"},
         "context": {"ticket": 2**53 + 1},
     }
     answer = await client.post(
-        "/access/v1/evaluation", json=body, headers={"Authorization": f"Bearer {agent_token}"}
+        "/access/v1/evaluation?explain=true",
+        json=body,
+        headers={"Authorization": f"Bearer {agent_token}"},
     )
-    assert answer.status_code == 400, answer.text
+    assert answer.status_code == 200, answer.text
+    verdict = answer.json()
+    assert verdict["decision"] is False
+    assert verdict["context"]["reasons"][0].startswith("not canonical JSON")
+    found = await client.get("/v1/audit", params={"type_prefix": "decision", "limit": 1000})
+    ids = [r["details"]["decision_id"] for r in found.json()["records"]]
+    assert verdict["context"]["id"] in ids, "the refusal is in the audit log"
