@@ -22,6 +22,7 @@ Bounded: :func:`drive` stops scheduling after ``seconds`` and waits at most ``an
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ __all__ = [
 
 T = TypeVar("T")
 
+#: Young collections between full ones while :func:`run` drives: in effect, never.
+YOUNG_ONLY = 1_000_000_000
 #: A request that got no answer (timed out, connection refused or cut).
 NO_ANSWER = 0
 
@@ -264,9 +267,19 @@ async def saturate(
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """Run ``main`` on uvloop when installed (less CPU per request), else on asyncio."""
+    """Run ``main`` on uvloop when installed (less CPU per request), else on asyncio.
+
+    Meanwhile the collector looks at young objects only: the records pile up (180,000 in
+    ten minutes at 300/s), and a full collection walks them all while the generator stands
+    still — measured at 42 ms with 18,000 records — which would show as the server's
+    latency. Young collections still free the cycles a request leaves behind."""
+    thresholds = gc.get_threshold()
+    gc.set_threshold(thresholds[0], thresholds[1], YOUNG_ONLY)
     try:
-        import uvloop  # noqa: PLC0415 - optional
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
+        try:
+            import uvloop  # noqa: PLC0415 - optional
+        except ImportError:
+            return asyncio.run(main)
+        return uvloop.run(main)
+    finally:
+        gc.set_threshold(*thresholds)

@@ -80,6 +80,11 @@ SAMPLE_EVERY = 10.0
 SHED = "shed"
 #: An answer later than this is a denial at the proxy (the Envoy example's timeout).
 PROXY_TIMEOUT = 0.5
+#: The first answers of each unexpected outcome, shown with the figures: this many of each,
+#: this many bytes of each.
+SAMPLES: dict[str, list[str]] = {}
+KEEP = 3
+KEPT_BYTES = 300
 #: How long the normal rate runs after the overload (the aim: right answers within 30 s).
 RECOVERY = 35.0
 
@@ -163,8 +168,16 @@ def _error(reply: Reply) -> str:
         error = json.loads(reply.body)["error"]
         code = error["code"] if isinstance(error, dict) else error
     except (ValueError, KeyError, TypeError):
-        return f"error_{reply.status}"
-    return f"error_{reply.status}_{code}"
+        return _kept(f"error_{reply.status}", reply)
+    return _kept(f"error_{reply.status}_{code}", reply)
+
+
+def _kept(outcome: str, reply: Reply) -> str:
+    """``outcome``, with the answer kept (the first ``KEEP`` of each) to be shown."""
+    kept = SAMPLES.setdefault(outcome, [])
+    if len(kept) < KEEP:
+        kept.append(f"{reply.status} {reply.body[:KEPT_BYTES].decode(errors='replace')!r}")
+    return outcome
 
 
 def _shed(reply: Reply) -> bool:
@@ -224,8 +237,9 @@ def mcp_calls(stack: Stack) -> tuple[Make, Judge]:
             if line.startswith("data:"):
                 result = json.loads(line[5:]).get("result") or {}
                 text = "".join(p.get("text", "") for p in result.get("content", ()))
-                return "allow" if text == "5" and not result.get("isError") else "error_result"
-        return "error_body"
+                ok = text == "5" and not result.get("isError")
+                return "allow" if ok else _kept("error_result", reply)
+        return _kept("error_body", reply)
 
     return make, judge
 
@@ -244,6 +258,9 @@ def summary(title: str, records: Sequence[Record], seconds: float) -> dict[str, 
     print(f"  outcomes       {dict(sorted(outcomes.items()))}")
     print(f"  latency ms     p50 {figures['p50']:.2f}  p99 {figures['p99']:.2f}  "
           f"max {figures['max']:.2f}  (from the time each was due)")  # fmt: skip
+    for outcome in sorted(set(outcomes) & set(SAMPLES)):
+        for answer in SAMPLES[outcome]:
+            print(f"  {outcome}: {answer}")
     return figures
 
 
