@@ -214,7 +214,13 @@ def _checked_line(line: str) -> str:
 
 
 def _b64(value: str, what: str) -> bytes:
+    """``value`` decoded, in its one spelling: the last character before the padding has bits
+    no byte uses, and a decoder ignores them, so one signature could be written four ways
+    (found by the full fuzz run). Only what :func:`base64.b64encode` writes is read."""
     try:
-        return base64.b64decode(value, validate=True)
+        raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise NoteInvalid(f"the {what} is not standard base64") from None
+    if base64.b64encode(raw).decode() != value:
+        raise NoteInvalid(f"the {what} is not in canonical standard base64")
+    return raw

@@ -97,6 +97,17 @@ def test_a_forged_signature_under_the_right_key_id_is_refused() -> None:
         open_note(forged, name="PeterNeumann", public_key=raw(go_key()), verify=ed25519_verify)
 
 
+def test_a_signature_respelled_in_its_unused_base64_bits_is_refused() -> None:
+    """The character before ``=`` carries two bits no byte uses: setting them spells the
+    same signature another way, and a second spelling of a signed note is refused."""
+    respelled = GO_SIGNATURE[:-2] + "N="
+    assert GO_SIGNATURE.endswith("M=")
+    assert base64.b64decode(respelled) == base64.b64decode(GO_SIGNATURE)
+    note = GO_TEXT + f"\n\u2014 PeterNeumann {respelled}\n".encode()
+    with pytest.raises(NoteInvalid, match="canonical"):
+        open_note(note, name="PeterNeumann", public_key=raw(go_key()), verify=ed25519_verify)
+
+
 def test_other_keys_signatures_are_ignored_and_ours_still_decides() -> None:
     witness = Ed25519PrivateKey.generate()
     cosigned = sign_note(GO_TEXT, name="witness", public_key=raw(witness), sign=witness.sign)
