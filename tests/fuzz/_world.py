@@ -144,8 +144,12 @@ def serving(tmp: Path) -> Iterator[World]:
     """The world, until the block ends."""
     port = free_port()
     addr = f"http://127.0.0.1:{port}"
+    # The agent's tokens are made once and must outlive a full run (about 40 minutes at
+    # 20,000 examples per target): with the default 5 minutes, every test after the fifth
+    # minute saw its caller refused as unauthenticated.
     settings = Settings(data_dir=tmp / "data", issuer=addr, trust_domain=TD, root_token=ROOT,
-                        mcp_listing_ttl_seconds=600.0, mcp_approval_wait_seconds=0.0)  # fmt: skip
+                        mcp_listing_ttl_seconds=600.0, mcp_approval_wait_seconds=0.0,
+                        jwt_svid_ttl_seconds=24 * 3600)  # fmt: skip
     errors: list[str] = []
     kept = _Kept(errors)
     logging.getLogger("uvicorn.error").addHandler(kept)
