@@ -269,7 +269,9 @@ _REFUSALS: dict[str, Callable[[Mapping[str, Any]], Finding | None]] = {
 class OutOfDeclaration(_ByEvent):
     """A call of a tool or resource the agent did not declare at registration (read as the
     posture reads declarations: :func:`~tether.monitor.least_privilege.covers`). Refusals
-    before any policy ran are not uses."""
+    before any policy ran are not uses. One alert per agent, not per resource: an agent
+    sweeping a thousand undeclared resources is one incident (the monitor keeps the first
+    resources seen in the alert's ``resources``), not a thousand alerts."""
 
     def __init__(self, declarations: Callable[[str], Awaitable[Declarations | None]]) -> None:
         self._declarations = declarations
@@ -285,5 +287,5 @@ class OutOfDeclaration(_ByEvent):
         action = _text(d.get("action"))
         summary = f"agent {agent} used {resource} ({action}), which it did not declare"
         details = {"action": action, "resource": resource, "effect": d.get("effect")}
-        return [finding("out_of_declaration", f"{agent} {resource}", summary, agent=agent,
+        return [finding("out_of_declaration", str(agent), summary, agent=agent,
                         details=details)]  # fmt: skip

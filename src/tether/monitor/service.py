@@ -12,8 +12,10 @@ windowed detectors and the probes (the lease reaper's lag). Each finding goes th
    every sink (the log, signed webhooks; the console reads the store), and, when configured
    (:class:`Responses`, off by default), answered: the agent concerned is quarantined (an
    ``alert.response`` record, whether it worked or not);
-3. an out-of-declaration finding also re-assesses the agent's risk with what it was seen
-   using.
+3. an out-of-declaration finding adds its resource to the agent's one alert (its
+   ``resources``: the first ``UNDECLARED_KEPT`` seen) and, when that list grew, re-assesses
+   the agent's risk with it — so an agent sweeping undeclared resources is one alert and a
+   handful of assessments, never a storm of either.
 
 Allowed decisions are counted as :class:`~tether.monitor.models.Usage` and written to the store
 every few seconds (the least-privilege recommendations of the posture report read them).
@@ -30,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -69,6 +71,9 @@ log = structlog.get_logger("tether.monitor")
 
 #: Tries at bumping an alert another replica is bumping too.
 _BUMP_TRIES = 5
+#: An out-of-declaration alert holds at most this many resources (the first seen; the risk
+#: score counts three at most, the alert shows what the agent went for).
+UNDECLARED_KEPT = 16
 #: Events the monitor may hold before new ones are dropped for it.
 QUEUE_CAPACITY = 10_000
 #: Alert records kept while the audit log fails, and findings kept while the store fails.
@@ -126,7 +131,6 @@ class Monitor:
     usage_flush_seconds: float = 5.0
     capacity: int = QUEUE_CAPACITY
     _usage: dict[tuple[str, str, str], Usage] = field(default_factory=dict, init=False)
-    _undeclared: dict[str, set[str]] = field(default_factory=dict, init=False)
     _subscription: Subscription | None = field(default=None, init=False)
     _dropped_seen: int = field(default=0, init=False)
     #: Audit records of alerts that could not be written yet (the log was failing), and
@@ -252,15 +256,14 @@ class Monitor:
         now = self.clock.now()
         for _ in range(_BUMP_TRIES):
             active = await self.store.active_alert(found.kind, found.key)
-            if active is not None:
-                try:
-                    return await self._bump(active, found, now)
-                except VersionConflict:
-                    continue
+            held, grew = _held(found, active)
             try:
-                return await self._open(found, now)
-            except Conflict:
-                continue  # another replica opened it first: bump that one
+                alert = await (self._bump(active, held, now) if active else self._open(held, now))
+            except (VersionConflict, Conflict):
+                continue  # it moved, or another replica opened it first: bump that one
+            if grew:
+                await self._reassess(alert)
+            return alert
         raise VersionConflict(f"alert {found.kind}/{found.key} keeps moving")
 
     async def _bump(self, active: Alert, found: Finding, now: datetime) -> Alert:
@@ -283,8 +286,6 @@ class Monitor:
             raise
         await self._deliver(alert, "raised")
         await self._respond(alert)
-        if found.kind == "out_of_declaration" and found.agent is not None:
-            await self._reassess(found)
         return alert
 
     async def _owners(self, agent: str | None) -> tuple[str, ...]:
@@ -317,13 +318,11 @@ class Monitor:
         )  # fmt: skip
         await self._recorded(record)
 
-    async def _reassess(self, found: Finding) -> None:
-        agent = found.agent or ""
-        seen = self._undeclared.setdefault(agent, set())
-        seen.add(str(found.details.get("resource")))
-        if self.reassess is not None:
+    async def _reassess(self, alert: Alert) -> None:
+        agent = alert.agent
+        if self.reassess is not None and agent is not None:
             try:
-                await self.reassess(agent, sorted(seen))
+                await self.reassess(agent, [str(r) for r in alert.details.get("resources", ())])
             except Error as exc:
                 log.warning("reassess_failed", agent=agent, code=exc.code)
 
@@ -430,3 +429,16 @@ def _note(note: str | None) -> str | None:
 def _loggable(alert: Alert) -> dict[str, Any]:
     facts = alert.facts()
     return {k: facts[k] for k in ("alert_id", "kind", "severity", "summary", "agent", "count")}
+
+
+def _held(found: Finding, active: Alert | None) -> tuple[Finding, bool]:
+    """``found`` as its alert holds it: an out-of-declaration finding carries the resources
+    its agent's active alert holds, with its own added while there is room; and whether
+    that list grew (the agent's risk is then assessed again)."""
+    if found.kind != "out_of_declaration":
+        return found, False
+    held = [str(r) for r in active.details.get("resources", ())] if active is not None else []
+    resource = str(found.details.get("resource"))
+    grew = resource not in held and len(held) < UNDECLARED_KEPT
+    resources = [*held, resource] if grew else held
+    return replace(found, details={**found.details, "resources": resources}), grew

@@ -78,7 +78,7 @@ def raise_out_of_declaration(server: Live, name: str, owner: str) -> dict[str, A
     agent = agent_with_key(server, name, [owner], ["search_faq"])
     with agent.http:
         agent.decide(agent.svid(), 100)
-    return alert_of(server, "out_of_declaration", f'{name} Tool::"transfer"')
+    return alert_of(server, "out_of_declaration", name)
 
 
 def alert_state(server: Live, alert_id: str) -> dict[str, Any]:

@@ -86,7 +86,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 httpx.post(evaluate, json=evaluation(), headers=as_(forged(ghost)))
             made = Served(
                 live=live,
-                faq=_alert(ops, "out_of_declaration", 'faq-bot Tool::"wire_money"'),
+                faq=_alert(ops, "out_of_declaration", "faq-bot"),
                 ghost=_alert(ops, "unknown_caller", GHOSTS[0]),
                 phantom=_alert(ops, "unknown_caller", GHOSTS[1]),
             )

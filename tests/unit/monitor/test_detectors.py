@@ -140,8 +140,9 @@ async def test_use_of_an_undeclared_resource_is_out_of_declaration() -> None:
     detector = OutOfDeclaration(declarations)
     used = decision(agent="bot", action="call_tool", resource='Tool::"transfer"', effect="deny")
     [found] = await detector.observe(used)
-    assert (found.kind, found.agent, found.key) == ("out_of_declaration", "bot",
-                                                     'bot Tool::"transfer"')  # fmt: skip
+    # One alert per agent (the resource is in its details), not one per resource.
+    assert (found.kind, found.agent, found.key) == ("out_of_declaration", "bot", "bot")
+    assert found.details["resource"] == 'Tool::"transfer"'
     assert await detector.observe(decision(agent="bot", resource='Tool::"search_faq"')) == []
     # Unknown agents and refusals before any policy ran are not uses.
     assert await detector.observe(decision(agent="ghost", resource='Tool::"x"')) == []

@@ -23,7 +23,7 @@ from tether.identity.registry import Registry
 from tether.monitor.detectors import DecisionRules, EventRules, finding
 from tether.monitor.events import Event, EventStream
 from tether.monitor.models import Alert, AlertState, Finding, Severity, Usage
-from tether.monitor.service import Monitor, Responses
+from tether.monitor.service import UNDECLARED_KEPT, Monitor, Responses
 from tether.store.interfaces import AlertMatch
 from tether.store.memory import MemoryStore
 
@@ -356,6 +356,54 @@ async def test_a_quarantine_that_fails_is_audited_as_a_failure_and_the_alert_sta
     assert response.outcome is Outcome.FAILURE
     assert response.subject == f"alert:{raised.id}"
     assert (response.details["agent"], response.details["error"]) == ("ghost", "agent_not_found")
+
+
+# -- out of declaration ------------------------------------------------------------------
+
+
+def undeclared(agent: str, resource: str) -> Finding:
+    return finding("out_of_declaration", agent, f"{agent} used {resource}", agent=agent,
+                   details={"resource": resource, "action": "call_tool"})  # fmt: skip
+
+
+async def test_an_agent_sweeping_undeclared_resources_is_one_alert_not_a_storm(
+    make_monitor: MonitorFactory, store: MemoryStore, registry: Registry
+) -> None:
+    await register(registry, "sweeper")
+    before = (await registry.get("sweeper", actor=SECURITY)).risk_score
+    reassessed: list[list[str]] = []
+
+    async def reassess(agent: str, resources: Sequence[str]) -> object:
+        reassessed.append(list(resources))
+        return await registry.reassess(agent, undeclared=resources)
+
+    monitor = make_monitor(reassess=reassess)
+    sweep = [f'Table::"t{n}"' for n in range(UNDECLARED_KEPT + 40)]
+    for resource in [*sweep, *sweep[:5]]:
+        await monitor.report(undeclared("sweeper", resource))
+    [alert] = await alerts(store, "out_of_declaration")
+    assert alert.count == len(sweep) + 5
+    assert len(await records(store, "alert.raised")) == 1
+    # The alert holds the first resources seen; the risk is assessed again only while that
+    # list grows, never once per call.
+    assert list(alert.details["resources"]) == sweep[:UNDECLARED_KEPT]
+    assert alert.details["resource"] == sweep[4]  # the latest use
+    assert reassessed == [sweep[: n + 1] for n in range(UNDECLARED_KEPT)]
+    assert len(await records(store, "agent.reassessed")) == UNDECLARED_KEPT
+    after = (await registry.get("sweeper", actor=SECURITY)).risk_score
+    assert after == min(100, before + 30)  # the undeclared-use factor, at its cap
+
+
+async def test_undeclared_use_by_two_agents_is_two_alerts(
+    make_monitor: MonitorFactory, store: MemoryStore, registry: Registry
+) -> None:
+    for name in ("bot-a", "bot-b"):
+        await register(registry, name)
+    monitor = make_monitor()
+    for name in ("bot-a", "bot-b", "bot-a"):
+        await monitor.report(undeclared(name, 'Tool::"transfer"'))
+    found = {a.agent: a.count for a in await alerts(store, "out_of_declaration")}
+    assert found == {"bot-a": 2, "bot-b": 1}
 
 
 # -- what the store would not take -------------------------------------------------------
