@@ -259,7 +259,7 @@ class Monitor:
             held, grew = _held(found, active)
             try:
                 alert = await (self._bump(active, held, now) if active else self._open(held, now))
-            except (VersionConflict, Conflict):
+            except Conflict:  # a VersionConflict too
                 continue  # it moved, or another replica opened it first: bump that one
             if grew:
                 await self._reassess(alert)
