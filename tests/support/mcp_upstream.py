@@ -13,6 +13,13 @@ HTTP on 127.0.0.1). Its tools:
 Resources ``kb://hours`` and ``kb://payroll`` (text), the template ``kb://faq/{topic}``, and the
 prompt ``greet(name)`` (with completion of ``name``) are there too, for the gateway's relay.
 
+With ``NOTICES`` set it also speaks unasked, per MCP session: ``logging/setLevel`` sets the
+session's level, ``chatty(tag)`` sends a ``debug``, an ``info`` and a ``warning`` log notice
+(``"<tag>: <level>"``, those at or above the level) on the call's stream, 50 ms apart, and
+``touch(uri)`` tells every session subscribed to ``uri`` (``resources/subscribe``) that it
+changed, answering how many it told; ``ask(question)`` asks the caller for an answer by
+elicitation (the handshake era's request of the server's own, so on such sessions only).
+
 Rug pull: when the file named by ``MUTATE_FILE`` exists, ``add``'s description becomes that
 file's text (the server never says the listing changed). Every ``tools/call`` it receives is
 appended as one JSON line to ``CALLS_FILE`` (when set), so a test can see what arrived.
@@ -24,12 +31,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import anyio
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
+from mcp.server.session import ServerSession
+from mcp.shared.message import ServerMessageMetadata
 
 _NUMBER = {"type": "number"}
 
@@ -50,7 +59,79 @@ def _definitions() -> list[types.Tool]:
                                                                   "to": {"type": "string"}}}),
         types.Tool(name="delete_all", description="Delete everything.",
                    input_schema={"type": "object"}),
-    ]  # fmt: skip
+    ] + (_NOTICE_TOOLS if os.environ.get("NOTICES") else [])  # fmt: skip
+
+
+_NOTICE_TOOLS = [
+    types.Tool(name="chatty", description="Log while working.",
+               input_schema={"type": "object", "properties": {"tag": {"type": "string"}}}),
+    types.Tool(name="touch", description="Change a resource.",
+               input_schema={"type": "object", "properties": {"uri": {"type": "string"}}}),
+    types.Tool(name="ask", description="Ask the user a question.",
+               input_schema={"type": "object", "properties": {"question": {"type": "string"}}}),
+]  # fmt: skip
+_LEVELS: tuple[types.LoggingLevel, ...] = get_args(types.LoggingLevel)
+#: Per MCP session id: its log level, and (by URI) where to tell its subscriptions.
+_levels: dict[str, types.LoggingLevel] = {}
+_subscribers: dict[str, dict[str, ServerSession]] = {}
+
+
+def _session_id(ctx: ServerRequestContext[Any]) -> str:
+    headers = getattr(ctx.request, "headers", None) or {}
+    return str(headers.get("mcp-session-id", ""))
+
+
+async def _chatty(ctx: ServerRequestContext[Any], tag: str) -> str:
+    floor = _levels.get(_session_id(ctx))
+    for level in ("debug", "info", "warning"):
+        if floor is not None and _LEVELS.index(level) >= _LEVELS.index(floor):
+            params = types.LoggingMessageNotificationParams(
+                level=level, data=f"{tag}: {level}", logger="chatty"
+            )
+            notice = types.LoggingMessageNotification(params=params)
+            await ctx.session.send_notification(notice, related_request_id=ctx.request_id)
+        await anyio.sleep(0.05)
+    return f"{tag} done"
+
+
+async def _ask(ctx: ServerRequestContext[Any], question: str) -> str:
+    """The handshake era's elicitation: a request of the server's own on the call's stream."""
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
+    form = types.ElicitRequestFormParams(message=question, requested_schema=schema)
+    related = ServerMessageMetadata(related_request_id=ctx.request_id)
+    answer = await ctx.session.send_request(
+        types.ElicitRequest(params=form), types.ElicitResult, metadata=related
+    )
+    return f"{answer.action}: {(answer.content or {}).get('answer')}"
+
+
+async def _touch(uri: str) -> str:
+    told = 0
+    for session in list(_subscribers.get(uri, {}).values()):
+        await session.send_resource_updated(uri)
+        told += 1
+    return str(told)
+
+
+async def set_level(
+    ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams
+) -> types.EmptyResult:
+    _levels[_session_id(ctx)] = params.level
+    return types.EmptyResult()
+
+
+async def subscribe(
+    ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams
+) -> types.EmptyResult:
+    _subscribers.setdefault(str(params.uri), {})[_session_id(ctx)] = ctx.session
+    return types.EmptyResult()
+
+
+async def unsubscribe(
+    ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams
+) -> types.EmptyResult:
+    _subscribers.get(str(params.uri), {}).pop(_session_id(ctx), None)
+    return types.EmptyResult()
 
 
 async def list_tools(
@@ -90,6 +171,12 @@ async def call_tool(
         text = f"moved {args.get('amount')} to {args.get('to')}"
     elif params.name == "delete_all":
         text = "everything is gone"
+    elif params.name == "chatty" and os.environ.get("NOTICES"):
+        text = await _chatty(ctx, str(args.get("tag", "")))
+    elif params.name == "ask" and os.environ.get("NOTICES"):
+        text = await _ask(ctx, str(args.get("question", "")))
+    elif params.name == "touch" and os.environ.get("NOTICES"):
+        text = await _touch(str(args.get("uri", "")))
     else:
         return types.CallToolResult(
             content=[types.TextContent(type="text", text=f"no tool {params.name}")], is_error=True
@@ -152,6 +239,10 @@ SERVER = Server(
     on_read_resource=read_resource, on_list_prompts=list_prompts, on_get_prompt=get_prompt,
     on_completion=complete,
 )  # fmt: skip
+if os.environ.get("NOTICES"):
+    SERVER.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
+    SERVER.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscribe)
+    SERVER.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, unsubscribe)
 
 
 async def _stdio() -> None:

@@ -109,17 +109,26 @@ class Gateway:
         found: dict[str, Any] = added.json()
         return found
 
+    async def add_policies(self, text: str) -> None:
+        """Apply the active policy set with ``text`` added."""
+        current = (await self.ops.get("/v1/policies/active")).json()["text"]
+        applied = await self.ops.post("/v1/policies", json={"text": current + text})
+        assert applied.status_code == 201, applied.text
+
     async def records(self, prefix: str) -> list[dict[str, Any]]:
         found = await self.ops.get("/v1/audit", params={"type_prefix": prefix, "limit": 1000})
         assert found.status_code == 200, found.text
         return [r for r in found.json()["records"] if r["type"].startswith(prefix)]
 
     @asynccontextmanager
-    async def client(self, server: str, token: str, mode: str = "auto") -> AsyncIterator[Client]:
-        """The official MCP client at ``/mcp/<server>`` with ``token`` as its bearer."""
+    async def client(
+        self, server: str, token: str, mode: str = "auto", **options: Any
+    ) -> AsyncIterator[Client]:
+        """The official MCP client at ``/mcp/<server>`` with ``token`` as its bearer (and the
+        client's ``options``: callbacks)."""
         async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
             transport = streamable_http_client(f"{self.addr}/mcp/{server}", http_client=http)
-            async with Client(transport, mode=mode, cache=None) as client:
+            async with Client(transport, mode=mode, cache=None, **options) as client:
                 yield client
 
 

@@ -26,9 +26,7 @@ permit (principal == Tether::Agent::"shop-bot", action == Tether::Action::"get_p
 @pytest.fixture
 async def token(gateway: Gateway, http_upstream: HttpUpstream) -> str:
     await gateway.add_server("tools", url=http_upstream.url)
-    current = (await gateway.ops.get("/v1/policies/active")).json()["text"]
-    applied = await gateway.ops.post("/v1/policies", json={"text": current + POLICY})
-    assert applied.status_code == 201, applied.text
+    await gateway.add_policies(POLICY)
     agent = await gateway.agent("shop-bot")
     return await gateway.token(agent, gateway.resource("tools"))
 

@@ -14,9 +14,13 @@ through the checkpoint the same way:
 * the request goes upstream as the client sent it, without its ``_meta`` (the caller's
   protocol metadata is not the upstream's business), with the injected credential.
 
-``logging/setLevel`` is answered here and not forwarded: the upstream session is shared by
-callers and the gateway relays no log notifications, so no caller's level could be honoured
-upstream. Definitions of resources and prompts are not pinned (only tools are).
+``logging/setLevel`` and ``resources/subscribe`` make the caller's session a listener with an
+upstream session of its own (:mod:`tether.enforcement.mcp._listeners`): the level is sent
+upstream there, and the upstream's log notices and resource updates come back to this caller
+only. Subscribing is decided as ``read_resource`` on the URI (arguments ``{"uri": …,
+"subscribe": true}``), recorded like a read; unsubscribing is not decided. A stateless caller
+(the 2026-07-28 era) has no session to relay to: its ``logging/setLevel`` is answered here and
+not forwarded. Definitions of resources and prompts are not pinned (only tools are).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel
 
 from tether.checkpoint import Checkpoint, CheckRequest, Verdict
-from tether.enforcement.mcp._upstreams import UpstreamPool
+from tether.enforcement.mcp._upstreams import Listener, UpstreamPool
 from tether.enforcement.mcp.models import Upstream
 from tether.errors import Error
 from tether.policy.models import Entity, EntityRef
@@ -48,6 +52,8 @@ _R = TypeVar("_R", bound=BaseModel)
 Reach = Callable[[ServerRequestContext[Any]], Awaitable[tuple[Upstream, CheckRequest]]]
 #: The credential to send ``upstream`` for the caller of a request (None: none).
 Credential = Callable[[ServerRequestContext[Any], Upstream], Awaitable[str | None]]
+#: The caller's listener (made when asked to, for a caller with a session), or None.
+Listen = Callable[[ServerRequestContext[Any], bool], Listener | None]
 
 
 def server_entity(server: str) -> Entity:
@@ -85,7 +91,13 @@ class Relay:
     """Handlers of the SDK server for everything but tools (see the module)."""
 
     def __init__(
-        self, *, checkpoint: Checkpoint, pool: UpstreamPool, reach: Reach, credential: Credential
+        self,
+        *,
+        checkpoint: Checkpoint,
+        pool: UpstreamPool,
+        reach: Reach,
+        credential: Credential,
+        listen: Listen,
     ) -> None:
         self._checkpoint = checkpoint
         self._pool = pool
@@ -93,6 +105,8 @@ class Relay:
         self._reach = reach
         #: The credential to send upstream for the caller (taken only once a call is allowed).
         self._credential = credential
+        #: The caller's listener: its requests go through the listener's upstream session.
+        self._listen = listen
 
     async def _ask(
         self,
@@ -106,7 +120,7 @@ class Relay:
         except Error as exc:
             raise MCPError(REFUSED, f"refused by Tether: {exc.message}") from exc
         try:
-            async with self._pool.use(upstream, secret) as client:
+            async with self._pool.use(upstream, secret, self._listen(ctx, False)) as client:
                 return await client.session.send_request(request, result)
         except Error as exc:
             raise MCPError(types.INTERNAL_ERROR, exc.message) from exc
@@ -205,8 +219,49 @@ class Relay:
         request = types.CompleteRequest(params=types.CompleteRequestParams(**_without_meta(params)))
         return await self._ask(ctx, upstream, request, types.CompleteResult)
 
+    async def subscribe_resource(
+        self, ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams
+    ) -> types.EmptyResult:
+        upstream, base = await self._reach(ctx)
+        await self._decide(base, "read_resource", _resource(upstream.name, params.uri),
+                           {"uri": params.uri, "subscribe": True})  # fmt: skip
+        listener = self._listening(ctx)
+        request = types.SubscribeRequest(params=types.SubscribeRequestParams(uri=params.uri))
+        await self._ask(ctx, upstream, request, types.EmptyResult)
+        listener.subscribed.add(params.uri)
+        return types.EmptyResult()
+
+    async def unsubscribe_resource(
+        self, ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams
+    ) -> types.EmptyResult:
+        upstream, _ = await self._reach(ctx)
+        listener = self._listen(ctx, False)
+        if listener is None or params.uri not in listener.subscribed:
+            return types.EmptyResult()  # nothing to stop
+        listener.subscribed.discard(params.uri)
+        request = types.UnsubscribeRequest(params=types.UnsubscribeRequestParams(uri=params.uri))
+        await self._ask(ctx, upstream, request, types.EmptyResult)
+        return types.EmptyResult()
+
     async def set_logging_level(
         self, ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams
     ) -> types.EmptyResult:
-        await self._reach(ctx)  # the caller is known; nothing is forwarded (see the module)
+        upstream, _ = await self._reach(ctx)
+        listener = self._listen(ctx, True)
+        if listener is None:
+            return types.EmptyResult()  # no session to relay notices to (see the module)
+        request = types.SetLevelRequest(params=types.SetLevelRequestParams(level=params.level))
+        try:
+            await self._ask(ctx, upstream, request, types.EmptyResult)
+        except MCPError as exc:
+            if exc.error.code != types.METHOD_NOT_FOUND:
+                raise
+            return types.EmptyResult()  # the upstream has no logging: no notices will come
+        listener.level = params.level
         return types.EmptyResult()
+
+    def _listening(self, ctx: ServerRequestContext[Any]) -> Listener:
+        listener = self._listen(ctx, True)
+        if listener is None:
+            raise MCPError(types.INVALID_REQUEST, "notices need a session (the handshake era)")
+        return listener

@@ -14,7 +14,15 @@ close, and closes it; calls from any task go through the open session.
 
 Nothing of the caller passes upstream but the tool's name and arguments: not its token, not
 its headers. HTTP upstreams get only the injected header; stdio servers start with the SDK's
-short list of safe environment variables plus the injected one. The trace context goes in the
+short list of safe environment variables plus the injected one.
+
+A caller's session that asks for the upstream's own messages — log notices
+(``logging/setLevel``), resource updates (``resources/subscribe``) — is a :class:`Listener`
+and gets an upstream session of its own (still kept, never opened per call): the SDK's client
+does not say which request a notice belongs to, so on a shared session one caller's notices
+could reach another. Everything that arrives on a listener's session is that caller's; its
+level and subscriptions are sent again if the session has to be reopened. At most
+:data:`MAX_LISTENERS` such sessions are kept per server. The trace context goes in the
 request's ``_meta`` (``traceparent``, the MCP convention) and, for HTTP, also as the W3C
 ``traceparent`` header.
 """
@@ -26,20 +34,21 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import httpx2
 import mcp_types as types
 from mcp import Client, StdioServerParameters
+from mcp.client.session import ElicitationFnT, IncomingMessage, SamplingFnT
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.dispatcher import ProgressFnT
 
 from tether.enforcement.mcp.models import Transport, Upstream
 from tether.errors import EngineUnavailable
 
-__all__ = ["UpstreamPool", "UpstreamUnavailable"]
+__all__ = ["Listener", "TooManyListeners", "UpstreamPool", "UpstreamUnavailable"]
 
 IDLE_SECONDS = 300.0
 MAX_SESSIONS = 256
@@ -47,15 +56,60 @@ MAX_SESSIONS = 256
 MAX_PAGES = 20
 #: How long opening a session may take (a stdio server starts a Python process: seconds).
 OPEN_TIMEOUT = 30.0
+#: Upstream sessions of listeners kept per server (each may be a process, for stdio).
+MAX_LISTENERS = 32
 
 
 class UpstreamUnavailable(EngineUnavailable):
     """The upstream MCP server could not be reached or failed mid-call (503)."""
 
 
+class TooManyListeners(EngineUnavailable):
+    """:data:`MAX_LISTENERS` sessions already listen to this server, none of them idle."""
+
+
+@dataclass(eq=False, kw_only=True)
+class Listener:
+    """A caller's session that asked for the upstream's own messages (see the module).
+
+    ``key`` names the caller's session at the gateway; ``on_log`` receives the upstream's log
+    notices, ``on_updated`` the URI of each update of a resource in ``subscribed``; the
+    session speaks the handshake era, so the upstream asks for input (sampling, elicitation)
+    with requests of its own, which ``on_sample`` and ``on_elicit`` relay to the caller. ``level``
+    and ``subscribed`` are what the caller set, sent again when the session is reopened."""
+
+    key: str
+    on_log: Callable[[types.LoggingMessageNotificationParams], Awaitable[None]]
+    on_updated: Callable[[str], Awaitable[None]]
+    #: The upstream's own sampling and elicitation requests mid-call, asked of the caller.
+    on_sample: SamplingFnT
+    on_elicit: ElicitationFnT
+    level: types.LoggingLevel | None = None
+    subscribed: set[str] = field(default_factory=set)
+
+    async def receive(self, message: IncomingMessage) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            uri = str(message.params.uri)
+            if uri in self.subscribed:  # never what the caller did not subscribe to
+                await self.on_updated(uri)
+
+    async def restore(self, client: Client) -> None:
+        """Set the level and subscriptions again on a reopened session."""
+        session = client.session
+        if self.level is not None:
+            level = types.SetLevelRequestParams(level=self.level)
+            await session.send_request(types.SetLevelRequest(params=level), types.EmptyResult)
+        for uri in sorted(self.subscribed):
+            subscribe = types.SubscribeRequest(params=types.SubscribeRequestParams(uri=uri))
+            await session.send_request(subscribe, types.EmptyResult)
+
+
+_Key = tuple[str, int, str, str]
+
+
 @dataclass(eq=False, kw_only=True)
 class _Session:
-    key: tuple[str, int, str]
+    key: _Key
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     client: Client | None = None
@@ -67,7 +121,7 @@ class _Session:
 class UpstreamPool:
     def __init__(self, *, timeout: float) -> None:
         self._timeout = timeout
-        self._sessions: dict[tuple[str, int, str], _Session] = {}
+        self._sessions: dict[_Key, _Session] = {}
         self._opening = asyncio.Lock()
 
     async def list_tools(self, upstream: Upstream, secret: str | None) -> list[dict[str, Any]]:
@@ -98,10 +152,11 @@ class UpstreamPool:
         progress: ProgressFnT | None = None,
         answers: types.InputResponses | None = None,
         state: str | None = None,
+        listener: Listener | None = None,
     ) -> types.CallToolResult | types.InputRequiredResult:
         """The upstream's answer: a result, or (2026-07-28) the input it needs first — the
         caller's sampling or elicitation — to send back with ``answers`` and ``state``."""
-        async with self.use(upstream, secret) as client:
+        async with self.use(upstream, secret, listener) as client:
             result: types.CallToolResult | types.InputRequiredResult
             result = await client.session.call_tool(
                 name, dict(arguments) if arguments is not None else None,
@@ -112,10 +167,13 @@ class UpstreamPool:
         return result
 
     @contextlib.asynccontextmanager
-    async def use(self, upstream: Upstream, secret: str | None) -> AsyncIterator[Client]:
-        """The kept session to ``upstream`` carrying ``secret``, for one exchange: bounded by
-        the timeout; a transport failure drops the session and is ``UpstreamUnavailable``."""
-        session = await self._session(upstream, secret)
+    async def use(
+        self, upstream: Upstream, secret: str | None, listener: Listener | None = None
+    ) -> AsyncIterator[Client]:
+        """The kept session to ``upstream`` carrying ``secret`` (the listener's own, for a
+        listener), for one exchange: bounded by the timeout; a transport failure drops the
+        session and is ``UpstreamUnavailable``."""
+        session = await self._session(upstream, secret, listener)
         client = session.client
         if client is None:  # closed between its opening and now
             raise UpstreamUnavailable(f"MCP server {upstream.name!r} closed the session")
@@ -130,14 +188,19 @@ class UpstreamPool:
         finally:
             session.used = time.monotonic()
 
-    async def _session(self, upstream: Upstream, secret: str | None) -> _Session:
-        key = (upstream.name, upstream.version, _fingerprint(secret))
+    async def _session(
+        self, upstream: Upstream, secret: str | None, listener: Listener | None
+    ) -> _Session:
+        key = (upstream.name, upstream.version, _fingerprint(secret),
+               listener.key if listener is not None else "")  # fmt: skip
         session = self._sessions.get(key)
         if session is None or session.error is not None:
             async with self._opening:
                 session = self._sessions.get(key)
                 if session is None or session.error is not None:
-                    session = self._open(key, upstream, secret)
+                    if listener is not None:
+                        self._make_room(upstream.name)
+                    session = self._open(key, upstream, secret, listener)
         try:
             async with asyncio.timeout(OPEN_TIMEOUT):
                 await session.ready.wait()
@@ -151,22 +214,44 @@ class UpstreamPool:
             ) from session.error
         return session
 
-    def _open(self, key: tuple[str, int, str], upstream: Upstream, secret: str | None) -> _Session:
+    def _open(
+        self, key: _Key, upstream: Upstream, secret: str | None, listener: Listener | None
+    ) -> _Session:
         self._evict()
         session = _Session(key=key)
         self._sessions[key] = session
         session.task = asyncio.create_task(
-            self._own(session, upstream, secret), name=f"mcp-upstream-{upstream.name}"
+            self._own(session, upstream, secret, listener), name=f"mcp-upstream-{upstream.name}"
         )
         return session
 
-    async def _own(self, session: _Session, upstream: Upstream, secret: str | None) -> None:
+    def _make_room(self, server: str) -> None:
+        """Room for one more listener's session to ``server``: the idle ones closed, or
+        :class:`TooManyListeners`."""
+        listening = [s for s in self._sessions.values() if s.key[0] == server and s.key[3]]
+        if len(listening) < MAX_LISTENERS:
+            return
+        now = time.monotonic()
+        idle = [s for s in listening if now - s.used > IDLE_SECONDS]
+        for session in idle:
+            self._drop(session)
+        if len(listening) - len(idle) >= MAX_LISTENERS:
+            raise TooManyListeners(
+                f"{MAX_LISTENERS} sessions already listen to MCP server {server!r}"
+            )
+
+    async def _own(
+        self, session: _Session, upstream: Upstream, secret: str | None, listener: Listener | None
+    ) -> None:
         """Open the session, keep it until told to stop, close it — all in this task."""
         try:
             async with contextlib.AsyncExitStack() as stack:
                 client = await stack.enter_async_context(
-                    _client(upstream, secret, stack, timeout=self._timeout)
+                    _client(upstream, secret, stack, timeout=self._timeout, listener=listener)
                 )
+                if listener is not None:
+                    async with asyncio.timeout(self._timeout):
+                        await listener.restore(client)
                 session.client = client
                 session.ready.set()
                 await session.stop.wait()
@@ -197,6 +282,15 @@ class UpstreamPool:
         for session in [s for s in self._sessions.values() if s.key[0] == name]:
             self._drop(session)
 
+    def listening(self, server: str) -> int:
+        """How many listeners' sessions to ``server`` are kept."""
+        return sum(1 for s in self._sessions.values() if s.key[0] == server and s.key[3])
+
+    def stop_listening(self, key: str) -> None:
+        """Close the upstream sessions of the listener ``key`` (its caller's session ended)."""
+        for session in [s for s in self._sessions.values() if s.key[3] == key]:
+            self._drop(session)
+
     async def close(self) -> None:
         sessions = list(self._sessions.values())
         for session in sessions:
@@ -207,8 +301,9 @@ class UpstreamPool:
 
 
 async def _not_relayed(context: Any, params: Any) -> types.ErrorData:
-    """A handshake-era upstream's own sampling or elicitation request, mid-call: not routed
-    to a caller (the session is shared), so refused. A 2026-07-28 upstream asks through the
+    """A handshake-era upstream's own sampling or elicitation request, mid-call, on a shared
+    session: not routed to a caller (it could be anyone's), so refused (a listener's session
+    relays them). A 2026-07-28 upstream asks through the
     call's result instead, which the gateway relays to the caller who made the call."""
     why = "this gateway relays input requests in the 2026-07-28 era only"
     return types.ErrorData(code=types.INVALID_REQUEST, message=why)
@@ -235,9 +330,19 @@ def _fingerprint(secret: str | None) -> str:
 
 
 def _client(
-    upstream: Upstream, secret: str | None, stack: contextlib.AsyncExitStack, *, timeout: float
+    upstream: Upstream,
+    secret: str | None,
+    stack: contextlib.AsyncExitStack,
+    *,
+    timeout: float,
+    listener: Listener | None,
 ) -> Client:
     info = types.Implementation(name="tether-mcp-gateway", version="1")
+    options: dict[str, Any] = dict(_INPUT)
+    if listener is not None:  # setLevel and subscriptions are the handshake era's
+        options = {"logging_callback": listener.on_log, "message_handler": listener.receive,
+                   "sampling_callback": listener.on_sample,
+                   "elicitation_callback": listener.on_elicit, "mode": "legacy"}  # fmt: skip
     injection = upstream.credential
     if upstream.transport is Transport.STDIO:
         env = {injection.env: secret} if injection and injection.env and secret else None
@@ -245,7 +350,7 @@ def _client(
             command=upstream.command[0], args=list(upstream.command[1:]), env=env
         )
         return Client(params, cache=None, client_info=info, read_timeout_seconds=timeout,
-                      **_INPUT)  # fmt: skip
+                      **options)  # fmt: skip
     headers: dict[str, str] = {}
     if injection is not None and injection.header and secret is not None:
         headers[injection.header] = injection.prefix + secret
@@ -255,7 +360,7 @@ def _client(
     )  # fmt: skip
     stack.push_async_callback(http.aclose)
     transport = streamable_http_client(upstream.url or "", http_client=http)
-    return Client(transport, cache=None, client_info=info, read_timeout_seconds=timeout, **_INPUT)
+    return Client(transport, cache=None, client_info=info, read_timeout_seconds=timeout, **options)
 
 
 async def _traceparent_header(request: httpx2.Request) -> None:

@@ -30,7 +30,7 @@ import re
 import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 import orjson
@@ -147,6 +147,7 @@ class GatewayApp:
                                           "error_description": "Session not found"})  # fmt: skip
                 return
             self._sessions.move_to_end(outer)
+            who = replace(who, session=outer)
             scope = _with_header(scope, SESSION_HEADER, bound.inner)
             if scope["method"] == "DELETE":
                 self._forget(outer)
@@ -245,6 +246,7 @@ class GatewayApp:
         bound = self._sessions.pop(outer, None)
         if bound is not None:
             self._outer.pop(bound.inner, None)
+            self._gateway.session_ended(outer)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -43,12 +43,13 @@ from tether.checkpoint import Checkpoint, CheckRequest, Verdict
 from tether.delegation.approvals import Approvals
 from tether.delegation.models import Approval, ApprovalState
 from tether.enforcement.mcp._inject import Injector
+from tether.enforcement.mcp._listeners import Listeners
 from tether.enforcement.mcp._relay import (
     ENFORCEMENT_POINT,
     Relay,
     server_entity,
 )
-from tether.enforcement.mcp._upstreams import UpstreamPool
+from tether.enforcement.mcp._upstreams import Listener, UpstreamPool
 from tether.enforcement.mcp.models import Upstream
 from tether.enforcement.mcp.registry import McpRegistry
 from tether.errors import Error, UnknownUserId
@@ -87,6 +88,9 @@ class GatewayCaller:
     #: own token.
     user: str | None = None
     grant_id: str | None = None
+    #: The MCP session the request belongs to (the id the front gave the caller); None for
+    #: the request that opens one, and for stateless (2026-07-28) callers.
+    session: str | None = None
 
 
 @dataclass(kw_only=True)
@@ -119,8 +123,9 @@ class Gateway:
         self._approval_wait = approval_wait
         self._listings: dict[str, _Listing] = {}
         self._refreshing: dict[str, asyncio.Lock] = {}
+        self._listeners = Listeners(pool)
         relay = Relay(checkpoint=checkpoint, pool=pool, reach=self._reach,
-                      credential=self._credential)  # fmt: skip
+                      credential=self._credential, listen=self._listener)  # fmt: skip
         with warnings.catch_warnings():  # logging/setLevel is deprecated as of 2026-07-28
             warnings.simplefilter("ignore", MCPDeprecationWarning)
             self.server: Server[Any] = Server(
@@ -132,6 +137,8 @@ class Gateway:
                 on_read_resource=relay.read_resource, on_list_prompts=relay.list_prompts,
                 on_get_prompt=relay.get_prompt, on_completion=relay.complete,
                 on_set_logging_level=relay.set_logging_level,
+                on_subscribe_resource=relay.subscribe_resource,
+                on_unsubscribe_resource=relay.unsubscribe_resource,
             )  # fmt: skip
 
     # -- tools/list ----------------------------------------------------------------------
@@ -242,13 +249,16 @@ class Gateway:
         who = caller_of(ctx)
         meta = {"traceparent": who.traceparent, CORRELATION_META: who.correlation_id}
         answers, state = params.input_responses, params.request_state
+        listener = self._listener(ctx, False)
         try:
             secret = await self._secret(upstream, who)
             for _ in range(MAX_INPUT_ROUNDS):
-                result = await self._pool.call_tool(
-                    upstream, secret, name=params.name, arguments=params.arguments, meta=meta,
-                    progress=ctx.session.report_progress, answers=answers, state=state,
-                )  # fmt: skip
+                with self._listeners.calling(who.session, ctx):
+                    result = await self._pool.call_tool(
+                        upstream, secret, name=params.name, arguments=params.arguments,
+                        meta=meta, progress=ctx.session.report_progress, answers=answers,
+                        state=state, listener=listener,
+                    )  # fmt: skip
                 if isinstance(result, types.CallToolResult) or _modern(ctx):
                     return result
                 answers, state = await _ask_caller(ctx, result), result.request_state
@@ -273,6 +283,17 @@ class Gateway:
 
     async def _credential(self, ctx: ServerRequestContext[Any], upstream: Upstream) -> str | None:
         return await self._secret(upstream, caller_of(ctx))
+
+    def _listener(self, ctx: ServerRequestContext[Any], make: bool) -> Listener | None:
+        """The listener of the caller's session (made if ``make``); None without a session."""
+        session = caller_of(ctx).session
+        if session is None or _modern(ctx):
+            return None
+        return self._listeners.listen(session, ctx) if make else self._listeners.of(session)
+
+    def session_ended(self, session: str) -> None:
+        """The caller's session ``session`` ended (deleted, or forgotten by the front)."""
+        self._listeners.ended(session)
 
     async def _upstream(self, name: str) -> Upstream:
         found = await self._registry.upstream(name)

@@ -1,0 +1,170 @@
+"""The upstream's own messages through the gateway — log notices and resource updates — reach
+the caller who asked for them, at its level, and never another caller."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mcp_types as types
+import pytest
+from mcp.shared.exceptions import MCPError
+
+from .conftest import Gateway, HttpUpstream, upstream_process
+
+#: ``logging/setLevel`` and ``resources/subscribe`` are the handshake era's, deprecated by the
+#: SDK as of 2026-07-28; this era's clients use them.
+pytestmark = pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
+
+POLICY = """
+@id("shop-bot-reads-the-hours")
+permit (principal == Tether::Agent::"shop-bot", action == Tether::Action::"read_resource",
+        resource == Tether::McpResource::"tools/kb://hours");
+"""
+
+
+@pytest.fixture
+def chatty_upstream(tmp_path: Path) -> Iterator[HttpUpstream]:
+    """The test upstream with its notice tools (``chatty``, ``touch``) and handlers."""
+    env = {**os.environ, "NOTICES": "1"}
+    with upstream_process(env) as url:
+        yield HttpUpstream(url=url, calls=tmp_path / "none", mutate=tmp_path / "none")
+
+
+@pytest.fixture
+async def token(gateway: Gateway, chatty_upstream: HttpUpstream) -> str:
+    await gateway.add_server("tools", url=chatty_upstream.url)
+    await gateway.add_policies(POLICY)
+    return await gateway.token(await gateway.agent("shop-bot"), gateway.resource("tools"))
+
+
+class Inbox:
+    """What one client was told unasked."""
+
+    def __init__(self) -> None:
+        self.logs: list[str] = []
+        self.updated: list[str] = []
+        self.changed = asyncio.Event()
+
+    async def log(self, params: types.LoggingMessageNotificationParams) -> None:
+        self.logs.append(str(params.data))
+
+    async def message(self, message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            self.updated.append(str(message.params.uri))
+            self.changed.set()
+
+    def options(self) -> dict[str, Any]:
+        return {"logging_callback": self.log, "message_handler": self.message}
+
+
+def _text(result: types.CallToolResult) -> str:
+    assert not result.is_error, result
+    return result.content[0].text  # type: ignore[union-attr]
+
+
+async def test_a_callers_log_notices_reach_it_at_the_level_it_set(
+    gateway: Gateway, token: str
+) -> None:
+    inbox = Inbox()
+    async with gateway.client("tools", token, mode="legacy", **inbox.options()) as client:
+        await client.set_logging_level("info")
+        done = await client.call_tool("chatty", {"tag": "a"})
+    assert _text(done) == "a done"
+    assert inbox.logs == ["a: info", "a: warning"]  # the upstream filtered debug: level sent
+
+
+async def test_one_callers_log_notices_never_reach_another_caller(
+    gateway: Gateway, token: str
+) -> None:
+    first, second = Inbox(), Inbox()
+    other = await gateway.token(await gateway.agent("crm-bot"), gateway.resource("tools"))
+    permit = """
+@id("crm-bot-uses-the-tools")
+permit (principal == Tether::Agent::"crm-bot", action == Tether::Action::"call_tool",
+        resource in Tether::McpServer::"tools");
+"""
+    await gateway.add_policies(permit)
+    async with (
+        gateway.client("tools", token, mode="legacy", **first.options()) as one,
+        gateway.client("tools", other, mode="legacy", **second.options()) as two,
+    ):
+        await one.set_logging_level("debug")
+        await two.set_logging_level("debug")
+        # both calls run at once, each logging three times on the gateway's upstream side
+        results = await asyncio.gather(
+            one.call_tool("chatty", {"tag": "first"}), two.call_tool("chatty", {"tag": "second"})
+        )
+    assert [_text(r) for r in results] == ["first done", "second done"]
+    assert first.logs == ["first: debug", "first: info", "first: warning"]
+    assert second.logs == ["second: debug", "second: info", "second: warning"]
+
+
+async def test_a_subscriber_is_told_of_a_change_and_no_one_else(
+    gateway: Gateway, token: str
+) -> None:
+    watcher, bystander = Inbox(), Inbox()
+    async with (
+        gateway.client("tools", token, mode="legacy", **watcher.options()) as watching,
+        gateway.client("tools", token, mode="legacy", **bystander.options()) as other,
+    ):
+        await watching.subscribe_resource("kb://hours")
+        told = await other.call_tool("touch", {"uri": "kb://hours"})
+        await asyncio.wait_for(watcher.changed.wait(), timeout=10)
+        await watching.unsubscribe_resource("kb://hours")
+        after = await other.call_tool("touch", {"uri": "kb://hours"})
+        await asyncio.sleep(0.3)  # room for a stray notice to arrive
+    assert _text(told) == "1"  # one upstream session subscribed: the watcher's own
+    assert watcher.updated == ["kb://hours"]
+    assert bystander.updated == []
+    assert _text(after) == "0"  # the unsubscription reached the upstream
+
+
+async def test_subscribing_to_a_resource_the_agent_may_not_read_is_refused_and_recorded(
+    gateway: Gateway, token: str
+) -> None:
+    async with gateway.client("tools", token, mode="legacy") as client:
+        with pytest.raises(MCPError, match="refused by Tether") as refused:
+            await client.subscribe_resource("kb://payroll")
+        told = await client.call_tool("touch", {"uri": "kb://payroll"})
+    assert refused.value.error.code == -32001
+    assert _text(told) == "0"  # nothing was subscribed upstream
+    reads = [r["details"] for r in await gateway.records("decision")
+             if r["details"]["action"] == "read_resource"]  # fmt: skip
+    assert [(d["resource"], d["effect"]) for d in reads] == [
+        ('McpResource::"tools/kb://payroll"', "deny")
+    ]
+
+
+async def test_a_listening_session_that_ends_closes_its_upstream_session(
+    gateway: Gateway, token: str
+) -> None:
+    pool = gateway.services.mcp.pool
+    async with gateway.client("tools", token, mode="legacy") as client:
+        await client.set_logging_level("info")
+        during = pool.listening("tools")
+    for _ in range(100):  # the client's DELETE is answered as it leaves
+        if pool.listening("tools") == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert during == 1
+    assert pool.listening("tools") == 0
+
+
+async def test_a_listening_callers_upstream_asks_it_for_input_on_its_own_call(
+    gateway: Gateway, token: str
+) -> None:
+    questions: list[str] = []
+
+    async def answer(context: object, params: types.ElicitRequestParams) -> types.ElicitResult:
+        questions.append(params.message)
+        return types.ElicitResult(action="accept", content={"answer": "blue"})
+
+    async with gateway.client("tools", token, mode="legacy", elicitation_callback=answer) as me:
+        await me.set_logging_level("info")  # the session listens: its own upstream session
+        answered = await me.call_tool("ask", {"question": "Which colour?"})
+    assert questions == ["Which colour?"]
+    assert _text(answered) == "accept: blue"
