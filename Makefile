@@ -3,15 +3,16 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-SRC    := src tests bench examples
+SRC    := src tests bench examples docs/_hooks
 
-.PHONY: help install demo serve test lint typecheck contracts unit bench bench-deps clean monitor-clean-run \
-	loadtest soak fuzz
+.PHONY: help install demo serve test lint typecheck contracts unit docs bench bench-deps clean \
+	monitor-clean-run loadtest soak fuzz
 
 help:
 	@echo "make demo   - play the three use cases on the embedded defaults; exit 0 only if all behave"
 	@echo "make test   - lint, type-check, layering contracts, then the test suite with coverage"
 	@echo "make lint   - ruff check and ruff format --check"
+	@echo "make docs   - build the documentation (mkdocs) into site/, every warning an error"
 	@echo "make bench  - run every benchmark in bench/ and write docs/benchmarks.md"
 	@echo "make loadtest - ext_authz 300/s for 10 min, the MCP gateway 200/s for 5 min, 3x overload"
 	@echo "make soak   - an hour at half those rates: memory, descriptors, connections must stay flat"
@@ -21,7 +22,7 @@ help:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[server,dev,sql,otel,scan]'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[server,dev,sql,otel,scan,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -42,7 +43,10 @@ contracts: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q
 
-test: lint typecheck contracts
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet
+
+test: lint typecheck contracts docs
 	$(BIN)/pytest -q --cov --cov-report=term
 
 # The benches' peers and load generator: regopy (the `bench` extra) in the venv, the Cerbos PDP
