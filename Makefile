@@ -43,8 +43,8 @@ contracts: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q
 
-docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --quiet
+docs: $(STAMP)  # not --quiet: it hides the warnings --strict counts
+	$(BIN)/mkdocs build --strict
 
 test: lint typecheck contracts docs
 	$(BIN)/pytest -q --cov --cov-report=term
