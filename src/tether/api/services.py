@@ -17,13 +17,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeGuard, TypeVar
 
 import structlog
 
 from tether._internal.clock import Clock, SystemClock
 from tether.api._credentials import credential_services
 from tether.api._delegation import Delegation, access_tokens, delegation_services
+from tether.api._freshness import Freshness
 from tether.api._mcp import McpServices, mcp_services
 from tether.api._monitor import monitor_service
 from tether.audit.log import AuditLog
@@ -106,6 +107,8 @@ class Services:
     #: Set once this replica listens for other replicas' change notes and has caught up
     #: (PostgreSQL only).
     listening: asyncio.Event = field(default_factory=asyncio.Event)
+    #: How current the hot state is; the checkpoint resyncs stale state (PostgreSQL).
+    freshness: Freshness
     #: A root token generated on this start (shown once), else None.
     new_root_token: str | None = None
 
@@ -144,11 +147,17 @@ class Services:
         redactor = Redactor(kek.derive(AUDIT_HMAC_PURPOSE))
         tokens, grants = access_tokens(settings, clock, store, audit, keyring=keyring,
                                        revocations=revocations)  # fmt: skip
+        freshness = Freshness(
+            refresh_seconds=settings.hot_state_refresh_seconds,
+            parts={"revocations": revocations, "policies": policies},
+        )
         checkpoint = Checkpoint(
             svids=svids, policies=policies, engine=engine, audit=audit, clock=clock,
             directory=directory, events=events, redactor=redactor, tokens=tokens,
             max_depth=settings.max_delegation_depth,
             approvals=ApprovalGate(tokens=tokens, replay=store),
+            # Another replica may change the state (PostgreSQL): never decide from stale state.
+            current=freshness.ensure if _shared(store) else None,
         )  # fmt: skip
         engines, revoker, leases = credential_services(
             settings, clock, store, audit, kek, events, checkpoint, keyring
@@ -166,15 +175,17 @@ class Services:
         monitor = monitor_service(settings, clock=clock, store=store, audit=audit,
                                   events=events, registry=registry, directory=directory,
                                   revoker=revoker)  # fmt: skip
-        return cls(
+        services = cls(
             settings=settings, clock=clock, store=store, audit=audit, keyring=keyring,
             registry=registry, operators=operators,
             client_auth=_client_auth(settings, clock, store, audit), svids=svids,
             revocations=revocations, policies=policies, checkpoint=checkpoint, events=events,
             directory=directory, redactor=redactor, engines=engines, leases=leases,
             revoker=revoker, delegation=delegation, mcp=mcp, monitor=monitor,
-            new_root_token=new_root,
+            new_root_token=new_root, freshness=freshness,
         )  # fmt: skip
+        freshness.forget = services.forget_cached
+        return services
 
     async def maintain(self) -> None:
         """One round of upkeep: rotate keys past their age (and learn of rotations other
@@ -227,9 +238,7 @@ class Services:
                     "credential_scan_failed",
                 )
             )
-            if isinstance(self.store, SqlStore) and self.store.url.get_backend_name() == (
-                "postgresql"
-            ):
+            if _shared(self.store):
                 # Other replicas' changes at once, not at the next refresh.
                 upkeep.create_task(ChangeListener(self.store.url).run(self._apply_change))
 
@@ -276,11 +285,11 @@ class Services:
 
     # The services are looked up at each call (not bound when the loops start).
     async def _refresh_revocations(self) -> None:
-        await self.revocations.refresh()
+        await self.freshness.read("revocations")
 
     async def _refresh_policies(self) -> None:
         try:
-            await self.policies.refresh()
+            await self.freshness.read("policies")
         except Exception as exc:  # told to the monitor (policy_store_failed), then logged
             error = exc.code if isinstance(exc, Error) else type(exc).__name__
             self.events.publish(Event(type="policy.refresh_failed",
@@ -303,11 +312,16 @@ class Services:
             self.directory.invalidate(name)
         self._forget_delegation(plain, every=every)
         if every or REVOCATIONS in plain:
-            await self.revocations.refresh()
+            await self.freshness.read("revocations")
         if every or POLICIES in plain:
-            await self.policies.refresh()
+            await self.freshness.read("policies")
         if every:
             self.listening.set()
+
+    def forget_cached(self) -> None:
+        """Forget every agent, user and grant read (a resync: read afresh on next use)."""
+        self.directory.invalidate_all()
+        self._forget_delegation((), every=True)
 
     def _forget_delegation(self, plain: Sequence[str], *, every: bool) -> None:
         """Users and grants another replica changed are read afresh on the next check."""
@@ -329,6 +343,12 @@ class Services:
             await self.audit.close()
         finally:
             await self.store.close()
+
+
+def _shared(store: Store) -> TypeGuard[SqlStore]:
+    """Whether other replicas may write the store (PostgreSQL), so what this one keeps in
+    memory can go stale."""
+    return isinstance(store, SqlStore) and store.url.get_backend_name() == "postgresql"
 
 
 async def _logged(work: Callable[[], Awaitable[_T]], event: str) -> _T | None:

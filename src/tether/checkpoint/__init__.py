@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
@@ -133,7 +133,11 @@ class Checkpoint:
         tokens: AccessTokens | None = None,
         max_depth: int = MAX_ACT_DEPTH,
         approvals: ApprovalGate | None = None,
+        current: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        #: Makes sure the state decided from is current (a replica that was paused resyncs
+        #: first), or raises — before every decision; None: nothing to check (one process).
+        self._current = current
         self._tokens = tokens
         self._approvals = approvals
         self._max_depth = max_depth
@@ -276,7 +280,10 @@ class Checkpoint:
 
     async def _authenticate(self, request: CheckRequest) -> tuple[AgentCaller, Delegation | None]:
         """The calling instance, from its JWT-SVID or from a delegated token (told apart by
-        the signed ``typ`` header, then verified as that kind only)."""
+        the signed ``typ`` header, then verified as that kind only) — against state shown to
+        be current first (``StoreUnavailable`` when it cannot be)."""
+        if self._current is not None:
+            await self._current()
         typ = declared_type(request.token)  # an unreadable one: the SVID path refuses it
         if self._tokens is not None and self._tokens.is_external(request.token):
             await self._tokens.external_user(request.token)  # only a valid one is flagged
