@@ -52,6 +52,7 @@ AREAS = {
     "sdk": "SDK guard",
     "sql": "SQL guard",
     "audit": "Audit log",
+    "replicas": "Replicas on one PostgreSQL",
 }
 Of = Literal["floor", "peer"] | None
 Aim = dict[str, Any]

@@ -47,6 +47,7 @@ QUICK = {
     "bench_leases": ["1"],
     "bench_mcp_conformance": ["--quick"],
     "bench_mcp_gateway": ["30", "--quick"],
+    "bench_replicas": ["5"],
     "bench_sdk_guard": ["50"],
     "bench_sql_guard": ["100"],
     "bench_token_exchange": ["140"],
