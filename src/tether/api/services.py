@@ -109,6 +109,8 @@ class Services:
     listening: asyncio.Event = field(default_factory=asyncio.Event)
     #: How current the hot state is; the checkpoint resyncs stale state (PostgreSQL).
     freshness: Freshness
+    #: Other replicas may write the store (PostgreSQL): the hot state can go stale.
+    shared: bool = False
     #: A root token generated on this start (shown once), else None.
     new_root_token: str | None = None
 
@@ -147,6 +149,7 @@ class Services:
         redactor = Redactor(kek.derive(AUDIT_HMAC_PURPOSE))
         tokens, grants = access_tokens(settings, clock, store, audit, keyring=keyring,
                                        revocations=revocations)  # fmt: skip
+        shared = _shared(store)
         freshness = Freshness(
             refresh_seconds=settings.hot_state_refresh_seconds,
             parts={"revocations": revocations, "policies": policies},
@@ -157,7 +160,7 @@ class Services:
             max_depth=settings.max_delegation_depth,
             approvals=ApprovalGate(tokens=tokens, replay=store),
             # Another replica may change the state (PostgreSQL): never decide from stale state.
-            current=freshness.ensure if _shared(store) else None,
+            current=freshness.ensure if shared else None,
         )  # fmt: skip
         engines, revoker, leases = credential_services(
             settings, clock, store, audit, kek, events, checkpoint, keyring
@@ -182,7 +185,7 @@ class Services:
             revocations=revocations, policies=policies, checkpoint=checkpoint, events=events,
             directory=directory, redactor=redactor, engines=engines, leases=leases,
             revoker=revoker, delegation=delegation, mcp=mcp, monitor=monitor,
-            new_root_token=new_root, freshness=freshness,
+            new_root_token=new_root, freshness=freshness, shared=shared,
         )  # fmt: skip
         freshness.forget = services.forget_cached
         return services
@@ -317,6 +320,12 @@ class Services:
             await self.freshness.read("policies")
         if every:
             self.listening.set()
+
+    async def ensure_current(self) -> None:
+        """Before an answer that rests on the hot state outside the checkpoint (the token
+        endpoint, introspection): resync stale state first, or raise ``StoreUnavailable``."""
+        if self.shared:
+            await self.freshness.ensure()
 
     def forget_cached(self) -> None:
         """Forget every agent, user and grant read (a resync: read afresh on next use)."""

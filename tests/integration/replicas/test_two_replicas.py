@@ -151,6 +151,27 @@ def test_two_reapers_end_each_lease_exactly_once(pair: Pair) -> None:
     assert states == {"expired"}
 
 
+def test_a_paused_replica_issues_no_token_to_an_instance_revoked_meanwhile(pair: Pair) -> None:
+    register_bot(pair.a.addr, instance="pod-0")
+    agent, key = _bot(pair)
+    assert pair.b.proc is not None
+    os.kill(pair.b.proc.pid, signal.SIGSTOP)
+    try:
+        _revoke_instance(pair, "pod-new")
+        time.sleep(3.0)
+        form = client_credentials(key, client_id=agent, audience=f"{pair.a.addr}/oauth2/token",
+                                  now=int(time.time()), instance_id="pod-new")  # fmt: skip
+        with ThreadPoolExecutor(1) as pool:
+            asked = pool.submit(httpx.post, f"{pair.b.addr}/oauth2/token", data=form, timeout=30)
+            time.sleep(0.3)
+            os.kill(pair.b.proc.pid, signal.SIGCONT)
+            answer = asked.result(timeout=30)
+    finally:
+        os.kill(pair.b.proc.pid, signal.SIGCONT)
+    assert answer.status_code == 503, answer.text  # not a token the checkpoint would refuse
+    assert answer.json()["error"] == "temporarily_unavailable"
+
+
 @pytest.mark.parametrize("where", ["a", "b"])
 def test_a_record_deleted_from_either_replicas_chain_is_detected(pair: Pair, where: str) -> None:
     token = register_bot(pair.a.addr)

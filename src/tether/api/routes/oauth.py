@@ -66,6 +66,7 @@ async def read_form(request: Request) -> tuple[dict[str, str], dict[str, list[st
     summary="Issue a JWT-SVID (client credentials) or a delegated token (token exchange)",
 )
 async def token(request: Request, services: ServicesDep) -> JSONResponse:
+    await services.ensure_current()  # revocations, agents, grants: never from stale state
     params, multi = await read_form(request)
     grant_type = params.get("grant_type")
     if not grant_type:
@@ -200,6 +201,7 @@ async def introspect(request: Request, services: ServicesDep) -> JSONResponse:
     if actor.kind == "operator":
         require(actor, Permission.DECISION_EVALUATE)
     params, _ = await read_form(request)
+    await services.ensure_current()
     claims = await services.delegation.tokens.introspect(params.get("token") or "")
     if claims is None or not _may_see(actor, claims.aud):
         return JSONResponse({"active": False}, headers=NO_STORE)
