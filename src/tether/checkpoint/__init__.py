@@ -48,6 +48,7 @@ from tether.audit.records import AuditRecord, Outcome
 from tether.audit.redact import Redactor
 from tether.audit.sink import AuditSink
 from tether.checkpoint._entities import PROVEN, agent_context, agent_entity
+from tether.checkpoint._forms import RecordForms
 from tether.crypto.jwt import declared_type, unverified_subject
 from tether.delegation.approval_gate import ApprovalGate
 from tether.delegation.token_exchange import delegation_facts
@@ -146,6 +147,8 @@ class Checkpoint:
         self._directory = directory
         self._events = events
         self._principals: KeptFor[str, Agent, Entity] = KeptFor(limit=MAX_PRINCIPALS)
+        #: The evaluated request as the record keeps it, sensitive values as their HMAC.
+        self._forms = RecordForms(self._redactor)
         self._svids = svids
         self._policies = policies
         self._engine = engine
@@ -428,18 +431,6 @@ class Checkpoint:
             proven["arguments"] = arguments.decode()
         return supplied | proven
 
-    def _redacted(self, evaluated: DecisionRequest) -> dict[str, Any]:
-        """The evaluated request for the record, sensitive values as their HMAC — also inside
-        the arguments, which policies read as canonical JSON text."""
-        data = evaluated.to_json()
-        context = data.get("context")
-        if isinstance(context, dict) and isinstance(context.get("arguments"), str):
-            context["arguments"] = self._redactor.redact_text(context["arguments"])
-        if isinstance(context, dict) and isinstance(context.get("call_digest"), str):
-            context["call_digest"] = self._redactor.hash(context["call_digest"])
-        redacted: dict[str, Any] = self._redactor.redact(data)
-        return redacted
-
     def _details(
         self,
         decision_id: str,
@@ -486,7 +477,7 @@ class Checkpoint:
         recorded = {k: v for k, v in details.items() if k != "correlation_id"}
         # What the engine saw, so a proposed policy set can be replayed against it.
         # Sensitive values (passwords, keys, tokens in the arguments) only as their HMAC.
-        recorded["request"] = self._redacted(evaluated) if evaluated else None
+        recorded["request"] = self._forms.request(evaluated) if evaluated else None
         record = AuditRecord.new(
             type="decision",
             actor=caller.spiffe_id if caller else "unauthenticated",

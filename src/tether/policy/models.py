@@ -18,7 +18,9 @@ __all__ = [
     "Entity",
     "EntityRef",
     "PolicySetVersion",
+    "entity_to_json",
     "parse_entity",
+    "value_to_json",
 ]
 
 
@@ -93,11 +95,11 @@ class DecisionRequest:
         """A JSON form that :meth:`from_json` turns back into an equal request (sets become
         sorted lists, which Cedar reads as sets): decision records keep it for replay."""
         return {
-            "principal": _entity_to_json(self.principal),
+            "principal": entity_to_json(self.principal),
             "action": self.action,
-            "resource": _entity_to_json(self.resource),
-            "context": _encode(self.context),
-            "entities": [_entity_to_json(e) for e in self.entities],
+            "resource": entity_to_json(self.resource),
+            "context": value_to_json(self.context),
+            "entities": [entity_to_json(e) for e in self.entities],
         }
 
     @classmethod
@@ -111,15 +113,17 @@ class DecisionRequest:
         )
 
 
-def _encode(value: Any) -> Any:
+def value_to_json(value: Any) -> Any:
+    """A context value (or attribute) in the JSON form :meth:`DecisionRequest.to_json` keeps:
+    entity references as ``{"__entity": …}``, sets as sorted lists."""
     if isinstance(value, EntityRef):
         return {"__entity": {"type": value.type, "id": value.id}}
     if isinstance(value, Mapping):
-        return {k: _encode(v) for k, v in value.items()}
+        return {k: value_to_json(v) for k, v in value.items()}
     if isinstance(value, set | frozenset):
-        return sorted((_encode(v) for v in value), key=repr)
+        return sorted((value_to_json(v) for v in value), key=repr)
     if isinstance(value, list | tuple):
-        return [_encode(v) for v in value]
+        return [value_to_json(v) for v in value]
     return value
 
 
@@ -134,11 +138,12 @@ def _decode(value: Any) -> Any:
     return value
 
 
-def _entity_to_json(entity: Entity) -> dict[str, Any]:
+def entity_to_json(entity: Entity) -> dict[str, Any]:
+    """An entity in the JSON form :meth:`DecisionRequest.to_json` keeps."""
     return {
         "type": entity.ref.type,
         "id": entity.ref.id,
-        "attrs": _encode(entity.attrs),
+        "attrs": value_to_json(entity.attrs),
         "parents": [{"type": p.type, "id": p.id} for p in entity.parents],
     }
 
