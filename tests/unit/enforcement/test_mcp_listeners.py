@@ -3,13 +3,21 @@ the gateway end to end is in ``tests/integration/mcp/test_gateway_notices.py``).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import mcp_types as types
+import pytest
 
 from tether.enforcement.mcp._listeners import MAX_KEPT, Listeners
-from tether.enforcement.mcp._upstreams import UpstreamPool
+from tether.enforcement.mcp._upstreams import (
+    IDLE_SECONDS,
+    MAX_LISTENERS,
+    TooManyListeners,
+    UpstreamPool,
+)
+from tether.enforcement.mcp._upstreams import _Session as _Kept
 
 
 @dataclass
@@ -104,3 +112,32 @@ async def test_listeners_beyond_the_bound_stop_the_least_recently_used() -> None
     listeners.listen("one-more", cast(Any, _Ctx(_Session(), 0)))
     assert pool.stopped == ["s1"]
     assert listeners.of("s0") is not None
+
+
+def _pool_with(*sessions: _Kept) -> UpstreamPool:
+    pool = UpstreamPool(timeout=5.0)
+    pool._sessions = {s.key: s for s in sessions}  # the pool's bookkeeping is the subject
+    return pool
+
+
+def test_a_listening_session_that_only_waits_is_not_closed_as_idle() -> None:
+    old = time.monotonic() - IDLE_SECONDS - 1
+    shared = _Kept(key=("kb", 1, "", ""), used=old)
+    waiting = _Kept(key=("kb", 1, "", "s1"), used=old)  # subscribed, no call for a while
+    pool = _pool_with(shared, waiting)
+    pool._evict()
+    assert list(pool._sessions) == [waiting.key]
+    assert shared.stop.is_set()
+    assert not waiting.stop.is_set()
+
+
+def test_listeners_beyond_the_bound_make_room_by_closing_idle_ones_or_are_refused() -> None:
+    old, now = time.monotonic() - IDLE_SECONDS - 1, time.monotonic()
+    busy = [_Kept(key=("kb", 1, "", f"s{n}"), used=now) for n in range(MAX_LISTENERS)]
+    with pytest.raises(TooManyListeners):
+        _pool_with(*busy)._make_room("kb")
+    idle = _Kept(key=("kb", 1, "", "idle"), used=old)
+    pool = _pool_with(*busy[1:], idle)
+    pool._make_room("kb")  # room: the idle one closed
+    assert idle.stop.is_set()
+    assert idle.key not in pool._sessions

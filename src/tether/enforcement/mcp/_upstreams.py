@@ -14,17 +14,18 @@ close, and closes it; calls from any task go through the open session.
 
 Nothing of the caller passes upstream but the tool's name and arguments: not its token, not
 its headers. HTTP upstreams get only the injected header; stdio servers start with the SDK's
-short list of safe environment variables plus the injected one.
+short list of safe environment variables plus the injected one. The trace context goes in the
+request's ``_meta`` (``traceparent``, the MCP convention) and, for HTTP, also as the W3C
+``traceparent`` header.
 
 A caller's session that asks for the upstream's own messages — log notices
 (``logging/setLevel``), resource updates (``resources/subscribe``) — is a :class:`Listener`
 and gets an upstream session of its own (still kept, never opened per call): the SDK's client
 does not say which request a notice belongs to, so on a shared session one caller's notices
 could reach another. Everything that arrives on a listener's session is that caller's; its
-level and subscriptions are sent again if the session has to be reopened. At most
-:data:`MAX_LISTENERS` such sessions are kept per server. The trace context goes in the
-request's ``_meta`` (``traceparent``, the MCP convention) and, for HTTP, also as the W3C
-``traceparent`` header.
+level and subscriptions are sent again if the session has to be reopened. Such a session ends
+with the caller's session, not after :data:`IDLE_SECONDS` unused (a subscriber may only wait);
+at most :data:`MAX_LISTENERS` are kept per server, the idle ones closed to make room.
 """
 
 from __future__ import annotations
@@ -272,7 +273,7 @@ class UpstreamPool:
         """Close sessions idle too long, and the least recently used beyond the limit."""
         now = time.monotonic()
         for session in list(self._sessions.values()):
-            if now - session.used > IDLE_SECONDS:
+            if now - session.used > IDLE_SECONDS and not session.key[3]:  # a listener: waits
                 self._drop(session)
         while len(self._sessions) >= MAX_SESSIONS:
             self._drop(min(self._sessions.values(), key=lambda s: s.used))
@@ -303,8 +304,8 @@ class UpstreamPool:
 async def _not_relayed(context: Any, params: Any) -> types.ErrorData:
     """A handshake-era upstream's own sampling or elicitation request, mid-call, on a shared
     session: not routed to a caller (it could be anyone's), so refused (a listener's session
-    relays them). A 2026-07-28 upstream asks through the
-    call's result instead, which the gateway relays to the caller who made the call."""
+    relays them). A 2026-07-28 upstream asks through the call's result instead, which the
+    gateway relays to the caller who made the call."""
     why = "this gateway relays input requests in the 2026-07-28 era only"
     return types.ErrorData(code=types.INVALID_REQUEST, message=why)
 
