@@ -27,10 +27,8 @@ from typing import Protocol
 
 from tether.errors import Error, StoreUnavailable
 
-__all__ = ["PARTS", "STALE_FACTOR", "Freshness", "Part"]
+__all__ = ["STALE_FACTOR", "Freshness", "Part"]
 
-#: What is re-read on a schedule: each one's last read must be recent.
-PARTS = ("revocations", "policies")
 #: Stale after this many refresh intervals without a read of every part.
 STALE_FACTOR = 2.0
 
@@ -55,7 +53,7 @@ class Freshness:
         self._parts = dict(parts)
         self._monotonic = monotonic
         started = monotonic()  # read when the services opened
-        self._read_at = dict.fromkeys(PARTS, started)
+        self._read_at = dict.fromkeys(self._parts, started)  # each one's last read must be recent
         #: What a full resync does besides re-reading the parts (forget cached agents, users
         #: and grants); set once the services exist.
         self.forget: Callable[[], None] = lambda: None
@@ -78,7 +76,7 @@ class Freshness:
     async def resync(self) -> None:
         """Forget what is cached and read every part again."""
         self.forget()
-        for part in PARTS:
+        for part in self._parts:
             await self.read(part)
 
     async def ensure(self) -> None:

@@ -241,7 +241,7 @@ class Services:
                     "credential_scan_failed",
                 )
             )
-            if _shared(self.store):
+            if self.shared and isinstance(self.store, SqlStore):
                 # Other replicas' changes at once, not at the next refresh.
                 upkeep.create_task(ChangeListener(self.store.url).run(self._apply_change))
 
