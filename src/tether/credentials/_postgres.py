@@ -212,9 +212,15 @@ class PostgresEngine:
     # -- create / extend ------------------------------------------------------------------
 
     async def create(
-        self, *, credential: str, role: RoleTemplate, expires_at: datetime, holder: str = ""
+        self,
+        *,
+        credential: str,
+        role: RoleTemplate,
+        expires_at: datetime,
+        holder: str = "",
+        user: str | None = None,
     ) -> IssuedCredential:
-        """A LOGIN role in the template's group (``holder`` is not used)."""
+        """A LOGIN role in the template's group (``holder`` and ``user`` are not used)."""
         name = self._check_credential(credential)
         group = self._group(role)
         until = sql.Literal(_timestamp(expires_at))

@@ -46,11 +46,18 @@ class CredentialEngine(Protocol):
         ...
 
     async def create(
-        self, *, credential: str, role: RoleTemplate, expires_at: datetime, holder: str
+        self,
+        *,
+        credential: str,
+        role: RoleTemplate,
+        expires_at: datetime,
+        holder: str,
+        user: str | None = None,
     ) -> IssuedCredential:
         """Create the credential, valid until ``expires_at`` where the system can enforce
-        it, for ``holder`` (the SPIFFE ID of the agent instance taking the lease: a token
-        engine's ``sub``; others ignore it); its secret is returned once."""
+        it, for ``holder`` (the SPIFFE ID of the agent instance taking the lease) acting for
+        ``user`` when the lease is taken under a person's grant (a token engine names them;
+        others ignore both); its secret is returned once."""
         ...
 
     async def extend(self, *, credential: str, role: RoleTemplate, expires_at: datetime) -> None:

@@ -150,6 +150,7 @@ class Leases:
                 role=template,
                 expires_at=lease.expires_at,
                 holder=caller.spiffe_id,
+                user=lease.user,
             )
         except Error as exc:
             await self._refused(lease, caller.spiffe_id, facts | {"error": exc.code})

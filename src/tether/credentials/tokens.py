@@ -4,7 +4,9 @@ An internal API (a resource server) that trusts Tether verifies these tokens wit
 (``/.well-known/jwks.json``); no shared secret is handed out and nothing is created anywhere.
 The token follows the JWT profile for OAuth 2.0 access tokens (RFC 9068 §2): header ``typ``
 ``at+jwt`` (§2.1), claims ``iss`` (Tether's issuer URL), ``sub`` (the SPIFFE ID of the agent
-instance holding the lease), ``client_id`` (the agent's SPIFFE ID), ``aud`` (the role's
+instance holding the lease — or, for a lease taken under a person's grant, that person: the
+resource owner, §2.2 — with the instance in ``act``, RFC 8693 §4.1, as in Tether's own
+delegated tokens), ``client_id`` (the agent's SPIFFE ID), ``aud`` (the role's
 ``options["audience"]``), ``iat``, ``nbf``, ``exp`` (the lease's expiry), ``jti`` (the lease
 id) and, if the role names one, ``scope`` (§2.2.3, RFC 6749 §3.3).
 
@@ -134,9 +136,17 @@ class DownstreamTokenEngine:
         return lease_id
 
     async def create(
-        self, *, credential: str, role: RoleTemplate, expires_at: datetime, holder: str
+        self,
+        *,
+        credential: str,
+        role: RoleTemplate,
+        expires_at: datetime,
+        holder: str,
+        user: str | None = None,
     ) -> IssuedCredential:
-        """A token for ``holder`` (an instance SPIFFE ID), expiring with the lease."""
+        """A token for ``holder`` (an instance SPIFFE ID) — or, when the lease acts for
+        ``user``, a token whose ``sub`` is that person and whose ``act`` names the instance —
+        expiring with the lease."""
         found = self._audiences.get(role.name)
         if found is None:
             raise InvalidInput(f"role {role.name!r} is not a role of this engine")
@@ -147,7 +157,7 @@ class DownstreamTokenEngine:
         now = self._clock.timestamp()
         claims: dict[str, object] = {
             "iss": self._issuer,
-            "sub": holder,
+            "sub": holder if user is None else user,
             "client_id": agent_spiffe_id(parse_spiffe_id(holder).trust_domain, ref.name),
             "aud": audience,
             "iat": now,
@@ -156,6 +166,8 @@ class DownstreamTokenEngine:
             "exp": math.floor(expires_at.timestamp()),
             "jti": credential,
         }
+        if user is not None:
+            claims["act"] = {"sub": holder}
         if scope is not None:
             claims["scope"] = scope
         token = self._keyring.signer.sign_jwt(claims, typ=TOKEN_TYPE)

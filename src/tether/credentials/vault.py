@@ -239,7 +239,13 @@ class VaultEngine:
         return secret, handout, value
 
     async def create(
-        self, *, credential: str, role: RoleTemplate, expires_at: datetime, holder: str
+        self,
+        *,
+        credential: str,
+        role: RoleTemplate,
+        expires_at: datetime,
+        holder: str,
+        user: str | None = None,
     ) -> IssuedCredential:
         """The value with ``handout`` ``lease``; with ``inject``, only which secret the lease
         covers (the value stays here, for :meth:`reveal`)."""

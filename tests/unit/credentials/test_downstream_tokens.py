@@ -117,6 +117,21 @@ async def test_downstream_token_verifies_with_the_jwks_and_names_lease_and_holde
     assert dict(issued.details) == {"token_type": "Bearer", "audience": ORDERS, "scope": None}
 
 
+async def test_a_token_taken_for_a_person_names_the_person_as_subject_and_the_agent_as_actor(
+    keyring: KeyRing, engine: DownstreamTokenEngine
+) -> None:
+    # The resource server serves alice's data to the agent acting for her, and only hers: it
+    # must learn who the person is from a token it can verify, never from the agent's word.
+    issued = await engine.create(credential="lea_3", role=_role(),
+                                 expires_at=NOW + timedelta(seconds=60), holder=HOLDER,
+                                 user="alice")  # fmt: skip
+    assert issued.secret is not None
+    claims = _verified(keyring, issued.secret)[1]
+    assert claims["sub"] == "alice"
+    assert claims["act"] == {"sub": HOLDER}
+    assert claims["client_id"] == "spiffe://acme.org/agent/faq-bot"
+
+
 async def test_downstream_token_carries_the_role_scope(
     keyring: KeyRing, engine: DownstreamTokenEngine
 ) -> None:
