@@ -7,16 +7,20 @@ policy and recorded like any lease), keeps it while it is in force, and takes a 
 ends. A vault secret with ``handout: inject`` is read through
 :meth:`~tether.credentials.vault.VaultEngine.reveal`, which checks the lease is in force; a
 downstream token (or any engine's secret handed out with the lease) is kept in memory for the
-lease's life, never stored. The lease is read again before each use, so a revoked lease is
-never injected, and one taken under a user's grant serves only calls under that grant. The
-agent never sees the value; the ``lease.issued`` record names the agent instance, the grant
-and the decision that allowed the lease.
+lease's life, never stored; a database login (a PostgreSQL role) is sent as one libpq
+connection URI (``postgresql://role:password@host:port/database``, RFC 3986 percent-encoded),
+the one value an upstream needs to connect as that role alone. The lease is read again before
+each use, so a revoked lease is never injected, and one taken under a user's grant serves only
+calls under that grant. The agent never sees the value; the ``lease.issued`` record names the
+agent instance, the grant and the decision that allowed the lease.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from tether._internal.clock import Clock
 from tether.credentials.engines import Engines, role_of
@@ -86,7 +90,8 @@ class Injector:
             )
             lease = issued.lease
             ttl = (lease.expires_at - lease.created_at).total_seconds()
-            held = _Held(lease_id=lease.id, ttl=ttl, value=issued.credential.secret)
+            value = _sendable(issued.credential.secret, issued.credential.details)
+            held = _Held(lease_id=lease.id, ttl=ttl, value=value)
             self._held[key] = held
             if len(self._held) > MAX_KEPT:  # the oldest first: dicts keep insertion order
                 del self._held[next(iter(self._held))]
@@ -116,3 +121,18 @@ class Injector:
             raise Forbidden(f"engine {injection.engine!r} handed out no value to inject")
         value = engine.reveal(lease=lease, role=role_of(config, injection.role), now=now)
         return Injected(value=value, lease_id=lease.id)
+
+
+#: What a database login's details name (see ``PostgresEngine.create``).
+_LOGIN = ("username", "host", "port", "database")
+
+
+def _sendable(secret: str | None, details: Mapping[str, object]) -> str | None:
+    """The value sent upstream: the secret, or for a database login a connection URI with it
+    (every part percent-encoded: a password may hold ``@``, ``/`` or ``:``)."""
+    if secret is None or not all(key in details for key in _LOGIN):
+        return secret
+    user, port, database = (quote(str(details[key]), safe="") for key in _LOGIN if key != "host")
+    host = str(details["host"])
+    host = f"[{host}]" if ":" in host else quote(host, safe="")  # an IPv6 address in brackets
+    return f"postgresql://{user}:{quote(secret, safe='')}@{host}:{port}/{database}"
