@@ -2,9 +2,9 @@
 markup — ``policy show``/``diff``/``schema``/``validate``/``replay``, ``audit trace`` and
 ``demo``.
 
-Each command runs against a fake ``Api`` (``demo`` against a fake server over
-``httpx.MockTransport``) and prints through a real rich console into a buffer, which holds
-exactly what the terminal (or a pipe) would get.
+Each command runs against a fake ``Api`` (``demo``'s lines are printed through its ``Show``) and
+prints through a real rich console into a buffer, which holds exactly what the terminal (or a
+pipe) would get.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import typer
 from rich.console import Console
 
 from tether.cli import output
-from tether.cli.commands import audit, demo, policy
+from tether.cli.commands import audit, policy
+from tether.cli.demo._show import DemoFailed, Show
 from tether.cli.exit_codes import INVALID_INPUT
 from tether.cli.output import Output
 
@@ -57,7 +57,7 @@ def _console(monkeypatch: pytest.MonkeyPatch, *, force_terminal: bool) -> Consol
         width=240,
         color_system="truecolor" if force_terminal else None,
     )
-    for module in (output, policy, audit, demo):
+    for module in (output, policy, audit):
         monkeypatch.setattr(module, "console", console)
     return console
 
@@ -337,77 +337,31 @@ def test_audit_trace_json_output_is_unchanged(
 def test_demo_failure_with_terminal_escapes_is_shown_not_executed(
     terminal: Console, attack: tuple[str, str, str]
 ) -> None:
-    value = attack[0]
-    with pytest.raises(demo.DemoFailed) as failed:
-        demo._expect(httpx.Response(500, text=value), 201, "registered agent faq-bot")
-    demo._failed(failed.value)
+    Show(terminal).failed(DemoFailed(f"registering faq-bot: HTTP 500 {attack[0]}"))
     out = printed(terminal)
     assert_shown_not_executed(out, attack, 1)
-    assert "registered agent faq-bot: HTTP 500 " in out
+    assert "registering faq-bot: HTTP 500 " in out
 
 
 def test_demo_failure_prints_brackets_literally(plain: Console) -> None:
-    demo._failed(demo.DemoFailed("applied a policy: HTTP 400 [red]bad[/] [allow]"))
-    assert printed(plain) == "demo failed: applied a policy: HTTP 400 [red]bad[/] [allow]\n"
-
-
-def fake_server(value: str) -> httpx.MockTransport:
-    """The answers ``demo._decisions`` reads, each carrying ``value`` where the server's words
-    are printed."""
-    revoked = False
-    details = {"decision_id": value, "effect": "allow", "resource": value}
-    record = {"id": "rec_1", "details": details}
-
-    def handle(request: httpx.Request) -> httpx.Response:  # noqa: PLR0911 - one answer a path
-        nonlocal revoked
-        path = request.url.path
-        if path == "/v1/policies":
-            return httpx.Response(201, json={"version": value})
-        if path == "/v1/svid/revocations":
-            revoked = True
-            return httpx.Response(201, json={})
-        if path == "/access/v1/evaluation":
-            tool = json.loads(request.content)["resource"]["id"]
-            allowed = tool == "search_faq" and not revoked
-            context = {"id": value, "policy_ids": [value], "reasons": [value]}
-            return httpx.Response(200, json={"decision": allowed, "context": context})
-        if path == "/v1/audit":
-            return httpx.Response(200, json={"records": [record] * 3})
-        if path == "/v1/audit/records/rec_1/proof":
-            return httpx.Response(200, json={"index": 0, "log": value, "size": 3})
-        if path == "/v1/audit/key":
-            return httpx.Response(200, json={"verifier_key": "acme.org/audit+00+key"})
-        if path == "/v1/audit/verify":
-            return httpx.Response(200, json={"ok": True, "logs": [{"size": 3}]})
-        return httpx.Response(404)
-
-    return httpx.MockTransport(handle)
+    Show(plain).failed(DemoFailed("the policies: HTTP 400 [red]bad[/] [allow]"))
+    assert printed(plain) == "demo failed: the policies: HTTP 400 [red]bad[/] [allow]\n"
 
 
 @ATTACK_PARAMS
 def test_demo_steps_with_terminal_escapes_are_shown_not_executed(
-    monkeypatch: pytest.MonkeyPatch, terminal: Console, attack: tuple[str, str, str]
+    terminal: Console, attack: tuple[str, str, str]
 ) -> None:
-    monkeypatch.setattr(demo, "verify_bundle", lambda bundle, verifier_key: None)
-    with httpx.Client(base_url="http://demo.test", transport=fake_server(attack[0])) as ops:
-        demo._decisions(ops, "token")
-    out = printed(terminal)
-    # version, decision id, two reasons, 3 × (decision id, resource), log; the policy ids are
-    # a list, printed as Python writes one (every control character escaped: ``\x1b``).
-    assert_shown_not_executed(out, attack, 11)
+    # What the servers answer (a tool's text, a reason, a trace) reaches every kind of line.
+    show = Show(terminal)
+    show.ok(f"the approved call runs: {attack[0]}")
+    show.say(f"  {attack[0]}")
+    show.step(f"MCP server {attack[0]}")
+    assert_shown_not_executed(printed(terminal), attack, 3)
 
 
-def test_demo_steps_print_brackets_literally(
-    monkeypatch: pytest.MonkeyPatch, plain: Console
-) -> None:
-    monkeypatch.setattr(demo, "verify_bundle", lambda bundle, verifier_key: None)
-    with httpx.Client(base_url="http://demo.test", transport=fake_server("[red]x[/]")) as ops:
-        demo._decisions(ops, "token")
-    lines = printed(plain).splitlines()
-    assert lines[:4] == [
-        "✔ applied a policy",
-        "  version [red]x[/]: faq-bot may call the tools of support-kb",
-        "✔ search_faq is allowed by ['[red]x[/]'] (decision [red]x[/], recorded before the answer)",
-        "✔ drop_tables (of admin-db) is denied: [red]x[/]",
-    ]
-    assert "  [red]x[/] allow [red]x[/]" in lines
+def test_demo_steps_print_brackets_literally(plain: Console) -> None:
+    show = Show(plain)
+    show.ok("refused: [red]x[/]")
+    show.say("  [bold]y[/]")
+    assert printed(plain).splitlines() == ["✔ refused: [red]x[/]", "  [bold]y[/]"]
