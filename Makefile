@@ -27,8 +27,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The demo's data source is a throwaway PostgreSQL cluster from Debian's server binaries.
 demo: $(STAMP)
-	$(BIN)/tether demo
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing Debian's postgresql (the demo's data source)"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+	$(BIN)/tether demo --approve
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(SRC)
