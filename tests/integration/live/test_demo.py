@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tether.cli.demo._people import Phone
@@ -114,3 +116,32 @@ def test_a_transfer_alice_refuses_in_her_inbox_fails_the_demo(tmp_path: Path) ->
     assert "the approved call runs" not in out
     assert "demo passed" not in out
     assert list(tmp_path.iterdir()) == [], "a failed demo left its data source or data behind"
+
+
+def test_a_demo_stopped_by_sigterm_while_serving_leaves_nothing_running(tmp_path: Path) -> None:
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "tether", "demo", "--approve", "--serve"],
+        env=_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    assert demo.stdout is not None
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + DEMO_TIMEOUT
+        while not lines or "press Ctrl-C to stop" not in lines[-1]:
+            line = demo.stdout.readline()
+            assert line, "".join(lines)
+            assert time.monotonic() < deadline, "".join(lines)
+            lines.append(line)
+        serving = re.search(r"export TETHER_ADDR=(\S+)", "".join(lines))
+        assert serving is not None, "".join(lines)
+        assert httpx.get(f"{serving.group(1)}/readyz", timeout=5).status_code == 200
+        demo.send_signal(signal.SIGTERM)
+        demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{serving.group(1)}/readyz", timeout=2)
+    assert list(tmp_path.iterdir()) == [], "the stopped demo left its data source or data behind"

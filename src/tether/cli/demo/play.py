@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -34,10 +35,22 @@ __all__ = ["run"]
 CASES = (("1", "faq-bot"), ("2", "assistant"), ("3", "bank-agent"))
 
 
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP: the demo stops, and its stage with it."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stopped(signal.Signals(signum).name)
+
+
 def run(*, approve: bool, serve: bool, port: int = 0, show: Show | None = None) -> int:
-    """Play the demo; 0 if every step behaved, 1 otherwise (why is printed)."""
+    """Play the demo; 0 if every step behaved, 1 otherwise (why is printed). Stopped by a
+    signal (Ctrl-C, SIGTERM, SIGHUP), it tears its stage down all the same: no data source or
+    server is left running."""
     show = show or Show()
     show.rule("Tether demo: the three use cases")
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop)
     try:
         with contextlib.ExitStack() as stack:
             with show.waiting("starting PostgreSQL, Tether and three MCP servers"):
@@ -46,6 +59,9 @@ def run(*, approve: bool, serve: bool, port: int = 0, show: Show | None = None) 
     except StageFailed as exc:
         show.failed(exc)
         return 1
+    except (KeyboardInterrupt, _Stopped) as exc:
+        show.failed(f"stopped ({exc or 'Ctrl-C'}); everything it started is stopped too")
+        return 130 if isinstance(exc, KeyboardInterrupt) else 143
 
 
 def _on_stage(stage: Stage, show: Show, *, approve: bool, serve: bool) -> int:
@@ -176,5 +192,5 @@ def _keep_serving(stage: Stage, show: Show, password: str) -> None:
         while not (gone := stage.exited()):
             time.sleep(1)
         show.failed(f"{', '.join(gone)} stopped")
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, _Stopped):
+        show.say("stopping")
