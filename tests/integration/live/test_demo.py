@@ -56,7 +56,7 @@ def test_the_demo_plays_the_three_use_cases_and_exits_zero(tmp_path: Path) -> No
         '"What are your business hours?" → "Monday to Friday, 9:00 to 17:00',
         "the support server read the FAQ as tether_lea_",
         "no token reached the server, only the role",
-        "the lease expired on time and the reaper dropped tether_lea_",
+        "the lease expired at the end of its TTL, not before, and the reaper dropped tether_lea_",
         # 2: for alice, with her consent; never bob's account
         "alice signs in and consents on Tether's page: Allow assistant to act for you?",
         "token exchange (RFC 8693): sub alice, act spiffe://",

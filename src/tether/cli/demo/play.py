@@ -70,7 +70,7 @@ def _on_stage(stage: Stage, show: Show, *, approve: bool, serve: bool) -> int:
     try:
         _play(play)
         _finale(stage, show)
-    except (DemoFailed, PeopleFailed) as exc:
+    except (DemoFailed, PeopleFailed, httpx.TransportError) as exc:
         show.failed(exc)
         show.say(f"Tether's log, last lines:\n{stage.tail('tether')}")
         return 1
@@ -159,7 +159,8 @@ def _finale(stage: Stage, show: Show) -> None:
     if not logs or not all(log["ok"] for log in logs):
         raise DemoFailed("the audit log does not verify")
     show.ok("the audit log verifies: hash chain, Merkle tree, every checkpoint's signature")
-    approved = [r for r in records if r["details"].get("approval_id")]
+    approved = [r for r in records if r["details"].get("approval_id")
+                and r["details"].get("effect") == "allow"]  # fmt: skip
     if not approved:
         raise DemoFailed("the approved transfer's decision is not on record")
     _prove(stage, show, approved[-1]["id"], key.json()["verifier_key"])
