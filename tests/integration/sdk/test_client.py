@@ -6,6 +6,7 @@ the delegated token it exchanged for."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -185,6 +186,16 @@ async def test_an_async_lease_block_is_revoked_on_exit_and_an_unreachable_server
     async with gone:
         with pytest.raises(CheckUnavailable):
             await gone.check("call_tool", SEARCH)
+
+
+async def test_leaving_an_async_client_right_after_a_token_fetch_returns(setup: Setup) -> None:
+    # The fetch wakes the background keeper just as leaving cancels it; on Python 3.11,
+    # asyncio.wait_for could swallow that cancel, and leaving the block never returned.
+    for _ in range(20):
+        client = await setup.async_client().__aenter__()  # `async with`, its end awaited apart
+        await client.token()
+        async with asyncio.timeout(30):  # a bound for the test, not a figure
+            await client.__aexit__(None, None, None)
 
 
 def test_a_guarded_call_with_no_client_in_context_is_denied() -> None:

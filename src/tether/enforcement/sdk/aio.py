@@ -88,10 +88,11 @@ class AsyncClient(Base):
     async def aclose(self) -> None:
         """Stop renewing, revoke every lease still open, forget the token, close HTTP."""
         if self._keeper is not None:
-            self._keeper.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._keeper
-            self._keeper = None
+            keeper, self._keeper = self._keeper, None
+            keeper.cancel()
+            # Wait for it to end without taking its CancelledError for our own: a cancel of
+            # the caller (a timeout around the block) still reaches the caller.
+            await asyncio.wait({keeper})
         for lease_id in list(self.leases):
             await self._end_lease(lease_id, reason="the work ended")
         self.drop_tokens()
@@ -206,8 +207,12 @@ class AsyncClient(Base):
         while True:
             wait = self.schedule.next_wake(time.monotonic())
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for returns when the event
+            # is set just as the keeper is cancelled, swallowing the cancel (CPython
+            # gh-86296), and leaving the client's block then never returned.
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
             for key in self.schedule.due(time.monotonic()):
                 await self._renew(key)
 
