@@ -96,10 +96,13 @@ def test_a_transfer_alice_refuses_in_her_inbox_fails_the_demo(tmp_path: Path) ->
             line = demo.stdout.readline()
             assert line, "the demo ended before asking alice:\n" + "".join(lines)
             lines.append(line)
-            asked = re.search(r"open (http://127\.0\.0\.1:\d+)/console/approvals, sign in as "
-                              r"alice \(password (\S+)\)", line)  # fmt: skip
+            asked = re.search(r"open ((http://127\.0\.0\.1:\d+)/console/me/approvals), sign in "
+                              r"as alice \(password (\S+)\)", line)  # fmt: skip
         assert asked is not None, "".join(lines)
-        phone = Phone(asked.group(1), "alice", asked.group(2))
+        # The page it names is her inbox (signed out: the console sends her to sign in first).
+        inbox = httpx.get(asked.group(1), timeout=10)
+        assert inbox.status_code in (200, 303), inbox.status_code
+        phone = Phone(asked.group(2), "alice", asked.group(3))
         try:
             [pending] = phone.inbox()
             phone.answer(pending["id"], "deny")

@@ -424,7 +424,7 @@ class Play:
             phone.answer(request["id"], "approve")
             self.show.ok("alice approves (--approve: her phone answers for her)")
             return
-        self.show.say(f"  alice: open {self.stage.addr}/console/approvals, sign in as alice "
+        self.show.say(f"  alice: open {self.stage.addr}/console/me/approvals, sign in as alice "
                       f"(password {self.password}) and approve or deny it")  # fmt: skip
         with self.show.waiting("waiting for alice's answer in the console"):
             self._wait(lambda: phone.show(request["id"])["state"] != "pending", INTERACTIVE_WAIT)
