@@ -20,16 +20,21 @@ from tether.crypto.kek import KeyEncryptionKey
 from tether.crypto.keyring import KeyRing
 from tether.store.memory import MemoryStore
 
-NOW = datetime.now(UTC)
 ISSUER = "http://127.0.0.1:8200"
 HOLDER = "spiffe://acme.org/agent/assistant/i/pod-1"
 ACCOUNTS = "urn:tether-demo:accounts"
 
 
+def _now() -> datetime:
+    """Now, when asked: the tokens live a minute, and a suite may run for an hour."""
+    return datetime.now(UTC)
+
+
 @pytest.fixture
 async def keyring() -> KeyRing:
-    return await KeyRing.open(persistence=MemoryStore(), kek=KeyEncryptionKey.generate(), now=NOW,
-                              trust_domain="acme.org", signing_key_max_age=timedelta(days=30),
+    return await KeyRing.open(persistence=MemoryStore(), kek=KeyEncryptionKey.generate(),
+                              now=_now(), trust_domain="acme.org",
+                              signing_key_max_age=timedelta(days=30),
                               token_max_ttl=timedelta(seconds=300))  # fmt: skip
 
 
@@ -37,11 +42,11 @@ async def _minted(keyring: KeyRing, *, audience: str = ACCOUNTS, user: str | Non
     """A downstream token, as the gateway injects it: Tether's engine, a lease of 60 s."""
     role = RoleTemplate(name="reader", default_ttl=60, max_ttl=300, options={"audience": audience})
     config = EngineConfig(name="accounts-api", kind="token", settings={}, roles={"reader": role},
-                          created_at=NOW, created_by="root", updated_at=NOW)  # fmt: skip
-    engine = await open_token_engine(config, None, keyring=keyring, clock=FixedClock(NOW),
+                          created_at=_now(), created_by="root", updated_at=_now())  # fmt: skip
+    engine = await open_token_engine(config, None, keyring=keyring, clock=FixedClock(_now()),
                                      issuer=ISSUER, reserved_audiences=frozenset({ISSUER}),
                                      max_ttl=300)  # fmt: skip
-    expires = NOW + timedelta(seconds=60)
+    expires = _now() + timedelta(seconds=60)
     issued = await engine.create(credential="lea_1", role=role, expires_at=expires,
                                  holder=HOLDER, user=user)  # fmt: skip
     assert issued.secret is not None
@@ -49,7 +54,7 @@ async def _minted(keyring: KeyRing, *, audience: str = ACCOUNTS, user: str | Non
 
 
 def _verifier(keyring: KeyRing, audience: str = ACCOUNTS) -> TokenVerifier:
-    keys = KeySet.import_key_set(keyring.jwks(now=NOW))  # type: ignore[arg-type]
+    keys = KeySet.import_key_set(keyring.jwks(now=_now()))  # type: ignore[arg-type]
     # The JWKS address is never reached: an unknown key is refetched from a port no one holds.
     return TokenVerifier(keys=keys, jwks_url="http://127.0.0.1:9/jwks", issuer=ISSUER,
                          audience=audience)  # fmt: skip
@@ -79,8 +84,9 @@ async def test_a_token_minted_for_another_server_is_refused(keyring: KeyRing) ->
 
 async def test_the_agents_own_identity_token_is_refused(keyring: KeyRing) -> None:
     # A JWT-SVID passed through (typ JWT), even signed by Tether's key for this audience.
+    now = int(_now().timestamp())
     svid = keyring.signer.sign_jwt({"iss": ISSUER, "sub": "alice", "aud": ACCOUNTS,
-                                    "iat": int(NOW.timestamp()), "exp": int(NOW.timestamp()) + 60,
+                                    "iat": now, "exp": now + 60,
                                     "jti": "j", "client_id": "c", "act": {"sub": HOLDER}},
                                    typ="JWT")  # fmt: skip
     with pytest.raises(ToolError, match="its typ is not at\\+jwt"):
@@ -98,8 +104,8 @@ async def test_a_token_whose_subject_was_swapped_for_bob_is_refused(keyring: Key
 
 async def test_a_token_signed_by_a_key_not_in_tethers_jwks_is_refused(keyring: KeyRing) -> None:
     stranger = ECKey.generate_key("P-256", parameters={"kid": "stranger"})
-    claims = {"iss": ISSUER, "sub": "alice", "aud": ACCOUNTS, "iat": int(NOW.timestamp()),
-              "exp": int(NOW.timestamp()) + 60, "jti": "j", "client_id": "c",
+    claims = {"iss": ISSUER, "sub": "alice", "aud": ACCOUNTS, "iat": int(_now().timestamp()),
+              "exp": int(_now().timestamp()) + 60, "jti": "j", "client_id": "c",
               "act": {"sub": HOLDER}}  # fmt: skip
     token = jose_jwt.encode({"alg": "ES256", "typ": "at+jwt", "kid": "stranger"}, claims, stranger)
     with pytest.raises(ToolError, match="not in Tether's JWKS"):
