@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["SUPERUSER", "ClusterUnavailable", "ThrowawayCluster", "server_binaries"]
+__all__ = ["SUPERUSER", "ClusterUnavailable", "ThrowawayCluster", "free_port", "server_binaries"]
 
 SUPERUSER = "postgres"
 
@@ -49,7 +49,8 @@ def _major_version(initdb: str) -> int:
     return int(name) if name.isdigit() else 0
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port no one listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -102,7 +103,7 @@ class ThrowawayCluster:
         directory = _prepare_dir(password)
         cluster = cls(
             host="127.0.0.1",
-            port=_free_port(),
+            port=free_port(),
             password=password,
             directory=directory,
             pgbin=pgbin,

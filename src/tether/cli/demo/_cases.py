@@ -19,10 +19,9 @@ Every step checks what it expects and raises :class:`DemoFailed` otherwise.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +36,7 @@ from mcp_types import RequestParamsMeta
 import tether
 from tether._internal.ids import new_secret
 from tether.crypto.assertion import generate_agent_key
+from tether.crypto.jwt import UnverifiedToken
 
 from ._people import Browser, Phone
 from ._show import DemoFailed, Show
@@ -117,13 +117,9 @@ def _text(result: Any) -> str:
     return "".join(getattr(part, "text", "") for part in result.content)
 
 
-def _claims(token: str) -> dict[str, Any]:
+def _claims(token: str) -> Mapping[str, Any]:
     """A JWT's claims, read (not verified: Tether and the gateway verify; this only shows)."""
-    payload = token.split(".")[1]
-    found: dict[str, Any] = json.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
-    return found
+    return UnverifiedToken.parse(token).claims
 
 
 @dataclass

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import psycopg
 from psycopg import sql
 
 from tether._internal.ids import new_secret
-from tether._internal.pgcluster import ClusterUnavailable, ThrowawayCluster
+from tether._internal.pgcluster import ClusterUnavailable, ThrowawayCluster, free_port
 
 __all__ = ["DATABASE", "FAQ", "FAQ_GROUP", "Stage", "StageFailed", "start_stage"]
 
@@ -127,13 +126,6 @@ class Stage:
                 raise StageFailed(f"{name} did not answer within {READY_WITHIN:.0f} s:\n"
                                   + self.tail(name))  # fmt: skip
             time.sleep(0.1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
