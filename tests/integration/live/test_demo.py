@@ -5,6 +5,7 @@ the transfer in her inbox."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -81,24 +82,41 @@ def test_the_demo_plays_the_three_use_cases_and_exits_zero(tmp_path: Path) -> No
     assert list(tmp_path.iterdir()) == [], "the demo left its data source or data behind"
 
 
-def test_a_transfer_alice_refuses_in_her_inbox_fails_the_demo(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _running_demo(tmp_path: Path, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """``tether demo ARGS`` running, its output readable line by line; killed if still
+    running when the block ends."""
     demo = subprocess.Popen(
-        [sys.executable, "-m", "tether", "demo"],
+        [sys.executable, "-m", "tether", "demo", *args],
         env=_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True,
     )  # fmt: skip
-    assert demo.stdout is not None
-    lines: list[str] = []
     try:
-        deadline = time.monotonic() + DEMO_TIMEOUT
-        asked = None
-        while asked is None and time.monotonic() < deadline:
-            line = demo.stdout.readline()
-            assert line, "the demo ended before asking alice:\n" + "".join(lines)
-            lines.append(line)
-            asked = re.search(r"open ((http://127\.0\.0\.1:\d+)/console/me/approvals), sign in "
-                              r"as alice \(password (\S+)\)", line)  # fmt: skip
-        assert asked is not None, "".join(lines)
+        yield demo
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+
+
+def _read_until(demo: subprocess.Popen[str], lines: list[str], pattern: str) -> re.Match[str]:
+    """Read the demo's lines (kept in ``lines``) until one matches ``pattern``."""
+    assert demo.stdout is not None
+    deadline = time.monotonic() + DEMO_TIMEOUT
+    while True:
+        line = demo.stdout.readline()
+        assert line, "the demo ended before saying it:\n" + "".join(lines)
+        assert time.monotonic() < deadline, "".join(lines)
+        lines.append(line)
+        if found := re.search(pattern, line):
+            return found
+
+
+def test_a_transfer_alice_refuses_in_her_inbox_fails_the_demo(tmp_path: Path) -> None:
+    lines: list[str] = []
+    with _running_demo(tmp_path) as demo:
+        asked = _read_until(demo, lines, r"open ((http://127\.0\.0\.1:\d+)/console/me/approvals), "
+                                         r"sign in as alice \(password (\S+)\)")  # fmt: skip
         # The page it names is her inbox (signed out: the console sends her to sign in first).
         inbox = httpx.get(asked.group(1), timeout=10)
         assert inbox.status_code in (200, 303), inbox.status_code
@@ -109,10 +127,6 @@ def test_a_transfer_alice_refuses_in_her_inbox_fails_the_demo(tmp_path: Path) ->
         finally:
             phone.close()
         rest, _ = demo.communicate(timeout=120)
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
     out = "".join(lines) + rest
     assert demo.returncode == 1, out
     assert "demo failed: alice did not approve the transfer (denied)" in out
@@ -122,29 +136,14 @@ def test_a_transfer_alice_refuses_in_her_inbox_fails_the_demo(tmp_path: Path) ->
 
 
 def test_a_demo_stopped_by_sigterm_while_serving_leaves_nothing_running(tmp_path: Path) -> None:
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "tether", "demo", "--approve", "--serve"],
-        env=_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True,
-    )  # fmt: skip
-    assert demo.stdout is not None
     lines: list[str] = []
-    try:
-        deadline = time.monotonic() + DEMO_TIMEOUT
-        while not lines or "press Ctrl-C to stop" not in lines[-1]:
-            line = demo.stdout.readline()
-            assert line, "".join(lines)
-            assert time.monotonic() < deadline, "".join(lines)
-            lines.append(line)
+    with _running_demo(tmp_path, "--approve", "--serve") as demo:
+        _read_until(demo, lines, "press Ctrl-C to stop")
         serving = re.search(r"export TETHER_ADDR=(\S+)", "".join(lines))
         assert serving is not None, "".join(lines)
         assert httpx.get(f"{serving.group(1)}/readyz", timeout=5).status_code == 200
         demo.send_signal(signal.SIGTERM)
         demo.communicate(timeout=60)
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{serving.group(1)}/readyz", timeout=2)
     assert list(tmp_path.iterdir()) == [], "the stopped demo left its data source or data behind"
