@@ -336,6 +336,31 @@ async def test_revoke_terminates_open_sessions_within_a_second(
     assert db.query("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (name,)) == [(0,)]
 
 
+async def test_a_session_locking_what_its_role_owns_cannot_hold_up_revocation(
+    engine: PostgresEngine, db: Db
+) -> None:
+    """The role and what it owns are dropped in one transaction, which cannot take a lock a
+    session of the role holds: revocation then ends the sessions first, and still completes."""
+    with db.admin() as conn:
+        conn.execute("CREATE SCHEMA work")
+        conn.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA work TO {}").format(_ident(db.group)))
+    name = engine.credential_name(db.lease_id())
+    issued = await engine.create(credential=name, role=db.template(), expires_at=_soon())
+    holder = await db.login(name, issued.secret)
+    await holder.execute("CREATE TABLE work.mine (x int)")
+    await holder.set_autocommit(False)
+    await holder.execute("LOCK TABLE work.mine IN ACCESS EXCLUSIVE MODE")
+    try:
+        await asyncio.wait_for(engine.revoke(credential=name, role=db.template()), 10)
+        with pytest.raises(psycopg.OperationalError):
+            await holder.execute("SELECT 1")
+    finally:
+        await holder.close()
+    assert db.query("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)) == []
+    owner = db.query("SELECT tableowner FROM pg_tables WHERE tablename = 'mine'")
+    assert owner == [(db.cluster.user,)]
+
+
 async def test_role_that_owns_objects_in_every_database_is_still_dropped(
     db: Db, pg_cluster: PgCluster
 ) -> None:
