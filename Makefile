@@ -52,7 +52,7 @@ docs: $(STAMP)  # not --quiet: it hides the warnings --strict counts
 	$(BIN)/mkdocs build --strict
 
 test: lint typecheck contracts docs
-	$(BIN)/pytest -q --cov --cov-report=term
+	$(BIN)/pytest -q --cov --cov-report=term --durations=25
 
 # The benches' peers and load generator: regopy (the `bench` extra) in the venv, the Cerbos PDP
 # (a static binary in an npm package) in .bench-peers/ (gitignored), wrk from Debian.
