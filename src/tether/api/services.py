@@ -11,43 +11,36 @@ the hot-path state: revoked agent tokens and the active policy version.
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
-from pathlib import Path
 from typing import TypeGuard, TypeVar
 
 import structlog
 
 from tether._internal.clock import Clock, SystemClock
+from tether.api import _core
 from tether.api._credentials import credential_services
 from tether.api._delegation import Delegation, access_tokens, delegation_services
 from tether.api._freshness import Freshness
 from tether.api._mcp import McpServices, mcp_services
 from tether.api._monitor import monitor_service
 from tether.audit.log import AuditLog
-from tether.audit.records import AuditRecord
 from tether.audit.redact import Redactor
-from tether.audit.sink import AuditSink
 from tether.checkpoint import Checkpoint
 from tether.config import Settings
 from tether.credentials.engines import Engines
 from tether.credentials.leases import Leases
 from tether.credentials.revocation import Revoker
-from tether.crypto.kek import KeyEncryptionKey
-from tether.crypto.keyring import KeyRing, KeyRingChange
+from tether.crypto.keyring import KeyRing
 from tether.delegation.approval_gate import ApprovalGate
 from tether.errors import Error
-from tether.identity.access import Actor
 from tether.identity.client_auth import ClientAuthenticator
 from tether.identity.directory import AgentDirectory
 from tether.identity.operators import OperatorTokens
 from tether.identity.registry import Registry
 from tether.identity.revocations import RevocationList
 from tether.identity.svid import VERIFY_LEEWAY, SvidIssuer
-from tether.monitor.events import Event, EventStream, change_event
+from tether.monitor.events import Event, EventStream
 from tether.monitor.service import Monitor
 from tether.policy._cedar import CedarEngine
 from tether.policy.service import PolicySets
@@ -63,7 +56,6 @@ from tether.store.sql.changes import (
     ChangeListener,
     topics,
 )
-from tether.store.witness import witnesses_from
 
 __all__ = ["Services"]
 
@@ -131,10 +123,10 @@ class Services:
     @classmethod
     async def _wire(cls, settings: Settings, clock: Clock, store: Store, depth: int) -> Services:
         events = EventStream()
-        kek = _kek(settings)
-        keyring = await _keyring(settings, clock, store, kek)
-        audit = await _audit_log(settings, clock, store, keyring, events, depth=depth)
-        await _audit_key_changes(audit, clock, keyring.changes)
+        kek = _core.kek(settings)
+        keyring = await _core.keyring(settings, clock, store, kek)
+        audit = await _core.audit_log(settings, clock, store, keyring, events, depth=depth)
+        await _core.audit_key_changes(audit, clock, keyring.changes)
         operators = OperatorTokens(store=store, audit=audit, clock=clock,
                                    default_ttl=settings.operator_token_ttl_seconds)  # fmt: skip
         new_root = await operators.ensure_root(settings.root_token)
@@ -145,8 +137,8 @@ class Services:
             store, clock=clock, max_token_lifetime=settings.token_max_ttl_seconds,
             leeway=VERIFY_LEEWAY,
         )  # fmt: skip
-        svids = _svids(settings, clock, store, audit, keyring, directory, revocations)
-        redactor = Redactor(kek.derive(AUDIT_HMAC_PURPOSE))
+        svids = _core.svids(settings, clock, store, audit, keyring, directory, revocations)
+        redactor = Redactor(kek.derive(_core.AUDIT_HMAC_PURPOSE))
         tokens, grants = access_tokens(settings, clock, store, audit, keyring=keyring,
                                        revocations=revocations)  # fmt: skip
         shared = _shared(store)
@@ -181,7 +173,7 @@ class Services:
         services = cls(
             settings=settings, clock=clock, store=store, audit=audit, keyring=keyring,
             registry=registry, operators=operators,
-            client_auth=_client_auth(settings, clock, store, audit), svids=svids,
+            client_auth=_core.client_auth(settings, clock, store, audit), svids=svids,
             revocations=revocations, policies=policies, checkpoint=checkpoint, events=events,
             directory=directory, redactor=redactor, engines=engines, leases=leases,
             revoker=revoker, delegation=delegation, mcp=mcp, monitor=monitor,
@@ -195,7 +187,7 @@ class Services:
         replicas made), put in force a policy version another replica applied, and forget
         single-use values and token revocations that have expired."""
         now = self.clock.now()
-        await _audit_key_changes(self.audit, self.clock, await self.keyring.refresh(now=now))
+        await _core.audit_key_changes(self.audit, self.clock, await self.keyring.refresh(now=now))
         await self.policies.refresh()
         await self.store.purge_replay_keys(before=now)
         await self.revocations.purge()
@@ -384,135 +376,3 @@ async def _every(seconds: float, work: Callable[[], Awaitable[None]], event: str
             log.warning(event, code=exc.code, error=exc.message)
         except Exception as exc:  # logged with its traceback; the loop goes on
             log.exception(event, code="internal_error", error=type(exc).__name__)
-
-
-async def _keyring(
-    settings: Settings, clock: Clock, store: Store, kek: KeyEncryptionKey
-) -> KeyRing:
-    """The key ring, its first keys created or due keys rotated (audited by the caller, once
-    the audit log, which signs with one of them, is open)."""
-    return await KeyRing.open(
-        persistence=store,
-        kek=kek,
-        now=clock.now(),
-        trust_domain=settings.trust_domain,
-        signing_key_max_age=timedelta(days=settings.signing_key_max_age_days),
-        token_max_ttl=timedelta(seconds=settings.token_max_ttl_seconds),
-    )
-
-
-async def _audit_log(
-    settings: Settings,
-    clock: Clock,
-    store: Store,
-    keyring: KeyRing,
-    events: EventStream,
-    *,
-    depth: int,
-) -> AuditLog:
-    """This replica's audit log, signed with the key ring's audit key; its problems (the
-    sink failing, a witness down, a log that does not verify) are logged and published."""
-
-    def problem(kind: str, details: Mapping[str, object]) -> None:
-        log.error(kind, **details)
-        events.publish(Event(type=kind, time=clock.now().timestamp(), data=dict(details)))
-
-    return await AuditLog(
-        store=store,
-        origin=settings.audit_origin(settings.replica_id or _replica_id(settings.data_dir)),
-        key_name=settings.audit_key_name,
-        signer=keyring.audit_signer,
-        clock=clock,
-        witnesses=witnesses_from(settings.audit_witnesses),
-        checkpoint_every=settings.audit_checkpoint_records,
-        checkpoint_seconds=settings.audit_checkpoint_seconds,
-        on_problem=problem,
-        on_change=lambda record: events.publish(change_event(record)),
-        depth=depth,
-    ).start()
-
-
-def _replica_id(data_dir: Path) -> str:
-    """The id kept in ``<data_dir>/replica-id``, made on first start."""
-    path = data_dir / "replica-id"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        replica = f"r-{secrets.token_hex(4)}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(replica + "\n")
-            file.flush()
-            os.fsync(file.fileno())
-        return replica
-
-
-def _client_auth(
-    settings: Settings, clock: Clock, store: Store, audit: AuditSink
-) -> ClientAuthenticator:
-    return ClientAuthenticator(
-        store=store,
-        audit=audit,
-        clock=clock,
-        trust_domain=settings.trust_domain,
-        audiences=frozenset(
-            {
-                settings.token_endpoint,
-                settings.issuer_url,
-                f"{settings.issuer_url}/oauth2/bc-authorize",
-            }
-        ),
-        max_lifetime=settings.assertion_max_lifetime_seconds,
-        leeway=settings.clock_skew_seconds,
-    )
-
-
-def _svids(  # noqa: PLR0917 - private, called once
-    settings: Settings,
-    clock: Clock,
-    store: Store,
-    audit: AuditSink,
-    keyring: KeyRing,
-    directory: AgentDirectory,
-    revocations: RevocationList,
-) -> SvidIssuer:
-    return SvidIssuer(
-        keyring=keyring,
-        store=store,
-        audit=audit,
-        clock=clock,
-        issuer=settings.issuer_url,
-        trust_domain=settings.trust_domain,
-        audiences=settings.audiences,
-        jwt_ttl=settings.jwt_svid_ttl_seconds,
-        x509_ttl=settings.x509_svid_ttl_seconds,
-        revocations=revocations,
-        directory=directory,
-    )
-
-
-async def _audit_key_changes(
-    audit: AuditSink, clock: Clock, changes: Sequence[KeyRingChange]
-) -> None:
-    for change in changes:
-        await audit.append(
-            AuditRecord.new(
-                type=f"keyring.key_{change.kind}",
-                actor=Actor.system().label,
-                subject=f"key:{change.kid}",
-                time=clock.now(),
-                details={"purpose": str(change.purpose), "kid": change.kid},
-            )
-        )
-
-
-#: The HKDF purpose of the audit HMAC key (derived from the key-encryption key).
-AUDIT_HMAC_PURPOSE = b"tether audit hmac v1"
-
-
-def _kek(settings: Settings) -> KeyEncryptionKey:
-    if settings.kek_b64:
-        return KeyEncryptionKey.from_b64(settings.kek_b64)
-    path = settings.data_dir / "kek"
-    os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)
-    return KeyEncryptionKey.load_or_create(path)
