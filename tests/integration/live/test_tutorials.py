@@ -1,6 +1,11 @@
-"""The FAQ-agent tutorial runs as written: its shell blocks in order in one shell, and its
-agent script as the file it names, against a throwaway PostgreSQL, with free ports instead of
-the page's 8200 and 9101, and with the answers the page says they give."""
+"""The tutorials run as written: a page's shell blocks in order in one shell, and its agent
+script as the file it names, with free ports instead of the page's, and with the answers the
+page says they give. What a person does by hand is done by the test, and said where:
+
+* the FAQ agent's PostgreSQL is a throwaway cluster (the page's ``PG*`` values are examples);
+* Alice's sign-in and consent, which the page does in a browser, are done in Debian's Chromium
+  (Playwright), which hands back the address the page says to paste.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,32 @@ from tether._internal.pgcluster import ThrowawayCluster
 
 from .conftest import free_port
 
-PAGE = Path(__file__).resolve().parents[3] / "docs" / "tutorials" / "faq-agent.md"
+PAGES = Path(__file__).resolve().parents[3] / "docs" / "tutorials"
+CHROMIUM = "/usr/bin/chromium"
+
+#: Alice at her browser: the printed sign-in address in, the address she is sent to out. It
+#: checks that the consent page shows what the page says it shows.
+ALICE = """\
+import os, sys
+from playwright.sync_api import sync_playwright
+
+ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+with sync_playwright() as p:
+    browser = p.chromium.launch(executable_path=sys.argv[2], headless=True, args=ARGS)
+    page = browser.new_page()
+    page.goto(open(sys.argv[1]).read().strip())
+    page.get_by_label("User name").fill("alice")
+    page.get_by_label("Password").fill(os.environ["ALICE_PASSWORD"])
+    page.get_by_role("button", name="Sign in").click()
+    shown = page.locator("body").inner_text()
+    for said in ("assistant", "show me my balance and recent payments", "accounts:read"):
+        assert said in shown, (said, shown)
+    callback = "http://127.0.0.1:8400/callback"
+    with page.expect_request(lambda request: request.url.startswith(callback)) as sent:
+        page.get_by_role("button", name="Allow").click()
+    print(sent.value.url)
+    browser.close()
+"""
 
 
 @pytest.fixture
@@ -28,40 +58,42 @@ def cluster() -> Iterator[ThrowawayCluster]:
         yield started
 
 
-def _blocks(kind: str) -> list[str]:
-    return re.findall(rf"```{kind}\n(.*?)```", PAGE.read_text(encoding="utf-8"), flags=re.DOTALL)
+def _blocks(page: str, kind: str) -> list[str]:
+    text = (PAGES / page).read_text(encoding="utf-8")
+    return re.findall(rf"```{kind}\n(.*?)```", text, flags=re.DOTALL)
 
 
-def _script() -> str:
-    """The page's shell blocks, in order, as one script; the trace it shows replaced by the
-    one the agent printed."""
-    where, *steps = _blocks("sh")
-    assert "export PGHOST=" in where  # set by the test: the page's values are examples
-    script = "\n".join(steps).replace("8200", str(free_port())).replace("9101", str(free_port()))
-    shown = re.findall(r"tether audit trace ([0-9a-f]{32})", script)
-    assert len(shown) == 1, shown
-    return script.replace(shown[0], "$(sed -n 's/^trace: //p' agent.out | tail -1)")
-
-
-def test_the_faq_agent_tutorial_runs_as_written_and_gets_what_it_shows(
-    cluster: ThrowawayCluster, tmp_path: Path
-) -> None:
-    [agent] = _blocks("python")
+def _agent(page: str, tmp_path: Path) -> str:
+    """The page's agent script, written where the page runs it; its file name."""
+    [agent] = _blocks(page, "python")
     name = re.match(r"# (\S+\.py):", agent)
     assert name is not None, "the agent script names its file in its first line"
     (tmp_path / name.group(1)).write_text(agent, encoding="utf-8")
-    # Each run of the agent also goes to agent.out, for the trace the page looks up after.
-    script = _script().replace(
-        f"python {name.group(1)}\n", f"python {name.group(1)} | tee -a agent.out\n"
-    )
+    return name.group(1)
+
+
+def _script(steps: list[str], agent: str, ports: tuple[str, ...]) -> str:
+    """The shell blocks as one script: free ports for the page's, each run of the agent also
+    into ``agent.out``, and the trace the page shows replaced by the one the agent printed."""
+    script = "\n".join(steps)
+    for port in ports:
+        script = script.replace(port, str(free_port()))
+    script = script.replace(f"python {agent}\n", f"python {agent} | tee -a agent.out\n")
+    shown = re.findall(r"tether audit trace ([0-9a-f]{32})", script)
+    assert len(shown) == 1, shown
+    script = script.replace(shown[0], "$(sed -n 's/^trace: //p' agent.out | tail -1)")
+    # The page stops its background jobs at the end by hand.
+    return "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n" + script
+
+
+def _run(script: str, tmp_path: Path, **extra: str) -> str:
+    """The script in bash, with ``.venv/bin`` first on ``PATH`` as the page asks; its output
+    (the test fails with the output and the servers' logs if it fails)."""
     env = {
         **os.environ,
-        "PATH": f"{Path(sys.executable).parent}:{cluster.pgbin}:{os.environ['PATH']}",
-        "PGHOST": cluster.host,
-        "PGPORT": str(cluster.port),
-        "PGUSER": "postgres",
-        "PGPASSWORD": cluster.password,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "COLUMNS": "240",
+        **extra,
     }
     for inherited in ("TETHER_ADDR", "TETHER_TOKEN", "TETHER_ROOT_TOKEN"):
         env.pop(inherited, None)
@@ -73,20 +105,77 @@ def test_the_faq_agent_tutorial_runs_as_written_and_gets_what_it_shows(
         f"\n--- {log.name}\n{log.read_text(errors='replace')[-3000:]}"
         for log in sorted(tmp_path.glob("*.log"))
     )
-    said = ran.stdout + ran.stderr + logs
-    assert ran.returncode == 0, said
-    first, second = re.findall(r"^tools: (.*)$", ran.stdout, flags=re.MULTILINE)
-    assert first == "[]", said  # held back until reviewed
-    assert second == "['search_faq']", said
-    assert "answer: Monday to Friday, 9:00 to 17:00 (CET); closed on public holidays." in said
-    assert "'bearer_seen': False" in said
-    read_as = re.search(r"'read_as': '(tether_lea_[a-z0-9]+)'", ran.stdout)
-    assert read_as is not None, said
+    assert ran.returncode == 0, ran.stdout + ran.stderr + logs
+    return ran.stdout
+
+
+def _verified_and_no_problem(out: str) -> None:
+    """``tether audit verify`` says the log verifies; ``tether posture`` lists no problem."""
+    assert re.search(r"│ True\s+│ \d+\s+│", out), out
+    assert re.search(r"┃ kind ┃ subject ┃ summary ┃\n┡[━╇]+┩\n└", out), out
+
+
+def test_the_faq_agent_tutorial_runs_as_written_and_gets_what_it_shows(
+    cluster: ThrowawayCluster, tmp_path: Path
+) -> None:
+    agent = _agent("faq-agent.md", tmp_path)
+    where, *steps = _blocks("faq-agent.md", "sh")
+    assert "export PGHOST=" in where  # set here instead: the page's values are examples
+    out = _run(
+        _script(steps, agent, ("8200", "9101")), tmp_path,
+        PATH=f"{Path(sys.executable).parent}:{cluster.pgbin}:{os.environ['PATH']}",
+        PGHOST=cluster.host, PGPORT=str(cluster.port), PGUSER="postgres",
+        PGPASSWORD=cluster.password,
+    )  # fmt: skip
+    first, second = re.findall(r"^tools: (.*)$", out, flags=re.MULTILINE)
+    assert first == "[]", out  # held back until reviewed
+    assert second == "['search_faq']", out
+    assert "answer: Monday to Friday, 9:00 to 17:00 (CET); closed on public holidays." in out
+    assert "'bearer_seen': False" in out
+    read_as = re.search(r"'read_as': '(tether_lea_[a-z0-9]+)'", out)
+    assert read_as is not None, out
     # Within the lease its role exists; after the sleep, no role of Tether's is left.
-    roles = re.findall(r"^tether_lea_[a-z0-9]+$", ran.stdout, flags=re.MULTILINE)
-    assert roles == [read_as.group(1)], said
-    assert "expired" in ran.stdout, said
+    assert re.findall(r"^tether_lea_[a-z0-9]+$", out, flags=re.MULTILINE) == [read_as.group(1)]
+    assert "expired" in out, out
     # Afterwards: the trace has the call, the log verifies, the posture lists no problem.
-    assert 'action call_tool → resource Tool::"support-kb/search_faq"' in ran.stdout, said
-    assert re.search(r"│ True\s+│ \d+\s+│", ran.stdout), said
-    assert re.search(r"┃ kind ┃ subject ┃ summary ┃\n┡[━╇]+┩\n└", ran.stdout), said
+    assert 'action call_tool → resource Tool::"support-kb/search_faq"' in out, out
+    _verified_and_no_problem(out)
+
+
+def test_the_personal_agent_tutorial_runs_as_written_and_gets_what_it_shows(
+    tmp_path: Path,
+) -> None:
+    assert Path(CHROMIUM).exists(), f"Alice's browser is Debian's chromium at {CHROMIUM}"
+    agent = _agent("personal-agent.md", tmp_path)
+    (tmp_path / "alice_at_her_browser.py").write_text(ALICE, encoding="utf-8")
+    steps = _blocks("personal-agent.md", "sh")
+    # The address the page prints for the browser goes to a file for Alice's browser, and
+    # the address the page says to paste is the one her browser was sent to.
+    printed = 'python3 - "$TETHER_ADDR" "$CHALLENGE" <<'
+    pasted = "REDIRECT='http://127.0.0.1:8400/callback?code=…&iss=…&state=alice-1'"
+    assert sum(printed in s for s in steps) == 1
+    assert sum(pasted in s for s in steps) == 1
+    steps = [
+        s.replace(printed, 'python3 - "$TETHER_ADDR" "$CHALLENGE" > authorize.url <<').replace(
+            pasted, f'REDIRECT=$(python alice_at_her_browser.py authorize.url "{CHROMIUM}")'
+        )
+        for s in steps
+    ]
+    # The last block revokes her grant and runs the agent, which the page says is refused.
+    assert steps[-1].rstrip().endswith(f"python {agent}")
+    steps[-1] = steps[-1].rstrip().removesuffix(f"python {agent}")
+    steps[-1] += f"if python {agent} > after-revoke.out 2>&1; then exit 1; fi\n"
+    out = _run(_script(steps, agent, ("8200", "9102")), tmp_path)
+    first, second = re.findall(r"^tools: (.*)$", out, flags=re.MULTILINE)
+    assert first == "[]", out  # held back until reviewed
+    assert second == "['get_account']", out
+    assert "alice: read" in out, out
+    assert "holder: Alice Martin (alice)" in out, out
+    assert "bob: refused" in out, out
+    assert "refused: this request acts for alice; bob's account is not theirs to read" in out
+    # The trace names the person, her app, the acting instance and the grant.
+    assert "user alice → app assistant-web → acting agent" in out, out
+    assert '"grant_id": "grt_' in out, out
+    _verified_and_no_problem(out)
+    refused = (tmp_path / "after-revoke.out").read_text()
+    assert "the user has given this agent no grant in force" in refused, refused
