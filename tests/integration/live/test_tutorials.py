@@ -1,10 +1,12 @@
-"""The tutorials run as written: a page's shell blocks in order in one shell, and its agent
+"""The three tutorials run as written: a page's shell blocks in order in one shell, and its agent
 script as the file it names, with free ports instead of the page's, and with the answers the
 page says they give. What a person does by hand is done by the test, and said where:
 
 * the FAQ agent's PostgreSQL is a throwaway cluster (the page's ``PG*`` values are examples);
 * Alice's sign-in and consent, which the page does in a browser, are done in Debian's Chromium
-  (Playwright), which hands back the address the page says to paste.
+  (Playwright), which hands back the address the page says to paste;
+* the transfer's second shell, where Alice approves, is a subshell, with the approval id her
+  list shows; the agent waiting for Enter meanwhile runs in the background on a pipe.
 """
 
 from __future__ import annotations
@@ -179,3 +181,70 @@ def test_the_personal_agent_tutorial_runs_as_written_and_gets_what_it_shows(
     _verified_and_no_problem(out)
     refused = (tmp_path / "after-revoke.out").read_text()
     assert "the user has given this agent no grant in force" in refused, refused
+
+
+#: The page's second shell, where Alice answers: run in a subshell of the first (its ``cd`` and
+#: environment stay there), with her real password and the id her ``tether approval list``
+#: shows instead of the page's examples.
+def _alices_shell(block: str) -> str:
+    lines = [line for line in block.splitlines() if not line.startswith("export ALICE_PASSWORD=")]
+    shown = sorted(set(re.findall(r"apr_[a-z0-9]{26}", block)))
+    assert len(shown) == 1, shown
+    pick = (
+        "APPROVAL=$(tether approval list --state pending -o json | python3 -c "
+        "'import json, sys; [a] = json.load(sys.stdin); print(a[\"id\"])')"
+    )
+    body = "\n".join(lines).replace(shown[0], "$APPROVAL")
+    body = body.replace("tether approval show", f"{pick}\ntether approval show", 1)
+    return f"(\n{body}\n)\n"
+
+
+def test_the_approved_transfer_tutorial_runs_as_written_and_gets_what_it_shows(
+    tmp_path: Path,
+) -> None:
+    assert Path(CHROMIUM).exists(), f"Alice's browser is Debian's chromium at {CHROMIUM}"
+    page = "approved-transfer.md"
+    agent = _agent(page, tmp_path)
+    (tmp_path / "alice_at_her_browser.py").write_text(ALICE.replace(
+        '("assistant", "show me my balance and recent payments", "accounts:read")',
+        '("bank-agent", "pay the people I ask you to", "payments")',
+    ), encoding="utf-8")  # fmt: skip
+    steps = _blocks(page, "sh")
+    printed = 'python3 - "$TETHER_ADDR" "$CHALLENGE" <<'
+    pasted = "REDIRECT='http://127.0.0.1:8400/callback?code=…&iss=…&state=alice-2'"
+    waiting = f"python {agent}\n# tools: ['balance', 'transfer']"
+    [alice] = [s for s in steps if "tether approval approve" in s]
+    out_of_step = [s for s in steps if s is not alice]
+    assert sum(printed in s for s in out_of_step) == 1
+    assert sum(pasted in s for s in out_of_step) == 1
+    assert sum(waiting in s for s in out_of_step) == 1
+    # The agent waits for Enter in the first shell while Alice answers in the second: here it
+    # runs in the background on a pipe, and gets its Enter once her shell is done.
+    background = (
+        f"mkfifo enter\npython {agent} < enter | tee -a agent.out &\nexec 3> enter\n"
+        "until grep -q 'press Enter once alice has answered' agent.out; do sleep 0.2; done\n"
+        "# tools: ['balance', 'transfer']"
+    )
+    steps = [
+        _alices_shell(s) + "echo >&3\nwait $!\n" if s is alice
+        else s.replace(printed, 'python3 - "$TETHER_ADDR" "$CHALLENGE" > authorize.url <<')
+        .replace(pasted, f'REDIRECT=$(python alice_at_her_browser.py authorize.url "{CHROMIUM}")')
+        .replace(waiting, background)
+        for s in steps
+    ]  # fmt: skip
+    out = _run(_script(steps, agent, ("8200", "9103")), tmp_path)
+    first, second = re.findall(r"^tools: (.*)$", out, flags=re.MULTILINE)
+    assert first == "[]", out  # held back until reviewed
+    assert second == "['balance', 'transfer']", out
+    assert "alice's balance is 2,340.50 EUR" in out, out
+    assert "approval pending: the person asked has not answered yet" in out, out
+    # She saw the exact call; the substituted one is refused; the approved one runs once.
+    assert '"arguments": {"amount": 100, "to": "bob"}' in out, out
+    assert "another call, same approval: approval refused: it was given for another call" in out
+    assert "the approved call: moved 100.00 EUR from alice to bob" in out, out
+    ledger = (tmp_path / "bank-ledger.jsonl").read_text().splitlines()
+    assert ledger == ['{"from": "alice", "to": "bob", "amount": 100.0}'], ledger
+    # The trace names her approval of the call that ran; its record is proven offline.
+    assert '"approver": "alice"' in out, out
+    assert re.search(r"proven\s+True", out), out
+    _verified_and_no_problem(out)
