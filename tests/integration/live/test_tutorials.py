@@ -117,6 +117,30 @@ def _verified_and_no_problem(out: str) -> None:
     assert re.search(r"┃ kind ┃ subject ┃ summary ┃\n┡[━╇]+┩\n└", out), out
 
 
+def _listed_after_review(out: str) -> str:
+    """The tools the agent's second run listed; its first run listed none (held back until a
+    platform admin reviewed them)."""
+    first, second = re.findall(r"^tools: (.*)$", out, flags=re.MULTILINE)
+    assert first == "[]", out
+    return str(second)
+
+
+def _alice_in_chromium(steps: list[str], state: str) -> list[str]:
+    """The steps with Alice's browser in: the address the page prints for it goes to a file
+    for her browser, and the address the page says to paste is the one she was sent to."""
+    printed = 'python3 - "$TETHER_ADDR" "$CHALLENGE" <<'
+    pasted = f"REDIRECT='http://127.0.0.1:8400/callback?code=…&iss=…&state={state}'"
+    assert sum(printed in s for s in steps) == 1
+    assert sum(pasted in s for s in steps) == 1
+    browser = f'REDIRECT=$(python alice_at_her_browser.py authorize.url "{CHROMIUM}")'
+    return [
+        s.replace(printed, 'python3 - "$TETHER_ADDR" "$CHALLENGE" > authorize.url <<').replace(
+            pasted, browser
+        )
+        for s in steps
+    ]
+
+
 def test_the_faq_agent_tutorial_runs_as_written_and_gets_what_it_shows(
     cluster: ThrowawayCluster, tmp_path: Path
 ) -> None:
@@ -129,9 +153,7 @@ def test_the_faq_agent_tutorial_runs_as_written_and_gets_what_it_shows(
         PGHOST=cluster.host, PGPORT=str(cluster.port), PGUSER="postgres",
         PGPASSWORD=cluster.password,
     )  # fmt: skip
-    first, second = re.findall(r"^tools: (.*)$", out, flags=re.MULTILINE)
-    assert first == "[]", out  # held back until reviewed
-    assert second == "['search_faq']", out
+    assert _listed_after_review(out) == "['search_faq']", out
     assert "answer: Monday to Friday, 9:00 to 17:00 (CET); closed on public holidays." in out
     assert "'bearer_seen': False" in out
     read_as = re.search(r"'read_as': '(tether_lea_[a-z0-9]+)'", out)
@@ -150,27 +172,13 @@ def test_the_personal_agent_tutorial_runs_as_written_and_gets_what_it_shows(
     assert Path(CHROMIUM).exists(), f"Alice's browser is Debian's chromium at {CHROMIUM}"
     agent = _agent("personal-agent.md", tmp_path)
     (tmp_path / "alice_at_her_browser.py").write_text(ALICE, encoding="utf-8")
-    steps = _blocks("personal-agent.md", "sh")
-    # The address the page prints for the browser goes to a file for Alice's browser, and
-    # the address the page says to paste is the one her browser was sent to.
-    printed = 'python3 - "$TETHER_ADDR" "$CHALLENGE" <<'
-    pasted = "REDIRECT='http://127.0.0.1:8400/callback?code=…&iss=…&state=alice-1'"
-    assert sum(printed in s for s in steps) == 1
-    assert sum(pasted in s for s in steps) == 1
-    steps = [
-        s.replace(printed, 'python3 - "$TETHER_ADDR" "$CHALLENGE" > authorize.url <<').replace(
-            pasted, f'REDIRECT=$(python alice_at_her_browser.py authorize.url "{CHROMIUM}")'
-        )
-        for s in steps
-    ]
+    steps = _alice_in_chromium(_blocks("personal-agent.md", "sh"), "alice-1")
     # The last block revokes her grant and runs the agent, which the page says is refused.
     assert steps[-1].rstrip().endswith(f"python {agent}")
     steps[-1] = steps[-1].rstrip().removesuffix(f"python {agent}")
     steps[-1] += f"if python {agent} > after-revoke.out 2>&1; then exit 1; fi\n"
     out = _run(_script(steps, agent, ("8200", "9102")), tmp_path)
-    first, second = re.findall(r"^tools: (.*)$", out, flags=re.MULTILINE)
-    assert first == "[]", out  # held back until reviewed
-    assert second == "['get_account']", out
+    assert _listed_after_review(out) == "['get_account']", out
     assert "alice: read" in out, out
     assert "holder: Alice Martin (alice)" in out, out
     assert "bob: refused" in out, out
@@ -209,15 +217,10 @@ def test_the_approved_transfer_tutorial_runs_as_written_and_gets_what_it_shows(
         '("assistant", "show me my balance and recent payments", "accounts:read")',
         '("bank-agent", "pay the people I ask you to", "payments")',
     ), encoding="utf-8")  # fmt: skip
-    steps = _blocks(page, "sh")
-    printed = 'python3 - "$TETHER_ADDR" "$CHALLENGE" <<'
-    pasted = "REDIRECT='http://127.0.0.1:8400/callback?code=…&iss=…&state=alice-2'"
+    steps = _alice_in_chromium(_blocks(page, "sh"), "alice-2")
     waiting = f"python {agent}\n# tools: ['balance', 'transfer']"
+    assert sum(waiting in s for s in steps) == 1
     [alice] = [s for s in steps if "tether approval approve" in s]
-    out_of_step = [s for s in steps if s is not alice]
-    assert sum(printed in s for s in out_of_step) == 1
-    assert sum(pasted in s for s in out_of_step) == 1
-    assert sum(waiting in s for s in out_of_step) == 1
     # The agent waits for Enter in the first shell while Alice answers in the second: here it
     # runs in the background on a pipe, and gets its Enter once her shell is done.
     background = (
@@ -226,16 +229,11 @@ def test_the_approved_transfer_tutorial_runs_as_written_and_gets_what_it_shows(
         "# tools: ['balance', 'transfer']"
     )
     steps = [
-        _alices_shell(s) + "echo >&3\nwait $!\n" if s is alice
-        else s.replace(printed, 'python3 - "$TETHER_ADDR" "$CHALLENGE" > authorize.url <<')
-        .replace(pasted, f'REDIRECT=$(python alice_at_her_browser.py authorize.url "{CHROMIUM}")')
-        .replace(waiting, background)
+        _alices_shell(s) + "echo >&3\nwait $!\n" if s is alice else s.replace(waiting, background)
         for s in steps
-    ]  # fmt: skip
+    ]
     out = _run(_script(steps, agent, ("8200", "9103")), tmp_path)
-    first, second = re.findall(r"^tools: (.*)$", out, flags=re.MULTILINE)
-    assert first == "[]", out  # held back until reviewed
-    assert second == "['balance', 'transfer']", out
+    assert _listed_after_review(out) == "['balance', 'transfer']", out
     assert "alice's balance is 2,340.50 EUR" in out, out
     assert "approval pending: the person asked has not answered yet" in out, out
     # She saw the exact call; the substituted one is refused; the approved one runs once.
