@@ -274,8 +274,9 @@ class PostgresEngine:
 
     async def _revoke_at_once(self, name: str) -> None:
         """Drop the role and what it owns in one transaction, then end its sessions. If one
-        outlives its termination, this raises and the lease is retried: the role is gone by
-        then, and the session has lost the group's privileges."""
+        outlives its termination (a backend stuck past the wait), this raises, and the retry
+        finds the role gone and ends the lease: that session has lost the group's privileges
+        at the commit, and the failed attempt is on record (``lease.revocation_failed``)."""
         s = self._settings
         ident = sql.Identifier(name)
         statement = _AT_ONCE.format(
