@@ -339,8 +339,8 @@ async def test_revoke_terminates_open_sessions_within_a_second(
 async def test_a_session_locking_what_its_role_owns_cannot_hold_up_revocation(
     engine: PostgresEngine, db: Db
 ) -> None:
-    """The role and what it owns are dropped in one transaction, which cannot take a lock a
-    session of the role holds: revocation then ends the sessions first, and still completes."""
+    """A session of the role holding a lock on something the role owns cannot make the drop
+    wait: its sessions are ended before what it owns is dropped."""
     with db.admin() as conn:
         conn.execute("CREATE SCHEMA work")
         conn.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA work TO {}").format(_ident(db.group)))

@@ -9,19 +9,12 @@ Why it is built this way (``shared/notes/ecosystem.md`` §5.2, ``performance.md`
 * Passwords are 32 random bytes; the server is sent only their SCRAM-SHA-256 verifier
   (RFC 7677), computed in :mod:`tether.credentials._scram` with the template's iterations.
   A plaintext ``PASSWORD`` could end up in the server's log or statistics.
-* ``VALID UNTIL`` only refuses new logins; it ends no session. Revocation with one database
-  is one round trip and one commit: ``REASSIGN OWNED``, ``DROP OWNED`` and ``DROP ROLE`` in one
-  transaction — from its commit no one logs in as the role, and its sessions have lost the
-  group's privileges — then every session of the role is terminated and waited for (the
-  backend's user id is the session user, so a session that did ``SET ROLE <group>`` is caught
-  too). PostgreSQL lets a role with open sessions be dropped, but not what it owns while a
-  session holds a lock on it: that transaction waits at most ``_QUICK_LOCK_WAIT_MS``. If the
-  server refuses it (that lock; the role owns something in a database the engine does not
-  manage), the role is as it was, and revocation goes the long way, as it always does with
-  several databases: (1) commit ``NOLOGIN``, (2) terminate the sessions and wait for them to
-  end, (3) ``REASSIGN OWNED`` and ``DROP OWNED`` in every configured database (both act in
-  the current database only), (4) drop the role, then sweep once more for a session that
-  logged in while (1) committed.
+* ``VALID UNTIL`` only refuses new logins; it ends no session. Revocation therefore (1) commits
+  ``NOLOGIN`` first, (2) terminates the role's sessions (``pg_stat_activity.usesysid`` is the
+  session user, so a session that did ``SET ROLE <group>`` is caught too) and waits for them
+  to end, (3) runs ``REASSIGN OWNED`` and ``DROP OWNED`` in every configured database (both act
+  in the current database only), (4) drops the role, then sweeps once more for a session that
+  logged in while (1) committed. Two round trips with one database, three with more.
 * ``CREATE ROLE`` and friends take no bind parameters: statements are composed with
   :mod:`psycopg.sql` (``Identifier``/``Literal``), over names checked first (here, and in
   :mod:`tether.credentials._postgres_settings` for the settings, which need no driver).
@@ -78,9 +71,6 @@ _Conn = psycopg.AsyncConnection[TupleRow]
 _LEASE_ID = re.compile(r"lea_[a-z0-9]{26}")
 #: How long revocation waits for each terminated session to end.
 _TERMINATE_WAIT_MS = 2000
-#: How long the one-transaction revocation waits for a lock (held by a session of the role on
-#: something it owns) before revocation ends the sessions first.
-_QUICK_LOCK_WAIT_MS = 100
 #: Server-side bounds, so that no statement of the engine hangs (a lock held elsewhere).
 _SERVER_OPTIONS = "-c lock_timeout=10s -c statement_timeout=30s"
 _PASSWORD_BYTES = 32
@@ -258,41 +248,6 @@ class PostgresEngine:
 
     async def revoke(self, *, credential: str, role: RoleTemplate) -> None:
         name = self._check_credential(credential)
-        s = self._settings
-        if s.databases == (s.database,):
-            try:
-                await self._revoke_at_once(name)
-            except EngineUnavailable as exc:
-                if not (exc.details or {}).get("sqlstate"):
-                    raise  # the server did not answer: the long way would not reach it either
-                # The server refused the transaction, which left the role as it was: a session
-                # holds a lock on something the role owns, or the role owns something in a
-                # database the engine does not manage. The long way blocks it first.
-            else:
-                return
-        await self._revoke_the_long_way(name)
-
-    async def _revoke_at_once(self, name: str) -> None:
-        """Drop the role and what it owns in one transaction, then end its sessions. If one
-        outlives its termination (a backend stuck past the wait), this raises, and the retry
-        finds the role gone and ends the lease: that session has lost the group's privileges
-        at the commit, and the failed attempt is on record (``lease.revocation_failed``)."""
-        s = self._settings
-        ident = sql.Identifier(name)
-        statement = _AT_ONCE.format(
-            lock_wait=sql.Literal(f"{_QUICK_LOCK_WAIT_MS}ms"),
-            name=sql.Literal(name),
-            disown=_DISOWN.format(role=ident, admin=sql.Identifier(s.admin_user)),
-            role=ident,
-            wait=sql.Literal(_TERMINATE_WAIT_MS),
-        )
-        rows = await self._run(f"drop {name!r}", statement, missing_ok=True)
-        if not rows:
-            return  # never created, or already removed
-        oid, survivors = rows[0]
-        await self._check_ended(name, oid, survivors)
-
-    async def _revoke_the_long_way(self, name: str) -> None:
         oid = await self._block(name)
         if oid is None:
             return  # never created, or already removed
@@ -318,11 +273,6 @@ class PostgresEngine:
         if not rows:
             return None  # missing, or dropped by a concurrent revocation since
         oid, survivors = rows[0]
-        await self._check_ended(name, oid, survivors)
-        return int(oid)
-
-    async def _check_ended(self, name: str, oid: int, survivors: list[int]) -> None:
-        """Raise if a session of the role is still running after being terminated."""
         # pg_terminate_backend says false for a session still running after the wait, and for
         # one that ended on its own meanwhile: tell them apart in a new snapshot.
         if survivors and (await self._run(f"check {name!r}", _RUNNING, (oid, survivors))):
@@ -331,6 +281,7 @@ class PostgresEngine:
                 "of being terminated; it can no longer log in",
                 details={"credential": name},
             )
+        return int(oid)
 
     # -- inventory ------------------------------------------------------------------------
 
@@ -364,21 +315,6 @@ _BLOCK = sql.SQL(
     "FROM pg_roles AS r WHERE r.rolname = {name}"
 )
 _DISOWN = sql.SQL("REASSIGN OWNED BY {role} TO {admin}; DROP OWNED BY {role}; ")
-#: One round trip: the role's oid kept in a session setting (set in the transaction, so it is
-#: there only if the transaction commits), what the role owns and the role dropped in one
-#: transaction that waits for no lock longer than {lock_wait}, then every session of that oid
-#: terminated and waited for; the oid and the pids not confirmed ended.
-_AT_ONCE = sql.SQL(
-    "BEGIN; SET LOCAL lock_timeout = {lock_wait}; "
-    "SELECT set_config('tether.revoking', r.oid::text, false) FROM pg_roles AS r "
-    "WHERE r.rolname = {name}; "
-    "{disown}DROP ROLE {role}; COMMIT; "
-    "SELECT o.oid, (SELECT coalesce(array_agg(s.pid) FILTER "
-    "(WHERE NOT pg_terminate_backend(s.pid, {wait})), '{{}}') "
-    "FROM (SELECT pg_stat_get_backend_pid(b) AS pid FROM pg_stat_get_backend_idset() AS b "
-    "WHERE pg_stat_get_backend_userid(b) = o.oid) AS s) "
-    "FROM (SELECT current_setting('tether.revoking')::oid AS oid) AS o"
-)
 #: One round trip: what the role owns in this database, the role, then a last sweep for a
 #: session that logged in while NOLOGIN committed.
 _DROP = sql.SQL(
