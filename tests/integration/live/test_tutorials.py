@@ -11,9 +11,11 @@ page says they give. What a person does by hand is done by the test, and said wh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,6 +29,8 @@ from .conftest import free_port
 
 PAGES = Path(__file__).resolve().parents[3] / "docs" / "tutorials"
 CHROMIUM = "/usr/bin/chromium"
+#: How long a page may run (the longest takes about 70 s).
+PAGE_TIMEOUT = 240
 
 #: Alice at her browser: the printed sign-in address in, the address she is sent to out. It
 #: checks that the consent page shows what the page says it shows.
@@ -99,16 +103,29 @@ def _run(script: str, tmp_path: Path, **extra: str) -> str:
     }
     for inherited in ("TETHER_ADDR", "TETHER_TOKEN", "TETHER_ROOT_TOKEN"):
         env.pop(inherited, None)
-    ran = subprocess.run(
+    # A session of its own, so that a page stuck past the timeout (a server that never comes
+    # up, and the page's loop waits for it) is stopped with everything it started.
+    shell = subprocess.Popen(
         ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env,
-        capture_output=True, text=True, timeout=240, check=False,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
+    out, err = "", ""
+    try:
+        out, err = shell.communicate(timeout=PAGE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        for signal_ in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(shell.pid, signal_)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                out, err = shell.communicate(timeout=5)
+                break
+        err = f"{err}\nthe page did not finish within {PAGE_TIMEOUT} s"
     logs = "".join(
         f"\n--- {log.name}\n{log.read_text(errors='replace')[-3000:]}"
         for log in sorted(tmp_path.glob("*.log"))
     )
-    assert ran.returncode == 0, ran.stdout + ran.stderr + logs
-    return ran.stdout
+    assert shell.returncode == 0, out + err + logs
+    return out
 
 
 def _verified_and_no_problem(out: str) -> None:
