@@ -15,6 +15,7 @@ import contextlib
 import os
 import re
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -23,17 +24,15 @@ from pathlib import Path
 
 import pytest
 
-from tether._internal.pgcluster import ThrowawayCluster
-
-from .conftest import free_port
+from tether._internal.pgcluster import ThrowawayCluster, free_port
 
 PAGES = Path(__file__).resolve().parents[3] / "docs" / "tutorials"
 CHROMIUM = "/usr/bin/chromium"
 #: How long a page may run (the longest takes about 70 s).
 PAGE_TIMEOUT = 240
 
-#: Alice at her browser: the printed sign-in address in, the address she is sent to out. It
-#: checks that the consent page shows what the page says it shows.
+#: Alice at her browser: the file with the printed sign-in address, the browser, and what the
+#: consent page must show in; the address she is sent to out.
 ALICE = """\
 import os, sys
 from playwright.sync_api import sync_playwright
@@ -47,7 +46,7 @@ with sync_playwright() as p:
     page.get_by_label("Password").fill(os.environ["ALICE_PASSWORD"])
     page.get_by_role("button", name="Sign in").click()
     shown = page.locator("body").inner_text()
-    for said in ("assistant", "show me my balance and recent payments", "accounts:read"):
+    for said in sys.argv[3:]:
         assert said in shown, (said, shown)
     callback = "http://127.0.0.1:8400/callback"
     with page.expect_request(lambda request: request.url.startswith(callback)) as sent:
@@ -142,14 +141,20 @@ def _listed_after_review(out: str) -> str:
     return str(second)
 
 
-def _alice_in_chromium(steps: list[str], state: str) -> list[str]:
+def _alice_in_chromium(
+    steps: list[str], tmp_path: Path, *, state: str, consent_shows: tuple[str, ...]
+) -> list[str]:
     """The steps with Alice's browser in: the address the page prints for it goes to a file
-    for her browser, and the address the page says to paste is the one she was sent to."""
+    for her browser, which checks the consent page shows ``consent_shows``, and the address
+    the page says to paste is the one she was sent to."""
+    assert Path(CHROMIUM).exists(), f"Alice's browser is Debian's chromium at {CHROMIUM}"
+    (tmp_path / "alice_at_her_browser.py").write_text(ALICE, encoding="utf-8")
     printed = 'python3 - "$TETHER_ADDR" "$CHALLENGE" <<'
     pasted = f"REDIRECT='http://127.0.0.1:8400/callback?code=…&iss=…&state={state}'"
     assert sum(printed in s for s in steps) == 1
     assert sum(pasted in s for s in steps) == 1
-    browser = f'REDIRECT=$(python alice_at_her_browser.py authorize.url "{CHROMIUM}")'
+    argv = shlex.join(["alice_at_her_browser.py", "authorize.url", CHROMIUM, *consent_shows])
+    browser = f"REDIRECT=$(python {argv})"
     return [
         s.replace(printed, 'python3 - "$TETHER_ADDR" "$CHALLENGE" > authorize.url <<').replace(
             pasted, browser
@@ -186,10 +191,11 @@ def test_the_faq_agent_tutorial_runs_as_written_and_gets_what_it_shows(
 def test_the_personal_agent_tutorial_runs_as_written_and_gets_what_it_shows(
     tmp_path: Path,
 ) -> None:
-    assert Path(CHROMIUM).exists(), f"Alice's browser is Debian's chromium at {CHROMIUM}"
     agent = _agent("personal-agent.md", tmp_path)
-    (tmp_path / "alice_at_her_browser.py").write_text(ALICE, encoding="utf-8")
-    steps = _alice_in_chromium(_blocks("personal-agent.md", "sh"), "alice-1")
+    steps = _alice_in_chromium(
+        _blocks("personal-agent.md", "sh"), tmp_path, state="alice-1",
+        consent_shows=("assistant", "show me my balance and recent payments", "accounts:read"),
+    )  # fmt: skip
     # The last block revokes her grant and runs the agent, which the page says is refused.
     assert steps[-1].rstrip().endswith(f"python {agent}")
     steps[-1] = steps[-1].rstrip().removesuffix(f"python {agent}")
@@ -227,14 +233,12 @@ def _alices_shell(block: str) -> str:
 def test_the_approved_transfer_tutorial_runs_as_written_and_gets_what_it_shows(
     tmp_path: Path,
 ) -> None:
-    assert Path(CHROMIUM).exists(), f"Alice's browser is Debian's chromium at {CHROMIUM}"
     page = "approved-transfer.md"
     agent = _agent(page, tmp_path)
-    (tmp_path / "alice_at_her_browser.py").write_text(ALICE.replace(
-        '("assistant", "show me my balance and recent payments", "accounts:read")',
-        '("bank-agent", "pay the people I ask you to", "payments")',
-    ), encoding="utf-8")  # fmt: skip
-    steps = _alice_in_chromium(_blocks(page, "sh"), "alice-2")
+    steps = _alice_in_chromium(
+        _blocks(page, "sh"), tmp_path, state="alice-2",
+        consent_shows=("bank-agent", "pay the people I ask you to", "payments"),
+    )  # fmt: skip
     waiting = f"python {agent}\n# tools: ['balance', 'transfer']"
     assert sum(waiting in s for s in steps) == 1
     [alice] = [s for s in steps if "tether approval approve" in s]
