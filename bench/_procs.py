@@ -3,7 +3,6 @@ log file (stopped on the way out, whatever happened), and waiting until it answe
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -13,14 +12,9 @@ from pathlib import Path
 
 import httpx
 
+from tether._internal.pgcluster import free_port
+
 __all__ = ["free_port", "running", "wait_listening", "wait_ready"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_ready(url: str, server: subprocess.Popen[bytes], what: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -16,6 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
+
+# Re-exported (mypy wants the alias): the tests that start servers import it from here.
+from tether._internal.pgcluster import free_port as free_port  # noqa: PLC0414
 
 ROOT = "tto_live-server-root-token-000000000"
 TD = "acme.org"
@@ -47,14 +49,6 @@ def run_cli(
         [sys.executable, "-m", "tether", *args],
         env=env, input=stdin, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-
-
-def free_port() -> int:
-    """A loopback port no one listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_ready(addr: str, deadline: float, proc: subprocess.Popen[Any] | None = None) -> None:
