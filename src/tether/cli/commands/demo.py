@@ -9,8 +9,6 @@ from typing import Annotated
 
 import typer
 
-from tether.cli.demo.play import run
-
 
 def demo(
     approve: Annotated[
@@ -23,6 +21,10 @@ def demo(
     port: Annotated[int, typer.Option(help="Tether's port (0: any free one)")] = 0,
 ) -> None:
     """Play the three use cases: JIT credentials, acting for a person, an approved transfer."""
+    # Imported here: the play needs the MCP SDK, which would add about a second to every
+    # other ``tether`` command's start.
+    from tether.cli.demo.play import run
+
     code = run(approve=approve, serve=serve, port=port)
     if code:
         raise typer.Exit(code)
