@@ -70,6 +70,9 @@ async def posture(services: Services, *, actor: Actor, days: int) -> PostureRepo
     agents = await _all(lambda after: store.list_agents(limit=_PAGE, after=after), _name)
     configs = await store.list_engines()
     logins, failures = await _logins(services, configs)
+    # Use this replica has counted but not written yet (it writes every few seconds) is
+    # written first, so a call made just before the report is not reported as unused.
+    await services.monitor.flush_usage()
     usage = await store.list_usage()
     compiled = services.policies.current
     usable = services.policies.refused_version is None

@@ -297,6 +297,38 @@ async def test_suggested_policy_applies_and_allows_exactly_what_was_used(
     assert crm["unused_permissions"] == []
 
 
+async def test_a_use_counted_but_not_yet_written_is_not_reported_unused(
+    client: httpx.AsyncClient,
+    services: Services,
+    make_agent: AgentFactory,
+    db: ManagedDb,
+    legacy_login: str,
+) -> None:
+    """The monitor writes the use it counts every few seconds; a report asked for in between
+    still sees a call made just before it."""
+    planted = await _plant(client, services, make_agent, db, legacy_login)
+    feed = services.events.subscribe()
+    try:
+        token = await svid(client, planted.crm)
+        used = await client.post(
+            "/access/v1/evaluation", json=_call("crm/delete"), headers=as_(token)
+        )
+        assert used.json()["decision"] is True
+        for event in feed.drain():  # counted, as the running monitor would, and not written
+            await services.monitor.handle(event)
+    finally:
+        feed.close()
+    report = (await client.get("/v1/posture")).json()
+    kinds = {(p["kind"], p["subject"]) for p in report["problems"]}
+    assert ("unused_declaration", "crm-bot: tools crm/delete") not in kinds
+    assert ("unused_permission", 'crm-bot: call_tool Tool::"crm/delete"') not in kinds
+    [crm] = [a for a in report["unused_permissions"] if a["agent"] == "crm-bot"]
+    assert {(u["resource"], u["count"]) for u in crm["used"]} == {
+        ('Tool::"crm/search"', 1),
+        ('Tool::"crm/delete"', 1),
+    }
+
+
 @pytest.mark.parametrize(
     ("role", "status"),
     [("auditor", 200), ("security-admin", 200), ("platform-admin", 403), ("developer", 403)],
