@@ -17,6 +17,14 @@ windowed detectors and the probes (the lease reaper's lag). Each finding goes th
    the agent's risk with it — so an agent sweeping undeclared resources is one alert and a
    handful of assessments, never a storm of either.
 
+Repeats are coalesced. A finding from an event, for an alert this monitor knows is active,
+that would neither raise its severity nor grow what it holds, is counted in memory and
+written with the tick (:meth:`Monitor.flush_repeats`): one store write per alert a second,
+not one per event — an agent making a thousand undeclared reads a second would otherwise
+double the database's writes and hold its write lock against the audit log's commits. The
+count and ``last_seen`` in the store lag by at most a tick; a repeat after the alert was
+resolved (here or on another replica) opens the new alert at that tick.
+
 Allowed decisions are counted as :class:`~tether.monitor.models.Usage` and written to the store
 every few seconds (the least-privilege recommendations of the posture report read them).
 
@@ -131,6 +139,12 @@ class Monitor:
     usage_flush_seconds: float = 5.0
     capacity: int = QUEUE_CAPACITY
     _usage: dict[tuple[str, str, str], Usage] = field(default_factory=dict, init=False)
+    #: Alerts this monitor wrote last, by ``(kind, key)`` (at most ``MAX_PENDING``).
+    _known: dict[tuple[str, str], Alert] = field(default_factory=dict, init=False)
+    #: Repeats of known active alerts not written yet: the latest finding, how many, when.
+    _repeats: dict[tuple[str, str], tuple[Finding, int, datetime]] = field(
+        default_factory=dict, init=False
+    )
     _subscription: Subscription | None = field(default=None, init=False)
     _dropped_seen: int = field(default=0, init=False)
     #: Audit records of alerts that could not be written yet (the log was failing), and
@@ -178,12 +192,13 @@ class Monitor:
         found: list[Finding] = []
         for detector in self.detectors:
             found += await detector.observe(event)
-        return await self._report_all(found)
+        return await self._report_all([f for f in found if not self._coalesced(f)])
 
     async def tick(self) -> list[Alert]:
         """The windowed detectors, the queue's drops and the probes, now; and what could not
         be recorded or reported before."""
         await self._record_pending()
+        await self.flush_repeats()
         now = self.clock.now()
         found, self._unreported = self._unreported, []
         for detector in self.detectors:
@@ -251,29 +266,75 @@ class Monitor:
         summary = f"a lease is {lag:.0f} s past its expiry and still live: the reaper lags"
         return [finding("reaper_lag", "reaper", summary, details={"lag_seconds": round(lag, 1)})]
 
-    async def report(self, found: Finding) -> Alert:
-        """The alert ``found`` opens or bumps (see the module docstring)."""
-        now = self.clock.now()
+    async def report(
+        self, found: Finding, *, times: int = 1, seen: datetime | None = None
+    ) -> Alert:
+        """The alert ``found`` opens or bumps (see the module docstring): seen ``times``, the
+        last time at ``seen`` (now when not given)."""
+        now = self.clock.now() if seen is None else seen
         for _ in range(_BUMP_TRIES):
             active = await self.store.active_alert(found.kind, found.key)
             held, grew = _held(found, active)
             try:
-                alert = await (self._bump(active, held, now) if active else self._open(held, now))
+                alert = await (
+                    self._bump(active, held, now, times) if active else self._open(held, now, times)
+                )
             except Conflict:  # a VersionConflict too
                 continue  # it moved, or another replica opened it first: bump that one
+            self._know(alert)
             if grew:
                 await self._reassess(alert)
             return alert
         raise VersionConflict(f"alert {found.kind}/{found.key} keeps moving")
 
-    async def _bump(self, active: Alert, found: Finding, now: datetime) -> Alert:
+    def _know(self, alert: Alert) -> None:
+        if len(self._known) >= MAX_PENDING:
+            self._known.clear()  # forgotten alerts are read again: nothing is lost
+        self._known[(alert.kind, alert.key)] = alert
+
+    def _coalesced(self, found: Finding) -> bool:
+        """Whether ``found`` is a repeat of a known active alert that changes nothing but its
+        count and time: then it is counted here, and written by :meth:`flush_repeats`."""
+        key = (found.kind, found.key)
+        known = self._known.get(key)
+        if known is None or not known.active or found.severity.rank > known.severity.rank:
+            return False
+        held, grew = _held(found, known)
+        if grew:
+            return False
+        waiting = self._repeats.get(key)
+        times = 1 if waiting is None else waiting[1] + 1
+        self._repeats[key] = (held, times, self.clock.now())
+        return True
+
+    async def flush_repeats(self) -> None:
+        """Write the repeats counted since the last flush; one the store refused is kept for
+        the next, merged with what came meanwhile."""
+        taken, self._repeats = self._repeats, {}
+        for key, (found, times, seen) in taken.items():
+            try:
+                await self.report(found, times=times, seen=seen)
+            except Error as exc:
+                log.warning("alert_not_stored", kind=found.kind, key=found.key, code=exc.code)
+                later = self._repeats.get(key)
+                self._repeats[key] = (
+                    (found, times, seen)
+                    if later is None
+                    else (later[0], later[1] + times, later[2])
+                )
+
+    async def _bump(self, active: Alert, found: Finding, now: datetime, times: int) -> Alert:
         bumped = repeated(active, found, now=now)
+        if times > 1:
+            bumped = replace(bumped, count=active.count + times)
         await self.store.update_alert(bumped, expected_version=active.version)
         return bumped
 
-    async def _open(self, found: Finding, now: datetime) -> Alert:
+    async def _open(self, found: Finding, now: datetime, times: int = 1) -> Alert:
         owners = await self._owners(found.agent)
         alert = opened(found, id=new_id("alr"), owners=owners, now=now)
+        if times > 1:
+            alert = replace(alert, count=times)
         record = self._record("alert.raised", Actor.system("monitor"), alert)
         written = await self._recorded(record)
         try:
@@ -357,6 +418,10 @@ class Monitor:
             await self.flush_usage()
         except Exception:
             log.exception("usage_flush_failed")
+        try:
+            await self.flush_repeats()
+        except Exception:
+            log.exception("alert_repeats_flush_failed")
 
     # -- operators ---------------------------------------------------------------------
 
@@ -394,6 +459,7 @@ class Monitor:
         except Error as exc:
             await self.audit.append(record.failure(exc.code, time=self.clock.now()))
             raise
+        self._know(changed)
         await self._deliver(changed, change)
         return changed
 

@@ -20,9 +20,9 @@ from tether.errors import StoreUnavailable
 from tether.identity.access import Actor
 from tether.identity.models import AgentState, Declarations, Role
 from tether.identity.registry import Registry
-from tether.monitor.detectors import DecisionRules, EventRules, finding
+from tether.monitor.detectors import DecisionRules, EventRules, OutOfDeclaration, finding
 from tether.monitor.events import Event, EventStream
-from tether.monitor.models import Alert, AlertState, Finding, Severity, Usage
+from tether.monitor.models import Alert, AlertState, Finding, Severity, Usage, resolved
 from tether.monitor.service import UNDECLARED_KEPT, Monitor, Responses
 from tether.store.interfaces import AlertMatch
 from tether.store.memory import MemoryStore
@@ -404,6 +404,106 @@ async def test_undeclared_use_by_two_agents_is_two_alerts(
         await monitor.report(undeclared(name, 'Tool::"transfer"'))
     found = {a.agent: a.count for a in await alerts(store, "out_of_declaration")}
     assert found == {"bot-a": 2, "bot-b": 1}
+
+
+# -- repeats under load ------------------------------------------------------------------
+
+
+def irrevocable(at: float) -> Event:
+    return Event(type="lease.irrevocable", time=at, data={"id": "lse_1", "agent": "bot"})
+
+
+async def test_repeats_of_an_active_alert_are_written_once_a_tick_not_once_an_event(
+    make_monitor: MonitorFactory, store: MemoryStore, clock: FixedClock
+) -> None:
+    monitor = make_monitor()
+    [first] = await monitor.handle(irrevocable(1.0))
+    for n in range(49):
+        clock.advance(0.01)
+        assert await monitor.handle(irrevocable(2.0 + n)) == []  # counted, not written
+    last = clock.now()
+    [stored] = await alerts(store, "lease_irrevocable")
+    assert (stored.count, stored.version) == (1, first.version)  # no write per event
+    clock.advance(0.5)
+    await monitor.tick()
+    [stored] = await alerts(store, "lease_irrevocable")
+    assert (stored.id, stored.count, stored.version) == (first.id, 50, first.version + 1)
+    assert stored.last_seen == last  # when it was last seen, not when it was written
+    assert len(await records(store, "alert.raised")) == 1
+    await monitor.tick()
+    [stored] = await alerts(store, "lease_irrevocable")
+    assert stored.version == first.version + 1  # nothing new: nothing written
+
+
+async def test_repeats_are_written_when_the_monitor_stops(
+    make_monitor: MonitorFactory, store: MemoryStore
+) -> None:
+    monitor = make_monitor()
+    async with running(monitor):
+        for n in range(5):
+            monitor.events.publish(irrevocable(float(n)))
+        # Another lease's alert, opened at once, says the five before it were handled.
+        monitor.events.publish(Event(type="lease.irrevocable", time=9.0, data={"id": "lse_2"}))
+        async with asyncio.timeout(5):
+            while len(await alerts(store, "lease_irrevocable")) < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        [stored] = [a for a in await alerts(store, "lease_irrevocable") if a.key == "lse_1"]
+        assert stored.count == 1
+    [stored] = [a for a in await alerts(store, "lease_irrevocable") if a.key == "lse_1"]
+    assert stored.count == 5
+
+
+async def test_a_repeat_after_another_replica_resolved_the_alert_opens_a_new_one_at_the_tick(
+    make_monitor: MonitorFactory, store: MemoryStore, clock: FixedClock
+) -> None:
+    monitor = make_monitor()
+    [first] = await monitor.handle(irrevocable(1.0))
+    # Resolved elsewhere: this monitor still believes the alert active.
+    done = resolved(first, by="operator:sam", now=clock.now(), note=None)
+    await store.update_alert(done, expected_version=first.version)
+    for n in range(3):
+        assert await monitor.handle(irrevocable(2.0 + n)) == []
+    await monitor.tick()
+    states = {a.id: (a.state, a.count) for a in await alerts(store, "lease_irrevocable")}
+    [again] = set(states) - {first.id}
+    assert states == {first.id: (AlertState.RESOLVED, 1), again: (AlertState.OPEN, 3)}
+    assert len(await records(store, "alert.raised")) == 2
+
+
+async def test_a_repeat_resolved_here_opens_a_new_alert_at_once(
+    make_monitor: MonitorFactory, store: MemoryStore
+) -> None:
+    monitor = make_monitor()
+    [first] = await monitor.handle(irrevocable(1.0))
+    await monitor.resolve(first.id, actor=SECURITY, note="handled")
+    [again] = await monitor.handle(irrevocable(2.0))
+    assert (again.state, again.count) == (AlertState.OPEN, 1)
+    assert again.id != first.id
+
+
+async def test_an_undeclared_resource_that_grows_the_alert_is_written_at_once_a_repeat_is_not(
+    make_monitor: MonitorFactory, store: MemoryStore, registry: Registry
+) -> None:
+    await register(registry, "sweeper")
+
+    async def declared(agent: str) -> Declarations | None:
+        return Declarations()
+
+    monitor = make_monitor(detectors=(OutOfDeclaration(declared),))
+    use = [decision(float(n), agent="sweeper", resource=f'Table::"t{n % 3}"') for n in range(9)]
+    written = [await monitor.handle(event) for event in use]
+    # Each new resource grows what the alert holds (and the agent is assessed again): written
+    # then; the same resources again are only counted.
+    assert [len(w) for w in written] == [1, 1, 1, 0, 0, 0, 0, 0, 0]
+    [alert] = await alerts(store, "out_of_declaration")
+    assert (alert.count, list(alert.details["resources"])) == (
+        3,
+        ['Table::"t0"', 'Table::"t1"', 'Table::"t2"'],
+    )
+    await monitor.tick()
+    [alert] = await alerts(store, "out_of_declaration")
+    assert alert.count == 9
+    assert alert.details["resource"] == 'Table::"t2"'  # the latest use
 
 
 # -- what the store would not take -------------------------------------------------------
