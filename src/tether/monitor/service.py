@@ -141,8 +141,9 @@ class Monitor:
     _usage: dict[tuple[str, str, str], Usage] = field(default_factory=dict, init=False)
     #: Alerts this monitor wrote last, by ``(kind, key)`` (at most ``MAX_PENDING``).
     _known: dict[tuple[str, str], Alert] = field(default_factory=dict, init=False)
-    #: Repeats of known active alerts not written yet: the latest finding, how many, when.
-    _repeats: dict[tuple[str, str], tuple[Finding, int, datetime]] = field(
+    #: Repeats of known active alerts not written yet: the latest finding, how many, the
+    #: last time, and the id of the alert they were counted for.
+    _repeats: dict[tuple[str, str], tuple[Finding, int, datetime, str]] = field(
         default_factory=dict, init=False
     )
     _subscription: Subscription | None = field(default=None, init=False)
@@ -198,7 +199,10 @@ class Monitor:
         """The windowed detectors, the queue's drops and the probes, now; and what could not
         be recorded or reported before."""
         await self._record_pending()
-        await self.flush_repeats()
+        try:
+            await self.flush_repeats()
+        except Exception:  # kept for the next tick; the rest of this one runs
+            log.exception("alert_repeats_flush_failed")
         now = self.clock.now()
         found, self._unreported = self._unreported, []
         for detector in self.detectors:
@@ -304,24 +308,45 @@ class Monitor:
             return False
         waiting = self._repeats.get(key)
         times = 1 if waiting is None else waiting[1] + 1
-        self._repeats[key] = (held, times, self.clock.now())
+        self._repeats[key] = (held, times, self.clock.now(), known.id)
         return True
 
     async def flush_repeats(self) -> None:
-        """Write the repeats counted since the last flush; one the store refused is kept for
-        the next, merged with what came meanwhile."""
+        """Write the repeats counted since the last flush. Repeats counted for an alert that
+        was resolved after them (on another replica) were seen before the resolution: they
+        are let go, not made into a new alert. One the store refused, or that an error or a
+        cancellation interrupted, is kept for the next flush with every one not yet tried."""
         taken, self._repeats = self._repeats, {}
-        for key, (found, times, seen) in taken.items():
-            try:
-                await self.report(found, times=times, seen=seen)
-            except Error as exc:
-                log.warning("alert_not_stored", kind=found.kind, key=found.key, code=exc.code)
+        try:
+            while taken:
+                key = next(iter(taken))
+                found, times, seen, alert_id = taken[key]
+                if not await self._resolved_after(found, alert_id, seen):
+                    await self.report(found, times=times, seen=seen)
+                del taken[key]
+        except Error as exc:
+            log.warning("alert_not_stored", kind=found.kind, key=found.key, code=exc.code)
+        finally:
+            for key, (found, times, seen, alert_id) in taken.items():
                 later = self._repeats.get(key)
                 self._repeats[key] = (
-                    (found, times, seen)
+                    (found, times, seen, alert_id)
                     if later is None
-                    else (later[0], later[1] + times, later[2])
+                    else (later[0], later[1] + times, later[2], later[3])
                 )
+
+    async def _resolved_after(self, found: Finding, alert_id: str, seen: datetime) -> bool:
+        """Whether the alert repeats were counted for is no longer the active one because it
+        was resolved after they were last seen."""
+        active = await self.store.active_alert(found.kind, found.key)
+        if active is not None and active.id == alert_id:
+            return False
+        was = await self.store.get_alert(alert_id)
+        done = was.resolved_at if was is not None else None
+        if done is None or done < seen:
+            return False
+        log.info("alert_repeats_before_resolution", alert_id=alert_id, kind=found.kind)
+        return True
 
     async def _bump(self, active: Alert, found: Finding, now: datetime, times: int) -> Alert:
         bumped = repeated(active, found, now=now)
@@ -450,6 +475,18 @@ class Monitor:
     async def _change(self, alert_id: str, actor: Actor, change: str, note: str | None) -> Alert:
         alert = await self.get(alert_id, actor=actor)
         require(actor, Permission.ALERT_MANAGE, owners=alert.owners)
+        waiting = self._repeats.get((alert.kind, alert.key))
+        if waiting is not None and waiting[3] == alert.id:
+            # Repeats counted for it, not written yet, were seen before this change: they go
+            # in first (a resolution must not leave them to open a new alert at the tick).
+            del self._repeats[(alert.kind, alert.key)]
+            found, times, seen, _ = waiting
+            try:
+                await self.report(found, times=times, seen=seen)
+            except Error:
+                self._repeats.setdefault((alert.kind, alert.key), waiting)
+                raise
+            alert = await self.get(alert_id, actor=actor)
         step = acknowledged if change == "acknowledged" else resolved
         changed = step(alert, by=actor.label, now=self.clock.now(), note=_note(note))
         record = self._record(f"alert.{change}", actor, changed)
@@ -503,7 +540,9 @@ def _held(found: Finding, active: Alert | None) -> tuple[Finding, bool]:
     that list grew (the agent's risk is then assessed again)."""
     if found.kind != "out_of_declaration":
         return found, False
-    held = [str(r) for r in active.details.get("resources", ())] if active is not None else []
+    # A repeat written late (coalesced) carries what its alert held: kept if that alert is gone.
+    holder = active.details if active is not None else found.details
+    held = [str(r) for r in holder.get("resources", ())]
     resource = str(found.details.get("resource"))
     grew = resource not in held and len(held) < UNDECLARED_KEPT
     resources = [*held, resource] if grew else held

@@ -53,6 +53,10 @@ class Outage(MemoryStore):
         self._down("create_alert")
         await super().create_alert(alert)
 
+    async def update_alert(self, alert: Alert, *, expected_version: int) -> None:
+        self._down("update_alert")
+        await super().update_alert(alert, expected_version=expected_version)
+
 
 class Recording:
     """An alert sink that keeps what it was handed."""
@@ -461,6 +465,7 @@ async def test_a_repeat_after_another_replica_resolved_the_alert_opens_a_new_one
     # Resolved elsewhere: this monitor still believes the alert active.
     done = resolved(first, by="operator:sam", now=clock.now(), note=None)
     await store.update_alert(done, expected_version=first.version)
+    clock.advance(1)
     for n in range(3):
         assert await monitor.handle(irrevocable(2.0 + n)) == []
     await monitor.tick()
@@ -468,6 +473,53 @@ async def test_a_repeat_after_another_replica_resolved_the_alert_opens_a_new_one
     [again] = set(states) - {first.id}
     assert states == {first.id: (AlertState.RESOLVED, 1), again: (AlertState.OPEN, 3)}
     assert len(await records(store, "alert.raised")) == 2
+
+
+async def test_repeats_seen_before_another_replica_resolved_the_alert_open_nothing(
+    make_monitor: MonitorFactory, store: MemoryStore, clock: FixedClock
+) -> None:
+    monitor = make_monitor()
+    [first] = await monitor.handle(irrevocable(1.0))
+    for n in range(3):
+        assert await monitor.handle(irrevocable(2.0 + n)) == []
+    clock.advance(1)  # then resolved elsewhere: the repeats were part of what was resolved
+    done = resolved(first, by="operator:sam", now=clock.now(), note=None)
+    await store.update_alert(done, expected_version=first.version)
+    await monitor.tick()
+    [only] = await alerts(store, "lease_irrevocable")
+    assert (only.id, only.state) == (first.id, AlertState.RESOLVED)
+    assert len(await records(store, "alert.raised")) == 1
+
+
+async def test_repeats_pending_when_an_operator_resolves_here_are_counted_in_that_alert(
+    make_monitor: MonitorFactory, store: MemoryStore, clock: FixedClock
+) -> None:
+    monitor = make_monitor()
+    [first] = await monitor.handle(irrevocable(1.0))
+    for n in range(4):
+        assert await monitor.handle(irrevocable(2.0 + n)) == []
+    clock.advance(1)
+    done = await monitor.resolve(first.id, actor=SECURITY, note="handled")
+    assert (done.state, done.count) == (AlertState.RESOLVED, 5)
+    await monitor.tick()  # nothing left to open a false alert with
+    [only] = await alerts(store, "lease_irrevocable")
+    assert (only.id, only.state, only.count) == (first.id, AlertState.RESOLVED, 5)
+    assert len(await records(store, "alert.raised")) == 1
+
+
+async def test_repeats_a_failing_store_refused_are_written_at_a_later_tick(
+    make_monitor: MonitorFactory, store: Outage
+) -> None:
+    monitor = make_monitor()
+    [first] = await monitor.handle(irrevocable(1.0))
+    for n in range(3):
+        assert await monitor.handle(irrevocable(2.0 + n)) == []
+    store.failing.add("update_alert")
+    await monitor.tick()  # refused: kept
+    assert await monitor.handle(irrevocable(9.0)) == []
+    await monitor.tick()
+    [stored] = await alerts(store, "lease_irrevocable")
+    assert (stored.id, stored.count) == (first.id, 5)
 
 
 async def test_a_repeat_resolved_here_opens_a_new_alert_at_once(
