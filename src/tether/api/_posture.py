@@ -22,12 +22,15 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+import structlog
+
 from tether.api.services import Services
 from tether.checkpoint._entities import agent_context, agent_entity
 from tether.credentials._requests import resource_of
 from tether.credentials.models import LIVE_STATES, EngineConfig, LeaseMatch
 from tether.credentials.vault import VAULT_KIND
 from tether.delegation.models import GrantMatch, UserState
+from tether.errors import Error
 from tether.identity.access import Actor, Permission, require
 from tether.identity.models import Agent, AgentState
 from tether.monitor.least_privilege import Capability, uid
@@ -50,6 +53,8 @@ from tether.store.interfaces import AlertMatch
 
 __all__ = ["MAX_DIGESTS", "match_secrets", "posture"]
 
+log = structlog.get_logger("tether.posture")
+
 _T = TypeVar("_T")
 _PAGE = 500
 #: At most this many of any one kind of object is read for a report.
@@ -71,8 +76,12 @@ async def posture(services: Services, *, actor: Actor, days: int) -> PostureRepo
     configs = await store.list_engines()
     logins, failures = await _logins(services, configs)
     # Use this replica has counted but not written yet (it writes every few seconds) is
-    # written first, so a call made just before the report is not reported as unused.
-    await services.monitor.flush_usage()
+    # written first, so a call made just before the report is not reported as unused. If
+    # that write fails, the report is made from what is stored (the use is kept to write).
+    try:
+        await services.monitor.flush_usage()
+    except Error as exc:
+        log.warning("posture_usage_not_written", code=exc.code)
     usage = await store.list_usage()
     compiled = services.policies.current
     usable = services.policies.refused_version is None
