@@ -22,8 +22,9 @@ that would neither raise its severity nor grow what it holds, is counted in memo
 written with the tick (:meth:`Monitor.flush_repeats`): one store write per alert a second,
 not one per event — an agent making a thousand undeclared reads a second would otherwise
 double the database's writes and hold its write lock against the audit log's commits. The
-count and ``last_seen`` in the store lag by at most a tick; a repeat after the alert was
-resolved (here or on another replica) opens the new alert at that tick.
+count and ``last_seen`` in the store lag by at most a tick. Repeats pending when the alert
+is resolved here are counted in it first; a repeat after another replica resolved it opens
+the new alert at the tick, and repeats seen before that resolution are let go.
 
 Allowed decisions are counted as :class:`~tether.monitor.models.Usage` and written to the store
 every few seconds (the least-privilege recommendations of the posture report read them).
