@@ -138,7 +138,9 @@ class Alert:
         }
 
 
-def opened(finding: Finding, *, id: str, owners: tuple[str, ...], now: datetime) -> Alert:
+def opened(
+    finding: Finding, *, id: str, owners: tuple[str, ...], now: datetime, count: int = 1
+) -> Alert:
     return Alert(
         id=id,
         kind=finding.kind,
@@ -151,12 +153,13 @@ def opened(finding: Finding, *, id: str, owners: tuple[str, ...], now: datetime)
         details=_frozen(finding.details),
         first_seen=now,
         last_seen=now,
+        count=count,
     )
 
 
-def repeated(alert: Alert, finding: Finding, *, now: datetime) -> Alert:
-    """The active ``alert`` seen again: counted, its latest words and details kept, its
-    severity the higher of the two."""
+def repeated(alert: Alert, finding: Finding, *, now: datetime, times: int = 1) -> Alert:
+    """The active ``alert`` seen again (``times`` more): counted, its latest words and details
+    kept, its severity the higher of the two."""
     if not alert.active:
         raise InvalidTransition(f"alert {alert.id} is resolved: a new one is opened")
     severity = max(alert.severity, finding.severity, key=lambda s: s.rank)
@@ -166,7 +169,7 @@ def repeated(alert: Alert, finding: Finding, *, now: datetime) -> Alert:
         summary=finding.summary[:MAX_SUMMARY],
         details=_frozen(finding.details),
         last_seen=max(now, alert.last_seen),
-        count=alert.count + 1,
+        count=alert.count + times,
         version=alert.version + 1,
     )
 

@@ -60,6 +60,7 @@ from tether.errors import (
     VersionConflict,
 )
 from tether.identity.access import Actor, Permission, allowed, require
+from tether.monitor._repeats import Repeat, Repeats
 from tether.monitor.detectors import Detector, finding
 from tether.monitor.events import Event, EventStream, Subscription
 from tether.monitor.models import (
@@ -142,11 +143,8 @@ class Monitor:
     _usage: dict[tuple[str, str, str], Usage] = field(default_factory=dict, init=False)
     #: Alerts this monitor wrote last, by ``(kind, key)`` (at most ``MAX_PENDING``).
     _known: dict[tuple[str, str], Alert] = field(default_factory=dict, init=False)
-    #: Repeats of known active alerts not written yet: the latest finding, how many, the
-    #: last time, and the id of the alert they were counted for.
-    _repeats: dict[tuple[str, str], tuple[Finding, int, datetime, str]] = field(
-        default_factory=dict, init=False
-    )
+    #: Repeats of known active alerts not written yet.
+    _repeats: Repeats = field(default_factory=Repeats, init=False)
     _subscription: Subscription | None = field(default=None, init=False)
     _dropped_seen: int = field(default=0, init=False)
     #: Audit records of alerts that could not be written yet (the log was failing), and
@@ -307,9 +305,7 @@ class Monitor:
         held, grew = _held(found, known)
         if grew:
             return False
-        waiting = self._repeats.get(key)
-        times = 1 if waiting is None else waiting[1] + 1
-        self._repeats[key] = (held, times, self.clock.now(), known.id)
+        self._repeats.count(held, seen=self.clock.now(), alert_id=known.id)
         return True
 
     async def flush_repeats(self) -> None:
@@ -317,50 +313,42 @@ class Monitor:
         was resolved after them (on another replica) were seen before the resolution: they
         are let go, not made into a new alert. One the store refused, or that an error or a
         cancellation interrupted, is kept for the next flush with every one not yet tried."""
-        taken, self._repeats = self._repeats, {}
+        taken = self._repeats.take()
         try:
             while taken:
                 key = next(iter(taken))
-                found, times, seen, alert_id = taken[key]
-                if not await self._resolved_after(found, alert_id, seen):
-                    await self.report(found, times=times, seen=seen)
+                repeat = taken[key]
+                if not await self._resolved_after(repeat):
+                    await self.report(repeat.finding, times=repeat.times, seen=repeat.seen)
                 del taken[key]
         except Error as exc:
-            log.warning("alert_not_stored", kind=found.kind, key=found.key, code=exc.code)
+            log.warning("alert_not_stored", kind=key[0], key=key[1], code=exc.code)
         finally:
-            for key, (found, times, seen, alert_id) in taken.items():
-                later = self._repeats.get(key)
-                self._repeats[key] = (
-                    (found, times, seen, alert_id)
-                    if later is None
-                    else (later[0], later[1] + times, later[2], later[3])
-                )
+            for key, repeat in taken.items():
+                self._repeats.keep(key, repeat)
 
-    async def _resolved_after(self, found: Finding, alert_id: str, seen: datetime) -> bool:
-        """Whether the alert repeats were counted for is no longer the active one because it
-        was resolved after they were last seen."""
+    async def _resolved_after(self, repeat: Repeat) -> bool:
+        """Whether the alert ``repeat`` was counted for is no longer the active one because
+        it was resolved after the repeats were last seen."""
+        found = repeat.finding
         active = await self.store.active_alert(found.kind, found.key)
-        if active is not None and active.id == alert_id:
+        if active is not None and active.id == repeat.alert_id:
             return False
-        was = await self.store.get_alert(alert_id)
+        was = await self.store.get_alert(repeat.alert_id)
         done = was.resolved_at if was is not None else None
-        if done is None or done < seen:
+        if done is None or done < repeat.seen:
             return False
-        log.info("alert_repeats_before_resolution", alert_id=alert_id, kind=found.kind)
+        log.info("alert_repeats_before_resolution", alert_id=repeat.alert_id, kind=found.kind)
         return True
 
     async def _bump(self, active: Alert, found: Finding, now: datetime, times: int) -> Alert:
-        bumped = repeated(active, found, now=now)
-        if times > 1:
-            bumped = replace(bumped, count=active.count + times)
+        bumped = repeated(active, found, now=now, times=times)
         await self.store.update_alert(bumped, expected_version=active.version)
         return bumped
 
     async def _open(self, found: Finding, now: datetime, times: int = 1) -> Alert:
         owners = await self._owners(found.agent)
-        alert = opened(found, id=new_id("alr"), owners=owners, now=now)
-        if times > 1:
-            alert = replace(alert, count=times)
+        alert = opened(found, id=new_id("alr"), owners=owners, now=now, count=times)
         record = self._record("alert.raised", Actor.system("monitor"), alert)
         written = await self._recorded(record)
         try:
@@ -476,16 +464,14 @@ class Monitor:
     async def _change(self, alert_id: str, actor: Actor, change: str, note: str | None) -> Alert:
         alert = await self.get(alert_id, actor=actor)
         require(actor, Permission.ALERT_MANAGE, owners=alert.owners)
-        waiting = self._repeats.get((alert.kind, alert.key))
-        if waiting is not None and waiting[3] == alert.id:
+        waiting = self._repeats.pop((alert.kind, alert.key), alert.id)
+        if waiting is not None:
             # Repeats counted for it, not written yet, were seen before this change: they go
             # in first (a resolution must not leave them to open a new alert at the tick).
-            del self._repeats[(alert.kind, alert.key)]
-            found, times, seen, _ = waiting
             try:
-                await self.report(found, times=times, seen=seen)
+                await self.report(waiting.finding, times=waiting.times, seen=waiting.seen)
             except Error:
-                self._repeats.setdefault((alert.kind, alert.key), waiting)
+                self._repeats.keep((alert.kind, alert.key), waiting)
                 raise
             alert = await self.get(alert_id, actor=actor)
         step = acknowledged if change == "acknowledged" else resolved

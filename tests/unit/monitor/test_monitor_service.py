@@ -417,6 +417,12 @@ def irrevocable(at: float) -> Event:
     return Event(type="lease.irrevocable", time=at, data={"id": "lse_1", "agent": "bot"})
 
 
+async def repeat(monitor: Monitor, times: int) -> None:
+    """``times`` more of the lease's finding, each counted and none written."""
+    for n in range(times):
+        assert await monitor.handle(irrevocable(2.0 + n)) == []
+
+
 async def test_repeats_of_an_active_alert_are_written_once_a_tick_not_once_an_event(
     make_monitor: MonitorFactory, store: MemoryStore, clock: FixedClock
 ) -> None:
@@ -466,8 +472,7 @@ async def test_a_repeat_after_another_replica_resolved_the_alert_opens_a_new_one
     done = resolved(first, by="operator:sam", now=clock.now(), note=None)
     await store.update_alert(done, expected_version=first.version)
     clock.advance(1)
-    for n in range(3):
-        assert await monitor.handle(irrevocable(2.0 + n)) == []
+    await repeat(monitor, 3)
     await monitor.tick()
     states = {a.id: (a.state, a.count) for a in await alerts(store, "lease_irrevocable")}
     [again] = set(states) - {first.id}
@@ -480,8 +485,7 @@ async def test_repeats_seen_before_another_replica_resolved_the_alert_open_nothi
 ) -> None:
     monitor = make_monitor()
     [first] = await monitor.handle(irrevocable(1.0))
-    for n in range(3):
-        assert await monitor.handle(irrevocable(2.0 + n)) == []
+    await repeat(monitor, 3)
     clock.advance(1)  # then resolved elsewhere: the repeats were part of what was resolved
     done = resolved(first, by="operator:sam", now=clock.now(), note=None)
     await store.update_alert(done, expected_version=first.version)
@@ -496,8 +500,7 @@ async def test_repeats_pending_when_an_operator_resolves_here_are_counted_in_tha
 ) -> None:
     monitor = make_monitor()
     [first] = await monitor.handle(irrevocable(1.0))
-    for n in range(4):
-        assert await monitor.handle(irrevocable(2.0 + n)) == []
+    await repeat(monitor, 4)
     clock.advance(1)
     done = await monitor.resolve(first.id, actor=SECURITY, note="handled")
     assert (done.state, done.count) == (AlertState.RESOLVED, 5)
@@ -512,8 +515,7 @@ async def test_repeats_a_failing_store_refused_are_written_at_a_later_tick(
 ) -> None:
     monitor = make_monitor()
     [first] = await monitor.handle(irrevocable(1.0))
-    for n in range(3):
-        assert await monitor.handle(irrevocable(2.0 + n)) == []
+    await repeat(monitor, 3)
     store.failing.add("update_alert")
     await monitor.tick()  # refused: kept
     assert await monitor.handle(irrevocable(9.0)) == []
