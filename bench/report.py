@@ -50,6 +50,7 @@ QUICK = {
     "bench_replicas": ["5"],
     "bench_sdk_guard": ["50"],
     "bench_sql_guard": ["100"],
+    "bench_sqlite_write_lock": ["1"],
     "bench_token_exchange": ["140"],
     "bench_token_issuance": ["100"],
 }

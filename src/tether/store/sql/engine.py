@@ -24,17 +24,18 @@ Example::
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from tether.errors import ConfigError, StoreUnavailable
-from tether.store._sqlite_audit import BUSY_TIMEOUT_MS, PRAGMAS
+from tether.store._sqlite_audit import BUSY_TIMEOUT_MS, PRAGMAS, begin_immediate
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -109,7 +110,14 @@ def _sqlite_on_begin(conn: Connection) -> None:
     mode = conn.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
     if mode not in _SQLITE_BEGIN_MODES:
         raise ValueError(f"unknown SQLite BEGIN mode {mode!r}")
-    if mode != "NONE":
+    if mode == "IMMEDIATE":
+        # The write lock, tried at a finer pace than SQLite's busy handler (see there).
+        raw = cast(sqlite3.Connection, conn.connection.driver_connection)
+        try:
+            begin_immediate(raw)
+        except sqlite3.OperationalError as exc:
+            raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
+    elif mode != "NONE":
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
