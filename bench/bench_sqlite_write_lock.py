@@ -86,7 +86,10 @@ def _pct(values: list[float], q: float) -> float:
 
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 4
-    paths = {"SQLite's busy handler": _sqlite_handler, "Tether's begin_immediate": begin_immediate}
+    paths: dict[str, Callable[[sqlite3.Connection], None]] = {
+        "SQLite's busy handler": _sqlite_handler,
+        "Tether's begin_immediate": begin_immediate,
+    }
     waits: dict[str, list[float]] = {name: [] for name in paths}
     commits: dict[str, int] = dict.fromkeys(paths, 0)
     with tempfile.TemporaryDirectory() as tmp:
