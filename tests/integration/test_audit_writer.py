@@ -26,7 +26,7 @@ from tests.support.audit import ORIGIN, Chainer, open_log
 from tether._internal.clock import FixedClock
 from tether.audit.chain import verify_log
 from tether.audit.records import AuditRecord
-from tether.errors import StoreUnavailable
+from tether.errors import Conflict, StoreUnavailable
 from tether.store import _sqlite_audit
 from tether.store.sql import SqlStore, open_sql_store
 from tether.store.sql._audit import entry_rows
@@ -339,3 +339,88 @@ async def test_slow_commits_send_lone_records_to_the_process(tmp_path: Path) -> 
     finally:
         await writer.close()
         await opened.close()
+
+
+# -- the audit log on this writer: a record alone is written without a task ------------------
+
+
+class _Writes:
+    """What the log hands the store: each batch written at once on the caller's thread
+    (``now``) and each one handed over to be awaited (``later``), by their sizes."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.now: list[int] = []
+        self.later: list[int] = []
+        at_once, handed = store.append_audit_entries_now, store.append_audit_entries
+
+        def now(entries: Any, nodes: Any) -> list[int] | None:
+            written = at_once(entries, nodes)
+            if written is not None:
+                self.now.append(len(entries))
+            return written
+
+        async def later(entries: Any, nodes: Any, **options: Any) -> list[int]:
+            self.later.append(len(entries))
+            return await handed(entries, nodes, **options)
+
+        store.append_audit_entries_now = now  # type: ignore[method-assign]
+        store.append_audit_entries = later  # type: ignore[method-assign]
+
+
+async def test_records_appended_together_share_a_commit_and_one_alone_is_written_at_once(
+    store: SqlStore,
+) -> None:
+    # A record alone skips the writer task; but records whose callers run in the same turn
+    # of the event loop must still share a commit, not take one fsync each on the loop.
+    log = await open_log(store, depth=2)
+    writes = _Writes(store)
+    try:
+        await log.append(record(0))
+        assert (writes.now, writes.later) == ([1], [])
+        await asyncio.gather(*(log.append(record(n)) for n in range(1, 9)))
+        assert sum(writes.later) + sum(writes.now) == 9
+        assert len(writes.later) + len(writes.now) <= 3, "eight records, one commit each"
+        await log.append(record(9))
+        assert writes.now[-1] == 1
+    finally:
+        await log.close()
+    assert await _verified(store) == 10
+
+
+async def test_a_record_whose_caller_gave_up_before_it_was_written_is_not_written(
+    store: SqlStore,
+) -> None:
+    # A record alone waits one turn of the event loop for company before it is written;
+    # a caller cancelled in that turn got no receipt, so its record must not appear.
+    log = await open_log(store, depth=2)
+    try:
+        giving_up = asyncio.ensure_future(log.append(record(1)))
+        await asyncio.sleep(0)  # it waits for its turn now
+        giving_up.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await giving_up
+        receipt = await log.append(record(2))
+        await asyncio.sleep(0.05)  # a writer that took the first record would have written it
+    finally:
+        await log.close()
+    assert receipt.index == 0
+    with sqlite3.connect(_writer(store)._path) as db:
+        subjects = db.execute("SELECT entry FROM audit_records").fetchall()
+    assert len(subjects) == 1
+    assert b"agent-2" in subjects[0][0]
+
+
+async def test_a_record_refused_when_written_alone_fails_alone_and_the_log_goes_on(
+    store: SqlStore,
+) -> None:
+    log = await open_log(store, depth=2)
+    first = record(1)
+    try:
+        await log.append(first)
+        with pytest.raises(Conflict):
+            await log.append(first)  # its id is taken
+        receipt = await log.append(record(2))
+    finally:
+        await log.close()
+    assert receipt.index == 1
+    assert await _verified(store) == 2

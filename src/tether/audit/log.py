@@ -12,7 +12,10 @@ peaks (:class:`~tether.audit.merkle.CompactTree`) — and for every batch of rec
    way share the next one), and only then answers each caller. With ``depth=2`` (the server
    on SQLite, whose commits run in a process of their own) the next batch is built on top
    of one still committing and handed over behind it; if that one fails, the next is
-   refused by the store and its records are written again;
+   refused by the store and its records are written again. A record still alone after one
+   turn of the event loop, while the log is idle, is written by its caller's task when the
+   store can commit it on this thread (SQLite's audit writer can): no writer task, no
+   store task, no more turns;
 3. signs a checkpoint (C2SP ``tlog-checkpoint`` in a signed note, :mod:`tether.audit.notes`)
    once 1,000 records are unsigned or a second has passed, stores it and hands it to the
    witnesses: copies kept away from the database, so cutting off the newest records and their
@@ -236,7 +239,9 @@ class AuditLog:
             )
         future: asyncio.Future[AuditReceipt] = asyncio.get_running_loop().create_future()
         self._pending.append((record, future))
-        if self._writer is None or self._writer.done():
+        if self._idle():
+            await self._alone(future)
+        if not future.done() and (self._writer is None or self._writer.done()):
             # A task of its own: a caller that gives up (is cancelled) cannot stop the writes
             # that other callers are waiting for.
             self._writer = asyncio.create_task(self._drain(), name="tether-audit-writer")
@@ -244,6 +249,37 @@ class AuditLog:
         if self._on_change is not None and record.type != "decision":
             self._on_change(record)
         return receipt
+
+    def _idle(self) -> bool:
+        """Whether no writer is at work, nothing is in the store's hands, the log's end is
+        known, and the store can write a record on this thread (see :meth:`_alone`)."""
+        return (
+            (self._writer is None or self._writer.done())
+            and not self._inflight
+            and not self._stale
+            and hasattr(self._store, "append_audit_entries_now")
+        )
+
+    async def _alone(self, future: asyncio.Future[AuditReceipt]) -> None:
+        """The record of ``future``, pending while the log is idle, written here if it is
+        still the only one after a turn of the event loop (callers ready now add theirs in
+        that turn, and then the writer task commits them together): no writer task, no
+        store task, no more turns — the path of a record written alone."""
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            future.cancel()  # its caller gave up before anything was written
+            raise
+        if len(self._pending) != 1 or self._pending[0][1] is not future or not self._idle():
+            return
+        waiting = self._pending.pop()
+        batch = await self._batch([waiting], on=None)  # the end is known: no wait here
+        if batch is None:
+            return  # the record was refused; its caller has the error
+        if self._written_here(batch):
+            await self._land(batch)  # the outcome is in: answers at once
+        else:
+            self._pending.append(waiting)  # the writer task takes it
 
     async def _drain(self) -> None:
         """Write what is pending until nothing is. Up to ``depth`` batches are in the store's
@@ -257,6 +293,10 @@ class AuditLog:
                     batch = await self._next(on=inflight[-1] if inflight else None)
                     if batch is None:
                         break
+                    if not inflight and self._written_here(batch):
+                        await self._land(batch)  # written: answers its callers at once
+                        await asyncio.sleep(0)  # they append their next records
+                        continue
                     self._submit(batch)
                     inflight.append(batch)
                     await asyncio.sleep(0)  # the write starts before the next batch is built
@@ -335,6 +375,26 @@ class AuditLog:
         if not waiting:
             return None
         return _Batch(waiting=waiting, entries=entries, nodes=nodes, tree=tree, chain=chain)
+
+    def _written_here(self, batch: _Batch) -> bool:
+        """Whether the store wrote ``batch`` before returning, on this thread, as it does
+        when that is cheap (SQLite's audit writer: a lone record while its process is idle;
+        ``append_audit_entries_now``); ``batch.written`` holds the outcome then. It saves
+        the store's task and a turn of the event loop on each record written alone."""
+        now = getattr(self._store, "append_audit_entries_now", None)
+        if now is None:
+            return False
+        written: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        try:
+            sequences = now(batch.entries, batch.nodes)
+        except Exception as exc:  # noqa: BLE001 - read by _land, as a write task's would be
+            written.set_exception(exc)
+        else:
+            if sequences is None:
+                return False
+            written.set_result(sequences)
+        batch.written = written
+        return True
 
     def _submit(self, batch: _Batch) -> None:
         """Hand ``batch`` to the store; :meth:`_land` reads the outcome."""

@@ -89,6 +89,8 @@ class AuditWriter:
         self._direct: sqlite3.Connection | None = None
         self._direct_slow = direct_slow
         self._direct_turn = 0
+        #: The next lone batch goes to the process (every ``CHECKPOINT_TURN``-th).
+        self._process_next = False
         #: The moving average of the commits' durations on this thread (seconds).
         self._direct_pace = 0.0
         #: Until then (``time.monotonic``), lone batches go to the process.
@@ -136,11 +138,23 @@ class AuditWriter:
         """Write ``entries`` and ``nodes`` in one transaction; their sequence numbers.
         :class:`LogPositionTaken`, ``Conflict`` or ``StoreUnavailable`` as the in-process
         append. Batches are written in the order this is called."""
-        log = entries[0].log
-        nodes_of = [(log, *node) for node in nodes]
-        request = ("append", log, entries[0].index, entry_rows(entries), nodes_of)
+        request = _append_request(entries, nodes)
         answer = self._here(request) if len(entries) <= DIRECT_ENTRIES else None
         first = _result(answer or await self._ask(request))
+        return list(range(first, first + len(entries)))
+
+    def append_now(
+        self, entries: Sequence[LogEntry], nodes: Sequence[TreeNode]
+    ) -> list[int] | None:
+        """:meth:`append` committed on this thread before returning, when it would be
+        (see the module docstring); None when it would go to the process: call
+        :meth:`append` then."""
+        if len(entries) > DIRECT_ENTRIES:
+            return None
+        answer = self._here(_append_request(entries, nodes))
+        if answer is None:
+            return None
+        first = _result(answer)
         return list(range(first, first + len(entries)))
 
     async def add_checkpoint(self, values: tuple[Any, ...]) -> None:
@@ -152,10 +166,12 @@ class AuditWriter:
     def _here(self, request: tuple[Any, ...]) -> tuple[str, Any] | None:
         """``request`` committed on this thread (see the module docstring), or None: it goes
         to the process."""
-        if self._sock is None or self._waiting or time.monotonic() < self._direct_after:
-            return None
-        self._direct_turn = (self._direct_turn + 1) % CHECKPOINT_TURN
-        if self._direct_turn == 0:
+        if (
+            self._sock is None
+            or self._waiting
+            or self._process_next
+            or time.monotonic() < self._direct_after
+        ):
             return None
         try:
             if self._direct is None:
@@ -169,6 +185,8 @@ class AuditWriter:
             self._direct_after, self._direct_pace = time.monotonic() + DIRECT_PAUSE, 0.0
         if answers is None:  # another connection writes: the process waits for it
             return None
+        self._direct_turn = (self._direct_turn + 1) % CHECKPOINT_TURN
+        self._process_next = self._direct_turn == 0
         if answers[0][0] == "error":  # opened afresh for the next one
             self._close_direct()
         return answers[0]
@@ -182,6 +200,7 @@ class AuditWriter:
         if self._sock is None:
             await self.start()
         answer: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
+        self._process_next = False  # its connection checkpoints the WAL
         # Both at once, with no wait between: answers come in the order the frames go.
         self._waiting.append(answer)
         self._outgoing.put_nowait(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
@@ -242,6 +261,12 @@ class AuditWriter:
         process, self._process = self._process, None
         if process is not None:
             await asyncio.get_running_loop().run_in_executor(None, _join, process)
+
+
+def _append_request(entries: Sequence[LogEntry], nodes: Sequence[TreeNode]) -> tuple[Any, ...]:
+    log = entries[0].log
+    nodes_of = [(log, *node) for node in nodes]
+    return ("append", log, entries[0].index, entry_rows(entries), nodes_of)
 
 
 def _result(answer: tuple[str, Any]) -> Any:

@@ -585,6 +585,16 @@ class SqlStore(CredentialMethods, DelegationMethods, ApprovalMethods, McpMethods
         unit = audit_units.append_unit(entries, nodes, adopt=adopt)
         return await self._run(unit, write=True, one_statement=False)
 
+    def append_audit_entries_now(
+        self, entries: Sequence[LogEntry], nodes: Sequence[TreeNode]
+    ) -> list[int] | None:
+        """:meth:`append_audit_entries` done before returning, on this thread, when that is
+        cheap (SQLite's audit writer commits a lone record here when its process is idle:
+        ``_audit_writer``); None when it is not — then call :meth:`append_audit_entries`."""
+        if self._audit_writer is None or self._closed or not entries:
+            return None
+        return self._audit_writer.append_now(entries, nodes)
+
     async def audit_log_end(self, log: str) -> StoredEntry | None:
         return await self._first(audit_units.LOG_END, audit_units.entry_from_row, {"log": log})
 
