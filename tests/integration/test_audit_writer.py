@@ -261,6 +261,7 @@ async def test_a_lone_record_behind_a_batch_the_process_holds_waits_its_turn(
             store.append_audit_entries(*chainer.entries([record(1), record(2)]))
         )
         await asyncio.sleep(0.05)  # the batch is in the process's socket, unread
+        assert not store.can_append_audit_now(), "the process holds a batch"
         behind = asyncio.ensure_future(store.append_audit_entries(*chainer.entries([record(3)])))
         await asyncio.sleep(0.05)
         assert not behind.done(), "a lone record went ahead of a batch the process held"
@@ -424,3 +425,17 @@ async def test_a_record_refused_when_written_alone_fails_alone_and_the_log_goes_
         await log.close()
     assert receipt.index == 1
     assert await _verified(store) == 2
+
+
+async def test_records_go_to_the_callers_thread_only_while_the_writer_process_runs(
+    tmp_path: Path,
+) -> None:
+    # Without the process (PostgreSQL, or before it starts), a lone record is not built for
+    # this thread only to be built again for the writer task.
+    opened = await open_sql_store(f"sqlite:///{tmp_path}/tether.db", clock=CLOCK)
+    try:
+        assert not opened.can_append_audit_now()
+        assert await opened.start_audit_writer()
+        assert opened.can_append_audit_now()
+    finally:
+        await opened.close()

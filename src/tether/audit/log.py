@@ -252,13 +252,11 @@ class AuditLog:
 
     def _idle(self) -> bool:
         """Whether no writer is at work, nothing is in the store's hands, the log's end is
-        known, and the store can write a record on this thread (see :meth:`_alone`)."""
-        return (
-            (self._writer is None or self._writer.done())
-            and not self._inflight
-            and not self._stale
-            and hasattr(self._store, "append_audit_entries_now")
-        )
+        known, and the store can write a record on this thread now (see :meth:`_alone`)."""
+        if (self._writer is not None and not self._writer.done()) or self._inflight:
+            return False
+        can = getattr(self._store, "can_append_audit_now", None)
+        return not self._stale and can is not None and bool(can())
 
     async def _alone(self, future: asyncio.Future[AuditReceipt]) -> None:
         """The record of ``future``, pending while the log is idle, written here if it is
@@ -294,7 +292,9 @@ class AuditLog:
                     if batch is None:
                         break
                     if not inflight and self._written_here(batch):
+                        inflight.append(batch)  # in ``inflight`` while it lands
                         await self._land(batch)  # written: answers its callers at once
+                        inflight.popleft()
                         await asyncio.sleep(0)  # they append their next records
                         continue
                     self._submit(batch)

@@ -32,7 +32,7 @@ import socket
 import sqlite3
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tether.errors import Conflict, LogPositionTaken
@@ -115,9 +115,24 @@ def is_busy(exc: BaseException) -> bool:
     )
 
 
-def begin_immediate(raw: sqlite3.Connection, *, timeout: float = BUSY_TIMEOUT_MS / 1000) -> None:
-    """``BEGIN IMMEDIATE`` on ``raw``, waiting at most ``timeout`` seconds for another
-    connection's write lock; then ``sqlite3.OperationalError`` (busy), no transaction open.
+def _lock_held(exc: BaseException) -> bool:
+    """Whether ``exc`` is ``SQLITE_BUSY`` (another connection holds the lock), raw or
+    wrapped: what SQLite's busy handler would wait out (not ``SQLITE_LOCKED``)."""
+    cause = getattr(exc, "orig", exc)
+    code = getattr(cause, "sqlite_errorcode", 0) if isinstance(cause, sqlite3.Error) else 0
+    return (code & 0xFF) == sqlite3.SQLITE_BUSY
+
+
+def begin_immediate(
+    raw: sqlite3.Connection,
+    *,
+    begin: Callable[[], object] | None = None,
+    timeout: float | None = None,
+) -> None:
+    """``BEGIN IMMEDIATE`` on ``raw`` (run by ``begin`` if given: SQLAlchemy's connection
+    runs it for the store, and wraps its errors), waiting for another connection's write
+    lock at most ``timeout`` seconds — by default the connection's busy timeout — then
+    raising the busy error with no transaction open. Any other error is raised at once.
 
     SQLite's own busy handler is not told when a lock is released: it sleeps 1, 2, 5, 10,
     15 ms… between tries, so a writer that finds the lock taken waits at least 1 ms, and
@@ -127,21 +142,29 @@ def begin_immediate(raw: sqlite3.Connection, *, timeout: float = BUSY_TIMEOUT_MS
     a checkpoint). Measured by ``bench/bench_sqlite_write_lock.py`` on this project's 2-core
     VM, a writer beside another committing back to back: its wait's p99 went from 18.4 ms
     to 0.46 ms, and its commits from 578/s to 891/s."""
-    deadline = time.monotonic() + timeout
     (configured,) = raw.execute("PRAGMA busy_timeout").fetchone()
+    configured = int(configured)
+    deadline = time.monotonic() + (configured / 1000 if timeout is None else timeout)
+    run = begin or functools.partial(raw.execute, "BEGIN IMMEDIATE")
     raw.execute("PRAGMA busy_timeout=0")
     try:
         for attempt in itertools.count():
             try:
-                raw.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if not is_busy(exc) or time.monotonic() >= deadline:
+                run()
+            except Exception as exc:
+                if not _lock_held(exc) or time.monotonic() >= deadline:
                     raise
             else:
                 return
             time.sleep(LOCK_POLL[min(attempt, len(LOCK_POLL) - 1)])
     finally:
-        raw.execute(f"PRAGMA busy_timeout={int(configured)}")
+        try:
+            raw.execute(f"PRAGMA busy_timeout={configured}")
+        except BaseException:
+            # Never leave the write lock held behind an error: every writer would wait.
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
+            raise
 
 
 def append_rows(

@@ -143,13 +143,24 @@ class AuditWriter:
         first = _result(answer or await self._ask(request))
         return list(range(first, first + len(entries)))
 
+    def direct(self) -> bool:
+        """Whether a lone batch handed over now would be committed on this thread (unless
+        another connection holds the write lock): the process is running and holds no
+        request, it is not the process's turn, and commits here have not been slow."""
+        return (
+            self._sock is not None
+            and not self._waiting
+            and not self._process_next
+            and time.monotonic() >= self._direct_after
+        )
+
     def append_now(
         self, entries: Sequence[LogEntry], nodes: Sequence[TreeNode]
     ) -> list[int] | None:
         """:meth:`append` committed on this thread before returning, when it would be
         (see the module docstring); None when it would go to the process: call
         :meth:`append` then."""
-        if len(entries) > DIRECT_ENTRIES:
+        if len(entries) > DIRECT_ENTRIES or not self.direct():
             return None
         answer = self._here(_append_request(entries, nodes))
         if answer is None:
@@ -166,12 +177,7 @@ class AuditWriter:
     def _here(self, request: tuple[Any, ...]) -> tuple[str, Any] | None:
         """``request`` committed on this thread (see the module docstring), or None: it goes
         to the process."""
-        if (
-            self._sock is None
-            or self._waiting
-            or self._process_next
-            or time.monotonic() < self._direct_after
-        ):
+        if not self.direct():
             return None
         try:
             if self._direct is None:

@@ -30,7 +30,7 @@ from typing import Any, cast
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -111,12 +111,16 @@ def _sqlite_on_begin(conn: Connection) -> None:
     if mode not in _SQLITE_BEGIN_MODES:
         raise ValueError(f"unknown SQLite BEGIN mode {mode!r}")
     if mode == "IMMEDIATE":
-        # The write lock, tried at a finer pace than SQLite's busy handler (see there).
+        # The write lock, tried at a finer pace than SQLite's busy handler (see there);
+        # SQLAlchemy runs the BEGIN, so its errors are wrapped (and a closed connection
+        # invalidated) as for any statement.
         raw = cast(sqlite3.Connection, conn.connection.driver_connection)
         try:
-            begin_immediate(raw)
-        except sqlite3.OperationalError as exc:
-            raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
+            begin_immediate(raw, begin=lambda: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        except sqlite3.Error:
+            # The raw connection failed around the BEGIN (its busy timeout read or set):
+            # the BEGIN again through SQLAlchemy raises that failure as it handles any.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
     elif mode != "NONE":
         conn.exec_driver_sql(f"BEGIN {mode}")
 

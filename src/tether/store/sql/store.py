@@ -585,6 +585,12 @@ class SqlStore(CredentialMethods, DelegationMethods, ApprovalMethods, McpMethods
         unit = audit_units.append_unit(entries, nodes, adopt=adopt)
         return await self._run(unit, write=True, one_statement=False)
 
+    def can_append_audit_now(self) -> bool:
+        """Whether :meth:`append_audit_entries_now` would likely write a lone record now
+        (a cheap check, before the record's entry is built)."""
+        writer = self._audit_writer
+        return writer is not None and not self._closed and writer.direct()
+
     def append_audit_entries_now(
         self, entries: Sequence[LogEntry], nodes: Sequence[TreeNode]
     ) -> list[int] | None:
