@@ -296,8 +296,10 @@ def run_mcp(stack: Stack, rate: float, seconds: float, missed: list[str]) -> Non
     _latency_aims(missed, figures, 10, 25)
 
 
-def _sample(pid: int, port: int) -> tuple[int, int, int]:
-    """The server's resident memory (KiB), open file descriptors, established connections."""
+def _sample(pid: int, port: int) -> tuple[int, int, int, float, float, float]:
+    """The server's resident memory (KiB), open file descriptors, established connections,
+    the CPU seconds used so far by the server and by the whole machine (every core), and the
+    seconds the hypervisor kept this machine's cores waiting (steal)."""
     status = Path(f"/proc/{pid}/status").read_text()
     rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
     fds = len(os.listdir(f"/proc/{pid}/fd"))
@@ -308,10 +310,46 @@ def _sample(pid: int, port: int) -> tuple[int, int, int]:
             for row in rows:
                 local, state = row.split()[1], row.split()[3]
                 connections += int(local.rsplit(":", 1)[1], 16) == port and state == "01"
-    return rss, fds, connections
+    tick = os.sysconf("SC_CLK_TCK")
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    server = (int(stat[11]) + int(stat[12])) / tick  # utime, stime
+    jiffies = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = jiffies[:8]
+    machine = (user + nice + system + irq + softirq) / tick
+    return rss, fds, connections, server, machine, steal / tick
 
 
-Sample = tuple[float, int, int, int]
+#: t (s), RSS (KiB), fds, connections, CPU (s): server, machine, stolen.
+Sample = tuple[float, int, int, int, float, float, float]
+
+
+def _cpu(samples: Sequence[Sample], i: int) -> tuple[float, float, float]:
+    """CPU use (% of one core) between samples i-1 and i: the server, the machine, stolen."""
+    if i == 0:
+        return 0.0, 0.0, 0.0
+    (t0, *_, s0, m0, x0), (t1, *_, s1, m1, x1) = samples[i - 1], samples[i]
+    return 100 * (s1 - s0) / (t1 - t0), 100 * (m1 - m0) / (t1 - t0), 100 * (x1 - x0) / (t1 - t0)
+
+
+def _bad_windows(records: Sequence[Record], samples: Sequence[Sample], width: float = 60) -> None:
+    """Each window of ``width`` seconds with an error, so their spread shows: bursts beside
+    a busy machine point away from a leak."""
+    windows: dict[int, list[Record]] = {}
+    for r in records:
+        windows.setdefault(int(r.due // width), []).append(r)
+    right = {"allow", "deny"}
+    bad = {w: rs for w, rs in windows.items() if any(r.outcome not in right for r in rs)}
+    if not bad:
+        return
+    print(f"  windows of {width:g} s with errors: {len(bad)} of {len(windows)}")
+    for w, rs in sorted(bad.items())[:30]:
+        errors = sum(r.outcome not in right for r in rs)
+        inside = [i for i, s in enumerate(samples) if w * width < s[0] <= (w + 1) * width]
+        cpu = [_cpu(samples, i) for i in inside] or [(0.0, 0.0, 0.0)]
+        print(f"    t {w * width:6.0f} s  errors {errors:4d}  p99 "
+              f"{percentile([r.latency * 1000 for r in rs], 0.99):7.1f} ms  CPU % (most in 10 s): "
+              f"server {max(c[0] for c in cpu):3.0f}  machine {max(c[1] for c in cpu):3.0f}  "
+              f"stolen {max(c[2] for c in cpu):3.0f}")  # fmt: skip
 
 
 async def _soak(stack: Stack, seconds: float) -> tuple[list[Record], list[Record], list[Sample]]:
@@ -346,15 +384,20 @@ def run_soak(stack: Stack, seconds: float, missed: list[str]) -> None:
     for name, rate, records in (("ext_authz", 150, ext), ("MCP", 100, mcp)):
         figures = summary(f"soak: {name} at {rate}/s", records, seconds)
         aim(missed, f"{name} errors", figures["errors"], 0)
+        _bad_windows(records, samples)
     # The last sample is taken after the load ended (its connections closed): shown apart.
     during, ended = samples[:-1], samples[-1]
     warm = min(300.0, seconds / 4)
     base = next((s for s in during if s[0] >= warm), during[0])
     last = during[-1]
-    print(f"  samples (every {SAMPLE_EVERY:g} s): t s, RSS MiB, fds, connections")
-    shown = during[:: max(1, len(during) // 12)]
-    for t, rss, fds, conns in [*shown, *([last] if shown[-1] is not last else [])]:
-        print(f"    {t:7.0f} {rss / 1024:8.1f} {fds:6d} {conns:6d}")
+    print(f"  samples (every {SAMPLE_EVERY:g} s): t s, RSS MiB, fds, connections, "
+          "CPU % of a core in the 10 s before: server, machine, stolen")  # fmt: skip
+    step = max(1, len(during) // 12)
+    shown = [*range(0, len(during), step), *([len(during) - 1] if (len(during) - 1) % step else [])]
+    for i in shown:
+        t, rss, fds, conns, *_ = during[i]
+        cpu = "".join(f" {c:6.0f}" for c in _cpu(during, i))
+        print(f"    {t:7.0f} {rss / 1024:8.1f} {fds:6d} {conns:6d}{cpu}")
     print(f"  after the load: RSS {ended[1] / 1024:.1f} MiB, {ended[2]} fds, "
           f"{ended[3]} connections")  # fmt: skip
     print(f"  growth after the {warm:.0f} s warm-up (t={base[0]:.0f} s to t={last[0]:.0f} s):")
