@@ -298,8 +298,9 @@ def run_mcp(stack: Stack, rate: float, seconds: float, missed: list[str]) -> Non
 
 def _sample(pid: int, port: int) -> tuple[int, int, int, float, float, float]:
     """The server's resident memory (KiB), open file descriptors, established connections,
-    the CPU seconds used so far by the server and by the whole machine (every core), and the
-    seconds the hypervisor kept this machine's cores waiting (steal)."""
+    the CPU seconds used so far by the server's own process (not its audit writer process)
+    and by the whole machine (every core), and the seconds the hypervisor kept this
+    machine's cores waiting (steal)."""
     status = Path(f"/proc/{pid}/status").read_text()
     rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
     fds = len(os.listdir(f"/proc/{pid}/fd"))
@@ -384,7 +385,7 @@ def run_soak(stack: Stack, seconds: float, missed: list[str]) -> None:
     for name, rate, records in (("ext_authz", 150, ext), ("MCP", 100, mcp)):
         figures = summary(f"soak: {name} at {rate}/s", records, seconds)
         aim(missed, f"{name} errors", figures["errors"], 0)
-        _bad_windows(records, samples)
+        _bad_windows(records, samples[:-1])  # the last sample: after the load
     # The last sample is taken after the load ended (its connections closed): shown apart.
     during, ended = samples[:-1], samples[-1]
     warm = min(300.0, seconds / 4)

@@ -427,7 +427,7 @@ async def test_a_record_refused_when_written_alone_fails_alone_and_the_log_goes_
     assert await _verified(store) == 2
 
 
-async def test_records_go_to_the_callers_thread_only_while_the_writer_process_runs(
+async def test_the_store_offers_a_commit_on_the_callers_thread_only_while_its_writer_process_runs(
     tmp_path: Path,
 ) -> None:
     # Without the process (PostgreSQL, or before it starts), a lone record is not built for

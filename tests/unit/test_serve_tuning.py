@@ -43,7 +43,9 @@ def test_no_young_collection_stops_the_loop_long_on_a_gateways_cyclic_garbage() 
         if phase == "stop" and info["generation"] == 0:
             freed.append(info["collected"])
 
+    enabled = gc.isenabled()
     gc.collect()
+    gc.enable()
     gc.set_threshold(*GC_THRESHOLDS)
     gc.callbacks.append(count)
     try:
@@ -52,6 +54,8 @@ def test_no_young_collection_stops_the_loop_long_on_a_gateways_cyclic_garbage() 
     finally:
         gc.callbacks.remove(count)
         gc.set_threshold(*before)
+        if not enabled:
+            gc.disable()
     assert freed, "young collections ran"
     assert max(freed) <= MOST_FREED_AT_ONCE
     assert sum(freed) >= 100_000, "the cycles were collected as they came"

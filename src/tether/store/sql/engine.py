@@ -30,7 +30,7 @@ from typing import Any, cast
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -117,10 +117,11 @@ def _sqlite_on_begin(conn: Connection) -> None:
         raw = cast(sqlite3.Connection, conn.connection.driver_connection)
         try:
             begin_immediate(raw, begin=lambda: conn.exec_driver_sql("BEGIN IMMEDIATE"))
-        except sqlite3.Error:
-            # The raw connection failed around the BEGIN (its busy timeout read or set):
-            # the BEGIN again through SQLAlchemy raises that failure as it handles any.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            # The raw connection failed around the BEGIN (its busy timeout read or restored):
+            # it may be left without its busy timeout, so it is not used again.
+            conn.invalidate(exc)
+            raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
     elif mode != "NONE":
         conn.exec_driver_sql(f"BEGIN {mode}")
 
