@@ -102,25 +102,18 @@ def check_end(log: str, last: int | None, first: int) -> None:
         )
 
 
+def _primary_code(exc: BaseException) -> int:
+    """SQLite's primary result code of ``exc``, raw or as SQLAlchemy wraps it; 0 for any
+    other error. Extended codes (``SQLITE_BUSY_SNAPSHOT``, …) carry it in their low byte."""
+    cause = getattr(exc, "orig", exc)
+    code = getattr(cause, "sqlite_errorcode", 0) if isinstance(cause, sqlite3.Error) else 0
+    return int(code) & 0xFF
+
+
 def is_busy(exc: BaseException) -> bool:
     """Whether ``exc`` is SQLite's "another connection holds the lock" (``SQLITE_BUSY`` or
     ``SQLITE_LOCKED``, extended codes included), raw or as SQLAlchemy wraps it."""
-    cause = getattr(exc, "orig", exc)
-    if not isinstance(cause, sqlite3.OperationalError):
-        return False
-    # Extended codes (SQLITE_BUSY_SNAPSHOT, …) carry the primary one in their low byte.
-    return (getattr(cause, "sqlite_errorcode", 0) & 0xFF) in (
-        sqlite3.SQLITE_BUSY,
-        sqlite3.SQLITE_LOCKED,
-    )
-
-
-def _lock_held(exc: BaseException) -> bool:
-    """Whether ``exc`` is ``SQLITE_BUSY`` (another connection holds the lock), raw or
-    wrapped: what SQLite's busy handler would wait out (not ``SQLITE_LOCKED``)."""
-    cause = getattr(exc, "orig", exc)
-    code = getattr(cause, "sqlite_errorcode", 0) if isinstance(cause, sqlite3.Error) else 0
-    return (code & 0xFF) == sqlite3.SQLITE_BUSY
+    return _primary_code(exc) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def begin_immediate(
@@ -152,7 +145,8 @@ def begin_immediate(
             try:
                 run()
             except Exception as exc:
-                if not _lock_held(exc) or time.monotonic() >= deadline:
+                # SQLITE_BUSY alone: what SQLite's busy handler would wait out.
+                if _primary_code(exc) != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
                     raise
             else:
                 return

@@ -138,9 +138,10 @@ class AuditWriter:
         """Write ``entries`` and ``nodes`` in one transaction; their sequence numbers.
         :class:`LogPositionTaken`, ``Conflict`` or ``StoreUnavailable`` as the in-process
         append. Batches are written in the order this is called."""
-        request = _append_request(entries, nodes)
-        answer = self._here(request) if len(entries) <= DIRECT_ENTRIES else None
-        first = _result(answer or await self._ask(request))
+        written = self.append_now(entries, nodes)
+        if written is not None:
+            return written
+        first = _result(await self._ask(_append_request(entries, nodes)))
         return list(range(first, first + len(entries)))
 
     def direct(self) -> bool:
@@ -176,9 +177,7 @@ class AuditWriter:
 
     def _here(self, request: tuple[Any, ...]) -> tuple[str, Any] | None:
         """``request`` committed on this thread (see the module docstring), or None: it goes
-        to the process."""
-        if not self.direct():
-            return None
+        to the process. Called only when :meth:`direct`."""
         try:
             if self._direct is None:
                 self._direct = _connect(self._path)
