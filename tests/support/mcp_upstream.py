@@ -17,7 +17,9 @@ With ``NOTICES`` set it also speaks unasked, per MCP session: ``logging/setLevel
 session's level, ``chatty(tag)`` sends a ``debug``, an ``info`` and a ``warning`` log notice
 (``"<tag>: <level>"``, those at or above the level) on the call's stream, 50 ms apart, and
 ``touch(uri)`` tells every session subscribed to ``uri`` (``resources/subscribe``) that it
-changed, answering how many it told; ``ask(question)`` asks the caller for an answer by
+changed, answering how many it told; ``steps()`` reports its progress twice (``1/2``, ``2/2``,
+when the call carries a progress token), 50 ms apart, then answers ``steps done``;
+``ask(question)`` asks the caller for an answer by
 elicitation (the handshake era's request of the server's own, so on such sessions only).
 
 Rug pull: when the file named by ``MUTATE_FILE`` exists, ``add``'s description becomes that
@@ -67,6 +69,8 @@ _NOTICE_TOOLS = [
                input_schema={"type": "object", "properties": {"tag": {"type": "string"}}}),
     types.Tool(name="touch", description="Change a resource.",
                input_schema={"type": "object", "properties": {"uri": {"type": "string"}}}),
+    types.Tool(name="steps", description="Report progress while working.",
+               input_schema={"type": "object"}),
     types.Tool(name="ask", description="Ask the user a question.",
                input_schema={"type": "object", "properties": {"question": {"type": "string"}}}),
 ]  # fmt: skip
@@ -92,6 +96,13 @@ async def _chatty(ctx: ServerRequestContext[Any], tag: str) -> str:
             await ctx.session.send_notification(notice, related_request_id=ctx.request_id)
         await anyio.sleep(0.05)
     return f"{tag} done"
+
+
+async def _steps(ctx: ServerRequestContext[Any]) -> str:
+    for step in (1, 2):
+        await ctx.session.report_progress(step, 2, f"step {step}")
+        await anyio.sleep(0.05)
+    return "steps done"
 
 
 async def _ask(ctx: ServerRequestContext[Any], question: str) -> str:
@@ -175,6 +186,8 @@ async def call_tool(
         text = await _chatty(ctx, str(args.get("tag", "")))
     elif params.name == "ask" and os.environ.get("NOTICES"):
         text = await _ask(ctx, str(args.get("question", "")))
+    elif params.name == "steps" and os.environ.get("NOTICES"):
+        text = await _steps(ctx)
     elif params.name == "touch" and os.environ.get("NOTICES"):
         text = await _touch(str(args.get("uri", "")))
     else:

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import httpx2
+import orjson
 import pytest
 import uvicorn
 from mcp import Client
@@ -122,14 +123,33 @@ class Gateway:
 
     @asynccontextmanager
     async def client(
-        self, server: str, token: str, mode: str = "auto", **options: Any
+        self,
+        server: str,
+        token: str,
+        mode: str = "auto",
+        answers: list[tuple[str, str]] | None = None,
+        **options: Any,
     ) -> AsyncIterator[Client]:
         """The official MCP client at ``/mcp/<server>`` with ``token`` as its bearer (and the
-        client's ``options``: callbacks)."""
-        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
+        client's ``options``: callbacks). ``answers``, when given, gets the method of each
+        request the client sends and the media type it was answered with."""
+        hooks = {"response": [_noting(answers)]} if answers is not None else {}
+        bearer = {"Authorization": f"Bearer {token}"}
+        async with httpx2.AsyncClient(headers=bearer, event_hooks=hooks) as http:
             transport = streamable_http_client(f"{self.addr}/mcp/{server}", http_client=http)
             async with Client(transport, mode=mode, cache=None, **options) as client:
                 yield client
+
+
+def _noting(answers: list[tuple[str, str]]) -> Callable[[httpx2.Response], Awaitable[None]]:
+    async def note(response: httpx2.Response) -> None:
+        request = response.request
+        message = orjson.loads(request.content) if request.method == "POST" else None
+        if isinstance(message, dict) and "id" in message and "method" in message:  # requests
+            media = response.headers.get("content-type", "").partition(";")[0].strip()
+            answers.append((str(message.get("method")), media))
+
+    return note
 
 
 def gateway_settings(tmp_path: Path, port: int, **overrides: Any) -> Settings:

@@ -1,11 +1,17 @@
-"""The upstream's own messages through the gateway — log notices and resource updates — reach
-the caller who asked for them, at its level, and never another caller."""
+"""The upstream's own messages through the gateway — log notices, progress and resource
+updates — reach the caller who asked for them, at its level, and never another caller; and how
+each request is answered: with one JSON body when nothing tied to it can need a stream, on a
+stream of its own otherwise.
+
+A caller that declared no capability to be asked for input is answered with JSON bodies, so
+its log notices and progress come on its session's GET stream and may arrive after the call's
+answer: those tests wait for them (bounded)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +58,12 @@ class Inbox:
     async def log(self, params: types.LoggingMessageNotificationParams) -> None:
         self.logs.append(str(params.data))
 
+    async def until_logged(self, count: int) -> list[str]:
+        """The log notices, once ``count`` have come, and any stray after."""
+        await _until(lambda: len(self.logs) >= count)
+        await asyncio.sleep(0.2)  # room for a stray notice to arrive
+        return self.logs
+
     async def message(self, message: Any) -> None:
         if isinstance(message, types.ResourceUpdatedNotification):
             self.updated.append(str(message.params.uri))
@@ -73,8 +85,9 @@ async def test_a_callers_log_notices_reach_it_at_the_level_it_set(
     async with gateway.client("tools", token, mode="legacy", **inbox.options()) as client:
         await client.set_logging_level("info")
         done = await client.call_tool("chatty", {"tag": "a"})
+        logged = await inbox.until_logged(2)
     assert _text(done) == "a done"
-    assert inbox.logs == ["a: info", "a: warning"]  # the upstream filtered debug: level sent
+    assert logged == ["a: info", "a: warning"]  # the upstream filtered debug: level sent
 
 
 async def test_one_callers_log_notices_never_reach_another_caller(
@@ -98,6 +111,8 @@ permit (principal == Tether::Agent::"crm-bot", action == Tether::Action::"call_t
         results = await asyncio.gather(
             one.call_tool("chatty", {"tag": "first"}), two.call_tool("chatty", {"tag": "second"})
         )
+        await first.until_logged(3)
+        await second.until_logged(3)
     assert [_text(r) for r in results] == ["first done", "second done"]
     assert first.logs == ["first: debug", "first: info", "first: warning"]
     assert second.logs == ["second: debug", "second: info", "second: warning"]
@@ -168,3 +183,84 @@ async def test_a_listening_callers_upstream_asks_it_for_input_on_its_own_call(
         answered = await me.call_tool("ask", {"question": "Which colour?"})
     assert questions == ["Which colour?"]
     assert _text(answered) == "accept: blue"
+
+
+class Progress:
+    """The progress one call was told."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[float, float | None, str | None]] = []
+
+    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
+        self.steps.append((progress, total, message))
+
+    async def until(self, count: int) -> list[tuple[float, float | None, str | None]]:
+        await _until(lambda: len(self.steps) >= count)
+        return self.steps
+
+
+async def _until(done: Callable[[], bool]) -> None:
+    """Until ``done()``, 10 s at most (a test then fails on what came)."""
+    for _ in range(200):
+        if done():
+            return
+        await asyncio.sleep(0.05)
+
+
+STEPS = [(1.0, 2.0, "step 1"), (2.0, 2.0, "step 2")]
+
+
+async def test_a_caller_that_cannot_be_asked_for_input_is_answered_with_json_bodies(
+    gateway: Gateway, token: str
+) -> None:
+    answers: list[tuple[str, str]] = []
+    async with gateway.client("tools", token, mode="legacy", answers=answers) as client:
+        listed = await client.list_tools()
+        done = await client.call_tool("chatty", {"tag": "a"})
+    assert "chatty" in {tool.name for tool in listed.tools}
+    assert _text(done) == "a done"
+    assert answers == [("initialize", "application/json"), ("tools/list", "application/json"),
+                       ("tools/call", "application/json")]  # fmt: skip
+
+
+async def test_a_caller_that_can_be_asked_for_input_is_answered_on_streams(
+    gateway: Gateway, token: str
+) -> None:
+    async def answer(context: object, params: types.ElicitRequestParams) -> types.ElicitResult:
+        return types.ElicitResult(action="accept", content={"answer": "blue"})
+
+    answers: list[tuple[str, str]] = []
+    async with gateway.client("tools", token, mode="legacy", answers=answers,
+                              elicitation_callback=answer) as client:  # fmt: skip
+        await client.set_logging_level("info")  # the session listens: its own upstream session
+        answered = await client.call_tool("ask", {"question": "Which colour?"})
+    assert _text(answered) == "accept: blue"  # asked on the call's own stream
+    assert {method for method, _ in answers} >= {"initialize", "logging/setLevel", "tools/call"}
+    assert {media for _, media in answers} == {"text/event-stream"}
+
+
+async def test_progress_reaches_a_caller_answered_with_json_by_its_token(
+    gateway: Gateway, token: str
+) -> None:
+    answers: list[tuple[str, str]] = []
+    progress = Progress()
+    async with gateway.client("tools", token, mode="legacy", answers=answers) as client:
+        done = await client.call_tool("steps", progress_callback=progress)
+        told = await progress.until(2)
+    assert _text(done) == "steps done"
+    assert ("tools/call", "application/json") in answers
+    assert told == STEPS
+
+
+async def test_a_stateless_call_is_streamed_only_when_it_asks_for_progress(
+    gateway: Gateway, token: str
+) -> None:
+    answers: list[tuple[str, str]] = []
+    progress = Progress()
+    async with gateway.client("tools", token, mode="2026-07-28", answers=answers) as client:
+        quiet = await client.call_tool("steps")
+        followed = await client.call_tool("steps", progress_callback=progress)
+    assert [_text(quiet), _text(followed)] == ["steps done", "steps done"]
+    calls = [media for method, media in answers if method == "tools/call"]
+    assert calls == ["application/json", "text/event-stream"]
+    assert progress.steps == STEPS  # on the call's stream, before its answer

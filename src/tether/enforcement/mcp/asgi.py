@@ -17,7 +17,18 @@ Before the ``mcp`` SDK's streamable-HTTP transport sees a request, this front:
    presented by another agent instance, another user or at another server's path is answered
    exactly like an unknown one (``404``);
 4. leaves the caller (:class:`~tether.enforcement.mcp.gateway.GatewayCaller`), with a fresh
-   correlation id and W3C trace context, in the scope for the handlers.
+   correlation id and W3C trace context, in the scope for the handlers;
+5. chooses how the request is answered. The streamable HTTP transport lets a server answer a
+   request with one JSON body or with an SSE stream that carries, before the answer, the
+   messages tied to the request (progress, log notices, the server's own requests for input).
+   A stream costs the SDK a task group, an SSE writer and the garbage of their cancellation on
+   every request (about half the gateway's CPU per tool call, measured), so a request is
+   answered with one JSON body when nothing can need its stream: a stateless (2026-07-28)
+   request without a progress token, and every request of a session whose ``initialize``
+   declared no capability to be asked for input (``sampling``, ``elicitation``, ``roots``).
+   Such a session's progress and log notices go on its GET stream instead — correlated by
+   their progress token and logger, not by the stream — so they may arrive after the call's
+   answer. Every other request is answered on a stream of its own, as before.
 
 ``Host`` and ``Origin`` are checked with the SDK's DNS-rebinding rules against the issuer's
 host, loopback when the issuer is loopback, and ``mcp_allowed_hosts``.
@@ -62,6 +73,8 @@ class _Bound:
     inner: str
     server: str
     owner: tuple[str, str | None]
+    #: Whether the session's requests are answered with one JSON body (see the module's 5.).
+    plain: bool
 
 
 def resource_metadata(issuer: str, server: str) -> dict[str, object]:
@@ -106,30 +119,35 @@ class GatewayApp:
         self._issuer = issuer
         self._security = security_settings(issuer, allowed_hosts)
         self._guard = TransportSecurityMiddleware(self._security)
-        self._manager: StreamableHTTPSessionManager | None = None
+        #: The SDK's session managers: answering on streams, and with one JSON body.
+        self._managers: tuple[StreamableHTTPSessionManager, StreamableHTTPSessionManager] | None
+        self._managers = None
         self._sessions: OrderedDict[str, _Bound] = OrderedDict()
         self._outer: dict[str, str] = {}
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Serve while entered (the SDK's session manager runs once: a new one each time)."""
-        manager = StreamableHTTPSessionManager(
-            app=self._gateway.server, security_settings=self._security
+        """Serve while entered (the SDK's session managers run once: new ones each time)."""
+        streamed, plain = (
+            StreamableHTTPSessionManager(
+                app=self._gateway.server, security_settings=self._security, json_response=json
+            )
+            for json in (False, True)
         )
-        async with manager.run():
-            self._manager = manager
+        async with streamed.run(), plain.run():
+            self._managers = (streamed, plain)
             try:
                 yield
             finally:
-                self._manager = None
+                self._managers = None
                 self._sessions.clear()
                 self._outer.clear()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        manager = self._manager
+        managers = self._managers
         if scope["type"] != "http":
             return
-        if manager is None:
+        if managers is None:
             down: dict[str, object] = {"error": "temporarily_unavailable",
                                        "error_description": "not running"}  # fmt: skip
             await _answer(send, 503, down)
@@ -147,14 +165,22 @@ class GatewayApp:
                                           "error_description": "Session not found"})  # fmt: skip
                 return
             self._sessions.move_to_end(outer)
+            plain = bound.plain
             who = replace(who, session=outer)
             scope = _with_header(scope, SESSION_HEADER, bound.inner)
             if scope["method"] == "DELETE":
                 self._forget(outer)
+        elif scope["method"] == "POST":
+            body, receive = await _buffered(receive)
+            plain = _plain(body)
+        else:
+            plain = False
+        who = replace(who, streamed=not plain)
         scope = {**scope, "state": {**scope.get("state", {}), SCOPE_KEY: who}}
         serving = SERVING.set(server)
+        renaming = self._renaming(send, server, owner, plain)
         try:
-            await manager.handle_request(scope, receive, self._renaming(send, server, owner))
+            await managers[plain].handle_request(scope, receive, renaming)
         finally:
             SERVING.reset(serving)
 
@@ -214,7 +240,9 @@ class GatewayApp:
             body = {"error": "invalid_token", "error_description": why}
         await _answer(send, 401, body, headers=[(b"www-authenticate", challenge.encode())])
 
-    def _renaming(self, send: Send, server: str, owner: tuple[str, str | None]) -> Send:
+    def _renaming(
+        self, send: Send, server: str, owner: tuple[str, str | None], plain: bool
+    ) -> Send:
         """``send`` with the SDK's new session id replaced by one of 256 random bits."""
 
         async def renamed(message: Message) -> None:
@@ -222,7 +250,7 @@ class GatewayApp:
                 headers = []
                 for key, value in message.get("headers", []):
                     if key.lower() == SESSION_HEADER:
-                        outer = self._bind(value.decode("latin-1"), server, owner)
+                        outer = self._bind(value.decode("latin-1"), server, owner, plain)
                         headers.append((key, outer.encode()))
                     else:
                         headers.append((key, value))
@@ -231,12 +259,12 @@ class GatewayApp:
 
         return renamed
 
-    def _bind(self, inner: str, server: str, owner: tuple[str, str | None]) -> str:
+    def _bind(self, inner: str, server: str, owner: tuple[str, str | None], plain: bool) -> str:
         known = self._outer.get(inner)
         if known is not None:
             return known
         outer = secrets.token_urlsafe(32)
-        self._sessions[outer] = _Bound(inner=inner, server=server, owner=owner)
+        self._sessions[outer] = _Bound(inner=inner, server=server, owner=owner, plain=plain)
         self._outer[inner] = outer
         while len(self._sessions) > MAX_SESSIONS:
             self._forget(next(iter(self._sessions)))
@@ -247,6 +275,53 @@ class GatewayApp:
         if bound is not None:
             self._outer.pop(bound.inner, None)
             self._gateway.session_ended(outer)
+
+
+#: What a client declares in ``initialize`` to be asked for input mid-call: on the call's stream.
+_ASKABLE = ("sampling", "elicitation", "roots")
+
+
+def _plain(body: bytes) -> bool:
+    """Whether a request outside any session can be answered with one JSON body: an
+    ``initialize`` declaring nothing the caller can be asked (its session's requests are all
+    answered so), or a stateless request without a progress token. Anything unreadable goes to
+    the streams, whose transport answers it as the SDK does."""
+    try:
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    params = message.get("params") if isinstance(message, dict) else None
+    if not isinstance(params, dict):
+        return isinstance(message, dict) and message.get("method") != "initialize"
+    meta = params.get("_meta")
+    if isinstance(meta, dict) and "progressToken" in meta:
+        return False
+    if message.get("method") != "initialize":
+        return True
+    capabilities = params.get("capabilities")
+    return isinstance(capabilities, dict) and not any(c in capabilities for c in _ASKABLE)
+
+
+async def _buffered(receive: Receive) -> tuple[bytes, Receive]:
+    """The request's body, and a ``receive`` that gives it again, then the client's next
+    messages (its disconnect)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # gone before its body was read
+            return b"", _replaying([message], receive)
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    return body, _replaying([{"type": "http.request", "body": body, "more_body": False}], receive)
+
+
+def _replaying(first: list[Message], receive: Receive) -> Receive:
+    async def replay() -> Message:
+        return first.pop(0) if first else await receive()
+
+    return replay
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -33,6 +33,7 @@ from typing import Any
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
+from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -91,6 +92,9 @@ class GatewayCaller:
     #: The MCP session the request belongs to (the id the front gave the caller); None for
     #: the request that opens one, and for stateless (2026-07-28) callers.
     session: str | None = None
+    #: Whether the request is answered on a stream of its own (SSE), which carries the
+    #: messages tied to it before its answer; False when it is answered with one JSON body.
+    streamed: bool = True
 
 
 @dataclass(kw_only=True)
@@ -250,14 +254,18 @@ class Gateway:
         meta = {"traceparent": who.traceparent, CORRELATION_META: who.correlation_id}
         answers, state = params.input_responses, params.request_state
         listener = self._listener(ctx, False)
+        progress = ctx.session.report_progress if who.streamed else _unstreamed(ctx, params)
         try:
             secret = await self._secret(upstream, who)
             for _ in range(MAX_INPUT_ROUNDS):
-                with self._listeners.calling(who.session, ctx):
+                # a call answered with one JSON body leaves its session's log notices on the
+                # session's own stream: nothing tied to it can reach the caller before its end
+                calling = self._listeners.calling(who.session if who.streamed else None, ctx)
+                with calling:
                     result = await self._pool.call_tool(
                         upstream, secret, name=params.name, arguments=params.arguments,
-                        meta=meta, progress=ctx.session.report_progress, answers=answers,
-                        state=state, listener=listener,
+                        meta=meta, progress=progress, answers=answers, state=state,
+                        listener=listener,
                     )  # fmt: skip
                 if isinstance(result, types.CallToolResult) or _modern(ctx):
                     return result
@@ -370,6 +378,22 @@ def _base(who: GatewayCaller, upstream: Upstream) -> CheckRequest:
         enforcement_point=ENFORCEMENT_POINT, correlation_id=who.correlation_id,
         audience=who.audience, certificate_thumbprint=who.certificate_thumbprint,
     )  # fmt: skip
+
+
+def _unstreamed(
+    ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+) -> ProgressFnT | None:
+    """Progress of a call answered with one JSON body, if its caller asked for it: sent on
+    the caller's session stream, where its progress token tells the caller which call it is
+    of (MCP's progress notices are matched by token)."""
+    token = (params.meta or {}).get("progress_token")
+    if token is None:
+        return None
+
+    async def tell(progress: float, total: float | None, message: str | None) -> None:
+        await ctx.session.send_progress_notification(token, progress, total, message)
+
+    return tell
 
 
 def _modern(ctx: ServerRequestContext[Any]) -> bool:
