@@ -233,13 +233,17 @@ def mcp_calls(stack: Stack) -> tuple[Make, Judge]:
             return SHED
         if reply.status != 200:
             return _error(reply)
-        for line in reply.body.decode(errors="replace").splitlines():
-            if line.startswith("data:"):
-                result = json.loads(line[5:]).get("result") or {}
-                text = "".join(p.get("text", "") for p in result.get("content", ()))
-                ok = text == "5" and not result.get("isError")
-                return "allow" if ok else _kept("error_result", reply)
-        return _kept("error_body", reply)
+        body = reply.body.decode(errors="replace")
+        # one JSON body (a session that cannot be asked for input), or an SSE event's data
+        data = [body] if body.startswith("{") else [
+            line[5:] for line in body.splitlines() if line.startswith("data:")
+        ]  # fmt: skip
+        if not data:
+            return _kept("error_body", reply)
+        result = json.loads(data[0]).get("result") or {}
+        text = "".join(p.get("text", "") for p in result.get("content", ()))
+        ok = text == "5" and not result.get("isError")
+        return "allow" if ok else _kept("error_result", reply)
 
     return make, judge
 
