@@ -19,6 +19,8 @@ import mcp_types as types
 import pytest
 from mcp.shared.exceptions import MCPError
 
+from tether.enforcement.mcp._listeners import NOT_ASKABLE
+
 from .conftest import Gateway, HttpUpstream, upstream_process
 
 #: ``logging/setLevel`` and ``resources/subscribe`` are the handshake era's, deprecated by the
@@ -264,3 +266,22 @@ async def test_a_stateless_call_is_streamed_only_when_it_asks_for_progress(
     calls = [media for method, media in answers if method == "tools/call"]
     assert calls == ["application/json", "text/event-stream"]
     assert progress.steps == STEPS  # on the call's stream, before its answer
+
+
+async def test_a_caller_that_cannot_be_asked_for_input_is_never_asked(
+    gateway: Gateway, token: str
+) -> None:
+    inbox = Inbox()
+    answers: list[tuple[str, str]] = []
+    async with gateway.client("tools", token, mode="legacy", answers=answers,
+                              **inbox.options()) as client:  # fmt: skip
+        await client.set_logging_level("info")  # the session listens: its own upstream session
+        try:
+            answered = await client.call_tool("ask", {"question": "Which colour?"})
+        except MCPError as exc:  # the upstream's own failure, relayed
+            refused = exc.error.message
+        else:
+            assert answered.is_error, answered
+            refused = str(answered.content)
+    assert NOT_ASKABLE in refused  # the upstream was told, and failed the call
+    assert {media for _, media in answers} == {"application/json"}

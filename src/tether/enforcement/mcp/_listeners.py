@@ -47,6 +47,8 @@ __all__ = ["Listeners"]
 
 #: Listening caller sessions remembered (beyond this the least recently used stop listening).
 MAX_KEPT = 4096
+#: Why an upstream's request for input is refused when no call of the caller runs on a stream.
+NOT_ASKABLE = "the caller cannot be asked for input: none of its calls runs on a stream"
 
 log = structlog.get_logger("tether.mcp")
 _T = TypeVar("_T", bound=BaseModel)
@@ -82,9 +84,10 @@ class _Audience:
 
     async def _ask(self, request: types.ServerRequest, kind: type[_T]) -> _T | types.ErrorData:
         """The caller's answer to the upstream's request, asked on its newest running call's
-        stream; refused when none runs (input is asked for a call)."""
+        stream; refused when none runs on a stream (input is asked for a call, and a call
+        answered with one JSON body has no stream to ask on)."""
         if not self.calls:
-            return types.ErrorData(code=types.INVALID_REQUEST, message="no call is running")
+            return types.ErrorData(code=types.INVALID_REQUEST, message=NOT_ASKABLE)
         call = self.calls[-1]
         related = ServerMessageMetadata(related_request_id=call.request_id)
         try:
