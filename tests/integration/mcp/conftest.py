@@ -165,7 +165,10 @@ async def serving(settings: Settings, tmp_path: Path) -> AsyncIterator[Gateway]:
     services = await Services.open(settings)
     app = create_app(settings, services=services)
     port = int(settings.issuer_url.rsplit(":", 1)[1])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    # a request left hanging by a broken rule must fail its test, not hold the run for ever
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                            timeout_graceful_shutdown=10)  # fmt: skip
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import mcp_types as types
 import pytest
 from mcp.shared.exceptions import MCPError
@@ -254,18 +255,67 @@ async def test_progress_reaches_a_caller_answered_with_json_by_its_token(
     assert told == STEPS
 
 
-async def test_a_stateless_call_is_streamed_only_when_it_asks_for_progress(
+async def test_a_stateless_calls_progress_comes_on_its_own_stream_before_its_answer(
     gateway: Gateway, token: str
 ) -> None:
     answers: list[tuple[str, str]] = []
     progress = Progress()
     async with gateway.client("tools", token, mode="2026-07-28", answers=answers) as client:
-        quiet = await client.call_tool("steps")
         followed = await client.call_tool("steps", progress_callback=progress)
-    assert [_text(quiet), _text(followed)] == ["steps done", "steps done"]
-    calls = [media for method, media in answers if method == "tools/call"]
-    assert calls == ["application/json", "text/event-stream"]
-    assert progress.steps == STEPS  # on the call's stream, before its answer
+        told = list(progress.steps)  # no waiting: it came before the answer
+    assert _text(followed) == "steps done"
+    assert ("tools/call", "text/event-stream") in answers
+    assert told == STEPS
+
+
+async def test_a_streamed_callers_log_notices_come_on_its_call_before_the_answer(
+    gateway: Gateway, token: str
+) -> None:
+    async def answer(context: object, params: types.ElicitRequestParams) -> types.ElicitResult:
+        return types.ElicitResult(action="decline")
+
+    inbox = Inbox()
+    async with gateway.client("tools", token, mode="legacy", elicitation_callback=answer,
+                              **inbox.options()) as client:  # fmt: skip
+        await client.set_logging_level("info")
+        done = await client.call_tool("chatty", {"tag": "s"})
+        logged = list(inbox.logs)  # no waiting: they came on the call's stream, before it
+    assert _text(done) == "s done"
+    assert logged == ["s: info", "s: warning"]
+
+
+async def test_a_plain_sessions_request_under_the_id_of_one_in_flight_is_refused(
+    gateway: Gateway, token: str
+) -> None:
+    """In a session answered with JSON bodies, a second request under the id of one still in
+    flight would leave the first waiting for ever (the SDK keys a request's answer by its id,
+    and its JSON answers never see their client go away)."""
+    headers = {"Authorization": f"Bearer {token}", "mcp-protocol-version": "2025-11-25",
+               "Accept": "application/json, text/event-stream"}  # fmt: skip
+    url = gateway.resource("tools")
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "raw", "version": "1"}}}  # fmt: skip
+    call = {"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+            "params": {"name": "chatty", "arguments": {"tag": "d"}}}  # fmt: skip
+    async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+        opened = await http.post(url, json=init)
+        assert opened.status_code == 200, opened.text
+        assert opened.headers["content-type"].startswith("application/json")
+        http.headers["mcp-session-id"] = opened.headers["mcp-session-id"]
+        told = await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        assert told.status_code == 202, told.text
+        first = asyncio.create_task(http.post(url, json=call))
+        await asyncio.sleep(0.05)  # the first is in flight (chatty takes 150 ms)
+        second = await http.post(url, json={**call, "id": "5"})  # the SDK keys both as "5"
+        answered = await asyncio.wait_for(first, timeout=10)
+        again = await http.post(url, json=call)  # once the first has its answer, the id is free
+    assert second.status_code == 400
+    assert second.json()["error"]["code"] == -32600
+    assert answered.status_code == 200
+    assert answered.json()["result"]["content"][0]["text"] == "d done"
+    assert again.status_code == 200
+    assert again.json()["id"] == 5
 
 
 async def test_a_caller_that_cannot_be_asked_for_input_is_never_asked(

@@ -1,26 +1,30 @@
-"""Which requests outside any session the MCP gateway answers with one JSON body: those that
-nothing tied to them can need a stream for. Anything it cannot read goes to the streams, whose
-transport answers it as the SDK does."""
+"""How the MCP gateway's front reads a request before the SDK does: which sessions it answers
+with one JSON body (those whose client cannot be asked for input), the id under which a
+plain session's request is in flight, and the body it hands on unchanged. Anything it cannot
+read goes to the streams, whose transport answers it as the SDK does."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
+from starlette.types import Message
 
-from tether.enforcement.mcp.asgi import _plain
+from tether.enforcement.mcp.asgi import _buffered, _plain, _request_id
 
 
-def _initialize(capabilities: object) -> bytes:
+def _initialize(capabilities: object, meta: object = None) -> bytes:
     params = {"protocolVersion": "2025-11-25", "capabilities": capabilities,
               "clientInfo": {"name": "c", "version": "1"}}  # fmt: skip
+    if meta is not None:
+        params["_meta"] = meta
     return orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params})
 
 
-def _call(meta: object = None) -> bytes:
+def _call(meta: object = None, id_: object = 2) -> bytes:
     params: dict[str, object] = {"name": "add", "arguments": {"a": 2, "b": 3}}
     if meta is not None:
         params["_meta"] = meta
-    return orjson.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params})
+    return orjson.dumps({"jsonrpc": "2.0", "id": id_, "method": "tools/call", "params": params})
 
 
 @pytest.mark.parametrize("capabilities", [{}, {"experimental": {}}])
@@ -37,11 +41,14 @@ def test_a_session_whose_client_can_be_asked_for_input_is_answered_on_streams(
     assert not _plain(_initialize({askable: {}}))
 
 
-def test_a_stateless_request_asking_for_progress_is_streamed_and_one_without_is_not() -> None:
-    assert _plain(_call())
-    assert _plain(_call({"traceparent": "x"}))
-    assert not _plain(_call({"progressToken": "p1"}))
-    assert not _plain(_call({"progressToken": 0}))
+def test_an_initialize_asking_for_progress_opens_a_streamed_session() -> None:
+    assert not _plain(_initialize({}, {"progressToken": "p1"}))
+
+
+@pytest.mark.parametrize("meta", [None, {"progressToken": "p1"}])
+def test_a_stateless_request_goes_to_the_streams(meta: object) -> None:
+    # the SDK answers a quick, silent one with one JSON body anyway, and watches its client
+    assert not _plain(_call(meta))
 
 
 UNREADABLE = [b"", b"{not json", b"[1, 2]", b'"text"', orjson.dumps([orjson.loads(_call())]),
@@ -52,3 +59,44 @@ UNREADABLE = [b"", b"{not json", b"[1, 2]", b'"text"', orjson.dumps([orjson.load
 @pytest.mark.parametrize("body", UNREADABLE)
 def test_a_request_the_front_cannot_read_goes_to_the_streams(body: bytes) -> None:
     assert not _plain(body)
+
+
+def test_a_requests_id_is_keyed_as_the_sdks_transport_keys_it() -> None:
+    assert _request_id(_call(id_=7)) == "7"
+    assert _request_id(_call(id_="7")) == "7"  # the transport keys both as "7": one in flight
+
+
+NO_REQUEST = [b'{"jsonrpc": "2.0", "method": "notifications/initialized"}',
+              b'{"jsonrpc": "2.0", "id": 3, "result": {}}', b"{not json", b"[1]"]  # fmt: skip
+
+
+@pytest.mark.parametrize("body", NO_REQUEST)
+def test_a_notice_an_answer_or_an_unreadable_body_has_no_request_id(body: bytes) -> None:
+    assert _request_id(body) is None
+
+
+async def test_a_body_read_in_chunks_is_handed_on_whole_and_then_the_disconnect() -> None:
+    messages: list[Message] = [
+        {"type": "http.request", "body": b'{"a"', "more_body": True},
+        {"type": "http.request", "body": b": 1}", "more_body": False},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    body, again = await _buffered(receive)
+    assert body == b'{"a": 1}'
+    assert await again() == {"type": "http.request", "body": b'{"a": 1}', "more_body": False}
+    assert await again() == {"type": "http.disconnect"}
+
+
+async def test_a_client_gone_before_its_body_is_told_to_the_sdk_as_gone() -> None:
+    messages: list[Message] = [{"type": "http.disconnect"}]
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    body, again = await _buffered(receive)
+    assert body == b""
+    assert await again() == {"type": "http.disconnect"}

@@ -22,13 +22,17 @@ Before the ``mcp`` SDK's streamable-HTTP transport sees a request, this front:
    request with one JSON body or with an SSE stream that carries, before the answer, the
    messages tied to the request (progress, log notices, the server's own requests for input).
    A stream costs the SDK a task group, an SSE writer and the garbage of their cancellation on
-   every request (about half the gateway's CPU per tool call, measured), so a request is
-   answered with one JSON body when nothing can need its stream: a stateless (2026-07-28)
-   request without a progress token, and every request of a session whose ``initialize``
-   declared no capability to be asked for input (``sampling``, ``elicitation``, ``roots``).
-   Such a session's progress and log notices go on its GET stream instead — correlated by
-   their progress token and logger, not by the stream — so they may arrive after the call's
-   answer. Every other request is answered on a stream of its own, as before.
+   every request (about half the gateway's CPU per tool call, measured), so every request of
+   a session whose ``initialize`` declared no capability to be asked for input
+   (``sampling``, ``elicitation``, ``roots``) is answered with one JSON body. Such a session's
+   progress and log notices go on its GET stream instead — matched by their progress token
+   and logger, not by the stream — so they may arrive after the call's answer, and are lost
+   if the client keeps no GET stream open (MCP lets a server send neither). The SDK's JSON
+   answers never end a request whose client went away, and a second request under the id of
+   one still in flight would leave the first waiting forever, so the front refuses such a
+   duplicate in these sessions (``400``, JSON-RPC ``-32600``). Every other request, and every
+   stateless (2026-07-28) one — which the SDK answers with one JSON body anyway when its
+   handler finishes quickly without a word — is answered on a stream of its own.
 
 ``Host`` and ``Origin`` are checked with the SDK's DNS-rebinding rules against the issuer's
 host, loopback when the issuer is loopback, and ``mcp_allowed_hosts``.
@@ -41,7 +45,7 @@ import re
 import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 import orjson
@@ -75,6 +79,8 @@ class _Bound:
     owner: tuple[str, str | None]
     #: Whether the session's requests are answered with one JSON body (see the module's 5.).
     plain: bool
+    #: The ids of the session's requests in flight (kept for a plain session only).
+    pending: set[str] = field(default_factory=set)
 
 
 def resource_metadata(issuer: str, server: str) -> dict[str, object]:
@@ -155,32 +161,72 @@ class GatewayApp:
         who = await self._admitted(scope, receive, send)
         if who is None:
             return
-        server = who.server
-        owner = (who.instance, who.user)
         outer = _header(scope, SESSION_HEADER)
-        if outer is not None:
-            bound = self._sessions.get(outer)
-            if bound is None or bound.server != server or bound.owner != owner:
-                await _answer(send, 404, {"error": "session_not_found",
-                                          "error_description": "Session not found"})  # fmt: skip
-                return
-            self._sessions.move_to_end(outer)
-            plain = bound.plain
-            who = replace(who, session=outer)
-            scope = _with_header(scope, SESSION_HEADER, bound.inner)
-            if scope["method"] == "DELETE":
-                self._forget(outer)
-        elif scope["method"] == "POST":
-            body, receive = await _buffered(receive)
-            plain = _plain(body)
-        else:
+        if outer is None:  # the request that opens a session, or a stateless one
             plain = False
-        who = replace(who, streamed=not plain)
+            if scope["method"] == "POST":
+                body, receive = await _buffered(receive)
+                plain = _plain(body)
+            await self._serve(managers[plain], who, scope, receive, send, streamed=not plain)
+            return
+        bound = self._sessions.get(outer)
+        if bound is None or bound.server != who.server or bound.owner != (who.instance, who.user):
+            await _answer(send, 404, {"error": "session_not_found",
+                                      "error_description": "Session not found"})  # fmt: skip
+            return
+        await self._in_session(scope, receive, send, manager=managers[bound.plain],
+                               session=(outer, bound), who=who)  # fmt: skip
+
+    async def _in_session(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        manager: StreamableHTTPSessionManager,
+        session: tuple[str, _Bound],
+        who: GatewayCaller,
+    ) -> None:
+        """A request of the caller's own ``session`` (its id, and what the front keeps of
+        it); a plain session's request is refused while another with its id is in flight."""
+        outer, bound = session
+        self._sessions.move_to_end(outer)
+        who = replace(who, session=outer)
+        scope = _with_header(scope, SESSION_HEADER, bound.inner)
+        if scope["method"] == "DELETE":
+            self._forget(outer)
+        elif bound.plain and scope["method"] == "POST":
+            body, receive = await _buffered(receive)
+            request_id = _request_id(body)
+            if request_id in bound.pending:
+                await _answer(send, 400, _DUPLICATE)
+                return
+            if request_id is not None:
+                bound.pending.add(request_id)
+                try:
+                    await self._serve(manager, who, scope, receive, send, streamed=False)
+                finally:
+                    bound.pending.discard(request_id)
+                return
+        await self._serve(manager, who, scope, receive, send, streamed=not bound.plain)
+
+    async def _serve(
+        self,
+        manager: StreamableHTTPSessionManager,
+        who: GatewayCaller,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        streamed: bool,
+    ) -> None:
+        """Hand the request to the SDK's ``manager`` with the caller in its scope."""
+        who = replace(who, streamed=streamed)
         scope = {**scope, "state": {**scope.get("state", {}), SCOPE_KEY: who}}
-        serving = SERVING.set(server)
-        renaming = self._renaming(send, server, owner, plain)
+        serving = SERVING.set(who.server)
+        renaming = self._renaming(send, who.server, (who.instance, who.user), not streamed)
         try:
-            await managers[plain].handle_request(scope, receive, renaming)
+            await manager.handle_request(scope, receive, renaming)
         finally:
             SERVING.reset(serving)
 
@@ -279,27 +325,44 @@ class GatewayApp:
 
 #: What a client declares in ``initialize`` to be asked for input mid-call: on the call's stream.
 _ASKABLE = ("sampling", "elicitation", "roots")
+#: The answer to a plain session's request whose id is still in flight (see the module's 5.).
+_DUPLICATE: dict[str, object] = {
+    "jsonrpc": "2.0", "id": None,
+    "error": {"code": -32600, "message": "a request with this id is already in flight"},
+}  # fmt: skip
 
 
 def _plain(body: bytes) -> bool:
-    """Whether a request outside any session can be answered with one JSON body: an
-    ``initialize`` declaring nothing the caller can be asked (its session's requests are all
-    answered so), or a stateless request without a progress token. Anything unreadable goes to
-    the streams, whose transport answers it as the SDK does."""
+    """Whether a request outside any session opens one whose requests are all answered with
+    one JSON body: an ``initialize`` declaring nothing the caller can be asked, and asking for
+    no progress. Anything else — unreadable bodies too — goes to the streams, whose transport
+    answers it as the SDK does."""
     try:
         message = orjson.loads(body)
     except orjson.JSONDecodeError:
         return False
-    params = message.get("params") if isinstance(message, dict) else None
+    if not isinstance(message, dict) or message.get("method") != "initialize":
+        return False
+    params = message.get("params")
     if not isinstance(params, dict):
-        return isinstance(message, dict) and message.get("method") != "initialize"
+        return False
     meta = params.get("_meta")
     if isinstance(meta, dict) and "progressToken" in meta:
         return False
-    if message.get("method") != "initialize":
-        return True
     capabilities = params.get("capabilities")
     return isinstance(capabilities, dict) and not any(c in capabilities for c in _ASKABLE)
+
+
+def _request_id(body: bytes) -> str | None:
+    """The id of the JSON-RPC request in ``body`` as the SDK's transport keys it (``str``);
+    None for a notice, an answer or anything unreadable (the transport answers those)."""
+    try:
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(message, dict) or "method" not in message or "id" not in message:
+        return None
+    return str(message["id"])
 
 
 async def _buffered(receive: Receive) -> tuple[bytes, Receive]:

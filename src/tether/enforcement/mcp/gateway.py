@@ -44,7 +44,7 @@ from tether.checkpoint import Checkpoint, CheckRequest, Verdict
 from tether.delegation.approvals import Approvals
 from tether.delegation.models import Approval, ApprovalState
 from tether.enforcement.mcp._inject import Injector
-from tether.enforcement.mcp._listeners import Listeners
+from tether.enforcement.mcp._listeners import NOT_ASKABLE, Listeners
 from tether.enforcement.mcp._relay import (
     ENFORCEMENT_POINT,
     Relay,
@@ -269,6 +269,8 @@ class Gateway:
                     )  # fmt: skip
                 if isinstance(result, types.CallToolResult) or _modern(ctx):
                     return result
+                if not who.streamed:  # it said it cannot be asked, and has no stream to be
+                    return _error(NOT_ASKABLE)
                 answers, state = await _ask_caller(ctx, result), result.request_state
         except Error as exc:  # the upstream's own errors (MCPError) reach the caller as they are
             return _error(f"refused: {exc.message} (decision {verdict.decision_id})")
