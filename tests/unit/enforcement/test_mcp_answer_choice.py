@@ -67,12 +67,28 @@ def test_a_requests_id_is_keyed_as_the_sdks_transport_keys_it() -> None:
 
 
 NO_REQUEST = [b'{"jsonrpc": "2.0", "method": "notifications/initialized"}',
-              b'{"jsonrpc": "2.0", "id": 3, "result": {}}', b"{not json", b"[1]"]  # fmt: skip
+              b'{"jsonrpc": "2.0", "id": 3, "result": {}}', b"[1]"]  # fmt: skip
 
 
 @pytest.mark.parametrize("body", NO_REQUEST)
-def test_a_notice_an_answer_or_an_unreadable_body_has_no_request_id(body: bytes) -> None:
+def test_a_notice_an_answer_or_a_batch_has_no_request_id(body: bytes) -> None:
     assert _request_id(body) is None
+
+
+#: Bodies the SDK's own parser may read under an id the front could not see, or key as
+#: something else: refused before the SDK sees them.
+HUGE_ID = b'{"jsonrpc": "2.0", "id": 1180591620717411303424, "method": "ping"}'
+NAN = _call({"x": 1})[:-1] + b', "n": NaN}'
+UNSEEN = [b"{not json", NAN, HUGE_ID, _call(id_=2.0), _call(id_=True), _call(id_=None),
+          _call(id_=[1]), _call(id_="_GET_stream")]  # fmt: skip
+
+
+@pytest.mark.parametrize("body", UNSEEN)
+def test_a_request_whose_id_the_front_cannot_read_as_the_sdk_keys_it_is_refused(
+    body: bytes,
+) -> None:
+    with pytest.raises(ValueError, match=r"JSON|id"):
+        _request_id(body)
 
 
 async def test_a_body_read_in_chunks_is_handed_on_whole_and_then_the_disconnect() -> None:

@@ -29,10 +29,12 @@ Before the ``mcp`` SDK's streamable-HTTP transport sees a request, this front:
    and logger, not by the stream — so they may arrive after the call's answer, and are lost
    if the client keeps no GET stream open (MCP lets a server send neither). The SDK's JSON
    answers never end a request whose client went away, and a second request under the id of
-   one still in flight would leave the first waiting forever, so the front refuses such a
-   duplicate in these sessions (``400``, JSON-RPC ``-32600``). Every other request, and every
-   stateless (2026-07-28) one — which the SDK answers with one JSON body anyway when its
-   handler finishes quickly without a word — is answered on a stream of its own.
+   one still in flight would leave the first waiting forever, so in these sessions the front
+   refuses (``400``, JSON-RPC ``-32600``) such a duplicate, and a body whose id it cannot read
+   as the SDK keys it (not strict JSON, an id neither an integer nor a string). Every other
+   request, and every stateless (2026-07-28) one whatever session it names — which the SDK
+   answers with one JSON body anyway when its handler finishes quickly without a word — is
+   answered on a stream of its own.
 
 ``Host`` and ``Origin`` are checked with the SDK's DNS-rebinding rules against the issuer's
 host, loopback when the issuer is loopback, and ``mcp_allowed_hosts``.
@@ -49,8 +51,10 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 import orjson
+from mcp.server.streamable_http import GET_STREAM_KEY
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
@@ -64,6 +68,7 @@ from tether.policy.models import Entity, EntityRef
 __all__ = ["GatewayApp", "resource_metadata"]
 
 SESSION_HEADER = b"mcp-session-id"
+VERSION_HEADER = b"mcp-protocol-version"
 #: Sessions the front remembers (beyond this the least recently used are forgotten: their
 #: clients start a new session).
 MAX_SESSIONS = 10_000
@@ -161,10 +166,12 @@ class GatewayApp:
         who = await self._admitted(scope, receive, send)
         if who is None:
             return
+        # a stateless (2026-07-28) request is streamed whatever session it names (module's 5.)
+        stateless = _header(scope, VERSION_HEADER) not in (None, *HANDSHAKE_PROTOCOL_VERSIONS)
         outer = _header(scope, SESSION_HEADER)
         if outer is None:  # the request that opens a session, or a stateless one
             plain = False
-            if scope["method"] == "POST":
+            if scope["method"] == "POST" and not stateless:
                 body, receive = await _buffered(receive)
                 plain = _plain(body)
             await self._serve(managers[plain], who, scope, receive, send, streamed=not plain)
@@ -174,7 +181,8 @@ class GatewayApp:
             await _answer(send, 404, {"error": "session_not_found",
                                       "error_description": "Session not found"})  # fmt: skip
             return
-        await self._in_session(scope, receive, send, manager=managers[bound.plain],
+        plain = bound.plain and not stateless
+        await self._in_session(scope, receive, send, manager=managers[plain], plain=plain,
                                session=(outer, bound), who=who)  # fmt: skip
 
     async def _in_session(
@@ -184,6 +192,7 @@ class GatewayApp:
         send: Send,
         *,
         manager: StreamableHTTPSessionManager,
+        plain: bool,
         session: tuple[str, _Bound],
         who: GatewayCaller,
     ) -> None:
@@ -195,11 +204,15 @@ class GatewayApp:
         scope = _with_header(scope, SESSION_HEADER, bound.inner)
         if scope["method"] == "DELETE":
             self._forget(outer)
-        elif bound.plain and scope["method"] == "POST":
+        elif plain and scope["method"] == "POST":
             body, receive = await _buffered(receive)
-            request_id = _request_id(body)
+            try:
+                request_id = _request_id(body)
+            except ValueError as exc:  # what the SDK might read otherwise, and key as it reads
+                await _answer(send, 400, _refusal(str(exc)))
+                return
             if request_id in bound.pending:
-                await _answer(send, 400, _DUPLICATE)
+                await _answer(send, 400, _refusal("a request with this id is already in flight"))
                 return
             if request_id is not None:
                 bound.pending.add(request_id)
@@ -208,7 +221,7 @@ class GatewayApp:
                 finally:
                     bound.pending.discard(request_id)
                 return
-        await self._serve(manager, who, scope, receive, send, streamed=not bound.plain)
+        await self._serve(manager, who, scope, receive, send, streamed=not plain)
 
     async def _serve(
         self,
@@ -224,7 +237,7 @@ class GatewayApp:
         who = replace(who, streamed=streamed)
         scope = {**scope, "state": {**scope.get("state", {}), SCOPE_KEY: who}}
         serving = SERVING.set(who.server)
-        renaming = self._renaming(send, who.server, (who.instance, who.user), not streamed)
+        renaming = self._renaming(send, who, plain=not streamed)
         try:
             await manager.handle_request(scope, receive, renaming)
         finally:
@@ -286,17 +299,19 @@ class GatewayApp:
             body = {"error": "invalid_token", "error_description": why}
         await _answer(send, 401, body, headers=[(b"www-authenticate", challenge.encode())])
 
-    def _renaming(
-        self, send: Send, server: str, owner: tuple[str, str | None], plain: bool
-    ) -> Send:
-        """``send`` with the SDK's new session id replaced by one of 256 random bits."""
+    def _renaming(self, send: Send, who: GatewayCaller, *, plain: bool) -> Send:
+        """``send`` with the SDK's session id replaced by the caller's: the one its request
+        named, or for a new session one of 256 random bits, bound to the SDK's."""
+        owner = (who.instance, who.user)
 
         async def renamed(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = []
                 for key, value in message.get("headers", []):
                     if key.lower() == SESSION_HEADER:
-                        outer = self._bind(value.decode("latin-1"), server, owner, plain)
+                        outer = who.session or self._bind(
+                            value.decode("latin-1"), who.server, owner, plain
+                        )
                         headers.append((key, outer.encode()))
                     else:
                         headers.append((key, value))
@@ -325,11 +340,11 @@ class GatewayApp:
 
 #: What a client declares in ``initialize`` to be asked for input mid-call: on the call's stream.
 _ASKABLE = ("sampling", "elicitation", "roots")
-#: The answer to a plain session's request whose id is still in flight (see the module's 5.).
-_DUPLICATE: dict[str, object] = {
-    "jsonrpc": "2.0", "id": None,
-    "error": {"code": -32600, "message": "a request with this id is already in flight"},
-}  # fmt: skip
+
+
+def _refusal(why: str) -> dict[str, object]:
+    """The answer to a plain session's request refused before the SDK sees it (module's 5.)."""
+    return {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": why}}
 
 
 def _plain(body: bytes) -> bool:
@@ -355,14 +370,21 @@ def _plain(body: bytes) -> bool:
 
 def _request_id(body: bytes) -> str | None:
     """The id of the JSON-RPC request in ``body`` as the SDK's transport keys it (``str``);
-    None for a notice, an answer or anything unreadable (the transport answers those)."""
+    None for a notice, an answer, or anything the transport refuses itself (a batch).
+
+    Raises ValueError for a body that is not strict JSON (``NaN``, an integer beyond 64 bits:
+    the SDK's parser may read it, under an id this front could not see), for an id neither an
+    integer nor a string, and for the id the transport keys its GET stream by."""
     try:
         message = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return None
+        raise ValueError("the body is not strict JSON") from None
     if not isinstance(message, dict) or "method" not in message or "id" not in message:
         return None
-    return str(message["id"])
+    given = message["id"]
+    if isinstance(given, bool) or not isinstance(given, int | str) or given == GET_STREAM_KEY:
+        raise ValueError("a request's id must be an integer or a string of the caller's own")
+    return str(given)
 
 
 async def _buffered(receive: Receive) -> tuple[bytes, Receive]:
