@@ -207,11 +207,13 @@ class HttpUpstream:
 
 
 @contextmanager
-def upstream_process(env: dict[str, str]) -> Iterator[str]:
-    """The test upstream over streamable HTTP on a free loopback port, in a process of its own
-    with ``env``: its URL, until it is stopped on the way out."""
+def upstream_process(env: dict[str, str], script: Path | None = None) -> Iterator[str]:
+    """The test upstream (or ``script``, run with the port as its one argument) over
+    streamable HTTP on a free loopback port, in a process of its own with ``env``: its URL,
+    until it is stopped on the way out."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(UPSTREAM), "http", str(port)], env=env,
+    argv = [str(UPSTREAM), "http", str(port)] if script is None else [str(script), str(port)]
+    proc = subprocess.Popen([sys.executable, *argv], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     url = f"http://127.0.0.1:{port}/mcp"
     try:

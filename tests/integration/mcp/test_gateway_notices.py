@@ -28,6 +28,9 @@ from .conftest import Gateway, HttpUpstream, upstream_process
 #: SDK as of 2026-07-28; this era's clients use them.
 pytestmark = pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
 
+#: The MCP conformance suite's server: a 2026-07-28 server that asks for input as rounds.
+CONFORMANCE = Path(__file__).resolve().parents[2] / "support" / "mcp_conformance_server.py"
+
 POLICY = """
 @id("shop-bot-reads-the-hours")
 permit (principal == Tether::Agent::"shop-bot", action == Tether::Action::"read_resource",
@@ -336,3 +339,25 @@ async def test_a_caller_that_cannot_be_asked_for_input_is_never_asked(
             refused = str(answered.content)
     assert NOT_ASKABLE in refused  # the upstream was told, and failed the call
     assert {media for _, media in answers} == {"application/json"}
+
+
+async def test_a_plain_caller_whose_upstream_needs_input_is_told_it_cannot_be_asked(
+    gateway: Gateway,
+) -> None:
+    """A 2026-07-28 upstream asks for input as a round of its answer; the gateway would ask a
+    handshake-era caller on the call's stream, which a plain session's call does not have."""
+    with upstream_process(dict(os.environ), CONFORMANCE) as url:
+        await gateway.add_server("asks", url=url)
+        permit = """
+@id("shop-bot-uses-asks")
+permit (principal == Tether::Agent::"shop-bot", action == Tether::Action::"call_tool",
+        resource in Tether::McpServer::"asks");
+"""
+        await gateway.add_policies(permit)
+        token = await gateway.token(await gateway.agent("shop-bot"), gateway.resource("asks"))
+        answers: list[tuple[str, str]] = []
+        async with gateway.client("asks", token, mode="legacy", answers=answers) as client:
+            result = await client.call_tool("test_elicitation", {"message": "Who are you?"})
+    assert result.is_error
+    assert NOT_ASKABLE in str(result.content)
+    assert ("tools/call", "application/json") in answers
