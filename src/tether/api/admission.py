@@ -48,6 +48,7 @@ import structlog
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tether._internal.asgi import read_body
 from tether.api.errors import error_response
 from tether.errors import Overloaded
 
@@ -117,28 +118,6 @@ def _has_body(scope: Scope) -> bool:
     return False
 
 
-async def _read_body(receive: Receive) -> Receive | None:
-    """The whole body read now; a ``receive`` that hands it on as one message, then waits
-    on the connection as before (for a disconnect). None: the client went away first (or
-    the body cap answered 413 and cut it off)."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    pending: list[Message] = [
-        {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-    ]
-
-    async def replay() -> Message:
-        return pending.pop() if pending else await receive()
-
-    return replay
-
-
 class Admission:
     """Shed requests beyond the gate's limit (see the module docstring)."""
 
@@ -156,10 +135,10 @@ class Admission:
             await self.app(scope, receive, send)
             return
         if _has_body(scope):
-            whole = await _read_body(receive)
-            if whole is None:
+            whole = await read_body(receive)
+            if whole is None:  # the client went away first
                 return
-            receive = whole
+            receive = whole[1]
         kind = kind_of(scope["path"])
         if not self.gate.enter(kind):
             await self._shed(scope, send)

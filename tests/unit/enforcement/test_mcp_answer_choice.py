@@ -1,15 +1,14 @@
 """How the MCP gateway's front reads a request before the SDK does: which sessions it answers
-with one JSON body (those whose client cannot be asked for input), the id under which a
-plain session's request is in flight, and the body it hands on unchanged. Anything it cannot
-read goes to the streams, whose transport answers it as the SDK does."""
+with one JSON body (those whose client cannot be asked for input), and the id under which a
+plain session's request is in flight. Anything it cannot read goes to the streams, whose
+transport answers it as the SDK does."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
-from starlette.types import Message
 
-from tether.enforcement.mcp.asgi import _buffered, _plain, _request_id
+from tether.enforcement.mcp.asgi import _plain, _request_id
 
 
 def _initialize(capabilities: object, meta: object = None) -> bytes:
@@ -89,30 +88,3 @@ def test_a_request_whose_id_the_front_cannot_read_as_the_sdk_keys_it_is_refused(
 ) -> None:
     with pytest.raises(ValueError, match=r"JSON|id"):
         _request_id(body)
-
-
-async def test_a_body_read_in_chunks_is_handed_on_whole_and_then_the_disconnect() -> None:
-    messages: list[Message] = [
-        {"type": "http.request", "body": b'{"a"', "more_body": True},
-        {"type": "http.request", "body": b": 1}", "more_body": False},
-        {"type": "http.disconnect"},
-    ]
-
-    async def receive() -> Message:
-        return messages.pop(0)
-
-    body, again = await _buffered(receive)
-    assert body == b'{"a": 1}'
-    assert await again() == {"type": "http.request", "body": b'{"a": 1}', "more_body": False}
-    assert await again() == {"type": "http.disconnect"}
-
-
-async def test_a_client_gone_before_its_body_is_told_to_the_sdk_as_gone() -> None:
-    messages: list[Message] = [{"type": "http.disconnect"}]
-
-    async def receive() -> Message:
-        return messages.pop(0)
-
-    body, again = await _buffered(receive)
-    assert body == b""
-    assert await again() == {"type": "http.disconnect"}

@@ -58,6 +58,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
+from tether._internal.asgi import read_body
 from tether.checkpoint import Checkpoint, CheckRequest
 from tether.enforcement.mcp.gateway import SCOPE_KEY, SERVING, Gateway, GatewayCaller
 from tether.enforcement.mcp.registry import McpRegistry
@@ -172,7 +173,10 @@ class GatewayApp:
         if outer is None:  # the request that opens a session, or a stateless one
             plain = False
             if scope["method"] == "POST" and not stateless:
-                body, receive = await _buffered(receive)
+                whole = await read_body(receive)
+                if whole is None:  # gone before its body was read
+                    return
+                body, receive = whole
                 plain = _plain(body)
             await self._serve(managers[plain], who, scope, receive, send, streamed=not plain)
             return
@@ -205,7 +209,10 @@ class GatewayApp:
         if scope["method"] == "DELETE":
             self._forget(outer)
         elif plain and scope["method"] == "POST":
-            body, receive = await _buffered(receive)
+            whole = await read_body(receive)
+            if whole is None:  # gone before its body was read
+                return
+            body, receive = whole
             try:
                 request_id = _request_id(body)
             except ValueError as exc:  # what the SDK might read otherwise, and key as it reads
@@ -385,28 +392,6 @@ def _request_id(body: bytes) -> str | None:
     if isinstance(given, bool) or not isinstance(given, int | str) or given == GET_STREAM_KEY:
         raise ValueError("a request's id must be an integer or a string of the caller's own")
     return str(given)
-
-
-async def _buffered(receive: Receive) -> tuple[bytes, Receive]:
-    """The request's body, and a ``receive`` that gives it again, then the client's next
-    messages (its disconnect)."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":  # gone before its body was read
-            return b"", _replaying([message], receive)
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    body = b"".join(chunks)
-    return body, _replaying([{"type": "http.request", "body": body, "more_body": False}], receive)
-
-
-def _replaying(first: list[Message], receive: Receive) -> Receive:
-    async def replay() -> Message:
-        return first.pop(0) if first else await receive()
-
-    return replay
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
