@@ -336,6 +336,38 @@ async def test_revoke_terminates_open_sessions_within_a_second(
     assert db.query("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (name,)) == [(0,)]
 
 
+async def test_a_role_with_sessions_is_blocked_by_a_commit_before_they_are_terminated(
+    engine: PostgresEngine, db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A role with no session is revoked in one transaction; one with sessions gets NOLOGIN
+    committed first (the steps one at a time), so that no new login can replace a session
+    while they are terminated."""
+    blocked: list[str] = []
+    block = engine._block
+
+    async def spied(name: str) -> int | None:
+        blocked.append(name)
+        return await block(name)
+
+    monkeypatch.setattr(engine, "_block", spied)
+    idle = engine.credential_name(db.lease_id())
+    await engine.create(credential=idle, role=db.template(), expires_at=_soon())
+    await engine.revoke(credential=idle, role=db.template())
+    name = engine.credential_name(db.lease_id())
+    issued = await engine.create(credential=name, role=db.template(), expires_at=_soon())
+    sessions = [await db.login(name, issued.secret) for _ in range(2)]
+    try:
+        await engine.revoke(credential=name, role=db.template())
+        for conn in sessions:
+            with pytest.raises(psycopg.OperationalError):
+                await conn.execute("SELECT 1")
+    finally:
+        for conn in sessions:
+            await conn.close()
+    assert db.query("SELECT 1 FROM pg_roles WHERE rolname = ANY(%s)", ([idle, name],)) == []
+    assert blocked == [name]
+
+
 async def test_a_session_locking_what_its_role_owns_cannot_hold_up_revocation(
     engine: PostgresEngine, db: Db
 ) -> None:
