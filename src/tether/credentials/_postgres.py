@@ -15,12 +15,12 @@ Why it is built this way (``shared/notes/ecosystem.md`` §5.2, ``performance.md`
   to end, (3) runs ``REASSIGN OWNED`` and ``DROP OWNED`` in every configured database (both act
   in the current database only), (4) drops the role, then sweeps once more for a session that
   logged in while (1) committed: two commits, in two round trips with one database, three
-  with more. A role with no session in a single database (the usual case) is revoked with
-  one commit instead: ``NOLOGIN``, the check that no session exists, (3) and (4) in one
-  transaction over the same two round trips — a login between the check and the commit is
-  caught by (4)'s sweep, as one during (1)'s commit is. If the role has a session or the drop
-  fails, the transaction is rolled back and the steps run one at a time, so that ``NOLOGIN``
-  is committed before any session is terminated and holds whatever happens next.
+  with more. A role with no session in a single database (the usual case) is revoked in one
+  round trip and one commit instead: ``NOLOGIN``, the check that no session exists, (3) and
+  (4) in one transaction — a login between the check and the commit is caught by (4)'s sweep,
+  as one during (1)'s commit is. If the role has a session or the drop fails, the server rolls
+  it all back and the steps run one at a time, so that ``NOLOGIN`` is committed before any
+  session is terminated and holds whatever happens next.
 * ``CREATE ROLE`` and friends take no bind parameters: statements are composed with
   :mod:`psycopg.sql` (``Identifier``/``Literal``), over names checked first (here, and in
   :mod:`tether.credentials._postgres_settings` for the settings, which need no driver).
@@ -274,41 +274,20 @@ class PostgresEngine:
         await self._run(f"drop {name!r}", drop, missing_ok=True)
 
     async def _revoke_at_once(self, name: str) -> bool:
-        """With one database and no session of the role, one commit: ``NOLOGIN``, what the
-        role owns, the role itself, then the sweep for a late login. Whether it is done (the
-        role is gone, or never was); ``False`` if the role has sessions or the drop failed —
-        the transaction is rolled back and the steps run one at a time, ``NOLOGIN`` committed
-        before anything else."""
+        """One round trip, one commit (:data:`_AT_ONCE`), for a role with no session in the one
+        database. Whether it is done (the role is gone, or never was); ``False`` if the server
+        refused — the role has a session, or the drop failed — and rolled it all back: the
+        steps then run one at a time, ``NOLOGIN`` committed before anything else."""
         s = self._settings
         ident = sql.Identifier(name)
-        pool = self._pools[s.database]
+        disown = _DISOWN.format(role=ident, admin=sql.Identifier(s.admin_user))
+        statement = _AT_ONCE.format(role=ident, name=sql.Literal(name), disown=disown)
         try:
-            async with pool.connection() as conn:
-                check = _IDLE.format(role=ident, name=sql.Literal(name))
-                try:
-                    rows = (await _execute(conn, check, None))[-1]
-                    if not rows or rows[0][1]:
-                        await conn.rollback()
-                        return False
-                    disown = _DISOWN.format(role=ident, admin=sql.Identifier(s.admin_user))
-                    oid = sql.Literal(str(rows[0][0]))
-                    await _execute(
-                        conn, _DROP_HERE.format(disown=disown, role=ident, oid=oid), None
-                    )
-                except psycopg.errors.UndefinedObject:
-                    return True  # never created, or removed by a concurrent revocation
-                except psycopg.Error:
-                    if conn.info.transaction_status is not TransactionStatus.IDLE:
-                        with contextlib.suppress(psycopg.Error):
-                            await conn.rollback()
-                    return False
-        except PoolTimeout:
-            raise EngineUnavailable(
-                f"PostgreSQL: revoke {name!r}: no connection to {pool.name!r} within "
-                f"{s.connect_timeout:g} s"
-            ) from None
-        except psycopg.Error as exc:  # the connection broke while it was given back
-            raise _unavailable(f"revoke {name!r}", exc, (self._secret,)) from None
+            await self._run(f"revoke {name!r}", statement, missing_ok=True)
+        except EngineUnavailable as exc:
+            if not exc.details.get("sqlstate"):
+                raise  # no answer from the server: the steps one at a time fare no better
+            return False
         return True
 
     async def _block(self, name: str) -> int | None:
@@ -361,25 +340,29 @@ _BLOCK = sql.SQL(
     "WHERE pg_stat_get_backend_userid(b) = r.oid) AS s) "
     "FROM pg_roles AS r WHERE r.rolname = {name}"
 )
-#: The first round trip of a revocation at once, left uncommitted: NOLOGIN, the oid, and
-#: whether the role has a session.
-_IDLE = sql.SQL(
+#: One round trip, one commit, for a role with no session: NOLOGIN, its oid kept in a setting
+#: of this session, the check for sessions (``object_in_use`` if there is one: all is rolled
+#: back), what it owns, the role, then the sweep for a login between the check and the commit.
+_AT_ONCE = sql.SQL(
     "BEGIN; ALTER ROLE {role} NOLOGIN; "
-    "SELECT r.oid, EXISTS (SELECT FROM pg_stat_get_backend_idset() AS b "
-    "WHERE pg_stat_get_backend_userid(b) = r.oid) "
-    "FROM pg_roles AS r WHERE r.rolname = {name}"
+    "SELECT set_config('tether.revoking', r.oid::text, false) FROM pg_roles AS r "
+    "WHERE r.rolname = {name}; "
+    "DO $$BEGIN IF EXISTS (SELECT FROM pg_stat_get_backend_idset() AS b "
+    "WHERE pg_stat_get_backend_userid(b) = current_setting('tether.revoking')::oid) "
+    "THEN RAISE EXCEPTION USING ERRCODE = 'object_in_use'; END IF; END$$; "
+    "{disown}DROP ROLE {role}; COMMIT; "
+    "SELECT count(pg_terminate_backend(pg_stat_get_backend_pid(b))) "
+    "FROM pg_stat_get_backend_idset() AS b "
+    "WHERE pg_stat_get_backend_userid(b) = current_setting('tether.revoking')::oid"
 )
 _DISOWN = sql.SQL("REASSIGN OWNED BY {role} TO {admin}; DROP OWNED BY {role}; ")
 #: One round trip: what the role owns in this database, the role, then a last sweep for a
 #: session that logged in while NOLOGIN committed.
-_DROPPING = (
-    "{disown}DROP ROLE {role}; COMMIT; "
+_DROP = sql.SQL(
+    "BEGIN; {disown}DROP ROLE {role}; COMMIT; "
     "SELECT count(pg_terminate_backend(pg_stat_get_backend_pid(b))) "
     "FROM pg_stat_get_backend_idset() AS b WHERE pg_stat_get_backend_userid(b) = {oid}::oid"
 )
-_DROP = sql.SQL("BEGIN; " + _DROPPING)
-#: The same, in the transaction of :data:`_IDLE`.
-_DROP_HERE = sql.SQL(_DROPPING)
 _RUNNING = sql.SQL("SELECT pid FROM pg_stat_activity WHERE usesysid = %s::oid AND pid = ANY(%s)")
 #: Groups that are, or are members of, a role with powers beyond table privileges (the
 #: ``pg_*_server_*`` roles reach the server's files and programs, as a superuser does).
