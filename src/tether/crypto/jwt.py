@@ -58,7 +58,17 @@ MAX_TOKEN_BYTES = 8192
 _VERIFIABLE = AGENT_KEY_ALGORITHMS | {TOKEN_ALGORITHM}
 #: A JSON escape of a UTF-16 surrogate (a pair is fine; a lone one is refused).
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
-_B64URL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+#: base64url onto the standard alphabet, and every other byte (``+``, ``/`` and ``=``
+#: included) onto ``!``, which strict decoding refuses.
+_TO_STANDARD = bytes(
+    b"+"[0] if c == b"-"[0] else b"/"[0] if c == b"_"[0] else c if c in _ALPHABET else b"!"[0]
+    for c in range(256)
+)
+#: Each base64url character's 6-bit value (0 for any other byte).
+_VALUE = bytes(max(_ALPHABET.find(bytes([c])), 0) for c in range(256))
+#: By the length of a segment modulo 4: the unused low bits of its last character.
+_UNUSED = {0: 0, 2: 0b1111, 3: 0b11}
 
 
 def _invalid(reason: str, message: str = "the token is not valid") -> TokenInvalid:
@@ -66,15 +76,20 @@ def _invalid(reason: str, message: str = "the token is not valid") -> TokenInval
 
 
 def _b64decode(part: str) -> bytes:
+    """Unpadded base64url only, in its one canonical form (the unused low bits of the last
+    character zero): one token, one byte string. Decoded strictly in C (about a quarter of
+    what a round trip through :mod:`base64` costs)."""
     raw = part.encode("ascii")
-    if not _B64URL.issuperset(raw) or len(raw) % 4 == 1:
+    unused = _UNUSED.get(len(raw) % 4)
+    if unused is None:
         raise _invalid("malformed", "a token segment is not base64url")
     try:
-        decoded = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
-    except (binascii.Error, ValueError) as exc:
+        decoded = binascii.a2b_base64(
+            raw.translate(_TO_STANDARD) + b"=" * (-len(raw) % 4), strict_mode=True
+        )
+    except binascii.Error as exc:
         raise _invalid("malformed", "a token segment is not base64url") from exc
-    # Refuse non-canonical encodings (unused low bits set): one token, one byte string.
-    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != raw:
+    if raw and _VALUE[raw[-1]] & unused:
         raise _invalid("malformed", "a token segment is not canonical base64url")
     return decoded
 

@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import ECKey, RSAKey
 
 from tether.crypto.jwk import PublicJwk
-from tether.crypto.jwt import MAX_TOKEN_BYTES, Signer, UnverifiedToken, verify_jwt
+from tether.crypto.jwt import MAX_TOKEN_BYTES, Signer, UnverifiedToken, _b64decode, verify_jwt
 from tether.errors import TokenInvalid
 
 NOW = 1_800_000_000
@@ -208,3 +210,32 @@ def test_signer_output_verifies_with_kid_and_typ() -> None:
 def test_signer_refuses_anything_but_es256() -> None:
     with pytest.raises(ValueError, match="ES256"):
         Signer(PRIVATE, kid="k1", alg="HS256")
+
+
+def _reference_b64decode(part: str) -> bytes | None:
+    """The segment rule as the standard library states it: unpadded base64url that encodes
+    back to itself; None if refused."""
+    raw = part.encode("ascii")
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    if not set(raw) <= set(alphabet) or len(raw) % 4 == 1:
+        return None
+    decoded = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+    return decoded if base64.urlsafe_b64encode(decoded).rstrip(b"=") == raw else None
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    part=st.one_of(
+        st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
+        st.text(alphabet="AQgw-_+/=!. \n", max_size=12),
+        st.binary(max_size=40).map(lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")),
+    )
+)
+def test_segment_decoding_accepts_exactly_canonical_unpadded_base64url(part: str) -> None:
+    expected = _reference_b64decode(part)
+    if expected is None:
+        with pytest.raises(TokenInvalid) as refused:
+            _b64decode(part)
+        assert refused.value.details["reason"] == "malformed"
+    else:
+        assert _b64decode(part) == expected
