@@ -114,15 +114,16 @@ def _finite(text: str) -> float:
     return number
 
 
+#: RFC 8259 JSON only: no NaN or Infinity (they pass every comparison), no overflow, no member
+#: twice. One decoder for every call (``json.loads`` with hooks builds one each time).
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite
+)
+
+
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        # RFC 8259 JSON only: no NaN or Infinity (they pass every comparison), no overflow.
-        value = json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_no_constant,
-            parse_float=_finite,
-        )
+        value = _DECODER.decode(raw.decode("utf-8"))
     except TokenInvalid:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

@@ -25,6 +25,7 @@ from importlib import resources
 from typing import Any
 
 import cedarpy
+import orjson
 
 from tether._internal.kept import Kept, KeptFor
 from tether.errors import InvalidPolicySet
@@ -146,6 +147,17 @@ def _value(value: Any) -> Any:
     return value
 
 
+def _json(value: Any) -> str:
+    """Compact JSON for Cedar, by orjson (a fifth of ``json.dumps``' time). What orjson does
+    not write — an integer beyond 64 bits — ``json.dumps`` does, for Cedar to refuse. Cedar
+    refuses a non-finite float either way (orjson writes ``null``, ``json.dumps`` ``NaN``):
+    no decision, so a denial."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
 def _entity_json(entity: Entity) -> dict[str, Any]:
     return {
         "uid": _uid(entity.ref),
@@ -261,7 +273,7 @@ class CedarEngine:
         try:
             principal = self._principal_json(request.principal)
             entities = self._entities(
-                json.dumps(
+                _json(
                     [principal, *(_entity_json(e) for e in (request.resource, *request.entities))]
                 )
             )
@@ -271,7 +283,8 @@ class CedarEngine:
             "principal": _uid(request.principal.ref),
             "action": {"type": f"{NAMESPACE}::Action", "id": request.action},
             "resource": _uid(request.resource.ref),
-            "context": {k: _value(v) for k, v in request.context.items()},
+            # As text: cedarpy would write a dict with json.dumps.
+            "context": _json({k: _value(v) for k, v in request.context.items()}),
         }
         policy_set = compiled.for_principal(request.principal.ref)
         outcome = _authorize(cedar_request, policy_set, entities, self._schema)
