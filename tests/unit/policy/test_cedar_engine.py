@@ -242,6 +242,23 @@ def test_requests_that_do_not_fit_the_schema_are_denied_with_a_reason(
 
 
 @pytest.mark.parametrize(
+    "value",
+    [2**70, -(2**70), float("nan"), float("inf"), 1.5, [2**64], {"deep": float("-inf")}],
+    ids=["int_beyond_64_bits", "negative_beyond_64_bits", "nan", "infinity", "float",
+         "big_int_in_a_list", "infinity_in_a_record"],
+)  # fmt: skip
+def test_context_values_cedar_cannot_take_are_denied_not_raised(
+    engine: CedarEngine, compiled: CedarPolicies, value: Any
+) -> None:
+    """A caller-supplied context value outside Cedar's JSON (no floats, 64-bit longs): the
+    engine reaches no decision, so the call is denied — whichever JSON writer wrote it."""
+    decision = engine.decide(compiled, request(extra=value))
+    assert decision.effect is Effect.DENY
+    assert decision.reasons
+    assert decision.policy_ids == ()
+
+
+@pytest.mark.parametrize(
     ("text", "fragment"),
     [
         ("permit (principal, action, resource", "parse error"),
