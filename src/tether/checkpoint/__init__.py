@@ -332,7 +332,6 @@ class Checkpoint:
             action="act_for",
             resource=person,
             context={**context, "user": person.ref},
-            entities=(person,),
         )
         return self._engine.decide(compiled, evaluated)
 

@@ -151,33 +151,38 @@ class UnverifiedJws:
 
     @classmethod
     def parse(cls, token: object) -> UnverifiedJws:
-        if not isinstance(token, str) or not token:
-            raise _invalid("malformed", "a token is a non-empty string")
-        if len(token) > MAX_TOKEN_BYTES:
-            raise _invalid("too_large", f"a token is at most {MAX_TOKEN_BYTES} bytes")
-        if not token.isascii():
-            raise _invalid("malformed", "a token is ASCII")
-        parts = token.split(".")
-        if len(parts) != 3:
-            raise _invalid("malformed", "a token has three dot-separated segments")
-        header = _json_object(_b64decode(parts[0]), "header")
-        alg = header.get("alg")
-        if not isinstance(alg, str):
-            raise _invalid("malformed", "the header names no algorithm")
-        if "crit" in header:
-            raise _invalid("crit_unsupported", "critical header extensions are not supported")
-        if header.get("b64") is not None:
-            raise _invalid("crit_unsupported", "unencoded payloads are not supported")
-        return cls(
-            header=MappingProxyType(header),
-            payload=_b64decode(parts[1]),
-            signing_input=f"{parts[0]}.{parts[1]}".encode("ascii"),
-            signature=_b64decode(parts[2]),
-        )
+        return cls(*_split(token))
 
     @property
     def alg(self) -> str:
         return str(self.header["alg"])
+
+
+def _split(token: object) -> tuple[Mapping[str, Any], bytes, bytes, bytes]:
+    """A compact JWS's header, payload, signing input and signature, checked for form."""
+    if not isinstance(token, str) or not token:
+        raise _invalid("malformed", "a token is a non-empty string")
+    if len(token) > MAX_TOKEN_BYTES:
+        raise _invalid("too_large", f"a token is at most {MAX_TOKEN_BYTES} bytes")
+    if not token.isascii():
+        raise _invalid("malformed", "a token is ASCII")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise _invalid("malformed", "a token has three dot-separated segments")
+    header = _json_object(_b64decode(parts[0]), "header")
+    alg = header.get("alg")
+    if not isinstance(alg, str):
+        raise _invalid("malformed", "the header names no algorithm")
+    if "crit" in header:
+        raise _invalid("crit_unsupported", "critical header extensions are not supported")
+    if header.get("b64") is not None:
+        raise _invalid("crit_unsupported", "unencoded payloads are not supported")
+    return (
+        MappingProxyType(header),
+        _b64decode(parts[1]),
+        f"{parts[0]}.{parts[1]}".encode("ascii"),
+        _b64decode(parts[2]),
+    )
 
 
 def declared_type(token: object) -> str:
@@ -215,14 +220,9 @@ class UnverifiedToken(UnverifiedJws):
 
     @classmethod
     def parse(cls, token: object) -> UnverifiedToken:
-        jws = UnverifiedJws.parse(token)
-        return cls(
-            header=jws.header,
-            payload=jws.payload,
-            signing_input=jws.signing_input,
-            signature=jws.signature,
-            claims=MappingProxyType(_json_object(jws.payload, "claims set")),
-        )
+        header, payload, signing_input, signature = _split(token)
+        claims = MappingProxyType(_json_object(payload, "claims set"))
+        return cls(header, payload, signing_input, signature, claims)
 
 
 def verify_signature(
