@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -137,7 +138,20 @@ def parse_spiffe_id(value: str) -> SpiffeId:
 
 
 def parse_agent_spiffe_id(value: str, *, trust_domain: str) -> AgentRef:
-    """An agent's or an instance's SPIFFE ID in ``trust_domain``, else ``InvalidSpiffeId``."""
+    """An agent's or an instance's SPIFFE ID in ``trust_domain``, else ``InvalidSpiffeId``.
+    The answers for the last :data:`_PARSED` strings are kept (every token an agent presents
+    names it); a refusal is not kept, it is worked out again."""
+    try:
+        return _parse_agent_kept(value, trust_domain)
+    except TypeError:  # not a string, and unhashable: refused without the cache
+        return _parse_agent(value, trust_domain)
+
+
+#: How many parsed agent SPIFFE IDs are kept.
+_PARSED = 1024
+
+
+def _parse_agent(value: str, trust_domain: str) -> AgentRef:
     sid = parse_spiffe_id(value)
     if sid.trust_domain != trust_domain:
         raise _bad(f"the trust domain must be {trust_domain!r}")
@@ -147,6 +161,9 @@ def parse_agent_spiffe_id(value: str, *, trust_domain: str) -> AgentRef:
     if len(parts) == 4 and parts[0] == "agent" and parts[2] == "i":
         return AgentRef(name=_agent_name(parts[1]), instance_id=_instance(parts[3]))
     raise _bad("an agent is /agent/<name>, an instance /agent/<name>/i/<instance-id>")
+
+
+_parse_agent_kept = functools.lru_cache(maxsize=_PARSED)(_parse_agent)
 
 
 def _agent_name(name: str) -> str:

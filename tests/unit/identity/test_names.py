@@ -116,3 +116,17 @@ def test_agent_and_instance_references_parse() -> None:
     assert parse_agent_spiffe_id("spiffe://acme.org/agent/a1/i/pod-9", trust_domain=td) == AgentRef(
         name="a1", instance_id="pod-9"
     )
+
+
+def test_a_kept_agent_spiffe_id_answers_only_for_its_own_trust_domain() -> None:
+    """Parsed IDs are kept: the same string in another trust domain is still refused, and
+    a refusal is worked out again each time, never kept as an answer."""
+    value = "spiffe://kept.example/agent/kept-bot/i/pod-1"
+    ref = parse_agent_spiffe_id(value, trust_domain="kept.example")
+    assert parse_agent_spiffe_id(value, trust_domain="kept.example") == ref
+    assert (ref.name, ref.instance_id) == ("kept-bot", "pod-1")
+    for _ in range(2):
+        with pytest.raises(InvalidSpiffeId):
+            parse_agent_spiffe_id(value, trust_domain="other.example")
+    with pytest.raises(InvalidSpiffeId):
+        parse_agent_spiffe_id(["not", "a", "string"], trust_domain="kept.example")  # type: ignore[arg-type]
