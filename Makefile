@@ -111,10 +111,16 @@ $(CONTEXTFORGE_STAMP):
 .PHONY: bench-contextforge
 bench-contextforge: $(CONTEXTFORGE_STAMP)
 
+# Debian packages the benches run: wrk (HTTP load), nginx (ext_authz behind nginx), PostgreSQL
+# (credentials, replicas): each installed when missing.
 bench-deps: $(BENCH_STAMP) $(CERBOS_STAMP) $(CONFORMANCE_STAMP) bench-contextforge
-	@command -v wrk >/dev/null || { echo "installing wrk (Debian)"; \
+	@missing=; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	{ command -v nginx || test -x /usr/sbin/nginx; } >/dev/null || missing="$$missing nginx"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then echo "installing Debian's$$missing (the benches run them)"; \
 	  $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 # Runs each bench/bench_*.py, then writes its figures, floors, peers and ratios between the
 # markers of docs/benchmarks.md, with the machine described.
