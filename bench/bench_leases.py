@@ -41,6 +41,7 @@ import _report
 from tether._internal.pgcluster import ThrowawayCluster
 from tether.api.services import Services
 from tether.config import Settings
+from tether.credentials._postgres import at_once
 from tether.credentials._scram import scram_verifier
 from tether.credentials.models import LeaseMatch, RoleTemplate
 from tether.crypto.assertion import generate_agent_key, sign_client_assertion
@@ -83,9 +84,10 @@ def pgbench(cluster: ThrowawayCluster, statement: str, seconds: float, tmp: Path
 
 
 def revocation_floor(cluster: ThrowawayCluster, n: int = 200) -> list[float]:
-    """The same revocation with bare psycopg, one role at a time (ms): the engine's one round
-    trip for a role with no session — ``NOLOGIN``, the check for sessions, ``REASSIGN``/``DROP
-    OWNED`` and ``DROP ROLE`` in one transaction, then the last sweep."""
+    """The same revocation with bare psycopg, one role at a time (ms): the statement the
+    engine sends for a role with no session, in its one round trip — ``NOLOGIN``, the check
+    for sessions, ``REASSIGN``/``DROP OWNED`` and ``DROP ROLE`` in one transaction, then the
+    last sweep."""
     sql = psycopg.sql
     out: list[float] = []
     with _connect(cluster) as conn:
@@ -96,27 +98,11 @@ def revocation_floor(cluster: ThrowawayCluster, n: int = 200) -> list[float]:
                 )
             )
         for i in range(n):
-            statement = sql.SQL(_REVOKE).format(
-                r=sql.Identifier(f"bench_rv_{i}"), n=sql.Literal(f"bench_rv_{i}")
-            )
+            statement = at_once(f"bench_rv_{i}", admin="postgres")
             began = time.perf_counter()
             conn.execute(statement)
             out.append((time.perf_counter() - began) * 1e3)
     return out
-
-
-#: What the engine sends for a role with no session (``tether.credentials._postgres``).
-_REVOKE = (
-    "BEGIN; ALTER ROLE {r} NOLOGIN; "
-    "SELECT set_config('bench.oid', oid::text, false) FROM pg_roles WHERE rolname = {n}; "
-    "DO $$BEGIN IF EXISTS (SELECT FROM pg_stat_get_backend_idset() AS b "
-    "WHERE pg_stat_get_backend_userid(b) = current_setting('bench.oid')::oid) "
-    "THEN RAISE EXCEPTION USING ERRCODE = 'object_in_use'; END IF; END$$; "
-    "REASSIGN OWNED BY {r} TO postgres; DROP OWNED BY {r}; DROP ROLE {r}; COMMIT; "
-    "SELECT count(pg_terminate_backend(pg_stat_get_backend_pid(b))) "
-    "FROM pg_stat_get_backend_idset() AS b "
-    "WHERE pg_stat_get_backend_userid(b) = current_setting('bench.oid')::oid"
-)
 
 
 def drop_bench_roles(cluster: ThrowawayCluster) -> None:

@@ -260,7 +260,6 @@ class PostgresEngine:
         oid = await self._block(name)
         if oid is None:
             return  # never created, or already removed
-        s = self._settings
         ident, admin = sql.Identifier(name), sql.Identifier(s.admin_user)
         disown = _DISOWN.format(role=ident, admin=admin)
         others = [db for db in s.databases if db != s.database]
@@ -270,7 +269,8 @@ class PostgresEngine:
         )
         await asyncio.gather(*disowning)
         here = disown if s.database in s.databases else sql.SQL("")
-        drop = _DROP.format(disown=here, role=ident, oid=sql.Literal(str(oid)))
+        of_role = sql.SQL("{}::oid").format(sql.Literal(str(oid)))
+        drop = _DROP.format(disown=here, role=ident, oid=of_role)
         await self._run(f"drop {name!r}", drop, missing_ok=True)
 
     async def _revoke_at_once(self, name: str) -> bool:
@@ -278,10 +278,7 @@ class PostgresEngine:
         database. Whether it is done (the role is gone, or never was); ``False`` if the server
         refused — the role has a session, or the drop failed — and rolled it all back: the
         steps then run one at a time, ``NOLOGIN`` committed before anything else."""
-        s = self._settings
-        ident = sql.Identifier(name)
-        disown = _DISOWN.format(role=ident, admin=sql.Identifier(s.admin_user))
-        statement = _AT_ONCE.format(role=ident, name=sql.Literal(name), disown=disown)
+        statement = at_once(name, admin=self._settings.admin_user)
         try:
             await self._run(f"revoke {name!r}", statement, missing_ok=True)
         except EngineUnavailable as exc:
@@ -340,29 +337,37 @@ _BLOCK = sql.SQL(
     "WHERE pg_stat_get_backend_userid(b) = r.oid) AS s) "
     "FROM pg_roles AS r WHERE r.rolname = {name}"
 )
+#: The sessions of the role whose oid is ``{oid}``, and the last sweep that terminates them.
+_SESSIONS_OF = "pg_stat_get_backend_idset() AS b WHERE pg_stat_get_backend_userid(b) = {oid}"
+_SWEEP = "SELECT count(pg_terminate_backend(pg_stat_get_backend_pid(b))) FROM " + _SESSIONS_OF  # noqa: S608 - constants
 #: One round trip, one commit, for a role with no session: NOLOGIN, its oid kept in a setting
-#: of this session, the check for sessions (``object_in_use`` if there is one: all is rolled
-#: back), what it owns, the role, then the sweep for a login between the check and the commit.
-_AT_ONCE = sql.SQL(
-    "BEGIN; ALTER ROLE {role} NOLOGIN; "
+#: of this session (:data:`_REVOKING`), the check for sessions (``object_in_use`` if there is
+#: one: all is rolled back), what it owns, the role, then the sweep for a login between the
+#: check and the commit.
+_AT_ONCE = sql.SQL(  # constants only: names go in by format, as Identifier and Literal
+    "BEGIN; ALTER ROLE {role} NOLOGIN; "  # noqa: S608
     "SELECT set_config('tether.revoking', r.oid::text, false) FROM pg_roles AS r "
     "WHERE r.rolname = {name}; "
-    "DO $$BEGIN IF EXISTS (SELECT FROM pg_stat_get_backend_idset() AS b "
-    "WHERE pg_stat_get_backend_userid(b) = current_setting('tether.revoking')::oid) "
+    "DO $$BEGIN IF EXISTS (SELECT FROM " + _SESSIONS_OF + ") "
     "THEN RAISE EXCEPTION USING ERRCODE = 'object_in_use'; END IF; END$$; "
-    "{disown}DROP ROLE {role}; COMMIT; "
-    "SELECT count(pg_terminate_backend(pg_stat_get_backend_pid(b))) "
-    "FROM pg_stat_get_backend_idset() AS b "
-    "WHERE pg_stat_get_backend_userid(b) = current_setting('tether.revoking')::oid"
+    "{disown}DROP ROLE {role}; COMMIT; " + _SWEEP
 )
+_REVOKING = sql.SQL("current_setting('tether.revoking')::oid")
 _DISOWN = sql.SQL("REASSIGN OWNED BY {role} TO {admin}; DROP OWNED BY {role}; ")
 #: One round trip: what the role owns in this database, the role, then a last sweep for a
 #: session that logged in while NOLOGIN committed.
-_DROP = sql.SQL(
-    "BEGIN; {disown}DROP ROLE {role}; COMMIT; "
-    "SELECT count(pg_terminate_backend(pg_stat_get_backend_pid(b))) "
-    "FROM pg_stat_get_backend_idset() AS b WHERE pg_stat_get_backend_userid(b) = {oid}::oid"
-)
+_DROP = sql.SQL("BEGIN; {disown}DROP ROLE {role}; COMMIT; " + _SWEEP)
+
+
+def at_once(name: str, *, admin: str) -> sql.Composed:
+    """The statement that revokes ``name`` (a role with no session) in one round trip
+    (:data:`_AT_ONCE`), ``admin`` taking over what it owns; ``bench/bench_leases.py`` sends
+    it bare as its floor."""
+    ident = sql.Identifier(name)
+    disown = _DISOWN.format(role=ident, admin=sql.Identifier(admin))
+    return _AT_ONCE.format(role=ident, name=sql.Literal(name), disown=disown, oid=_REVOKING)
+
+
 _RUNNING = sql.SQL("SELECT pid FROM pg_stat_activity WHERE usesysid = %s::oid AND pid = ANY(%s)")
 #: Groups that are, or are members of, a role with powers beyond table privileges (the
 #: ``pg_*_server_*`` roles reach the server's files and programs, as a superuser does).
