@@ -12,10 +12,9 @@ import secrets
 __all__ = ["base32", "new_id", "new_secret", "sha256_hex"]
 
 
-#: Every 10-bit value as its two base32 characters (RFC 4648, lower case).
-_PAIRS = tuple(
-    a + b for a in "abcdefghijklmnopqrstuvwxyz234567" for b in "abcdefghijklmnopqrstuvwxyz234567"
-)
+#: RFC 4648's base32 alphabet, lower case; and every 10-bit value as two of its characters.
+_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
+_PAIRS = tuple(a + b for a in _BASE32 for b in _BASE32)
 
 
 def new_id(prefix: str) -> str:

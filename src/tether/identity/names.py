@@ -142,15 +142,16 @@ def parse_agent_spiffe_id(value: str, *, trust_domain: str) -> AgentRef:
     The answers for the last :data:`_PARSED` strings are kept (every token an agent presents
     names it); a refusal is not kept, it is worked out again."""
     try:
-        return _parse_agent_kept(value, trust_domain)
-    except TypeError:  # not a string, and unhashable: refused without the cache
         return _parse_agent(value, trust_domain)
+    except TypeError:  # not a string, and unhashable: refused without the cache
+        return _parse_agent.__wrapped__(value, trust_domain)
 
 
 #: How many parsed agent SPIFFE IDs are kept.
 _PARSED = 1024
 
 
+@functools.lru_cache(maxsize=_PARSED)
 def _parse_agent(value: str, trust_domain: str) -> AgentRef:
     sid = parse_spiffe_id(value)
     if sid.trust_domain != trust_domain:
@@ -161,9 +162,6 @@ def _parse_agent(value: str, trust_domain: str) -> AgentRef:
     if len(parts) == 4 and parts[0] == "agent" and parts[2] == "i":
         return AgentRef(name=_agent_name(parts[1]), instance_id=_instance(parts[3]))
     raise _bad("an agent is /agent/<name>, an instance /agent/<name>/i/<instance-id>")
-
-
-_parse_agent_kept = functools.lru_cache(maxsize=_PARSED)(_parse_agent)
 
 
 def _agent_name(name: str) -> str:
