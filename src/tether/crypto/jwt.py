@@ -4,8 +4,12 @@ Parsing is ours and deliberately stricter than the JOSE libraries: compact seria
 at most 8 KiB, canonical base64url without padding, JSON objects without duplicate members
 (a duplicate ``alg`` or ``sub`` is how parser-differential attacks start), no ``crit`` (RFC 7515
 §4.1.11: we understand no extension, so we must refuse), no unencoded payloads. The signature
-check itself is joserfc's algorithm implementation, always called with the one algorithm the
-key is registered for, so ``none``, HS* and algorithm confusion cannot get through. Claim
+check is always made with the one algorithm the key is registered for, so ``none``, HS* and
+algorithm confusion cannot get through: ES256 — Tether's own tokens, and most agents' — with
+``cryptography`` directly, its scheme object built once (joserfc's algorithm builds one per
+call and checks the key again: measured here, 3 µs of a 66 µs verification and 6 µs of a
+28 µs signature; a token exchange makes two and one); every other algorithm with joserfc's.
+Claim
 checks (``exp``, ``nbf``, ``iat``, ``aud``, ``iss``, maximum lifetime, required claims) follow
 RFC 7519 §4.1 and RFC 7523 §3 with a bounded leeway.
 
@@ -32,6 +36,13 @@ from types import MappingProxyType
 from typing import Any
 
 import orjson
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 from joserfc.jwk import ECKey
 from joserfc.jws import JWSRegistry
 
@@ -122,6 +133,19 @@ _DECODER = json.JSONDecoder(
 
 
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        fast = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass  # the strict decoder below tells what is wrong
+    else:
+        # JSON in the form orjson writes it — Tether's own tokens — read by orjson, four
+        # times faster. It is what the strict decoder reads there: orjson refuses NaN, the
+        # infinities, a number too large for a double and a lone surrogate, and writing the
+        # value back gives the text again only if no member came twice (the last would have
+        # won), no integer became a float and nothing was escaped. Anything else is read by
+        # the strict decoder.
+        if type(fast) is dict and orjson.dumps(fast) == raw:
+            return fast
     try:
         value = _DECODER.decode(raw.decode("utf-8"))
     except TokenInvalid:
@@ -250,10 +274,32 @@ def verify_signature(
 
 
 def _signed(model: Any, jws: UnverifiedJws, key: VerifyingKey) -> bool:
+    if model.name == "ES256" and isinstance(key, ECKey):
+        # The key's declared operations are checked as joserfc checks them.
+        public = key.get_op_key("verify")
+        if isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name == _P256:
+            return _es256_verified(jws.signing_input, jws.signature, public)
     try:
         return bool(model.verify(jws.signing_input, jws.signature, key))
     except ValueError:
         return False
+
+
+#: ES256 (RFC 7518 §3.4): ECDSA with SHA-256 on P-256, the signature ``r || s`` of 32 bytes
+#: each. The scheme object is immutable: one for every call.
+_P256 = ec.SECP256R1.name
+_ES256 = ec.ECDSA(hashes.SHA256())
+
+
+def _es256_verified(message: bytes, signature: bytes, key: ec.EllipticCurvePublicKey) -> bool:
+    if len(signature) != 64:
+        return False
+    r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+    try:
+        key.verify(encode_dss_signature(r, s), message, _ES256)
+    except InvalidSignature:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,17 +412,20 @@ class Signer:
     """Signs Tether's own tokens with the current token-signing key (ES256).
 
     The compact serialisation (RFC 7515 §7.1) is assembled here — the encoded header per
-    ``typ`` computed once, the claims as compact JSON — and the signature is joserfc's ES256
-    (raw ``r || s``, RFC 7518 §3.4): the same token joserfc's ``jwt.encode`` makes, without
-    re-validating our own header on every call (a token is minted on every exchange)."""
+    ``typ`` computed once, the claims as compact JSON — and the signature is ES256 made by
+    ``cryptography`` (raw ``r || s``, RFC 7518 §3.4): the same token joserfc's ``jwt.encode``
+    makes, without re-validating our own header and key on every call (a token is minted on
+    every exchange)."""
 
-    __slots__ = ("_headers", "_key", "_model", "alg", "kid")
+    __slots__ = ("_headers", "_key", "alg", "kid")
 
     def __init__(self, key: ECKey, *, kid: str, alg: str = TOKEN_ALGORITHM) -> None:
         if alg != TOKEN_ALGORITHM:
             raise ValueError("Tether signs its tokens with ES256 only")
-        self._key = key
-        self._model = JWSRegistry.algorithms[alg]
+        private = key.get_op_key("sign")
+        if not isinstance(private, ec.EllipticCurvePrivateKey) or private.curve.name != _P256:
+            raise ValueError("ES256 signs with a P-256 private key")
+        self._key = private
         self._headers: dict[str, str] = {}
         self.kid = kid
         self.alg = alg
@@ -387,8 +436,8 @@ class Signer:
             fields = {"alg": self.alg, "kid": self.kid, "typ": typ}
             header = self._headers.setdefault(typ, _b64encode(orjson.dumps(fields)))
         signing_input = f"{header}.{_b64encode(orjson.dumps(dict(claims)))}"
-        signature = self._model.sign(signing_input.encode("ascii"), self._key)
-        return f"{signing_input}.{_b64encode(signature)}"
+        r, s = decode_dss_signature(self._key.sign(signing_input.encode("ascii"), _ES256))
+        return f"{signing_input}.{_b64encode(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 
 def _b64encode(data: bytes) -> str:

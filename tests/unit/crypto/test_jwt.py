@@ -6,17 +6,29 @@ import base64
 import hashlib
 import hmac
 import json
+import types
 from typing import Any
+from unittest import mock
 
+import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from joserfc import jwt as jose_jwt
+from joserfc.errors import UnsupportedKeyOperationError
 from joserfc.jwk import ECKey, RSAKey
 
+import tether.crypto.jwt as jwt_module
 from tether.crypto.jwk import PublicJwk
-from tether.crypto.jwt import MAX_TOKEN_BYTES, Signer, UnverifiedToken, _b64decode, verify_jwt
+from tether.crypto.jwt import (
+    MAX_TOKEN_BYTES,
+    Signer,
+    UnverifiedToken,
+    _b64decode,
+    _json_object,
+    verify_jwt,
+)
 from tether.errors import TokenInvalid
 
 NOW = 1_800_000_000
@@ -210,6 +222,33 @@ def test_signer_output_verifies_with_kid_and_typ() -> None:
 def test_signer_refuses_anything_but_es256() -> None:
     with pytest.raises(ValueError, match="ES256"):
         Signer(PRIVATE, kid="k1", alg="HS256")
+    with pytest.raises(ValueError, match="P-256"):
+        Signer(ECKey.generate_key("P-384"), kid="k1")
+
+
+def test_signer_tokens_verify_with_joserfc() -> None:
+    """The signature is made with cryptography, not joserfc: another implementation of the
+    standard must accept it."""
+    token = Signer(PRIVATE, kid="k1").sign_jwt(_claims(sub="b"))
+    public = ECKey.import_key(PRIVATE.as_dict(private=False))
+    decoded = jose_jwt.decode(token, public, algorithms=["ES256"])
+    assert decoded.claims["sub"] == "b"
+    assert decoded.header == {"alg": "ES256", "kid": "k1", "typ": "JWT"}
+
+
+def test_es256_header_with_a_p384_key_is_refused() -> None:
+    other = ECKey.generate_key("P-384")
+    token = Signer(PRIVATE, kid="k1").sign_jwt(_claims())
+    assert _reason(token, key=ECKey.import_key(other.as_dict(private=False))) == "bad_signature"
+
+
+def test_a_key_declared_for_encryption_does_not_verify() -> None:
+    """A JWK's own ``use``/``key_ops`` still bind on the ES256 path that bypasses joserfc's
+    algorithm."""
+    token = Signer(PRIVATE, kid="k1").sign_jwt(_claims())
+    public = ECKey.import_key({**PRIVATE.as_dict(private=False), "key_ops": ["encrypt"]})
+    with pytest.raises(UnsupportedKeyOperationError):
+        _verify(token, key=public)
 
 
 def _reference_b64decode(part: str) -> bytes | None:
@@ -239,3 +278,67 @@ def test_segment_decoding_accepts_exactly_canonical_unpadded_base64url(part: str
         assert refused.value.details["reason"] == "malformed"
     else:
         assert _b64decode(part) == expected
+
+
+_KEYS = st.sampled_from(["a", "b", "sub", "aud"])
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=2**63 - 2, max_value=2**64 + 2),
+    st.floats(),
+    st.text(max_size=4),
+    st.sampled_from(["\ud800", "\ud83d\ude00", "\x00", "é", "/"]),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.lists(st.tuples(_KEYS, inner), max_size=3).map(lambda pairs: ("object", pairs))
+    ),
+    max_leaves=8,
+)
+
+
+def _write(value: Any, ascii_only: bool) -> str:
+    """JSON text of ``value``, where ``("object", pairs)`` is an object that may name a member
+    twice."""
+    if isinstance(value, tuple):
+        members = (f"{json.dumps(k)}:{_write(v, ascii_only)}" for k, v in value[1])
+        return "{" + ",".join(members) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_write(v, ascii_only) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=ascii_only)
+
+
+def _outcome(raw: bytes) -> tuple[str, str]:
+    try:
+        return ("value", json.dumps(_json_object(raw, "claims set")))
+    except TokenInvalid as exc:
+        return ("refused", str(exc.details["reason"]))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    pairs=st.lists(st.tuples(_KEYS, _VALUES), max_size=4),
+    ascii_only=st.booleans(),
+    spaced=st.booleans(),
+)
+def test_claims_read_fast_are_exactly_what_the_strict_decoder_reads(
+    pairs: list[tuple[str, Any]], ascii_only: bool, spaced: bool
+) -> None:
+    """Duplicate members, NaN, huge numbers, escapes, lone surrogates: orjson's fast path
+    gives the strict decoder's answer on each, or leaves the text to it."""
+    text = _write(("object", pairs), ascii_only)
+    if spaced:
+        text = text.replace(",", ", ")
+    raw = text.encode("utf-8", "surrogatepass")
+    fast = _outcome(raw)
+    strict = types.SimpleNamespace(
+        loads=mock.Mock(side_effect=orjson.JSONDecodeError("off", "", 0)),
+        dumps=orjson.dumps,
+        JSONDecodeError=orjson.JSONDecodeError,
+        JSONEncodeError=orjson.JSONEncodeError,
+    )
+    with mock.patch.object(jwt_module, "orjson", strict):
+        assert _outcome(raw) == fast
