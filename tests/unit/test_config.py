@@ -18,6 +18,8 @@ def test_defaults_are_bounded_and_safe(tmp_path: Path) -> None:
     assert s.audiences == frozenset({"http://127.0.0.1:8200"})
     assert s.forwarded_client_cert_header is None
     assert not s.is_trusted_proxy("127.0.0.1"), "no proxy is trusted unless configured"
+    assert s.max_delegation_depth == 4, "a delegation chain is at most four actors deep"
+    assert s.delegated_token_max_ttl_seconds == 600, "a delegated token lives ten minutes at most"
 
 
 def test_forwarded_certificates_are_believed_only_from_trusted_proxies(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -251,8 +252,15 @@ async def test_delegated_token_at_a_resource_it_was_not_minted_for_is_refused(
     world: World,
 ) -> None:
     token = await _delegated(world, audience="https://api.acme.org")
-    verdict = await _evaluate(world.client, token)
-    assert verdict["decision"] is False
+    refused = await world.client.post(
+        "/access/v1/evaluation?explain=true",
+        json={"action": {"name": "read"}, "resource": ORDERS},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert refused.json()["decision"] is False
+    assert refused.json()["context"]["reasons"] == [
+        "unauthenticated: the delegated token was minted for another audience"
+    ]
 
 
 async def test_introspection_shows_the_delegation_and_revocation_ends_it(world: World) -> None:
@@ -457,3 +465,95 @@ async def test_revoking_a_token_ends_every_token_exchanged_from_it(world: World)
     )
     assert refused.json()["decision"] is False
     assert any("exchanged from is revoked" in r for r in refused.json()["context"]["reasons"])
+
+
+async def test_a_suspended_agent_cannot_exchange_and_its_delegated_tokens_stop(
+    world: World,
+) -> None:
+    actor = await svid(world.client, world.shop)  # obtained while the agent was active
+    delegated = await _delegated(world)
+    assert (await _evaluate(world.client, delegated))["decision"] is True
+    suspended = await world.client.post("/v1/agents/shop-bot/suspend", json={"reason": "test"})
+    assert suspended.status_code == 200, suspended.text
+    again = await _exchange(world.client, world.user_token, actor)
+    assert again.status_code == 400
+    assert again.json()["error"] == "invalid_request"
+    assert "invalid actor_token" in again.json()["error_description"]
+    assert (await _evaluate(world.client, delegated))["decision"] is False
+
+
+async def test_a_delegated_token_has_exactly_one_audience(world: World) -> None:
+    actor = await svid(world.client, world.shop)
+    form = {
+        "grant_type": GRANT_TYPE, "subject_token": world.user_token,
+        "subject_token_type": ACCESS_TOKEN_TYPE, "actor_token": actor,
+        "actor_token_type": JWT_TOKEN_TYPE,
+    }  # fmt: skip
+    both = [*form.items(), ("audience", ISSUER), ("audience", "https://api.acme.org")]
+    answer = await world.client.post(
+        "/oauth2/token",
+        content=urlencode(both),
+        headers={"Authorization": "", "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "invalid_target"
+    assert "exactly one audience" in answer.json()["error_description"]
+
+
+SHIP_READS = """
+@id("ship-bot-reads-orders-for-its-user")
+permit (principal == Tether::Agent::"ship-bot", action == Tether::Action::"read",
+        resource == Tether::Api::"orders")
+when { context has user && context.scopes.contains("orders:read") };
+"""
+
+
+async def _second_hop(world: World, make_agent: AgentFactory) -> tuple[str, dict[str, Any]]:
+    """shop-bot's token for ship-bot, exchanged by ship-bot under its own grant: the hop-2
+    token and ship-bot's grant."""
+    helper = await make_agent("ship-bot")
+    hop1 = await _delegated(
+        world, audience=f"spiffe://{TRUST_DOMAIN}/agent/ship-bot", scope="orders:read"
+    )
+    consent = {"agent": "ship-bot", "scopes": ["orders:read"], "purpose": "ship my orders",
+               "purpose_code": "order-tracking"}  # fmt: skip
+    as_alice = {"Authorization": f"Bearer {world.user_token}"}
+    grant = await world.client.post("/v1/grants", json=consent, headers=as_alice)
+    assert grant.status_code == 201, grant.text
+    hop2 = await _exchange(world.client, hop1, await svid(world.client, helper))
+    assert hop2.status_code == 200, hop2.text
+    return hop2.json()["access_token"], grant.json()
+
+
+async def test_a_two_hop_token_is_decided_for_the_outermost_actor(
+    world: World, make_agent: AgentFactory
+) -> None:
+    """shop-bot may read orders, ship-bot may not: ship-bot holding a token that shop-bot
+    passed on is denied; once ship-bot itself may, it is allowed, and the record names both
+    actors, the outermost first."""
+    hop2, _ = await _second_hop(world, make_agent)
+    assert (await _evaluate(world.client, hop2))["decision"] is False
+    applied = await world.client.post("/v1/policies", json={"text": POLICIES + SHIP_READS})
+    assert applied.status_code == 201, applied.text
+    assert (await _evaluate(world.client, hop2))["decision"] is True
+    record = (await _records(world.services, "decision"))[-1]
+    act = UnverifiedToken.parse(hop2).claims["act"]
+    assert record["act"] == [act["sub"], act["act"]["sub"]]
+    assert "/agent/ship-bot/" in act["sub"]
+    assert "/agent/shop-bot/" in act["act"]["sub"]
+
+
+async def test_revoking_an_earlier_hops_grant_ends_the_tokens_after_it(
+    world: World, make_agent: AgentFactory
+) -> None:
+    hop2, ship_grant = await _second_hop(world, make_agent)
+    applied = await world.client.post("/v1/policies", json={"text": POLICIES + SHIP_READS})
+    assert applied.status_code == 201, applied.text
+    assert (await _evaluate(world.client, hop2))["decision"] is True
+    gone = await world.client.delete(
+        f"/v1/grants/{world.grant['id']}", headers={"Authorization": f"Bearer {world.user_token}"}
+    )
+    assert gone.status_code == 200, gone.text
+    shown = await world.client.get(f"/v1/grants/{ship_grant['id']}")
+    assert shown.json()["state"] == "active", "ship-bot's own grant still stands"
+    assert (await _evaluate(world.client, hop2))["decision"] is False
