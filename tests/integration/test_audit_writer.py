@@ -354,8 +354,8 @@ class _Writes:
         self.later: list[int] = []
         at_once, handed = store.append_audit_entries_now, store.append_audit_entries
 
-        def now(entries: Any, nodes: Any) -> list[int] | None:
-            written = at_once(entries, nodes)
+        def now(entries: Any, nodes: Any, **options: Any) -> list[int] | None:
+            written = at_once(entries, nodes, **options)
             if written is not None:
                 self.now.append(len(entries))
             return written
@@ -386,6 +386,33 @@ async def test_records_appended_together_share_a_commit_and_one_alone_is_written
     finally:
         await log.close()
     assert await _verified(store) == 10
+
+
+async def test_records_carry_a_write_into_their_commit_only_while_the_log_is_idle(
+    store: SqlStore,
+) -> None:
+    """A write carried by records (a lease closed with the records of its revocation) runs
+    in their transaction; while other records are on their way it is not run at all, and
+    nothing is written for the caller to do apart."""
+    log = await open_log(store, depth=2)
+    seen: list[int] = []
+
+    def carried(raw: sqlite3.Connection) -> None:
+        seen.append(raw.execute("SELECT count(*) FROM audit_records").fetchone()[0])
+
+    try:
+        receipts = await log.append_carrying([record(1), record(2)], carried)
+        assert receipts is not None
+        assert [r.index for r in receipts] == [0, 1]
+        assert seen == [2], "run once, after the rows, before the commit"
+        on_the_way = asyncio.ensure_future(log.append(record(3)))
+        await asyncio.sleep(0)  # pending now
+        assert await log.append_carrying([record(4)], carried) is None
+        await on_the_way
+    finally:
+        await log.close()
+    assert seen == [2]
+    assert await _verified(store) == 3
 
 
 async def test_a_record_whose_caller_gave_up_before_it_was_written_is_not_written(

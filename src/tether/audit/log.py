@@ -250,6 +250,41 @@ class AuditLog:
             self._on_change(record)
         return receipt
 
+    async def append_carrying(
+        self, records: Sequence[AuditRecord], write: object
+    ) -> list[AuditReceipt] | None:
+        """``records`` made durable in one transaction with ``write``, a change of the store's
+        own that its appends can carry (``SqlStore.lease_save_carried``): a lease and the
+        records of its change, both or neither, in one commit. Only while the log is idle and
+        its store can write them now on this thread (SQLite's audit writer, as for a record
+        alone: :meth:`_alone`); None otherwise, with nothing written — append the records
+        and make the change apart then."""
+        if self.invalid is not None:
+            raise AuditLogInvalid(
+                f"the audit log does not verify ({self.invalid}); nothing is recorded",
+                details={"log": self.origin, "index": self.invalid.index},
+            )
+        if self._pending or not self._idle():
+            return None
+        loop = asyncio.get_running_loop()
+        waiting: list[_Waiting] = [(record, loop.create_future()) for record in records]
+        # Idle: the log's end is known, so nothing below waits, and no other batch can be
+        # built or handed to the store before this one is written.
+        batch = await self._batch(waiting, on=None)
+        if batch is not None:
+            if not self._written_here(batch, also=write):
+                return None
+            await self._land(batch)
+        errors = [future.exception() for _, future in waiting]  # every one retrieved
+        problem = next((e for e in errors if e is not None), None)
+        if problem is not None:
+            raise problem
+        if self._on_change is not None:
+            for record in records:
+                if record.type != "decision":
+                    self._on_change(record)
+        return [future.result() for _, future in waiting]
+
     def _idle(self) -> bool:
         """Whether no writer is at work, nothing is in the store's hands, the log's end is
         known, and the store can write a record on this thread now (see :meth:`_alone`)."""
@@ -376,17 +411,19 @@ class AuditLog:
             return None
         return _Batch(waiting=waiting, entries=entries, nodes=nodes, tree=tree, chain=chain)
 
-    def _written_here(self, batch: _Batch) -> bool:
-        """Whether the store wrote ``batch`` before returning, on this thread, as it does
-        when that is cheap (SQLite's audit writer: a lone record while its process is idle;
+    def _written_here(self, batch: _Batch, *, also: object = None) -> bool:
+        """Whether the store wrote ``batch`` (and ``also``, a write it carries: see
+        :meth:`append_carrying`) before returning, on this thread, as it does when that is
+        cheap (SQLite's audit writer: a lone record while its process is idle;
         ``append_audit_entries_now``); ``batch.written`` holds the outcome then. It saves
         the store's task and a turn of the event loop on each record written alone."""
         now = getattr(self._store, "append_audit_entries_now", None)
         if now is None:
             return False
         written: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        carried = {} if also is None else {"also": also}
         try:
-            sequences = now(batch.entries, batch.nodes)
+            sequences = now(batch.entries, batch.nodes, **carried)
         except Exception as exc:  # noqa: BLE001 - read by _land, as a write task's would be
             written.set_exception(exc)
         else:

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from tether._internal.clock import Clock
 from tether._internal.ids import new_id
+from tether.audit.records import AuditRecord
 from tether.audit.sink import AuditSink
 from tether.checkpoint import Checkpoint, CheckRequest, Verdict
 from tether.credentials import lifecycle
@@ -58,6 +59,7 @@ from tether.credentials.models import (
 )
 from tether.credentials.revocation import PAGE, Revoker, failed
 from tether.errors import (
+    AuditUnavailable,
     Error,
     Forbidden,
     InvalidInput,
@@ -316,9 +318,10 @@ class Leases:
         ending or ended is returned as it is.
 
         The credential is removed first, then the lease is closed and both records written
-        at once: one round of durable writes after the engine's. A crash in between leaves
-        the lease recorded as active with its credential gone — access already ended; the
-        reaper closes the lease at its expiry."""
+        at once: where the store can (SQLite, the audit log idle), in one transaction and one
+        commit; otherwise side by side. A crash in between leaves the lease recorded as
+        active with its credential gone — access already ended; the reaper closes the lease
+        at its expiry."""
         lease = await self._load(lease_id)
         await self._require(actor, Permission.LEASE_REVOKE, lease)
         if lease.state not in _ENDABLE:
@@ -336,11 +339,15 @@ class Leases:
             await self._records_of_revocation([ending], actor, reason)
             return await self._revoker.retry_later(ending, exc)
         ended = lifecycle.ended(ending, now=self._clock.now())
-        recorded = asyncio.gather(
-            self._records_of_revocation([ending], actor, reason),
-            self._audit.append(self._revoker.end_record(ended, ending)),
-            return_exceptions=True,
-        )
+        records = (self._revocation_record(ending, actor, reason),
+                   self._revoker.end_record(ended, ending))  # fmt: skip
+        try:
+            together = await self._close_recorded(ended, lease, records, actor, reason)
+        except AuditUnavailable:
+            together = None  # neither was written: side by side, which closes the lease
+        if together is not None:
+            return together
+        recorded = asyncio.gather(*map(self._audit.append, records), return_exceptions=True)
         try:
             closed = await self._close(ended, lease, actor, reason)
         finally:
@@ -349,6 +356,30 @@ class Leases:
         if problem is not None:
             raise problem
         return closed
+
+    async def _close_recorded(
+        self,
+        ended: Lease,
+        lease: Lease,
+        records: Sequence[AuditRecord],
+        actor: Actor,
+        reason: str | None,
+    ) -> Lease | None:
+        """Store ``ended`` over ``lease`` in the transaction that appends ``records``, when the
+        store and the audit log can (see ``SqlStore.lease_save_carried`` and
+        ``AuditLog.append_carrying``): the lease as it stands then, or None with nothing
+        written. If the lease moved meanwhile, the records are in and :meth:`_close` settles
+        it."""
+        save = getattr(self._store, "lease_save_carried", None)
+        carry = getattr(self._audit, "append_carrying", None)
+        if save is None or carry is None:
+            return None
+        carried = save(ended, expected_version=lease.version)
+        if carried is None or await carry(records, carried) is None:
+            return None
+        if carried.written:
+            return ended
+        return await self._close(ended, lease, actor, reason)
 
     async def _close(self, ended: Lease, lease: Lease, actor: Actor, reason: str | None) -> Lease:
         """Store ``ended`` over ``lease``. If the lease moved meanwhile (renewed), its
@@ -434,9 +465,10 @@ class Leases:
         self, leases: Collection[Lease], actor: Actor, reason: str | None
     ) -> None:
         for lease in leases:
-            await self._audit.append(
-                self._revoker.record("lease.revoked", actor.label, lease, {"reason": reason})
-            )
+            await self._audit.append(self._revocation_record(lease, actor, reason))
+
+    def _revocation_record(self, lease: Lease, actor: Actor, reason: str | None) -> AuditRecord:
+        return self._revoker.record("lease.revoked", actor.label, lease, {"reason": reason})
 
     # -- reading -------------------------------------------------------------------------
 

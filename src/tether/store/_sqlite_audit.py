@@ -320,7 +320,10 @@ def _failed(exc: Exception) -> tuple[str, str]:
 
 def _do(raw: sqlite3.Connection, request: tuple[Any, ...]) -> Any:
     if request[0] == "append":
-        return append_rows(raw, *request[1:])
+        first = append_rows(raw, *request[1:5])
+        if len(request) > 5:  # a write the batch carries (on the server's thread only)
+            request[5](raw)
+        return first
     add_checkpoint(raw, request[1])
     return None
 

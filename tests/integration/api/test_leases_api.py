@@ -7,6 +7,7 @@ admin password may show in another response or in an audit record.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from dataclasses import replace
 from typing import Any
@@ -20,7 +21,10 @@ from tests.support.tokens import client_credentials
 from tether._internal.ids import new_id
 from tether.api.services import Services
 from tether.credentials.models import LeaseState
+from tether.identity.access import Actor
 from tether.identity.models import AgentState
+from tether.store import _sqlite_audit
+from tether.store.sql import SqlStore, _audit_writer
 
 from .conftest import ISSUER, AgentFactory, RegisteredAgent
 from .decisions import svid
@@ -510,3 +514,102 @@ permit (principal == Tether::Agent::"other-bot", action, resource);
     # An admin may still renew (an operator's decision, audited as theirs).
     by_admin = await client.post(f"/v1/leases/{lease['id']}/renew", json={"ttl": 120})
     assert by_admin.json()["renewals"] == 1
+
+
+def _writer(services: Services) -> _audit_writer.AuditWriter:
+    store = services.store
+    assert isinstance(store, SqlStore)
+    writer = store._audit_writer
+    assert writer is not None, "the embedded store writes audit records through its writer"
+    return writer
+
+
+def _lone_commits_now(services: Services) -> None:
+    """The audit writer commits a batch that waits alone on this thread now: not paused by
+    slow commits on a busy test machine, not the process's turn to checkpoint."""
+    writer = _writer(services)
+    writer._direct_after = writer._direct_pace = 0.0
+    writer._process_next = False
+
+
+async def _revocation_records(services: Services, lease_id: str) -> list[str]:
+    page = await services.store.list_audit(type_prefix="lease.", limit=1000)
+    mine = [r.type for _, r in page if r.details.get("lease_id") == lease_id]
+    return [t for t in mine if t in ("lease.revoked", "lease.ended")]
+
+
+async def test_a_revoked_lease_and_its_two_records_are_committed_in_one_transaction(
+    client: httpx.AsyncClient, token: str, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lease_id = (await _issued(client, token))["lease"]["id"]
+    statements: list[str] = []
+    _writer(services)._close_direct()
+    opened = _audit_writer._connect
+
+    def traced(path: str) -> sqlite3.Connection:
+        raw = opened(path)
+        raw.set_trace_callback(statements.append)
+        return raw
+
+    monkeypatch.setattr(_audit_writer, "_connect", traced)
+    _lone_commits_now(services)
+    ended = await services.leases.revoke(lease_id, actor=Actor.system("test"))
+    assert ended.state is LeaseState.REVOKED
+    assert await services.store.get_lease(lease_id) == ended, "stored exactly as returned"
+    update = next(i for i, s in enumerate(statements) if s.startswith("UPDATE leases"))
+    begin = max(i for i, s in enumerate(statements[:update]) if s == "BEGIN IMMEDIATE")
+    commit = update + statements[update:].index("COMMIT")
+    transaction = statements[begin:commit]
+    assert sum(s.startswith("INSERT INTO audit_records") for s in transaction) == 1
+    assert [s for s in statements if s == "COMMIT"] == ["COMMIT"], "one commit for the lot"
+    assert await _revocation_records(services, lease_id) == ["lease.revoked", "lease.ended"]
+
+
+async def test_a_lease_renewed_while_its_credential_is_removed_is_closed_as_stored(
+    client: httpx.AsyncClient, token: str, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease moved between its read and its close: the records go in with the commit
+    meant for both, and the lease is closed over what is stored then."""
+    lease_id = (await _issued(client, token))["lease"]["id"]
+    _, engine = await services.engines.open("pg-main")
+    removing = engine.revoke
+
+    async def renewed_meanwhile(**kwargs: Any) -> None:
+        stored = await services.store.get_lease(lease_id)
+        assert stored is not None
+        await services.store.save_lease(
+            replace(stored, renewals=stored.renewals + 1, version=stored.version + 1),
+            expected_version=stored.version,
+        )
+        await removing(**kwargs)
+
+    monkeypatch.setattr(engine, "revoke", renewed_meanwhile)
+    _lone_commits_now(services)
+    ended = await services.leases.revoke(lease_id, actor=Actor.system("test"))
+    assert ended.state is LeaseState.REVOKED
+    stored = await services.store.get_lease(lease_id)
+    assert stored == ended
+    assert stored.renewals == 1, "closed over the renewed lease, not the one read before"
+    assert await _revocation_records(services, lease_id) == ["lease.revoked", "lease.ended"]
+
+
+async def test_when_the_one_commit_fails_the_lease_is_closed_and_recorded_the_usual_way(
+    client: httpx.AsyncClient, token: str, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lease_id = (await _issued(client, token))["lease"]["id"]
+    rows = _sqlite_audit.append_rows
+    failures: list[int] = []
+
+    def fails_once(raw: sqlite3.Connection, *args: Any) -> int:
+        if not failures:
+            failures.append(1)
+            raise sqlite3.OperationalError("disk I/O error")
+        return rows(raw, *args)
+
+    monkeypatch.setattr(_sqlite_audit, "append_rows", fails_once)
+    _lone_commits_now(services)
+    ended = await services.leases.revoke(lease_id, actor=Actor.system("test"))
+    assert failures == [1], "the one-commit write was tried, and failed"
+    assert ended.state is LeaseState.REVOKED
+    assert await services.store.get_lease(lease_id) == ended
+    assert await _revocation_records(services, lease_id) == ["lease.revoked", "lease.ended"]

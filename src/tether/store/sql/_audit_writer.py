@@ -31,6 +31,11 @@ goes to the process, whose connection does. The event loop is held for the commi
 these commits take more than ``DIRECT_SLOW`` on average (a moving average, so one slow fsync
 does not count for much; a slow or busy disk does), lone batches go to the process for the
 next ``DIRECT_PAUSE`` seconds, then the disk is tried again.
+
+**A batch committed here may carry another write** (``append_now``'s ``also``: a revoked lease
+closed in the commit of its two records, ``SqlStore.lease_save_carried``), run on this
+connection after the rows, in the same transaction: one commit instead of two, and both or
+neither. Only here: the process never runs another module's statements.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ import subprocess  # this interpreter, on tether.store._sqlite_audit
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tether.audit.stored import LogEntry
@@ -60,8 +65,10 @@ __all__ = ["AuditWriter"]
 _MAIN = "from tether.store._sqlite_audit import main; main()"
 #: How long closing waits for the process to exit before it is killed.
 _EXIT_WAIT = 5.0
-#: A batch of at most this many records may be committed on the caller's thread.
+#: A batch of at most this many records may be committed on the caller's thread; a batch
+#: that carries another write (``append_now``'s ``also``), this many.
 DIRECT_ENTRIES = 1
+DIRECT_CARRYING = 4
 #: When commits on the caller's thread take longer than this on average (seconds), lone
 #: batches go to the process for ``DIRECT_PAUSE`` seconds.
 DIRECT_SLOW = 0.002
@@ -156,14 +163,21 @@ class AuditWriter:
         )
 
     def append_now(
-        self, entries: Sequence[LogEntry], nodes: Sequence[TreeNode]
+        self,
+        entries: Sequence[LogEntry],
+        nodes: Sequence[TreeNode],
+        *,
+        also: Callable[[sqlite3.Connection], object] | None = None,
     ) -> list[int] | None:
         """:meth:`append` committed on this thread before returning, when it would be
         (see the module docstring); None when it would go to the process: call
-        :meth:`append` then."""
-        if len(entries) > DIRECT_ENTRIES or not self.direct():
+        :meth:`append` then. ``also`` is run on the connection after the rows, in the same
+        transaction (it must not end it; an error it raises fails the batch)."""
+        most = DIRECT_ENTRIES if also is None else DIRECT_CARRYING
+        if len(entries) > most or not self.direct():
             return None
-        answer = self._here(_append_request(entries, nodes))
+        request = _append_request(entries, nodes)
+        answer = self._here(request if also is None else (*request, also))
         if answer is None:
             return None
         first = _result(answer)

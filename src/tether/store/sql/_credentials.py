@@ -15,12 +15,14 @@ is seen by the check (or the deletion commits first and the insert follows it).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import pysqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -42,6 +44,8 @@ __all__ = [
     "ENGINE_BY_NAME",
     "LEASE_BY_ID",
     "MAX_LEASE_PAGE",
+    "CarriedLeaseSave",
+    "carried_lease_saves",
     "change_unit",
     "create_engine_unit",
     "create_lease_unit",
@@ -294,6 +298,49 @@ def save_lease_unit(lease: Lease, *, expected_version: int) -> Callable[[Connect
         raise VersionConflict(f"lease {lease.id!r} changed since version {expected_version}")
 
     return unit
+
+
+class CarriedLeaseSave:
+    """:func:`save_lease_unit`'s compare-and-set update as a write that an audit batch carries
+    into its own transaction on SQLite's driver (``AuditWriter.append_now``'s ``also``): the
+    lease and its records committed together. ``written`` says whether it took; if not (the
+    lease moved, or the update failed and was rolled back alone: the batch commits all the
+    same), save the lease the usual way, which tells which."""
+
+    __slots__ = ("_params", "_statement", "written")
+
+    def __init__(self, statement: str, params: tuple[Any, ...]) -> None:
+        self._statement, self._params = statement, params
+        self.written = False
+
+    def __call__(self, raw: sqlite3.Connection) -> None:
+        raw.execute("SAVEPOINT carried_lease")
+        try:
+            self.written = raw.execute(self._statement, self._params).rowcount == 1
+        except sqlite3.Error:
+            raw.execute("ROLLBACK TO carried_lease")
+            self.written = False
+        raw.execute("RELEASE carried_lease")
+
+
+def carried_lease_saves() -> Callable[[Lease, int], CarriedLeaseSave]:
+    """Makes :class:`CarriedLeaseSave` of a lease over its expected version: the statement
+    ``save_lease_unit`` runs, compiled once for SQLite's driver, its values bound as
+    SQLAlchemy binds them (the column types' own conversions)."""
+    dialect = pysqlite.dialect()
+    columns = [c.name for c in leases.c]
+    compiled = _SAVE_LEASE.compile(dialect=dialect, column_keys=columns)
+    names = tuple(compiled.positiontup or ())  # qmark: every bind, in order
+    convert = [compiled.binds[name].type.bind_processor(dialect) for name in names]
+    statement = compiled.string
+
+    def carried(lease: Lease, expected_version: int) -> CarriedLeaseSave:
+        row = {**lease_values(lease), "old_id": lease.id, "old_version": expected_version}
+        values = (row[name] for name in names)
+        params = tuple(v if c is None else c(v) for c, v in zip(convert, values, strict=True))
+        return CarriedLeaseSave(statement, params)
+
+    return carried
 
 
 def _changed(old: Lease, change: Callable[[Lease], Lease]) -> Lease:

@@ -49,6 +49,7 @@ from tether._internal.clock import Clock
 from tether.audit.records import AuditRecord
 from tether.audit.stored import AuditLocation, LogEntry, SignedCheckpoint, StoredEntry
 from tether.audit.tiles import TreeNode
+from tether.credentials.models import Lease
 from tether.crypto.stored import KeyPurpose, StoredKey
 from tether.errors import (
     AgentExists,
@@ -73,6 +74,7 @@ from tether.identity.revocations import Revocation
 from tether.policy.models import PolicySetVersion
 from tether.store.sql import _audit as audit_units
 from tether.store.sql import _codec as codec
+from tether.store.sql import _credentials as credential_units
 from tether.store.sql import _policies as policies
 from tether.store.sql import _statements as statements
 from tether.store.sql import changes
@@ -185,6 +187,7 @@ class SqlStore(CredentialMethods, DelegationMethods, ApprovalMethods, McpMethods
         self._postgres = url.get_backend_name() == "postgresql"
         self._closed = False
         self._audit_writer: AuditWriter | None = None
+        self._carried_saves: Callable[[Lease, int], credential_units.CarriedLeaseSave] | None = None
 
     @property
     def url(self) -> URL:
@@ -592,14 +595,32 @@ class SqlStore(CredentialMethods, DelegationMethods, ApprovalMethods, McpMethods
         return writer is not None and not self._closed and writer.direct()
 
     def append_audit_entries_now(
-        self, entries: Sequence[LogEntry], nodes: Sequence[TreeNode]
+        self,
+        entries: Sequence[LogEntry],
+        nodes: Sequence[TreeNode],
+        *,
+        also: credential_units.CarriedLeaseSave | None = None,
     ) -> list[int] | None:
         """:meth:`append_audit_entries` done before returning, on this thread, when that is
         cheap (SQLite's audit writer commits a lone record here when its process is idle:
-        ``_audit_writer``); None when it is not — then call :meth:`append_audit_entries`."""
+        ``_audit_writer``); None when it is not — then call :meth:`append_audit_entries`.
+        ``also`` (from :meth:`lease_save_carried`) is written in the same transaction."""
         if self._audit_writer is None or self._closed or not entries:
             return None
-        return self._audit_writer.append_now(entries, nodes)
+        return self._audit_writer.append_now(entries, nodes, also=also)
+
+    def lease_save_carried(
+        self, lease: Lease, *, expected_version: int
+    ) -> credential_units.CarriedLeaseSave | None:
+        """:meth:`save_lease` as a write that audit records appended now can carry into
+        their own transaction (:meth:`append_audit_entries_now`'s ``also``): a lease and the
+        records of its change, committed together. None where audit appends cannot carry
+        one (PostgreSQL, an in-memory SQLite database): save it the usual way."""
+        if self._audit_writer is None or self._closed:
+            return None
+        if self._carried_saves is None:
+            self._carried_saves = credential_units.carried_lease_saves()
+        return self._carried_saves(lease, expected_version)
 
     async def audit_log_end(self, log: str) -> StoredEntry | None:
         return await self._first(audit_units.LOG_END, audit_units.entry_from_row, {"log": log})
