@@ -7,6 +7,7 @@ admin password may show in another response or in an audit record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from dataclasses import replace
@@ -563,6 +564,19 @@ async def test_a_revoked_lease_and_its_two_records_are_committed_in_one_transact
     assert sum(s.startswith("INSERT INTO audit_records") for s in transaction) == 1
     assert [s for s in statements if s == "COMMIT"] == ["COMMIT"], "one commit for the lot"
     assert await _revocation_records(services, lease_id) == ["lease.revoked", "lease.ended"]
+    # Byte for byte the row the store's own save writes (SQLite's DATETIME text and all).
+    carried = _raw_lease(services, lease_id)
+    await services.store.save_lease(ended, expected_version=ended.version)
+    assert _raw_lease(services, lease_id) == carried
+
+
+def _raw_lease(services: Services, lease_id: str) -> tuple[Any, ...]:
+    store = services.store
+    assert isinstance(store, SqlStore)
+    with contextlib.closing(sqlite3.connect(str(store.url.database))) as raw:
+        found = raw.execute("SELECT * FROM leases WHERE id = ?", (lease_id,))
+        row: tuple[Any, ...] = found.fetchone()
+    return row
 
 
 async def test_a_lease_renewed_while_its_credential_is_removed_is_closed_as_stored(

@@ -326,12 +326,14 @@ class CarriedLeaseSave:
 def carried_lease_saves() -> Callable[[Lease, int], CarriedLeaseSave]:
     """Makes :class:`CarriedLeaseSave` of a lease over its expected version: the statement
     ``save_lease_unit`` runs, compiled once for SQLite's driver, its values bound as
-    SQLAlchemy binds them (the column types' own conversions)."""
+    SQLAlchemy binds them: each column type's conversion for this dialect (a datetime as
+    SQLite's DATETIME text, not the driver's own adaptation of it)."""
     dialect = pysqlite.dialect()
     columns = [c.name for c in leases.c]
     compiled = _SAVE_LEASE.compile(dialect=dialect, column_keys=columns)
     names = tuple(compiled.positiontup or ())  # qmark: every bind, in order
-    convert = [compiled.binds[name].type.bind_processor(dialect) for name in names]
+    types = (compiled.binds[name].type.dialect_impl(dialect) for name in names)
+    convert = [kind.bind_processor(dialect) for kind in types]
     statement = compiled.string
 
     def carried(lease: Lease, expected_version: int) -> CarriedLeaseSave:
