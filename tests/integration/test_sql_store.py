@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -25,12 +26,14 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, make_url
 
+from tests.integration.test_store_contract_leases import active, at, make_engine, revoked
 from tests.support.audit import ORIGIN, Chainer, open_log
 from tether._internal.clock import FixedClock
 from tether.audit.records import AuditRecord, Outcome
 from tether.audit.stored import AuditLocation
 from tether.errors import AuditUnavailable, ConfigError, ReplayDetected, StoreUnavailable
 from tether.store.sql import SqlStore, _codec, open_sql_store
+from tether.store.sql._point_reads import PointReader
 from tether.store.sql.migrate import alembic_config
 from tether.store.sql.tables import VERSION_TABLE, audit_records, metadata
 
@@ -519,3 +522,42 @@ async def test_records_are_stored_once_and_downgrading_fills_their_columns_back(
         await store.run_sync(lambda c: command.upgrade(alembic_config(c), "head"), write=True)
         assert [r for _, r in await store.list_audit()] == [old, *new]
         assert await store.run_sync(_schema_diff) == []
+
+
+async def test_a_lease_read_on_the_event_loops_thread_is_what_the_worker_thread_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's store reads a lease by id on the event loop's thread: the same lease,
+    every timestamp aware and equal; and when that read cannot be made, the worker's."""
+    store = await open_sql_store(f"sqlite:///{tmp_path}/tether.db", clock=FixedClock())
+    assert await store.start_audit_writer()
+    try:
+        await store.create_engine(make_engine())
+        live, gone = active(1), revoked(active(2), now=at(30))
+        for lease in (live, gone):
+            await store.create_lease(lease)
+        ids = (live.id, gone.id, "lea_none")
+        here = [await store.get_lease(lease_id) for lease_id in ids]
+        reader, store._reader = store._reader, None
+        assert reader is not None
+        worker = [await store.get_lease(lease_id) for lease_id in ids]
+        store._reader = reader
+        assert here == worker == [live, gone, None]
+        moved = revoked(live, now=at(40))
+        await store.save_lease(moved, expected_version=live.version)
+        assert await store.get_lease(live.id) == moved, "a write of the worker's, seen at once"
+        ended_at = here[1].ended_at if here[1] is not None else None
+        assert ended_at is not None
+        assert ended_at.utcoffset() == timedelta(0)
+        reader.close()
+        tried: list[str] = []
+
+        def broken(self: PointReader) -> sqlite3.Connection:
+            tried.append(self._path)
+            raise sqlite3.OperationalError("unable to open database file")
+
+        monkeypatch.setattr(PointReader, "_open", broken)
+        assert await store.get_lease(live.id) == moved
+        assert tried, "the read on this thread was tried first"
+    finally:
+        await store.close()

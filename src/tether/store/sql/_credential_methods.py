@@ -13,10 +13,15 @@ from datetime import datetime
 
 from tether.credentials.models import EngineConfig, Lease, LeaseMatch, LeaseState
 from tether.store.sql import _credentials as units
+from tether.store.sql._point_reads import NOT_NOW, PointQuery
 from tether.store.sql._runner import Runner, rows
 from tether.store.sql.tables import leases
 
 __all__ = ["CredentialMethods"]
+
+#: A lease by id, read on the event loop's thread where the store can (a revocation's first
+#: read: see :mod:`._point_reads`).
+_LEASE_NOW = PointQuery(units.LEASE_BY_ID)
 
 
 class CredentialMethods:
@@ -28,6 +33,9 @@ class CredentialMethods:
         await self._run(units.create_lease_unit(lease), write=True)
 
     async def get_lease(self: Runner, lease_id: str) -> Lease | None:
+        now = self._read_now(_LEASE_NOW, {"id": lease_id})
+        if now is not NOT_NOW:
+            return None if now is None else units.lease_from_row(now)
         found = await self._run(
             rows(units.LEASE_BY_ID, units.lease_from_row, id=lease_id),
             write=False,

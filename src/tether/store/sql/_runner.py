@@ -3,12 +3,14 @@ one test of a unique-constraint violation for both SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
+
+from tether.store.sql._point_reads import PointQuery
 
 __all__ = ["Runner", "insert_once", "rows", "unique_violation"]
 
@@ -16,7 +18,12 @@ _T = TypeVar("_T")
 
 
 class Runner(Protocol):
-    """What a mixin needs of its store: ``SqlStore._run``."""
+    """What a mixin needs of its store: ``SqlStore._run`` and ``SqlStore._read_now``."""
+
+    def _read_now(self, query: PointQuery, values: Mapping[str, Any]) -> Any:
+        """The row ``query`` finds, read on this thread; None if none; ``NOT_NOW`` if it
+        must go through :meth:`_run` (see :mod:`._point_reads`)."""
+        ...
 
     async def _run(
         self,

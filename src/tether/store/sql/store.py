@@ -84,6 +84,7 @@ from tether.store.sql._credential_methods import CredentialMethods
 from tether.store.sql._delegation_methods import DelegationMethods
 from tether.store.sql._mcp import McpMethods
 from tether.store.sql._monitor import MonitorMethods
+from tether.store.sql._point_reads import NOT_NOW, PointQuery, PointReader
 from tether.store.sql._units import open_units
 from tether.store.sql.engine import unavailable
 from tether.store.sql.tables import (
@@ -187,6 +188,7 @@ class SqlStore(CredentialMethods, DelegationMethods, ApprovalMethods, McpMethods
         self._postgres = url.get_backend_name() == "postgresql"
         self._closed = False
         self._audit_writer: AuditWriter | None = None
+        self._reader: PointReader | None = None
         self._carried_saves: Callable[[Lease, int], credential_units.CarriedLeaseSave] | None = None
 
     @property
@@ -204,8 +206,9 @@ class SqlStore(CredentialMethods, DelegationMethods, ApprovalMethods, McpMethods
 
     async def start_audit_writer(self) -> bool:
         """On SQLite, hand audit appends from now on to a process of their own
-        (:mod:`._audit_writer`), so the event loop builds the next batch while one commits;
-        whether it did (not on PostgreSQL, whose server is that process already)."""
+        (:mod:`._audit_writer`), so the event loop builds the next batch while one commits,
+        and read some rows by key on the event loop's thread (:mod:`._point_reads`); whether
+        it did (not on PostgreSQL, whose server is that process already)."""
         database = self._url.database or ""
         in_memory = not database or database == ":memory:" or database.startswith("file:")
         if self._postgres or in_memory or self._closed:
@@ -214,6 +217,7 @@ class SqlStore(CredentialMethods, DelegationMethods, ApprovalMethods, McpMethods
             writer = AuditWriter(database)
             await writer.start()
             self._audit_writer = writer
+            self._reader = PointReader(database)
         return True
 
     async def close(self) -> None:
@@ -221,6 +225,8 @@ class SqlStore(CredentialMethods, DelegationMethods, ApprovalMethods, McpMethods
         the audit writer process."""
         if not self._closed:
             self._closed = True
+            if self._reader is not None:
+                self._reader.close()
             if self._audit_writer is not None:
                 await self._audit_writer.close()
             await self._units.close()
@@ -266,6 +272,11 @@ class SqlStore(CredentialMethods, DelegationMethods, ApprovalMethods, McpMethods
             if isinstance(exc.orig, ValueError):
                 raise exc.orig from None
             raise
+
+    def _read_now(self, query: PointQuery, values: Mapping[str, Any]) -> Any:
+        if self._reader is None or self._closed:
+            return NOT_NOW
+        return self._reader.one(query, values)
 
     async def _all(
         self,
