@@ -8,6 +8,7 @@ The store contract suite also runs against a store with the writer (``sqlite-wri
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import pickle
 import signal
@@ -26,7 +27,7 @@ from tests.support.audit import ORIGIN, Chainer, open_log
 from tether._internal.clock import FixedClock
 from tether.audit.chain import verify_log
 from tether.audit.records import AuditRecord
-from tether.errors import Conflict, StoreUnavailable
+from tether.errors import Conflict, InvalidInput, StoreUnavailable
 from tether.store import _sqlite_audit
 from tether.store.sql import SqlStore, open_sql_store
 from tether.store.sql._audit import entry_rows
@@ -409,6 +410,15 @@ async def test_records_carry_a_write_into_their_commit_only_while_the_log_is_idl
         await asyncio.sleep(0)  # pending now
         assert await log.append_carrying([record(4)], carried) is None
         await on_the_way
+        unwritable = AuditRecord.new(
+            type="agent.registered",
+            actor="operator:sam",
+            subject="x",
+            time=CLOCK.now(),
+            details={"n": math.nan},
+        )
+        with pytest.raises(InvalidInput):
+            await log.append_carrying([unwritable], carried)
     finally:
         await log.close()
     assert seen == [2]

@@ -232,11 +232,7 @@ class AuditLog:
     # -- appending -------------------------------------------------------------------------
 
     async def append(self, record: AuditRecord) -> AuditReceipt:
-        if self.invalid is not None:
-            raise AuditLogInvalid(
-                f"the audit log does not verify ({self.invalid}); nothing is recorded",
-                details={"log": self.origin, "index": self.invalid.index},
-            )
+        self._refuse_if_invalid()
         future: asyncio.Future[AuditReceipt] = asyncio.get_running_loop().create_future()
         self._pending.append((record, future))
         if self._idle():
@@ -259,11 +255,7 @@ class AuditLog:
         its store can write them now on this thread (SQLite's audit writer, as for a record
         alone: :meth:`_alone`); None otherwise, with nothing written — append the records
         and make the change apart then."""
-        if self.invalid is not None:
-            raise AuditLogInvalid(
-                f"the audit log does not verify ({self.invalid}); nothing is recorded",
-                details={"log": self.origin, "index": self.invalid.index},
-            )
+        self._refuse_if_invalid()
         if self._pending or not self._idle():
             return None
         loop = asyncio.get_running_loop()
@@ -273,17 +265,24 @@ class AuditLog:
         batch = await self._batch(waiting, on=None)
         if batch is not None:
             if not self._written_here(batch, also=write):
+                for _, future in waiting:  # a record refused while building: seen
+                    if future.done():
+                        future.exception()
                 return None
             await self._land(batch)
-        errors = [future.exception() for _, future in waiting]  # every one retrieved
-        problem = next((e for e in errors if e is not None), None)
-        if problem is not None:
-            raise problem
+        receipts = _retrieved_all(waiting)
         if self._on_change is not None:
             for record in records:
                 if record.type != "decision":
                     self._on_change(record)
-        return [future.result() for _, future in waiting]
+        return receipts
+
+    def _refuse_if_invalid(self) -> None:
+        if self.invalid is not None:
+            raise AuditLogInvalid(
+                f"the audit log does not verify ({self.invalid}); nothing is recorded",
+                details={"log": self.origin, "index": self.invalid.index},
+            )
 
     def _idle(self) -> bool:
         """Whether no writer is at work, nothing is in the store's hands, the log's end is
@@ -605,6 +604,16 @@ def _answer_refused(
 
 def _retrieved(written: asyncio.Future[list[int]]) -> None:
     _ = written.cancelled() or written.exception()  # read: an abandoned write is not "lost"
+
+
+def _retrieved_all(waiting: Sequence[_Waiting]) -> list[AuditReceipt]:
+    """The receipts of ``waiting``, every one answered; the first error among them is
+    raised, and every one is retrieved (none is reported unseen)."""
+    errors = [future.exception() for _, future in waiting]
+    problem = next((e for e in errors if e is not None), None)
+    if problem is not None:
+        raise problem
+    return [future.result() for _, future in waiting]
 
 
 def _settle(future: asyncio.Future[AuditReceipt], outcome: AuditReceipt | BaseException) -> None:

@@ -64,6 +64,7 @@ from tether.errors import (
     Forbidden,
     InvalidInput,
     LeaseNotFound,
+    LogPositionTaken,
     NotFound,
     VersionConflict,
 )
@@ -343,7 +344,7 @@ class Leases:
                    self._revoker.end_record(ended, ending))  # fmt: skip
         try:
             together = await self._close_recorded(ended, lease, records, actor, reason)
-        except AuditUnavailable:
+        except (AuditUnavailable, LogPositionTaken):
             together = None  # neither was written: side by side, which closes the lease
         if together is not None:
             return together
