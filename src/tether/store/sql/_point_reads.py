@@ -36,7 +36,8 @@ _DIALECT = pysqlite.dialect()
 
 class PointQuery:
     """``query`` (a SELECT of whole rows of one table, at most one row, named parameters)
-    compiled once for SQLite's driver."""
+    compiled once for SQLite's driver. Its parameters are keys the driver takes as they are
+    (text, integers): no column conversion is applied to them."""
 
     __slots__ = ("_convert", "_names", "_params", "statement")
 
