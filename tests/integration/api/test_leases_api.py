@@ -525,12 +525,19 @@ def _writer(services: Services) -> _audit_writer.AuditWriter:
     return writer
 
 
-def _lone_commits_now(services: Services) -> None:
+async def _lone_commits_now(services: Services) -> None:
     """The audit writer commits a batch that waits alone on this thread now: not paused by
-    slow commits on a busy test machine, not the process's turn to checkpoint."""
+    slow commits on a busy test machine, not the process's turn to checkpoint; and the
+    audit log has nothing on its way."""
     writer = _writer(services)
     writer._direct_after = writer._direct_pace = 0.0
     writer._process_next = False
+    log = services.audit
+    for _ in range(500):
+        if not log._pending and log._idle():
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail("the audit log did not become idle")
 
 
 async def _revocation_records(services: Services, lease_id: str) -> list[str]:
@@ -553,7 +560,7 @@ async def test_a_revoked_lease_and_its_two_records_are_committed_in_one_transact
         return raw
 
     monkeypatch.setattr(_audit_writer, "_connect", traced)
-    _lone_commits_now(services)
+    await _lone_commits_now(services)
     ended = await services.leases.revoke(lease_id, actor=Actor.system("test"))
     assert ended.state is LeaseState.REVOKED
     assert await services.store.get_lease(lease_id) == ended, "stored exactly as returned"
@@ -598,7 +605,7 @@ async def test_a_lease_renewed_while_its_credential_is_removed_is_closed_as_stor
         await removing(**kwargs)
 
     monkeypatch.setattr(engine, "revoke", renewed_meanwhile)
-    _lone_commits_now(services)
+    await _lone_commits_now(services)
     ended = await services.leases.revoke(lease_id, actor=Actor.system("test"))
     assert ended.state is LeaseState.REVOKED
     stored = await services.store.get_lease(lease_id)
@@ -621,7 +628,7 @@ async def test_when_the_one_commit_fails_the_lease_is_closed_and_recorded_the_us
         return rows(raw, *args)
 
     monkeypatch.setattr(_sqlite_audit, "append_rows", fails_once)
-    _lone_commits_now(services)
+    await _lone_commits_now(services)
     ended = await services.leases.revoke(lease_id, actor=Actor.system("test"))
     assert failures == [1], "the one-commit write was tried, and failed"
     assert ended.state is LeaseState.REVOKED
