@@ -342,3 +342,21 @@ def test_claims_read_fast_are_exactly_what_the_strict_decoder_reads(
     )
     with mock.patch.object(jwt_module, "orjson", strict):
         assert _outcome(raw) == fast
+
+
+@pytest.mark.parametrize("depth", [200, 300, 1100])
+def test_claims_nested_deeper_than_orjson_writes_are_read_by_the_strict_decoder(
+    depth: int,
+) -> None:
+    """orjson reads 1,024 levels but writes 254: a hostile token nested in between must get
+    the strict decoder's answer, never an error of the fast path's."""
+    raw = ('{"a":' * depth + "1" + "}" * depth).encode()
+    fast = _outcome(raw)
+    off = types.SimpleNamespace(
+        loads=mock.Mock(side_effect=orjson.JSONDecodeError("off", "", 0)),
+        dumps=orjson.dumps,
+        JSONDecodeError=orjson.JSONDecodeError,
+        JSONEncodeError=orjson.JSONEncodeError,
+    )
+    with mock.patch.object(jwt_module, "orjson", off):
+        assert _outcome(raw) == fast
