@@ -318,6 +318,18 @@ def _outcome(raw: bytes) -> tuple[str, str]:
         return ("refused", str(exc.details["reason"]))
 
 
+def _strict_outcome(raw: bytes) -> tuple[str, str]:
+    """:func:`_outcome` with orjson's read switched off: the strict decoder's answer alone."""
+    strict = types.SimpleNamespace(
+        loads=mock.Mock(side_effect=orjson.JSONDecodeError("off", "", 0)),
+        dumps=orjson.dumps,
+        JSONDecodeError=orjson.JSONDecodeError,
+        JSONEncodeError=orjson.JSONEncodeError,
+    )
+    with mock.patch.object(jwt_module, "orjson", strict):
+        return _outcome(raw)
+
+
 @settings(max_examples=1500, deadline=None)
 @given(
     pairs=st.lists(st.tuples(_KEYS, _VALUES), max_size=4),
@@ -333,15 +345,7 @@ def test_claims_read_fast_are_exactly_what_the_strict_decoder_reads(
     if spaced:
         text = text.replace(",", ", ")
     raw = text.encode("utf-8", "surrogatepass")
-    fast = _outcome(raw)
-    strict = types.SimpleNamespace(
-        loads=mock.Mock(side_effect=orjson.JSONDecodeError("off", "", 0)),
-        dumps=orjson.dumps,
-        JSONDecodeError=orjson.JSONDecodeError,
-        JSONEncodeError=orjson.JSONEncodeError,
-    )
-    with mock.patch.object(jwt_module, "orjson", strict):
-        assert _outcome(raw) == fast
+    assert _outcome(raw) == _strict_outcome(raw)
 
 
 @pytest.mark.parametrize("depth", [200, 300, 1100])
@@ -351,12 +355,4 @@ def test_claims_nested_deeper_than_orjson_writes_are_read_by_the_strict_decoder(
     """orjson reads 1,024 levels but writes 254: a hostile token nested in between must get
     the strict decoder's answer, never an error of the fast path's."""
     raw = ('{"a":' * depth + "1" + "}" * depth).encode()
-    fast = _outcome(raw)
-    off = types.SimpleNamespace(
-        loads=mock.Mock(side_effect=orjson.JSONDecodeError("off", "", 0)),
-        dumps=orjson.dumps,
-        JSONDecodeError=orjson.JSONDecodeError,
-        JSONEncodeError=orjson.JSONEncodeError,
-    )
-    with mock.patch.object(jwt_module, "orjson", off):
-        assert _outcome(raw) == fast
+    assert _outcome(raw) == _strict_outcome(raw)
