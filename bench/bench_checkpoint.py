@@ -48,6 +48,7 @@ from joserfc.jwk import ECKey
 
 import _report
 import tether.policy._cedar as cedar_module
+from _floors import agent_request
 
 try:  # the `bench` extra (`make bench` installs it); no type stubs
     import regopy  # type: ignore[import-untyped, import-not-found, unused-ignore]
@@ -254,18 +255,7 @@ class Floor:
                 json.dumps([self.principal, _entity_json(TOOL), _entity_json(KB)]),
                 schema=self.schema,
             )
-            request = {
-                "principal": {"type": "Tether::Agent", "id": "faq-bot"},
-                "action": {"type": "Tether::Action", "id": "call_tool"},
-                "resource": {"type": "Tether::Tool", "id": "search_faq"},
-                "context": {
-                    "now": int(time.time()),
-                    "instance": "pod-1",
-                    "scopes": [],
-                    "act_chain": [],
-                    "act_depth": 0,
-                },
-            }
+            request = agent_request("faq-bot", "call_tool", ("Tool", "search_faq"))
             result = cedarpy.is_authorized(request, self.policies, entities, self.schema)
             assert result.allowed
             record = {
