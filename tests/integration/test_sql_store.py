@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,12 +27,14 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, make_url
 
+from tests.integration.test_store_contract import make_agent, make_assessment
 from tests.integration.test_store_contract_leases import active, at, make_engine, revoked
 from tests.support.audit import ORIGIN, Chainer, open_log
 from tether._internal.clock import FixedClock
 from tether.audit.records import AuditRecord, Outcome
 from tether.audit.stored import AuditLocation
 from tether.errors import AuditUnavailable, ConfigError, ReplayDetected, StoreUnavailable
+from tether.identity.models import AgentState
 from tether.store.sql import SqlStore, _codec, open_sql_store
 from tether.store.sql._point_reads import PointReader
 from tether.store.sql.migrate import alembic_config
@@ -522,6 +525,39 @@ async def test_records_are_stored_once_and_downgrading_fills_their_columns_back(
         await store.run_sync(lambda c: command.upgrade(alembic_config(c), "head"), write=True)
         assert [r for _, r in await store.list_audit()] == [old, *new]
         assert await store.run_sync(_schema_diff) == []
+
+
+async def test_an_agent_read_on_the_event_loops_thread_is_what_the_worker_thread_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's store reads an agent by name on the event loop's thread: the same agent
+    (its JSON columns decoded, its timestamps aware), a change of the worker's seen at once."""
+    store = await open_sql_store(f"sqlite:///{tmp_path}/tether.db", clock=FixedClock())
+    assert await store.start_audit_writer()
+    try:
+        agent = make_agent("faq-bot")
+        await store.create_agent(agent, make_assessment(agent))
+        names = ("faq-bot", "nobody")
+
+        async def through_the_worker(*_: object) -> None:
+            raise AssertionError("read through the worker thread")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(store, "_first", through_the_worker)
+            here = [await store.get_agent(name) for name in names]
+        reader, store._reader = store._reader, None
+        assert reader is not None
+        worker = [await store.get_agent(name) for name in names]
+        store._reader = reader
+        assert here == worker == [agent, None]
+        assert here[0] is not None
+        assert here[0].declarations == agent.declarations
+        assert here[0].created_at.utcoffset() == timedelta(0)
+        suspended = replace(agent, state=AgentState.SUSPENDED, version=agent.version + 1)
+        await store.update_agent(suspended, expected_version=agent.version)
+        assert await store.get_agent("faq-bot") == suspended, "a write of the worker's, at once"
+    finally:
+        await store.close()
 
 
 async def test_a_lease_read_on_the_event_loops_thread_is_what_the_worker_thread_reads(

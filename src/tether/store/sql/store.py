@@ -107,6 +107,9 @@ _T = TypeVar("_T")
 _Violation = Literal["unique", "foreign_key"]
 #: The most policy sets one page lists.
 _MAX_POLICY_PAGE = 500
+#: An agent by name, read on the event loop's thread (see :mod:`._point_reads`): a lease's
+#: issuance reads its agent again once the lease is stored.
+_AGENT_NOW = PointQuery(statements.AGENT_BY_NAME)
 
 
 def _violation(exc: IntegrityError) -> _Violation:
@@ -322,6 +325,9 @@ class SqlStore(CredentialMethods, DelegationMethods, ApprovalMethods, McpMethods
         await self._run(unit, write=True, notify=changes.agent_topic(agent.name))
 
     async def get_agent(self, name: str) -> Agent | None:
+        now = self._read_now(_AGENT_NOW, {"name": name})
+        if now is not NOT_NOW:
+            return None if now is None else codec.agent_from_row(now)
         return await self._first(statements.AGENT_BY_NAME, codec.agent_from_row, {"name": name})
 
     async def get_agent_with_keys(self, name: str) -> tuple[Agent, list[AgentKey]] | None:
