@@ -29,6 +29,7 @@ from tether.audit.chain import verify_log
 from tether.audit.records import AuditRecord
 from tether.errors import Conflict, InvalidInput, StoreUnavailable
 from tether.store import _sqlite_audit
+from tether.store._sqlite_audit import CarriedWrite
 from tether.store.sql import SqlStore, open_sql_store
 from tether.store.sql._audit import entry_rows
 from tether.store.sql._audit_writer import CHECKPOINT_TURN, AuditWriter
@@ -396,19 +397,20 @@ async def test_records_carry_a_write_into_their_commit_only_while_the_log_is_idl
     in their transaction; while other records are on their way it is not run at all, and
     nothing is written for the caller to do apart."""
     log = await open_log(store, depth=2)
-    seen: list[int] = []
-
-    def carried(raw: sqlite3.Connection) -> None:
-        seen.append(raw.execute("SELECT count(*) FROM audit_records").fetchone()[0])
-
+    await store.run_sync(lambda c: c.exec_driver_sql("CREATE TABLE seen (n INTEGER)"), write=True)
+    counts = "INSERT INTO seen (n) SELECT count(*) FROM audit_records"
     try:
+        carried = CarriedWrite(counts, ())
         receipts = await log.append_carrying([record(1), record(2)], carried)
         assert receipts is not None
         assert [r.index for r in receipts] == [0, 1]
-        assert seen == [2], "run once, after the rows, before the commit"
+        assert carried.written
+        assert await _seen(store) == [2], "run once, after the rows, before the commit"
         on_the_way = asyncio.ensure_future(log.append(record(3)))
         await asyncio.sleep(0)  # pending now
-        assert await log.append_carrying([record(4)], carried) is None
+        left = CarriedWrite(counts, ())
+        assert await log.append_carrying([record(4)], left) is None
+        assert not left.written
         await on_the_way
         unwritable = AuditRecord.new(
             type="agent.registered",
@@ -418,11 +420,16 @@ async def test_records_carry_a_write_into_their_commit_only_while_the_log_is_idl
             details={"n": math.nan},
         )
         with pytest.raises(InvalidInput):
-            await log.append_carrying([unwritable], carried)
+            await log.append_carrying([unwritable], CarriedWrite(counts, ()))
     finally:
         await log.close()
-    assert seen == [2]
+    assert await _seen(store) == [2]
     assert await _verified(store) == 3
+
+
+async def _seen(store: SqlStore) -> list[int]:
+    rows = await store.run_sync(lambda c: c.exec_driver_sql("SELECT n FROM seen").all())
+    return [int(n) for (n,) in rows]
 
 
 async def test_a_record_whose_caller_gave_up_before_it_was_written_is_not_written(

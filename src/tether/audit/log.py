@@ -64,7 +64,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -120,11 +120,19 @@ class _Batch:
     nodes: list[TreeNode]
     tree: CompactTree
     chain: bytes
+    #: The store's writes its records carry (see :meth:`AuditLog.append`), in their order.
+    carried: tuple[object, ...] = ()
     written: asyncio.Future[list[int]] | None = None
 
 
 def _ignore(_kind: str, _details: Mapping[str, object]) -> None:
     return None
+
+
+def _carries_writes(store: object) -> bool:
+    """Whether ``store``'s appends carry writes of its own now (``SqlStore.carries_writes``)."""
+    can = getattr(store, "carries_writes", None)
+    return can is not None and bool(can())
 
 
 class AuditLog:
@@ -168,6 +176,8 @@ class AuditLog:
         self._failing = False
         self.invalid: LogInvalid | None = None
         self._pending: list[_Waiting] = []
+        #: The store's write each record carries, by record id, until its append returns.
+        self._carries: dict[str, object] = {}
         self._inflight: deque[_Batch] = deque()
         self._writer: asyncio.Task[None] | None = None
         self._signing = asyncio.Lock()
@@ -231,20 +241,35 @@ class AuditLog:
 
     # -- appending -------------------------------------------------------------------------
 
-    async def append(self, record: AuditRecord) -> AuditReceipt:
+    async def append(self, record: AuditRecord, *, carrying: object = None) -> AuditReceipt:
+        """``record`` made durable; its receipt. ``carrying``: see :meth:`append_with`."""
         self._refuse_if_invalid()
         future: asyncio.Future[AuditReceipt] = asyncio.get_running_loop().create_future()
-        self._pending.append((record, future))
-        if self._idle():
-            await self._alone(future)
-        if not future.done() and (self._writer is None or self._writer.done()):
-            # A task of its own: a caller that gives up (is cancelled) cannot stop the writes
-            # that other callers are waiting for.
-            self._writer = asyncio.create_task(self._drain(), name="tether-audit-writer")
-        receipt = await future
+        if carrying is not None and _carries_writes(self._store):
+            self._carries[record.id] = carrying
+        try:
+            self._pending.append((record, future))
+            if self._idle():
+                await self._alone(future)
+            if not future.done() and (self._writer is None or self._writer.done()):
+                # A task of its own: a caller that gives up (is cancelled) cannot stop the
+                # writes that other callers are waiting for.
+                self._writer = asyncio.create_task(self._drain(), name="tether-audit-writer")
+            receipt = await future
+        finally:
+            self._carries.pop(record.id, None)
         if self._on_change is not None and record.type != "decision":
             self._on_change(record)
         return receipt
+
+    async def append_with(self, record: AuditRecord, write: object) -> AuditReceipt:
+        """:meth:`append`, with ``write``, a change of the store's own that the record's
+        transaction can carry (``SqlStore.lease_create_carried``: a lease and the record of
+        its issuance), written in that transaction — both or neither, and one commit shared
+        with whatever records are committed with it — when the store can; the write says
+        whether it went in (``written``). Where the store cannot, or the write did not take,
+        the caller makes it apart."""
+        return await self.append(record, carrying=write)
 
     async def append_carrying(
         self, records: Sequence[AuditRecord], write: object
@@ -256,20 +281,24 @@ class AuditLog:
         alone: :meth:`_alone`); None otherwise, with nothing written — append the records
         and make the change apart then."""
         self._refuse_if_invalid()
-        if self._pending or not self._idle():
+        if self._pending or not self._idle() or not records:
             return None
         loop = asyncio.get_running_loop()
         waiting: list[_Waiting] = [(record, loop.create_future()) for record in records]
         # Idle: the log's end is known, so nothing below waits, and no other batch can be
         # built or handed to the store before this one is written.
-        batch = await self._batch(waiting, on=None)
-        if batch is not None:
-            if not self._written_here(batch, also=write):
-                for _, future in waiting:  # a record refused while building: seen
-                    if future.done():
-                        future.exception()
-                return None
-            await self._land(batch)
+        self._carries[records[0].id] = write
+        try:
+            batch = await self._batch(waiting, on=None)
+            if batch is not None:
+                if not self._written_here(batch):
+                    for _, future in waiting:  # a record refused while building: seen
+                        if future.done():
+                            future.exception()
+                    return None
+                await self._land(batch)
+        finally:
+            self._carries.pop(records[0].id, None)
         receipts = _retrieved_all(waiting)
         if self._on_change is not None:
             for record in records:
@@ -408,19 +437,23 @@ class AuditLog:
             waiting = _answer_refused(waiting, refused)
         if not waiting:
             return None
-        return _Batch(waiting=waiting, entries=entries, nodes=nodes, tree=tree, chain=chain)
+        carries = self._carries
+        carried = tuple(carries[r.id] for r, _ in waiting if r.id in carries) if carries else ()
+        return _Batch(
+            waiting=waiting, entries=entries, nodes=nodes, tree=tree, chain=chain, carried=carried
+        )
 
-    def _written_here(self, batch: _Batch, *, also: object = None) -> bool:
-        """Whether the store wrote ``batch`` (and ``also``, a write it carries: see
-        :meth:`append_carrying`) before returning, on this thread, as it does when that is
-        cheap (SQLite's audit writer: a lone record while its process is idle;
-        ``append_audit_entries_now``); ``batch.written`` holds the outcome then. It saves
-        the store's task and a turn of the event loop on each record written alone."""
+    def _written_here(self, batch: _Batch) -> bool:
+        """Whether the store wrote ``batch`` (with the writes it carries) before returning,
+        on this thread, as it does when that is cheap (SQLite's audit writer: a lone record
+        while its process is idle; ``append_audit_entries_now``); ``batch.written`` holds
+        the outcome then. It saves the store's task and a turn of the event loop on each
+        record written alone."""
         now = getattr(self._store, "append_audit_entries_now", None)
         if now is None:
             return False
         written: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        carried = {} if also is None else {"also": also}
+        carried = {"carried": batch.carried} if batch.carried else {}
         try:
             sequences = now(batch.entries, batch.nodes, **carried)
         except Exception as exc:  # noqa: BLE001 - read by _land, as a write task's would be
@@ -434,9 +467,11 @@ class AuditLog:
 
     def _submit(self, batch: _Batch) -> None:
         """Hand ``batch`` to the store; :meth:`_land` reads the outcome."""
-        batch.written = asyncio.ensure_future(
-            self._store.append_audit_entries(batch.entries, batch.nodes)
-        )
+        # ``carried`` only for a store that carries writes (``_carries_writes``): not in the
+        # protocol every audit store follows.
+        append: Callable[..., Awaitable[list[int]]] = self._store.append_audit_entries
+        carried = {"carried": batch.carried} if batch.carried else {}
+        batch.written = asyncio.ensure_future(append(batch.entries, batch.nodes, **carried))
         batch.written.add_done_callback(_retrieved)
 
     async def _land(self, batch: _Batch) -> bool:

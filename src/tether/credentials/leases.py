@@ -6,8 +6,11 @@ Issuance, in this order:
    token (and records the decision durably — no audit, no credential);
 2. the engine creates the credential, valid until the lease's expiry where it can enforce it
    (``VALID UNTIL``), under the engine's managed prefix;
-3. the lease is stored (``active``) and ``lease.issued`` recorded, both at once. If either
-   fails, the credential is removed before the caller hears of the failure (fail closed).
+3. the lease is stored (``active``) and ``lease.issued`` recorded, both at once — on the
+   embedded SQLite store in one transaction, the record's, shared with the records committed
+   beside it (``SqlStore.lease_create_carried``): issuances in flight together commit their
+   leases and records in one ``fsync``. If either fails, the credential is removed before the
+   caller hears of the failure (fail closed).
 
 One round of durable writes after the engine's, and nothing unknown left by a crash: one
 between (2) and (3) leaves a managed credential with no lease, handed to no one; the orphan
@@ -29,8 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from tether._internal.clock import Clock
 from tether._internal.ids import new_id
@@ -76,6 +80,7 @@ __all__ = ["Issued", "Leases"]
 
 #: States a revocation moves to ``revoking`` (later ones are ending or ended already).
 _ENDABLE = (LeaseState.ISSUING, LeaseState.ACTIVE)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -215,9 +220,7 @@ class Leases:
         is withdrawn here. Stored first, read after: a stop committed later ends it itself."""
         active = lifecycle.activated(lease, now=self._clock.now())
         record = self._revoker.record("lease.issued", caller.spiffe_id, active, facts)
-        stored, recorded = await asyncio.gather(
-            self._store.create_lease(active), self._audit.append(record), return_exceptions=True
-        )
+        stored, recorded = await self._store_recorded(active, record)
         problem = next((r for r in (stored, recorded) if isinstance(r, BaseException)), None)
         if problem is None:
             agent = await self._agents.get_agent(caller.agent.name)
@@ -228,6 +231,32 @@ class Leases:
         await self._withdraw(active, engine, template, stored=not isinstance(stored, BaseException))
         await self._refused(active, caller.spiffe_id, facts | {"error": error_code(problem)})
         raise problem
+
+    async def _store_recorded(
+        self, lease: Lease, record: AuditRecord
+    ) -> tuple[BaseException | None, BaseException | None]:
+        """Store ``lease`` and make ``record`` durable, both at once; the error of each. Where
+        the store can (``SqlStore.lease_create_carried``), the lease goes in the record's own
+        transaction — both or neither, one commit shared with the records committed beside
+        it — and is stored the usual way if it did not go in (that tells why). If the record
+        failed, whether the lease went in with it is read back: a stored lease is ended, an
+        unstored credential removed (see :meth:`_withdraw`)."""
+        create = getattr(self._store, "lease_create_carried", None)
+        append_with: Callable[[AuditRecord, object], Awaitable[object]] | None
+        append_with = getattr(self._audit, "append_with", None)
+        carried = None if create is None or append_with is None else create(lease)
+        if carried is None or append_with is None:
+            stored, recorded = await asyncio.gather(
+                self._store.create_lease(lease), self._audit.append(record), return_exceptions=True
+            )
+            return _error(stored), _error(recorded)
+        unrecorded = _error(await _settled(append_with(record, carried)))
+        if carried.written:
+            return None, unrecorded
+        if unrecorded is None:
+            return _error(await _settled(self._store.create_lease(lease))), None
+        found = await _settled(self._store.get_lease(lease.id))
+        return (None if isinstance(found, Lease) else unrecorded), unrecorded
 
     async def _withdraw(
         self, lease: Lease, engine: CredentialEngine, template: RoleTemplate, *, stored: bool
@@ -529,3 +558,15 @@ class Leases:
             agent = await self._agents.get_agent(match.agent)
             owners = agent.owners if agent else ()
         require(actor, permission, owners=owners)
+
+
+async def _settled(pending: Awaitable[_T]) -> _T | BaseException:
+    """What ``pending`` returns, or what it raises (an ``Exception``; anything else goes on)."""
+    try:
+        return await pending
+    except Exception as exc:  # noqa: BLE001 - handed back, the caller decides
+        return exc
+
+
+def _error(outcome: object) -> BaseException | None:
+    return outcome if isinstance(outcome, BaseException) else None

@@ -15,7 +15,12 @@ The process answers requests in the order they came, each in a savepoint of a tr
 (``BEGIN IMMEDIATE`` … ``COMMIT``) that also holds every request already waiting when it
 began — group commit across batches, and the checkpoints in the same fsync as a batch. A
 refused request rolls back its savepoint only (a batch built on it is then refused too: it
-does not start at the log's end). It stops at an empty frame or when the server's end of its
+does not start at the log's end). An append may carry other writes of the server's store (a
+lease stored with the record of its issuance): each a statement and its parameters, compiled
+by the store for this driver (:class:`CarriedWrite`), run after the rows in a savepoint of
+its own; whether each changed exactly one row comes back with the answer, and a write that
+fails is rolled back alone (the server's store then writes it the usual way, which tells
+why). It stops at an empty frame or when the server's end of its
 socket closes (after the transaction under way). Frames: a 4-byte
 big-endian length, then a pickle — between this module and the server that started it, over
 a socket pair no one else holds.
@@ -46,6 +51,7 @@ __all__ = [
     "NODES",
     "PRAGMAS",
     "RECORDS",
+    "CarriedWrite",
     "add_checkpoint",
     "answer_unless_busy",
     "append_rows",
@@ -319,13 +325,47 @@ def _failed(exc: Exception) -> tuple[str, str]:
 
 
 def _do(raw: sqlite3.Connection, request: tuple[Any, ...]) -> Any:
+    """An append's first sequence number (with the carried writes' outcomes, when it carries
+    any: ``(first, [written, …])``); None for a checkpoint."""
     if request[0] == "append":
         first = append_rows(raw, *request[1:5])
-        if len(request) > 5:  # a write the batch carries (on the server's thread only)
-            request[5](raw)
+        if len(request) > 5:
+            return first, [_carried(raw, *write) for write in request[5]]
         return first
     add_checkpoint(raw, request[1])
     return None
+
+
+def _carried(raw: sqlite3.Connection, statement: str, params: Sequence[Any]) -> bool:
+    """Whether the carried write changed exactly one row; if it failed, it is rolled back
+    alone and the batch commits all the same."""
+    raw.execute("SAVEPOINT carried")
+    try:
+        written = raw.execute(statement, params).rowcount == 1
+    except sqlite3.Error:
+        raw.execute("ROLLBACK TO carried")
+        written = False
+    raw.execute("RELEASE carried")
+    return written
+
+
+class CarriedWrite:
+    """A write of the server's store that an audit append carries into its transaction:
+    ``statement`` and ``params`` as SQLite's driver takes them (the store compiles them). A
+    write that changes exactly one row is ``written`` once the transaction has committed; one
+    that is not (the row moved, or the write failed and was rolled back alone) is for the
+    store to write the usual way, which tells why."""
+
+    __slots__ = ("params", "statement", "written")
+
+    def __init__(self, statement: str, params: tuple[Any, ...]) -> None:
+        self.statement, self.params = statement, params
+        self.written = False
+
+    @property
+    def request(self) -> tuple[str, tuple[Any, ...]]:
+        """What the append request carries: the statement and its parameters."""
+        return self.statement, self.params
 
 
 def write_frame(sock: socket.socket, frame: bytes) -> None:

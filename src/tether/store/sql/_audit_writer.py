@@ -32,10 +32,12 @@ these commits take more than ``DIRECT_SLOW`` on average (a moving average, so on
 does not count for much; a slow or busy disk does), lone batches go to the process for the
 next ``DIRECT_PAUSE`` seconds, then the disk is tried again.
 
-**A batch committed here may carry another write** (``append_now``'s ``also``: a revoked lease
-closed in the commit of its two records, ``SqlStore.lease_save_carried``), run on this
-connection after the rows, in the same transaction: one commit instead of two, and both or
-neither. Only here: the process never runs another module's statements.
+**A batch may carry other writes of the store's** (``carried``: a lease stored in the commit
+of the record of its issuance, or closed in the commit of the records of its revocation;
+``SqlStore.lease_create_carried`` and ``lease_save_carried``): each a statement compiled for
+SQLite's driver and its parameters (:class:`~tether.store._sqlite_audit.CarriedWrite`), run
+after the rows in the same transaction, here or in the process: one commit instead of two,
+both or neither. Each write's ``written`` is set once the transaction has committed.
 """
 
 from __future__ import annotations
@@ -50,13 +52,13 @@ import subprocess  # this interpreter, on tether.store._sqlite_audit
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from tether.audit.stored import LogEntry
 from tether.audit.tiles import TreeNode
 from tether.errors import Conflict, LogPositionTaken, StoreUnavailable
-from tether.store._sqlite_audit import HEADER, PRAGMAS, answer_unless_busy
+from tether.store._sqlite_audit import HEADER, PRAGMAS, CarriedWrite, answer_unless_busy
 from tether.store.sql._audit import entry_rows
 
 __all__ = ["AuditWriter"]
@@ -66,7 +68,7 @@ _MAIN = "from tether.store._sqlite_audit import main; main()"
 #: How long closing waits for the process to exit before it is killed.
 _EXIT_WAIT = 5.0
 #: A batch of at most this many records may be committed on the caller's thread; a batch
-#: that carries another write (``append_now``'s ``also``), this many.
+#: that carries writes of the store's, this many.
 DIRECT_ENTRIES = 1
 DIRECT_CARRYING = 4
 #: When commits on the caller's thread take longer than this on average (seconds), lone
@@ -141,15 +143,21 @@ class AuditWriter:
                 asyncio.create_task(self._read(mine), name="tether-audit-writer-answers"),
             ]
 
-    async def append(self, entries: Sequence[LogEntry], nodes: Sequence[TreeNode]) -> list[int]:
-        """Write ``entries`` and ``nodes`` in one transaction; their sequence numbers.
-        :class:`LogPositionTaken`, ``Conflict`` or ``StoreUnavailable`` as the in-process
-        append. Batches are written in the order this is called."""
-        written = self.append_now(entries, nodes)
+    async def append(
+        self,
+        entries: Sequence[LogEntry],
+        nodes: Sequence[TreeNode],
+        carried: Sequence[CarriedWrite] = (),
+    ) -> list[int]:
+        """Write ``entries`` and ``nodes`` in one transaction, with the ``carried`` writes
+        (see the module docstring); their sequence numbers. :class:`LogPositionTaken`,
+        ``Conflict`` or ``StoreUnavailable`` as the in-process append. Batches are written
+        in the order this is called."""
+        written = self.append_now(entries, nodes, carried=carried)
         if written is not None:
             return written
-        first = _result(await self._ask(_append_request(entries, nodes)))
-        return list(range(first, first + len(entries)))
+        answer = await self._ask(_append_request(entries, nodes, carried))
+        return _sequences(_result(answer), len(entries), carried)
 
     def direct(self) -> bool:
         """Whether a lone batch handed over now would be committed on this thread (unless
@@ -167,21 +175,18 @@ class AuditWriter:
         entries: Sequence[LogEntry],
         nodes: Sequence[TreeNode],
         *,
-        also: Callable[[sqlite3.Connection], object] | None = None,
+        carried: Sequence[CarriedWrite] = (),
     ) -> list[int] | None:
         """:meth:`append` committed on this thread before returning, when it would be
-        (see the module docstring); None when it would go to the process: call
-        :meth:`append` then. ``also`` is run on the connection after the rows, in the same
-        transaction (it must not end it; an error it raises fails the batch)."""
-        most = DIRECT_ENTRIES if also is None else DIRECT_CARRYING
+        (see the module docstring); None when it would go to the process, with nothing
+        written: call :meth:`append` then."""
+        most = DIRECT_CARRYING if carried else DIRECT_ENTRIES
         if len(entries) > most or not self.direct():
             return None
-        request = _append_request(entries, nodes)
-        answer = self._here(request if also is None else (*request, also))
+        answer = self._here(_append_request(entries, nodes, carried))
         if answer is None:
             return None
-        first = _result(answer)
-        return list(range(first, first + len(entries)))
+        return _sequences(_result(answer), len(entries), carried)
 
     async def add_checkpoint(self, values: tuple[Any, ...]) -> None:
         """Store a checkpoint (:func:`~tether.store.sql._audit.sqlite_checkpoint_values`)
@@ -282,10 +287,24 @@ class AuditWriter:
             await asyncio.get_running_loop().run_in_executor(None, _join, process)
 
 
-def _append_request(entries: Sequence[LogEntry], nodes: Sequence[TreeNode]) -> tuple[Any, ...]:
+def _append_request(
+    entries: Sequence[LogEntry], nodes: Sequence[TreeNode], carried: Sequence[CarriedWrite]
+) -> tuple[Any, ...]:
     log = entries[0].log
     nodes_of = [(log, *node) for node in nodes]
-    return ("append", log, entries[0].index, entry_rows(entries), nodes_of)
+    request = ("append", log, entries[0].index, entry_rows(entries), nodes_of)
+    return (*request, [write.request for write in carried]) if carried else request
+
+
+def _sequences(value: Any, count: int, carried: Sequence[CarriedWrite]) -> list[int]:
+    """The sequence numbers of an append's ``count`` entries from its answer's value; each
+    carried write told whether it was written (the transaction has committed)."""
+    first = value
+    if carried:
+        first, outcomes = value
+        for write, written in zip(carried, outcomes, strict=True):
+            write.written = bool(written)
+    return list(range(first, first + count))
 
 
 def _result(answer: tuple[str, Any]) -> Any:

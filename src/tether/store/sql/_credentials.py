@@ -15,7 +15,6 @@ is seen by the check (or the deletion commits first and the insert follows it).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from types import MappingProxyType
@@ -36,6 +35,7 @@ from tether.credentials.models import (
     RoleTemplate,
 )
 from tether.errors import Conflict, EngineExists, EngineNotFound, LeaseNotFound, VersionConflict
+from tether.store._sqlite_audit import CarriedWrite
 from tether.store.sql._runner import unique_violation
 from tether.store.sql.tables import as_utc, credential_engines, leases, utc_or_none
 
@@ -44,8 +44,7 @@ __all__ = [
     "ENGINE_BY_NAME",
     "LEASE_BY_ID",
     "MAX_LEASE_PAGE",
-    "CarriedLeaseSave",
-    "carried_lease_saves",
+    "carried_lease_writes",
     "change_unit",
     "create_engine_unit",
     "create_lease_unit",
@@ -300,49 +299,40 @@ def save_lease_unit(lease: Lease, *, expected_version: int) -> Callable[[Connect
     return unit
 
 
-class CarriedLeaseSave:
-    """:func:`save_lease_unit`'s compare-and-set update as a write that an audit batch carries
-    into its own transaction on SQLite's driver (``AuditWriter.append_now``'s ``also``): the
-    lease and its records committed together. ``written`` says whether it took; if not (the
-    lease moved, or the update failed and was rolled back alone: the batch commits all the
-    same), save the lease the usual way, which tells which."""
-
-    __slots__ = ("_params", "_statement", "written")
-
-    def __init__(self, statement: str, params: tuple[Any, ...]) -> None:
-        self._statement, self._params = statement, params
-        self.written = False
-
-    def __call__(self, raw: sqlite3.Connection) -> None:
-        raw.execute("SAVEPOINT carried_lease")
-        try:
-            self.written = raw.execute(self._statement, self._params).rowcount == 1
-        except sqlite3.Error:
-            raw.execute("ROLLBACK TO carried_lease")
-            self.written = False
-        raw.execute("RELEASE carried_lease")
+def carried_lease_writes() -> tuple[
+    Callable[[Lease], CarriedWrite], Callable[[Lease, int], CarriedWrite]
+]:
+    """Makes :class:`~tether.store._sqlite_audit.CarriedWrite` of a new lease (the insert of
+    :func:`create_lease_unit`) and of a lease over its expected version (the compare-and-set
+    update of :func:`save_lease_unit`): each statement compiled once for SQLite's driver, its
+    values bound as SQLAlchemy binds them — each column type's conversion for this dialect (a
+    datetime as SQLite's DATETIME text, not the driver's own adaptation of it)."""
+    create = _compiled_for_sqlite(leases.insert())
+    save = _compiled_for_sqlite(_SAVE_LEASE)
+    return (
+        lambda lease: create(lease_values(lease)),
+        lambda lease, expected_version: save(
+            {**lease_values(lease), "old_id": lease.id, "old_version": expected_version}
+        ),
+    )
 
 
-def carried_lease_saves() -> Callable[[Lease, int], CarriedLeaseSave]:
-    """Makes :class:`CarriedLeaseSave` of a lease over its expected version: the statement
-    ``save_lease_unit`` runs, compiled once for SQLite's driver, its values bound as
-    SQLAlchemy binds them: each column type's conversion for this dialect (a datetime as
-    SQLite's DATETIME text, not the driver's own adaptation of it)."""
+def _compiled_for_sqlite(
+    statement: sa.Insert | sa.Update,
+) -> Callable[[dict[str, Any]], CarriedWrite]:
     dialect = pysqlite.dialect()
-    columns = [c.name for c in leases.c]
-    compiled = _SAVE_LEASE.compile(dialect=dialect, column_keys=columns)
+    compiled = statement.compile(dialect=dialect, column_keys=[c.name for c in leases.c])
     names = tuple(compiled.positiontup or ())  # qmark: every bind, in order
     types = (compiled.binds[name].type.dialect_impl(dialect) for name in names)
     convert = [kind.bind_processor(dialect) for kind in types]
-    statement = compiled.string
+    text = compiled.string
 
-    def carried(lease: Lease, expected_version: int) -> CarriedLeaseSave:
-        row = {**lease_values(lease), "old_id": lease.id, "old_version": expected_version}
+    def write(row: dict[str, Any]) -> CarriedWrite:
         values = (row[name] for name in names)
         params = tuple(v if c is None else c(v) for c, v in zip(convert, values, strict=True))
-        return CarriedLeaseSave(statement, params)
+        return CarriedWrite(text, params)
 
-    return carried
+    return write
 
 
 def _changed(old: Lease, change: Callable[[Lease], Lease]) -> Lease:

@@ -72,6 +72,7 @@ from tether.identity.models import (
 )
 from tether.identity.revocations import Revocation
 from tether.policy.models import PolicySetVersion
+from tether.store._sqlite_audit import CarriedWrite
 from tether.store.sql import _audit as audit_units
 from tether.store.sql import _codec as codec
 from tether.store.sql import _credentials as credential_units
@@ -192,7 +193,9 @@ class SqlStore(CredentialMethods, DelegationMethods, ApprovalMethods, McpMethods
         self._closed = False
         self._audit_writer: AuditWriter | None = None
         self._reader: PointReader | None = None
-        self._carried_saves: Callable[[Lease, int], credential_units.CarriedLeaseSave] | None = None
+        self._carried_writes: (
+            tuple[Callable[[Lease], CarriedWrite], Callable[[Lease, int], CarriedWrite]] | None
+        ) = None
 
     @property
     def url(self) -> URL:
@@ -593,15 +596,22 @@ class SqlStore(CredentialMethods, DelegationMethods, ApprovalMethods, McpMethods
     # -- audit ---------------------------------------------------------------------------
 
     async def append_audit_entries(
-        self, entries: Sequence[LogEntry], nodes: Sequence[TreeNode], *, adopt: bool = False
+        self,
+        entries: Sequence[LogEntry],
+        nodes: Sequence[TreeNode],
+        *,
+        adopt: bool = False,
+        carried: Sequence[CarriedWrite] = (),
     ) -> list[int]:
-        """One transaction for the batch (the group commit's); see ``_audit.py``."""
+        """One transaction for the batch (the group commit's); see ``_audit.py``. The
+        ``carried`` writes (:meth:`lease_create_carried`, :meth:`lease_save_carried`) go in
+        that transaction where the audit writer writes it; elsewhere none is written."""
         if not entries:
             return []
         if self._audit_writer is not None and not adopt:
             if self._closed:
                 raise StoreUnavailable("the store is closed")
-            return await self._audit_writer.append(entries, nodes)
+            return await self._audit_writer.append(entries, nodes, carried)
         unit = audit_units.append_unit(entries, nodes, adopt=adopt)
         return await self._run(unit, write=True, one_statement=False)
 
@@ -616,28 +626,45 @@ class SqlStore(CredentialMethods, DelegationMethods, ApprovalMethods, McpMethods
         entries: Sequence[LogEntry],
         nodes: Sequence[TreeNode],
         *,
-        also: credential_units.CarriedLeaseSave | None = None,
+        carried: Sequence[CarriedWrite] = (),
     ) -> list[int] | None:
         """:meth:`append_audit_entries` done before returning, on this thread, when that is
         cheap (SQLite's audit writer commits a lone record here when its process is idle:
-        ``_audit_writer``); None when it is not — then call :meth:`append_audit_entries`.
-        ``also`` (from :meth:`lease_save_carried`) is written in the same transaction."""
+        ``_audit_writer``); None when it is not, with nothing written — then call
+        :meth:`append_audit_entries`."""
         if self._audit_writer is None or self._closed or not entries:
             return None
-        return self._audit_writer.append_now(entries, nodes, also=also)
+        return self._audit_writer.append_now(entries, nodes, carried=carried)
 
-    def lease_save_carried(
-        self, lease: Lease, *, expected_version: int
-    ) -> credential_units.CarriedLeaseSave | None:
-        """:meth:`save_lease` as a write that audit records appended now can carry into
-        their own transaction (:meth:`append_audit_entries_now`'s ``also``): a lease and the
-        records of its change, committed together. None where audit appends cannot carry
-        one (PostgreSQL, an in-memory SQLite database): save it the usual way."""
-        if self._audit_writer is None or self._closed:
+    def carries_writes(self) -> bool:
+        """Whether audit appends carry writes of this store's now (``carried``): while its
+        audit writer runs (the embedded SQLite store in the server)."""
+        return self._audit_writer is not None and not self._closed
+
+    def lease_create_carried(self, lease: Lease) -> CarriedWrite | None:
+        """:meth:`create_lease` as a write that an audit append can carry into its own
+        transaction (:meth:`append_audit_entries`' ``carried``): a lease and the record of
+        its issuance, committed together. None where audit appends cannot carry one
+        (PostgreSQL, an in-memory SQLite database): store it the usual way then, as when
+        the write comes back not ``written`` (a taken id or credential: that tells which)."""
+        writes = self._lease_writes()
+        return None if writes is None else writes[0](lease)
+
+    def lease_save_carried(self, lease: Lease, *, expected_version: int) -> CarriedWrite | None:
+        """:meth:`save_lease` as a carried write (see :meth:`lease_create_carried`): a lease
+        and the records of its change, committed together. Not ``written`` if the lease
+        moved since ``expected_version``: save it the usual way, which tells how."""
+        writes = self._lease_writes()
+        return None if writes is None else writes[1](lease, expected_version)
+
+    def _lease_writes(
+        self,
+    ) -> tuple[Callable[[Lease], CarriedWrite], Callable[[Lease, int], CarriedWrite]] | None:
+        if not self.carries_writes():
             return None
-        if self._carried_saves is None:
-            self._carried_saves = credential_units.carried_lease_saves()
-        return self._carried_saves(lease, expected_version)
+        if self._carried_writes is None:
+            self._carried_writes = credential_units.carried_lease_writes()
+        return self._carried_writes
 
     async def audit_log_end(self, log: str) -> StoredEntry | None:
         return await self._first(audit_units.LOG_END, audit_units.entry_from_row, {"log": log})
