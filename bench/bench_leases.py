@@ -1,12 +1,13 @@
 """Just-in-time PostgreSQL credentials: issuance rate and revocation latency, against pgbench.
 
 Tether's path, in process, as ``POST /v1/leases`` runs it: the checkpoint's ``use_credential``
-decision (JWT-SVID verify, Cedar, durable audit record), the lease stored as ``issuing``, the
-role created by the PostgreSQL engine, the lease made ``active`` and ``lease.issued`` recorded —
-on the embedded SQLite store, with ``CONCURRENCY`` issuances in flight. The floor: pgbench
-running the identical ``CREATE ROLE … IN ROLE <group>`` statement against the same server, with
-as many clients as the engine has connections. Both run in alternating rounds on a throwaway
-PostgreSQL 15 cluster with PostgreSQL's default durability (``fsync=on``).
+decision (JWT-SVID verify, Cedar, durable audit record), the role created by the PostgreSQL
+engine, then the lease stored ``active`` in the transaction that records ``lease.issued`` — on
+the embedded SQLite store, with ``CONCURRENCY`` issuances in flight, on uvloop as ``tether
+serve`` runs. The floor: pgbench running the identical ``CREATE ROLE … IN ROLE <group>``
+statement against the same server, with as many clients as the engine has connections. Both
+run in alternating rounds on a throwaway PostgreSQL 15 cluster with PostgreSQL's default
+durability (``fsync=on``).
 
 Two variants, as the issue asks: passwordless (the role authenticates by certificate; the cost is
 the catalog write) and password (a SCRAM-SHA-256 verifier of 4,096 iterations, which PostgreSQL
@@ -56,6 +57,7 @@ from typing import Any
 import cedarpy
 import orjson
 import psycopg
+import uvloop
 
 import _report
 from _floors import agent_request
@@ -475,7 +477,7 @@ def main() -> None:
         f" {CONCURRENCY} issuances in flight, {POOL} engine connections = {POOL} pgbench clients"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        report(asyncio.run(measure(seconds, Path(tmp))))
+        report(uvloop.run(measure(seconds, Path(tmp))))
 
 
 if __name__ == "__main__":
