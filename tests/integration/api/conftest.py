@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -30,15 +31,21 @@ class RegisteredAgent:
     kid: str
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def api_settings(tmp_path: Path, **more: Any) -> Settings:
+    """The API tests' server settings in ``tmp_path``, with ``more`` of a test's own."""
     return Settings(
         data_dir=tmp_path / "data",
         issuer=ISSUER,
         trust_domain=TRUST_DOMAIN,
         root_token=ROOT,
         allowed_audiences=("https://api.acme.org",),
+        **more,
     )
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return api_settings(tmp_path)
 
 
 @pytest.fixture
