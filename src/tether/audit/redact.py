@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 from collections.abc import Iterable
@@ -70,7 +71,7 @@ _MAX_KNOWN = 4096
 class Redactor:
     """HMACs the values of sensitive keys in JSON values (see the module docstring)."""
 
-    __slots__ = ("_key", "_known", "_last", "_names", "_sensitive")
+    __slots__ = ("_key", "_known", "_names", "_sensitive")
 
     def __init__(
         self,
@@ -86,20 +87,14 @@ class Redactor:
         self._names = frozenset(_folded(n) for n in names)
         #: Keys already judged: the same few names come back on every decision.
         self._known: dict[str, bool] = {}
-        self._last: tuple[str, str] | None = None
 
     def __repr__(self) -> str:
         return "Redactor(<key hidden>)"
 
     def hash(self, value: str) -> str:
-        """``hmac-sha256:<hex>`` of ``value`` (UTF-8). The last value's HMAC is kept: a
-        decision hashes its call digest twice (its record's field and its request's)."""
-        last = self._last
-        if last is not None and last[0] is value:
-            return last[1]
-        hashed = PREFIX + hmac.digest(self._key, value.encode(), "sha256").hex()
-        self._last = (value, hashed)
-        return hashed
+        """``hmac-sha256:<hex>`` of ``value`` (UTF-8)."""
+        digest = hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()
+        return PREFIX + digest
 
     def is_sensitive(self, key: str) -> bool:
         known = self._known.get(key)
