@@ -10,6 +10,11 @@ official ``mcp`` client, over HTTP on loopback:
   handlers forward ``tools/list`` and ``tools/call`` to one kept upstream client session, with
   no authentication, no check and no record, answering each request with one JSON body (the
   SDK's ``json_response``), as Tether answers a client that cannot be asked for input;
+* **checked proxy** — the floor of a gateway that checks: the bare proxy whose ``tools/call``
+  first does what a check of a cached token cannot skip, with the bare libraries —
+  ``cedarpy`` decides ``call_tool`` with Tether's schema and policies (the entities parsed per
+  call) and ``sqlite3`` appends the decision as canonical JSON in a sha256 chain and commits
+  it (WAL, ``synchronous=FULL``) before the call is forwarded (latency only);
 * **Tether** — a real ``tether serve`` (SQLite, ``synchronous=FULL``) with the upstream
   registered at ``/mcp/calc`` and a policy that permits ``add`` to the agent: every call is
   authenticated (the agent's JWT-SVID for the gateway's resource, the same token throughout: a
@@ -24,8 +29,10 @@ round, ``ROUNDS`` rounds alternating the paths; the figures are medians over all
 result is checked (``2 + 3`` is ``5``). Throughput: ``SESSIONS`` client sessions in one process
 calling as fast as answers come, for ``LOAD_SECONDS``. The issue's aims: Tether adds ≤ 0.5 ms
 p50 over the bare proxy and ≤ 2 ms p50 over the direct call, adds ≤ 1/50 of what ContextForge
-adds, at ≥ 20× its throughput. The bench process, the servers and the upstream share the
-machine's cores. Bounded: every load stops by itself.
+adds, at ≥ 20× its throughput. What the checked proxy adds over the bare one is the floor of
+the first aim, and what it adds over the direct call the floor of the next two, for any
+gateway that checks each call durably with these libraries. The bench process, the servers and
+the upstream share the machine's cores. Bounded: every load stops by itself.
 
 The growth curve: latency against concurrent agent sessions (``AGENTS``: 1, 4, 16, 64; one
 agent's token in each, a session each, all calling back to back for ``CURVE_SECONDS``), p50 of
@@ -40,8 +47,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import os
 import platform
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -49,11 +59,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import cedarpy
 import httpx
 import httpx2
 import mcp_types as types
+import orjson
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.lowlevel.server import Server
@@ -61,7 +73,9 @@ from mcp.server.lowlevel.server import Server
 import _report
 from _agents import agent_token
 from _contextforge import CONTEXTFORGE_VERSION, running_contextforge
+from _floors import agent_request
 from _procs import free_port, running, wait_listening, wait_ready
+from tether.policy._cedar import default_policies, schema_text
 
 ROOT = "tto_" + "m" * 32
 CALLS = 400
@@ -99,8 +113,58 @@ def _upstream_server() -> Server[Any]:
     return Server("bench-upstream", on_list_tools=list_tools, on_call_tool=call_tool)
 
 
-def _proxy_server(upstream_url: str) -> Server[Any]:
-    """The floor: forward, nothing else, on one kept upstream session."""
+class _Check:
+    """A check of the bare libraries: ``cedarpy`` decides the call, ``sqlite3`` makes the
+    decision's record durable in a sha256 chain (one commit per call)."""
+
+    #: calc-bot, its tool and the tool's server, as Tether's checkpoint hands them to Cedar.
+    ENTITIES: ClassVar[list[dict[str, Any]]] = [
+        {"uid": {"type": "Tether::Agent", "id": "calc-bot"},
+         "attrs": {"name": "calc-bot", "state": "active", "risk_tier": "low", "risk_score": 10,
+                   "owners": [], "tools": ["add"], "resources": [], "data_classes": [],
+                   "external_connections": "none", "autonomy": "supervised",
+                   "may_call_agents": False},
+         "parents": []},
+        {"uid": {"type": "Tether::Tool", "id": "calc/add"},
+         "attrs": {"name": "add", "data_class": "internal", "state_changing": True},
+         "parents": [{"type": "Tether::McpServer", "id": "calc"}]},
+        {"uid": {"type": "Tether::McpServer", "id": "calc"}, "attrs": {"name": "calc"},
+         "parents": []},
+    ]  # fmt: skip
+
+    def __init__(self, db: str) -> None:
+        self.schema = cedarpy.Schema.from_str(schema_text())
+        self.policies = cedarpy.PolicySet.from_str(default_policies() + POLICY)
+        self.db = sqlite3.connect(db, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, entry, chain)")
+        self.chain = hashlib.sha256(b"checked proxy").digest()
+
+    def allows(self, tool: str, arguments: dict[str, Any]) -> bool:
+        entities = cedarpy.Entities.from_json_str(json.dumps(self.ENTITIES), schema=self.schema)
+        given = orjson.dumps(arguments, option=orjson.OPT_SORT_KEYS)
+        call = {"action": "call_tool", "resource": f"calc/{tool}", "arguments": arguments}
+        digest = hashlib.sha256(orjson.dumps(call, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        request = agent_request(
+            "calc-bot", "call_tool", ("Tool", f"calc/{tool}"),
+            call_digest=f"sha256:{digest}", arguments=given.decode(),
+        )  # fmt: skip
+        result = cedarpy.is_authorized(request, self.policies, entities, self.schema)
+        record = {"type": "decision", "request": request, "effect": str(result.decision),
+                  "reasons": list(result.diagnostics.reasons)}  # fmt: skip
+        entry = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+        self.chain = hashlib.sha256(b"\x00" + self.chain + entry).digest()
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("INSERT INTO audit (entry, chain) VALUES (?, ?)", (entry, self.chain))
+        self.db.execute("COMMIT")
+        return bool(result.allowed)
+
+
+def _proxy_server(upstream_url: str, db: str | None = None) -> Server[Any]:
+    """The floor: forward, nothing else, on one kept upstream session; with ``db``, each call
+    checked by the bare libraries first (the decision recorded in ``db``)."""
+    check = _Check(db) if db is not None else None
 
     @contextlib.asynccontextmanager
     async def lifespan(server: Server[Any]) -> AsyncIterator[dict[str, Client]]:
@@ -112,6 +176,9 @@ def _proxy_server(upstream_url: str) -> Server[Any]:
         return result
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        if check is not None and not check.allows(params.name, params.arguments or {}):
+            refused = types.TextContent(type="text", text="refused")
+            return types.CallToolResult(content=[refused], is_error=True)
         upstream: Client = ctx.lifespan_context["upstream"]
         result: types.CallToolResult = await upstream.session.call_tool(
             params.name, params.arguments
@@ -139,6 +206,8 @@ class Target:
     token: str | None = None
     #: ContextForge names the upstream's tools ``<gateway>-<tool>``.
     tool: str = "add"
+    #: Measured for its latency alone (no throughput, no curve).
+    latency_only: bool = False
 
 
 @contextlib.asynccontextmanager
@@ -255,27 +324,32 @@ def _prepare_tether(addr: str, upstream_url: str) -> str:
 
 
 @contextlib.contextmanager
-def _servers(tmp: Path) -> Iterator[tuple[str, str, str, str]]:
-    """The upstream, the bare proxy and Tether, running: their URLs and Tether's token."""
+def _servers(tmp: Path) -> Iterator[tuple[str, str, str, str, str]]:
+    """The upstream, the bare and the checked proxies and Tether, running: their URLs and
+    Tether's token."""
     env = dict(os.environ)
-    up_port, proxy_port, tether_port = free_port(), free_port(), free_port()
+    up_port, proxy_port, checked_port, tether_port = (free_port() for _ in range(4))
     upstream = f"http://127.0.0.1:{up_port}/mcp"
     me = [sys.executable, str(HERE)]
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(running([*me, "upstream", str(up_port)], env=env,
                                              log=tmp / "upstream.log"))  # fmt: skip
         wait_listening(upstream, server, "the upstream")
-        proxy = f"http://127.0.0.1:{proxy_port}/mcp"
-        server = stack.enter_context(running([*me, "proxy", str(proxy_port), upstream], env=env,
-                                             log=tmp / "proxy.log"))  # fmt: skip
-        wait_listening(proxy, server, "the bare proxy")
+        proxies = []
+        checked = [str(tmp / "checked.db")]
+        for port, extra, name in ((proxy_port, [], "bare"), (checked_port, checked, "checked")):
+            url = f"http://127.0.0.1:{port}/mcp"
+            server = stack.enter_context(running([*me, "proxy", str(port), upstream, *extra],
+                                                 env=env, log=tmp / f"{name}.log"))  # fmt: skip
+            wait_listening(url, server, f"the {name} proxy")
+            proxies.append(url)
         addr = f"http://127.0.0.1:{tether_port}"
         tether_env = env | {"TETHER_ROOT_TOKEN": ROOT, "TETHER_ISSUER": addr}
         argv = [sys.executable, "-m", "tether", "serve", "--port", str(tether_port),
                 "--data-dir", str(tmp / "tether")]  # fmt: skip
         server = stack.enter_context(running(argv, env=tether_env, log=tmp / "tether.log"))
         wait_ready(f"{addr}/readyz", server, "tether serve")
-        yield upstream, proxy, addr, _prepare_tether(addr, upstream)
+        yield upstream, proxies[0], proxies[1], addr, _prepare_tether(addr, upstream)
 
 
 # -- the report --------------------------------------------------------------------------------
@@ -298,10 +372,14 @@ def _report_text(times: dict[str, list[float]], rates: dict[str, float]) -> None
     over_direct = p50["Tether"] - p50["direct"]
     print(f"Tether adds {over_proxy:.2f} ms p50 over the bare proxy (aim <= 0.5 ms), "
           f"{over_direct:.2f} ms over the direct call (aim <= 2 ms)")  # fmt: skip
+    checked = p50["checked proxy"]
+    print(f"the floor, the checked proxy, adds {checked - p50['bare proxy']:.2f} ms p50 over the "
+          f"bare proxy, {checked - p50['direct']:.2f} ms over the direct call")  # fmt: skip
     if "ContextForge" in p50:
         theirs = p50["ContextForge"] - p50["direct"]
         print(f"ContextForge adds {theirs:.2f} ms p50 over the direct call; Tether adds "
-              f"{over_direct / theirs:.3f}x that (aim <= 0.020x)")  # fmt: skip
+              f"{over_direct / theirs:.3f}x that (aim <= 0.020x), the checked proxy "
+              f"{(checked - p50['direct']) / theirs:.3f}x")  # fmt: skip
         if rates["ContextForge"]:
             ratio = rates["Tether"] / rates["ContextForge"]
             print(f"Tether's throughput is {ratio:.1f}x ContextForge's (aim >= 20x)")
@@ -316,8 +394,9 @@ async def _run(
 ) -> tuple[dict[str, list[float]], dict[str, float], dict[str, list[tuple[int, float]]]]:
     times = await _measure(targets, calls)
     seconds = 1.0 if quick else LOAD_SECONDS
-    rates = {t.name: await _throughput(t, seconds) for t in targets}
-    curves = await _curve(targets, 1.0 if quick else CURVE_SECONDS)
+    loaded = [t for t in targets if not t.latency_only]
+    rates = {t.name: await _throughput(t, seconds) for t in loaded}
+    curves = await _curve(loaded, 1.0 if quick else CURVE_SECONDS)
     return times, rates, curves
 
 
@@ -337,14 +416,23 @@ def record(
                 figure=p50["Tether"], unit="ms", better="lower", floor=p50["bare proxy"],
                 floor_name=proxy, peer=p50.get("ContextForge"), peer_name=peer_name,
                 note=f"the direct call (no gateway): {p50['direct']:.2f} ms p50")  # fmt: skip
+    checked = "bare proxy checking with cedarpy + sqlite3"
+    floor = p50["checked proxy"] - p50["bare proxy"]
     _report.row(area="gateway", path="added p50 over the bare proxy",
                 figure=p50["Tether"] - p50["bare proxy"], unit="ms", better="lower",
-                aim=_report.at_most(0.5))  # fmt: skip
+                floor=floor, floor_name=checked, aim=_report.at_most(0.5),
+                note=_below(floor, 0.5, "the floor"))  # fmt: skip
+    floor = p50["checked proxy"] - p50["direct"]
+    _report.row(area="gateway", path="added p50 over the direct call, against 2 ms",
+                figure=p50["Tether"] - p50["direct"], unit="ms", better="lower",
+                floor=floor, floor_name=checked, aim=_report.at_most(2.0),
+                note=_below(floor, 2.0, "the floor"))  # fmt: skip
+    peer = p50["ContextForge"] - p50["direct"] if cf else None
     _report.row(area="gateway", path="added p50 over the direct call",
                 figure=p50["Tether"] - p50["direct"], unit="ms", better="lower",
-                floor=p50["bare proxy"] - p50["direct"], floor_name=proxy,
-                peer=p50["ContextForge"] - p50["direct"] if cf else None, peer_name=peer_name,
-                aim=_report.at_most(0.02, of="peer"))  # fmt: skip
+                floor=floor, floor_name=checked, peer=peer, peer_name=peer_name,
+                aim=_report.at_most(0.02, of="peer"),
+                note=_below(floor, 0.02 * peer, "the floor") if peer else None)  # fmt: skip
     _report.row(area="gateway", path=f"throughput, {SESSIONS} sessions", figure=rates["Tether"],
                 unit="calls/s", better="higher", floor=rates["bare proxy"], floor_name=proxy,
                 peer=rates.get("ContextForge"), peer_name=peer_name,
@@ -355,10 +443,17 @@ def record(
                       series=name)  # fmt: skip
 
 
+def _below(floor: float, aim: float, name: str) -> str:
+    """Where the floor stands against an aim (``ms``, lower is better)."""
+    if floor > aim:
+        return f"{name} adds {floor:.2f} ms: the aim ({aim:.2f} ms) is below it here"
+    return f"{name} adds {floor:.2f} ms, within the aim ({aim:.2f} ms)"
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in {"upstream", "proxy"}:
         serve: Callable[[], Server[Any]] = (
-            _upstream_server if sys.argv[1] == "upstream" else lambda: _proxy_server(sys.argv[3])
+            _upstream_server if sys.argv[1] == "upstream" else lambda: _proxy_server(*sys.argv[3:5])
         )
         _serve(serve(), int(sys.argv[2]), json_response=sys.argv[1] == "proxy")
         return
@@ -369,8 +464,10 @@ def main() -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"{machine}; {calls} calls x {ROUNDS} rounds per path, {SESSIONS} sessions for "
           "throughput")  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp, _servers(Path(tmp)) as (up, proxy, addr, token):
+    with tempfile.TemporaryDirectory() as tmp, _servers(Path(tmp)) as servers:
+        up, proxy, checked, addr, token = servers
         targets = [Target("direct", up), Target("bare proxy", proxy),
+                   Target("checked proxy", checked, latency_only=True),
                    Target("Tether", f"{addr}/mcp/calc", token)]  # fmt: skip
         with running_contextforge(up, tmp=Path(tmp) / "cf") as cf:
             if cf is not None:
